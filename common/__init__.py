@@ -1,0 +1,1 @@
+"""Shared pieces of the jet foundation-model kit: data, tokenisers, transformer blocks, training loop, metrics."""

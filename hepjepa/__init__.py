@@ -1,0 +1,1 @@
+"""hepjepa method package."""

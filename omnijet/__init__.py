@@ -1,0 +1,1 @@
+"""omnijet method package."""
