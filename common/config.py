@@ -1,0 +1,195 @@
+"""YAML run configurations: `base:` inheritance, strict keys, `a.b=value` overrides.
+
+Rules
+-----
+* A file may name one parent with `base: <path>` (relative to that file). Keys merge recursively; the child wins.
+  The file at the end of the chain (the one without `base:`) is the *root*: it defines the schema.
+* A key that the chain above a file does not define is an error naming the file, the key path and the valid keys.
+* Two escape hatches for open-ended sections:
+    - a key whose value in the chain above is `null` accepts any value (a scalar, a list or a whole mapping);
+    - a key whose value in the root is an empty mapping `{}` (or `null`) is *free-form*: anything below it is accepted,
+      in every file of the chain and in overrides.
+* Command-line overrides `a.b=value` are applied last; `value` is parsed as YAML ("1e-3" -> float, "[1,2]" -> list,
+  "null" -> None) and the key must exist under the same rules.
+* Numbers such as `1e-3` are floats here, in files and overrides alike (plain YAML 1.1 would read them as strings).
+* The resolved configuration (no `base:` key) is written with the run by `save_config` (atomic).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import difflib
+import os
+import re
+from pathlib import Path
+
+import yaml
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads `1e-3` / `5E4` as floats (YAML 1.1 would keep them as strings)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                   |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                   |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                   |[-+]?\.(?:inf|Inf|INF)
+                   |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
+def parse_value(text: str):
+    """Parse one YAML scalar / flow value as in config files (`1e-3` -> float, `[1, 2]` -> list, `null` -> None)."""
+    return yaml.load(text, Loader=_Loader)
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid (unknown key, bad YAML, missing base)."""
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        with open(path) as f:
+            data = yaml.load(f, Loader=_Loader)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML: {e}") from e
+    if data is None:
+        raise ConfigError(f"{path}: empty config file (expected a mapping of keys)")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def _free_paths(root: dict, prefix: tuple = ()) -> set[tuple]:
+    """Key paths that the root marks as free-form (value null or {})."""
+    free = set()
+    for k, v in root.items():
+        p = prefix + (k,)
+        if v is None or (isinstance(v, dict) and not v):
+            free.add(p)
+        elif isinstance(v, dict):
+            free |= _free_paths(v, p)
+    return free
+
+
+def _is_free(path: tuple, free: set[tuple]) -> bool:
+    return any(path[: len(f)] == f for f in free)
+
+
+def _unknown_key(where: str, path: tuple, valid) -> ConfigError:
+    key = ".".join(map(str, path))
+    parent = ".".join(map(str, path[:-1])) or "<top level>"
+    valid = sorted(map(str, valid))
+    close = difflib.get_close_matches(str(path[-1]), valid, n=3)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    return ConfigError(f"{where}: unknown key '{key}'. Valid keys under {parent}: {', '.join(valid) or '(none)'}.{hint}")
+
+
+def _merge(base: dict, child: dict, where: str, free: set[tuple], prefix: tuple = ()) -> dict:
+    """Recursively merge `child` into a copy of `base`, refusing keys the base does not define."""
+    out = dict(base)
+    for k, v in child.items():
+        path = prefix + (k,)
+        if k not in base:
+            if _is_free(path, free):
+                out[k] = copy.deepcopy(v)
+                continue
+            raise _unknown_key(where, path, base.keys())
+        old = base[k]
+        if isinstance(old, dict) and isinstance(v, dict) and old and not _is_free(path, free):
+            out[k] = _merge(old, v, where, free, path)
+        elif isinstance(old, dict) and isinstance(v, dict):
+            out[k] = {**old, **copy.deepcopy(v)} if old else copy.deepcopy(v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def _load_chain(path: Path, seen: tuple = ()) -> tuple[dict, set[tuple], list[Path]]:
+    """Resolve `path` and its base chain. Returns (config, free paths of the root, chain of files)."""
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"{path}: circular base chain: {' -> '.join(map(str, seen + (path,)))}")
+    data = _read_yaml(path)
+    base = data.pop("base", None)
+    if base is None:
+        return data, _free_paths(data), [path]
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: 'base' must be a path string relative to the file, got {base!r}")
+    base_path = path.parent / base
+    if not base_path.is_file():
+        raise ConfigError(f"{path}: base file '{base}' not found (looked for {base_path})")
+    parent, free, chain = _load_chain(base_path, seen + (path,))
+    return _merge(parent, data, str(path), free), free, chain + [path]
+
+
+def apply_override(cfg: dict, item: str, free: set[tuple] = frozenset()) -> None:
+    """Apply one `a.b.c=value` override in place (the key must exist, or lie in a free-form section)."""
+    if "=" not in item:
+        raise ConfigError(f"override '{item}': expected the form key.path=value")
+    key, raw = item.split("=", 1)
+    parts = tuple(key.strip().split("."))
+    if not all(parts):
+        raise ConfigError(f"override '{item}': empty key component")
+    try:
+        value = parse_value(raw) if raw.strip() else None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override '{item}': value is not valid YAML: {e}") from e
+    node = cfg
+    for i, p in enumerate(parts[:-1]):
+        if not isinstance(node, dict) or (p not in node and not _is_free(parts[: i + 1], free)):
+            raise _unknown_key(f"override '{item}'", parts[: i + 1], node.keys() if isinstance(node, dict) else [])
+        if p not in node or node[p] is None:
+            node[p] = {}
+        node = node[p]
+        if not isinstance(node, dict):
+            raise ConfigError(f"override '{item}': '{'.'.join(parts[: i + 1])}' is a {type(node).__name__}, not a mapping")
+    last = parts[-1]
+    if last not in node and not _is_free(parts, free):
+        raise _unknown_key(f"override '{item}'", parts, node.keys())
+    node[last] = value
+
+
+def load_config(path, overrides=()) -> dict:
+    """Load a YAML config with its `base:` chain and apply `a.b=value` overrides. See the module docstring."""
+    cfg, free, _ = _load_chain(Path(path))
+    for item in overrides:
+        apply_override(cfg, item, free)
+    return cfg
+
+
+def save_config(cfg: dict, path) -> None:
+    """Write the resolved config as YAML atomically (path.tmp then os.replace)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        yaml.safe_dump(cfg, f, sort_keys=False, default_flow_style=False)
+    os.replace(tmp, path)
+
+
+def add_config_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add `--config`, `--out` and positional `a.b=value` overrides to an argument parser."""
+    parser.add_argument("--config", required=True, help="YAML config file (may use `base:`)")
+    parser.add_argument("--out", required=True, help="output directory of the run")
+    parser.add_argument("overrides", nargs="*", default=[], help="config overrides of the form a.b=value")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> dict:
+    """Load the config named by parsed `add_config_args` arguments."""
+    return load_config(args.config, args.overrides)
+
+
+def get(cfg: dict, dotted: str, default=None):
+    """Read a nested value by dotted path (`get(cfg, "optim.lr")`), returning `default` when absent."""
+    node = cfg
+    for p in dotted.split("."):
+        if not isinstance(node, dict) or p not in node:
+            return default
+        node = node[p]
+    return node

@@ -1,0 +1,222 @@
+"""Small pieces every training loop uses: autocast, AdamW with decay groups, gradient accumulation under DDP,
+clipping, tqdm with jets/s, seeding, optional torch.compile, parameter counts and the done.json marker."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# precision
+
+def autocast(device, enabled: bool = True):
+    """bf16 autocast on CUDA; a no-op context on CPU (fp32 there: CPU bf16 is slow and changes numerics)."""
+    dev = torch.device(device) if not isinstance(device, torch.device) else device
+    if enabled and dev.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# optimiser
+
+# Parameters whose names contain one of these are never weight-decayed (learned tokens / embeddings of positions).
+NO_DECAY_KEYWORDS = ("cls_token", "class_token", "register", "mask_token", "pos_embed", "codebook")
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float, no_decay_keywords=NO_DECAY_KEYWORDS,
+                 lr: float | None = None) -> list[dict]:
+    """Two AdamW groups: matrices decay; biases, norm gains (ndim < 2) and learned tokens do not."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if p.ndim < 2 or any(k in name for k in no_decay_keywords):
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if lr is not None:
+        for g in groups:
+            g["lr"] = lr
+    return [g for g in groups if g["params"]]
+
+
+def build_optimizer(params_or_groups, cfg: dict) -> torch.optim.AdamW:
+    """AdamW from cfg {lr, weight_decay, betas=(0.9, 0.999), eps=1e-8}.
+
+    params_or_groups: an nn.Module (split into decay / no-decay groups), an iterable of parameters, or a list of
+    param-group dicts (groups without their own weight_decay get cfg's)."""
+    lr = float(cfg["lr"])
+    wd = float(cfg.get("weight_decay", 0.0))
+    betas = tuple(float(b) for b in cfg.get("betas", (0.9, 0.999)))
+    eps = float(cfg.get("eps", 1e-8))
+    if isinstance(params_or_groups, torch.nn.Module):
+        groups = param_groups(params_or_groups, wd)
+    else:
+        groups = list(params_or_groups)
+    fused = bool(cfg.get("fused", False)) and torch.cuda.is_available()
+    return torch.optim.AdamW(groups, lr=lr, weight_decay=wd, betas=betas, eps=eps, **({"fused": True} if fused else {}))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# gradient accumulation and stepping
+
+def no_sync(model: torch.nn.Module, skip_sync: bool):
+    """DDP's no_sync() when `skip_sync` (non-final micro-steps of an accumulation), else a no-op context."""
+    if skip_sync and isinstance(model, DistributedDataParallel):
+        return model.no_sync()
+    return contextlib.nullcontext()
+
+
+def micro_batches(batch, n: int) -> list:
+    """Split a JetBatch (or tensor) into `n` consecutive micro-batches of near-equal size."""
+    size = len(batch)
+    if n < 1 or n > size:
+        raise ValueError(f"cannot split a batch of {size} into {n} micro-batches")
+    edges = [round(i * size / n) for i in range(n + 1)]
+    return [batch[edges[i]: edges[i + 1]] for i in range(n)]
+
+
+def accumulate(model: torch.nn.Module, batches, loss_fn) -> float:
+    """Gradient accumulation: backward over micro-batches, synchronising DDP gradients only on the last one.
+
+    loss_fn(micro_batch) -> scalar loss (already under autocast if wanted). Each micro loss is weighted by its share of
+    jets, so the accumulated gradient equals the gradient of the mean loss over the whole batch.
+    Returns the mean loss (float, this rank)."""
+    batches = list(batches)
+    total = sum(len(b) for b in batches)
+    mean = 0.0
+    for i, b in enumerate(batches):
+        with no_sync(model, i < len(batches) - 1):
+            loss = loss_fn(b) * (len(b) / total)
+            loss.backward()
+        mean += float(loss.detach())
+    return mean
+
+
+def clip_and_step(model_or_params, optimizer, scheduler=None, max_norm: float | None = None, scaler=None) -> float:
+    """Clip the global grad norm (if max_norm), step optimiser and scheduler, zero the grads. Returns the pre-clip norm
+    (nan when max_norm is None, so no extra reduction is paid)."""
+    params = model_or_params.parameters() if isinstance(model_or_params, torch.nn.Module) else model_or_params
+    params = [p for p in params if p.grad is not None]
+    if scaler is not None:
+        scaler.unscale_(optimizer)
+    norm = float("nan")
+    if max_norm is not None and max_norm > 0 and params:
+        norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return norm
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# progress, seeding, compile, bookkeeping
+
+class Progress:
+    """tqdm over steps that shows a jets/s rate. `update(jets=B, **postfix)` once per step. Disabled = silent."""
+
+    def __init__(self, total: int, desc: str = "", enabled: bool = True, initial: int = 0):
+        self.enabled = enabled
+        self.jets = 0
+        self.t0 = time.perf_counter()
+        self.bar = None
+        if enabled:
+            from tqdm.auto import tqdm
+            self.bar = tqdm(total=total, desc=desc, initial=initial, dynamic_ncols=True, unit="step")
+
+    def update(self, jets: int = 0, steps: int = 1, **postfix) -> None:
+        self.jets += jets
+        if self.bar is None:
+            return
+        rate = self.jets / max(time.perf_counter() - self.t0, 1e-9)
+        shown = {k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in postfix.items()}
+        shown["jets/s"] = f"{rate:.0f}"
+        self.bar.set_postfix(shown, refresh=False)
+        self.bar.update(steps)
+
+    @property
+    def jets_per_second(self) -> float:
+        return self.jets / max(time.perf_counter() - self.t0, 1e-9)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def progress(total: int, desc: str = "", enabled: bool = True, initial: int = 0) -> Progress:
+    """A Progress bar (tqdm on rank 0 with jets/s); pass enabled=dist.is_main."""
+    return Progress(total, desc, enabled, initial)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy, torch and CUDA."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def maybe_compile(model: torch.nn.Module, flag: bool) -> torch.nn.Module:
+    """torch.compile(model) when the config's `compile` flag is set; the model unchanged otherwise."""
+    return torch.compile(model) if flag else model
+
+
+def count_parameters(model: torch.nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def _atomic_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, default=_json_default)
+    os.replace(tmp, path)
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, (np.ndarray, torch.Tensor)):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def write_json(path, obj) -> None:
+    """Write JSON atomically (numpy / torch scalars and arrays converted)."""
+    _atomic_json(Path(path), obj)
+
+
+def mark_done(out_dir, info: dict | None = None) -> None:
+    """Write out_dir/done.json atomically: the step finished (run_all skips it next time)."""
+    _atomic_json(Path(out_dir) / "done.json", {"done": True, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                              **(info or {})})
+
+
+def is_done(out_dir) -> bool:
+    return (Path(out_dir) / "done.json").is_file()
