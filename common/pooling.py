@@ -1,0 +1,176 @@
+"""Pooling of per-token outputs into one jet vector, and the classification heads built on it.
+
+Every head has forward(h (B,T,D), mask (B,T) bool) -> logits (B,C) and ignores padded tokens completely.
+  linear_mean      masked mean -> Linear
+  weighted_mean    MPMv1 "learnable weighted average": per-node Linear(D, hidden, no bias) -> masked mean -> Linear
+                   (mpm.md 4, MPMv1 fine-tuning head)
+  sum              OmniJet-alpha summation head: Linear(sum_t mask_t ReLU(Linear(h_t)))  (omnijet.md 5)
+  class_attention  MPMv2: Linear(D, hidden) -> ClassAttentionPooling (2 layers) -> Linear, trunc-normal std 0.01
+                   (mpm.md 4, MPMv2 fine-tuning heads)
+  mean_max         Point-JEPA: [masked mean, masked max] -> MLP with BatchNorm (hepjepa.md 4)
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def masked_sum(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Sum over real tokens: (B,T,D), (B,T) -> (B,D)."""
+    return h.masked_fill(~mask.unsqueeze(-1), 0.0).sum(dim=1)
+
+
+def masked_mean(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over real tokens: (B,T,D), (B,T) -> (B,D); an empty jet gives zeros."""
+    n = mask.sum(dim=1, keepdim=True).clamp(min=1).to(h.dtype)
+    return masked_sum(h, mask) / n
+
+
+def masked_max(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Max over real tokens: (B,T,D), (B,T) -> (B,D); an empty jet gives zeros."""
+    out = h.masked_fill(~mask.unsqueeze(-1), float("-inf")).amax(dim=1)
+    return torch.where(mask.any(dim=1, keepdim=True), out, torch.zeros_like(out))
+
+
+class CrossAttention(nn.Module):
+    """Queries q (B,Q,D) attend to keys/values kv (B,T,D) with a key-padding mask, through SDPA."""
+
+    def __init__(self, dim: int, num_heads: int, dropout: float = 0.0):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim {dim} must be divisible by num_heads {num_heads}")
+        self.num_heads, self.head_dim, self.dropout = num_heads, dim // num_heads, dropout
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(dim, 2 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, q: torch.Tensor, kv: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        B, Q, D = q.shape
+        T = kv.shape[1]
+        q = self.q(q).view(B, Q, self.num_heads, self.head_dim).transpose(1, 2)
+        k, v = self.kv(kv).view(B, T, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        has_key = mask.any(dim=1)
+        allowed = (mask | ~has_key[:, None])[:, None, None, :]  # an empty jet attends to everything, then zeroed
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed,
+                                             dropout_p=self.dropout if self.training else 0.0)
+        out = out.transpose(1, 2).reshape(B, Q, D) * has_key[:, None, None].to(q.dtype)
+        return self.proj(out)
+
+
+class ClassAttentionLayer(nn.Module):
+    """Class-attention (CaiT, Touvron et al. 2021): only the global token is updated.
+    c += CrossAttn(LN(c), LN(h)); c += MLP(LN(c))."""
+
+    def __init__(self, dim: int, num_heads: int, ff_mult: int = 1, dropout: float = 0.0):
+        super().__init__()
+        self.norm_q, self.norm_kv = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attn = CrossAttention(dim, num_heads, dropout)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, ff_mult * dim), nn.SiLU(), nn.Dropout(dropout),
+                                 nn.Linear(ff_mult * dim, dim))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, c, h, mask):
+        c = c + self.drop(self.attn(self.norm_q(c), self.norm_kv(h), mask))
+        return c + self.drop(self.mlp(self.norm2(c)))
+
+
+class ClassAttentionPooling(nn.Module):
+    """A learnable global token cross-attends to all real tokens through `depth` class-attention layers
+    (MPMv2 fine-tuning head, mpm.md 4). forward(h (B,T,D), mask (B,T)) -> (B,D)."""
+
+    def __init__(self, dim: int, num_heads: int, depth: int = 2, ff_mult: int = 1, dropout: float = 0.0):
+        super().__init__()
+        self.global_token = nn.Parameter(torch.randn(1, 1, dim) * 1e-3)
+        self.layers = nn.ModuleList(ClassAttentionLayer(dim, num_heads, ff_mult, dropout) for _ in range(depth))
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        c = self.global_token.expand(h.shape[0], -1, -1).to(h.dtype)
+        for layer in self.layers:
+            c = layer(c, h, mask)
+        return self.norm(c[:, 0])
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Heads
+# --------------------------------------------------------------------------------------------------------------------
+class LinearMeanHead(nn.Module):
+    def __init__(self, in_dim: int, n_classes: int, dropout: float = 0.0):
+        super().__init__()
+        self.drop = nn.Dropout(dropout)
+        self.out = nn.Linear(in_dim, n_classes)
+
+    def forward(self, h, mask):
+        return self.out(self.drop(masked_mean(h, mask)))
+
+
+class WeightedMeanHead(nn.Module):
+    """MPMv1: per-node Linear(in_dim, hidden, no bias) -> masked mean -> Linear(hidden, n_classes)."""
+
+    def __init__(self, in_dim: int, n_classes: int, hidden: int = 512):
+        super().__init__()
+        self.node = nn.Linear(in_dim, hidden, bias=False)
+        self.out = nn.Linear(hidden, n_classes)
+
+    def forward(self, h, mask):
+        return self.out(masked_mean(self.node(h), mask))
+
+
+class SumHead(nn.Module):
+    """OmniJet-alpha summation head: Linear(hidden, C)(sum_t mask_t ReLU(Linear(D, hidden)(h_t)))."""
+
+    def __init__(self, in_dim: int, n_classes: int, hidden: int | None = None):
+        super().__init__()
+        hidden = hidden or in_dim
+        self.node = nn.Linear(in_dim, hidden)
+        self.out = nn.Linear(hidden, n_classes)
+
+    def forward(self, h, mask):
+        return self.out(masked_sum(F.relu(self.node(h)), mask))
+
+
+class ClassAttentionHead(nn.Module):
+    """MPMv2: Linear(in_dim, hidden) -> ClassAttentionPooling -> Linear(hidden, C) (trunc-normal init, std 0.01)."""
+
+    def __init__(self, in_dim: int, n_classes: int, hidden: int = 128, num_heads: int = 4, depth: int = 2,
+                 ff_mult: int = 1, dropout: float = 0.2):
+        super().__init__()
+        self.inp = nn.Linear(in_dim, hidden)
+        self.pool = ClassAttentionPooling(hidden, num_heads, depth, ff_mult, dropout)
+        self.out = nn.Linear(hidden, n_classes)
+        nn.init.trunc_normal_(self.out.weight, std=0.01)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, h, mask):
+        return self.out(self.pool(self.inp(h), mask))
+
+
+class MeanMaxHead(nn.Module):
+    """Point-JEPA fine-tuning head: [masked mean, masked max] -> Linear(2D, hidden, no bias), BN, ReLU, Dropout,
+    Linear(hidden, hidden), BN, ReLU, Dropout, Linear(hidden, C)."""
+
+    def __init__(self, in_dim: int, n_classes: int, hidden: int = 256, dropout: float = 0.5):
+        super().__init__()
+        self.mlp = nn.Sequential(
+            nn.Linear(2 * in_dim, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(), nn.Dropout(dropout),
+            nn.Linear(hidden, hidden), nn.BatchNorm1d(hidden), nn.ReLU(), nn.Dropout(dropout),
+            nn.Linear(hidden, n_classes))
+
+    def forward(self, h, mask):
+        return self.mlp(torch.cat([masked_mean(h, mask), masked_max(h, mask)], dim=-1))
+
+
+HEADS = {"linear_mean": LinearMeanHead, "weighted_mean": WeightedMeanHead, "sum": SumHead,
+         "class_attention": ClassAttentionHead, "mean_max": MeanMaxHead}
+
+
+def build_head(kind: str, in_dim: int, n_classes: int, **kw) -> nn.Module:
+    """Head by name (see the module docstring); extra keyword arguments go to its constructor."""
+    if kind not in HEADS:
+        raise ValueError(f"unknown head kind {kind!r}; expected one of {sorted(HEADS)}")
+    try:
+        return HEADS[kind](in_dim, n_classes, **kw)
+    except TypeError as e:
+        raise TypeError(f"head {kind!r}: bad arguments {sorted(kw)} ({e})") from None
