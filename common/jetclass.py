@@ -1,0 +1,216 @@
+"""JetClass reader (Qu, Li, Qian 2022; datasets.md §A1): ROOT files `<proc>_NNN.root`, tree "tree", 41 branches.
+
+Files hold jets of one class each; the class comes from the file prefix and is cross-checked against the ten label_*
+branches (whose dtypes are mixed float / bool / int32, so they are cast). Particles are read in chunks with uproot,
+padded to numpy without Python loops, and kept (or put) in decreasing-pT order. Extra counter branches written by
+uproot (`npart`) are ignored.
+"""
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+
+import awkward as ak
+import numpy as np
+import uproot
+
+from common.features import DataError, RawJets, jet_from_constituents
+
+CLASS_NAMES = ["QCD", "Hbb", "Hcc", "Hgg", "H4q", "Hqql", "Zqq", "Wqq", "Tbqq", "Tbl"]   # ParT label order
+FILE_PREFIX = {"QCD": "ZJetsToNuNu", "Hbb": "HToBB", "Hcc": "HToCC", "Hgg": "HToGG", "H4q": "HToWW4Q",
+               "Hqql": "HToWW2Q1L", "Zqq": "ZToQQ", "Wqq": "WToQQ", "Tbqq": "TTBar", "Tbl": "TTBarLep"}
+PREFIX_CLASS = {p: c for c, p in FILE_PREFIX.items()}
+TREE = "tree"
+
+# The 41 branches and their ROOT element types (datasets.md §A1, JetClass101 notebook).
+PARTICLE_FLOAT = ["part_px", "part_py", "part_pz", "part_energy", "part_deta", "part_dphi", "part_d0val",
+                  "part_d0err", "part_dzval", "part_dzerr", "part_charge"]
+PARTICLE_INT = ["part_isChargedHadron", "part_isNeutralHadron", "part_isPhoton", "part_isElectron", "part_isMuon"]
+LABELS = ["label_" + c for c in CLASS_NAMES]
+LABEL_DTYPES = {"label_QCD": np.float32, **{f"label_{c}": np.bool_ for c in ["Hbb", "Hcc", "Hgg", "H4q", "Hqql"]},
+                **{f"label_{c}": np.int32 for c in ["Zqq", "Wqq", "Tbqq", "Tbl"]}}
+JET_BRANCHES = ["jet_pt", "jet_eta", "jet_phi", "jet_energy", "jet_nparticles", "jet_sdmass", "jet_tau1",
+                "jet_tau2", "jet_tau3", "jet_tau4"]
+AUX_BRANCHES = ["aux_genpart_eta", "aux_genpart_phi", "aux_genpart_pid", "aux_genpart_pt", "aux_truth_match"]
+BRANCHES = PARTICLE_FLOAT + PARTICLE_INT + LABELS + JET_BRANCHES + AUX_BRANCHES
+assert len(BRANCHES) == 41
+
+# What the reader needs (the aux_* truth and the tau/sdmass observers are not read).
+READ_BRANCHES = PARTICLE_FLOAT + PARTICLE_INT + LABELS + ["jet_pt", "jet_eta", "jet_phi", "jet_energy",
+                                                           "jet_nparticles"]
+_FILE_RE = re.compile(r"^(" + "|".join(sorted(PREFIX_CLASS, key=len, reverse=True)) + r")_(\d+)\.root$")
+
+
+def class_of_file(path: str) -> str:
+    """Class name from a JetClass file name `<proc>_NNN.root` (e.g. TTBarLep_003.root -> "Tbl")."""
+    m = _FILE_RE.match(os.path.basename(str(path)))
+    if not m:
+        raise DataError(f"{path}: not a JetClass file name; expected <proc>_NNN.root with <proc> one of "
+                        f"{sorted(PREFIX_CLASS)}")
+    return PREFIX_CLASS[m.group(1)]
+
+
+def _open_tree(path: str):
+    try:
+        f = uproot.open(path)
+    except Exception as e:  # uproot raises many kinds (ValueError, OSError, DeserializationError) on bad files
+        raise DataError(f"{path}: cannot open as a ROOT file (corrupt, truncated or empty?): {e}") from e
+    if TREE not in f:
+        raise DataError(f"{path}: no TTree {TREE!r} (found keys {list(f.keys())})")
+    tree = f[TREE]
+    if not hasattr(tree, "num_entries"):
+        raise DataError(f"{path}: {TREE!r} is not a TTree")
+    missing = [b for b in READ_BRANCHES if b not in tree]
+    if missing:
+        raise DataError(f"{path}: tree {TREE!r} lacks JetClass branches {missing}")
+    if tree.num_entries == 0:
+        raise DataError(f"{path}: tree {TREE!r} holds no jets")
+    return f, tree
+
+
+def num_entries(path: str) -> int:
+    f, tree = _open_tree(path)
+    with f:
+        return int(tree.num_entries)
+
+
+def _pad(flat: np.ndarray, rows: np.ndarray, cols: np.ndarray, shape) -> np.ndarray:
+    out = np.zeros(shape, dtype=np.float32)
+    out[rows, cols] = flat
+    return out
+
+
+def _to_raw(arrays, path: str, label: int) -> RawJets:
+    """uproot chunk (awkward record array) -> RawJets, vectorised."""
+    counts = ak.to_numpy(ak.num(arrays["part_px"])).astype(np.int64)
+    b, m = len(counts), max(int(counts.max(initial=0)), 1)
+    rows = np.repeat(np.arange(b), counts)
+    starts = np.cumsum(counts) - counts
+    cols = np.arange(counts.sum()) - np.repeat(starts, counts)
+    flat = {}
+    for name in PARTICLE_FLOAT + PARTICLE_INT:
+        a = arrays[name]
+        if not np.array_equal(ak.to_numpy(ak.num(a)), counts):
+            raise DataError(f"{path}: branch {name} has different particle counts than part_px")
+        v = ak.to_numpy(ak.flatten(a)).astype(np.float32)
+        if not np.isfinite(v).all():
+            raise DataError(f"{path}: branch {name} holds {int((~np.isfinite(v)).sum())} NaN/inf values")
+        flat[name] = v
+    jet_b = {}
+    for name in ["jet_pt", "jet_eta", "jet_phi", "jet_energy", "jet_nparticles"]:
+        v = ak.to_numpy(arrays[name]).astype(np.float32)
+        if not np.isfinite(v).all():
+            raise DataError(f"{path}: branch {name} holds NaN/inf values")
+        jet_b[name] = v
+
+    # Labels: mixed dtypes -> int, one-hot, and the hot index must be this file's class.
+    lab = np.stack([ak.to_numpy(arrays[n]).astype(np.float64) for n in LABELS], 1)
+    if not np.isfinite(lab).all() or not np.isin(lab, (0, 1)).all() or not (lab.sum(1) == 1).all():
+        raise DataError(f"{path}: label_* branches are not one-hot for {int((lab.sum(1) != 1).sum())} jets")
+    hot = lab.argmax(1)
+    if (hot != label).any():
+        bad = int((hot != label).sum())
+        raise DataError(f"{path}: file prefix says class {CLASS_NAMES[label]} but {bad} jets are labelled "
+                        f"{sorted({CLASS_NAMES[i] for i in np.unique(hot[hot != label])})}")
+
+    mask = np.zeros((b, m), dtype=bool)
+    mask[rows, cols] = True
+    part = {name: _pad(v, rows, cols, (b, m)) for name, v in flat.items()}
+    p4 = np.stack([part.pop("part_px"), part.pop("part_py"), part.pop("part_pz"), part.pop("part_energy")], -1)
+
+    # pT order: JetClass is stored pT-descending; enforce it (stable, so ties keep the file order).
+    pt = np.where(mask, np.hypot(p4[..., 0], p4[..., 1]), -np.inf)
+    if not (pt[:, :-1] >= pt[:, 1:]).all():
+        order = np.argsort(-pt, axis=1, kind="stable")
+        p4 = np.take_along_axis(p4, order[..., None], 1)
+        part = {k: np.take_along_axis(v, order, 1) for k, v in part.items()}
+    part = {k[5:]: v for k, v in part.items()}         # "part_deta" -> "deta"
+    jet = jet_from_constituents(p4, mask)               # mass from the constituents (no jet_mass branch)
+    jet[:, 0], jet[:, 1], jet[:, 2], jet[:, 3] = (jet_b["jet_pt"], jet_b["jet_eta"], jet_b["jet_phi"],
+                                                  jet_b["jet_energy"])
+    jet[:, 5] = jet_b["jet_nparticles"]
+    return RawJets(p4, mask, part, jet, np.full(b, label, dtype=np.int64), str(path))
+
+
+def iter_jetclass(path: str, step_size: int = 100_000, entry_start: int | None = None,
+                  entry_stop: int | None = None) -> Iterator[RawJets]:
+    """Yield RawJets chunks of at most `step_size` jets from one JetClass ROOT file."""
+    label = CLASS_NAMES.index(class_of_file(path))
+    f, tree = _open_tree(path)
+    with f:
+        try:
+            it = tree.iterate(READ_BRANCHES, step_size=step_size, entry_start=entry_start, entry_stop=entry_stop,
+                              library="ak")
+            for arrays in it:
+                yield _to_raw(arrays, path, label)
+        except DataError:
+            raise
+        except Exception as e:
+            raise DataError(f"{path}: failed to read branches (corrupt or truncated file?): {e}") from e
+
+
+def read_jetclass(path: str, entry_start: int | None = None, entry_stop: int | None = None,
+                  step_size: int = 100_000) -> RawJets:
+    """Read a whole JetClass file (or an entry range) into one RawJets."""
+    chunks = list(iter_jetclass(path, step_size, entry_start, entry_stop))
+    if not chunks:
+        raise DataError(f"{path}: no jets in entry range [{entry_start}, {entry_stop})")
+    return chunks[0] if len(chunks) == 1 else RawJets.concatenate(chunks)
+
+
+def interleave_files(files: list[str]) -> list[str]:
+    """Order per-class files round-robin over classes (QCD_000, Hbb_000, ..., QCD_001, ...)."""
+    by_class: dict[str, list[str]] = {}
+    for f in sorted(files):
+        by_class.setdefault(class_of_file(f), []).append(f)
+    groups = [by_class[c] for c in CLASS_NAMES if c in by_class]
+    out = []
+    for i in range(max((len(g) for g in groups), default=0)):
+        out += [g[i] for g in groups if i < len(g)]
+    return out
+
+
+class JetClassStream:
+    """Streaming alternative to the cache for very large file lists: an IterableDataset-style iterator that reads ROOT
+    chunks round-robin over the class files, shards the (file, chunk) work items by DDP rank and DataLoader worker,
+    shuffles within a window of one chunk per class, and yields feature dicts of `batch_size` jets."""
+
+    def __init__(self, files, feature_set, batch_size: int, *, num_particles=None, step_size: int = 10_000,
+                 shuffle: bool = True, seed: int = 0, rank: int = 0, world_size: int = 1, state=None):
+        self.files = interleave_files(files)
+        self.fs, self.n, self.state = feature_set, num_particles, state
+        self.batch_size, self.step_size, self.shuffle = batch_size, step_size, shuffle
+        self.seed, self.rank, self.world_size, self.epoch = seed, rank, world_size, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def work_items(self) -> list[tuple[str, int, int]]:
+        """(file, start, stop) chunks, interleaved: chunk k of every class file before chunk k + 1."""
+        per_file = []
+        for f in self.files:
+            n = num_entries(f)
+            per_file.append([(f, s, min(s + self.step_size, n)) for s in range(0, n, self.step_size)])
+        items = []
+        for k in range(max((len(p) for p in per_file), default=0)):
+            items += [p[k] for p in per_file if k < len(p)]
+        return items
+
+    def __iter__(self):
+        import torch.utils.data as tud
+
+        info = tud.get_worker_info()
+        wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
+        shard, nshard = self.rank * nw + wid, self.world_size * nw
+        mine = self.work_items()[shard::nshard]
+        rng = np.random.default_rng([self.seed, self.epoch, shard])
+        window = max(1, len(set(class_of_file(f) for f in self.files)))
+        for w in range(0, len(mine), window):
+            raws = [read_jetclass(f, s, e) for f, s, e in mine[w:w + window]]
+            feats = [self.fs.compute(r, self.n, self.state, rng) for r in raws]
+            cat = {k: np.concatenate([f[k] for f in feats]) for k in feats[0]}
+            order = rng.permutation(len(cat["label"])) if self.shuffle else np.arange(len(cat["label"]))
+            for b in range(0, len(order), self.batch_size):
+                idx = order[b:b + self.batch_size]
+                yield {k: v[idx] for k, v in cat.items()}
