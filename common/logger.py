@@ -1,0 +1,81 @@
+"""Metric logs beside the checkpoint: one JSON object per line (`log.jsonl`), optionally a CSV mirror. Rank 0 only.
+
+    log = MetricLogger(out_dir, enabled=dist.is_main)
+    log.log(step, loss=0.7, lr=1e-3)            # {"step": 100, "loss": 0.7, "lr": 0.001, "time": 12.3}
+    read_log(out_dir / "log.jsonl")             # list of dicts (for plots and tests)
+
+A resumed run appends to the same file; `truncate_after(step)` drops lines the crashed run wrote after its last
+checkpoint so the log has each step once.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from common.distributed import is_main
+
+
+def _plain(v):
+    if isinstance(v, torch.Tensor):
+        v = v.detach().cpu()
+        return v.item() if v.numel() == 1 else v.tolist()
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)  # JSON has no nan/inf: keep them visible as strings
+    return v
+
+
+class MetricLogger:
+    def __init__(self, out_dir, filename: str = "log.jsonl", enabled: bool | None = None, csv_file: str | None = None):
+        """enabled: None = rank 0 of the current process group. csv_file: also write a CSV (columns fixed by the
+        first logged line; later new keys are ignored in the CSV, never in the JSONL)."""
+        self.enabled = is_main() if enabled is None else enabled
+        self.path = Path(out_dir) / filename
+        self.csv_path = Path(out_dir) / csv_file if csv_file else None
+        self._csv_cols = None
+        self.t0 = time.time()
+        if self.enabled:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def log(self, step: int, **metrics) -> None:
+        if not self.enabled:
+            return
+        row = {"step": int(step), **{k: _plain(v) for k, v in metrics.items()}, "time": round(time.time() - self.t0, 3)}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        if self.csv_path is not None:
+            new = not self.csv_path.exists()
+            if self._csv_cols is None:
+                self._csv_cols = list(row) if new else next(csv.reader(open(self.csv_path)))
+            with open(self.csv_path, "a", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=self._csv_cols, extrasaction="ignore")
+                if new:
+                    w.writeheader()
+                w.writerow(row)
+
+    def truncate_after(self, step: int) -> None:
+        """Drop JSONL lines with step > `step` (call on resume with the checkpoint's step). Atomic."""
+        if not self.enabled or not self.path.exists():
+            return
+        keep = [line for line in self.path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text("".join(line + "\n" for line in keep))
+        os.replace(tmp, self.path)
+
+
+def read_log(path) -> list[dict]:
+    """All rows of a JSONL log."""
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
