@@ -1,0 +1,331 @@
+"""Data entry points shared by every method: `make_loader`, `dataset_info`, `load_arrays`, `set_epoch`.
+
+Config (the `data:` section of every YAML):
+    dataset: jetclass | toptagging | qg
+    root: directory; train/val/test: glob(s) relative to root. A glob may end in "@a:b" to take the fraction [a, b)
+          of every matched file's jets (e.g. one QG file split "QG_jets*.npz@0:0.8" / "@0.8:0.9" / "@0.9:1").
+    features: a name in common.features.FEATURE_SETS; num_particles: null = the feature set's default
+    classes: null or a list of class names (subset, labels remapped to that order); cache_dir: null = <root>/.cache
+    num_workers: DataLoader workers
+
+Each source file is converted once into the memory-mapped cache (common/cache.py); a map-style dataset gathers whole
+batches from it, and a sharded sampler (DistributedSampler semantics, a new permutation per epoch) feeds it.
+"""
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import math
+import os
+import pickle
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from common import jetclass, quarkgluon, toptagging
+from common.batch import JetBatch
+from common.cache import atomic_pickle, get_or_build, source_stat
+from common.features import DataError, FeatureSet, RawJets, fit_mpmv2_quantiles, get_feature_set
+
+DATASETS = ("jetclass", "toptagging", "qg")
+CLASS_NAMES = {"jetclass": jetclass.CLASS_NAMES, "toptagging": toptagging.CLASS_NAMES, "qg": quarkgluon.CLASS_NAMES}
+DEFAULT_GLOBS = {"jetclass": {"train": "train/*.root", "val": "val/*.root", "test": "test/*.root"},
+                 "toptagging": {"train": "train.h5", "val": "val.h5", "test": "test.h5"},
+                 "qg": {"train": "QG_jets*.npz@0:0.8", "val": "QG_jets*.npz@0.8:0.9", "test": "QG_jets*.npz@0.9:1"}}
+STEP_SIZE = 100_000              # jets per read chunk
+MPMV2_FIT_JETS = 100_000         # jets of the training split used to fit the MPMv2 quantile transformer
+CONFIG_KEYS = {"dataset", "root", "train", "val", "test", "features", "num_particles", "classes", "cache_dir",
+               "num_workers"}
+
+
+# ------------------------------------------------------------------------------------------------- config helpers
+def _check_cfg(cfg: dict) -> None:
+    unknown = set(cfg) - CONFIG_KEYS
+    if unknown:
+        raise DataError(f"data config: unknown key(s) {sorted(unknown)}; expected a subset of {sorted(CONFIG_KEYS)}")
+    if cfg.get("dataset") not in DATASETS:
+        raise DataError(f"data config: dataset must be one of {DATASETS}, got {cfg.get('dataset')!r}")
+
+
+def _feature_set(cfg) -> FeatureSet:
+    return get_feature_set(cfg.get("features") or "part_kin")
+
+
+def _num_particles(cfg) -> int:
+    return int(cfg.get("num_particles") or _feature_set(cfg).num_particles)
+
+
+def _class_names(cfg) -> tuple[list[str], list[str]]:
+    """(all class names of the dataset, the selected ones in the requested order)."""
+    names = CLASS_NAMES[cfg["dataset"]]
+    chosen = cfg.get("classes") or names
+    bad = [c for c in chosen if c not in names]
+    if bad or len(set(chosen)) != len(chosen):
+        raise DataError(f"data config: classes {list(chosen)} must be distinct names from {names}")
+    return names, list(chosen)
+
+
+def _cache_dir(cfg) -> str:
+    return cfg.get("cache_dir") or os.path.join(cfg["root"], ".cache")
+
+
+def _parse_pattern(p: str) -> tuple[str, float, float]:
+    if "@" in p:
+        p, frac = p.rsplit("@", 1)
+        try:
+            a, b = (float(v) for v in frac.split(":"))
+        except ValueError:
+            raise DataError(f"data config: bad fraction suffix '@{frac}' in {p!r}; expected '@a:b' with 0 <= a < b <= 1")
+        if not 0 <= a < b <= 1:
+            raise DataError(f"data config: fraction '@{frac}' must satisfy 0 <= a < b <= 1")
+        return p, a, b
+    return p, 0.0, 1.0
+
+
+def resolve_files(cfg: dict, split: str) -> list[tuple[str, float, float]]:
+    """(path, fraction start, fraction stop) for every file of a split, sorted; JetClass limited to the chosen classes
+    by file name, so files of other classes are never opened."""
+    _check_cfg(cfg)
+    patterns = cfg.get(split, DEFAULT_GLOBS[cfg["dataset"]].get(split))
+    if patterns is None:
+        raise DataError(f"data config: no {split!r} glob")
+    root = cfg["root"]
+    if not os.path.isdir(root):
+        raise DataError(f"data config: root {root!r} is not a directory")
+    out = []
+    for pat in [patterns] if isinstance(patterns, str) else list(patterns):
+        p, a, b = _parse_pattern(pat)
+        files = sorted(glob.glob(os.path.join(root, p)))
+        if not files:
+            raise DataError(f"data config: {split} glob {p!r} matches no file under {root!r}")
+        out += [(f, a, b) for f in files]
+    if cfg["dataset"] == "jetclass":
+        _, chosen = _class_names(cfg)
+        out = [o for o in out if jetclass.class_of_file(o[0]) in chosen]
+        if not out:
+            raise DataError(f"data config: no {split} JetClass file for classes {chosen} under {root!r}")
+    return out
+
+
+# ------------------------------------------------------------------------------------------------- reading
+def _num_entries(dataset: str, path: str) -> int:
+    return {"jetclass": jetclass.num_entries, "toptagging": toptagging.num_entries,
+            "qg": quarkgluon.num_entries}[dataset](path)
+
+
+def _row_range(n: int, a: float, b: float) -> tuple[int, int]:
+    return int(math.floor(a * n)), int(math.floor(b * n))
+
+
+def iter_raw(dataset: str, path: str, start: int, stop: int, step_size: int = STEP_SIZE):
+    if dataset == "jetclass":
+        yield from jetclass.iter_jetclass(path, step_size, start, stop)
+    elif dataset == "toptagging":
+        yield from toptagging.iter_toptagging(path, step_size, start, stop)
+    else:
+        x, y = quarkgluon.load_npz(path)
+        for s in range(start, stop, step_size):
+            e = min(s + step_size, stop)
+            yield quarkgluon.to_raw(x[s:e], y[s:e], path)
+
+
+def _mpmv2_state(cfg: dict):
+    """Fit (once, cached) the MPMv2 quantile transformer on the start of every training file."""
+    fs = _feature_set(cfg)
+    train = resolve_files(cfg, "train")
+    fp = {"files": [source_stat(f) | {"range": [a, b]} for f, a, b in train], "params": fs.key(),
+          "fit_jets": MPMV2_FIT_JETS, "classes": _class_names(cfg)[1]}
+    key = hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()[:20]
+    path = os.path.join(_cache_dir(cfg), f"mpmv2_quantiles.{key}.pkl")
+    if os.path.exists(path):
+        with open(path, "rb") as f:
+            return pickle.load(f), key
+    per_file = max(1, MPMV2_FIT_JETS // len(train))
+    raws = []
+    for f, a, b in train:
+        s, e = _row_range(_num_entries(cfg["dataset"], f), a, b)
+        raws += list(iter_raw(cfg["dataset"], f, s, min(e, s + per_file)))
+    qt = fit_mpmv2_quantiles(raws, n_quantiles=fs.params["n_quantiles"])
+    os.makedirs(_cache_dir(cfg), exist_ok=True)
+    atomic_pickle(qt, path)
+    return qt, key
+
+
+def cached_entries(cfg: dict, split: str, progress: bool = True) -> list:
+    """Convert (once) every file of the split; returns CacheEntry objects (memory-mapped)."""
+    fs, n = _feature_set(cfg), _num_particles(cfg)
+    state, extra_state = None, {}
+    if fs.needs_fit:
+        state, qkey = _mpmv2_state(cfg)
+        extra_state = {"quantiles": qkey}
+    entries = []
+    for path, a, b in resolve_files(cfg, split):
+        total = _num_entries(cfg["dataset"], path)
+        s, e = _row_range(total, a, b)
+        if e <= s:
+            raise DataError(f"{path}: fraction [{a}, {b}) of {total} jets is empty")
+        extra = {"rows": [s, e], **extra_state}
+        seed = int(hashlib.sha256(f"{os.path.abspath(path)}:{s}".encode()).hexdigest()[:8], 16)
+
+        def build(path=path, s=s, e=e, seed=seed):
+            rng = np.random.default_rng(seed)          # MPMv2 neutral-IP noise: fixed per file
+            bar = _bar(e - s, os.path.basename(path), progress)
+            for raw in iter_raw(cfg["dataset"], path, s, e):
+                yield fs.compute(raw, n, state, rng)
+                if bar is not None:
+                    bar.update(len(raw))
+            if bar is not None:
+                bar.close()
+
+        entries.append(get_or_build(_cache_dir(cfg), path, fs.name, fs.key(), n, e - s, build, extra))
+    return entries
+
+
+def _bar(total, desc, enabled):
+    if not enabled or total < 50_000:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=f"cache {desc}", unit="jets", unit_scale=True, leave=False)
+
+
+# ------------------------------------------------------------------------------------------------- dataset, sampler
+class JetDataset(torch.utils.data.Dataset):
+    """Map-style dataset over cached arrays. Indexing with an array of indices returns a whole JetBatch."""
+
+    def __init__(self, entries: list, file_idx: np.ndarray, row_idx: np.ndarray, label_map: np.ndarray):
+        self.entries, self.file_idx, self.row_idx, self.label_map = entries, file_idx, row_idx, label_map
+
+    def __len__(self) -> int:
+        return len(self.file_idx)
+
+    def gather(self, idx) -> dict:
+        idx = np.sort(np.asarray(idx, dtype=np.int64).reshape(-1))
+        f, r = self.file_idx[idx], self.row_idx[idx]
+        parts = []
+        for k in np.unique(f):
+            rows = r[f == k]
+            arrays = self.entries[k].arrays
+            lo, hi = rows[0], rows[-1] + 1
+            if hi - lo == len(rows):                 # contiguous: one slice, no fancy indexing
+                parts.append({name: np.asarray(a[lo:hi]) for name, a in arrays.items()})
+            else:
+                parts.append({name: a[rows] for name, a in arrays.items()})
+        out = {k: np.concatenate([p[k] for p in parts]) if len(parts) > 1 else parts[0][k] for k in parts[0]}
+        out["label"] = self.label_map[out["label"]]
+        return out
+
+    def __getitem__(self, idx) -> JetBatch:
+        a = self.gather(idx)
+        return JetBatch(x=torch.from_numpy(a["x"]), mask=torch.from_numpy(a["mask"]), p4=torch.from_numpy(a["p4"]),
+                        jet=torch.from_numpy(a["jet"]), label=torch.from_numpy(a["label"]),
+                        pid=torch.from_numpy(a["pid"]) if "pid" in a else None)
+
+
+class ShardedBatchSampler(Sampler):
+    """DistributedSampler semantics over batches: per-epoch permutation from (seed, epoch), padded by wrapping to a
+    multiple of world_size, rank r takes every world_size-th index, then cut into batches."""
+
+    def __init__(self, n: int, batch_size: int, *, shuffle: bool, seed: int = 0, rank: int = 0, world_size: int = 1,
+                 drop_last: bool = False):
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} not in [0, {world_size})")
+        self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
+        self.rank, self.world_size, self.drop_last, self.epoch = rank, world_size, drop_last, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _indices(self) -> np.ndarray:
+        order = (np.random.default_rng([self.seed, self.epoch]).permutation(self.n) if self.shuffle
+                 else np.arange(self.n))
+        per_rank = math.ceil(self.n / self.world_size)
+        if per_rank * self.world_size > self.n and self.n > 0:
+            order = np.resize(order, per_rank * self.world_size)     # wrap, like DistributedSampler
+        return order[self.rank::self.world_size]
+
+    def __iter__(self):
+        idx = self._indices()
+        stop = len(idx) - len(idx) % self.batch_size if self.drop_last else len(idx)
+        for b in range(0, stop, self.batch_size):
+            yield idx[b:b + self.batch_size]
+
+    def __len__(self) -> int:
+        m = math.ceil(self.n / self.world_size)
+        return m // self.batch_size if self.drop_last else math.ceil(m / self.batch_size)
+
+
+def _passthrough(batch):
+    return batch
+
+
+def build_dataset(cfg: dict, split: str, *, max_jets=None, n_per_class=None, subset_seed: int = 0,
+                  progress: bool = True) -> JetDataset:
+    names, chosen = _class_names(cfg)
+    entries = cached_entries(cfg, split, progress)
+    label_map = np.full(len(names), -1, dtype=np.int64)
+    for i, c in enumerate(chosen):
+        label_map[names.index(c)] = i
+    file_idx, row_idx = [], []
+    for k, e in enumerate(entries):
+        keep = np.nonzero(label_map[np.asarray(e.arrays["label"])] >= 0)[0]
+        file_idx.append(np.full(len(keep), k, dtype=np.int64))
+        row_idx.append(keep)
+    file_idx, row_idx = np.concatenate(file_idx), np.concatenate(row_idx)
+    if n_per_class is not None:
+        labels = np.concatenate([label_map[np.asarray(e.arrays["label"])] for e in entries])
+        offsets = np.cumsum([0] + [len(e) for e in entries])
+        lab = labels[offsets[file_idx] + row_idx]
+        rng = np.random.default_rng(subset_seed)
+        pick = []
+        for c in range(len(chosen)):
+            have = np.nonzero(lab == c)[0]
+            if len(have) < n_per_class:
+                raise DataError(f"data: {split} split has {len(have)} jets of class {chosen[c]}, "
+                                f"n_per_class={n_per_class} requested")
+            pick.append(rng.choice(have, n_per_class, replace=False))
+        pick = np.sort(np.concatenate(pick))
+        file_idx, row_idx = file_idx[pick], row_idx[pick]
+    if max_jets is not None and max_jets < len(file_idx):
+        pick = np.sort(np.random.default_rng([subset_seed, 1]).choice(len(file_idx), max_jets, replace=False))
+        file_idx, row_idx = file_idx[pick], row_idx[pick]
+    if len(file_idx) == 0:
+        raise DataError(f"data: {split} split of {cfg['root']!r} has no jets for classes {chosen}")
+    return JetDataset(entries, file_idx, row_idx, label_map)
+
+
+# ------------------------------------------------------------------------------------------------- public API
+def make_loader(data_cfg: dict, split: str, batch_size: int, *, shuffle: bool, seed: int = 0, rank: int = 0,
+                world_size: int = 1, drop_last: bool = False, max_jets: int | None = None,
+                n_per_class: int | None = None, subset_seed: int = 0) -> DataLoader:
+    """DataLoader yielding JetBatch (CPU tensors). Call set_epoch(loader, epoch) each epoch when shuffling."""
+    ds = build_dataset(data_cfg, split, max_jets=max_jets, n_per_class=n_per_class, subset_seed=subset_seed,
+                       progress=rank == 0)
+    sampler = ShardedBatchSampler(len(ds), batch_size, shuffle=shuffle, seed=seed, rank=rank, world_size=world_size,
+                                  drop_last=drop_last)
+    workers = int(data_cfg.get("num_workers") or 0)
+    return DataLoader(ds, batch_size=None, sampler=sampler, num_workers=workers, collate_fn=_passthrough,
+                      persistent_workers=False, prefetch_factor=4 if workers else None)
+
+
+def set_epoch(loader: DataLoader, epoch: int) -> None:
+    loader.sampler.set_epoch(epoch)
+
+
+def dataset_info(data_cfg: dict) -> dict:
+    _check_cfg(data_cfg)
+    fs = _feature_set(data_cfg)
+    return dict(class_names=_class_names(data_cfg)[1], num_features=len(fs.names),
+                num_particles=_num_particles(data_cfg), feature_names=list(fs.names))
+
+
+def load_arrays(data_cfg: dict, split: str, max_jets: int | None = None) -> dict[str, np.ndarray]:
+    """The whole split (or a seeded subset of max_jets) in memory: x, mask, p4, jet, label (+ pid)."""
+    ds = build_dataset(data_cfg, split, max_jets=max_jets)
+    return ds.gather(np.arange(len(ds)))
+
+
+__all__ = ["DataError", "make_loader", "set_epoch", "dataset_info", "load_arrays", "resolve_files",
+           "build_dataset", "JetDataset", "ShardedBatchSampler", "RawJets"]
