@@ -1,0 +1,199 @@
+"""OmniJet-alpha tokenisers: the conditional VQ-VAE and the two baselines of the token-quality study.
+
+All three map the `omnijet` particle features x = (log pT - 1.8, 3 eta_rel, 3 phi_rel) (spec section 1) of a padded jet
+to one integer code per particle and back:
+
+    encode(x, mask) -> codes (B, N) long          decode(codes, mask) -> x_reco (B, N, 3)
+
+- ConditionalVQVAE (the paper's tokeniser, "VQVAENormFormer", spec 2.1): Linear(3 -> 128), 4 Normformer blocks,
+  Linear(128 -> 4), vector quantiser (8192 codes), Linear(4 -> 128), 4 Normformer blocks, Linear(128 -> 3). Encoder
+  and decoder see the whole jet, so a particle's token depends on its context ("conditional" tokens).
+- MLPVQVAE (the "unconditional" baseline, `VQVAEMLP`, spec 2.1): the same quantiser between per-particle MLPs.
+- BinnedTokenizer (Finke et al. style baseline, spec 3): a regular grid in the three features; no training.
+
+Loss (spec 2.3): MSE(x_reco, x) + alpha * VQ loss with alpha = 10. The original averages both terms over padded
+positions too (they are zero on both sides); `exclude_padding` switches that off.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from common.transformer import EncoderBlock
+from common.vq import VectorQuantizer
+
+
+def _vq_from_cfg(latent_dim: int, vq_cfg: dict) -> VectorQuantizer:
+    """The vqtorch-style quantiser of spec 2.2 (beta split, affine codebook, sync-nu STE, k-means init, LRU reset)."""
+    return VectorQuantizer(
+        vq_cfg["num_codes"],
+        latent_dim,
+        beta=vq_cfg["beta"],
+        affine_lr=vq_cfg["affine_lr"],
+        sync_nu=vq_cfg["sync_nu"],
+        kmeans_init=vq_cfg["kmeans_init"],
+        replace_freq=vq_cfg["replace_freq"],
+    )
+
+
+def masked_mse(x_reco: torch.Tensor, x: torch.Tensor, mask: torch.Tensor, exclude_padding: bool) -> torch.Tensor:
+    """Reconstruction loss of spec 2.3: the mean over all B x N x F entries (original) or over real particles only."""
+    sq = (x_reco - x).pow(2)
+    if not exclude_padding:
+        return sq.mean()
+    m = mask.unsqueeze(-1).to(sq.dtype)
+    return (sq * m).sum() / (m.sum() * sq.shape[-1]).clamp_min(1.0)
+
+
+class _VQVAEBase(nn.Module):
+    """Shared encode / quantise / decode logic; subclasses define `_encode(x, mask)` and `_decode(z, mask)`."""
+
+    def __init__(self, latent_dim: int, vq_cfg: dict, alpha: float, exclude_padding: bool):
+        super().__init__()
+        self.vq = _vq_from_cfg(latent_dim, vq_cfg)
+        self.alpha = alpha
+        self.exclude_padding = exclude_padding
+
+    @property
+    def num_codes(self) -> int:
+        return self.vq.num_codes
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> dict:
+        z = self._encode(x, mask)
+        # The original quantises padded (zero) latents too and lets them enter k-means init and the VQ loss (spec 7.7).
+        vq = self.vq(z, mask if self.exclude_padding else None)
+        x_reco = self._decode(vq.z_q, mask)
+        reco = masked_mse(x_reco, x, mask, self.exclude_padding)
+        codes = vq.codes.masked_fill(~mask, 0)
+        return dict(
+            x_reco=x_reco,
+            codes=codes,
+            loss=reco + self.alpha * vq.loss,  # spec 2.3: MSE + alpha * VQ loss
+            reco_loss=reco.detach(),
+            vq_loss=vq.loss.detach(),
+            utilisation=torch.as_tensor(float(vq.utilisation)),
+        )
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Code index per particle, 0 at padding (the mask tells them apart)."""
+        z = self._encode(x, mask)
+        return self.vq(z, mask).codes.masked_fill(~mask, 0)
+
+    @torch.no_grad()
+    def decode(self, codes: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Particles from codes (spec 2.3 `reconstruct_ak_tokens`): affine codebook rows -> decoder, zero at padding."""
+        z_q = self.vq.lookup(codes.clamp(0, self.num_codes - 1))
+        return self._decode(z_q, mask)
+
+
+class _NormformerStack(nn.Module):
+    """Linear in -> depth x Normformer block -> Linear out, padded rows zeroed (spec 2.1; no positional encoding)."""
+
+    def __init__(self, in_dim: int, dim: int, out_dim: int, depth: int, num_heads: int, ff_hidden: int, dropout: float):
+        super().__init__()
+        self.inp = nn.Linear(in_dim, dim)
+        self.blocks = nn.ModuleList(
+            EncoderBlock(dim, num_heads, ff_hidden, style="normformer", dropout=dropout) for _ in range(depth)
+        )
+        self.out = nn.Linear(dim, out_dim)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        m = mask.unsqueeze(-1).to(x.dtype)
+        h = self.inp(x) * m
+        for block in self.blocks:
+            h = block(h, mask) * m
+        return self.out(h) * m
+
+
+class ConditionalVQVAE(_VQVAEBase):
+    """The paper's tokeniser (spec 2.1): transformer encoder and decoder, so tokens carry jet context."""
+
+    def __init__(self, input_dim: int, hidden_dim: int, latent_dim: int, depth: int, num_heads: int, dropout: float,
+                 vq_cfg: dict, alpha: float = 10.0, exclude_padding: bool = False):
+        super().__init__(latent_dim, vq_cfg, alpha, exclude_padding)
+        self.encoder = _NormformerStack(input_dim, hidden_dim, latent_dim, depth, num_heads, hidden_dim, dropout)
+        self.decoder = _NormformerStack(latent_dim, hidden_dim, input_dim, depth, num_heads, hidden_dim, dropout)
+
+    def _encode(self, x, mask):
+        return self.encoder(x, mask)
+
+    def _decode(self, z, mask):
+        return self.decoder(z, mask)
+
+
+def _mlp(dims: list[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i in range(len(dims) - 1):
+        layers.append(nn.Linear(dims[i], dims[i + 1]))
+        if i < len(dims) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+class MLPVQVAE(_VQVAEBase):
+    """Unconditional baseline (`VQVAEMLP`, spec 2.1): each particle is encoded on its own, layers [128, 128, 128]."""
+
+    def __init__(self, input_dim: int, hidden_layers: list[int], latent_dim: int, vq_cfg: dict,
+                 alpha: float = 10.0, exclude_padding: bool = False):
+        super().__init__(latent_dim, vq_cfg, alpha, exclude_padding)
+        self.encoder = _mlp([input_dim, *hidden_layers, latent_dim])
+        self.decoder = _mlp([latent_dim, *hidden_layers, input_dim])
+
+    def _encode(self, x, mask):
+        return self.encoder(x) * mask.unsqueeze(-1).to(x.dtype)
+
+    def _decode(self, z, mask):
+        return self.decoder(z) * mask.unsqueeze(-1).to(z.dtype)
+
+
+class BinnedTokenizer(nn.Module):
+    """Regular-grid baseline (spec 3): each feature is replaced by its bin centre (OJ `apply_binning`, values clipped
+    to the outer edges); code = flat index of the (pT, eta, phi) cell. No trainable parameters."""
+
+    def __init__(self, ranges: list[list[float]], n_bins: list[int]):
+        super().__init__()
+        if len(ranges) != len(n_bins):
+            raise ValueError(f"binned tokenizer: {len(ranges)} ranges but {len(n_bins)} bin counts")
+        self.register_buffer("lo", torch.tensor([r[0] for r in ranges], dtype=torch.float32))
+        self.register_buffer("hi", torch.tensor([r[1] for r in ranges], dtype=torch.float32))
+        self.register_buffer("n", torch.tensor(n_bins, dtype=torch.long))
+        strides = [1] * len(n_bins)
+        for i in range(len(n_bins) - 2, -1, -1):
+            strides[i] = strides[i + 1] * n_bins[i + 1]
+        self.register_buffer("strides", torch.tensor(strides, dtype=torch.long))
+
+    @property
+    def num_codes(self) -> int:
+        return int(torch.prod(self.n))
+
+    def encode(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        width = (self.hi - self.lo) / self.n
+        idx = torch.floor((x - self.lo) / width).long()
+        idx = torch.minimum(idx.clamp_min(0), self.n - 1)
+        return (idx * self.strides).sum(-1).masked_fill(~mask, 0)
+
+    def decode(self, codes: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        idx = (codes.unsqueeze(-1) // self.strides) % self.n
+        width = (self.hi - self.lo) / self.n
+        x = self.lo + (idx.to(torch.float32) + 0.5) * width
+        return x * mask.unsqueeze(-1).to(x.dtype)
+
+
+def build_tokenizer(model_cfg: dict) -> nn.Module:
+    """Tokeniser from the `model:` section of a tokenizer config (kind: conditional | mlp | binned)."""
+    kind = model_cfg["kind"]
+    if kind == "conditional":
+        return ConditionalVQVAE(
+            model_cfg["input_dim"], model_cfg["hidden_dim"], model_cfg["latent_dim"], model_cfg["depth"],
+            model_cfg["num_heads"], model_cfg["dropout"], model_cfg["vq"], model_cfg["alpha"],
+            model_cfg["exclude_padding"],
+        )
+    if kind == "mlp":
+        return MLPVQVAE(
+            model_cfg["input_dim"], list(model_cfg["mlp_layers"]), model_cfg["latent_dim"], model_cfg["vq"],
+            model_cfg["alpha"], model_cfg["exclude_padding"],
+        )
+    if kind == "binned":
+        return BinnedTokenizer(model_cfg["bin_ranges"], model_cfg["bin_counts"])
+    raise ValueError(f"model.kind must be conditional | mlp | binned, got {kind!r}")
