@@ -1,0 +1,133 @@
+"""VQ-VAE tokenisers whose codes are the MPM targets (mpm.md 2).
+
+MPMv1: transformer encoder -> Linear to the code space (512 codes of dimension 16) -> vector quantiser -> Linear ->
+transformer decoder -> per-particle reconstruction. Quantisation is per particle, but the code of a particle depends
+on its jet through attention. Loss = L1 reconstruction (normalised features, averaged per jet over real particles)
++ alpha * VQ loss, with alpha = 10 and the quantiser's beta = 0.9 (mpm.md 2). The quantiser (affine codebook,
+k-means init, dead-code replacement) is common.vq.VectorQuantizer.
+
+MPMv2 uses the same class with 8 registers, 3 layers of dim 128, 32-d codes, a Huber reconstruction loss and no
+extra normalisation (its inputs are already quantile-normalised by the data layer).
+
+`KMeansTokenizer` wraps common.kmeans.KMeans behind the same `tokenize(x, mask)` interface (MPMv1: 512 centroids on
+raw features; MPMv2: 16384 centroids on the 7 continuous features).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from common.kmeans import nearest
+from common.transformer import Encoder
+from common.vq import VectorQuantizer
+
+from mpm.masking import masked_jet_mean
+from mpm.normalise import IterativeNorm
+
+
+class VQVAE(nn.Module):
+    def __init__(self, in_dim: int, *, dim: int = 256, depth: int = 4, num_heads: int = 8, ff_hidden: int = 512,
+                 num_registers: int = 0, style: str = "normformer", dropout: float = 0.0, num_codes: int = 512,
+                 code_dim: int = 16, beta: float = 0.9, alpha: float = 10.0, recon_loss: str = "l1",
+                 normalise: bool = True, norm_max_n: float = 1e6, target_codebook: str = "affine",
+                 vq: dict | None = None):
+        super().__init__()
+        if recon_loss not in ("l1", "huber", "mse"):
+            raise ValueError(f"VQVAE recon_loss must be l1 | huber | mse, got {recon_loss!r}")
+        if target_codebook not in ("affine", "raw"):
+            raise ValueError(f"VQVAE target_codebook must be affine | raw, got {target_codebook!r}")
+        self.in_dim, self.alpha, self.recon_loss, self.target_codebook = in_dim, alpha, recon_loss, target_codebook
+        self.norm = IterativeNorm(in_dim, norm_max_n) if normalise else None
+        self.enc_in = nn.Linear(in_dim, dim)
+        self.encoder = Encoder(dim, depth, num_heads, ff_hidden, style=style, num_registers=num_registers,
+                               dropout=dropout, act="leaky_relu" if style == "normformer" else None)
+        self.to_code = nn.Linear(dim, code_dim)
+        self.quantizer = VectorQuantizer(num_codes, code_dim, beta=beta, **(vq or {}))
+        self.from_code = nn.Linear(code_dim, dim)
+        self.decoder = Encoder(dim, depth, num_heads, ff_hidden, style=style, num_registers=num_registers,
+                               dropout=dropout, act="leaky_relu" if style == "normformer" else None)
+        self.dec_out = nn.Linear(dim, in_dim)
+        self.num_registers = num_registers
+
+    @property
+    def num_codes(self) -> int:
+        return self.quantizer.num_codes
+
+    def normalised(self, x, mask):
+        return self.norm(x, mask) if self.norm is not None else x.masked_fill(~mask.unsqueeze(-1), 0.0)
+
+    def encode(self, x, mask):
+        """Raw features (B,N,F) -> pre-quantisation latents z_e (B,N,code_dim)."""
+        h, _ = self.encoder(self.enc_in(self.normalised(x, mask)), mask)
+        return self.to_code(h[:, self.num_registers:])
+
+    def decode(self, z_q, mask):
+        h, _ = self.decoder(self.from_code(z_q), mask)
+        return self.dec_out(h[:, self.num_registers:])
+
+    def forward(self, x, mask):
+        z_e = self.encode(x, mask)
+        vq = self.quantizer(z_e, mask)
+        recon = self.decode(vq.z_q, mask)
+        return recon, vq
+
+    def loss(self, x, mask):
+        """Reconstruction in (normalised) input space + alpha * VQ loss (mpm.md 2)."""
+        if self.training and self.norm is not None:
+            self.norm.update(x, mask)
+        target = self.normalised(x, mask).detach()
+        recon, vq = self(x, mask)
+        fn = {"l1": F.l1_loss, "huber": F.huber_loss, "mse": F.mse_loss}[self.recon_loss]
+        per_particle = fn(recon, target, reduction="none").mean(dim=-1)
+        rec = masked_jet_mean(per_particle, mask)
+        total = rec + self.alpha * vq.loss
+        return total, {"recon": rec.detach(), "vq": vq.loss.detach(), "utilisation": torch.as_tensor(vq.utilisation),
+                       "perplexity": torch.as_tensor(vq.perplexity)}
+
+    # ---- tokeniser interface used by the MPM models (frozen, eval mode) ----------------------------------------------
+    @torch.no_grad()
+    def tokenize(self, x, mask) -> torch.Tensor:
+        """Code index of every particle (B,N) long, 0 at padding. target_codebook "raw" reproduces the MPMv1 code's
+        quirk of labelling with the un-affined codebook weights (mpm.md 2 and 7); "affine" uses the quantiser's own
+        nearest code."""
+        z_e = self.encode(x, mask)
+        if self.target_codebook == "raw":
+            codebook = self.quantizer.raw_codebook()
+            codes = torch.cdist(z_e.float(), codebook.float()[None]).argmin(dim=-1)
+        else:
+            codes = self.quantizer(z_e, mask).codes
+        return codes.masked_fill(~mask, 0)
+
+    @torch.no_grad()
+    def quantise(self, x, mask) -> torch.Tensor:
+        """Quantised latents z_q (B,N,code_dim): the "VQ-VAE quantised" inputs of the MPMv1 pretraining table."""
+        codes = self.quantizer(self.encode(x, mask), mask).codes
+        return self.quantizer.lookup(codes).masked_fill(~mask.unsqueeze(-1), 0.0)
+
+
+class KMeansTokenizer(nn.Module):
+    """Nearest-centroid labels of a fitted common.kmeans.KMeans on per-particle features (mpm.md 2). The centroids
+    are a buffer, so they follow the model to its device and into its checkpoints."""
+
+    def __init__(self, centroids: torch.Tensor):
+        super().__init__()
+        self.register_buffer("centroids", centroids.float().clone())
+
+    @classmethod
+    def from_kmeans(cls, km) -> "KMeansTokenizer":
+        return cls(km.centroids)
+
+    @property
+    def num_codes(self) -> int:
+        return self.centroids.shape[0]
+
+    @torch.no_grad()
+    def tokenize(self, x, mask) -> torch.Tensor:
+        codes = torch.zeros(mask.shape, dtype=torch.long, device=x.device)
+        if mask.any():
+            codes[mask] = nearest(x[mask].float(), self.centroids)[0]
+        return codes
+
+    def quantise(self, x, mask):
+        raise NotImplementedError("quantised inputs need a VQ-VAE tokeniser (tokenizer.kind: vqvae)")
