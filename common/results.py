@@ -380,7 +380,7 @@ def _missing_reason(table_id: str, status: dict[str, dict]) -> tuple[str, bool]:
     steps = [(name, s) for name, s in status.items() if table_id in s["tables"]]
     if not steps:
         return "no step of this profile produces this table", False
-    failed = [n for n, s in steps if s["status"] in ("failed", "skipped-after-failure", "started")]
+    failed = [n for n, s in steps if s["status"] in ("failed", "skipped-after-failure", "started", "interrupted")]
     if failed:
         s = status[failed[0]]
         return f"step {failed[0]} {s['status'].replace('started', 'did not finish')}; log: {s['log']}", True

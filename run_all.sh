@@ -1,0 +1,393 @@
+#!/usr/bin/env bash
+# run_all.sh: one command reproduces every table of the three papers (MPM, OmniJet-alpha, HEP-JEPA).
+#
+#   bash run_all.sh                      # profile mini: offline simulated data, every table at reduced scale (~2 h, 2 cores)
+#   bash run_all.sh --profile smoke      # minutes; what CI runs
+#   bash run_all.sh --profile paper --gpus 4             # real data (python -m common.download ...), paper configs
+#   bash run_all.sh --profile paper --gpus 8 --nnodes 2 --rdzv-endpoint node0:29500   # run the same line on every node
+#
+# Options:
+#   --profile smoke|mini|paper   sizes and configs (default mini)
+#   --only M[,M...]              run only these methods (mpm, omnijet, hepjepa); data steps they need still run
+#   --table ID                   run only what produces one table (e.g. mpm.v1_jetclass) and the steps it depends on
+#   --data-dir DIR               datasets (default data/sim-smoke | data/sim | data/real for smoke | mini | paper)
+#   --out-dir DIR                run outputs, logs and status (default runs/<profile>)
+#   --results-dir DIR            where RESULTS.md and its plots go (default results/<profile>)
+#   --workers K                  simulation processes and data-loader workers (default: number of CPUs)
+#   --force                      redo every selected step (their run directories are deleted first)
+#   --force-data                 also re-simulate the data (smoke/mini only; deletes the simulated files)
+#   --gpus G  --nnodes N  --rdzv-endpoint HOST:PORT  --rdzv-id ID
+#                                paper profile: training steps are launched with torchrun over G GPUs per node
+#   --stop-on-error              stop at the first failed step (default: skip the rest of that method, go on)
+#   --list                       print the steps, their status and commands, run nothing
+#
+# Each step is skipped when its output directory holds done.json (method scripts write it when they finish; run_all
+# writes it for steps whose command does not). An interrupted run therefore resumes where it stopped: finished steps
+# are skipped and an unfinished training step resumes from its checkpoint. Every step logs to <out>/logs/<step>.log
+# and its status to <out>/status.tsv; a progress line per step shows the elapsed time and the next step.
+#
+# ------------------------------------------------------------------------------------------------------------------
+# HOW A METHOD PLUGS IN (the one place a method's steps live): <method>/run_steps.sh
+#
+#   It is sourced by run_all.sh and defines a function <method>_steps that declares the method's steps in order:
+#
+#     mpm_steps() {
+#       need_data jetclass jetclass_atlas           # datasets the steps read: jetclass jetclass_atlas toptagging qg
+#       step tokenizer -- $PY -m mpm.train_tokenizer --config $CFG/vqvae.yaml --out $OUT/tokenizer data.root=$JETCLASS
+#       step pretrain  -- $PY -m mpm.pretrain --config $CFG/pretrain.yaml --out $OUT/pretrain data.root=$JETCLASS
+#       step finetune --tables mpm.v1_jetclass -- $PY -m mpm.finetune --config $CFG/finetune.yaml --out $OUT/finetune ...
+#       step tables --always --tables mpm.v1_jetclass -- $PY1 -m mpm.tables --runs $OUT --out $OUT/tables
+#     }
+#
+#   step NAME [--tables ID,ID] [--after NAME,NAME] [--always] -- COMMAND...
+#     NAME        unique within the method; the step id is <method>/NAME and its log <out>/logs/<method>__NAME.log
+#     --tables    table ids (common/published.yaml) this step's result files feed; used by --table and by the
+#                 RESULTS.md "missing (step X failed)" flags
+#     --after     steps this one needs; default: every earlier step of the method that has no --tables
+#                 (tokenisers, pretraining), which is what --table uses to pick dependencies
+#     --always    never skipped (cheap steps such as table writers)
+#     COMMAND     words expanded when declared; its output directory is the value after --out (done.json there)
+#
+#   Variables available when <method>_steps runs:
+#     PROFILE   smoke | mini | paper
+#     CFG       <method>/configs/<profile> for smoke and mini, <method>/configs for paper
+#     OUT       <out-dir>/<method>  (put each step's --out under it)
+#     JETCLASS JETCLASS_ATLAS TOPTAGGING QG   dataset roots to pass as data.root=... overrides
+#     WORKERS   number of workers; PY: `python` or the torchrun launcher (use `$PY -m pkg.module`); PY1: always python
+#   A failing step stops the rest of its method (the other methods go on); RESULTS.md flags what is missing.
+# ------------------------------------------------------------------------------------------------------------------
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+CALLER_PWD="$PWD"
+
+# Where the method step files are looked up (tests point this at fake methods).
+STEPS_ROOT="${RUN_ALL_STEPS_ROOT:-$ROOT}"
+ALL_METHODS="${RUN_ALL_METHODS:-mpm omnijet hepjepa}"
+
+PROFILE=mini; ONLY=""; TABLE=""; DATA_DIR=""; OUT_DIR=""; RESULTS_DIR=""; WORKERS=""
+FORCE=0; FORCE_DATA=0; GPUS=1; NNODES=1; RDZV_ENDPOINT=""; RDZV_ID="jetfm"; STOP_ON_ERROR=0; LIST_ONLY=0
+
+die() { echo "run_all.sh: $*" >&2; exit 2; }
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --profile) PROFILE="$2"; shift 2 ;;
+    --only) ONLY="${2//,/ }"; shift 2 ;;
+    --table) TABLE="$2"; shift 2 ;;
+    --data-dir) DATA_DIR="$2"; shift 2 ;;
+    --out-dir) OUT_DIR="$2"; shift 2 ;;
+    --results-dir) RESULTS_DIR="$2"; shift 2 ;;
+    --workers) WORKERS="$2"; shift 2 ;;
+    --force) FORCE=1; shift ;;
+    --force-data) FORCE_DATA=1; shift ;;
+    --gpus) GPUS="$2"; shift 2 ;;
+    --nnodes) NNODES="$2"; shift 2 ;;
+    --rdzv-endpoint) RDZV_ENDPOINT="$2"; shift 2 ;;
+    --rdzv-id) RDZV_ID="$2"; shift 2 ;;
+    --stop-on-error) STOP_ON_ERROR=1; shift ;;
+    --list) LIST_ONLY=1; shift ;;
+    -h|--help) sed -n '2,/^set -uo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) die "unknown option '$1' (see bash run_all.sh --help)" ;;
+  esac
+done
+
+case "$PROFILE" in smoke|mini|paper) ;; *) die "--profile must be smoke, mini or paper, got '$PROFILE'" ;; esac
+for m in $ONLY; do [[ " $ALL_METHODS " == *" $m "* ]] || die "--only: unknown method '$m' (known: $ALL_METHODS)"; done
+if [[ -n "$TABLE" ]]; then
+  tm="${TABLE%%.*}"
+  [[ " $ALL_METHODS " == *" $tm "* ]] || die "--table: '$TABLE' does not start with a method name ($ALL_METHODS)"
+  ONLY="$tm"
+fi
+METHODS="${ONLY:-$ALL_METHODS}"
+
+# ---------------------------------------------------------------------------------------------- profile sizes
+# Simulated jets per profile. Simulation runs at about 4-12 jets/s/core (common/simulate), so mini's ~30k jets take
+# about half an hour on 2 cores; the rest of the 2 hours is training.
+case "$PROFILE" in
+  smoke) SIM_JETCLASS=60;   SIM_ATLAS=30;  SIM_TOP=300;  SIM_QG=300;  DEFAULT_DATA=data/sim-smoke ;;
+  mini)  SIM_JETCLASS=1500; SIM_ATLAS=500; SIM_TOP=3000; SIM_QG=3000; DEFAULT_DATA=data/sim ;;
+  paper) SIM_ATLAS=20000; DEFAULT_DATA=data/real ;;  # only the second-detector sample is simulated at paper scale
+esac
+SIM_SEED="${RUN_ALL_SIM_SEED:-1}"
+# Paths given on the command line are relative to where run_all.sh was called; defaults to the repository root.
+abspath() { case "$1" in /*) echo "$1" ;; *) echo "$CALLER_PWD/$1" ;; esac; }
+cd "$ROOT"
+DATA="$( [[ -n "$DATA_DIR" ]] && abspath "$DATA_DIR" || echo "$ROOT/$DEFAULT_DATA")"
+OUT_DIR="$( [[ -n "$OUT_DIR" ]] && abspath "$OUT_DIR" || echo "$ROOT/runs/$PROFILE")"
+RESULTS_DIR="$( [[ -n "$RESULTS_DIR" ]] && abspath "$RESULTS_DIR" || echo "$ROOT/results/$PROFILE")"
+WORKERS="${WORKERS:-$(nproc 2>/dev/null || echo 2)}"
+mkdir -p "$OUT_DIR/logs" "$DATA"
+OUT_DIR="$(cd "$OUT_DIR" && pwd)"; DATA="$(cd "$DATA" && pwd)"
+
+if [[ "$PROFILE" == paper ]]; then
+  JETCLASS="$DATA/JetClass/Pythia"; TOPTAGGING="$DATA/toptagging"; QG="$DATA/qg"; JETCLASS_ATLAS="$DATA/sim/jetclass_atlas"
+  CFG_SUB=""
+else
+  JETCLASS="$DATA/jetclass"; TOPTAGGING="$DATA/toptagging"; QG="$DATA/qg"; JETCLASS_ATLAS="$DATA/jetclass_atlas"
+  CFG_SUB="/$PROFILE"
+fi
+
+PY1=python
+if [[ "$PROFILE" == paper && ( "$GPUS" -gt 1 || "$NNODES" -gt 1 ) ]]; then
+  PY="torchrun --nproc_per_node=$GPUS --nnodes=$NNODES"
+  if [[ "$NNODES" -gt 1 ]]; then
+    [[ -n "$RDZV_ENDPOINT" ]] || die "--nnodes $NNODES needs --rdzv-endpoint HOST:PORT (the same on every node)"
+    PY="$PY --rdzv_backend=c10d --rdzv_endpoint=$RDZV_ENDPOINT --rdzv_id=$RDZV_ID"
+  else
+    PY="$PY --standalone"
+  fi
+else
+  PY=python
+fi
+export PYTHONUNBUFFERED=1
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+
+# ---------------------------------------------------------------------------------------------- step registry
+S_ID=(); S_METHOD=(); S_CMD=(); S_OUT=(); S_TABLES=(); S_AFTER=(); S_ALWAYS=(); S_DATA=()
+NEEDED_DATA=" "
+CUR_METHOD=""
+
+need_data() { local d; for d in "$@"; do
+  case "$d" in jetclass|jetclass_atlas|toptagging|qg) ;; *) die "need_data: unknown dataset '$d'" ;; esac
+  [[ "$NEEDED_DATA" == *" $d "* ]] || NEEDED_DATA="$NEEDED_DATA$d "
+done; }
+
+step() {
+  local name="$1"; shift
+  local tables="" after="__default__" always=0 is_data=0
+  while [[ $# -gt 0 && "$1" != "--" ]]; do
+    case "$1" in
+      --tables) tables="$2"; shift 2 ;;
+      --after) after="$2"; shift 2 ;;
+      --always) always=1; shift ;;
+      --data) is_data=1; shift ;;
+      *) die "step $CUR_METHOD/$name: unknown option '$1' (expected --tables, --after, --always, then -- COMMAND)" ;;
+    esac
+  done
+  [[ "${1:-}" == "--" ]] || die "step $CUR_METHOD/$name: missing '--' before the command"
+  shift
+  [[ $# -gt 0 ]] || die "step $CUR_METHOD/$name: empty command"
+  local id="$CUR_METHOD/$name" s
+  for s in "${S_ID[@]:-}"; do [[ "$s" != "$id" ]] || die "step $id declared twice"; done
+  local out="" prev=""
+  for a in "$@"; do
+    [[ "$prev" == "--out" ]] && out="$a"
+    [[ "$a" == --out=* ]] && out="${a#--out=}"
+    prev="$a"
+  done
+  if [[ "$after" == "__default__" ]]; then  # every earlier untagged step of this method
+    after=""
+    local i
+    for i in "${!S_ID[@]}"; do
+      [[ "${S_METHOD[$i]}" == "$CUR_METHOD" && -z "${S_TABLES[$i]}" && "${S_ALWAYS[$i]}" == 0 ]] && after="$after,${S_ID[$i]#*/}"
+    done
+    after="${after#,}"
+  fi
+  S_ID+=("$id"); S_METHOD+=("$CUR_METHOD"); S_CMD+=("$(printf '%q ' "$@")"); S_OUT+=("$out")
+  S_TABLES+=("$tables"); S_AFTER+=("$after"); S_ALWAYS+=("$always"); S_DATA+=("$is_data")
+}
+
+# Collect the methods' steps first (so the data steps they need are known), then put the data steps in front.
+for m in $METHODS; do
+  f="$STEPS_ROOT/$m/run_steps.sh"
+  if [[ ! -f "$f" ]]; then
+    echo "run_all.sh: $m has no $m/run_steps.sh yet; its tables will be flagged as not run" >&2
+    continue
+  fi
+  # shellcheck disable=SC1090
+  source "$f"
+  declare -F "${m}_steps" >/dev/null || die "$f must define a function ${m}_steps"
+  CUR_METHOD="$m"; CFG="$m/configs$CFG_SUB"; OUT="$OUT_DIR/$m"
+  "${m}_steps"
+done
+M_COUNT=${#S_ID[@]}
+
+CUR_METHOD="data"; CFG=""; OUT="$OUT_DIR/data"
+if [[ "$PROFILE" == paper ]]; then
+  for d in jetclass toptagging qg; do
+    [[ "$NEEDED_DATA" == *" $d "* ]] || continue
+    case "$d" in
+      jetclass) root="$JETCLASS"; probe="train_100M" ;;
+      toptagging) root="$TOPTAGGING"; probe="train.h5" ;;
+      qg) root="$QG"; probe="QG_jets.npz" ;;
+    esac
+    # Locating real data: a cheap check that runs every time (--always), so a missing dataset fails early and clearly.
+    step "locate_$d" --always --data -- bash -c "test -e '$root/$probe' || { echo 'missing $root/$probe: run python -m common.download $d --out $DATA' >&2; exit 1; }"
+  done
+  [[ "$NEEDED_DATA" == *" jetclass_atlas "* ]] && step sim_jetclass_atlas --data -- python -m common.simulate jetclass \
+    --detector atlas --jets-per-class "$SIM_ATLAS" --out "$JETCLASS_ATLAS" --workers "$WORKERS" --seed $((SIM_SEED + 1))
+else
+  [[ "$NEEDED_DATA" == *" jetclass "* ]] && step sim_jetclass --data -- python -m common.simulate jetclass \
+    --jets-per-class "$SIM_JETCLASS" --out "$JETCLASS" --workers "$WORKERS" --seed "$SIM_SEED"
+  [[ "$NEEDED_DATA" == *" jetclass_atlas "* ]] && step sim_jetclass_atlas --data -- python -m common.simulate jetclass \
+    --detector atlas --jets-per-class "$SIM_ATLAS" --out "$JETCLASS_ATLAS" --workers "$WORKERS" --seed $((SIM_SEED + 1))
+  [[ "$NEEDED_DATA" == *" toptagging "* ]] && step sim_toptagging --data -- python -m common.simulate toptagging \
+    --jets "$SIM_TOP" --out "$TOPTAGGING" --workers "$WORKERS" --seed $((SIM_SEED + 2))
+  [[ "$NEEDED_DATA" == *" qg "* ]] && step sim_qg --data -- python -m common.simulate qg \
+    --jets "$SIM_QG" --out "$QG" --workers "$WORKERS" --seed $((SIM_SEED + 3))
+fi
+# Rotate: data steps (declared last) go first.
+N=${#S_ID[@]}
+order=()
+for ((i = M_COUNT; i < N; i++)); do order+=("$i"); done
+for ((i = 0; i < M_COUNT; i++)); do order+=("$i"); done
+
+# ---------------------------------------------------------------------------------------------- selection
+declare -A SELECTED=()
+for i in "${order[@]}"; do SELECTED[$i]=1; done
+if [[ -n "$TABLE" ]]; then
+  # Keep the steps tagged with the table, the --always steps of its method, and (transitively) their --after steps.
+  declare -A KEEP=()
+  for i in "${order[@]}"; do
+    [[ "${S_DATA[$i]}" == 1 ]] && KEEP[$i]=1
+    [[ ",${S_TABLES[$i]}," == *",$TABLE,"* ]] && KEEP[$i]=1
+  done
+  [[ ${#KEEP[@]} -gt 0 ]] || die "--table $TABLE: no step declares it (see <method>/run_steps.sh --tables)"
+  changed=1
+  while [[ $changed == 1 ]]; do
+    changed=0
+    for i in "${!KEEP[@]}"; do
+      IFS=',' read -ra deps <<< "${S_AFTER[$i]}"
+      for d in "${deps[@]}"; do
+        [[ -z "$d" ]] && continue
+        for j in "${order[@]}"; do
+          if [[ "${S_ID[$j]}" == "${S_METHOD[$i]}/$d" && -z "${KEEP[$j]:-}" ]]; then KEEP[$j]=1; changed=1; fi
+        done
+      done
+    done
+  done
+  for i in "${order[@]}"; do [[ -n "${KEEP[$i]:-}" ]] || unset "SELECTED[$i]"; done
+fi
+RUN=()
+for i in "${order[@]}"; do [[ -n "${SELECTED[$i]:-}" ]] && RUN+=("$i"); done
+
+# ---------------------------------------------------------------------------------------------- helpers
+T0=$(date +%s)
+hms() { local s=$1; printf '%02d:%02d:%02d' $((s / 3600)) $((s % 3600 / 60)) $((s % 60)); }
+dur() { local s=$1; if ((s >= 60)); then printf '%dm%02ds' $((s / 60)) $((s % 60)); else printf '%ds' "$s"; fi; }
+say() { echo "[run_all $(hms $(( $(date +%s) - T0 )))] $*"; }
+logfile() { echo "$OUT_DIR/logs/${1//\//__}.log"; }
+record() {  # step status seconds
+  local i=$1
+  printf '%s\t%s\t%s\t%s\t%s\n' "${S_ID[$i]}" "$2" "$3" "$(logfile "${S_ID[$i]}")" "${S_TABLES[$i]}" >> "$OUT_DIR/status.tsv"
+}
+inside() { case "$(realpath -m "$1")/" in "$(realpath -m "$2")"/*) return 0 ;; esac; return 1; }
+
+# Is step i done? Its --out directory holds done.json; when run_all wrote that file (commands that do not write one,
+# e.g. the simulation), the recorded command must also match, so changing the sizes reruns the step.
+is_done() {
+  local i=$1 out="${S_OUT[$1]}"
+  [[ -n "$out" && -f "$out/done.json" ]] || return 1
+  python - "$out/done.json" "${S_CMD[$i]}" <<'EOF'
+import json, sys
+try:
+    d = json.load(open(sys.argv[1]))
+except Exception:
+    sys.exit(1)  # unreadable done.json: not done
+if isinstance(d, dict) and d.get("by") == "run_all.sh" and d.get("command") != sys.argv[2]:
+    sys.exit(1)
+sys.exit(0)
+EOF
+}
+
+mark_done() {
+  local i=$1 out="${S_OUT[$1]}"
+  [[ -n "$out" && -d "$out" && ! -f "$out/done.json" ]] || return 0
+  python - "$out/done.json" "${S_CMD[$i]}" "${S_ID[$i]}" <<'EOF'
+import json, os, sys, time
+path, cmd, step = sys.argv[1:4]
+with open(path + ".tmp", "w") as f:
+    json.dump({"by": "run_all.sh", "step": step, "command": cmd, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}, f)
+os.replace(path + ".tmp", path)
+EOF
+}
+
+next_after() {  # name of the next selected step after position k in RUN
+  local k=$1
+  if ((k + 1 < ${#RUN[@]})); then echo "${S_ID[${RUN[$((k + 1))]}]}"; else echo "tables (RESULTS.md)"; fi
+}
+
+# ---------------------------------------------------------------------------------------------- --list
+if [[ $LIST_ONLY == 1 ]]; then
+  echo "profile $PROFILE; data $DATA; out $OUT_DIR; ${#RUN[@]} steps"
+  for k in "${!RUN[@]}"; do
+    i=${RUN[$k]}
+    if [[ "${S_ALWAYS[$i]}" == 1 ]]; then st=always; elif is_done "$i"; then st=done; else st=todo; fi
+    printf '%3d  %-6s  %-32s  tables=%s\n       %s\n' $((k + 1)) "$st" "${S_ID[$i]}" "${S_TABLES[$i]:--}" "${S_CMD[$i]}"
+  done
+  exit 0
+fi
+
+# ---------------------------------------------------------------------------------------------- run
+CHILD=""; CUR_I=""; t=0
+on_signal() {
+  say "interrupted; stopping the running step (rerun the same command to resume)"
+  [[ -n "$CHILD" ]] && { kill -TERM -- "-$CHILD" 2>/dev/null || kill -TERM "$CHILD" 2>/dev/null; }
+  [[ -n "$CUR_I" ]] && record "$CUR_I" interrupted $(( $(date +%s) - t ))
+  exit 130
+}
+trap on_signal INT TERM
+
+say "profile $PROFILE | methods: $METHODS | data: $DATA | out: $OUT_DIR | workers: $WORKERS | launcher: $PY"
+say "${#RUN[@]} steps; logs in $OUT_DIR/logs"
+FAILED_METHODS=" "
+N_FAILED=0
+for k in "${!RUN[@]}"; do
+  i=${RUN[$k]}; id="${S_ID[$i]}"; m="${S_METHOD[$i]}"; log="$(logfile "$id")"; n="($((k + 1))/${#RUN[@]})"
+  if [[ "$FAILED_METHODS" == *" $m "* || ( "$m" != data && "$FAILED_METHODS" == *" data "* ) ]]; then
+    say "$n $id: skipped (an earlier step of ${m/data/the data} failed)"
+    record "$i" skipped-after-failure 0
+    continue
+  fi
+  out="${S_OUT[$i]}"
+  if [[ $FORCE == 1 && "${S_DATA[$i]}" == 0 && -n "$out" ]]; then
+    if inside "$out" "$OUT_DIR"; then rm -rf "$out"; else rm -f "$out/done.json"; fi
+  fi
+  if [[ $FORCE_DATA == 1 && "${S_DATA[$i]}" == 1 && -n "$out" && "$PROFILE" != paper ]] && inside "$out" "$DATA"; then
+    rm -rf "$out"
+  fi
+  if [[ "${S_ALWAYS[$i]}" == 0 ]] && is_done "$i"; then
+    say "$n $id: done already, skipped | next: $(next_after "$k")"
+    record "$i" done-earlier 0
+    continue
+  fi
+  say "$n $id: running (log $log)"
+  record "$i" started 0
+  {
+    echo "===== $(date -u '+%Y-%m-%dT%H:%M:%SZ') $id"
+    echo "\$ ${S_CMD[$i]}"
+  } >> "$log"
+  t=$(date +%s)
+  # own session: a stop kills the step's whole process tree (torchrun and its workers included)
+  setsid --wait bash -c "${S_CMD[$i]}" >> "$log" 2>&1 < /dev/null &
+  CHILD=$!; CUR_I=$i
+  wait "$CHILD"; rc=$?
+  CHILD=""; CUR_I=""
+  el=$(( $(date +%s) - t ))
+  if [[ $rc == 0 ]]; then
+    mark_done "$i"
+    say "$n $id: done in $(dur $el) | next: $(next_after "$k")"
+    record "$i" done "$el"
+  else
+    say "$n $id: FAILED (exit $rc) after $(dur $el); last lines of $log:"
+    tail -n 15 "$log" | sed 's/^/    | /'
+    record "$i" failed "$el"
+    FAILED_METHODS="$FAILED_METHODS$m "
+    N_FAILED=$((N_FAILED + 1))
+    [[ $STOP_ON_ERROR == 1 ]] && break
+  fi
+done
+
+# Tables and plots: always rebuilt from whatever result files exist (missing ones are flagged in RESULTS.md).
+say "tables: writing $RESULTS_DIR/RESULTS.md"
+# --strict: a cell that should hold a number and does not (a step ran but wrote no value) makes the run fail.
+python -m common.results --runs "$OUT_DIR" --profile "$PROFILE" --out "$RESULTS_DIR" --strict > "$OUT_DIR/logs/results.log" 2>&1
+rc=$?
+say "$(tail -n 1 "$OUT_DIR/logs/results.log")"
+if [[ $rc != 0 ]]; then
+  [[ $rc == 1 ]] && say "RESULTS.md has missing cells (search it for **missing**)" \
+    || { say "FAILED to write RESULTS.md; see $OUT_DIR/logs/results.log"; tail -n 15 "$OUT_DIR/logs/results.log"; }
+  N_FAILED=$((N_FAILED + 1))
+fi
+say "finished in $(dur $(( $(date +%s) - T0 ))) with $N_FAILED failure(s)"
+[[ $N_FAILED == 0 ]]
