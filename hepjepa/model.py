@@ -1,0 +1,188 @@
+"""HEP-JEPA model: particle-patch tokens, context encoder, EMA target encoder, predictor (spec hepjepa.md §4, §5, §11).
+
+    jet --tokenizer--> G patch tokens (+ centres, patch four-vectors), sequenced
+        target branch  (no grad, EMA weights, eval mode): all tokens -> target encoder -> LayerNorm -> h_t (B,G,d)
+        masks          M target blocks and one context block per jet (hepjepa.masking)
+        context branch context tokens only -> context encoder -> h_c
+        predictor      Linear(h_c) + pos(context centres) and M*k mask tokens + pos(target centres) -> predictions
+        loss           smooth-L1(prediction, h_t gathered at the target tokens), mean over predicted tokens
+
+Shared pieces: the tokenizer (mini-PointNet) and the positional MLP are trained online only and shared by both
+branches (Point-JEPA: only the transformer is EMA'd) [U]. The transformer is common.transformer.Encoder with 8 register
+tokens (Darcet et al. 2023, registers get zero bias) and the ParT physics bias: PairEmbed of the pairwise features of the
+patch four-vectors, restricted to the tokens an encoder actually sees (§10). The predictor gets no physics bias: the
+four-vectors of the target patches would leak the content it has to predict.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from common.ema import ema_update, make_target
+from common.pairwise import pairwise_features
+from common.transformer import Encoder, PairEmbed
+
+from .masking import sample_masks
+from .tokenizer import JetTokenizer, Patches, PositionalMLP
+
+
+def gather_tokens(select: torch.Tensor, *tensors: torch.Tensor):
+    """Pack the selected tokens of each jet to the front, keeping their order.
+    select (B,T) bool; tensors (B,T,...) -> ([packed (B,L,...)], mask (B,L)) with L = max selected per jet."""
+    L = max(int(select.sum(1).max()), 1)
+    idx = torch.sort((~select).to(torch.uint8), dim=1, stable=True).indices[:, :L]  # selected positions first
+    mask = select.gather(1, idx)
+    packed = [t.gather(1, idx.view(*idx.shape, *([1] * (t.dim() - 2))).expand(-1, -1, *t.shape[2:])) for t in tensors]
+    return packed, mask
+
+
+class PatchEncoder(nn.Module):
+    """Transformer over patch tokens with registers and the ParT physics bias; forward(x, mask, p4) -> (B,T,d) with
+    the register outputs dropped and padded tokens zeroed. This is the part that the EMA target copies."""
+
+    def __init__(self, dim: int, depth: int, num_heads: int, mlp_ratio: float = 4.0, num_registers: int = 8,
+                 physics_bias: bool = True, pair_hidden=(64, 64, 64), dropout: float = 0.0, style: str = "preln"):
+        super().__init__()
+        self.dim, self.num_registers = dim, num_registers
+        self.encoder = Encoder(dim, depth, num_heads, int(dim * mlp_ratio), style=style, num_registers=num_registers,
+                               dropout=dropout)
+        self.pair_embed = PairEmbed(num_heads, 4, tuple(pair_hidden)) if physics_bias else None
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, p4: torch.Tensor) -> torch.Tensor:
+        bias = None
+        if self.pair_embed is not None:  # ParT interaction bias between patch four-vectors (hepjepa.md §10)
+            bias = self.pair_embed(pairwise_features(p4, mask), mask)
+        h, _ = self.encoder(x, mask, bias)
+        return h[:, self.num_registers:]
+
+
+class Predictor(nn.Module):
+    """Narrow transformer: context encodings and mask tokens (each plus a positional embedding of its patch centre)
+    -> predicted target embeddings (I-JEPA / Point-JEPA predictor)."""
+
+    def __init__(self, dim: int, pred_dim: int, depth: int, num_heads: int, mlp_ratio: float = 4.0):
+        super().__init__()
+        self.embed = nn.Linear(dim, pred_dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, pred_dim))
+        nn.init.trunc_normal_(self.mask_token, std=0.02)
+        self.pos = PositionalMLP(pred_dim)
+        self.encoder = Encoder(pred_dim, depth, num_heads, int(pred_dim * mlp_ratio), num_registers=0)
+        self.out = nn.Linear(pred_dim, dim)
+
+    def forward(self, ctx_h, ctx_centres, ctx_mask, tgt_centres, tgt_mask) -> torch.Tensor:
+        """ctx_h (B,Lc,d), ctx_centres (B,Lc,2), ctx_mask (B,Lc), tgt_centres (B,Lt,2), tgt_mask (B,Lt) -> (B,Lt,d)."""
+        B, Lt = tgt_mask.shape
+        ctx = self.embed(ctx_h) + self.pos(ctx_centres)
+        queries = self.mask_token.expand(B, Lt, -1) + self.pos(tgt_centres)
+        h, _ = self.encoder(torch.cat([ctx, queries], 1), torch.cat([ctx_mask, tgt_mask], 1))
+        return self.out(h[:, ctx.shape[1]:]) * tgt_mask[..., None]
+
+
+class HEPJEPA(nn.Module):
+    """The pretraining model. cfg = the YAML `model:` section; in_dim = number of particle features; angle_idx = the
+    (deta, dphi) columns. `mask_cfg` = the YAML `masking:` section."""
+
+    def __init__(self, cfg: dict, in_dim: int, angle_idx, mask_cfg: dict):
+        super().__init__()
+        d = int(cfg["dim"])
+        self.cfg, self.mask_cfg = cfg, mask_cfg
+        self.tokenizer = JetTokenizer(in_dim, d, int(cfg["num_patches"]), int(cfg["group_size"]), angle_idx,
+                                      int(cfg["pointnet_hidden"]), bool(cfg["fps_random_start"]))
+        self.pos = PositionalMLP(d)
+        self.context_encoder = PatchEncoder(d, int(cfg["depth"]), int(cfg["num_heads"]), float(cfg["mlp_ratio"]),
+                                            int(cfg["num_registers"]), bool(cfg["physics_bias"]),
+                                            cfg["pair_hidden"], float(cfg["dropout"]))
+        self.target_encoder = make_target(self.context_encoder)  # frozen copy, updated only by EMA
+        self.predictor = Predictor(d, int(cfg["pred_dim"]), int(cfg["pred_depth"]), int(cfg["pred_heads"]),
+                                   float(cfg["mlp_ratio"]))
+        self.loss_beta = float(cfg["loss_beta"])
+        self.target_encoder.eval()
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.target_encoder.eval()  # the teacher never runs dropout and never updates BN statistics by itself
+        return self
+
+    def tokenize(self, x, mask, p4) -> Patches:
+        return self.tokenizer(x, mask, p4)
+
+    @torch.no_grad()
+    def targets(self, patches: Patches, pos: torch.Tensor) -> torch.Tensor:
+        """Teacher embeddings of all tokens, layer-normalised over features (I-JEPA), zero at invalid patches."""
+        h = self.target_encoder(patches.tokens + pos, patches.mask, patches.p4)
+        h = F.layer_norm(h.float(), (h.shape[-1],))
+        return h * patches.mask[..., None]
+
+    def forward(self, x, mask, p4, masks=None) -> dict:
+        """One JEPA step on a batch. masks = optional (context (B,G), targets (M,B,G)) to fix the masking (tests).
+        Returns dict(loss, pred_std, target_std, context_tokens, target_tokens) (loss is a tensor, rest floats)."""
+        patches = self.tokenize(x, mask, p4)
+        pos = self.pos(patches.centres)
+        h_t = self.targets(patches, pos)
+        if masks is None:
+            m = self.mask_cfg
+            masks = sample_masks(patches.mask, int(m["num_targets"]), tuple(m["target_scale"]),
+                                 tuple(m["context_scale"]), m["strategy"], bool(m["per_jet"]))
+        context, targets = masks
+        h_c, ctx_centres, ctx_mask = self.encode_context(patches, pos, context)
+        M, B, G = targets.shape
+        # all M target blocks in one predictor call: the context is repeated M times along the batch
+        (tgt_h, tgt_centres), tgt_mask = gather_tokens(targets.reshape(M * B, G), h_t.repeat(M, 1, 1),
+                                                       patches.centres.repeat(M, 1, 1))
+        pred = self.predictor(h_c.repeat(M, 1, 1), ctx_centres.repeat(M, 1, 1), ctx_mask.repeat(M, 1),
+                              tgt_centres, tgt_mask)
+        loss_tok = F.smooth_l1_loss(pred.float(), tgt_h, beta=self.loss_beta, reduction="none").mean(-1)
+        loss = (loss_tok * tgt_mask).sum() / tgt_mask.sum().clamp(min=1)
+        with torch.no_grad():  # collapse monitors (Point-JEPA): std over predicted tokens, averaged over features
+            sel = tgt_mask.reshape(-1)
+            pred_std = pred.float().reshape(-1, pred.shape[-1])[sel].std(0).mean() if sel.sum() > 1 else pred.new_zeros(())
+            tgt_std = tgt_h.reshape(-1, tgt_h.shape[-1])[sel].std(0).mean() if sel.sum() > 1 else pred.new_zeros(())
+        return dict(loss=loss, pred_std=float(pred_std), target_std=float(tgt_std),
+                    context_tokens=float(ctx_mask.sum(1).float().mean()), target_tokens=float(tgt_mask.sum(1).float().mean()))
+
+    def encode_context(self, patches: Patches, pos: torch.Tensor, context: torch.Tensor):
+        """Context encoder on the context tokens only; the physics bias uses only their four-vectors.
+        -> (h_c (B,Lc,d), centres (B,Lc,2), mask (B,Lc))."""
+        (tok, p4, centres), ctx_mask = gather_tokens(context & patches.mask, patches.tokens + pos, patches.p4,
+                                                     patches.centres)
+        return self.context_encoder(tok, ctx_mask, p4), centres, ctx_mask
+
+    @torch.no_grad()
+    def update_target(self, momentum: float) -> None:
+        """theta_target <- m theta_target + (1 - m) theta_context (I-JEPA, after each optimiser step); common.ema also
+        copies the buffers (PairEmbed BatchNorm statistics), so the eval-mode teacher normalises like the student."""
+        ema_update(self.target_encoder, self.context_encoder, momentum)
+
+
+class HEPJEPABackbone(nn.Module):
+    """Downstream backbone (common.finetune protocol): tokenizer + positional MLP + context encoder on all patches.
+    forward(batch) -> (h (B,G,d), mask (B,G)). Parameter names match HEPJEPA, so a pretrained state dict loads with
+    `load_pretrained`."""
+
+    def __init__(self, cfg: dict, in_dim: int, angle_idx):
+        super().__init__()
+        d = int(cfg["dim"])
+        self.dim = d
+        self.tokenizer = JetTokenizer(in_dim, d, int(cfg["num_patches"]), int(cfg["group_size"]), angle_idx,
+                                      int(cfg["pointnet_hidden"]), bool(cfg["fps_random_start"]))
+        self.pos = PositionalMLP(d)
+        self.context_encoder = PatchEncoder(d, int(cfg["depth"]), int(cfg["num_heads"]), float(cfg["mlp_ratio"]),
+                                            int(cfg["num_registers"]), bool(cfg["physics_bias"]),
+                                            cfg["pair_hidden"], float(cfg["dropout"]))
+
+    def forward(self, batch):
+        p = self.tokenizer(batch.x, batch.mask, batch.p4)
+        h = self.context_encoder(p.tokens + self.pos(p.centres), p.mask, p.p4)
+        return h, p.mask
+
+    def load_pretrained(self, state: dict, use: str = "context") -> None:
+        """Load from a HEPJEPA state dict; use="target" takes the EMA teacher's transformer instead (I-JEPA evaluates
+        the target encoder) [U]."""
+        mine = {}
+        for k, v in state.items():
+            if k.startswith(("tokenizer.", "pos.")):
+                mine[k] = v
+            elif k.startswith(f"{use}_encoder."):
+                mine["context_encoder." + k[len(use) + len("_encoder."):]] = v
+        self.load_state_dict(mine, strict=True)
