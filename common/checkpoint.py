@@ -102,16 +102,10 @@ def restore_state(ckpt: dict, *, model, optimizer=None, scheduler=None, loader=N
 
 
 def _set_epoch(loader, epoch: int) -> None:
-    """Tell a DataLoader which epoch starts (reshuffle by seed + epoch), whatever object holds set_epoch."""
-    try:  # the data module's helper, when it exists
-        from common.data import set_epoch
-    except ImportError:
-        set_epoch = None
-    if set_epoch is not None:
-        set_epoch(loader, epoch)
-        return
-    for obj in (loader, getattr(loader, "sampler", None), getattr(getattr(loader, "batch_sampler", None), "sampler", None),
-                getattr(loader, "dataset", None)):
+    """Tell a loader which epoch starts (reshuffle by seed + epoch): calls set_epoch on the loader itself or on its
+    sampler / batch sampler / dataset, whichever has it (common.data.make_loader: the sampler)."""
+    for obj in (loader, getattr(loader, "sampler", None), getattr(loader, "batch_sampler", None),
+                getattr(getattr(loader, "batch_sampler", None), "sampler", None), getattr(loader, "dataset", None)):
         if obj is not None and hasattr(obj, "set_epoch"):
             obj.set_epoch(epoch)
             return
