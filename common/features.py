@@ -245,7 +245,7 @@ class MPMv1Features(FeatureSet):
         return dict(x=_truncate(x, n), mask=_truncate(raw.mask, n), p4=_truncate(raw.p4, n))
 
     def inverse(self, x, mask):
-        m = mask.astype(x.dtype) if hasattr(x, "dtype") else mask
+        m = _float_mask(mask, x)
         return dict(pt=_expm1(x[..., 2]) * m, deta=x[..., 0] * m, dphi=x[..., 1] * m)
 
 
@@ -268,9 +268,14 @@ class OmniJetFeatures(FeatureSet):
         return dict(x=_truncate(x, n), mask=_truncate(keep, n), p4=_truncate(p4, n))
 
     def inverse(self, x, mask):
-        m = mask.astype(x.dtype) if hasattr(x, "dtype") else mask
+        m = _float_mask(mask, x)
         return dict(pt=_exp(x[..., 0] + OMNIJET_PT_SHIFT) * m, deta=x[..., 1] / OMNIJET_ANGLE_SCALE * m,
                     dphi=x[..., 2] / OMNIJET_ANGLE_SCALE * m)
+
+
+def _float_mask(mask, x):
+    """Mask as x's float dtype; works for numpy arrays and torch tensors."""
+    return mask.astype(x.dtype) if isinstance(x, np.ndarray) else mask.to(x.dtype)
 
 
 def _exp(a):
