@@ -235,10 +235,11 @@ def aggregate_rows(rows: list[dict], keys: list[str], metrics: list[str]) -> "Or
 
 
 def render_table(table_id: str, rows: list[dict], meta: dict, *, published: dict | None = None,
-                 missing_reason: str | None = None) -> str:
+                 missing_reason: str | None = None, not_run: str | None = None) -> str:
     """Markdown table: key columns, then per metric "ours" and "published (source)".
 
-    rows: our rows (may be empty: then every expected cell is flagged missing with `missing_reason`).
+    rows: our rows (may be empty: then every expected cell is flagged missing with `missing_reason`, or, when
+    `not_run` says why the profile does not produce this table, marked "– (<not_run>)" without a missing flag).
     meta: profile, dataset, scale, seeds, class_order, notes.
     Rows that published.yaml lists but our run did not produce: flagged "missing" in the paper profile, "not in the
     <profile> grid" otherwise (the reduced profiles run smaller label grids; the cell says so instead of guessing).
@@ -271,7 +272,7 @@ def render_table(table_id: str, rows: list[dict], meta: dict, *, published: dict
     if entry.get("note"):
         lines.append(f"Note: {entry['note'].strip()}")
     lines.append("")
-    lines.append(_meta_line(meta))
+    lines.append(f"Not reproduced by the {profile} profile: {not_run}." if not rows and not_run else _meta_line(meta))
     lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     n_missing = 0
     for k in order:
@@ -287,6 +288,8 @@ def render_table(table_id: str, rows: list[dict], meta: dict, *, published: dict
                     n_missing += 1
             elif p_row.get("ours") is False:
                 s = "– (not run: literature baseline)"
+            elif not rows and not_run:
+                s = "– (not run; see above)"
             elif rows or missing_reason is None:
                 if profile == "paper":
                     s = f"**missing** ({missing_reason or 'row not produced by the run'})"
@@ -302,7 +305,13 @@ def render_table(table_id: str, rows: list[dict], meta: dict, *, published: dict
             for rm in ref_maps:
                 cells.append(_fmt_published(rm.get(k, {}).get(m)))
         lines.append("| " + " | ".join(cells) + " |")
-    if not order:
+    if not order and missing_reason:  # nothing published and nothing produced: one flagged placeholder row
+        cells = ["–"] * len(keys)
+        for m in metrics:
+            cells += [f"**missing** ({missing_reason})", "not published"] + ["not published"] * len(refs)
+            n_missing += 1
+        lines.append("| " + " | ".join(cells) + " |")
+    elif not order:
         lines.append("| " + " | ".join(["(no rows)"] + [""] * (len(header) - 1)) + " |")
     render_table.last_missing = n_missing  # for the aggregator's summary
     return "\n".join(lines) + "\n"
@@ -421,9 +430,7 @@ def build_results_md(runs_dir, profile: str, out_dir, published: dict | None = N
                                         missing_reason=reason)
                 else:
                     not_produced.append(table_id)
-                    text = render_table(table_id, [], {"profile": profile}, published=published,
-                                        missing_reason=None)
-                    text = text.replace("\n|", f"\nNot reproduced by the {profile} profile: {reason}.\n\n|", 1)
+                    text = render_table(table_id, [], {"profile": profile}, published=published, not_run=reason)
             n = render_table.last_missing
             total_missing += n
             summary.append(f"| {table_id} | {'yes' if res else 'no'} | {n} |")
