@@ -1,0 +1,145 @@
+"""OmniJet-alpha results tables, laid out like the paper's, with the published numbers beside ours.
+
+    python -m omnijet.tables --runs runs/mini/omnijet --out runs/mini/omnijet/tables --profile mini
+
+Collects what the evaluation steps wrote under --runs and writes one result file per table through
+common.results.write_result (<out>/<table_id>.json) plus a Markdown rendering (<out>/<table_id>.md):
+  omnijet.token_quality    token_quality/metrics.json     resolutions and codebook utilisation per tokeniser
+  omnijet.generation       eval_generation/metrics.json   KL and W1 of generated vs tokenised+reconstructed jets
+  omnijet.classification   finetune/**/result.json        top vs QCD vs labelled jets per class, per mode
+                                                          (the class-attention head, when run, goes to
+                                                          omnijet.classification_class_attention)
+A table whose inputs are missing is skipped with a message (RESULTS.md then flags it as not produced).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from common.results import render_table, write_result
+
+TOKEN_METRICS = ("particle_pt_resolution", "etaphi_resolution", "eta_resolution", "phi_resolution",
+                 "jet_mass_resolution", "jet_pt_resolution", "tau21_resolution", "tau32_resolution",
+                 "codebook_utilisation")
+CLASS_METRICS = ("accuracy", "auc", "rejection_30", "rejection_50")
+
+
+def _read_json(path: Path):
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _config_value(run_dir: Path, dotted: str):
+    import yaml
+
+    cfg_path = run_dir / "config.yaml"
+    node = yaml.safe_load(cfg_path.read_text()) if cfg_path.is_file() else {}
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def _data_meta(run_dir: Path) -> str:
+    data = _config_value(run_dir, "data") or {}
+    return f"{data.get('dataset', '?')} at {data.get('root', '?')}"
+
+
+def token_quality_table(runs: Path, profile: str):
+    res = _read_json(runs / "token_quality" / "metrics.json")
+    if res is None:
+        return None
+    rows = [{"tokenisation": r["tokenisation"], "num_tokens": r["num_tokens"],
+             **{m: r.get(m) for m in TOKEN_METRICS}, "accuracy_reco": None} for r in res["rows"]]
+    meta = {"profile": profile, "dataset": _data_meta(runs / "token_quality"),
+            "scale": f"{res['n_jets']} test jets (>= 3 constituents); tokenisers trained "
+                     f"{_tokenizer_steps(runs, res['rows'])}",
+            "notes": "Resolutions are std(reco - original) of real particles (in pT order) and jets; accuracy_reco "
+                     "(classification on reconstructed constituents) is not run by the kit."}
+    return rows, meta
+
+
+def _tokenizer_steps(runs: Path, rows) -> str:
+    parts = []
+    for r in rows:
+        done = _read_json(runs / r["run"] / "done.json") or {}
+        parts.append(f"{r['run']}: {done.get('steps', '?')} steps of batch {_config_value(runs / r['run'], 'train.batch_size')}")
+    return "; ".join(parts)
+
+
+def generation_table(runs: Path, profile: str):
+    res = _read_json(runs / "eval_generation" / "metrics.json")
+    if res is None:
+        return None
+    floor = res["reference_half_vs_half"]
+    rows = [{"observable": name, "kl_divergence": m["kl_divergence"], "w1": m["w1"],
+             "kl_reference_halves": floor[name]["kl_divergence"], "w1_reference_halves": floor[name]["w1"]}
+            for name, m in res["generated_vs_reference"].items()]
+    pre = _read_json(runs / "pretrain" / "done.json") or {}
+    meta = {"profile": profile, "dataset": _data_meta(runs / "eval_generation"),
+            "scale": f"{res['n_generated_jets']} generated vs {res['n_reference_jets']} tokenised+reconstructed test "
+                     f"jets; GPT trained {pre.get('steps', '?')} steps ({pre.get('jets_seen', '?')} jets seen)",
+            "class_order": ["QCD", "Tbqq"],
+            "notes": f"KL quantile-binned with {res['n_bins']} edges; *_reference_halves = the same metric between "
+                     f"two halves of the reference (finite-sample floor)."}
+    return rows, meta
+
+
+def _metric(result: dict, name: str):
+    for scope in (result, result.get("test") or {}, result.get("metrics") or {}):
+        if isinstance(scope, dict) and name in scope:
+            return scope[name]
+    return None
+
+
+def classification_tables(runs: Path, profile: str) -> dict[str, tuple]:
+    tables: dict[str, tuple[list, dict]] = {}
+    for path in sorted((runs / "finetune").glob("**/result.json")):
+        result = _read_json(path)
+        run_dir = path.parent
+        head = _config_value(run_dir, "finetune.head.kind") or _config_value(run_dir, "finetune.head")
+        head = head if isinstance(head, str) else "sum"
+        table_id = "omnijet.classification" if head == "sum" else f"omnijet.classification_{head}"
+        row = {"mode": _metric(result, "mode") or _config_value(run_dir, "finetune.mode"),
+               "n_per_class": _metric(result, "n_per_class") or _config_value(run_dir, "finetune.n_per_class"),
+               "seed": _metric(result, "seed"), **{m: _metric(result, m) for m in CLASS_METRICS}}
+        rows, meta = tables.setdefault(table_id, ([], {"profile": profile, "dataset": _data_meta(run_dir),
+                                                       "class_order": ["QCD", "Tbqq"], "seeds": [],
+                                                       "keys": ["mode", "n_per_class"],
+                                                       "metrics": list(CLASS_METRICS)}))
+        rows.append(row)
+        if row["seed"] not in meta["seeds"]:
+            meta["seeds"].append(row["seed"])
+    for table_id, (rows, meta) in tables.items():
+        meta["scale"] = (f"labelled jets per class {sorted({r['n_per_class'] for r in rows if r['n_per_class']})}, "
+                         f"head '{table_id.split('_', 1)[1] if '_' in table_id.split('.')[1] else 'sum'}'")
+    return tables
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--runs", required=True, help="the omnijet output directory of a run_all profile")
+    p.add_argument("--out", required=True, help="where the table files go")
+    p.add_argument("--profile", default="mini")
+    args = p.parse_args(argv)
+    runs, out = Path(args.runs), Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    produced = {"omnijet.token_quality": token_quality_table(runs, args.profile),
+                "omnijet.generation": generation_table(runs, args.profile),
+                **classification_tables(runs, args.profile)}
+    for table_id, content in produced.items():
+        if content is None:
+            print(f"{table_id}: inputs not found under {runs}, skipped")
+            continue
+        rows, meta = content
+        write_result(out / f"{table_id}.json", table_id, rows, meta)
+        md = render_table(table_id, rows, meta)
+        tmp = out / f"{table_id}.md.tmp"
+        tmp.write_text(md)
+        tmp.replace(out / f"{table_id}.md")
+        print(md)
+    if "omnijet.classification" not in produced:
+        print(f"omnijet.classification: no finetune/**/result.json under {runs}, skipped")
+
+
+if __name__ == "__main__":
+    main()
