@@ -31,6 +31,7 @@ from pathlib import Path
 
 ZENODO = "https://zenodo.org"
 CHUNK = 1 << 20
+RETRY_BACKOFF_S = 2.0  # first wait before resuming after a network error; doubles per attempt, capped at 30 s
 
 # JetClass: (tar name, md5, directory under <out> to extract into); md5 sums as published (datasets.md A1).
 _JETCLASS_TRAIN_MD5 = [
@@ -124,7 +125,7 @@ def fetch(url: str, dest, md5: str | None, *, retries: int = 3, timeout: float =
         except (urllib.error.URLError, OSError, TimeoutError) as e:  # network drop: keep .part, retry from there
             last_error = e
             print(f"{url}: {e} (attempt {attempt}/{retries}); resuming", file=sys.stderr)
-            time.sleep(min(2 ** attempt, 30) if attempt < retries else 0)
+            time.sleep(min(RETRY_BACKOFF_S * 2 ** (attempt - 1), 30) if attempt < retries else 0)
             continue
         got = md5sum(part)
         if md5 is None or got == md5:
