@@ -47,8 +47,9 @@ class TopTaggingFile:
         except Exception as e:
             raise DataError(f"{path}: cannot open as HDF5 (corrupt, truncated or empty?): {e}") from e
         if KEY not in self.h5:
+            found = list(self.h5.keys())
             self.h5.close()
-            raise DataError(f"{path}: no key {KEY!r} (pandas to_hdf key); found {list(self.h5.keys())}")
+            raise DataError(f"{path}: no key {KEY!r} (pandas to_hdf key); found {found}")
         g = self.h5[KEY]
         self.columns: dict[str, tuple] = {}   # name -> (dataset, field or None, column index or None)
         try:
@@ -62,7 +63,8 @@ class TopTaggingFile:
                     elif fld != "index":
                         self.columns[fld] = (ds, fld, None)                  # data_columns=True
             elif "axis0" in g:                                                # format="fixed"
-                self.nrows = g["axis1"].shape[0]
+                # pandas stores an empty axis as a 1-element placeholder carrying a pickled "shape" attribute
+                self.nrows = 0 if "shape" in g["axis1"].attrs else g["axis1"].shape[0]
                 k = 0
                 while f"block{k}_items" in g:
                     for j, n in enumerate(_names(g[f"block{k}_items"][()])):
