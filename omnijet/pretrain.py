@@ -148,7 +148,7 @@ def train(cfg: dict, out_dir: str) -> None:
         loss.backward()
         clip_and_step(model, optimizer, scheduler, tc["grad_clip"])
         step += 1
-        bar.update(jets=tc["batch_size"], loss=float(loss))
+        bar.update(jets=tc["batch_size"], loss=loss.item())
         if step % tc["log_every"] == 0:
             logger.log(step, loss=float(all_reduce_mean(loss.detach())), lr=scheduler.get_last_lr()[0])
         if step % tc["val_every"] == 0 or step == tc["max_steps"]:

@@ -96,7 +96,7 @@ def tokenize_split(tokenizer, data_cfg: dict, split: str, batch_size: int, max_j
         codes = tokenizer.encode(batch.x, batch.mask)
         t, n = codes_to_sequences(codes.cpu().numpy(), batch.mask.cpu().numpy(), tokenizer.num_codes)
         toks.append(t), lens.append(n), labels.append(batch.label.cpu().numpy())
-        bar.update(len(batch))
+        bar.update(jets=len(batch), steps=len(batch))
     bar.close()
     return dict(tokens=np.concatenate(toks), lengths=np.concatenate(lens), labels=np.concatenate(labels))
 

@@ -103,7 +103,7 @@ def train(cfg: dict, out_dir: str) -> None:
         res["loss"].backward()
         clip_and_step(model, optimizer, scheduler, tc["grad_clip"])
         step += 1
-        bar.update(jets=tc["batch_size"], loss=float(res["loss"]))
+        bar.update(jets=tc["batch_size"], loss=res["loss"].item())
         if step % tc["log_every"] == 0 or step == tc["max_steps"]:
             logger.log(step, loss=float(all_reduce_mean(res["loss"].detach())), reco_loss=float(res["reco_loss"]),
                        vq_loss=float(res["vq_loss"]), utilisation=float(res["utilisation"]),

@@ -1,0 +1,38 @@
+# OmniJet-alpha steps for run_all.sh (sourced; see the header of run_all.sh for `step`, CFG, OUT, JETCLASS, PY, PY1).
+#
+# tokenisers (every $CFG/tokenizer*.yaml: the conditional VQ-VAE of the profile, the codebook ladder, the MLP and
+# binned baselines) -> token-quality table -> token sequences of top + QCD jets -> GPT pretraining -> sampling ->
+# generation table -> top vs QCD fine-tuning grid (modes x labelled jets per class x seeds) -> tables.
+omnijet_steps() {
+  need_data jetclass
+  local d="data.root=$JETCLASS"
+  local f name tokenizers=""
+  for f in "$CFG"/tokenizer*.yaml; do
+    name="$(basename "$f" .yaml)"
+    tokenizers="$tokenizers,$name"
+    step "$name" -- $PY -m omnijet.train_tokenizer --config "$f" --out "$OUT/$name" "$d"
+  done
+  step token_quality --tables omnijet.token_quality --after "${tokenizers#,}" -- \
+    $PY1 -m omnijet.token_quality --config "$CFG/token_quality.yaml" --out "$OUT/token_quality" "$d" \
+    "runs_dir=$OUT"
+  step tokenize --after tokenizer -- \
+    $PY1 -m omnijet.tokenize_dataset --config "$CFG/pretrain.yaml" --out "$OUT/tokens" "$d" \
+    "tokenizer_dir=$OUT/tokenizer"
+  step pretrain --after tokenize -- \
+    $PY -m omnijet.pretrain --config "$CFG/pretrain.yaml" --out "$OUT/pretrain" "$d" \
+    "tokenizer_dir=$OUT/tokenizer" "tokens_dir=$OUT/tokens"
+  step generate --after tokenizer,pretrain -- \
+    $PY1 -m omnijet.generate --config "$CFG/generate.yaml" --out "$OUT/generate" "$d" \
+    "pretrain_dir=$OUT/pretrain" "tokenizer_dir=$OUT/tokenizer"
+  step eval_generation --tables omnijet.generation --after generate -- \
+    $PY1 -m omnijet.evaluate_generation --config "$CFG/generate.yaml" --out "$OUT/eval_generation" "$d" \
+    "generated_dir=$OUT/generate" "tokenizer_dir=$OUT/tokenizer"
+  local mode
+  for mode in scratch fixed finetune; do
+    step "finetune_$mode" --tables omnijet.classification --after tokenizer,pretrain -- \
+      $PY -m omnijet.finetune --config "$CFG/finetune.yaml" --out "$OUT/finetune/$mode" "$d" \
+      "finetune.mode=$mode" "pretrain_dir=$OUT/pretrain" "tokenizer_dir=$OUT/tokenizer"
+  done
+  step tables --always --tables omnijet.token_quality,omnijet.generation,omnijet.classification -- \
+    $PY1 -m omnijet.tables --runs "$OUT" --out "$OUT/tables" --profile "$PROFILE"
+}
