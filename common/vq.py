@@ -1,0 +1,186 @@
+"""Vector quantisation with the vqtorch behaviour MPMv1 and OmniJet-alpha rely on (Huh et al., ICML 2023,
+"Straightening out the straight-through estimator"; omnijet.md 2.2, mpm.md 2).
+
+  loss        L = (1 - beta) d(z_e, sg z_q) + beta d(sg z_e, z_q), d = mean squared error per vector, averaged over
+              the real positions (all positions when mask is None, as in the original OmniJet code)
+  sync_nu     synchronised straight-through: z_st = z_e + sg(z_q - z_e) + nu z_q - sg(nu z_q); the forward value is
+              z_q, the encoder receives the decoder gradient unchanged and the codebook receives nu times it
+  affine_lr   shared affine reparameterisation of the codebook: C' = (1 + a s) * C + a b, s, b in R^D learnable
+              (init 0), a = affine_lr; C' is used for the nearest-neighbour search and for decoding (lookup)
+  kmeans_init on the first training batch the codebook is set to k-means++ centroids of the real z_e (mask)
+  replace_freq a code unused for replace_freq consecutive training forwards is reset to a random real z_e of the
+              current batch plus noise replace_noise * ||z_e|| * N(0,1) (LRU replacement)
+Utilisation (fraction of codes used by the real positions of the batch) and perplexity (exp of the entropy of the
+code histogram) are reported with every forward.
+
+Deliberate differences from vqtorch, all switches of the caller: padded positions are excluded from the loss, the
+k-means init and the replacement pool whenever a mask is given (mask=None reproduces the original); a replaced code
+is written in pre-affine coordinates so that the *effective* code equals the chosen z_e; the replacement happens at
+the start of the next training forward (before the codebook is used), so autograd never sees an in-place change.
+Under torch.distributed the usage counts are summed over ranks and rank 0's k-means init and replacements are
+broadcast, so every rank keeps the same codebook.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from common.kmeans import KMeans, nearest
+
+
+class VQOutput(NamedTuple):
+    z_q: torch.Tensor  # (..., D) quantised vectors with the straight-through gradient; zero at padded positions
+    codes: torch.Tensor  # (...) long code indices (also computed at padded positions)
+    loss: torch.Tensor  # scalar beta-split VQ loss
+    utilisation: torch.Tensor  # scalar, fraction of codes used by the real positions of this batch
+    perplexity: torch.Tensor  # scalar, exp(entropy) of the code histogram of this batch
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+class VectorQuantizer(nn.Module):
+    """VectorQuantizer(num_codes, dim, *, beta=0.9, affine_lr=2.0, sync_nu=2.0, kmeans_init=True, replace_freq=100,
+    replace_noise=0.01, kmeans_iters=20, kmeans_max_points=100_000, seed=0).
+
+    forward(z (..., D), mask (...) bool | None) -> VQOutput; lookup(codes) -> (..., D) effective codebook rows;
+    codebook() -> (K, D) effective (affine-transformed) codebook. replace_freq=0 disables replacement, affine_lr=0
+    disables the affine reparameterisation, sync_nu=0 gives the plain straight-through estimator.
+    """
+
+    def __init__(self, num_codes: int, dim: int, *, beta: float = 0.9, affine_lr: float = 2.0, sync_nu: float = 2.0,
+                 kmeans_init: bool = True, replace_freq: int = 100, replace_noise: float = 0.01,
+                 kmeans_iters: int = 20, kmeans_max_points: int = 100_000, seed: int = 0):
+        super().__init__()
+        self.num_codes, self.dim = num_codes, dim
+        self.beta, self.affine_lr, self.sync_nu = beta, affine_lr, sync_nu
+        self.kmeans_init, self.kmeans_iters, self.kmeans_max_points = kmeans_init, kmeans_iters, kmeans_max_points
+        self.replace_freq, self.replace_noise, self.seed = replace_freq, replace_noise, seed
+        self.weight = nn.Parameter(torch.randn(num_codes, dim))  # raw codebook C (pre-affine)
+        self.affine_scale = nn.Parameter(torch.zeros(dim))
+        self.affine_bias = nn.Parameter(torch.zeros(dim))
+        self.register_buffer("initialised", torch.tensor(not kmeans_init))
+        self.register_buffer("code_age", torch.zeros(num_codes, dtype=torch.long))  # training forwards since last use
+        self._generator: torch.Generator | None = None
+
+    # ---- codebook ---------------------------------------------------------------------------------------------------
+    def _affine(self):
+        if not self.affine_lr:
+            return None, None
+        return 1.0 + self.affine_lr * self.affine_scale, self.affine_lr * self.affine_bias
+
+    def codebook(self) -> torch.Tensor:
+        """Effective codebook C' = (1 + a s) C + a b, (K, D)."""
+        scale, bias = self._affine()
+        return self.weight if scale is None else self.weight * scale + bias
+
+    def lookup(self, codes: torch.Tensor) -> torch.Tensor:
+        """Code indices (...) -> effective code vectors (..., D) (decoding tokens, omnijet.md 2.3)."""
+        return F.embedding(codes, self.codebook())
+
+    @torch.no_grad()
+    def _set_effective(self, idx: torch.Tensor, vectors: torch.Tensor):
+        """Write codebook rows so that their *effective* (affine) value equals `vectors`."""
+        scale, bias = self._affine()
+        if scale is not None:
+            vectors = (vectors - bias) / scale
+        self.weight[idx] = vectors.to(self.weight.dtype)
+
+    def _gen(self, device) -> torch.Generator:
+        if self._generator is None or self._generator.device != torch.device(device):
+            self._generator = torch.Generator(device=device).manual_seed(self.seed)
+        return self._generator
+
+    # ---- k-means init and dead-code replacement ---------------------------------------------------------------------
+    @torch.no_grad()
+    def _kmeans_init(self, z_real: torch.Tensor):
+        g = self._gen(z_real.device)
+        if z_real.shape[0] > self.kmeans_max_points:
+            z_real = z_real[torch.randperm(z_real.shape[0], generator=g, device=z_real.device)[:self.kmeans_max_points]]
+        if z_real.shape[0] < self.num_codes:  # too few vectors: repeat them with small noise
+            reps = -(-self.num_codes // max(z_real.shape[0], 1))
+            z_real = z_real.repeat(reps, 1)
+            z_real = z_real + 0.01 * z_real.std().clamp(min=1e-6) * torch.randn(
+                z_real.shape, generator=g, device=z_real.device)
+        km = KMeans(self.num_codes, n_iter=self.kmeans_iters, seed=self.seed).fit(z_real.float())
+        self._set_effective(torch.arange(self.num_codes, device=z_real.device), km.centroids)
+        self.initialised.fill_(True)
+
+    @torch.no_grad()
+    def _replace_dead(self, z_real: torch.Tensor) -> int:
+        dead = (self.code_age >= self.replace_freq).nonzero().squeeze(1)
+        if len(dead) == 0 or z_real.shape[0] == 0:
+            return 0
+        g = self._gen(z_real.device)
+        pick = torch.randint(z_real.shape[0], (len(dead),), generator=g, device=z_real.device)
+        new = z_real[pick].float()
+        new = new + self.replace_noise * new.norm(dim=-1, keepdim=True) * torch.randn(
+            new.shape, generator=g, device=new.device)
+        self._set_effective(dead, new)
+        self.code_age[dead] = 0
+        return len(dead)
+
+    # ---- forward ----------------------------------------------------------------------------------------------------
+    def forward(self, z: torch.Tensor, mask: torch.Tensor | None = None) -> VQOutput:
+        if z.shape[-1] != self.dim:
+            raise ValueError(f"VectorQuantizer: last dimension of z is {z.shape[-1]}, expected dim={self.dim}")
+        shape = z.shape[:-1]
+        z_flat = z.reshape(-1, self.dim).float()
+        m_flat = torch.ones(z_flat.shape[0], dtype=torch.bool, device=z.device) if mask is None else mask.reshape(-1)
+        z_real = z_flat.detach()[m_flat]
+
+        with torch.autocast(device_type=z.device.type, enabled=False):
+            if self.training:
+                if not bool(self.initialised):
+                    self._kmeans_init(z_real)
+                    self._broadcast_codebook()
+                if self.replace_freq and bool((self.code_age >= self.replace_freq).any()):
+                    self._replace_dead(z_real)
+                    self._broadcast_codebook()
+            cb = self.codebook().float()
+            with torch.no_grad():
+                codes = nearest(z_flat.detach(), cb.detach())[0]
+            z_q = F.embedding(codes, cb)
+
+            # beta-split loss over the real positions (omnijet.md 2.2)
+            w = m_flat.to(z_q.dtype)
+            n = w.sum().clamp(min=1.0)
+            commit = ((z_flat - z_q.detach()) ** 2).mean(-1)
+            codebook_term = ((z_flat.detach() - z_q) ** 2).mean(-1)
+            loss = (((1.0 - self.beta) * commit + self.beta * codebook_term) * w).sum() / n
+
+            # synchronised straight-through estimator (Huh et al. 2023)
+            z_st = z_flat + (z_q - z_flat).detach()
+            if self.sync_nu:
+                z_st = z_st + self.sync_nu * z_q - (self.sync_nu * z_q).detach()
+            z_st = z_st.masked_fill(~m_flat.unsqueeze(-1), 0.0)
+
+            # usage statistics over real positions (summed over ranks)
+            counts = torch.bincount(codes[m_flat], minlength=self.num_codes).float()
+            if _distributed():
+                dist.all_reduce(counts)
+            if self.training and self.replace_freq:
+                with torch.no_grad():
+                    self.code_age += 1
+                    self.code_age[counts > 0] = 0
+            p = counts / counts.sum().clamp(min=1.0)
+            utilisation = (counts > 0).float().mean()
+            perplexity = torch.exp(-(p * torch.log(p.clamp(min=1e-12))).sum())
+
+        return VQOutput(z_st.reshape(*shape, self.dim).to(z.dtype), codes.reshape(shape), loss, utilisation.detach(),
+                        perplexity.detach())
+
+    def _broadcast_codebook(self):
+        if _distributed():
+            with torch.no_grad():
+                dist.broadcast(self.weight.data, src=0)
+                dist.broadcast(self.code_age, src=0)
+
+    def extra_repr(self) -> str:
+        return (f"num_codes={self.num_codes}, dim={self.dim}, beta={self.beta}, affine_lr={self.affine_lr}, "
+                f"sync_nu={self.sync_nu}, kmeans_init={self.kmeans_init}, replace_freq={self.replace_freq}")

@@ -1,0 +1,126 @@
+"""Vector quantiser: beta-split loss, (synchronised) straight-through gradients, affine codebook, k-means init on real
+particles only, dead-code replacement restores utilisation."""
+import math
+
+import torch
+
+from common.vq import VectorQuantizer
+
+
+def _vq(**kw):
+    torch.manual_seed(0)
+    args = dict(beta=0.9, affine_lr=2.0, sync_nu=0.0, kmeans_init=False, replace_freq=0)
+    args.update(kw)
+    return VectorQuantizer(8, 3, **args)
+
+
+def test_shapes_codes_and_lookup():
+    vq = _vq().eval()
+    z = torch.randn(4, 5, 3)
+    out = vq(z)
+    assert out.z_q.shape == z.shape and out.codes.shape == (4, 5) and out.codes.dtype == torch.long
+    cb = vq.codebook()
+    torch.testing.assert_close(out.codes, torch.cdist(z.reshape(-1, 3), cb).argmin(-1).reshape(4, 5))
+    torch.testing.assert_close(out.z_q, vq.lookup(out.codes))  # forward value of the straight-through output
+    # affine reparameterisation: C' = (1 + 2 s) C + 2 b
+    with torch.no_grad():
+        vq.affine_scale.fill_(0.25)
+        vq.affine_bias.fill_(-0.5)
+    torch.testing.assert_close(vq.codebook(), 1.5 * vq.weight - 1.0)
+    torch.testing.assert_close(vq.lookup(torch.tensor([2])), (1.5 * vq.weight[2] - 1.0)[None])
+
+
+def test_loss_split_by_beta():
+    beta = 0.9
+    vq = _vq(beta=beta, affine_lr=0.0).train()
+    z = torch.randn(6, 3, requires_grad=True)
+    out = vq(z)
+    zq = vq.weight[out.codes].detach()
+    d = ((z.detach() - zq) ** 2).mean(-1).mean()
+    torch.testing.assert_close(out.loss, d)  # both terms have the same value
+    out.loss.backward()
+    # commitment part reaches the encoder with weight (1 - beta), codebook part the codes with weight beta
+    torch.testing.assert_close(z.grad, (1 - beta) * 2 * (z.detach() - zq) / (3 * 6))
+    expected = torch.zeros_like(vq.weight).index_add_(0, out.codes, beta * 2 * (zq - z.detach()) / (3 * 6))
+    torch.testing.assert_close(vq.weight.grad, expected)
+
+
+def test_straight_through_reaches_encoder_and_sync_nu_reaches_codebook():
+    enc = torch.nn.Linear(4, 3)
+    x = torch.randn(10, 4)
+    for nu in (0.0, 2.0):
+        vq = _vq(sync_nu=nu).train()
+        enc.zero_grad()
+        out = vq(enc(x))
+        target = torch.randn(10, 3)
+        ((out.z_q - target) ** 2).sum().backward()  # "decoder" loss only, no VQ loss
+        g_up = 2 * (out.z_q.detach() - target)
+        # identity straight-through: the encoder weight gradient is exactly that of z_q replaced by z
+        torch.testing.assert_close(enc.weight.grad, g_up.T @ x)
+        if nu == 0:
+            assert vq.weight.grad is None or vq.weight.grad.abs().sum() == 0
+        else:  # codebook receives nu times the decoder gradient (through the affine map)
+            assert vq.weight.grad.abs().sum() > 0
+            scale = 1 + 2 * vq.affine_scale.detach()
+            exp = torch.zeros_like(vq.weight).index_add_(0, out.codes, nu * g_up) * scale
+            torch.testing.assert_close(vq.weight.grad, exp)
+
+
+def test_mask_excludes_padding_from_loss_and_output():
+    vq = _vq().train()
+    z = torch.randn(2, 4, 3)
+    mask = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 0]], dtype=torch.bool)
+    out = vq(z, mask)
+    g = z.clone()
+    g[~mask] = 1e4
+    out_g = vq(g, mask)
+    torch.testing.assert_close(out_g.loss, out.loss)
+    assert (out.z_q[~mask] == 0).all()
+    torch.testing.assert_close(out_g.z_q[mask], out.z_q[mask])
+
+
+def test_kmeans_init_uses_real_particles_only():
+    torch.manual_seed(0)
+    vq = VectorQuantizer(4, 2, kmeans_init=True, replace_freq=0, seed=0).train()
+    centres = torch.tensor([[0.0, 0.0], [5.0, 0.0], [0.0, 5.0], [5.0, 5.0]])
+    real = centres.repeat(30, 1) + 0.05 * torch.randn(120, 2)
+    z = torch.cat([real, torch.full((200, 2), 100.0)])  # a large padded block far away
+    mask = torch.cat([torch.ones(120, dtype=torch.bool), torch.zeros(200, dtype=torch.bool)])
+    assert not bool(vq.initialised)
+    out = vq(z, mask)
+    assert bool(vq.initialised)
+    cb = vq.codebook().detach()
+    assert cb.abs().max() < 6  # no centroid was pulled to the padding
+    d = torch.cdist(centres, cb).min(1).values
+    assert (d < 0.2).all()  # every true cluster got a code
+    assert out.utilisation.item() == 1.0
+    assert math.isclose(out.perplexity.item(), 4.0, rel_tol=1e-4)
+    # the init happens once
+    before = vq.weight.detach().clone()
+    vq(z + 1.0, mask)
+    torch.testing.assert_close(vq.weight.detach(), before)
+
+
+def test_dead_codes_are_replaced_and_utilisation_recovers():
+    torch.manual_seed(0)
+    K = 16
+    vq = VectorQuantizer(K, 2, kmeans_init=False, replace_freq=3, sync_nu=0.0, seed=1).train()
+    with torch.no_grad():
+        vq.weight.copy_(torch.tensor([10.0, 10.0]).repeat(K, 1))  # collapsed codebook: every code identical
+        vq.weight[0] = 0.0
+    history = []
+    for step in range(8):
+        z = torch.randn(256, 2) * 3
+        history.append(vq(z).utilisation.item())
+    assert history[0] <= 2 / K  # collapsed
+    assert history[-1] >= 0.8  # recovered after replacement
+    assert (vq.code_age < 3).all()
+
+
+def test_no_replacement_in_eval_or_when_disabled():
+    vq = _vq(replace_freq=2).eval()
+    w = vq.weight.detach().clone()
+    for _ in range(5):
+        vq(torch.randn(4, 3))
+    torch.testing.assert_close(vq.weight.detach(), w)
+    assert (vq.code_age == 0).all()
