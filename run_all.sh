@@ -93,11 +93,6 @@ done
 
 case "$PROFILE" in smoke|mini|paper) ;; *) die "--profile must be smoke, mini or paper, got '$PROFILE'" ;; esac
 for m in $ONLY; do [[ " $ALL_METHODS " == *" $m "* ]] || die "--only: unknown method '$m' (known: $ALL_METHODS)"; done
-if [[ -n "$TABLE" ]]; then
-  tm="${TABLE%%.*}"
-  [[ " $ALL_METHODS " == *" $tm "* ]] || die "--table: '$TABLE' does not start with a method name ($ALL_METHODS)"
-  ONLY="$tm"
-fi
 METHODS="${ONLY:-$ALL_METHODS}"
 
 # ---------------------------------------------------------------------------------------------- profile sizes
@@ -188,18 +183,32 @@ step() {
 }
 
 # Collect the methods' steps first (so the data steps they need are known), then put the data steps in front.
-for m in $METHODS; do
-  f="$STEPS_ROOT/$m/run_steps.sh"
-  if [[ ! -f "$f" ]]; then
-    echo "run_all.sh: $m has no $m/run_steps.sh yet; its tables will be flagged as not run" >&2
-    continue
-  fi
-  # shellcheck disable=SC1090
-  source "$f"
-  declare -F "${m}_steps" >/dev/null || die "$f must define a function ${m}_steps"
-  CUR_METHOD="$m"; CFG="$m/configs$CFG_SUB"; OUT="$OUT_DIR/$m"
-  "${m}_steps"
-done
+register_methods() {
+  local m f
+  S_ID=(); S_METHOD=(); S_CMD=(); S_OUT=(); S_TABLES=(); S_AFTER=(); S_ALWAYS=(); S_DATA=(); NEEDED_DATA=" "
+  for m in $1; do
+    f="$STEPS_ROOT/$m/run_steps.sh"
+    if [[ ! -f "$f" ]]; then
+      [[ -n "${2:-}" ]] || echo "run_all.sh: $m has no $m/run_steps.sh yet; its tables will be marked not run" >&2
+      continue
+    fi
+    # shellcheck disable=SC1090
+    source "$f"
+    declare -F "${m}_steps" >/dev/null || die "$f must define a function ${m}_steps"
+    CUR_METHOD="$m"; CFG="$m/configs$CFG_SUB"; OUT="$OUT_DIR/$m"
+    "${m}_steps"
+  done
+}
+register_methods "$METHODS" quiet
+if [[ -n "$TABLE" ]]; then  # keep only the methods that have a step declaring this table
+  TMETHODS=""
+  for i in "${!S_ID[@]}"; do
+    [[ ",${S_TABLES[$i]}," == *",$TABLE,"* && " $TMETHODS " != *" ${S_METHOD[$i]} "* ]] && TMETHODS="$TMETHODS ${S_METHOD[$i]}"
+  done
+  [[ -n "$TMETHODS" ]] || die "--table $TABLE: no step declares it (see --tables in <method>/run_steps.sh)"
+  METHODS="${TMETHODS# }"
+fi
+register_methods "$METHODS"
 M_COUNT=${#S_ID[@]}
 
 CUR_METHOD="data"; CFG=""; OUT="$OUT_DIR/data"
@@ -242,7 +251,6 @@ if [[ -n "$TABLE" ]]; then
     [[ "${S_DATA[$i]}" == 1 ]] && KEEP[$i]=1
     [[ ",${S_TABLES[$i]}," == *",$TABLE,"* ]] && KEEP[$i]=1
   done
-  [[ ${#KEEP[@]} -gt 0 ]] || die "--table $TABLE: no step declares it (see <method>/run_steps.sh --tables)"
   changed=1
   while [[ $changed == 1 ]]; do
     changed=0
@@ -260,6 +268,8 @@ if [[ -n "$TABLE" ]]; then
 fi
 RUN=()
 for i in "${order[@]}"; do [[ -n "${SELECTED[$i]:-}" ]] && RUN+=("$i"); done
+UNSELECTED=()
+for i in "${order[@]}"; do [[ -n "${SELECTED[$i]:-}" ]] || UNSELECTED+=("$i"); done
 
 # ---------------------------------------------------------------------------------------------- helpers
 T0=$(date +%s)
@@ -332,6 +342,7 @@ say "profile $PROFILE | methods: $METHODS | data: $DATA | out: $OUT_DIR | worker
 say "${#RUN[@]} steps; logs in $OUT_DIR/logs"
 FAILED_METHODS=" "
 N_FAILED=0
+for i in "${UNSELECTED[@]}"; do record "$i" not-selected 0; done
 for k in "${!RUN[@]}"; do
   i=${RUN[$k]}; id="${S_ID[$i]}"; m="${S_METHOD[$i]}"; log="$(logfile "$id")"; n="($((k + 1))/${#RUN[@]})"
   if [[ "$FAILED_METHODS" == *" $m "* || ( "$m" != data && "$FAILED_METHODS" == *" data "* ) ]]; then
@@ -381,7 +392,8 @@ done
 # Tables and plots: always rebuilt from whatever result files exist (missing ones are flagged in RESULTS.md).
 say "tables: writing $RESULTS_DIR/RESULTS.md"
 # --strict: a cell that should hold a number and does not (a step ran but wrote no value) makes the run fail.
-python -m common.results --runs "$OUT_DIR" --profile "$PROFILE" --out "$RESULTS_DIR" --strict > "$OUT_DIR/logs/results.log" 2>&1
+python -m common.results --runs "$OUT_DIR" --profile "$PROFILE" --out "$RESULTS_DIR" --strict \
+  ${TABLE:+--strict-tables "$TABLE"} > "$OUT_DIR/logs/results.log" 2>&1
 rc=$?
 say "$(tail -n 1 "$OUT_DIR/logs/results.log")"
 if [[ $rc != 0 ]]; then

@@ -393,11 +393,17 @@ def _missing_reason(table_id: str, status: dict[str, dict]) -> tuple[str, bool]:
     if failed:
         s = status[failed[0]]
         return f"step {failed[0]} {s['status'].replace('started', 'did not finish')}; log: {s['log']}", True
-    return f"step {steps[0][0]} ran but wrote no result file for this table", True
+    unselected = [n for n, s in steps if s["status"] == "not-selected"]
+    if unselected:
+        return f"step {unselected[0]} was not selected in this run (--table / --only)", True
+    return f"step {steps[-1][0]} ran but no result file for this table exists", True
 
 
-def build_results_md(runs_dir, profile: str, out_dir, published: dict | None = None) -> tuple[Path, int]:
-    """Write out_dir/RESULTS.md (+ plots/); returns (path, number of flagged missing cells)."""
+def build_results_md(runs_dir, profile: str, out_dir, published: dict | None = None,
+                     per_table: dict | None = None) -> tuple[Path, int]:
+    """Write out_dir/RESULTS.md (+ plots/); returns (path, number of flagged missing cells).
+
+    per_table, when given, is filled with {table_id: missing cells}."""
     published = load_published() if published is None else published
     runs_dir, out_dir = Path(runs_dir), Path(out_dir)
     results = collect_results(runs_dir)
@@ -433,6 +439,8 @@ def build_results_md(runs_dir, profile: str, out_dir, published: dict | None = N
                     text = render_table(table_id, [], {"profile": profile}, published=published, not_run=reason)
             n = render_table.last_missing
             total_missing += n
+            if per_table is not None:
+                per_table[table_id] = n
             summary.append(f"| {table_id} | {'yes' if res else 'no'} | {n} |")
             body.append(text)
 
@@ -483,13 +491,21 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None, help="output directory (default results/<profile>)")
     ap.add_argument("--published", default=None, help="published-numbers YAML (default common/published.yaml)")
     ap.add_argument("--strict", action="store_true", help="exit 1 when any cell is flagged missing")
+    ap.add_argument("--strict-tables", default=None,
+                    help="with --strict: only missing cells of these comma-separated tables count")
     args = ap.parse_args(argv)
     if not Path(args.runs).is_dir():
         print(f"common.results: run directory {args.runs} does not exist", file=sys.stderr)
         return 2
     out = args.out or os.path.join("results", args.profile)
-    path, n_missing = build_results_md(args.runs, args.profile, out, load_published(args.published))
-    print(f"wrote {path} ({n_missing} missing cells)")
+    per_table: dict[str, int] = {}
+    path, n_missing = build_results_md(args.runs, args.profile, out, load_published(args.published), per_table)
+    if args.strict_tables:
+        wanted = args.strict_tables.split(",")
+        n_missing = sum(per_table.get(t, 0) for t in wanted)
+        print(f"wrote {path} ({n_missing} missing cells in {', '.join(wanted)})")
+    else:
+        print(f"wrote {path} ({n_missing} missing cells)")
     return 1 if (args.strict and n_missing) else 0
 
 

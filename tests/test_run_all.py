@@ -1,0 +1,195 @@
+"""run_all.sh with a fake, fast method: skip finished steps, resume a killed run, failures, --table, --force.
+
+The fake method lives in a temporary directory (fakem/run_steps.sh + fakem/work.py) and is plugged in through
+RUN_ALL_STEPS_ROOT / RUN_ALL_METHODS, exactly as a real method's <method>/run_steps.sh is.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+WORK_PY = '''
+import argparse, json, os, sys, time
+from common.results import write_result
+ap = argparse.ArgumentParser()
+ap.add_argument("--out"); ap.add_argument("--steps", type=int, default=2); ap.add_argument("--sleep", type=float, default=0)
+ap.add_argument("--table", default=None); ap.add_argument("--fail", action="store_true")
+a = ap.parse_args()
+os.makedirs(a.out, exist_ok=True)
+if os.path.exists(os.path.join(a.out, "done.json")):
+    sys.exit(0)
+with open(os.path.join(a.out, "invocations.txt"), "a") as f:
+    f.write("run\\n")
+prog = os.path.join(a.out, "progress.txt")
+start = int(open(prog).read()) if os.path.exists(prog) else 0  # a checkpoint: resume where we stopped
+print("start at", start, flush=True)
+for s in range(start, a.steps):
+    time.sleep(a.sleep)
+    open(prog + ".tmp", "w").write(str(s + 1)); os.replace(prog + ".tmp", prog)
+if a.fail:
+    print("fake failure", file=sys.stderr); sys.exit(3)
+if a.table:
+    write_result(os.path.join(a.out, "result.json"), a.table,
+                 [{"mode": "fixed", "n_train": 1000, "accuracy": [0.5, 0.6]}], {"profile": "smoke", "seeds": [0, 1]})
+json.dump({"ok": True}, open(os.path.join(a.out, "done.json"), "w"))
+'''
+
+RUN_STEPS = '''
+fakem_steps() {
+  step pretrain -- $PY -m fakem.work --out $OUT/pretrain --steps ${FAKE_STEPS:-2} --sleep ${FAKE_SLEEP:-0}
+  step finetune --tables mpm.v1_jetclass -- $PY1 -m fakem.work --out $OUT/finetune --table mpm.v1_jetclass ${FAKE_FAIL:-}
+  step probe --tables mpm.v1_pretraining -- $PY1 -m fakem.work --out $OUT/probe --table mpm.v1_pretraining
+  step tables --always --tables mpm.v1_jetclass,mpm.v1_pretraining -- $PY1 -m fakem.work --out $OUT/tables_tmp_$RANDOM
+}
+'''
+
+
+@pytest.fixture
+def kit(tmp_path, repo_root):
+    fake = tmp_path / "methods"
+    (fake / "fakem").mkdir(parents=True)
+    (fake / "fakem" / "__init__.py").write_text("")
+    (fake / "fakem" / "work.py").write_text(WORK_PY)
+    (fake / "fakem" / "run_steps.sh").write_text(RUN_STEPS)
+    env = dict(os.environ, RUN_ALL_STEPS_ROOT=str(fake), RUN_ALL_METHODS="fakem",
+               PYTHONPATH=f"{fake}{os.pathsep}{repo_root}")
+
+    class Kit:
+        out = tmp_path / "runs"
+        results = tmp_path / "results"
+
+        def args(self, *extra):
+            return ["bash", str(repo_root / "run_all.sh"), "--profile", "smoke", "--out-dir", str(self.out),
+                    "--results-dir", str(self.results), "--data-dir", str(tmp_path / "data"), *extra]
+
+        def run(self, *extra, **envs):
+            return subprocess.run(self.args(*extra), env={**env, **envs}, capture_output=True, text=True,
+                                  timeout=120, cwd=tmp_path)
+
+        def popen(self, *extra, **envs):
+            return subprocess.Popen(self.args(*extra), env={**env, **envs}, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, text=True, cwd=tmp_path, start_new_session=True)
+
+        def invocations(self, step):
+            p = self.out / "fakem" / step / "invocations.txt"
+            return len(p.read_text().splitlines()) if p.exists() else 0
+
+    return Kit()
+
+
+def test_second_run_skips_finished_steps(kit):
+    first = kit.run()
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert [kit.invocations(s) for s in ("pretrain", "finetune", "probe")] == [1, 1, 1]
+    assert "(1/4) fakem/pretrain: done in" in first.stdout and "next: fakem/finetune" in first.stdout
+    assert (kit.out / "logs" / "fakem__pretrain.log").read_text().count("start at 0") == 1
+    second = kit.run()
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert [kit.invocations(s) for s in ("pretrain", "finetune", "probe")] == [1, 1, 1]
+    assert second.stdout.count("done already, skipped") == 3
+    results = (kit.results / "RESULTS.md").read_text()
+    assert "### mpm.v1_jetclass:" in results and "55.0 ± 7.1 (n=2)" in results  # ours: mean ± std over 2 seeds
+
+
+def test_killed_run_resumes_and_completes(kit):
+    proc = kit.popen(FAKE_STEPS="40", FAKE_SLEEP="0.1")
+    prog = kit.out / "fakem" / "pretrain" / "progress.txt"
+    deadline = time.time() + 30
+    while time.time() < deadline and not (prog.exists() and int(prog.read_text() or 0) >= 3):
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGTERM)  # stop the whole run in the middle of the pretrain step
+    proc.wait(timeout=30)
+    time.sleep(0.3)
+    stopped_at = int(prog.read_text())
+    assert 3 <= stopped_at < 40
+    assert not (kit.out / "fakem" / "pretrain" / "done.json").exists()
+    time.sleep(0.3)
+    assert int(prog.read_text()) == stopped_at  # the step's process tree is really gone
+    again = kit.run(FAKE_STEPS="40", FAKE_SLEEP="0.0")
+    assert again.returncode == 0, again.stdout + again.stderr
+    log = (kit.out / "logs" / "fakem__pretrain.log").read_text()
+    assert f"start at {stopped_at}" in log  # resumed from its checkpoint, not restarted
+    assert int(prog.read_text()) == 40 and kit.invocations("pretrain") == 2
+    assert kit.invocations("finetune") == 1 and kit.invocations("probe") == 1
+
+
+def test_failed_step_skips_the_rest_of_its_method_and_is_flagged(kit):
+    res = kit.run(FAKE_FAIL="--fail")
+    assert res.returncode != 0
+    assert "fakem/finetune: FAILED (exit 3)" in res.stdout and "fake failure" in res.stdout
+    assert "fakem/probe: skipped (an earlier step of fakem failed)" in res.stdout
+    assert kit.invocations("probe") == 0
+    text = (kit.results / "RESULTS.md").read_text()
+    assert "**missing** (step fakem/finetune failed; log: " in text
+    assert "**missing** (step fakem/probe skipped-after-failure" in text
+    status = (kit.out / "status.tsv").read_text().splitlines()
+    assert any(l.startswith("fakem/finetune\tfailed\t") for l in status)
+    # fixing the failure: the rerun starts at the failed step; the finished pretrain step is skipped
+    fixed = kit.run()
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    assert kit.invocations("pretrain") == 1 and kit.invocations("probe") == 1
+    assert "**missing**" not in (kit.results / "RESULTS.md").read_text()
+
+
+def test_table_selects_its_steps_and_dependencies_and_force_reruns(kit):
+    res = kit.run("--table", "mpm.v1_pretraining")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert kit.invocations("pretrain") == 1 and kit.invocations("probe") == 1
+    assert kit.invocations("finetune") == 0  # not needed for this table
+    listing = kit.run("--list")
+    assert listing.returncode == 0
+    assert "done    fakem/pretrain" in listing.stdout and "todo    fakem/finetune" in listing.stdout
+    forced = kit.run("--force", "--table", "mpm.v1_pretraining")
+    assert forced.returncode == 0, forced.stdout + forced.stderr
+    assert kit.invocations("pretrain") == 1  # --force deletes the step directory and runs it afresh
+    assert (kit.out / "fakem" / "pretrain" / "done.json").exists()
+    assert "done already" not in forced.stdout
+
+
+def test_bad_options_and_step_declarations_fail_clearly(kit, tmp_path):
+    res = kit.run("--profile", "huge")
+    assert res.returncode == 2 and "--profile must be smoke, mini or paper" in res.stderr
+    res = kit.run("--table", "nosuch.table")
+    assert res.returncode == 2 and "no step declares it" in res.stderr
+    bad = tmp_path / "methods" / "fakem" / "run_steps.sh"
+    bad.write_text("fakem_steps() {\n  step a python -c pass\n}\n")
+    res = kit.run()
+    assert res.returncode == 2 and "step fakem/a: unknown option" in res.stderr
+
+
+def test_run_all_and_ci_scripts_are_valid_bash_and_ci_runs_the_readme_test_command(repo_root):
+    for script in ("run_all.sh", ".ci/run"):
+        subprocess.run(["bash", "-n", str(repo_root / script)], check=True)
+    readme = (repo_root / "README.md").read_text()
+    ci = (repo_root / ".ci" / "run").read_text()
+    cmd = "python -m pytest -q tests"
+    assert cmd in readme and f"$PY -m pytest -q tests" in ci
+    assert "pip install torch==2.13.0" in ci and ci.index("torch==2.13.0") < ci.index("-r requirements.txt")
+    assert "run_all.sh --profile smoke" in ci
+
+
+def test_data_steps_come_first_and_sizes_follow_the_profile(kit, tmp_path):
+    steps = tmp_path / "methods" / "fakem" / "run_steps.sh"
+    steps.write_text("fakem_steps() {\n  need_data jetclass qg\n"
+                     "  step a -- python -c pass --out $OUT/a data.root=$JETCLASS\n}\n")
+    smoke = kit.run("--list")
+    assert smoke.returncode == 0, smoke.stderr
+    lines = [l for l in smoke.stdout.splitlines() if l[:4].strip().isdigit()]
+    assert [l.split()[2] for l in lines] == ["data/sim_jetclass", "data/sim_qg", "fakem/a"]
+    assert "common.simulate jetclass --jets-per-class 60" in smoke.stdout
+    assert f"data.root={tmp_path}/data/jetclass" in smoke.stdout
+    mini = kit.run("--list", "--profile", "mini")
+    assert "--jets-per-class 1500" in mini.stdout
+    paper = kit.run("--list", "--profile", "paper", "--gpus", "4")
+    assert "locate_jetclass" in paper.stdout and "common.simulate" not in paper.stdout
+    assert f"data.root={tmp_path}/data/JetClass/Pythia" in paper.stdout
+    steps.write_text("fakem_steps() {\n  step a -- $PY -m x --out $OUT/a\n}\n")
+    multi = kit.run("--list", "--profile", "paper", "--gpus", "4", "--nnodes", "2", "--rdzv-endpoint", "h:29500")
+    assert "torchrun --nproc_per_node=4 --nnodes=2 --rdzv_backend=c10d --rdzv_endpoint=h:29500" in multi.stdout
+    assert kit.run("--list", "--profile", "paper", "--nnodes", "2").returncode == 2
