@@ -1,0 +1,93 @@
+"""Metrics agree with scikit-learn / scipy and with hand computations."""
+import numpy as np
+import pytest
+from scipy.stats import wasserstein_distance
+from sklearn.metrics import roc_auc_score
+from sklearn.metrics import roc_curve as sk_roc_curve
+
+from common import metrics as M
+
+
+def _binary(n=2000, seed=0, ties=False):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    s = rng.normal(size=n) + 0.8 * y
+    if ties:
+        s = np.round(s, 1)
+    return y, 1 / (1 + np.exp(-s))
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_auc_and_roc_match_sklearn(ties):
+    y, s = _binary(ties=ties)
+    assert M.auc(y, s) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+    fpr, tpr, thr = M.roc_curve(y, s)
+    f2, t2, th2 = sk_roc_curve(y, s, drop_intermediate=False)
+    np.testing.assert_allclose(fpr, f2)
+    np.testing.assert_allclose(tpr, t2)
+    np.testing.assert_allclose(thr[1:], th2[1:])
+
+
+def test_rejection_and_sic_from_sklearn_curve():
+    y, s = _binary(n=20000, seed=1)
+    fpr, tpr, _ = sk_roc_curve(y, s, drop_intermediate=False)
+    for eff in (0.5, 0.3):
+        assert M.rejection_at(y, s, eff) == pytest.approx(1 / np.interp(eff, tpr, fpr), rel=1e-9)
+    # at 1 % FPR the SIC is TPR/0.1
+    t_at = tpr[np.searchsorted(fpr, 0.01)]
+    assert M.sic_at_fpr(y, s, 0.01) == pytest.approx(t_at / 0.1, rel=0.02)
+    # a perfect classifier rejects everything
+    assert M.rejection_at([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9], 0.5) == float("inf")
+    # random scores: rejection ~ 1/eff_s
+    rng = np.random.default_rng(3)
+    assert M.rejection_at(rng.integers(0, 2, 200000), rng.random(200000), 0.5) == pytest.approx(2.0, rel=0.02)
+
+
+def test_accuracy():
+    assert M.accuracy([1, 0, 1], [0.9, 0.4, 0.2]) == pytest.approx(2 / 3)
+    assert M.accuracy([2, 0], [[0.1, 0.2, 0.7], [0.3, 0.6, 0.1]]) == 0.5
+    with pytest.raises(ValueError, match="NaN"):
+        M.accuracy([1], [np.nan])
+
+
+def test_multiclass_and_one_vs_rest():
+    rng = np.random.default_rng(0)
+    names = ["QCD", "Hbb", "Tbl"]
+    y = rng.integers(0, 3, 3000)
+    logits = rng.normal(size=(3000, 3)) + 1.5 * np.eye(3)[y]
+    p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    out = M.multiclass_metrics(y, p, names)
+    assert out["accuracy"] == pytest.approx(np.mean(p.argmax(1) == y))
+    assert out["auc"] == pytest.approx(roc_auc_score(y, p, multi_class="ovr", average="macro"), abs=1e-12)
+    assert set(out) == {"accuracy", "auc", "rejection_50_Hbb", "rejection_99.5_Tbl"}
+    # ParT convention: Hbb vs QCD only with p_Hbb / (p_Hbb + p_QCD)
+    sel = (y == 1) | (y == 0)
+    score = p[sel, 1] / (p[sel, 1] + p[sel, 0])
+    assert out["rejection_50_Hbb"] == pytest.approx(M.rejection_at((y[sel] == 1).astype(int), score, 0.5))
+    ovr = M.one_vs_rest_rejection(y, p, names, eff_s=0.5, background=None)
+    assert set(ovr) == set(names)
+    assert ovr["QCD"] == pytest.approx(M.rejection_at((y == 0).astype(int), p[:, 0], 0.5))
+
+
+def test_kl_quantile_binned():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=50000), rng.normal(size=50000)
+    assert M.kl_quantile_binned(a, a) < 1e-6
+    assert M.kl_quantile_binned(a, b) < 0.01
+    assert M.kl_quantile_binned(a, rng.normal(2.0, 1.0, 50000)) > 0.5
+    # the OmniJet-alpha recipe written out with scipy
+    from scipy.stats import entropy
+    c = rng.gamma(2.0, size=3000)
+    edges = np.quantile(a, np.linspace(0.001, 0.999, 50))
+    ref = entropy(np.histogram(a, edges, density=True)[0] + 1e-8, np.histogram(c, edges, density=True)[0] + 1e-8)
+    assert M.kl_quantile_binned(a, c) == pytest.approx(ref, rel=1e-9)
+    assert M.kl_quantile_binned(a, b + 0.3) > 5 * M.kl_quantile_binned(a, b)
+
+
+def test_wasserstein1_matches_scipy():
+    rng = np.random.default_rng(1)
+    for n, m in [(100, 100), (1000, 37), (5, 5000)]:
+        p, q = rng.normal(size=n), rng.exponential(size=m)
+        assert M.wasserstein1(p, q) == pytest.approx(wasserstein_distance(p, q), rel=1e-10)
+    assert M.wasserstein1([1.0, 2.0], [1.0, 2.0]) == 0.0
+    assert M.wasserstein1([0.0], [3.0]) == pytest.approx(3.0)
