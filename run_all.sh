@@ -376,7 +376,7 @@ for k in "${!RUN[@]}"; do
   CHILD=""; CUR_I=""
   el=$(( $(date +%s) - t ))
   if [[ $rc == 0 ]]; then
-    mark_done "$i"
+    [[ "${S_ALWAYS[$i]}" == 1 ]] || mark_done "$i"  # an --always step's script must not find a done.json next time
     say "$n $id: done in $(dur $el) | next: $(next_after "$k")"
     record "$i" done "$el"
   else
