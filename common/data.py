@@ -166,7 +166,7 @@ def cached_entries(cfg: dict, split: str, progress: bool = True) -> list:
         s, e = _row_range(total, a, b)
         if e <= s:
             raise DataError(f"{path}: fraction [{a}, {b}) of {total} jets is empty")
-        extra = {"rows": [s, e], **extra_state}
+        extra = {"fraction": [a, b], "rows": [s, e], **extra_state}
         seed = int(hashlib.sha256(f"{os.path.abspath(path)}:{s}".encode()).hexdigest()[:8], 16)
 
         def build(path=path, s=s, e=e, seed=seed):
@@ -210,7 +210,7 @@ class JetDataset(torch.utils.data.Dataset):
             arrays = self.entries[k].arrays
             lo, hi = rows[0], rows[-1] + 1
             if hi - lo == len(rows):                 # contiguous: one slice, no fancy indexing
-                parts.append({name: np.asarray(a[lo:hi]) for name, a in arrays.items()})
+                parts.append({name: np.array(a[lo:hi]) for name, a in arrays.items()})   # copy out of the mmap
             else:
                 parts.append({name: a[rows] for name, a in arrays.items()})
         out = {k: np.concatenate([p[k] for p in parts]) if len(parts) > 1 else parts[0][k] for k in parts[0]}
