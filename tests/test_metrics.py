@@ -91,3 +91,26 @@ def test_wasserstein1_matches_scipy():
         assert M.wasserstein1(p, q) == pytest.approx(wasserstein_distance(p, q), rel=1e-10)
     assert M.wasserstein1([1.0, 2.0], [1.0, 2.0]) == 0.0
     assert M.wasserstein1([0.0], [3.0]) == pytest.approx(3.0)
+
+
+def test_plots_write_pngs_atomically(tmp_path):
+    import json
+
+    from common import plots
+    y, s = _binary(n=500)
+    rng = np.random.default_rng(0)
+    paths = [
+        plots.roc_curves({"a": (y, s), "random": (y, rng.random(500))}, tmp_path / "roc.png"),
+        plots.roc_curves({"a": (y, s)}, tmp_path / "sub" / "roc2.png", kind="roc"),
+        plots.metric_vs_labels({"fine-tuned": {100: [0.6, 0.62], 1000: [0.7, 0.71, 0.69]}, "scratch": {100: 0.5}},
+                               tmp_path / "acc.png", reference={"published": {100: 0.65}}),
+        plots.hist_ratio(rng.normal(size=1000), rng.normal(0.1, 1, 800), tmp_path / "h.png", xlabel="mass"),
+    ]
+    log = tmp_path / "log.jsonl"
+    log.write_text("\n".join(json.dumps(r) for r in [{"step": 1, "loss": 2.0}, {"step": 2, "loss": 1.0,
+                                                                                   "val_loss": -0.5}]))
+    paths.append(plots.loss_curves(log, tmp_path / "loss.png"))
+    for p in paths:
+        data = p.read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
+    assert not list(tmp_path.rglob("*.tmp"))
