@@ -32,7 +32,7 @@
 #   It is sourced by run_all.sh and defines a function <method>_steps that declares the method's steps in order:
 #
 #     mpm_steps() {
-#       need_data jetclass jetclass_atlas           # datasets the steps read: jetclass jetclass_atlas toptagging qg
+#       need_data jetclass jetclass_atlas=QCD,Tbqq  # datasets read: jetclass jetclass_atlas toptagging qg (=classes: subset)
 #       step tokenizer -- $PY -m mpm.train_tokenizer --config $CFG/vqvae.yaml --out $OUT/tokenizer data.root=$JETCLASS
 #       step pretrain  -- $PY -m mpm.pretrain --config $CFG/pretrain.yaml --out $OUT/pretrain data.root=$JETCLASS
 #       step finetune --tables mpm.v1_jetclass -- $PY -m mpm.finetune --config $CFG/finetune.yaml --out $OUT/finetune ...
@@ -103,6 +103,9 @@ case "$PROFILE" in
   mini)  SIM_JETCLASS=1500; SIM_ATLAS=500; SIM_TOP=3000; SIM_QG=3000; DEFAULT_DATA=data/sim ;;
   paper) SIM_ATLAS=20000; DEFAULT_DATA=data/real ;;  # only the second-detector sample is simulated at paper scale
 esac
+# Environment overrides: RUN_ALL_SIM_JETCLASS (jets per class), RUN_ALL_SIM_ATLAS, RUN_ALL_SIM_TOP, RUN_ALL_SIM_QG, RUN_ALL_SIM_SEED.
+SIM_JETCLASS="${RUN_ALL_SIM_JETCLASS:-${SIM_JETCLASS:-0}}"; SIM_ATLAS="${RUN_ALL_SIM_ATLAS:-$SIM_ATLAS}"
+SIM_TOP="${RUN_ALL_SIM_TOP:-${SIM_TOP:-0}}"; SIM_QG="${RUN_ALL_SIM_QG:-${SIM_QG:-0}}"
 SIM_SEED="${RUN_ALL_SIM_SEED:-1}"
 # Paths given on the command line are relative to where run_all.sh was called; defaults to the repository root.
 abspath() { case "$1" in /*) echo "$1" ;; *) echo "$CALLER_PWD/$1" ;; esac; }
@@ -142,10 +145,19 @@ S_ID=(); S_METHOD=(); S_CMD=(); S_OUT=(); S_TABLES=(); S_AFTER=(); S_ALWAYS=(); 
 NEEDED_DATA=" "
 CUR_METHOD=""
 
-need_data() { local d; for d in "$@"; do
+declare -A DATA_CLASSES=()  # dataset -> comma-separated class subset to simulate ("" = all classes)
+need_data() { local arg d cls c; for arg in "$@"; do
+  d="${arg%%=*}"; cls=""; [[ "$arg" == *=* ]] && cls="${arg#*=}"
   case "$d" in jetclass|jetclass_atlas|toptagging|qg) ;; *) die "need_data: unknown dataset '$d'" ;; esac
-  [[ "$NEEDED_DATA" == *" $d "* ]] || NEEDED_DATA="$NEEDED_DATA$d "
+  if [[ "$NEEDED_DATA" != *" $d "* ]]; then
+    NEEDED_DATA="$NEEDED_DATA$d "; DATA_CLASSES[$d]="$cls"
+  elif [[ -z "$cls" ]]; then
+    DATA_CLASSES[$d]=""  # somebody needs every class
+  elif [[ -n "${DATA_CLASSES[$d]}" ]]; then
+    for c in ${cls//,/ }; do [[ ",${DATA_CLASSES[$d]}," == *",$c,"* ]] || DATA_CLASSES[$d]="${DATA_CLASSES[$d]},$c"; done
+  fi
 done; }
+classes_opt() { [[ -n "${DATA_CLASSES[$1]:-}" ]] && echo "--classes ${DATA_CLASSES[$1]}"; }
 
 step() {
   local name="$1"; shift
@@ -178,7 +190,11 @@ step() {
     done
     after="${after#,}"
   fi
-  S_ID+=("$id"); S_METHOD+=("$CUR_METHOD"); S_CMD+=("$(printf '%q ' "$@")"); S_OUT+=("$out")
+  local cmd="" w
+  for w in "$@"; do  # shell-quote only the words that need it, so --list shows readable commands
+    if [[ "$w" =~ ^[A-Za-z0-9_./:=,+@%-]+$ ]]; then cmd+="$w "; else cmd+="$(printf '%q' "$w") "; fi
+  done
+  S_ID+=("$id"); S_METHOD+=("$CUR_METHOD"); S_CMD+=("${cmd% }"); S_OUT+=("$out")
   S_TABLES+=("$tables"); S_AFTER+=("$after"); S_ALWAYS+=("$always"); S_DATA+=("$is_data")
 }
 
@@ -186,6 +202,7 @@ step() {
 register_methods() {
   local m f
   S_ID=(); S_METHOD=(); S_CMD=(); S_OUT=(); S_TABLES=(); S_AFTER=(); S_ALWAYS=(); S_DATA=(); NEEDED_DATA=" "
+  DATA_CLASSES=()
   for m in $1; do
     f="$STEPS_ROOT/$m/run_steps.sh"
     if [[ ! -f "$f" ]]; then
@@ -224,12 +241,14 @@ if [[ "$PROFILE" == paper ]]; then
     step "locate_$d" --always --data -- bash -c "test -e '$root/$probe' || { echo 'missing $root/$probe: run python -m common.download $d --out $DATA' >&2; exit 1; }"
   done
   [[ "$NEEDED_DATA" == *" jetclass_atlas "* ]] && step sim_jetclass_atlas --data -- python -m common.simulate jetclass \
-    --detector atlas --jets-per-class "$SIM_ATLAS" --out "$JETCLASS_ATLAS" --workers "$WORKERS" --seed $((SIM_SEED + 1))
+    --detector atlas --jets-per-class "$SIM_ATLAS" $(classes_opt jetclass_atlas) --out "$JETCLASS_ATLAS" \
+    --workers "$WORKERS" --seed $((SIM_SEED + 1))
 else
   [[ "$NEEDED_DATA" == *" jetclass "* ]] && step sim_jetclass --data -- python -m common.simulate jetclass \
-    --jets-per-class "$SIM_JETCLASS" --out "$JETCLASS" --workers "$WORKERS" --seed "$SIM_SEED"
+    --jets-per-class "$SIM_JETCLASS" $(classes_opt jetclass) --out "$JETCLASS" --workers "$WORKERS" --seed "$SIM_SEED"
   [[ "$NEEDED_DATA" == *" jetclass_atlas "* ]] && step sim_jetclass_atlas --data -- python -m common.simulate jetclass \
-    --detector atlas --jets-per-class "$SIM_ATLAS" --out "$JETCLASS_ATLAS" --workers "$WORKERS" --seed $((SIM_SEED + 1))
+    --detector atlas --jets-per-class "$SIM_ATLAS" $(classes_opt jetclass_atlas) --out "$JETCLASS_ATLAS" \
+    --workers "$WORKERS" --seed $((SIM_SEED + 1))
   [[ "$NEEDED_DATA" == *" toptagging "* ]] && step sim_toptagging --data -- python -m common.simulate toptagging \
     --jets "$SIM_TOP" --out "$TOPTAGGING" --workers "$WORKERS" --seed $((SIM_SEED + 2))
   [[ "$NEEDED_DATA" == *" qg "* ]] && step sim_qg --data -- python -m common.simulate qg \

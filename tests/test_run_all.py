@@ -176,18 +176,21 @@ def test_run_all_and_ci_scripts_are_valid_bash_and_ci_runs_the_readme_test_comma
 
 def test_data_steps_come_first_and_sizes_follow_the_profile(kit, tmp_path):
     steps = tmp_path / "methods" / "fakem" / "run_steps.sh"
-    steps.write_text("fakem_steps() {\n  need_data jetclass qg\n"
+    steps.write_text("fakem_steps() {\n  need_data jetclass qg jetclass_atlas=QCD,Tbqq\n  need_data jetclass_atlas=Tbqq,Wqq\n"
                      "  step a -- python -c pass --out $OUT/a data.root=$JETCLASS\n}\n")
     smoke = kit.run("--list")
     assert smoke.returncode == 0, smoke.stderr
     lines = [l for l in smoke.stdout.splitlines() if l[:4].strip().isdigit()]
-    assert [l.split()[2] for l in lines] == ["data/sim_jetclass", "data/sim_qg", "fakem/a"]
-    assert "common.simulate jetclass --jets-per-class 60" in smoke.stdout
+    assert [l.split()[2] for l in lines] == ["data/sim_jetclass", "data/sim_jetclass_atlas", "data/sim_qg", "fakem/a"]
+    assert "common.simulate jetclass --jets-per-class 60 --out" in smoke.stdout
+    assert "--detector atlas --jets-per-class 30 --classes QCD,Tbqq,Wqq --out" in smoke.stdout
     assert f"data.root={tmp_path}/data/jetclass" in smoke.stdout
     mini = kit.run("--list", "--profile", "mini")
     assert "--jets-per-class 1500" in mini.stdout
     paper = kit.run("--list", "--profile", "paper", "--gpus", "4")
-    assert "locate_jetclass" in paper.stdout and "common.simulate" not in paper.stdout
+    assert "locate_jetclass" in paper.stdout and "locate_qg" in paper.stdout
+    assert "common.simulate jetclass --jets-per-class" not in paper.stdout  # real JetClass, not simulated
+    assert "common.simulate jetclass --detector atlas" in paper.stdout  # the second detector is always simulated
     assert f"data.root={tmp_path}/data/JetClass/Pythia" in paper.stdout
     steps.write_text("fakem_steps() {\n  step a -- $PY -m x --out $OUT/a\n}\n")
     multi = kit.run("--list", "--profile", "paper", "--gpus", "4", "--nnodes", "2", "--rdzv-endpoint", "h:29500")
