@@ -91,27 +91,38 @@ def _metric(result: dict, name: str):
     return None
 
 
+def _run_config_dir(path: Path) -> Path:
+    """The fine-tuning step directory (holding config.yaml) above a per-N, per-seed result."""
+    for parent in path.parents:
+        if (parent / "config.yaml").is_file():
+            return parent
+    return path.parent
+
+
 def classification_tables(runs: Path, profile: str) -> dict[str, tuple]:
     tables: dict[str, tuple[list, dict]] = {}
     for path in sorted((runs / "finetune").glob("**/result.json")):
         result = _read_json(path)
-        run_dir = path.parent
-        head = _config_value(run_dir, "finetune.head.kind") or _config_value(run_dir, "finetune.head")
-        head = head if isinstance(head, str) else "sum"
+        head = ((result.get("finetune") or {}).get("head") or {}).get("kind", "sum")
         table_id = "omnijet.classification" if head == "sum" else f"omnijet.classification_{head}"
-        row = {"mode": _metric(result, "mode") or _config_value(run_dir, "finetune.mode"),
-               "n_per_class": _metric(result, "n_per_class") or _config_value(run_dir, "finetune.n_per_class"),
-               "seed": _metric(result, "seed"), **{m: _metric(result, m) for m in CLASS_METRICS}}
-        rows, meta = tables.setdefault(table_id, ([], {"profile": profile, "dataset": _data_meta(run_dir),
-                                                       "class_order": ["QCD", "Tbqq"], "seeds": [],
+        row = {"mode": result["mode"], "n_per_class": result["n_per_class"], "seed": result["seed"],
+               **{m: (result.get("test") or {}).get(m) for m in CLASS_METRICS}}
+        step_dir = _run_config_dir(path)
+        rows, meta = tables.setdefault(table_id, ([], {"profile": profile, "dataset": _data_meta(step_dir),
+                                                       "class_order": result.get("class_names"), "seeds": [],
                                                        "keys": ["mode", "n_per_class"],
-                                                       "metrics": list(CLASS_METRICS)}))
+                                                       "metrics": list(CLASS_METRICS), "_test": set()}))
         rows.append(row)
+        meta["_test"].add(result.get("n_test_jets"))
         if row["seed"] not in meta["seeds"]:
             meta["seeds"].append(row["seed"])
+    pre = _read_json(runs / "pretrain" / "done.json") or {}
     for table_id, (rows, meta) in tables.items():
+        n_test = sorted(x for x in meta.pop("_test") if x is not None)
+        head = table_id.split("classification_", 1)[1] if "classification_" in table_id else "sum"
         meta["scale"] = (f"labelled jets per class {sorted({r['n_per_class'] for r in rows if r['n_per_class']})}, "
-                         f"head '{table_id.split('_', 1)[1] if '_' in table_id.split('.')[1] else 'sum'}'")
+                         f"{n_test} test jets, head '{head}'; backbone pretrained {pre.get('steps', '?')} steps "
+                         f"({pre.get('jets_seen', '?')} jets seen)")
     return tables
 
 

@@ -15,7 +15,6 @@ Writes metrics.json (one row per tokeniser), resolution.png (overlaid reco - ori
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,7 @@ import torch
 
 from common.config import add_config_args, config_from_args, load_config, save_config
 from common.data import load_arrays
+from common.plots import save_figure
 from common.train_utils import is_done, mark_done, write_json
 from omnijet.jets import observables, particles
 
@@ -82,11 +82,10 @@ def resolution_metrics(diffs: dict, codes: np.ndarray, mask: np.ndarray, num_cod
 
 def plot_resolutions(all_diffs: dict[str, dict], path: Path) -> None:
     """One panel per quantity, one step histogram per tokeniser (OJ compare_tokenizer_models style)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
-    fig, axes = plt.subplots(2, 4, figsize=(16, 7))
+    fig = Figure(figsize=(16, 7), layout="constrained")
+    axes = fig.subplots(2, 4)
     for ax, (key, label, rng) in zip(axes.flat, PLOT_PANELS):
         bins = np.linspace(*rng, 61)
         for name, diffs in all_diffs.items():
@@ -95,11 +94,7 @@ def plot_resolutions(all_diffs: dict[str, dict], path: Path) -> None:
         ax.set_yscale("log")
     axes.flat[-1].axis("off")
     axes.flat[0].legend(fontsize=7)
-    fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)
 
 
 def main(argv=None) -> None:
