@@ -93,7 +93,7 @@ class VQVAE(nn.Module):
         nearest code."""
         z_e = self.encode(x, mask)
         if self.target_codebook == "raw":
-            codebook = self.quantizer.raw_codebook()
+            codebook = self.quantizer.weight  # pre-affine rows
             codes = torch.cdist(z_e.float(), codebook.float()[None]).argmin(dim=-1)
         else:
             codes = self.quantizer(z_e, mask).codes

@@ -1,0 +1,191 @@
+"""Weak supervision with Classification Without Labels (CWoLa) on top of an MPM backbone (mpm.md 5, CWoLa protocol).
+
+    python -m mpm.cwola --config mpm/configs/cwola_v1.yaml --out runs/mpm/cwola/fixed \
+        pretrained.run=runs/mpm/mpmv1 finetune.mode=fixed
+
+Two sets of background (QCD) jets get the pseudo-labels 0 and 1 (alternating by index, as in the V2 code); N signal
+jets (Tbqq) are added to set 1. A classifier (common.finetune: fixed / finetune / scratch backbone) learns to tell the
+two sets apart; the validation split is built the same way (no true labels are used for model selection). On a pure
+test set of true QCD and top jets we report
+  sic        TPR / sqrt(FPR) at FPR = 1 % (MPMv2 definition, common.metrics.sic_at_fpr)
+  sic_cut05  (S/sqrt(B) after a cut at score 0.5) / (S/sqrt(B) before) = eff_S / sqrt(eff_B) (MPMv1 definition)
+plus the AUC. Results: <out>/n<N>/seed<S>/result.json and <out>/summary.json.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from common.batch import JetBatch
+from common.config import add_config_args, load_config, save_config
+from common.distributed import cleanup, init_distributed
+from common.finetune import build_classifier, finetune_settings, predict, run_finetune
+from common.train_utils import is_done, mark_done, write_json
+
+from mpm.finetune import backbone_fns
+
+ARRAY_KEYS = ("x", "mask", "p4", "jet", "label", "pid")
+
+
+class ArrayBatches(torch.utils.data.Dataset):
+    """Whole batches gathered from in-memory arrays (one item = one JetBatch), in the order of a per-epoch sampler."""
+
+    def __init__(self, arrays: dict, batch_size: int, shuffle: bool, seed: int, rank: int, world_size: int):
+        self.arrays = {k: torch.as_tensor(v) for k, v in arrays.items() if k in ARRAY_KEYS and v is not None}
+        self.n = len(self.arrays["label"])
+        self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
+        self.rank, self.world_size, self.epoch = rank, world_size, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _order(self) -> torch.Tensor:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
+            idx = torch.randperm(self.n, generator=g)
+        else:
+            idx = torch.arange(self.n)
+        return idx[self.rank::self.world_size]
+
+    def __len__(self) -> int:
+        per_rank = len(range(self.rank, self.n, self.world_size))
+        return -(-per_rank // self.batch_size)
+
+    def __getitem__(self, i: int) -> JetBatch:
+        idx = self._order()[i * self.batch_size:(i + 1) * self.batch_size]
+        a = self.arrays
+        return JetBatch(a["x"][idx].float(), a["mask"][idx].bool(), a["p4"][idx].float(), a["jet"][idx].float(),
+                        a["label"][idx].long(), a["pid"][idx].long() if "pid" in a else None)
+
+
+class ArrayLoader:
+    """Minimal loader over ArrayBatches: len(), iteration, set_epoch(), .dataset (jets) for common.finetune."""
+
+    def __init__(self, arrays: dict, batch_size: int, *, shuffle: bool, seed: int = 0, rank: int = 0,
+                 world_size: int = 1):
+        self.batches = ArrayBatches(arrays, batch_size, shuffle, seed, rank, world_size)
+        self.dataset = range(self.batches.n)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.batches.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        return (self.batches[i] for i in range(len(self.batches)))
+
+
+def _take(arrays: dict, idx: np.ndarray) -> dict:
+    return {k: v[idx] for k, v in arrays.items() if v is not None}
+
+
+def _cat(parts: list[dict]) -> dict:
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def cwola_split(arrays: dict, n_background: int, n_signal: int, seed: int, where: str) -> dict:
+    """Background jets (label 0) alternately pseudo-labelled 0 / 1, plus n_signal signal jets (label 1) labelled 1."""
+    y = np.asarray(arrays["label"])
+    bkg, sig = np.flatnonzero(y == 0), np.flatnonzero(y == 1)
+    if len(bkg) < n_background:
+        raise ValueError(f"CWoLa {where}: {len(bkg)} background jets available, cwola.n_background={n_background}")
+    if len(sig) < n_signal:
+        raise ValueError(f"CWoLa {where}: {len(sig)} signal jets available, n_signal={n_signal}")
+    rng = np.random.default_rng(seed)
+    bkg = rng.permutation(bkg)[:n_background]
+    sig = rng.permutation(sig)[:n_signal]
+    out = _cat([_take(arrays, bkg), _take(arrays, sig)])
+    out["label"] = np.concatenate([np.arange(n_background) % 2, np.ones(n_signal, dtype=np.int64)]).astype(np.int64)
+    return out
+
+
+def sic_cut(y: np.ndarray, s: np.ndarray, cut: float = 0.5) -> float:
+    """MPMv1 SIC: (S/sqrt(B) after the cut) / (S/sqrt(B) before) = eff_S / sqrt(eff_B)."""
+    eff_s = float(np.mean(s[y == 1] > cut))
+    eff_b = float(np.mean(s[y == 0] > cut))
+    return float("nan") if eff_b == 0 else eff_s / np.sqrt(eff_b)
+
+
+def run_cwola(cfg: dict, out: Path, dist) -> dict:
+    from common import metrics
+    from common.data import load_arrays
+
+    c = cfg["cwola"]
+    fc = finetune_settings(cfg)
+    build, load, _ = backbone_fns(cfg)
+    load = load if fc["mode"] != "scratch" else None
+    data = cfg["data"]
+    train_all = load_arrays(data, "train")
+    val_all = load_arrays(data, "val")
+    test = load_arrays(data, "test", max_jets=c["test_jets"])
+    n_val_bkg = int(c["n_background"] * c["val_fraction"])
+    summary = {"mode": fc["mode"], "rows": [], "per_n": {}}
+    for n_sig in c["n_signal"]:
+        runs = []
+        for seed in fc["seeds"]:
+            d = out / f"n{n_sig}" / f"seed{seed}"
+            if is_done(d) and (d / "result.json").is_file():
+                import json
+                runs.append(json.loads((d / "result.json").read_text()))
+                continue
+            splits = {"train": cwola_split(train_all, c["n_background"], n_sig, seed, "train"),
+                      "val": cwola_split(val_all, n_val_bkg, int(round(n_sig * c["val_fraction"])), seed, "val"),
+                      "test": test}
+
+            def loader_fn(data_cfg, split, batch_size, *, shuffle, seed=0, rank=0, world_size=1, **kw):
+                return ArrayLoader(splits[split], batch_size, shuffle=shuffle, seed=seed, rank=rank,
+                                   world_size=world_size)
+
+            cfg_run = {**cfg, "finetune": {**cfg["finetune"], "save_model": True}}
+            result = run_finetune(cfg_run, build, load, d, dist, seed=seed, n_per_class=None, loader_fn=loader_fn,
+                                  class_names=["set0", "set1"])
+            # score the pure test set with the best classifier
+            model = build_classifier(fc, build, (lambda m: None), 2).to(dist.device)
+            from common.checkpoint import load_checkpoint
+            model.load_state_dict(load_checkpoint(d / "classifier.pt")["model"])
+            pred = predict(model, loader_fn(data, "test", 1024, shuffle=False), dist.device)
+            y, s = pred["labels"], pred["probs"][:, 1]
+            result["cwola"] = {"n_signal": n_sig, "n_background": c["n_background"],
+                               "sic": metrics.sic_at_fpr(y, s, c["fpr"]), "sic_cut05": sic_cut(y, s),
+                               "auc": metrics.auc(y, s)}
+            if dist.is_main:
+                write_json(d / "result.json", result)
+                (d / "classifier.pt").unlink(missing_ok=True)
+            runs.append(result)
+        vals = {k: [r["cwola"][k] for r in runs] for k in ("sic", "sic_cut05", "auc")}
+        summary["per_n"][str(n_sig)] = {k: {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)) if len(v) > 1
+                                            else 0.0, "values": v} for k, v in vals.items()}
+        summary["rows"].append({"mode": fc["mode"], "n_signal": n_sig, **vals})
+    if dist.is_main:
+        write_json(out / "summary.json", summary)
+    return summary
+
+
+def main(argv=None):
+    parser = add_config_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
+    args = parser.parse_args(argv)
+    cfg = load_config(args.config, args.overrides)
+    out = Path(args.out)
+    if is_done(out):
+        print(f"{out}: done.json exists, nothing to do")
+        return
+    if cfg.get("cwola") is None:
+        raise ValueError(f"{args.config}: missing the 'cwola' section (n_background, n_signal, ...)")
+    if cfg["data"]["classes"] is None or len(cfg["data"]["classes"]) != 2:
+        raise ValueError(f"{args.config}: data.classes must be [background, signal], e.g. [QCD, Tbqq]")
+    dist = init_distributed(cfg["device"])
+    out.mkdir(parents=True, exist_ok=True)
+    if dist.is_main:
+        save_config(cfg, out / "config.yaml")
+    summary = run_cwola(cfg, out, dist)
+    if dist.is_main:
+        mark_done(out, {"mode": summary["mode"], "n_signal": list(summary["per_n"])})
+    cleanup()
+
+
+if __name__ == "__main__":
+    main()
