@@ -238,8 +238,10 @@ class Encoder(nn.Module):
             for _ in range(depth))
         self.norm = nn.LayerNorm(dim) if final_norm else nn.Identity()
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, attn_bias: torch.Tensor | None = None):
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, attn_bias: torch.Tensor | None = None):
         B = x.shape[0]
+        if mask is None:
+            mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
         x = zero_padded(x, mask)
         if self.num_registers:
             R = self.num_registers
@@ -323,6 +325,7 @@ class MaskedBatchNorm1d(nn.BatchNorm1d):
     convention (biased variance to normalise, unbiased variance in the running average)."""
 
     def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        x = x.float()  # statistics in fp32, also under bf16 autocast (as torch's BatchNorm)
         if self.training:
             w = valid.unsqueeze(1).to(x.dtype)  # (B,1,P)
             n = w.sum().clamp(min=1.0)
