@@ -40,12 +40,12 @@ def _metrics_module(monkeypatch):
 class TinyBackbone(nn.Module):
     """Per-particle Linear -> dropout -> BatchNorm (so a frozen backbone must also be kept in eval mode)."""
 
-    def __init__(self, n_features=3, dim=8):
+    def __init__(self, n_features=3, dim=8, norm=True, dropout=0.2):
         super().__init__()
         self.dim = dim
         self.embed = nn.Linear(n_features, dim)
-        self.drop = nn.Dropout(0.2)
-        self.norm = nn.BatchNorm1d(dim)
+        self.drop = nn.Dropout(dropout)
+        self.norm = nn.BatchNorm1d(dim) if norm else nn.Identity()
 
     def forward(self, batch):
         h = self.drop(self.embed(batch.x))
@@ -273,3 +273,83 @@ def test_classifier_frozen_forward_has_no_graph():
     batch = next(iter(FakeJetLoader()))
     out = m(batch)
     assert not out.requires_grad
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# integration with the real data module, and DDP
+
+def test_integration_with_common_data(tmp_path):
+    """A scratch run through common.data.make_loader on tiny Top-tagging files in the published format."""
+    data = pytest.importorskip("common.data", reason="common/data.py (DATA helper) not written yet")
+    factory = pytest.importorskip("data_factory", reason="tests/data_factory.py (DATA helper) not written yet")
+    root = tmp_path / "top"
+    for i, split in enumerate(("train", "val", "test")):
+        factory.write_toptagging(str(root / f"{split}.h5"), 60, seed=i)
+    data_cfg = {"dataset": "toptagging", "root": str(root), "train": "train.h5", "val": "val.h5", "test": "test.h5",
+                "features": "part_kin", "num_particles": 16, "classes": None, "cache_dir": str(tmp_path / "cache"),
+                "num_workers": 0}
+    info = data.dataset_info(data_cfg)
+    cfg = {"data": data_cfg, "finetune": {**_cfg()["finetune"], "mode": "scratch", "n_per_class": 10,
+                                          "max_steps": 4, "eval_every": 2, "batch_size": 8}}
+    res = run_finetune(cfg, lambda: TinyBackbone(n_features=info["num_features"]), None, tmp_path / "run", Dist())
+    assert res["class_names"] == ["QCD", "Top"] and res["n_train_jets"] == 20 and res["n_test_jets"] == 60
+    assert set(res["test"]) >= {"accuracy", "auc", "rejection_50", "rejection_30"}
+    assert [s for s, _ in res["val_curve"]] == [2, 4]
+
+
+def _plain_backbone():
+    torch.manual_seed(5)
+    return TinyBackbone(norm=False, dropout=0.0)
+
+
+def _ddp_cfg():
+    return _cfg(mode="finetune", unfreeze_step=2, catchup_steps=2, max_steps=8, eval_every=4, batch_size=16)
+
+
+def _ddp_worker(rank, store, out):
+    import torch.distributed as tdist
+    from common.distributed import cleanup, init_distributed
+    tdist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    try:
+        dist = init_distributed(device="cpu")
+        pre = _plain_backbone().state_dict()
+        holder = {}
+
+        def build():
+            holder["bb"] = TinyBackbone(norm=False, dropout=0.0)
+            return holder["bb"]
+
+        res = run_finetune(_ddp_cfg(), build, lambda bb: bb.load_state_dict(pre), out, dist,
+                           loader_fn=make_loader_fn(), class_names=CLASSES)
+        torch.save({"res": res, "bb": holder["bb"].state_dict()}, f"{out}/rank{rank}.pt")
+    finally:
+        cleanup()
+
+
+@pytest.mark.network
+def test_finetune_ddp_two_processes_match_one(tmp_path):
+    """Frozen phase (unused backbone parameters under DDP), unfreezing, all-reduced val loss, gathered test set."""
+    import torch.multiprocessing as mp
+    pre = _plain_backbone().state_dict()
+    holder = {}
+
+    def build():
+        holder["bb"] = TinyBackbone(norm=False, dropout=0.0)
+        return holder["bb"]
+
+    single = run_finetune(_ddp_cfg(), build, lambda bb: bb.load_state_dict(pre), tmp_path / "one", Dist(),
+                          loader_fn=make_loader_fn(), class_names=CLASSES)
+    out = tmp_path / "two"
+    out.mkdir()
+    mp.spawn(_ddp_worker, args=(str(tmp_path / "store"), str(out)), nprocs=2, join=True)
+    r0, r1 = (torch.load(out / f"rank{r}.pt", weights_only=False) for r in (0, 1))
+    for k, v in holder["bb"].state_dict().items():
+        torch.testing.assert_close(r0["bb"][k], v, rtol=1e-5, atol=1e-6)
+        assert torch.equal(r0["bb"][k], r1["bb"][k])
+    assert not torch.equal(holder["bb"].embed.weight, pre["embed.weight"])  # the backbone was trained
+    assert r0["res"]["n_test_jets"] == single["n_test_jets"] == 64
+    assert [s for s, _ in r0["res"]["val_curve"]] == [s for s, _ in single["val_curve"]] == [4, 8]
+    assert [v for _, v in r0["res"]["val_curve"]] == pytest.approx([v for _, v in single["val_curve"]], rel=1e-5)
+    assert r0["res"]["test"] == pytest.approx(single["test"], rel=1e-5)
+    assert r0["res"]["test"] == r1["res"]["test"]
+    assert json.loads((out / "result.json").read_text())["world_size"] == 2
