@@ -17,8 +17,8 @@ Deliberate differences from vqtorch, all switches of the caller: padded position
 k-means init and the replacement pool whenever a mask is given (mask=None reproduces the original); a replaced code
 is written in pre-affine coordinates so that the *effective* code equals the chosen z_e; the replacement happens at
 the start of the next training forward (before the codebook is used), so autograd never sees an in-place change.
-Under torch.distributed the usage counts are summed over ranks and rank 0's k-means init and replacements are
-broadcast, so every rank keeps the same codebook.
+Under torch.distributed (training mode only) the usage counts are summed over ranks and rank 0's k-means init and
+replacements are broadcast, so every rank keeps the same codebook; eval-mode forwards never communicate.
 """
 from __future__ import annotations
 
@@ -162,7 +162,7 @@ class VectorQuantizer(nn.Module):
 
             # usage statistics over real positions (summed over ranks)
             counts = torch.bincount(codes[m_flat], minlength=self.num_codes).float()
-            if _distributed():
+            if self.training and _distributed():  # training forwards run in lock-step on every rank; eval may not
                 dist.all_reduce(counts)
             if self.training and self.replace_freq:
                 with torch.no_grad():

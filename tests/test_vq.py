@@ -124,3 +124,28 @@ def test_no_replacement_in_eval_or_when_disabled():
         vq(torch.randn(4, 3))
     torch.testing.assert_close(vq.weight.detach(), w)
     assert (vq.code_age == 0).all()
+
+
+def _ddp_worker(rank, world, port, out):
+    import torch.distributed as dist
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        torch.manual_seed(rank)  # different data and different local random draws on each rank
+        vq = VectorQuantizer(8, 2, kmeans_init=True, replace_freq=2, kmeans_iters=5, seed=rank).train()
+        for _ in range(6):
+            vq(torch.randn(50, 2) * (1 + rank))
+        out[rank] = vq.weight.detach().clone()
+    finally:
+        dist.destroy_process_group()
+
+
+def test_codebook_stays_identical_across_ranks():
+    import socket
+
+    import torch.multiprocessing as mp
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = mp.Manager().dict()
+    mp.spawn(_ddp_worker, args=(2, port, out), nprocs=2, join=True)
+    torch.testing.assert_close(out[0], out[1])
