@@ -1,0 +1,118 @@
+"""HEP-JEPA downstream runs: a thin script around common.finetune (spec hepjepa.md §7).
+
+    python -m hepjepa.finetune --config hepjepa/configs/finetune_jetclass.yaml --out runs/hepjepa/ft_jetclass \
+        sweep.pretrained=runs/hepjepa/pretrain/checkpoint.pt
+
+For every mode in sweep.modes (fixed = frozen backbone, finetune = all weights, scratch = same model re-initialised)
+and every label percentage in sweep.label_percents it trains one classifier per seed (common.finetune.run_sweep) into
+<out>/<mode>/pct<P>/..., then writes <out>/summary.json (one row per mode and percentage: accuracy, AUC, rejections,
+each a list over seeds) and <out>/done.json. Finished runs are skipped, so an interrupted sweep resumes.
+
+Label fractions: P % of the training split read here, spread evenly over the classes (n_per_class =
+round(P/100 * N_train / C), at least 1); 100 % = the whole split. In the mini profile the split is the simulated one.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+from pathlib import Path
+
+import torch
+
+from common.checkpoint import load_checkpoint
+from common.config import add_config_args, config_from_args, save_config
+from common.data import build_dataset, dataset_info, make_loader
+from common.distributed import cleanup, init_distributed
+from common.finetune import run_sweep
+from common.train_utils import is_done, mark_done, write_json
+
+from .model import HEPJEPABackbone
+from .pretrain import angle_columns
+
+
+def label_count(percent: float, n_train: int, n_classes: int) -> int | None:
+    """Labelled jets per class for a label percentage (None = the whole split)."""
+    if percent >= 100:
+        return None
+    return max(1, round(percent / 100.0 * n_train / n_classes))
+
+
+def backbone_factory(cfg: dict):
+    """(build_backbone, load_pretrained) for common.finetune from the YAML and sweep.pretrained."""
+    info = dataset_info(cfg["data"])
+    angles = angle_columns(info["feature_names"])
+    sweep = cfg["sweep"]
+
+    def build():
+        return HEPJEPABackbone(cfg["model"], info["num_features"], angles)
+
+    def load(backbone):
+        path = Path(sweep["pretrained"])
+        if not path.is_file():
+            raise FileNotFoundError(f"sweep.pretrained: no HEP-JEPA checkpoint at {path} (run hepjepa.pretrain first, "
+                                    f"or use only mode 'scratch')")
+        ckpt = load_checkpoint(path)
+        trained = (ckpt.get("config") or {}).get("model")
+        if trained is not None and trained != cfg["model"]:
+            diff = sorted(k for k in set(trained) | set(cfg["model"]) if trained.get(k) != cfg["model"].get(k))
+            raise ValueError(f"{path}: the pretrained model differs from this config's `model:` in {diff}")
+        backbone.load_pretrained(ckpt["model"], use=sweep["encoder"])
+
+    return build, load
+
+
+def safe_loader(data_cfg, split, batch_size, **kw):
+    """make_loader, dropping a last training batch of a single jet (BatchNorm in the head cannot train on one)."""
+    loader = make_loader(data_cfg, split, batch_size, **kw)
+    n = len(loader.dataset)
+    if split == "train" and n > batch_size and n % batch_size == 1:
+        loader = make_loader(data_cfg, split, batch_size, **{**kw, "drop_last": True})
+    return loader
+
+
+def run(cfg: dict, out_dir, dist) -> dict:
+    out = Path(out_dir)
+    sweep = cfg["sweep"]
+    info = dataset_info(cfg["data"])
+    n_train = len(build_dataset(cfg["data"], "train"))
+    build, load = backbone_factory(cfg)
+    rows = []
+    for mode in sweep["modes"]:
+        for pct in sweep["label_percents"]:
+            n = label_count(float(pct), n_train, len(info["class_names"]))
+            run_cfg = copy.deepcopy(cfg)
+            run_cfg["finetune"]["mode"] = mode
+            summary = run_sweep(run_cfg, build, None if mode == "scratch" else load, out / mode / f"pct{pct}", dist,
+                                n_values=[n], loader_fn=safe_loader, class_names=info["class_names"])
+            row = summary["rows"][0]
+            rows.append({"task": sweep["task"], "mode": mode, "label_percent": pct, "n_per_class": n,
+                         "n_train_total": n_train, **{k: v for k, v in row.items() if k not in ("mode", "n_per_class")}})
+    result = {"task": sweep["task"], "dataset": cfg["data"]["dataset"], "class_names": info["class_names"],
+              "seeds": cfg["finetune"]["seeds"], "rows": rows}
+    if dist.is_main:
+        write_json(out / "summary.json", result)
+    return result
+
+
+def main(argv=None) -> None:
+    parser = add_config_args(argparse.ArgumentParser(description="HEP-JEPA fine-tuning sweeps"))
+    args = parser.parse_args(argv)
+    cfg = config_from_args(args)
+    if is_done(args.out):
+        print(f"[hepjepa.finetune] {args.out}/done.json exists: nothing to do", flush=True)
+        return
+    dist = init_distributed(cfg["device"])
+    try:
+        torch.manual_seed(cfg["seed"])
+        if dist.is_main:
+            save_config(cfg, Path(args.out) / "config.yaml")
+        res = run(cfg, args.out, dist)
+        if dist.is_main:
+            mark_done(args.out, {"runs": len(res["rows"])})
+    finally:
+        cleanup()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
