@@ -193,17 +193,23 @@ def _bar(total, desc, enabled):
 
 # ------------------------------------------------------------------------------------------------- dataset, sampler
 class JetDataset(torch.utils.data.Dataset):
-    """Map-style dataset over cached arrays. Indexing with an array of indices returns a whole JetBatch."""
+    """Map-style dataset over cached arrays. Indexing with an array of indices returns a whole JetBatch.
 
-    def __init__(self, entries: list, file_idx: np.ndarray, row_idx: np.ndarray, label_map: np.ndarray):
-        self.entries, self.file_idx, self.row_idx, self.label_map = entries, file_idx, row_idx, label_map
+    Jets are numbered through the entries in order; `index` (optional) selects a subset of those global numbers, so
+    the full dataset needs no per-jet index arrays (JetClass: 100M jets)."""
+
+    def __init__(self, entries: list, label_map: np.ndarray, index: np.ndarray | None = None):
+        self.entries, self.label_map, self.index = entries, label_map, index
+        self.offsets = np.cumsum([0] + [len(e) for e in entries])
 
     def __len__(self) -> int:
-        return len(self.file_idx)
+        return int(self.offsets[-1]) if self.index is None else len(self.index)
 
     def gather(self, idx) -> dict:
         idx = np.sort(np.asarray(idx, dtype=np.int64).reshape(-1))
-        f, r = self.file_idx[idx], self.row_idx[idx]
+        g = idx if self.index is None else self.index[idx]
+        f = np.searchsorted(self.offsets, g, side="right") - 1
+        r = g - self.offsets[f]
         parts = []
         for k in np.unique(f):
             rows = r[f == k]
@@ -268,32 +274,28 @@ def build_dataset(cfg: dict, split: str, *, max_jets=None, n_per_class=None, sub
     label_map = np.full(len(names), -1, dtype=np.int64)
     for i, c in enumerate(chosen):
         label_map[names.index(c)] = i
-    file_idx, row_idx = [], []
-    for k, e in enumerate(entries):
-        keep = np.nonzero(label_map[np.asarray(e.arrays["label"])] >= 0)[0]
-        file_idx.append(np.full(len(keep), k, dtype=np.int64))
-        row_idx.append(keep)
-    file_idx, row_idx = np.concatenate(file_idx), np.concatenate(row_idx)
+    if n_per_class is None and (cfg["dataset"] == "jetclass" or cfg.get("classes") is None):
+        labels, index = None, None       # every cached jet is used: no per-jet label scan (JetClass files are per class)
+    else:
+        labels = np.concatenate([label_map[np.asarray(e.arrays["label"])].astype(np.int16) for e in entries])
+        index = None if (labels >= 0).all() else np.nonzero(labels >= 0)[0]    # top/qg class subsets
     if n_per_class is not None:
-        labels = np.concatenate([label_map[np.asarray(e.arrays["label"])] for e in entries])
-        offsets = np.cumsum([0] + [len(e) for e in entries])
-        lab = labels[offsets[file_idx] + row_idx]
         rng = np.random.default_rng(subset_seed)
         pick = []
         for c in range(len(chosen)):
-            have = np.nonzero(lab == c)[0]
+            have = np.nonzero(labels == c)[0]
             if len(have) < n_per_class:
                 raise DataError(f"data: {split} split has {len(have)} jets of class {chosen[c]}, "
                                 f"n_per_class={n_per_class} requested")
             pick.append(rng.choice(have, n_per_class, replace=False))
-        pick = np.sort(np.concatenate(pick))
-        file_idx, row_idx = file_idx[pick], row_idx[pick]
-    if max_jets is not None and max_jets < len(file_idx):
-        pick = np.sort(np.random.default_rng([subset_seed, 1]).choice(len(file_idx), max_jets, replace=False))
-        file_idx, row_idx = file_idx[pick], row_idx[pick]
-    if len(file_idx) == 0:
+        index = np.sort(np.concatenate(pick))
+    n = sum(len(e) for e in entries) if index is None else len(index)
+    if max_jets is not None and max_jets < n:
+        pick = np.sort(np.random.default_rng([subset_seed, 1]).choice(n, max_jets, replace=False))
+        index = pick if index is None else index[pick]
+    if n == 0 or (index is not None and len(index) == 0):
         raise DataError(f"data: {split} split of {cfg['root']!r} has no jets for classes {chosen}")
-    return JetDataset(entries, file_idx, row_idx, label_map)
+    return JetDataset(entries, label_map, index)
 
 
 # ------------------------------------------------------------------------------------------------- public API

@@ -47,6 +47,11 @@ class RawJets:
     def __len__(self) -> int:
         return self.p4.shape[0]
 
+    def first(self, k: int) -> "RawJets":
+        """The first k particles of every jet (views)."""
+        return RawJets(self.p4[:, :k], self.mask[:, :k], {n: v[:, :k] for n, v in self.part.items()}, self.jet,
+                       self.label, self.source)
+
     def select(self, rows) -> "RawJets":
         return RawJets(self.p4[rows], self.mask[rows], {k: v[rows] for k, v in self.part.items()}, self.jet[rows],
                        self.label[rows], self.source)
@@ -231,9 +236,12 @@ class PartFeatures(FeatureSet):
             _require(raw, PID_FIELDS, self.name)
         if "part_d0" in self.names:
             _require(raw, IP_FIELDS, self.name)
-        var = part_variables(raw)
-        x = np.stack([part_transform(k, var[k]) for k in self.names], -1)
-        return dict(x=_truncate(x, n), mask=_truncate(raw.mask, n), p4=_truncate(raw.p4, n))
+        k = min(raw.p4.shape[1], n)                      # per-particle features: compute on the kept ones only
+        var = part_variables(raw.first(k))
+        x = np.zeros((len(raw), n, len(self.names)), dtype=np.float32)
+        for i, name in enumerate(self.names):
+            x[:, :k, i] = part_transform(name, var[name])
+        return dict(x=x, mask=_truncate(raw.mask, n), p4=_truncate(raw.p4, n))
 
 
 class MPMv1Features(FeatureSet):

@@ -75,12 +75,6 @@ def num_entries(path: str) -> int:
         return int(tree.num_entries)
 
 
-def _pad(flat: np.ndarray, rows: np.ndarray, cols: np.ndarray, shape) -> np.ndarray:
-    out = np.zeros(shape, dtype=np.float32)
-    out[rows, cols] = flat
-    return out
-
-
 def _to_raw(arrays, path: str, label: int) -> RawJets:
     """uproot chunk (awkward record array) -> RawJets, vectorised."""
     counts = ak.to_numpy(ak.num(arrays["part_px"])).astype(np.int64)
@@ -88,15 +82,15 @@ def _to_raw(arrays, path: str, label: int) -> RawJets:
     rows = np.repeat(np.arange(b), counts)
     starts = np.cumsum(counts) - counts
     cols = np.arange(counts.sum()) - np.repeat(starts, counts)
-    flat = {}
-    for name in PARTICLE_FLOAT + PARTICLE_INT:
+    names = PARTICLE_FLOAT + PARTICLE_INT
+    flat = np.empty((len(rows), len(names)), dtype=np.float32)
+    for k, name in enumerate(names):
         a = arrays[name]
         if not np.array_equal(ak.to_numpy(ak.num(a)), counts):
             raise DataError(f"{path}: branch {name} has different particle counts than part_px")
-        v = ak.to_numpy(ak.flatten(a)).astype(np.float32)
-        if not np.isfinite(v).all():
-            raise DataError(f"{path}: branch {name} holds {int((~np.isfinite(v)).sum())} NaN/inf values")
-        flat[name] = v
+        flat[:, k] = ak.to_numpy(ak.flatten(a))
+        if not np.isfinite(flat[:, k]).all():
+            raise DataError(f"{path}: branch {name} holds {int((~np.isfinite(flat[:, k])).sum())} NaN/inf values")
     jet_b = {}
     for name in ["jet_pt", "jet_eta", "jet_phi", "jet_energy", "jet_nparticles"]:
         v = ak.to_numpy(arrays[name]).astype(np.float32)
@@ -116,8 +110,10 @@ def _to_raw(arrays, path: str, label: int) -> RawJets:
 
     mask = np.zeros((b, m), dtype=bool)
     mask[rows, cols] = True
-    part = {name: _pad(v, rows, cols, (b, m)) for name, v in flat.items()}
-    p4 = np.stack([part.pop("part_px"), part.pop("part_py"), part.pop("part_pz"), part.pop("part_energy")], -1)
+    padded = np.zeros((b, m, len(names)), dtype=np.float32)     # one scatter for all 16 particle branches
+    padded[rows, cols] = flat
+    p4 = padded[..., :4]                                        # part_px, part_py, part_pz, part_energy
+    part = {name: padded[..., k] for k, name in enumerate(names) if k >= 4}
 
     # pT order: JetClass is stored pT-descending; enforce it (stable, so ties keep the file order).
     pt = np.where(mask, np.hypot(p4[..., 0], p4[..., 1]), -np.inf)
