@@ -61,6 +61,7 @@ FINETUNE_DEFAULTS = {
     "max_steps": 10000,
     "max_epochs": None,          # optional cap in epochs over the (sub-sampled) training set
     "eval_every": 0,             # steps between validations; 0 = once per epoch
+    "eval_every_epochs": None,   # alternative: validate every this many epochs (MPMv2 for N < 1e4: 10)
     "patience": 5,               # validations without improvement before stopping
     "min_delta": 0.0,            # improvement needed to reset the patience
     "label_smoothing": 0.0,
@@ -70,6 +71,8 @@ FINETUNE_DEFAULTS = {
     "log_every": 50,
     "compile": False,
     "save_model": False,         # write the best classifier weights to <out>/classifier.pt
+    "per_n": {},                 # run_sweep: {N: {key: value}} overrides of this section for one N (MPMv2 recipe:
+                                 # e.g. {1000: {unfreeze_step: 100}, 10000000: {unfreeze_step: 20000, ...}})
 }
 
 
@@ -129,6 +132,14 @@ def finetune_settings(cfg: dict) -> dict:
     fc = {**copy.deepcopy(FINETUNE_DEFAULTS), **copy.deepcopy(section)}
     if fc["mode"] not in MODES:
         raise ValueError(f"config: finetune.mode = {fc['mode']!r}; expected one of {', '.join(MODES)}")
+    if int(fc["max_steps"]) < 1:
+        raise ValueError(f"config: finetune.max_steps must be >= 1 (got {fc['max_steps']})")
+    if not isinstance(fc["per_n"] or {}, dict):
+        raise ValueError(f"config: finetune.per_n must be a mapping N -> overrides (got {fc['per_n']!r})")
+    for key, over in (fc["per_n"] or {}).items():
+        bad = sorted(set(over or {}) - set(FINETUNE_DEFAULTS) | ({"per_n", "n_per_class", "seeds"} & set(over or {})))
+        if bad:
+            raise ValueError(f"config: finetune.per_n.{key}: cannot override {', '.join(bad)}")
     if not isinstance(fc["head"], dict) or "kind" not in fc["head"]:
         raise ValueError(f"config: finetune.head must be a mapping with 'kind' (got {fc['head']!r})")
     if fc["mode"] == "fixed" or (fc["mode"] == "finetune" and fc["unfreeze_step"] is None):
@@ -286,6 +297,8 @@ def run_finetune(cfg: dict, build_backbone: Callable[[], nn.Module],
     if fc["max_epochs"] is not None:
         max_steps = min(max_steps, int(fc["max_epochs"]) * steps_per_epoch)
     eval_every = int(fc["eval_every"]) or steps_per_epoch
+    if fc["eval_every_epochs"]:
+        eval_every = int(fc["eval_every_epochs"]) * steps_per_epoch
     n_train = len(train.dataset) if hasattr(train, "dataset") else None
 
     log = MetricLogger(out_dir, enabled=dist.is_main)
@@ -366,27 +379,37 @@ def run_sweep(cfg: dict, build_backbone: Callable[[], nn.Module],
     <out_dir>/n<N|all>/seed<S>/. Writes <out_dir>/summary.json: per N the mean and sample std (ddof=1) over seeds
     of every scalar test metric, and `rows` ready for common.results.write_result (metric -> list over seeds)."""
     fc = finetune_settings(cfg)
+    per_n = {str(k): v for k, v in (fc["per_n"] or {}).items()}
     ns = n_values if n_values is not None else fc["n_per_class"]
     ns = list(ns) if isinstance(ns, (list, tuple)) else [ns]
     seeds = list(seeds if seeds is not None else fc["seeds"])
     out_dir = Path(out_dir)
     summary = {"mode": fc["mode"], "seeds": seeds, "per_n": {}, "rows": []}
     for n in ns:
+        cfg_n = copy.deepcopy(cfg)
+        cfg_n["finetune"].update(copy.deepcopy(per_n.get(str(n)) or {}))
         runs = []
         for s in seeds:
-            runs.append(run_finetune(cfg, build_backbone, load_pretrained, out_dir / f"n{n if n is not None else 'all'}"
+            runs.append(run_finetune(cfg_n, build_backbone, load_pretrained, out_dir / f"n{n if n is not None else 'all'}"
                                      / f"seed{s}", dist, seed=s, n_per_class=n, loader_fn=loader_fn,
                                      class_names=class_names))
         flat = [_flat(r["test"]) for r in runs]
         keys = [k for k in flat[0] if all(isinstance(f.get(k), (int, float)) for f in flat)]
-        stats = {k: {"mean": float(np.mean([f[k] for f in flat])),
-                     "std": float(np.std([f[k] for f in flat], ddof=1)) if len(flat) > 1 else 0.0,
-                     "values": [float(f[k]) for f in flat]} for k in keys}
+        stats = {k: _mean_std([float(f[k]) for f in flat]) for k in keys}
         summary["per_n"][str(n)] = stats
         summary["rows"].append({"mode": fc["mode"], "n_per_class": n, **{k: v["values"] for k, v in stats.items()}})
     if dist.is_main:
         write_json(out_dir / "summary.json", summary)
     return summary
+
+
+def _mean_std(values: list[float]) -> dict:
+    """Mean and sample std (ddof=1; 0 for one seed) over seeds; nan std when a value is infinite (e.g. rejection)."""
+    v = np.asarray(values, dtype=float)
+    finite = np.isfinite(v).all()
+    std = float(np.std(v, ddof=1)) if len(v) > 1 and finite else (0.0 if finite else math.nan)
+    return {"mean": float(np.mean(v)) if finite else float(np.inf if np.isposinf(v).any() else np.nan),
+            "std": std, "values": values}
 
 
 def _flat(d: dict, prefix: str = "") -> dict:

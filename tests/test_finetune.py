@@ -228,11 +228,14 @@ def test_early_stopping_triggers(tmp_path):
     # without a pressure to stop, the run goes to max_steps
     res2, _ = _run(tmp_path / "b", mode="scratch", eval_every=2, patience=100, max_steps=10)
     assert not res2["stopped_early"] and res2["steps"] == 10
+    # validation every 2 epochs (64 jets / batch 16 = 4 steps per epoch), plus the last step
+    res3, _ = _run(tmp_path / "c", mode="scratch", eval_every_epochs=2, max_steps=20)
+    assert [s for s, _ in res3["val_curve"]] == [8, 16, 20]
 
 
 def test_sweep_n_per_class_and_seeds(tmp_path):
     loader_fn = make_loader_fn()
-    cfg = _cfg(mode="scratch", max_steps=4, n_per_class=[4, 8], seeds=[0, 1])
+    cfg = _cfg(mode="scratch", max_steps=4, n_per_class=[4, 8], seeds=[0, 1], per_n={8: {"max_steps": 3}})
     summary = run_sweep(cfg, TinyBackbone, None, tmp_path, Dist(), loader_fn=loader_fn, class_names=CLASSES)
     train_calls = [c for c in loader_fn.calls if c["split"] == "train"]
     assert [(c["n_per_class"], c["subset_seed"]) for c in train_calls] == [(4, 0), (4, 1), (8, 0), (8, 1)]
@@ -243,6 +246,7 @@ def test_sweep_n_per_class_and_seeds(tmp_path):
         assert st["mean"] == pytest.approx(np.mean(accs)) and st["std"] == pytest.approx(np.std(accs, ddof=1))
         r = json.loads((tmp_path / f"n{n}" / "seed0" / "result.json").read_text())
         assert r["n_train_jets"] == 2 * n
+        assert r["steps"] == (3 if n == 8 else 4)  # per_n overrides for one N
     assert (tmp_path / "summary.json").exists()
     assert summary["rows"][0]["n_per_class"] == 4 and len(summary["rows"][0]["accuracy"]) == 2
     # a finished run is read back, not retrained
@@ -256,6 +260,8 @@ def test_bad_finetune_config():
         finetune_settings(_cfg(lrr=1))
     with pytest.raises(ValueError, match="mode"):
         finetune_settings(_cfg(mode="frozen"))
+    with pytest.raises(ValueError, match="per_n.100: cannot override seeds"):
+        finetune_settings(_cfg(per_n={100: {"seeds": [1]}}))
     with pytest.raises(ValueError, match="run_sweep"):
         run_finetune(_cfg(n_per_class=[1, 2]), TinyBackbone, None, "/tmp/unused", Dist(), class_names=CLASSES,
                      loader_fn=make_loader_fn())
