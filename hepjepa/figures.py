@@ -1,0 +1,121 @@
+"""HEP-JEPA figures (PNG):
+
+  Figure 2  validation loss against step, fine-tuned vs from scratch at 0.5 % labels, and the step at which the
+            fine-tuned model first reaches the best validation loss of the from-scratch model (data: the val-loss
+            curves that common.finetune keeps in each run's result.json);
+  Figure 3  t-SNE (scikit-learn) of the pooled embeddings (masked mean over patch tokens) of test jets, coloured by
+            class: the pretrained backbone beside the same architecture at random initialisation.
+
+    python -m hepjepa.figures --config hepjepa/configs/mini/finetune_jetclass.yaml --out runs/mini/hepjepa/figures \
+        --finetune-dir runs/mini/hepjepa/ft_jetclass sweep.pretrained=runs/mini/hepjepa/pretrain/checkpoint.pt
+Writes figure2_loss_vs_step.png, figure2.json (the numbers), figure3_tsne.png and done.json into --out.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from common.batch import JetBatch
+from common.config import add_config_args, config_from_args
+from common.data import dataset_info, load_arrays
+from common.plots import save_figure
+from common.pooling import masked_mean
+from common.train_utils import mark_done, write_json
+
+from .finetune import backbone_factory
+
+
+def _curve(run_dir: Path, mode: str, pct) -> list | None:
+    """val_curve [[step, loss], ...] of the first seed of <run_dir>/<mode>/pct<pct>/n*/seed*/result.json."""
+    found = sorted((run_dir / mode / f"pct{pct}").glob("n*/seed*/result.json"))
+    return json.loads(found[0].read_text())["val_curve"] if found else None
+
+
+def figure2(finetune_dir, out_dir, pct=0.5) -> dict:
+    """Val loss vs step for fine-tuned and scratch at `pct` % labels; returns the numbers written to figure2.json."""
+    ft, sc = _curve(Path(finetune_dir), "finetune", pct), _curve(Path(finetune_dir), "scratch", pct)
+    if not ft or not sc:
+        raise FileNotFoundError(f"{finetune_dir}: no finetune/scratch runs at pct{pct} (run hepjepa.finetune first)")
+    best_scratch = min(v for _, v in sc)
+    reach = next((s for s, v in ft if v <= best_scratch), None)  # first step where fine-tuning matches it
+    fig = Figure(figsize=(6, 4.2), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    ax.plot(*zip(*sc), "o-", ms=3, label="from scratch")
+    ax.plot(*zip(*ft), "o-", ms=3, label="HEP-JEPA fine-tuned")
+    ax.axhline(best_scratch, color="grey", ls=":", lw=1, label=f"best scratch loss {best_scratch:.3f}")
+    if reach is not None:
+        ax.axvline(reach, color="C1", ls="--", lw=1, label=f"fine-tuned reaches it at step {reach}")
+    else:
+        ax.plot([], [], " ", label="fine-tuned never reaches it in this run")
+    ax.set(xlabel="fine-tuning step", ylabel="validation loss", title=f"JetClass, {pct}% labels")
+    ax.legend(fontsize=8)
+    save_figure(fig, Path(out_dir) / "figure2_loss_vs_step.png")
+    info = {"label_percent": float(pct), "best_scratch_val_loss": best_scratch,
+            "best_scratch_step": min(sc, key=lambda sv: sv[1])[0], "finetune_reaches_scratch_best_at_step": reach,
+            "finetune_best_val_loss": min(v for _, v in ft), "finetune_curve": ft, "scratch_curve": sc}
+    write_json(Path(out_dir) / "figure2.json", info)
+    return info
+
+
+@torch.no_grad()
+def pooled_embeddings(backbone, arrays: dict, batch_size: int = 256) -> np.ndarray:
+    backbone.eval()
+    out = []
+    for i in range(0, len(arrays["label"]), batch_size):
+        sl = slice(i, i + batch_size)
+        b = JetBatch(*(torch.from_numpy(arrays[k][sl]) for k in ("x", "mask", "p4", "jet", "label")))
+        h, m = backbone(b)
+        out.append(masked_mean(h, m).numpy())
+    return np.concatenate(out)
+
+
+def figure3(cfg: dict, out_dir, max_jets: int = 2000, seed: int = 0) -> None:
+    """t-SNE of pooled test-jet embeddings: pretrained (sweep.pretrained) vs random initialisation."""
+    from sklearn.manifold import TSNE
+
+    info = dataset_info(cfg["data"])
+    arrays = load_arrays(cfg["data"], "test", max_jets=max_jets)
+    build, load = backbone_factory(cfg)
+    torch.manual_seed(seed)
+    pretrained = build()
+    load(pretrained)
+    panels = {"HEP-JEPA pretrained": pretrained, "random initialisation": build()}
+    fig = Figure(figsize=(11, 5), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 2)
+    y = arrays["label"]
+    for ax, (title, net) in zip(axes, panels.items()):
+        z = pooled_embeddings(net, arrays)
+        perplexity = float(min(30.0, max(2.0, (len(z) - 1) / 4)))
+        emb = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(z)
+        for c, name in enumerate(info["class_names"]):
+            sel = y == c
+            if sel.any():
+                ax.scatter(emb[sel, 0], emb[sel, 1], s=4, alpha=0.6, label=name)
+        ax.set(title=f"{title} ({len(z)} test jets)", xticks=[], yticks=[])
+    axes[1].legend(markerscale=3, fontsize=7, loc="best")
+    save_figure(fig, Path(out_dir) / "figure3_tsne.png")
+
+
+def main(argv=None) -> None:
+    parser = add_config_args(argparse.ArgumentParser(description="HEP-JEPA Figures 2 and 3"))
+    parser.add_argument("--finetune-dir", required=True, help="output folder of hepjepa.finetune on JetClass")
+    parser.add_argument("--label-percent", default="0.5", help="label fraction of Figure 2 (a sweep folder pct<P>)")
+    parser.add_argument("--tsne-jets", type=int, default=2000, help="test jets in the t-SNE")
+    args = parser.parse_args(argv)
+    cfg = config_from_args(args)
+    f2 = figure2(args.finetune_dir, args.out, args.label_percent)
+    figure3(cfg, args.out, args.tsne_jets, cfg["seed"])
+    mark_done(args.out, {"finetune_reaches_scratch_best_at_step": f2["finetune_reaches_scratch_best_at_step"]})
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
