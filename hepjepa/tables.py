@@ -1,0 +1,138 @@
+"""HEP-JEPA results tables laid out like the paper's (published numbers beside ours via common.results).
+
+    python -m hepjepa.tables --runs runs/mini/hepjepa --out runs/mini/hepjepa/tables --profile mini
+
+Reads the summary.json files that hepjepa.finetune wrote under --runs:
+  ft_jetclass/              -> hepjepa.jetclass_fewshot   (mode x label %, accuracy; AUC kept as an extra column)
+  ft_top/, ft_qg/           -> hepjepa.top_tagging, hepjepa.quark_gluon (accuracy, AUC, 1/eps_B at 50 % and 30 %)
+  ablation/<name>/probe/    -> hepjepa.ablation_*  (each ablation run is matched to the table of the one switch in
+                               which its config differs from ablation/base; the base run gives the reference row)
+and the pretraining run (pretrain/) for the scale line. Writes <out>/<table_id>.json (common.results.write_result) and
+<out>/hepjepa.md (all tables rendered).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+from common.results import render_table, write_result
+
+MODE_NAMES = {"fixed": "frozen", "finetune": "finetune", "scratch": "scratch"}  # harness name -> paper wording
+METRICS = ("accuracy", "auc", "rejection_50", "rejection_30")
+
+# ablation table -> (key column, function of the resolved config giving that column's value)
+ABLATIONS = {
+    "hepjepa.ablation_masking": ("masking", lambda c: c["masking"]["strategy"]),
+    "hepjepa.ablation_num_targets": ("num_targets", lambda c: int(c["masking"]["num_targets"])),
+    "hepjepa.ablation_physics_bias": ("physics_bias", lambda c: "on" if c["model"]["physics_bias"] else "off"),
+    "hepjepa.ablation_registers": ("registers", lambda c: "on" if int(c["model"]["num_registers"]) > 0 else "off"),
+    "hepjepa.ablation_augmentations": ("augmentations", lambda c: "on" if c["augment"]["enabled"] else "off"),
+}
+
+
+def _read(path: Path):
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _pretrain_scale(runs: Path, name: str = "pretrain") -> str:
+    cfg_path = runs / name / "config.yaml"
+    if not cfg_path.is_file():
+        return "pretraining run not found"
+    cfg = yaml.safe_load(cfg_path.read_text())
+    t = cfg["train"]
+    return (f"pretrained {t['steps']} steps x {t['batch_size']} jets on {cfg['data']['dataset']} "
+            f"({cfg['data']['root']}), d={cfg['model']['dim']}, depth {cfg['model']['depth']}")
+
+
+def _meta(summary: dict, profile: str, scale: str, notes: str = "") -> dict:
+    n_train = summary["rows"][0]["n_train_total"] if summary["rows"] else None
+    return {"profile": profile, "dataset": summary["dataset"], "class_order": summary["class_names"],
+            "seeds": summary["seeds"], "scale": f"{scale}; fine-tuning pool {n_train} labelled jets (100 %)",
+            "notes": notes}
+
+
+def _metric_cols(row: dict) -> dict:
+    return {m: row.get(m) for m in METRICS if m in row}
+
+
+def fewshot_rows(summary: dict) -> list[dict]:
+    return [{"mode": MODE_NAMES[r["mode"]], "label_percent": r["label_percent"], "n_per_class": r["n_per_class"],
+             **_metric_cols(r)} for r in summary["rows"]]
+
+
+def transfer_rows(summary: dict) -> list[dict]:
+    return [{"model": MODE_NAMES[r["mode"]], **_metric_cols(r)} for r in summary["rows"]]
+
+
+def ablation_tables(runs: Path) -> dict[str, list[dict]]:
+    """{table_id: rows} from ablation/<name>/probe/{summary.json, config.yaml}; rows carry the probe accuracy."""
+    root = runs / "ablation"
+    base_cfg_path = root / "base" / "probe" / "config.yaml"
+    if not base_cfg_path.is_file():
+        return {}
+    base_cfg = yaml.safe_load(base_cfg_path.read_text())
+    out: dict[str, list[dict]] = {t: [] for t in ABLATIONS}
+    for probe in sorted(root.glob("*/probe")):
+        summary, cfg_path = _read(probe / "summary.json"), probe / "config.yaml"
+        if summary is None or not cfg_path.is_file():
+            continue
+        cfg = yaml.safe_load(cfg_path.read_text())
+        r = summary["rows"][0]
+        for table, (key, value) in ABLATIONS.items():
+            others = [t for t in ABLATIONS if t != table]
+            same_elsewhere = all(ABLATIONS[o][1](cfg) == ABLATIONS[o][1](base_cfg) for o in others)
+            if same_elsewhere and (probe.parent.name == "base" or value(cfg) != value(base_cfg)):
+                out[table].append({key: value(cfg), "accuracy": r.get("accuracy"), "auc": r.get("auc")})
+    return {t: rows for t, rows in out.items() if rows}
+
+
+def write_tables(runs, out, profile: str) -> list[str]:
+    runs, out = Path(runs), Path(out)
+    scale = _pretrain_scale(runs)
+    written, md = [], []
+    jobs = [("hepjepa.jetclass_fewshot", runs / "ft_jetclass", fewshot_rows,
+             "Few-shot: label_percent of the fine-tuning pool, spread evenly over the classes; frozen = backbone "
+             "fixed, head trained."),
+            ("hepjepa.top_tagging", runs / "ft_top", transfer_rows, "JetClass-pretrained backbone, all labels."),
+            ("hepjepa.quark_gluon", runs / "ft_qg", transfer_rows, "JetClass-pretrained backbone, all labels, "
+                                                                    "kinematic features only.")]
+    for table_id, folder, to_rows, notes in jobs:
+        summary = _read(folder / "summary.json")
+        if summary is None:
+            continue
+        rows, meta = to_rows(summary), _meta(summary, profile, scale, notes)
+        write_result(out / f"{table_id}.json", table_id, rows, meta)
+        md.append(render_table(table_id, rows, meta))
+        written.append(table_id)
+    abl = ablation_tables(runs)
+    if abl:
+        base = _read(runs / "ablation" / "base" / "probe" / "summary.json")
+        r0 = base["rows"][0]
+        for table_id, rows in abl.items():
+            meta = _meta(base, profile, _pretrain_scale(runs / "ablation" / "base", "pretrain"),
+                         f"Frozen-backbone probe ({r0['mode']}) at {r0['label_percent']} % labels after the shortened "
+                         f"ablation pretraining; one switch changed per row.")
+            write_result(out / f"{table_id}.json", table_id, rows, meta)
+            md.append(render_table(table_id, rows, meta))
+            written.append(table_id)
+    (out / "hepjepa.md").write_text("\n\n".join(md) + "\n")
+    return written
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description="HEP-JEPA results tables")
+    ap.add_argument("--runs", required=True, help="the HEP-JEPA run folder (holds pretrain/, ft_jetclass/, ...)")
+    ap.add_argument("--out", required=True, help="where the table JSON files and hepjepa.md go")
+    ap.add_argument("--profile", default="mini")
+    args = ap.parse_args(argv)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    written = write_tables(args.runs, args.out, args.profile)
+    print(f"[hepjepa.tables] wrote {', '.join(written) or 'no tables (no finished runs found)'} into {args.out}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
