@@ -3,8 +3,10 @@
 Three pieces:
 - `write_result(path, table_id, rows, meta)`: one JSON file per (partial) table, written atomically by a method's
   evaluation or table script. A row is a dict of key columns and metric values; a metric value may be a float, a list
-  of floats (one per seed) or None (the run did not produce it). Several files, or several rows with the same keys
-  (one per seed), are merged and shown as mean ± std.
+  of floats (one per seed), None (the run should have produced it and did not: flagged **missing**) or a string
+  (deliberately not produced, e.g. "not run by the kit": printed as "– (<string>)"). Several files, or several rows
+  with the same keys (one per seed), are merged and shown as mean ± std. Write each row once: either per-step files
+  or one file from the method's table script, not both.
 - `render_table(table_id, rows, meta)`: a Markdown table with, for every metric, an "ours" column and a
   "published (source)" column taken from `common/published.yaml`, the one cited data file of published numbers.
 - `python -m common.results --runs <out> --profile <p>`: collects every result file of a run and writes
@@ -182,7 +184,8 @@ def _fmt_ours(v, percent: bool) -> str | None:
         return f"{_fmt_num(mean, d)} ± {_fmt_num(std, d if d is not None else _auto_digits(mean))} (n={n})"
     vals = _values(v)
     if not vals:
-        return None
+        notes = [x for x in (v if isinstance(v, (list, tuple)) else [v]) if isinstance(x, str)]
+        return f"– ({notes[0]})" if notes else None  # a string = deliberately not produced, e.g. "not run by the kit"
     if percent:
         vals = [100 * x for x in vals]
     d = 1 if percent else _auto_digits(sum(vals) / len(vals))
@@ -210,6 +213,8 @@ def _fmt_published(v) -> str:
 
 
 def _fmt_key(v) -> str:
+    if v is None:
+        return "–"
     if isinstance(v, float) and v.is_integer():
         return str(int(v))
     return str(v)

@@ -78,6 +78,13 @@ def test_render_flags_missing_and_grid_rows_by_profile():
     assert "**missing** (step mpm/x failed)" in _row_cells(none, "scratch")[2]
 
 
+def test_string_metric_means_deliberately_not_run_and_is_not_missing():
+    text = R.render_table("mpm.toy", [{"mode": "fixed", "n_train": 1000, "accuracy": 0.5, "auc": "not run by the kit"}],
+                          {"profile": "mini"}, published=PUB)
+    assert _row_cells(text, "fixed")[5] == "– (not run by the kit)"
+    assert R.render_table.last_missing == 0
+
+
 def test_ours_rows_without_published_counterpart_say_not_published():
     text = R.render_table("mpm.toy", [{"mode": "fixed", "n_train": 100, "accuracy": 0.2, "auc": 0.6}],
                           {"profile": "mini"}, published=PUB)
