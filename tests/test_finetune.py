@@ -1,9 +1,7 @@
 """common.finetune: modes (fixed is bit-identical, scratch re-initialises), CatchupToLR values, early stopping,
 N-per-class sweeps with mean/std, result.json; one integration run through common.data on tiny Top-tagging files."""
-import importlib
 import json
 import sys
-import types
 
 import numpy as np
 import pytest
@@ -12,29 +10,11 @@ from torch import nn
 
 from common.batch import JetBatch
 from common.distributed import Dist
-from common.finetune import (Classifier, build_classifier, build_lr_scheduler, catchup_lr, finetune_settings,
-                             run_finetune, run_sweep, _optimizer)
+from common.finetune import (Classifier, _optimizer, build_classifier, build_lr_scheduler, catchup_lr,
+                             evaluate_metrics, finetune_settings, run_finetune, run_sweep)
 from test_train_utils import FakeJetLoader
 
 CLASSES = ["QCD", "Top"]
-
-
-@pytest.fixture(autouse=True)
-def _metrics_module(monkeypatch):
-    """Use common.metrics when it exists; otherwise a scikit-learn stand-in with the contract's functions."""
-    try:
-        importlib.import_module("common.metrics")
-    except ImportError:
-        from sklearn.metrics import roc_auc_score, roc_curve
-        fake = types.ModuleType("common.metrics")
-        fake.auc = lambda y, s: roc_auc_score(y, s)
-
-        def rejection_at(y, s, eff):
-            fpr, tpr, _ = roc_curve(y, s)
-            return 1.0 / max(np.interp(eff, tpr, fpr), 1e-12)
-        fake.rejection_at = rejection_at
-        fake.multiclass_metrics = lambda y, p, names: {"auc": roc_auc_score(y, p, multi_class="ovr")}
-        monkeypatch.setitem(sys.modules, "common.metrics", fake)
 
 
 class TinyBackbone(nn.Module):
@@ -359,3 +339,18 @@ def test_finetune_ddp_two_processes_match_one(tmp_path):
     assert r0["res"]["test"] == pytest.approx(single["test"], rel=1e-5)
     assert r0["res"]["test"] == r1["res"]["test"]
     assert json.loads((out / "result.json").read_text())["world_size"] == 2
+
+
+def test_evaluate_metrics_binary_and_multiclass():
+    from sklearn.metrics import roc_auc_score
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 500)
+    p1 = np.clip(0.3 * y + rng.random(500) * 0.7, 0, 1)
+    m = evaluate_metrics(y, np.stack([1 - p1, p1], 1), CLASSES)
+    assert m["auc"] == pytest.approx(roc_auc_score(y, p1)) and m["accuracy"] == pytest.approx(np.mean((p1 > 0.5) == y))
+    assert m["rejection_30"] >= m["rejection_50"] > 1
+    y3 = rng.integers(0, 3, 600)
+    p3 = rng.dirichlet(np.ones(3), 600)
+    m3 = evaluate_metrics(y3, p3, ["QCD", "Hbb", "Tbqq"])
+    assert m3["auc"] == pytest.approx(roc_auc_score(y3, p3, multi_class="ovr"))
+    assert m3["accuracy"] == pytest.approx(np.mean(p3.argmax(1) == y3))
