@@ -9,6 +9,8 @@ nothing that looks finished.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -74,8 +76,28 @@ def get_or_build(cache_dir: str, source: str, feature_name: str, feature_key: st
     final = os.path.join(cache_dir, f"{slot}.{key}")
     if os.path.exists(os.path.join(final, "meta.json")):
         return CacheEntry(final)
-    for old in os.listdir(cache_dir):                      # invalidate: same slot, other key
-        if old.startswith(slot + ".") and not old.endswith(".tmp") and old != os.path.basename(final):
+    with file_lock(os.path.join(cache_dir, f"{slot}.lock")):    # DDP ranks / workers: one converts, others wait
+        if os.path.exists(os.path.join(final, "meta.json")):
+            return CacheEntry(final)
+        _build(cache_dir, slot, final, source, key, feature_key, num_particles, n_rows, build, extra)
+    return CacheEntry(final)
+
+
+@contextlib.contextmanager
+def file_lock(path: str):
+    """Exclusive advisory lock (fcntl.flock) held for the duration of the block."""
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _build(cache_dir, slot, final, source, key, feature_key, num_particles, n_rows, build, extra):
+    # Invalidate: other keys of this slot are stale, and (under the lock) any .tmp is left by a killed conversion.
+    for old in os.listdir(cache_dir):
+        if old.startswith(slot + ".") and not old.endswith(".lock") and old != os.path.basename(final):
             shutil.rmtree(os.path.join(cache_dir, old), ignore_errors=True)
     tmp = f"{final}.{uuid.uuid4().hex[:8]}.tmp"
     os.makedirs(tmp)
@@ -103,14 +125,10 @@ def get_or_build(cache_dir: str, source: str, feature_name: str, feature_key: st
         meta["arrays"] = [a[:-4] for a in meta["arrays"]]
         with open(os.path.join(tmp, "meta.json"), "w") as f:
             json.dump(meta, f, indent=1, default=str)
-        try:
-            os.rename(tmp, final)
-        except OSError:                                    # another process finished the same entry first
-            shutil.rmtree(tmp, ignore_errors=True)
+        os.rename(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return CacheEntry(final)
 
 
 def atomic_pickle(obj, path: str) -> None:

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from common import jetclass, quarkgluon, toptagging
 from common.batch import JetBatch
-from common.cache import atomic_pickle, get_or_build, source_stat
+from common.cache import atomic_pickle, file_lock, get_or_build, source_stat
 from common.features import DataError, FeatureSet, RawJets, fit_mpmv2_quantiles, get_feature_set
 
 DATASETS = ("jetclass", "toptagging", "qg")
@@ -139,18 +139,21 @@ def _mpmv2_state(cfg: dict):
           "fit_jets": MPMV2_FIT_JETS, "classes": _class_names(cfg)[1]}
     key = hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()[:20]
     path = os.path.join(_cache_dir(cfg), f"mpmv2_quantiles.{key}.pkl")
-    if os.path.exists(path):
-        with open(path, "rb") as f:
-            return pickle.load(f), key
+    os.makedirs(_cache_dir(cfg), exist_ok=True)
+    with file_lock(path + ".lock"):
+        if not os.path.exists(path):
+            atomic_pickle(_fit_mpmv2(cfg, train, fs), path)
+    with open(path, "rb") as f:
+        return pickle.load(f), key
+
+
+def _fit_mpmv2(cfg, train, fs):
     per_file = max(1, MPMV2_FIT_JETS // len(train))
     raws = []
     for f, a, b in train:
         s, e = _row_range(_num_entries(cfg["dataset"], f), a, b)
         raws += list(iter_raw(cfg["dataset"], f, s, min(e, s + per_file)))
-    qt = fit_mpmv2_quantiles(raws, n_quantiles=fs.params["n_quantiles"])
-    os.makedirs(_cache_dir(cfg), exist_ok=True)
-    atomic_pickle(qt, path)
-    return qt, key
+    return fit_mpmv2_quantiles(raws, n_quantiles=fs.params["n_quantiles"])
 
 
 def cached_entries(cfg: dict, split: str, progress: bool = True) -> list:

@@ -32,6 +32,10 @@ def cfg_for(root, **kw):
     return cfg
 
 
+def entries(cache):
+    return [d for d in os.listdir(cache) if not d.endswith(".lock")]
+
+
 def collect(loader):
     return [b for b in loader]
 
@@ -75,21 +79,28 @@ def test_cache_invalidation(tmp_path):
     cfg = cfg_for(root, features="omnijet")
     first = load_arrays(cfg, "train")
     cache = os.path.join(root, ".cache")
-    n_entries = len(os.listdir(cache))
+    n_entries = len(entries(cache))
     # same config: same entries
     load_arrays(cfg, "train")
-    assert len(os.listdir(cache)) == n_entries
+    assert len(entries(cache)) == n_entries
     # the source changes (new content, size, mtime): rebuilt, stale entry removed
     write_jetclass(os.path.join(root, "train"), 25, classes=["QCD"], seed=9)
     second = load_arrays(cfg, "train")
     assert len(second["label"]) == 45 and not np.array_equal(second["x"][20:40], first["x"][20:40])  # QCD rows
     np.testing.assert_array_equal(second["x"][:20], first["x"][:20])                                # Hbb kept
-    assert len(os.listdir(cache)) == n_entries
+    assert len(entries(cache)) == n_entries
     # another feature set or particle count: separate entries
     load_arrays(cfg_for(root, features="omnijet", num_particles=32), "train")
     load_arrays(cfg_for(root, features="part_kin"), "train")
-    assert len(os.listdir(cache)) == 3 * n_entries
+    assert len(entries(cache)) == 3 * n_entries
     assert not [d for d in os.listdir(cache) if d.endswith(".tmp")]
+    # a conversion killed mid-way (SIGKILL: no cleanup) leaves a .tmp that the next conversion of that slot removes
+    slot = [d for d in sorted(entries(cache)) if "-omnijet-n32-" in d][0].rsplit(".", 1)[0]
+    stale = os.path.join(cache, slot + ".deadbeef.tmp")
+    os.makedirs(stale)
+    write_jetclass(os.path.join(root, "train"), 21, classes=["QCD", "Hbb"], seed=11)
+    load_arrays(cfg_for(root, features="omnijet", num_particles=32), "train")
+    assert not os.path.exists(stale) and len(entries(cache)) == 3 * n_entries
     # an interrupted conversion leaves nothing that looks finished
     bad = cfg_for(root, features="part_kinpid")
 
@@ -103,7 +114,7 @@ def test_cache_invalidation(tmp_path):
             load_arrays(bad, "train")
     finally:
         FEATURE_SETS["part_kinpid"].compute = orig
-    assert len(os.listdir(cache)) == 3 * n_entries
+    assert len(entries(cache)) == 3 * n_entries
     load_arrays(bad, "train")
 
 
