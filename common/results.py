@@ -243,11 +243,12 @@ def render_table(table_id: str, rows: list[dict], meta: dict, *, published: dict
                  missing_reason: str | None = None, not_run: str | None = None) -> str:
     """Markdown table: key columns, then per metric "ours" and "published (source)".
 
-    rows: our rows (may be empty: then every expected cell is flagged missing with `missing_reason`, or, when
-    `not_run` says why the profile does not produce this table, marked "– (<not_run>)" without a missing flag).
+    rows: our rows. A metric without a value is flagged **missing**. When rows is empty, either `missing_reason`
+    says why (the producing step failed: flagged) or `not_run` says why the profile does not produce this table
+    (not flagged).
     meta: profile, dataset, scale, seeds, class_order, notes.
-    Rows that published.yaml lists but our run did not produce: flagged "missing" in the paper profile, "not in the
-    <profile> grid" otherwise (the reduced profiles run smaller label grids; the cell says so instead of guessing).
+    At paper scale every published row is expected, and one we did not produce is flagged missing. The reduced
+    profiles run smaller label grids; published rows outside them are listed in a second, published-only table.
     """
     entry = published_table(table_id, published)
     if entry is None:  # a table of ours with no published counterpart: derive columns from the rows
@@ -263,14 +264,14 @@ def render_table(table_id: str, rows: list[dict], meta: dict, *, published: dict
     ours = aggregate_rows(rows, keys, metrics)
     pub = OrderedDict((tuple(_canon(r.get(k)) for k in keys), r) for r in entry.get("rows") or [])
     ref_maps = [{tuple(_canon(r.get(k)) for k in keys): r for r in ref.get("rows") or []} for ref in refs]
+    paper = profile == "paper"
+    expected = [k for k in pub if pub[k].get("ours") is not False]  # rows the paper-scale run must produce
 
-    order = list(ours) + [k for k in pub if k not in ours]  # our rows first, then published rows we did not run
+    # Main table: our rows (at paper scale also every expected published row, flagged when absent).
+    main = list(ours) + ([k for k in expected if k not in ours] if paper and (rows or missing_reason) else [])
+    placeholder = not rows and missing_reason is not None and not main  # failed, and no grid to show: one row
+
     cite = _short_cite(entry)
-    header = list(keys)
-    for m in metrics:
-        unit = " [%]" if m in percent else ""
-        header += [f"{m}{unit} ours", f"{m}{unit} published ({cite})"]
-        header += [f"{m}{unit} {ref['name']}" for ref in refs]
     lines = [f"### {table_id}: {entry['title']}", "", f"Published: {entry['source']}."]
     for ref in refs:
         lines.append(f"Reference '{ref['name']}': {ref['source']}.")
@@ -278,46 +279,48 @@ def render_table(table_id: str, rows: list[dict], meta: dict, *, published: dict
         lines.append(f"Note: {entry['note'].strip()}")
     lines.append("")
     lines.append(f"Not reproduced by the {profile} profile: {not_run}." if not rows and not_run else _meta_line(meta))
-    lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+
     n_missing = 0
-    for k in order:
-        p_row = pub.get(k, {})
-        o_row = ours.get(k)
-        key_vals = o_row["_keys"] if o_row else {kk: p_row.get(kk) for kk in keys}
-        cells = [_fmt_key(key_vals[kk]) for kk in keys]
+    if main or placeholder:
+        header = list(keys)
         for m in metrics:
-            if o_row is not None:
-                s = _fmt_ours(o_row[m], m in percent)
-                if s is None:
-                    s = f"**missing** ({missing_reason or 'the run produced no value'})"
+            unit = " [%]" if m in percent else ""
+            header += [f"{m}{unit} ours", f"{m}{unit} published ({cite})"] + [f"{m}{unit} {r['name']}" for r in refs]
+        lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for k in main or [None]:
+            o_row, p_row = ours.get(k), pub.get(k, {})
+            key_vals = o_row["_keys"] if o_row else {kk: p_row.get(kk) for kk in keys}
+            cells = [_fmt_key(key_vals.get(kk)) for kk in keys]
+            for m in metrics:
+                cell = _fmt_ours(o_row[m], m in percent) if o_row is not None else None
+                if cell is None:
+                    cell = f"**missing** ({missing_reason or ('row not produced by the run' if o_row is None else 'the run produced no value')})"
                     n_missing += 1
-            elif p_row.get("ours") is False:
-                s = "– (not run: literature baseline)"
-            elif not rows and not_run:
-                s = "– (not run; see above)"
-            elif rows or missing_reason is None:
-                if profile == "paper":
-                    s = f"**missing** ({missing_reason or 'row not produced by the run'})"
-                    n_missing += 1
-                else:
-                    s = f"– (not in the {profile} grid)"
-            else:
-                s = f"**missing** ({missing_reason})"
-                n_missing += 1
-            pv = p_row.get(m) if p_row else None
-            cells.append(s)
-            cells.append(_fmt_published(pv))
-            for rm in ref_maps:
-                cells.append(_fmt_published(rm.get(k, {}).get(m)))
-        lines.append("| " + " | ".join(cells) + " |")
-    if not order and missing_reason:  # nothing published and nothing produced: one flagged placeholder row
-        cells = ["–"] * len(keys)
+                cells += [cell, _fmt_published(p_row.get(m))] + [_fmt_published(rm.get(k, {}).get(m)) for rm in ref_maps]
+            lines.append("| " + " | ".join(cells) + " |")
+
+    # Published rows this run did not produce (other label grid, literature baselines): published columns only.
+    rest = [k for k in pub if k not in main]
+    shown = [k for k in rest if any(pub[k].get(m) is not None or any(rm.get(k, {}).get(m) is not None
+                                                                      for rm in ref_maps) for m in metrics)]
+    if shown:
+        what = "Published values" if not rows else f"Published rows not in the {profile} run"
+        lines += ["", f"{what} (no 'ours' column: this run did not produce these rows):", ""]
+        header = list(keys)
         for m in metrics:
-            cells += [f"**missing** ({missing_reason})", "not published"] + ["not published"] * len(refs)
-            n_missing += 1
-        lines.append("| " + " | ".join(cells) + " |")
-    elif not order:
-        lines.append("| " + " | ".join(["(no rows)"] + [""] * (len(header) - 1)) + " |")
+            unit = " [%]" if m in percent else ""
+            header += [f"{m}{unit} published ({cite})"] + [f"{m}{unit} {r['name']}" for r in refs]
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for k in shown:
+            p_row = pub[k]
+            cells = [_fmt_key(p_row.get(kk)) for kk in keys]
+            if p_row.get("ours") is False:
+                cells[0] += " (literature)"
+            for m in metrics:
+                cells += [_fmt_published(p_row.get(m))] + [_fmt_published(rm.get(k, {}).get(m)) for rm in ref_maps]
+            lines.append("| " + " | ".join(cells) + " |")
+    if len(rest) > len(shown):
+        lines += ["", f"{len(rest) - len(shown)} further row(s) of the paper's table have no published value."]
     render_table.last_missing = n_missing  # for the aggregator's summary
     return "\n".join(lines) + "\n"
 

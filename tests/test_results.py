@@ -64,18 +64,22 @@ def test_render_flags_missing_and_grid_rows_by_profile():
     cells = _row_cells(mini, "fixed")
     assert cells[2].startswith("**missing**") and cells[5].startswith("**missing**")
     assert R.render_table.last_missing == 2
-    scratch = _row_cells(mini, "scratch")
-    assert scratch[2] == "– (not in the mini grid)" and scratch[3] == "39.7"
-    lit = _row_cells(mini, "ParT")
-    assert "literature baseline" in lit[2] and lit[6] == "0.9 ± 0.01"
+    # published rows outside the mini grid go to a published-only table (no "ours" column)
+    published_only = mini.split("Published rows not in the mini run")[1]
+    assert _row_cells(published_only, "scratch") == ["scratch", "1000", "39.7", "not published", "0.8", "not published"]
+    assert _row_cells(published_only, "ParT (literature)")[4] == "0.9 ± 0.01"
+    assert "| scratch |" not in mini.split("Published rows not in")[0]
     # at paper scale an expected published row we did not produce is a missing cell
     paper = R.render_table("mpm.toy", [{"mode": "fixed", "n_train": 1000, "accuracy": 0.3, "auc": 0.7}],
                            {"profile": "paper"}, published=PUB)
     assert _row_cells(paper, "scratch")[2].startswith("**missing**")
-    assert not _row_cells(paper, "ParT")[2].startswith("**missing**")
-    # no result at all: every expected cell carries the reason
+    assert R.render_table.last_missing == 2  # the scratch row's two metrics; the literature row is not expected
+    assert "| ParT (literature) |" in paper
+    # no result at all: every expected cell carries the reason (paper), one flagged placeholder row (reduced grids)
+    none = R.render_table("mpm.toy", [], {"profile": "paper"}, published=PUB, missing_reason="step mpm/x failed")
+    assert "**missing** (step mpm/x failed)" in _row_cells(none, "scratch")[2] and R.render_table.last_missing == 4
     none = R.render_table("mpm.toy", [], {"profile": "mini"}, published=PUB, missing_reason="step mpm/x failed")
-    assert "**missing** (step mpm/x failed)" in _row_cells(none, "scratch")[2]
+    assert _row_cells(none, "–")[2] == "**missing** (step mpm/x failed)" and R.render_table.last_missing == 2
 
 
 def test_string_metric_means_deliberately_not_run_and_is_not_missing():
