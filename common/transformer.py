@@ -155,6 +155,20 @@ class LayerScale(nn.Module):
         return x * self.gamma
 
 
+class DropPath(nn.Module):
+    """Stochastic depth (Huang et al. 2016): drop a residual branch for whole jets with probability p while training."""
+
+    def __init__(self, p: float = 0.0):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x):
+        if not self.training or self.p == 0.0:
+            return x
+        keep = torch.rand(x.shape[0], *([1] * (x.ndim - 1)), device=x.device) >= self.p
+        return x * keep.to(x.dtype) / (1.0 - self.p)
+
+
 class SwiGLU(nn.Module):
     """SwiGLU feed-forward (Shazeer 2020): W2 (SiLU(x W) * x V)."""
 
@@ -181,11 +195,12 @@ class EncoderBlock(nn.Module):
 
     layerscale_init: None -> style default (1e-3 for "swiglu", off otherwise); a float > 0 -> LayerScale with that init;
     0 -> off. act: MLP activation (default "gelu" for preln, "silu" for normformer; MPMv1 used "leaky_relu").
+    dropout: attention-probability and residual dropout; drop_path: stochastic depth on both residual branches.
     """
 
     def __init__(self, dim: int, num_heads: int, ff_hidden: int, *, style: str = "preln",
                  layerscale_init: float | None = None, dropout: float = 0.0, act: str | None = None,
-                 qk_norm: bool = False):
+                 qk_norm: bool = False, drop_path: float = 0.0):
         super().__init__()
         if style not in STYLES:
             raise ValueError(f"unknown EncoderBlock style {style!r}; expected one of {STYLES}")
@@ -204,6 +219,8 @@ class EncoderBlock(nn.Module):
                 layers.append(nn.LayerNorm(ff_hidden))
             layers += [nn.Dropout(dropout), nn.Linear(ff_hidden, dim)]
             self.mlp = nn.Sequential(*layers)
+        if style == "swiglu":  # fused QKV with Xavier init (MPMv2 4)
+            nn.init.xavier_uniform_(self.attn.qkv.weight)
         if style == "normformer":  # zero-initialised output projections (MPMv1 4)
             for lin in (self.attn.proj, self.mlp[-1]):
                 nn.init.zeros_(lin.weight)
@@ -211,11 +228,12 @@ class EncoderBlock(nn.Module):
         self.ls1 = LayerScale(dim, layerscale_init) if layerscale_init else nn.Identity()
         self.ls2 = LayerScale(dim, layerscale_init) if layerscale_init else nn.Identity()
         self.drop = nn.Dropout(dropout)
+        self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, attn_bias: torch.Tensor | None = None):
         x = zero_padded(x, mask)
-        x = x + self.drop(self.ls1(self.attn(self.norm1(x), mask, attn_bias)))
-        x = x + self.drop(self.ls2(self.mlp(self.norm2(x))))
+        x = x + self.drop_path(self.drop(self.ls1(self.attn(self.norm1(x), mask, attn_bias))))
+        x = x + self.drop_path(self.drop(self.ls2(self.mlp(self.norm2(x)))))
         return zero_padded(x, mask)
 
 
@@ -223,19 +241,20 @@ class Encoder(nn.Module):
     """Stack of EncoderBlocks; forward(x (B,N,D), mask (B,N), attn_bias (B,H,N,N) | None) -> (h (B,R+N,D), mask).
 
     num_registers R learnable tokens (init N(0,1)*1e-3, MPMv2 4) are prepended; they are real (mask True) and get a
-    zero attention bias. Padded outputs are zeroed.
+    zero attention bias. Padded outputs are zeroed. drop_path rises linearly from 0 to `drop_path` over the blocks
+    (as in timm / I-JEPA).
     """
 
     def __init__(self, dim: int, depth: int, num_heads: int, ff_hidden: int, *, style: str = "preln",
                  num_registers: int = 0, final_norm: bool = True, layerscale_init: float | None = None,
-                 dropout: float = 0.0, act: str | None = None, qk_norm: bool = False):
+                 dropout: float = 0.0, act: str | None = None, qk_norm: bool = False, drop_path: float = 0.0):
         super().__init__()
         self.dim, self.num_heads, self.num_registers = dim, num_heads, num_registers
         self.registers = nn.Parameter(torch.randn(1, num_registers, dim) * 1e-3) if num_registers else None
         self.blocks = nn.ModuleList(
             EncoderBlock(dim, num_heads, ff_hidden, style=style, layerscale_init=layerscale_init, dropout=dropout,
-                         act=act, qk_norm=qk_norm)
-            for _ in range(depth))
+                         act=act, qk_norm=qk_norm, drop_path=drop_path * i / max(depth - 1, 1))
+            for i in range(depth))
         self.norm = nn.LayerNorm(dim) if final_norm else nn.Identity()
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, attn_bias: torch.Tensor | None = None):
