@@ -4,7 +4,7 @@
 #   bash run_all.sh                      # profile mini: offline simulated data, every table at reduced scale (~2 h, 2 cores)
 #   bash run_all.sh --profile smoke      # minutes; what CI runs
 #   bash run_all.sh --profile paper --gpus 4             # real data (python -m common.download ...), paper configs
-#   bash run_all.sh --profile paper --gpus 8 --nnodes 2 --rdzv-endpoint node0:29500   # run the same line on every node
+#   bash run_all.sh --profile paper --gpus 8 --nnodes 2 --node-rank R --rdzv-endpoint node0:29500   # on every node
 #
 # Options:
 #   --profile smoke|mini|paper   sizes and configs (default mini)
@@ -16,8 +16,10 @@
 #   --workers K                  simulation processes and data-loader workers (default: number of CPUs)
 #   --force                      redo every selected step (their run directories are deleted first)
 #   --force-data                 also re-simulate the data (smoke/mini only; deletes the simulated files)
-#   --gpus G  --nnodes N  --rdzv-endpoint HOST:PORT  --rdzv-id ID
-#                                paper profile: training steps are launched with torchrun over G GPUs per node
+#   --gpus G  --nnodes N  --rdzv-endpoint HOST:PORT  --rdzv-id ID  --node-rank R
+#                                paper profile: training steps are launched with torchrun over G GPUs per node;
+#                                with several nodes (shared file system) only node 0 runs the single-process steps,
+#                                the others wait for their done.json
 #   --stop-on-error              stop at the first failed step (default: skip the rest of that method, go on)
 #   --list                       print the steps, their status and commands, run nothing
 #
@@ -66,7 +68,7 @@ STEPS_ROOT="${RUN_ALL_STEPS_ROOT:-$ROOT}"
 ALL_METHODS="${RUN_ALL_METHODS:-mpm omnijet hepjepa}"
 
 PROFILE=mini; ONLY=""; TABLE=""; DATA_DIR=""; OUT_DIR=""; RESULTS_DIR=""; WORKERS=""
-FORCE=0; FORCE_DATA=0; GPUS=1; NNODES=1; RDZV_ENDPOINT=""; RDZV_ID="jetfm"; STOP_ON_ERROR=0; LIST_ONLY=0
+FORCE=0; FORCE_DATA=0; GPUS=1; NNODES=1; NODE_RANK=0; RDZV_ENDPOINT=""; RDZV_ID="jetfm"; STOP_ON_ERROR=0; LIST_ONLY=0
 
 die() { echo "run_all.sh: $*" >&2; exit 2; }
 while [[ $# -gt 0 ]]; do
@@ -84,6 +86,7 @@ while [[ $# -gt 0 ]]; do
     --nnodes) NNODES="$2"; shift 2 ;;
     --rdzv-endpoint) RDZV_ENDPOINT="$2"; shift 2 ;;
     --rdzv-id) RDZV_ID="$2"; shift 2 ;;
+    --node-rank) NODE_RANK="$2"; shift 2 ;;
     --stop-on-error) STOP_ON_ERROR=1; shift ;;
     --list) LIST_ONLY=1; shift ;;
     -h|--help) sed -n '2,/^set -uo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
@@ -381,6 +384,14 @@ for k in "${!RUN[@]}"; do
     record "$i" done-earlier 0
     continue
   fi
+  if [[ "$NODE_RANK" != 0 && "${S_CMD[$i]}" != torchrun* && "${S_DATA[$i]}${S_ALWAYS[$i]}" != 11 ]]; then
+    # multi-node: single-process steps run on node 0 only; this node waits for the result on the shared disk
+    if [[ "${S_ALWAYS[$i]}" == 1 || -z "$out" ]]; then say "$n $id: left to node 0"; continue; fi
+    say "$n $id: waiting for node 0 to finish it ($out/done.json)"
+    until is_done "$i"; do sleep "${RUN_ALL_POLL_S:-30}"; done
+    say "$n $id: finished by node 0 | next: $(next_after "$k")"
+    continue
+  fi
   say "$n $id: running (log $log)"
   record "$i" started 0
   {
@@ -408,6 +419,7 @@ for k in "${!RUN[@]}"; do
   fi
 done
 
+if [[ "$NODE_RANK" != 0 ]]; then say "node $NODE_RANK finished; node 0 writes RESULTS.md"; [[ $N_FAILED == 0 ]]; exit; fi
 # Tables and plots: always rebuilt from whatever result files exist (missing ones are flagged in RESULTS.md).
 say "tables: writing $RESULTS_DIR/RESULTS.md"
 # --strict: a cell that should hold a number and does not (a step ran but wrote no value) makes the run fail.

@@ -196,3 +196,22 @@ def test_data_steps_come_first_and_sizes_follow_the_profile(kit, tmp_path):
     multi = kit.run("--list", "--profile", "paper", "--gpus", "4", "--nnodes", "2", "--rdzv-endpoint", "h:29500")
     assert "torchrun --nproc_per_node=4 --nnodes=2 --rdzv_backend=c10d --rdzv_endpoint=h:29500" in multi.stdout
     assert kit.run("--list", "--profile", "paper", "--nnodes", "2").returncode == 2
+
+
+def test_other_nodes_wait_for_node0_single_process_steps(kit, tmp_path):
+    steps = tmp_path / "methods" / "fakem" / "run_steps.sh"
+    steps.write_text("fakem_steps() {\n"
+                     "  step eval -- $PY1 -m fakem.work --out $OUT/eval\n"
+                     "  step tables --always -- $PY1 -m fakem.work --out $OUT/tables\n}\n")
+    proc = kit.popen("--profile", "paper", "--nnodes", "2", "--rdzv-endpoint", "h:1", "--node-rank", "1",
+                     RUN_ALL_POLL_S="0.2")
+    time.sleep(2.0)
+    assert proc.poll() is None  # still waiting for node 0
+    assert kit.invocations("eval") == 0  # node 1 did not run the single-process step itself
+    (kit.out / "fakem" / "eval").mkdir(parents=True)
+    (kit.out / "fakem" / "eval" / "done.json").write_text("{}")  # node 0 finished it
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+    assert "fakem/eval: finished by node 0" in out and "fakem/tables: left to node 0" in out
+    assert kit.invocations("eval") == 0 and kit.invocations("tables") == 0
+    assert not (kit.results / "RESULTS.md").exists()  # node 0 writes it
