@@ -1,0 +1,104 @@
+# MPM steps for run_all.sh (sourced; see "HOW A METHOD PLUGS IN" there). Order: tokenisers -> pretraining ->
+# probes / fine-tuning / CWoLa -> table writer. smoke runs a subset (one tokeniser, two pretraining-table rows,
+# MPMv2 regression, one mode of the new-domain and CWoLa experiments); mini and paper run every step.
+
+mpm_steps() {
+  need_data jetclass jetclass_atlas=QCD,Tbqq
+  local J="data.root=$JETCLASS" A="data.root=$JETCLASS_ATLAS" full=1 row tok mode task modes v2tasks
+  [[ "$PROFILE" == smoke ]] && full=0
+
+  # --- tokenisers (mpm.md 2): trained first, then frozen -----------------------------------------------------------
+  step tokenizer_v1 -- $PY -m mpm.train_tokenizer --config $CFG/tokenizer_v1.yaml --out $OUT/tokenizer_v1 $J
+  if ((full)); then
+    step tokenizer_v1_kmeans -- $PY1 -m mpm.train_tokenizer --config $CFG/tokenizer_v1_kmeans.yaml \
+      --out $OUT/tokenizer_v1_kmeans $J
+    step tokenizer_v1_6class -- $PY -m mpm.train_tokenizer --config $CFG/tokenizer_v1_6class.yaml \
+      --out $OUT/tokenizer_v1_6class $J
+    step tokenizer_v2 -- $PY -m mpm.train_tokenizer --config $CFG/tokenizer_v2.yaml --out $OUT/tokenizer_v2 $J
+    step tokenizer_v2_kmeans -- $PY1 -m mpm.train_tokenizer --config $CFG/tokenizer_v2_kmeans.yaml \
+      --out $OUT/tokenizer_v2_kmeans $J
+  fi
+
+  # --- MPMv1 pretraining: every row of the pretraining table (smoke: two rows) ------------------------------------
+  local v1rows="mpmv1 mpmv1_regression"
+  ((full)) && v1rows="mpmv1 mpmv1_kmeans mpmv1_vqvae_nope mpmv1_vqvae_backbonepe mpmv1_quantised_vqvae
+                      mpmv1_quantised_kmeans mpmv1_regression mpmv1_regression_backbonepe"
+  for row in $v1rows; do
+    case "$row" in
+      mpmv1_kmeans) tok="tokenizer.checkpoint=$OUT/tokenizer_v1_kmeans" ;;
+      mpmv1_quantised_kmeans) tok="tokenizer.checkpoint=$OUT/tokenizer_v1_kmeans tokenizer.input_checkpoint=$OUT/tokenizer_v1" ;;
+      mpmv1_regression) tok="" ;;
+      mpmv1_regression_backbonepe) tok="" ;;
+      *) tok="tokenizer.checkpoint=$OUT/tokenizer_v1" ;;
+    esac
+    step pretrain_$row -- $PY -m mpm.pretrain --config $CFG/$row.yaml --out $OUT/pretrain/$row $J $tok
+  done
+  ((full)) && step pretrain_mpmv1_6class -- $PY -m mpm.pretrain --config $CFG/mpmv1_6class.yaml \
+    --out $OUT/pretrain/mpmv1_6class $J tokenizer.checkpoint=$OUT/tokenizer_v1_6class
+
+  # --- MPMv2 pretraining: one run per reconstruction task (+ ID task) ---------------------------------------------
+  v2tasks="regression"
+  ((full)) && v2tasks="regression kmeans vqvae cfm"
+  for task in $v2tasks; do
+    case "$task" in
+      kmeans) tok="tokenizer.checkpoint=$OUT/tokenizer_v2_kmeans" ;;
+      vqvae) tok="tokenizer.checkpoint=$OUT/tokenizer_v2" ;;
+      *) tok="" ;;
+    esac
+    step pretrain_mpmv2_$task -- $PY -m mpm.pretrain --config $CFG/mpmv2_$task.yaml --out $OUT/pretrain/mpmv2_$task \
+      $J $tok
+  done
+
+  # --- MPMv1 downstream ---------------------------------------------------------------------------------------------
+  for row in $v1rows; do  # linear probe (frozen backbone) of every pretraining configuration
+    step probe_$row --tables mpm.v1_pretraining -- $PY -m mpm.finetune --config $CFG/finetune_v1_probe.yaml \
+      --out $OUT/probe/$row $J pretrained.run=$OUT/pretrain/$row
+  done
+  for mode in fixed finetune scratch; do
+    step v1_jetclass_$mode --tables mpm.v1_jetclass -- $PY -m mpm.finetune --config $CFG/finetune_v1.yaml \
+      --out $OUT/v1_jetclass/$mode $J pretrained.run=$OUT/pretrain/mpmv1 finetune.mode=$mode
+  done
+  modes="finetune"
+  ((full)) && modes="fixed finetune scratch"
+  if ((full)); then
+    for mode in $modes; do
+      step v1_new_classes_$mode --tables mpm.v1_new_classes -- $PY -m mpm.finetune \
+        --config $CFG/finetune_v1_newclasses.yaml --out $OUT/v1_new_classes/$mode $J \
+        pretrained.run=$OUT/pretrain/mpmv1_6class finetune.mode=$mode
+    done
+  fi
+  for mode in $modes; do
+    step v1_new_domain_$mode --tables mpm.v1_new_domain_auc,mpm.v1_new_domain_rejection -- $PY -m mpm.finetune \
+      --config $CFG/finetune_v1_newdomain.yaml --out $OUT/v1_new_domain/$mode $A \
+      pretrained.run=$OUT/pretrain/mpmv1 finetune.mode=$mode
+  done
+  for mode in $( ((full)) && echo "fixed finetune scratch" || echo fixed ); do
+    step v1_cwola_$mode --tables mpm.v1_cwola -- $PY -m mpm.cwola --config $CFG/cwola_v1.yaml \
+      --out $OUT/v1_cwola/$mode $J pretrained.run=$OUT/pretrain/mpmv1 finetune.mode=$mode
+  done
+
+  # --- MPMv2 downstream: fine-tuned and frozen per task, from scratch, no backbone --------------------------------
+  for task in $v2tasks; do
+    for mode in $( ((full)) && echo "finetune fixed" || echo finetune ); do
+      step v2_jetclass_${task}_$mode --tables mpm.v2_jetclass -- $PY -m mpm.finetune --config $CFG/finetune_v2.yaml \
+        --out $OUT/v2_jetclass/${task}_$mode $J pretrained.run=$OUT/pretrain/mpmv2_$task finetune.mode=$mode
+    done
+  done
+  if ((full)); then
+    step v2_jetclass_scratch --tables mpm.v2_jetclass -- $PY -m mpm.finetune --config $CFG/finetune_v2.yaml \
+      --out $OUT/v2_jetclass/scratch $J finetune.mode=scratch
+    # "No Backbone": the embedding with 0 transformer layers + the class-attention head, all trained (mpm.md 4)
+    step v2_jetclass_nobackbone --tables mpm.v2_jetclass -- $PY -m mpm.finetune --config $CFG/finetune_v2.yaml \
+      --out $OUT/v2_jetclass/nobackbone $J finetune.mode=scratch "pretrained.overrides=[model.depth=0]"
+    for task in $v2tasks; do
+      step v2_cwola_${task}_finetune --tables mpm.v2_cwola -- $PY -m mpm.cwola --config $CFG/cwola_v2.yaml \
+        --out $OUT/v2_cwola/${task}_finetune $J pretrained.run=$OUT/pretrain/mpmv2_$task finetune.mode=finetune
+    done
+    step v2_cwola_scratch --tables mpm.v2_cwola -- $PY -m mpm.cwola --config $CFG/cwola_v2.yaml \
+      --out $OUT/v2_cwola/scratch $J finetune.mode=scratch
+  fi
+
+  # --- tables (always rewritten from whatever results exist) ------------------------------------------------------
+  step tables --always --tables mpm.v1_pretraining,mpm.v1_jetclass,mpm.v1_new_classes,mpm.v1_new_domain_auc,mpm.v1_new_domain_rejection,mpm.v1_cwola,mpm.v2_jetclass,mpm.v2_cwola \
+    -- $PY1 -m mpm.tables --runs $OUT --out $OUT/tables --profile $PROFILE
+}
