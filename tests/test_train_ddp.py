@@ -1,6 +1,7 @@
 """DDP on the CPU: two gloo processes with a global batch split in two (and accumulated over micro-batches) reach the
 same parameters after K steps as one process that sees the whole global batch."""
 import os
+import socket
 
 import pytest
 import torch
@@ -53,8 +54,12 @@ def _sync_check(rank: int) -> dict:
     return {"local_equal": torch.equal(local[0], local[1]), "synced_equal": torch.allclose(synced[0], synced[1])}
 
 
-def _worker(rank: int, world: int, store: str, out: str, accum: int) -> None:
-    tdist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+def _worker(rank: int, world: int, port: int, out: str, accum: int) -> None:
+    # the environment torchrun gives each process; init_distributed starts the gloo group from it
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    init_distributed(device="cpu")
+    assert tdist.is_initialized() and tdist.get_backend() == "gloo"
     try:
         res = _train(world, rank, accum)
         res["sync"] = _sync_check(rank)
@@ -68,7 +73,10 @@ def _worker(rank: int, world: int, store: str, out: str, accum: int) -> None:
 def test_two_gloo_processes_match_one_process(tmp_path):
     single = _train(world=1, rank=0, accum=1)
     out = str(tmp_path / "ddp.pt")
-    mp.spawn(_worker, args=(2, str(tmp_path / "store"), out, 2), nprocs=2, join=True)
+    with socket.socket() as sock:  # a free loopback port for the rendezvous
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    mp.spawn(_worker, args=(2, port, out, 2), nprocs=2, join=True)
     ddp = torch.load(out, weights_only=False)
     for name, p in single["params"].items():
         torch.testing.assert_close(ddp["params"][name], p, rtol=1e-5, atol=1e-6, msg=name)
@@ -83,11 +91,21 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     assert sorted(ddp["labels"].tolist()) == sorted(single["labels"].tolist())
 
 
-def test_single_process_helpers_are_noops():
-    os.environ.pop("RANK", None)
+def test_single_process_helpers_are_noops(monkeypatch):
+    monkeypatch.delenv("RANK", raising=False)
     dist = init_distributed()
     assert dist.world_size == 1 and dist.is_main and not dist.enabled
     x = torch.tensor([1.0, 2.0])
     assert torch.equal(all_reduce_mean(x), x) and all_reduce_mean(3) == 3.0 and all_gather_cat(x) is x
     m = TinyNet()
     assert wrap_ddp(m, dist) is m
+
+
+def test_torchrun_env_with_one_process(monkeypatch):
+    """torchrun --nproc_per_node=1 sets RANK/WORLD_SIZE=1: no process group is needed."""
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    dist = init_distributed(device="cpu")
+    assert (dist.rank, dist.world_size, dist.is_main, dist.device.type) == (0, 1, True, "cpu")
+    assert not tdist.is_initialized()
