@@ -1,0 +1,154 @@
+"""JetClass truth matching (FatJetMatching, jetR = 0.8; spec datasets.md §A1 "Truth matching").
+
+The hard-process resonances (t, W, Z, H) are read from the Pythia event record in record order. For each one we
+collect its decay partons, each at its *final copy* (following daughters with the same id: `iBotCopyId`). A jet is
+labelled by the first resonance whose required partons all lie within Delta R < 0.8 of the jet axis. Codes:
+11/12 Top_bcq/Top_bqq, 15/16 Top_ben/Top_bmn, 21/22 W_cq/W_qq, 31/32/33 Z_bb/Z_cc/Z_qq,
+41/42/43/44 H_bb/H_cc/H_qq/H_gg, 45 H_ww4q, 46 H_ww2q1l, 50 QCD.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+JET_R = 0.8
+RESONANCE_IDS = (6, 23, 24, 25)
+
+
+@dataclass
+class Resonance:
+    """A t/W/Z/H with its decay partons (abs ids, eta, phi). For a top, parton 0 is the b."""
+
+    kind: str  # "t", "W", "Z", "H"
+    pid: int
+    pt: float
+    eta: float
+    phi: float
+    px: float
+    py: float
+    pz: float
+    e: float
+    ids: np.ndarray
+    etas: np.ndarray
+    phis: np.ndarray
+    hvv: bool = False
+
+
+def _classify(r: Resonance, inside: np.ndarray) -> int | None:
+    """FatJetMatching code of `r` given which of its partons are inside the jet, or None."""
+    ids = r.ids
+    quark = ids <= 5
+    lepton = (ids == 11) | (ids == 13)
+    if r.kind == "t":
+        if len(ids) < 2:
+            return None
+        b_in, w_ids, w_in = inside[0], ids[1:], inside[1:]
+        if np.all(w_ids <= 5):  # hadronic W
+            if len(w_ids) != 2 or not w_in.all():
+                return None
+            heavy = bool(np.any(w_ids >= 4))
+            if b_in:
+                return 11 if heavy else 12
+            return 21 if heavy else 22  # b outside: the jet is tested as a W
+        lep = (w_ids == 11) | (w_ids == 13)  # leptonic W: e/mu only, tau not accepted
+        if lep.sum() != 1 or not (b_in and w_in[lep].all()):
+            return None
+        return 15 if w_ids[lep][0] == 11 else 16
+    if r.kind == "W":
+        if len(ids) == 2 and quark.all() and inside.all():
+            return 21 if np.any(ids >= 4) else 22
+        return None
+    if r.kind == "Z":
+        if len(ids) == 2 and quark.all() and inside.all():
+            return 31 if np.any(ids == 5) else 32 if np.any(ids == 4) else 33
+        return None
+    if r.kind == "H":
+        if r.hvv:
+            nq, nl = int((inside & quark).sum()), int((inside & lepton).sum())
+            if nq >= 4:
+                return 45
+            if nq == 2 and nl == 1:
+                return 46
+            return None
+        if len(ids) == 2 and inside.all():
+            return {5: 41, 4: 42, 21: 44}.get(int(ids[0]), 43)
+    return None
+
+
+def delta_r(eta1, phi1, eta2, phi2):
+    dphi = (np.asarray(phi1) - phi2 + np.pi) % (2 * np.pi) - np.pi
+    return np.hypot(np.asarray(eta1) - eta2, dphi)
+
+
+def match_jet(resonances: list[Resonance], eta: float, phi: float, r: float = JET_R) -> tuple[int | None, Resonance | None]:
+    """First resonance (record order) whose decay partons match the jet at (eta, phi); (code, resonance)."""
+    for res in resonances:
+        code = _classify(res, delta_r(res.etas, res.phis, eta, phi) < r)
+        if code is not None:
+            return code, res
+    return None, None
+
+
+def could_match(res: Resonance, codes: tuple[int, ...], pt_min: float, r: float = JET_R) -> bool:
+    """Parton-level pre-selection (before hadronisation), exact up to the pT margin: can any jet with pT >= pt_min get
+    one of `codes` from this resonance? Its partons must fit in one cone (pairwise Delta R < 2R, triangle inequality)
+    and the resonance must carry most of the jet pT [U: resonance pT >= 0.6 * pt_min]."""
+    if res.pt < 0.6 * pt_min or _classify(res, np.ones(len(res.ids), bool)) not in codes:
+        return False
+    d = delta_r(res.etas[:, None], res.phis[:, None], res.etas[None, :], res.phis[None, :])
+    return bool(d.max() < 2 * r)
+
+
+def _kin(p):
+    return dict(pt=p.pT(), eta=p.eta(), phi=p.phi(), px=p.px(), py=p.py(), pz=p.pz(), e=p.e())
+
+
+def _parton(ev, i):
+    p = ev[ev[i].iBotCopyId()]
+    return p.idAbs(), p.eta(), p.phi()
+
+
+def _decays(ev, i):
+    """Daughters of the final copy of entry i."""
+    return list(ev[ev[i].iBotCopyId()].daughterList())
+
+
+def find_resonances(ev, first: int = 3, last: int = 12) -> list[Resonance]:
+    """Hard-process t/W/Z/H (status -22, the first entries of the record) with their decay partons.
+
+    For a W from a top decay, the top's Resonance holds it (the b first, then the W's daughters)."""
+    out = []
+    for i in range(first, min(last, ev.size())):
+        p = ev[i]
+        if p.idAbs() not in RESONANCE_IDS or p.status() != -22:
+            continue
+        f = ev[p.iBotCopyId()]
+        kind = {6: "t", 23: "Z", 24: "W", 25: "H"}[p.idAbs()]
+        partons, hvv = [], False
+        if kind == "t":
+            dau = _decays(ev, i)
+            bs = [d for d in dau if ev[d].idAbs() <= 5]
+            ws = [d for d in dau if ev[d].idAbs() == 24]
+            if not bs or not ws:
+                continue
+            w_partons = [_parton(ev, d) for d in _decays(ev, ws[0])]
+            partons = [_parton(ev, bs[0])] + [q for q in w_partons if q[0] not in (12, 14, 16)]
+        elif kind == "H":
+            dau = _decays(ev, i)
+            hvv = len(dau) > 2 or any(ev[d].idAbs() in (23, 24) for d in dau)
+            if hvv:
+                for d in dau:
+                    if ev[d].idAbs() in (23, 24):
+                        partons += [_parton(ev, dd) for dd in _decays(ev, d)]
+                    else:
+                        partons.append(_parton(ev, d))
+                partons = [q for q in partons if q[0] <= 5 or q[0] in (11, 13)]
+            else:
+                partons = [_parton(ev, d) for d in dau]
+        else:
+            partons = [_parton(ev, d) for d in _decays(ev, i)]
+        ids, etas, phis = (np.array(x) for x in zip(*partons)) if partons else (np.zeros(0, int), np.zeros(0), np.zeros(0))
+        out.append(Resonance(kind, p.id(), **_kin(f), ids=ids.astype(int), etas=etas.astype(float),
+                             phis=phis.astype(float), hvv=hvv))
+    return out
