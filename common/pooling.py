@@ -8,6 +8,8 @@ Every head has forward(h (B,T,D), mask (B,T) bool) -> logits (B,C) and ignores p
   class_attention  MPMv2: Linear(D, hidden) -> ClassAttentionPooling (2 layers) -> Linear, trunc-normal std 0.01
                    (mpm.md 4, MPMv2 fine-tuning heads)
   mean_max         Point-JEPA: [masked mean, masked max] -> MLP with BatchNorm (hepjepa.md 4)
+  class_attention_oj  OmniJet-alpha's first-commit "ClassifierNormformer": a class token through 3 cross-attention
+                   blocks that return only the attention output (no residual, no MLP), then an MLP (omnijet.md 5)
 """
 from __future__ import annotations
 
@@ -162,8 +164,28 @@ class MeanMaxHead(nn.Module):
         return self.mlp(torch.cat([masked_mean(h, mask), masked_max(h, mask)], dim=-1))
 
 
+class OmniJetClassAttentionHead(nn.Module):
+    """OmniJet-alpha class-attention head (omnijet.md 5): c <- CrossAttn(c, h) for `depth` blocks (attention output
+    only), then MLP D -> hidden -> hidden -> C with SiLU and dropout."""
+
+    def __init__(self, in_dim: int, n_classes: int, num_heads: int = 2, depth: int = 3, hidden: int = 256,
+                 dropout: float = 0.1):
+        super().__init__()
+        self.class_token = nn.Parameter(torch.randn(1, 1, in_dim) * 0.02)
+        self.blocks = nn.ModuleList(CrossAttention(in_dim, num_heads, dropout) for _ in range(depth))
+        self.mlp = nn.Sequential(nn.Linear(in_dim, hidden), nn.SiLU(), nn.Dropout(dropout), nn.Linear(hidden, hidden),
+                                 nn.SiLU(), nn.Dropout(dropout), nn.Linear(hidden, n_classes))
+
+    def forward(self, h, mask):
+        c = self.class_token.expand(h.shape[0], -1, -1).to(h.dtype)
+        for block in self.blocks:
+            c = block(c, h, mask)
+        return self.mlp(c[:, 0])
+
+
 HEADS = {"linear_mean": LinearMeanHead, "weighted_mean": WeightedMeanHead, "sum": SumHead,
-         "class_attention": ClassAttentionHead, "mean_max": MeanMaxHead}
+         "class_attention": ClassAttentionHead, "mean_max": MeanMaxHead,
+         "class_attention_oj": OmniJetClassAttentionHead}
 
 
 def build_head(kind: str, in_dim: int, n_classes: int, **kw) -> nn.Module:

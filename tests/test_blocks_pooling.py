@@ -23,10 +23,11 @@ def test_masked_reductions():
     assert (masked_mean(h[:1], empty) == 0).all() and (masked_max(h[:1], empty) == 0).all()
 
 
-@pytest.mark.parametrize("kind", ["linear_mean", "weighted_mean", "sum", "class_attention", "mean_max"])
+@pytest.mark.parametrize("kind", ["linear_mean", "weighted_mean", "sum", "class_attention", "mean_max",
+                                  "class_attention_oj"])
 def test_heads_ignore_padding_and_order(kind):
     h, mask = _data()
-    head = build_head(kind, D, 5, **({"hidden": 8, "num_heads": 2} if kind == "class_attention" else {})).eval()
+    head = build_head(kind, D, 5, **({"hidden": 8, "num_heads": 2} if kind.startswith("class_attention") else {})).eval()
     out = head(h, mask)
     assert out.shape == (B, 5) and torch.isfinite(out).all()
     g = h.clone()
@@ -51,3 +52,14 @@ def test_build_head_errors():
         build_head("nope", D, 2)
     with pytest.raises(TypeError, match="sum"):
         build_head("sum", D, 2, bogus=1)
+
+
+def test_head_formulas():
+    h, mask = _data()
+    s = build_head("sum", D, 2, hidden=4)
+    ref = s.out(torch.stack([torch.relu(s.node(h[b, mask[b]])).sum(0) for b in range(B)]))
+    torch.testing.assert_close(s(h, mask), ref)
+    w = build_head("weighted_mean", D, 2, hidden=4)
+    assert w.node.bias is None
+    ref = w.out(torch.stack([w.node(h[b, mask[b]]).mean(0) for b in range(B)]))
+    torch.testing.assert_close(w(h, mask), ref)
