@@ -71,4 +71,13 @@ def read_qg(path: str, entry_start: int = 0, entry_stop: int | None = None) -> R
 
 
 def num_entries(path: str) -> int:
-    return len(load_npz(path)[1])
+    """Number of jets, reading only y (X of a real file is ~0.5 GB)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if "y" not in z.files:
+                raise DataError(f"{path}: npz needs arrays 'X' and 'y'; found {sorted(z.files)}")
+            return len(z["y"])
+    except DataError:
+        raise
+    except Exception as e:
+        raise DataError(f"{path}: cannot read as npz (corrupt, truncated or empty?): {e}") from e

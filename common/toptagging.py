@@ -92,7 +92,7 @@ class TopTaggingFile:
             raise DataError(f"{self.path}: missing column(s) {missing[:8]}{' ...' if len(missing) > 8 else ''} "
                             f"under key {KEY!r}")
         stop = self.nrows if stop is None else min(stop, self.nrows)
-        out = np.empty((max(stop - start, 0), len(names)), np.float64)
+        out = np.empty((max(stop - start, 0), len(names)), np.float32)
         groups: dict = {}
         for i, n in enumerate(names):
             ds, fld, j = self.columns[n]

@@ -33,7 +33,7 @@ def cfg_for(root, **kw):
 
 
 def entries(cache):
-    return [d for d in os.listdir(cache) if not d.endswith(".lock")]
+    return [d for d in os.listdir(cache) if os.path.isdir(os.path.join(cache, d))]
 
 
 def collect(loader):
