@@ -167,38 +167,31 @@ def _values(v) -> list[float]:
     return out
 
 
-def _fmt_num(x: float, digits: int | None = None) -> str:
-    if digits is None:
-        a = abs(x)
-        digits = 0 if a >= 100 else 1 if a >= 10 else 3
-    return f"{x:.{digits}f}"
+def _auto_digits(x: float) -> int | None:
+    """Decimals for a value of this size; None = scientific notation (tiny values)."""
+    a = abs(x)
+    return 0 if a >= 100 else 1 if a >= 10 else 3 if (a >= 0.01 or a == 0) else None
+
+
+def _fmt_num(x: float, digits: int | None) -> str:
+    return f"{x:.2e}" if digits is None else f"{x:.{digits}f}"
 
 
 def _fmt_ours(v, percent: bool) -> str | None:
-    """Mean ± std over seeds; None when there is no finite value."""
-    if isinstance(v, dict) and "mean" in v and v.get("std") is not None:
+    """Mean ± sample std over seeds; None when there is no finite value."""
+    if isinstance(v, dict) and "mean" in v and v.get("std") is not None:  # aggregated upstream
         mean, std, n = float(v["mean"]), float(v["std"]), int(v.get("n", 2))
-        if percent:
-            mean, std = 100 * mean, 100 * std
-        d = 1 if percent else None
-        return f"{_fmt_num(mean, d)} ± {_fmt_num(std, d if d is not None else _auto_digits(mean))} (n={n})"
-    vals = _values(v)
-    if not vals:
-        notes = [x for x in (v if isinstance(v, (list, tuple)) else [v]) if isinstance(x, str)]
-        return f"– ({notes[0]})" if notes else None  # a string = deliberately not produced, e.g. "not run by the kit"
+    else:
+        vals = _values(v)
+        if not vals:
+            notes = [x for x in (v if isinstance(v, (list, tuple)) else [v]) if isinstance(x, str)]
+            return f"– ({notes[0]})" if notes else None  # a string = deliberately not produced
+        n, mean = len(vals), sum(vals) / len(vals)
+        std = math.sqrt(sum((x - mean) ** 2 for x in vals) / (n - 1)) if n > 1 else None
     if percent:
-        vals = [100 * x for x in vals]
-    d = 1 if percent else _auto_digits(sum(vals) / len(vals))
-    mean = sum(vals) / len(vals)
-    if len(vals) == 1:
-        return _fmt_num(mean, d)
-    std = math.sqrt(sum((x - mean) ** 2 for x in vals) / (len(vals) - 1))
-    return f"{_fmt_num(mean, d)} ± {_fmt_num(std, d)} (n={len(vals)})"
-
-
-def _auto_digits(x: float) -> int:
-    a = abs(x)
-    return 0 if a >= 100 else 1 if a >= 10 else 3
+        mean, std = 100 * mean, (None if std is None else 100 * std)
+    d = 1 if percent else _auto_digits(mean)
+    return _fmt_num(mean, d) if std is None else f"{_fmt_num(mean, d)} ± {_fmt_num(std, d)} (n={n})"
 
 
 def _fmt_published(v) -> str:
