@@ -65,7 +65,8 @@ def set_rng_state(s: dict) -> None:
 def make_state(*, model, step: int, optimizer=None, scheduler=None, config: dict | None = None, loader=None,
                **extra) -> dict:
     """Collect everything a resume needs. `model` may be DDP/compiled (unwrapped here); `loader` is a
-    ResumableLoader (or anything with state_dict()); `extra` holds other objects with state_dict() (e.g. ema=EMA, scaler=GradScaler) or plain values."""
+    ResumableLoader (or anything with state_dict()); `extra` holds other objects with state_dict() (e.g. ema=EMA,
+    scaler=GradScaler) or plain values."""
     state = {
         "model": unwrap_model(model).state_dict(),
         "step": int(step),
@@ -86,7 +87,8 @@ def make_state(*, model, step: int, optimizer=None, scheduler=None, config: dict
 def restore_state(ckpt: dict, *, model, optimizer=None, scheduler=None, loader=None, rng: bool = True,
                   **modules) -> int:
     """Load states saved by make_state into the given objects (and keyword objects with load_state_dict, e.g.
-    ema=EMA); restore the RNG last so nothing done here consumes random numbers afterwards. Returns the step to continue from."""
+    ema=EMA); restore the RNG last so nothing done here consumes random numbers afterwards.
+    Returns the step to continue from."""
     unwrap_model(model).load_state_dict(ckpt["model"])
     if optimizer is not None:
         optimizer.load_state_dict(ckpt["optimizer"])

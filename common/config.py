@@ -86,7 +86,8 @@ def _unknown_key(where: str, path: tuple, valid) -> ConfigError:
     valid = sorted(map(str, valid))
     close = difflib.get_close_matches(str(path[-1]), valid, n=3)
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
-    return ConfigError(f"{where}: unknown key '{key}'. Valid keys under {parent}: {', '.join(valid) or '(none)'}.{hint}")
+    listed = ", ".join(valid) or "(none)"
+    return ConfigError(f"{where}: unknown key '{key}'. Valid keys under {parent}: {listed}.{hint}")
 
 
 def _merge(base: dict, child: dict, where: str, free: set[tuple], prefix: tuple = ()) -> dict:
@@ -147,7 +148,8 @@ def apply_override(cfg: dict, item: str, free: set[tuple] = frozenset()) -> None
             node[p] = {}
         node = node[p]
         if not isinstance(node, dict):
-            raise ConfigError(f"override '{item}': '{'.'.join(parts[: i + 1])}' is a {type(node).__name__}, not a mapping")
+            where = ".".join(parts[: i + 1])
+            raise ConfigError(f"override '{item}': '{where}' is a {type(node).__name__}, not a mapping")
     last = parts[-1]
     if last not in node and not _is_free(parts, free):
         raise _unknown_key(f"override '{item}'", parts, node.keys())

@@ -116,7 +116,8 @@ def all_gather_cat(x: torch.Tensor) -> torch.Tensor:
     if not is_dist():
         return x
     dev = x.device
-    comm_dev = torch.device("cuda", torch.cuda.current_device()) if tdist.get_backend() == "nccl" else torch.device("cpu")
+    nccl = tdist.get_backend() == "nccl"
+    comm_dev = torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu")
     xs = x.detach().to(comm_dev)
     n = torch.tensor([xs.shape[0]], device=comm_dev)
     sizes = [torch.zeros_like(n) for _ in range(tdist.get_world_size())]

@@ -216,7 +216,8 @@ def predict(net: nn.Module, loader, device, label_smoothing: float = 0.0) -> dic
         with autocast(device):
             logits = net(batch)
         logits = logits.float()
-        loss_sum += F.cross_entropy(logits, batch.label, reduction="sum", label_smoothing=label_smoothing).double().cpu()
+        loss = F.cross_entropy(logits, batch.label, reduction="sum", label_smoothing=label_smoothing)
+        loss_sum += loss.double().cpu()
         count += len(batch)
         probs.append(logits.softmax(-1).cpu())
         labels.append(batch.label.cpu())
@@ -388,9 +389,9 @@ def run_sweep(cfg: dict, build_backbone: Callable[[], nn.Module],
         cfg_n["finetune"].update(copy.deepcopy(per_n.get(str(n)) or {}))
         runs = []
         for s in seeds:
-            runs.append(run_finetune(cfg_n, build_backbone, load_pretrained, out_dir / f"n{n if n is not None else 'all'}"
-                                     / f"seed{s}", dist, seed=s, n_per_class=n, loader_fn=loader_fn,
-                                     class_names=class_names))
+            run_dir = out_dir / f"n{n if n is not None else 'all'}" / f"seed{s}"
+            runs.append(run_finetune(cfg_n, build_backbone, load_pretrained, run_dir, dist, seed=s, n_per_class=n,
+                                     loader_fn=loader_fn, class_names=class_names))
         flat = [_flat(r["test"]) for r in runs]
         keys = [k for k in flat[0] if all(isinstance(f.get(k), (int, float)) for f in flat)]
         stats = {k: _mean_std([float(f[k]) for f in flat]) for k in keys}
