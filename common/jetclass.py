@@ -142,6 +142,8 @@ def iter_jetclass(path: str, step_size: int = 100_000, entry_start: int | None =
                 yield _to_raw(arrays, path, label)
         except DataError:
             raise
+        except ImportError as e:     # real JetClass files are LZ4-compressed: uproot needs lz4 and xxhash
+            raise ImportError(f"{path}: reading this file needs a decompression package: {e}") from e
         except Exception as e:
             raise DataError(f"{path}: failed to read branches (corrupt or truncated file?): {e}") from e
 

@@ -75,13 +75,15 @@ def jetclass_arrays(n: int, cls: str, seed: int = 0, max_particles: int = 40) ->
     return out
 
 
-def write_jetclass_arrays(path: str, arrays: dict, drop: tuple = ()) -> str:
-    """Write branch arrays as a JetClass TTree (particle branches zipped under "part" -> part_* + counter npart)."""
+def write_jetclass_arrays(path: str, arrays: dict, drop: tuple = (), compression=None) -> str:
+    """Write branch arrays as a JetClass TTree (particle branches zipped under "part" -> part_* + counter npart).
+    compression: an uproot codec, e.g. uproot.LZ4(4) as in the real files (needs the lz4 and xxhash packages);
+    None = uproot's default (zlib)."""
     counts = arrays["_counts"]
     part = {k[5:]: ak.unflatten(arrays[k], counts) for k in PARTICLE_FLOAT + PARTICLE_INT if k not in drop}
     scalars = {k: v for k, v in arrays.items() if not k.startswith(("part_", "_")) and k not in drop}
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with uproot.recreate(path) as f:
+    with uproot.recreate(path, **({} if compression is None else {"compression": compression})) as f:
         data = {"part": ak.zip(part), **scalars}
         f.mktree("tree", {k: (v.type if isinstance(v, ak.Array) else v.dtype) for k, v in data.items()})
         f["tree"].extend(data)

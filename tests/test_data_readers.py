@@ -62,6 +62,16 @@ def test_jetclass_values_and_sorting_enforced(tmp_path):
     np.testing.assert_allclose(raw_sorted.jet[:, 0], a["jet_pt"])
 
 
+def test_jetclass_lz4_like_the_real_files(tmp_path):
+    pytest.importorskip("lz4")
+    pytest.importorskip("xxhash")
+    a = jetclass_arrays(25, "Wqq", seed=8)
+    lz4 = read_jetclass(write_jetclass_arrays(str(tmp_path / "l" / "WToQQ_000.root"), a, compression=uproot.LZ4(4)))
+    zlib = read_jetclass(write_jetclass_arrays(str(tmp_path / "z" / "WToQQ_000.root"), a))
+    np.testing.assert_array_equal(lz4.p4, zlib.p4)
+    assert isinstance(uproot.open(tmp_path / "l" / "WToQQ_000.root").file.compression, uproot.LZ4)
+
+
 def test_jetclass_class_prefix_and_interleave():
     assert class_of_file("/x/TTBarLep_012.root") == "Tbl" and class_of_file("TTBar_000.root") == "Tbqq"
     assert class_of_file("HToWW2Q1L_100.root") == "Hqql" and class_of_file("ZJetsToNuNu_000.root") == "QCD"
