@@ -102,14 +102,19 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, attn_bias: torch.Tensor | None = None,
-                causal: bool = False, kv_cache: LayerKV | None = None) -> torch.Tensor:
-        """x (B,N,D); mask (B,N) bool True = real key; attn_bias (B,H,N,N) added to the logits (ParT);
+                causal: bool = False, kv_cache: LayerKV | None = None,
+                zero_padded_queries: bool = True) -> torch.Tensor:
+        """x (B,N,D); mask (B,N) bool True = real token; attn_bias (B,H,N,N) added to the logits (ParT);
         causal: query i sees keys <= i; kv_cache: a LayerKV holding earlier tokens (x are then the new tokens,
-        positions len(cache) ... len(cache)+N-1) which is extended in place."""
+        positions len(cache) ... len(cache)+N-1) which is extended in place. Outputs of padded query rows are zeroed
+        unless zero_padded_queries=False (the GPT keeps them, see GPT)."""
         B, N, D = x.shape
         q, k, v = self.qkv(x).view(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k = self.q_norm(q), self.k_norm(k)
-        offset = 0
+        if mask is not None:  # garbage (even inf/NaN) in padded rows must never reach a real query
+            pad = ~mask[:, None, :, None]
+            k, v = k.masked_fill(pad, 0.0), v.masked_fill(pad, 0.0)
+        offset, q_mask = 0, mask
         if kv_cache is not None:
             offset = kv_cache.length
             new_mask = mask if mask is not None else torch.ones(B, N, dtype=torch.bool, device=x.device)
@@ -137,8 +142,8 @@ class Attention(nn.Module):
 
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=causal_flag,
                                              dropout_p=self.dropout if self.training else 0.0)
-        out = out.transpose(1, 2).reshape(B, N, D)
-        return self.proj(self.out_norm(out))
+        out = self.proj(self.out_norm(out.transpose(1, 2).reshape(B, N, D)))
+        return zero_padded(out, q_mask) if zero_padded_queries else out
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -288,7 +293,7 @@ class GPTBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
 
     def forward(self, x, mask=None, kv_cache: LayerKV | None = None):
-        x = self.norm1(x + self.attn(x, mask, causal=True, kv_cache=kv_cache))
+        x = self.norm1(x + self.attn(x, mask, causal=True, kv_cache=kv_cache, zero_padded_queries=False))
         return self.norm2(x + self.ff(x))
 
 

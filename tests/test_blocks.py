@@ -191,3 +191,13 @@ def test_drop_path_and_dropout_only_in_training():
     assert not torch.allclose(enc(x, mask)[0], enc(x, mask)[0])
     h, _ = enc(_garbage_like(x, mask), mask)
     assert torch.isfinite(h).all() and (h[~mask] == 0).all()
+
+
+def test_attention_zeroes_padded_queries_without_nan():
+    att = Attention(D, H).eval()
+    mask = _mask()
+    mask[2] = False  # an empty jet
+    out = att(_garbage_like(torch.randn(B, N, D), mask, scale=1.0), mask)
+    assert torch.isfinite(out).all() and (out[~mask] == 0).all() and (out[mask] != 0).any()
+    keep = att(torch.randn(B, N, D), mask, zero_padded_queries=False)
+    assert (keep[~mask] != 0).any()
