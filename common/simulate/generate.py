@@ -14,6 +14,7 @@ Speed (Pythia itself is the floor, ~5 ms per event at 13 TeV with MPI):
 """
 from __future__ import annotations
 
+import os
 import zlib
 from dataclasses import dataclass, field
 
@@ -51,6 +52,28 @@ class GenConfig:
 def derive_seed(*parts) -> int:
     """A Pythia seed in [1, 900000000) from (seed, dataset, class, file index, ...): stable across runs and machines."""
     return zlib.crc32("/".join(map(str, parts)).encode()) % 899_999_999 + 1
+
+
+_BANNER_SHOWN = False
+
+
+def _quiet_fjcore(slowjet, event) -> None:
+    """fjcore prints its banner (to stdout, from C++) on the first clustering of a process; run that one silently."""
+    global _BANNER_SHOWN
+    if _BANNER_SHOWN:
+        return
+    import sys
+
+    sys.stdout.flush()
+    saved, devnull = os.dup(1), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        slowjet.analyze(event)
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
+        _BANNER_SHOWN = True
 
 
 def make_pythia(settings: list[str], seed: int):
@@ -101,9 +124,14 @@ class JetGenerator:
         # anti-kT (power -1), R, pTjetMin, particle |eta| < 5 (Delphes' E-flow reach), visible final state (select 2),
         # particle masses kept (massSet 2), no hook, fjcore on.
         self.slowjet = pythia8.SlowJet(-1, cfg.jet_r, self.pre_pt_min, 5.0, 2, 2, None, True, True)
+        _quiet_fjcore(self.slowjet, pythia8.Event())
         self.n_events = self.n_vetoed = self.n_jets = 0
+        self.max_events = None
 
     def _next_event(self, py):
+        if self.max_events is not None and self.n_events >= self.max_events:
+            raise RuntimeError(f"{self.cfg.process.name}: only {self.n_jets} jets after {self.n_events} events; "
+                               "the selection accepts (almost) nothing")
         if not py.next():
             return False
         self.n_events += 1
@@ -188,9 +216,11 @@ class JetGenerator:
         return Jet(c, pt, eta, phi, float(e), int(code), truth)
 
 
-def generate(cfg: GenConfig, seed: int, n_jets: int, progress=None) -> tuple[list[Jet], dict]:
+def generate(cfg: GenConfig, seed: int, n_jets: int, progress=None, max_events: int | None = None
+             ) -> tuple[list[Jet], dict]:
     """Generate exactly n_jets jets; `progress(k)` is called with the number of new jets now and then."""
     gen = JetGenerator(cfg, seed)
+    gen.max_events = max_events
     jets, last = [], 0
     for jet in gen:
         jets.append(jet)

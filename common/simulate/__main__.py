@@ -1,0 +1,85 @@
+"""python -m common.simulate {jetclass,toptagging,qg,validate} ...  (see --help of each subcommand)."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def _splits(s: str) -> tuple[float, float, float]:
+    try:
+        vals = tuple(float(x) for x in s.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--splits expects three comma-separated fractions, got {s!r}") from None
+    if len(vals) != 3:
+        raise argparse.ArgumentTypeError(f"--splits expects three fractions (train,val,test), got {s!r}")
+    return vals
+
+
+def _common(p: argparse.ArgumentParser, per_file: int = 100_000) -> None:
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel processes (default: all cores)")
+    p.add_argument("--seed", type=int, default=0, help="master seed; file seeds derive from (seed, class, file index)")
+    p.add_argument("--jets-per-file", type=int, default=per_file, help="jets per output file (default %(default)s)")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m common.simulate", description=__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    p = sub.add_parser("jetclass", help="JetClass-format ROOT files, 13 TeV, anti-kT 0.8, 500 < pT < 1000 GeV")
+    p.add_argument("--jets-per-class", type=int, required=True)
+    _common(p)
+    p.add_argument("--detector", choices=["cms", "atlas"], default="cms", help="detector response (default cms)")
+    p.add_argument("--classes", default=None, help="comma-separated subset, e.g. QCD,Hbb,Tbqq (default: all 10)")
+    p.add_argument("--splits", type=_splits, default=(0.8, 0.1, 0.1), help="train,val,test fractions")
+    p.add_argument("--pt-spectrum", choices=["flat", "falling"], default="flat",
+                   help="[U] flat: pTHat^4-biased sampling, weights ignored, so jets fill 500-1000 GeV roughly evenly "
+                        "(JetClass' spectrum is not published); falling: Pythia's natural spectrum")
+    p.add_argument("--no-parton-veto", dest="parton_veto", action="store_false",
+                   help="hadronise every event (slower; for checking that the parton-level pre-selection is exact)")
+
+    p = sub.add_parser("toptagging", help="Top-tagging-format HDF5 (14 TeV, no MPI, 550 < pT < 650 GeV)")
+    p.add_argument("--jets", type=int, required=True, help="total jets over the three splits, half top half QCD")
+    _common(p)
+    p.add_argument("--detector", choices=["cms", "atlas"], default="atlas", help="(default atlas, as the real set)")
+    p.add_argument("--splits", type=_splits, default=(0.6, 0.2, 0.2), help="train,val,test fractions (real: 1.2M/400k/400k)")
+
+    p = sub.add_parser("qg", help="quark-gluon npz (14 TeV, Z(nunu)+jet, anti-kT 0.4, 500 < pT < 550, |y| < 1.7)")
+    p.add_argument("--jets", type=int, required=True, help="total jets, half quark half gluon")
+    _common(p)
+    p.add_argument("--with-bc", action="store_true", help="allow c and b quark jets (the *_withbc variant)")
+
+    p = sub.add_parser("validate", help="plots of mass, soft-drop mass, multiplicity, tau21, tau32, pT; mass peaks")
+    p.add_argument("dir")
+    p.add_argument("--out", default=None, help="where PNGs go (default DIR/validation)")
+    p.add_argument("--max-jets", type=int, default=20000, help="jets per class to read")
+
+    a = ap.parse_args(argv)
+    from . import run
+
+    if a.cmd == "jetclass":
+        classes = a.classes.split(",") if a.classes else None
+        res = run.simulate_jetclass(a.out, a.jets_per_class, seed=a.seed, workers=a.workers, classes=classes,
+                                    splits=a.splits, per_file=a.jets_per_file, detector=a.detector,
+                                    pt_spectrum=a.pt_spectrum, parton_veto=a.parton_veto)
+    elif a.cmd == "toptagging":
+        res = run.simulate_toptagging(a.out, a.jets, seed=a.seed, workers=a.workers, splits=a.splits,
+                                      per_file=a.jets_per_file, detector=a.detector)
+    elif a.cmd == "qg":
+        res = run.simulate_qg(a.out, a.jets, seed=a.seed, workers=a.workers, per_file=a.jets_per_file,
+                              with_bc=a.with_bc)
+    else:
+        from .validate import validate
+
+        validate(a.dir, out=a.out, max_jets=a.max_jets)
+        return 0
+    if res:
+        secs = sum(r["seconds"] for r in res)
+        jets = sum(r["jets"] for r in res)
+        print(f"wrote {len(res)} file(s), {jets} jets, {jets / max(secs, 1e-9):.2f} jets/s per core")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

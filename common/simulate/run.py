@@ -1,0 +1,297 @@
+"""Parallel, resumable, deterministic production of the three datasets.
+
+Work is cut into file tasks; each task runs its own Pythia with a seed derived from (seed, dataset, class, file
+index), so a file's content does not depend on the number of workers or on the order tasks run in. A task writes
+atomically (`path.tmp` then os.replace); a rerun skips every file that exists. Top-tagging and quark-gluon outputs mix
+classes within a file, so their tasks write per-class parts under `DIR/.parts/` that are merged (and shuffled with a
+fixed seed) once all parts of an output file exist.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import multiprocessing as mp
+import os
+import queue as queue_mod
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .generate import GenConfig, derive_seed, generate
+from .processes import JETCLASS_CLASSES, JETCLASS_PREFIX, jetclass_process, qg_process, toptagging_process
+
+SPLITS = ("train", "val", "test")
+TTV = {"train": 0, "val": 1, "test": 2}  # [U] code values of the top-tagging `ttv` column
+
+
+@dataclass
+class Task:
+    dataset: str
+    cls: str
+    n: int
+    seed: int
+    path: str
+    options: dict = field(default_factory=dict)
+
+
+def gen_config(dataset: str, cls: str, options: dict) -> GenConfig:
+    if dataset == "jetclass":
+        return GenConfig(jetclass_process(cls), ecm=13000.0, mpi=True, jet_r=0.8, pt_min=500.0, pt_max=1000.0,
+                         eta_max=2.0, detector=options.get("detector", "cms"),
+                         flat_pt=options.get("pt_spectrum", "flat") == "flat",
+                         parton_veto=options.get("parton_veto", True))
+    if dataset == "toptagging":
+        return GenConfig(toptagging_process(cls), ecm=14000.0, mpi=False, jet_r=0.8, pt_min=550.0, pt_max=650.0,
+                         eta_max=2.0, detector=options.get("detector", "atlas"), flat_pt=False,
+                         parton_veto=options.get("parton_veto", True))
+    if dataset == "qg":
+        return GenConfig(qg_process(cls, options.get("with_bc", False)), ecm=14000.0, mpi=True, jet_r=0.4,
+                         pt_min=500.0, pt_max=550.0, eta_max=1.7, use_rapidity=True, detector=None, flat_pt=False,
+                         pthat_min=450.0, leading_only=True)
+    raise ValueError(f"unknown dataset {dataset!r}")
+
+
+# ----------------------------------------------------------------------------------------------- task execution
+_QUEUE = None
+
+
+def _init_worker(q):
+    global _QUEUE
+    _QUEUE = q
+
+
+def _report(k: int) -> None:
+    if _QUEUE is not None:
+        _QUEUE.put(k)
+
+
+def run_task(task: Task) -> dict:
+    """Generate one file (or one part) and write it atomically."""
+    from . import writers
+
+    t0 = time.time()
+    cfg = gen_config(task.dataset, task.cls, task.options)
+    max_events = 2000 + 1000 * task.n
+    jets, stats = generate(cfg, task.seed, task.n, progress=_report, max_events=max_events)
+    if task.dataset == "jetclass":
+        writers.write_jetclass_root(task.path, jets)
+    else:
+        label = {"QCD": 0, "Top": 1, "Gluon": 0, "Quark": 1}[task.cls]
+        with writers.atomic_path(task.path) as tmp, open(tmp, "wb") as fh:
+            if task.dataset == "toptagging":
+                frame = writers.toptagging_frame(jets, np.full(len(jets), label), 0)
+                np.savez(fh, data=frame.to_numpy(np.float64), columns=np.array(frame.columns, dtype=str))
+            else:
+                X, y = writers.qg_arrays(jets, np.full(len(jets), label))
+                np.savez(fh, X=X, y=y)
+    stats.update(path=task.path, seconds=time.time() - t0)
+    return stats
+
+
+def execute(tasks: list[Task], workers: int, desc: str) -> list[dict]:
+    """Run tasks (skipping finished files) on `workers` processes with a jets/s progress bar."""
+    from tqdm import tqdm
+
+    todo = [t for t in tasks if not os.path.exists(t.path)]
+    for t in todo:  # leftovers of an interrupted run
+        if os.path.exists(t.path + ".tmp"):
+            os.remove(t.path + ".tmp")
+    skipped = len(tasks) - len(todo)
+    total = sum(t.n for t in todo)
+    bar = tqdm(total=total, desc=desc, unit="jets", unit_scale=False, smoothing=0.05, dynamic_ncols=True)
+    if skipped:
+        bar.write(f"{desc}: {skipped} finished file(s) skipped")
+    results = []
+    if not todo:
+        bar.close()
+        return results
+    if workers <= 1:
+        global _QUEUE
+        _QUEUE = None
+        for t in todo:
+            results.append(_run_inline(t, bar))
+    else:
+        import awkward, fastjet, pythia8mc, uproot, vector  # noqa: F401,E401  (imported once, before forking)
+
+        ctx = mp.get_context("fork") if hasattr(os, "fork") else mp.get_context()
+        q = ctx.Queue()
+        with ctx.Pool(min(workers, len(todo)), initializer=_init_worker, initargs=(q,)) as pool:
+            # biggest tasks first so that the pool drains evenly
+            pending = pool.map_async(run_task, sorted(todo, key=lambda t: -t.n), chunksize=1)
+            while True:
+                try:
+                    bar.update(q.get(timeout=0.5))
+                except queue_mod.Empty:
+                    if pending.ready():
+                        break
+            results = pending.get()
+            while not q.empty():
+                bar.update(q.get())
+    bar.close()
+    return results
+
+
+def _run_inline(task: Task, bar) -> dict:
+    global _QUEUE
+
+    class _Bar:
+        def put(self, k):
+            bar.update(k)
+
+    _QUEUE = _Bar()
+    try:
+        return run_task(task)
+    finally:
+        _QUEUE = None
+
+
+# ----------------------------------------------------------------------------------------------- planning
+def split_counts(n: int, fractions: tuple[float, ...]) -> list[int]:
+    if len(fractions) != 3 or any(f < 0 for f in fractions) or sum(fractions) <= 0:
+        raise ValueError(f"--splits needs three non-negative fractions (train, val, test), got {fractions}")
+    f = np.asarray(fractions, float) / sum(fractions)
+    counts = np.floor(f * n).astype(int)
+    for k in (1, 2):  # tiny samples still get every requested split
+        if counts[k] == 0 and f[k] > 0 and n >= 3:
+            counts[k] = 1
+    counts[0] = n - counts[1:].sum()
+    return counts.tolist()
+
+
+def _chunks(n: int, per_file: int) -> list[int]:
+    return [min(per_file, n - s) for s in range(0, n, per_file)] if n > 0 else []
+
+
+def check_settings(out: str, settings: dict) -> None:
+    """Refuse to resume into a directory simulated with other settings (files would silently mix)."""
+    path = os.path.join(out, "simulate.json")
+    if os.path.exists(path):
+        with open(path) as fh:
+            old = json.load(fh)
+        if old != settings:
+            raise ValueError(f"{path} records different settings {old}; requested {settings}. "
+                             "Use another --out directory or delete the old one.")
+        return
+    os.makedirs(out, exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump(settings, fh, indent=1)
+    os.replace(tmp, path)
+
+
+def jetclass_tasks(out: str, n_per_class: int, seed: int, classes: list[str], splits, per_file: int,
+                   options: dict) -> list[Task]:
+    """DIR/{train,val,test}/<prefix>_NNN.root; file numbers run train, test, val as in JetClass (§A1)."""
+    tasks = []
+    n_split = dict(zip(SPLITS, split_counts(n_per_class, splits)))
+    for cls in classes:
+        idx = 0
+        for split in ("train", "test", "val"):
+            for n in _chunks(n_split[split], per_file):
+                path = os.path.join(out, split, f"{JETCLASS_PREFIX[cls]}_{idx:03d}.root")
+                tasks.append(Task("jetclass", cls, n, derive_seed(seed, "jetclass", cls, idx), path, options))
+                idx += 1
+    return tasks
+
+
+def simulate_jetclass(out, n_per_class, *, seed=0, workers=1, classes=None, splits=(0.8, 0.1, 0.1),
+                      per_file=100_000, detector="cms", pt_spectrum="flat", parton_veto=True) -> list[dict]:
+    classes = list(classes or JETCLASS_CLASSES)
+    for c in classes:
+        if c not in JETCLASS_PREFIX:
+            raise ValueError(f"unknown class {c!r} in --classes; expected names from {JETCLASS_CLASSES}")
+    options = dict(detector=detector, pt_spectrum=pt_spectrum, parton_veto=parton_veto)
+    check_settings(out, dict(dataset="jetclass", jets_per_class=n_per_class, seed=seed, classes=classes,
+                             splits=list(splits), jets_per_file=per_file, **options))
+    tasks = jetclass_tasks(out, n_per_class, seed, classes, splits, per_file, options)
+    return execute(tasks, workers, "jetclass")
+
+
+def _merge(parts: list[str], out_path: str, seed: int, build) -> None:
+    """Concatenate finished parts, shuffle them with a fixed seed and write `out_path` via build(arrays, perm)."""
+    if os.path.exists(out_path):
+        return
+    loaded = [dict(np.load(p, allow_pickle=False)) for p in parts]
+    build(loaded, np.random.default_rng(derive_seed(seed, "shuffle", os.path.basename(out_path))))
+
+
+def simulate_toptagging(out, n_jets, *, seed=0, workers=1, splits=(0.8, 0.1, 0.1), per_file=100_000,
+                        detector="atlas") -> list[dict]:
+    """DIR/{train,val,test}.h5, balanced top / QCD, pandas key "table" (§A2, §B6)."""
+    import pandas as pd
+
+    from . import writers
+
+    options = dict(detector=detector)
+    check_settings(out, dict(dataset="toptagging", jets=n_jets, seed=seed, splits=list(splits), jets_per_file=per_file,
+                             **options))
+    parts_dir = os.path.join(out, ".parts")
+    tasks, by_split = [], {}
+    for split, n in zip(SPLITS, split_counts(n_jets, splits)):
+        by_split[split] = []
+        for cls, m in (("Top", (n + 1) // 2), ("QCD", n // 2)):
+            for k, nk in enumerate(_chunks(m, per_file)):
+                path = os.path.join(parts_dir, f"{split}_{cls}_{k:03d}.npz")
+                tasks.append(Task("toptagging", cls, nk, derive_seed(seed, "toptagging", split, cls, k), path, options))
+                by_split[split].append(path)
+    tasks = [t for t in tasks if not os.path.exists(os.path.join(out, os.path.basename(t.path).split("_")[0] + ".h5"))]
+    results = execute(tasks, workers, "toptagging")
+    for split, parts in by_split.items():
+        if not parts:
+            continue
+
+        def build(loaded, rng, split=split):
+            data = np.concatenate([d["data"] for d in loaded])
+            cols = [str(c) for c in loaded[0]["columns"]]
+            data = data[rng.permutation(len(data))]
+            frame = pd.DataFrame({c: data[:, i] for i, c in enumerate(cols)})
+            for c in cols:
+                frame[c] = frame[c].astype(np.int64 if c in ("ttv", "is_signal_new") else np.float32)
+            frame["ttv"] = TTV[split]
+            writers.write_toptagging_h5(os.path.join(out, f"{split}.h5"), frame)
+
+        _merge(parts, os.path.join(out, f"{split}.h5"), seed, build)
+    _cleanup_parts(parts_dir, [os.path.join(out, f"{s}.h5") for s in by_split if by_split[s]])
+    return results
+
+
+def simulate_qg(out, n_jets, *, seed=0, workers=1, per_file=100_000, with_bc=False) -> list[dict]:
+    """DIR/QG_jets.npz, QG_jets_1.npz, ... with per_file jets each, half quark half gluon (§A3, §B6)."""
+    from . import writers
+
+    options = dict(with_bc=with_bc)
+    check_settings(out, dict(dataset="qg", jets=n_jets, seed=seed, jets_per_file=per_file, **options))
+    parts_dir = os.path.join(out, ".parts")
+    stem = "QG_jets_withbc" if with_bc else "QG_jets"
+    tasks, files = [], {}
+    for k, n in enumerate(_chunks(n_jets, per_file)):
+        name = f"{stem}_{k}.npz" if (with_bc or k > 0) else f"{stem}.npz"
+        final = os.path.join(out, name)
+        files[final] = []
+        for cls, m in (("Quark", (n + 1) // 2), ("Gluon", n // 2)):
+            path = os.path.join(parts_dir, f"qg_{k:03d}_{cls}.npz")
+            if m:
+                files[final].append(path)
+                if not os.path.exists(final):
+                    tasks.append(Task("qg", cls, m, derive_seed(seed, "qg", cls, k), path, options))
+    results = execute(tasks, workers, "qg")
+    for final, parts in files.items():
+
+        def build(loaded, rng, final=final):
+            M = max(d["X"].shape[1] for d in loaded)
+            X = np.concatenate([np.pad(d["X"], ((0, 0), (0, M - d["X"].shape[1]), (0, 0))) for d in loaded])
+            y = np.concatenate([d["y"] for d in loaded])
+            perm = rng.permutation(len(y))
+            writers.write_qg_npz(final, X[perm], y[perm])
+
+        _merge(parts, final, seed, build)
+    _cleanup_parts(parts_dir, list(files))
+    return results
+
+
+def _cleanup_parts(parts_dir: str, finals: list[str]) -> None:
+    if all(os.path.exists(f) for f in finals) and os.path.isdir(parts_dir):
+        for p in glob.glob(os.path.join(parts_dir, "*")):
+            os.remove(p)
+        os.rmdir(parts_dir)
