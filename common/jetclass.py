@@ -108,10 +108,13 @@ def _to_raw(arrays, path: str, label: int) -> RawJets:
         raise DataError(f"{path}: file prefix says class {CLASS_NAMES[label]} but {bad} jets are labelled "
                         f"{sorted({CLASS_NAMES[i] for i in np.unique(hot[hot != label])})}")
 
-    mask = np.zeros((b, m), dtype=bool)
-    mask[rows, cols] = True
-    padded = np.zeros((b, m, len(names)), dtype=np.float32)     # one scatter for all 16 particle branches
-    padded[rows, cols] = flat
+    lin = rows * m + cols                                       # slot of each particle in the (b, m) grid
+    mask = np.zeros(b * m, dtype=bool)
+    mask[lin] = True
+    mask = mask.reshape(b, m)
+    padded = np.zeros((b * m, len(names)), dtype=np.float32)    # one scatter for all 16 particle branches
+    padded[lin] = flat
+    padded = padded.reshape(b, m, len(names))
     p4 = padded[..., :4]                                        # part_px, part_py, part_pz, part_energy
     part = {name: padded[..., k] for k, name in enumerate(names) if k >= 4}
 

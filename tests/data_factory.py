@@ -91,12 +91,13 @@ def write_jetclass_arrays(path: str, arrays: dict, drop: tuple = (), compression
 
 
 def write_jetclass(directory: str, n: int, classes=None, seed: int = 0, index: int = 0,
-                   max_particles: int = 40) -> list[str]:
+                   max_particles: int = 40, compression=None) -> list[str]:
     """One `<proc>_NNN.root` per class in `directory`; returns the paths."""
     paths = []
     for k, c in enumerate(classes or CLASS_NAMES):
         arrays = jetclass_arrays(n, c, seed=seed * 1000 + 17 * k + index, max_particles=max_particles)
-        paths.append(write_jetclass_arrays(os.path.join(directory, f"{FILE_PREFIX[c]}_{index:03d}.root"), arrays))
+        paths.append(write_jetclass_arrays(os.path.join(directory, f"{FILE_PREFIX[c]}_{index:03d}.root"), arrays,
+                                           compression=compression))
     return paths
 
 
