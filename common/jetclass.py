@@ -83,14 +83,14 @@ def _to_raw(arrays, path: str, label: int) -> RawJets:
     starts = np.cumsum(counts) - counts
     cols = np.arange(counts.sum()) - np.repeat(starts, counts)
     names = PARTICLE_FLOAT + PARTICLE_INT
-    flat = np.empty((len(rows), len(names)), dtype=np.float32)
+    flat = np.empty((len(names), len(rows)), dtype=np.float32)
     for k, name in enumerate(names):
         a = arrays[name]
         if not np.array_equal(ak.to_numpy(ak.num(a)), counts):
             raise DataError(f"{path}: branch {name} has different particle counts than part_px")
-        flat[:, k] = ak.to_numpy(ak.flatten(a))
-        if not np.isfinite(flat[:, k]).all():
-            raise DataError(f"{path}: branch {name} holds {int((~np.isfinite(flat[:, k])).sum())} NaN/inf values")
+        flat[k] = ak.to_numpy(ak.flatten(a))
+        if not np.isfinite(flat[k]).all():
+            raise DataError(f"{path}: branch {name} holds {int((~np.isfinite(flat[k])).sum())} NaN/inf values")
     jet_b = {}
     for name in ["jet_pt", "jet_eta", "jet_phi", "jet_energy", "jet_nparticles"]:
         v = ak.to_numpy(arrays[name]).astype(np.float32)
@@ -112,11 +112,11 @@ def _to_raw(arrays, path: str, label: int) -> RawJets:
     mask = np.zeros(b * m, dtype=bool)
     mask[lin] = True
     mask = mask.reshape(b, m)
-    padded = np.zeros((b * m, len(names)), dtype=np.float32)    # one scatter for all 16 particle branches
-    padded[lin] = flat
-    padded = padded.reshape(b, m, len(names))
-    p4 = padded[..., :4]                                        # part_px, part_py, part_pz, part_energy
-    part = {name: padded[..., k] for k, name in enumerate(names) if k >= 4}
+    padded = np.zeros((len(names), b * m), dtype=np.float32)    # one scatter for all 16 particle branches
+    padded[:, lin] = flat
+    padded = padded.reshape(len(names), b, m)                   # each branch a contiguous (b, m) array
+    p4 = np.stack(padded[:4], -1)                               # part_px, part_py, part_pz, part_energy
+    part = {name: padded[k] for k, name in enumerate(names) if k >= 4}
 
     # pT order: JetClass is stored pT-descending; enforce it (stable, so ties keep the file order).
     pt = np.where(mask, np.hypot(p4[..., 0], p4[..., 1]), -np.inf)
