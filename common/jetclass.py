@@ -13,8 +13,10 @@ from collections.abc import Iterator
 
 import awkward as ak
 import numpy as np
+import torch
 import uproot
 
+from common.batch import JetBatch
 from common.features import DataError, RawJets, jet_from_constituents
 
 CLASS_NAMES = ["QCD", "Hbb", "Hcc", "Hgg", "H4q", "Hqql", "Zqq", "Wqq", "Tbqq", "Tbl"]   # ParT label order
@@ -172,13 +174,14 @@ def interleave_files(files: list[str]) -> list[str]:
     return out
 
 
-class JetClassStream:
-    """Streaming alternative to the cache for very large file lists: an IterableDataset-style iterator that reads ROOT
-    chunks round-robin over the class files, shards the (file, chunk) work items by DDP rank and DataLoader worker,
-    shuffles within a window of one chunk per class, and yields feature dicts of `batch_size` jets."""
+class JetClassStream(torch.utils.data.IterableDataset):
+    """Streaming alternative to the cache (no disk copy): reads ROOT chunks round-robin over the class files, shards
+    the (file, chunk) work items by DDP rank and DataLoader worker, shuffles within a window of one chunk per class,
+    and yields JetBatch objects of at most `batch_size` jets. Use with DataLoader(stream, batch_size=None)."""
 
     def __init__(self, files, feature_set, batch_size: int, *, num_particles=None, step_size: int = 10_000,
                  shuffle: bool = True, seed: int = 0, rank: int = 0, world_size: int = 1, state=None):
+        super().__init__()
         self.files = interleave_files(files)
         self.fs, self.n, self.state = feature_set, num_particles, state
         self.batch_size, self.step_size, self.shuffle = batch_size, step_size, shuffle
@@ -199,9 +202,7 @@ class JetClassStream:
         return items
 
     def __iter__(self):
-        import torch.utils.data as tud
-
-        info = tud.get_worker_info()
+        info = torch.utils.data.get_worker_info()
         wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
         shard, nshard = self.rank * nw + wid, self.world_size * nw
         mine = self.work_items()[shard::nshard]
@@ -214,4 +215,4 @@ class JetClassStream:
             order = rng.permutation(len(cat["label"])) if self.shuffle else np.arange(len(cat["label"]))
             for b in range(0, len(order), self.batch_size):
                 idx = order[b:b + self.batch_size]
-                yield {k: v[idx] for k, v in cat.items()}
+                yield JetBatch(**{k: torch.from_numpy(np.ascontiguousarray(v[idx])) for k, v in cat.items()})

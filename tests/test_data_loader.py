@@ -228,10 +228,10 @@ def test_streaming_shards(jc_root):
     seen = []
     for rank in range(2):
         st = JetClassStream(files, fs, 25, step_size=15, seed=0, rank=rank, world_size=2)
-        batches = list(st)
-        assert all(len(b["label"]) <= 25 for b in batches)
+        batches = list(torch.utils.data.DataLoader(st, batch_size=None))
+        assert all(isinstance(b, JetBatch) and len(b) <= 25 and b.x.shape[1:] == (64, 3) for b in batches)
         # a window mixes classes
-        assert len(set(batches[0]["label"].tolist())) > 1
-        seen.append(np.concatenate([b["p4"][:, 0, 3] for b in batches]))
+        assert len(set(batches[0].label.tolist())) > 1
+        seen.append(np.concatenate([b.p4[:, 0, 3].numpy() for b in batches]))
     assert len(np.concatenate(seen)) == 10 * N_PER_FILE
     assert len(set(np.concatenate(seen).tolist())) == 10 * N_PER_FILE
