@@ -235,3 +235,8 @@ def test_streaming_shards(jc_root):
         seen.append(np.concatenate([b.p4[:, 0, 3].numpy() for b in batches]))
     assert len(np.concatenate(seen)) == 10 * N_PER_FILE
     assert len(set(np.concatenate(seen).tolist())) == 10 * N_PER_FILE
+    # DataLoader workers split a rank's work items between them: still every jet exactly once
+    st = JetClassStream(files, fs, 25, step_size=15, seed=0)
+    e = np.concatenate([b.p4[:, 0, 3].numpy() for b in torch.utils.data.DataLoader(st, batch_size=None,
+                                                                                      num_workers=2)])
+    assert len(e) == len(set(e.tolist())) == 10 * N_PER_FILE
