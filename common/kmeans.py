@@ -122,7 +122,8 @@ class KMeans:
         if missing:
             raise KeyError(f"KMeans.load_state_dict: missing keys {sorted(missing)}")
         self.n_clusters = state["n_clusters"]
-        self.n_iter, self.seed, self.init = state.get("n_iter", 50), state.get("seed", 0), state.get("init", "k-means++")
+        self.n_iter, self.seed = state.get("n_iter", 50), state.get("seed", 0)
+        self.init = state.get("init", "k-means++")
         self.centroids = state["centroids"]
         if self.centroids is not None and self.centroids.shape[0] != self.n_clusters:
             raise ValueError(f"KMeans.load_state_dict: {self.centroids.shape[0]} centroids for n_clusters "

@@ -27,7 +27,8 @@ def test_masked_reductions():
                                   "class_attention_oj"])
 def test_heads_ignore_padding_and_order(kind):
     h, mask = _data()
-    head = build_head(kind, D, 5, **({"hidden": 8, "num_heads": 2} if kind.startswith("class_attention") else {})).eval()
+    kw = {"hidden": 8, "num_heads": 2} if kind.startswith("class_attention") else {}
+    head = build_head(kind, D, 5, **kw).eval()
     out = head(h, mask)
     assert out.shape == (B, 5) and torch.isfinite(out).all()
     g = h.clone()
