@@ -10,7 +10,10 @@ MLP VQ-VAE, the binned grid) the test jets are tokenised and reconstructed, and 
     particle i of the reconstruction is compared with particle i of the original);
   - jet resolution: std of (reco - original) for jet mass and pT [GeV], tau21 and tau32 (massless constituents);
   - codebook utilisation: distinct codes used by the test particles / codebook size.
-Writes metrics.json (one row per tokeniser), resolution.png (overlaid reco - original histograms) and done.json.
+  - optionally (classifier.enabled) the test accuracy of a DeepSets classifier trained on the original constituents
+    and on the constituents reconstructed by each tokeniser (omnijet/deepsets.py; OJ classification-on-tokens study).
+Writes metrics.json (one row per tokeniser, plus an "original" row with the classifier accuracy), resolution.png
+(overlaid reco - original histograms) and done.json.
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ from common.config import add_config_args, config_from_args, load_config, save_c
 from common.data import load_arrays
 from common.plots import save_figure
 from common.train_utils import is_done, mark_done, write_json
+from omnijet.deepsets import train_and_score
 from omnijet.jets import observables, particles
 
 TOKENISATION_NAMES = {"conditional": "conditional_vqvae", "mlp": "unconditional_vqvae", "binned": "binned"}
@@ -62,6 +66,10 @@ def differences(x: np.ndarray, x_reco: np.ndarray, mask: np.ndarray) -> dict[str
     for k in ("tau21", "tau32"):
         diffs[k] = jr[k] - jo[k]
     return {k: v[np.isfinite(v)] for k, v in diffs.items()}
+
+
+RESOLUTION_KEYS = ("particle_pt_resolution", "eta_resolution", "phi_resolution", "etaphi_resolution",
+                   "jet_mass_resolution", "jet_pt_resolution", "tau21_resolution", "tau32_resolution")
 
 
 def resolution_metrics(diffs: dict, codes: np.ndarray, mask: np.ndarray, num_codes: int) -> dict:
@@ -111,7 +119,22 @@ def main(argv=None) -> None:
     real = load_arrays(cfg["data"], "test", max_jets=cfg["n_jets"])
     keep = real["mask"].sum(1) >= 3  # OJ evaluates jets with at least 3 constituents
     x, mask = real["x"][keep], real["mask"][keep]
+    clf = cfg["classifier"]
+    if clf["enabled"]:
+        train = load_arrays(cfg["data"], "train", max_jets=clf["n_train_jets"])
+        n_classes = int(max(train["label"].max(), real["label"].max()) + 1)
+
+        def accuracy(x_train, x_test) -> float:
+            return train_and_score((x_train, train["mask"], train["label"]), (x_test, mask, real["label"][keep]),
+                                   n_classes, epochs=clf["epochs"], batch_size=clf["batch_size"], lr=clf["lr"],
+                                   seed=cfg["seed"])
+
     rows, all_diffs = [], {}
+    if clf["enabled"]:
+        # the original constituents: zero resolution by definition, no codebook
+        rows.append({"run": None, "tokenisation": "original", "num_tokens": None,
+                     **{k: 0.0 for k in RESOLUTION_KEYS}, "codebook_utilisation": None,
+                     "accuracy_reco": accuracy(train["x"], x)})
     for name in cfg["tokenizers"]:
         run = Path(cfg["runs_dir"]) / name
         if not (run / "done.json").is_file():
@@ -125,9 +148,12 @@ def main(argv=None) -> None:
         all_diffs[label] = diffs
         rows.append({"run": name, "tokenisation": TOKENISATION_NAMES[kind], "num_tokens": tokenizer.num_codes,
                      **resolution_metrics(diffs, codes, mask, tokenizer.num_codes)})
+        if clf["enabled"]:
+            rows[-1]["accuracy_reco"] = accuracy(reconstruct(tokenizer, train["x"], train["mask"])[0], x_reco)
         print(f"{label:32s} " + " ".join(f"{k}={v:.4g}" for k, v in rows[-1].items() if isinstance(v, float)))
     plot_resolutions(all_diffs, out / "resolution.png")
-    write_json(out / "metrics.json", {"rows": rows, "n_jets": int(len(x))})
+    write_json(out / "metrics.json", {"rows": rows, "n_jets": int(len(x)), "classifier": (
+        f"{len(train['x'])} training jets, {clf['epochs']} epochs" if clf["enabled"] else None)})
     mark_done(out, {"n_jets": int(len(x)), "tokenizers": list(cfg["tokenizers"])})
 
 
