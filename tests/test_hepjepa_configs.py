@@ -104,3 +104,29 @@ def test_sweep_figures_and_tables(data, tmp_path):
     assert written == ["hepjepa.jetclass_fewshot"]
     md = (runs / "tables" / "hepjepa.md").read_text()
     assert "frozen" in md and "0.564" in md  # our rows beside the published ones
+
+
+def test_pretraining_resumes_exactly(data, tmp_path, monkeypatch):
+    cfg = shrunk(Path("hepjepa/configs/smoke/pretrain.yaml"), data)
+    cfg["train"].update(steps=4, ckpt_every=2, val_every=100)
+    cfg["train"]["schedule"].update(total_steps=4)
+    pretrain.train(cfg, tmp_path / "straight", Dist())
+
+    real_save = pretrain.save_checkpoint
+
+    def save_then_crash(path, state):  # the run is killed right after its step-2 checkpoint
+        real_save(path, state)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pretrain, "save_checkpoint", save_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain.train(cfg, tmp_path / "resumed", Dist())
+    monkeypatch.setattr(pretrain, "save_checkpoint", real_save)
+    assert not (tmp_path / "resumed" / "done.json").exists()
+    pretrain.train(cfg, tmp_path / "resumed", Dist())
+    a = load_checkpoint(tmp_path / "straight" / "checkpoint.pt")
+    b = load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")
+    assert a["step"] == b["step"] == 4
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), k
+    assert any(k.startswith("target_encoder.") for k in a["model"])  # the EMA teacher is part of the state
