@@ -180,15 +180,20 @@ def _fit_mpmv2(cfg, train, fs):
     return fit_mpmv2_quantiles(raws, n_quantiles=fs.params["n_quantiles"])
 
 
-def cached_entries(cfg: dict, split: str, progress: bool = True) -> list:
-    """Convert (once) every file of the split; returns CacheEntry objects (memory-mapped)."""
+def cached_entries(cfg: dict, split: str, progress: bool = True, rank: int = 0, world_size: int = 1) -> list:
+    """Convert (once) every file of the split; returns CacheEntry objects (memory-mapped), in file order.
+    Each rank starts at its own offset in the file list, so DDP ranks convert different files in parallel (a file
+    lock per entry makes every other rank wait for, then reuse, the one conversion)."""
     fs, n = _feature_set(cfg), _num_particles(cfg)
     state, extra_state = None, {}
     if fs.needs_fit:
         state, qkey = _mpmv2_state(cfg)
         extra_state = {"quantiles": qkey}
-    entries = []
-    for path, a, b in resolve_files(cfg, split):
+    files = resolve_files(cfg, split)
+    start = rank * len(files) // max(world_size, 1)
+    entries = {}
+    for i in [(start + j) % len(files) for j in range(len(files))]:
+        path, a, b = files[i]
         total = _num_entries(cfg, path)
         s, e = _row_range(total, a, b)
         if e <= s:
@@ -206,8 +211,8 @@ def cached_entries(cfg: dict, split: str, progress: bool = True) -> list:
             if bar is not None:
                 bar.close()
 
-        entries.append(get_or_build(_cache_dir(cfg), path, fs.name, fs.key(), n, e - s, build, extra))
-    return entries
+        entries[i] = get_or_build(_cache_dir(cfg), path, fs.name, fs.key(), n, e - s, build, extra)
+    return [entries[i] for i in range(len(files))]
 
 
 def _bar(total, desc, enabled):
@@ -295,9 +300,10 @@ def _passthrough(batch):
 
 
 def build_dataset(cfg: dict, split: str, *, max_jets=None, n_per_class=None, subset_seed: int = 0,
-                  progress: bool = True) -> JetDataset:
+                  progress: bool = True, rank: int = 0, world_size: int = 1) -> JetDataset:
+    """The (subset of the) split as a JetDataset; converts missing cache entries first."""
     names, chosen = _class_names(cfg)
-    entries = cached_entries(cfg, split, progress)
+    entries = cached_entries(cfg, split, progress, rank, world_size)
     label_map = np.full(len(names), -1, dtype=np.int64)
     for i, c in enumerate(chosen):
         label_map[names.index(c)] = i
@@ -331,7 +337,7 @@ def make_loader(data_cfg: dict, split: str, batch_size: int, *, shuffle: bool, s
                 n_per_class: int | None = None, subset_seed: int = 0) -> DataLoader:
     """DataLoader yielding JetBatch (CPU tensors). Call set_epoch(loader, epoch) each epoch when shuffling."""
     ds = build_dataset(data_cfg, split, max_jets=max_jets, n_per_class=n_per_class, subset_seed=subset_seed,
-                       progress=rank == 0)
+                       progress=rank == 0, rank=rank, world_size=world_size)
     sampler = ShardedBatchSampler(len(ds), batch_size, shuffle=shuffle, seed=seed, rank=rank, world_size=world_size,
                                   drop_last=drop_last)
     workers = int(data_cfg.get("num_workers") or 0)

@@ -118,6 +118,28 @@ def test_cache_invalidation(tmp_path):
     load_arrays(bad, "train")
 
 
+def _convert_as_rank(root, rank, out):
+    a = data_mod.build_dataset(cfg_for(root, features="part_kin"), "train", rank=rank, world_size=2).gather(
+        np.arange(200))
+    np.save(out, a["x"])
+
+
+def test_concurrent_ranks_convert_once(tmp_path):
+    import multiprocessing as mp
+
+    root = str(tmp_path)
+    write_jetclass(os.path.join(root, "train"), 20, seed=3)
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=_convert_as_rank, args=(root, r, str(tmp_path / f"r{r}.npy"))) for r in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "r0.npy"), np.load(tmp_path / "r1.npy"))
+    assert len(entries(os.path.join(root, ".cache"))) == 10                  # one entry per file, no leftovers
+
+
 def test_determinism_epochs_and_sharding(jc_root):
     cfg = cfg_for(jc_root)
     a = torch.cat([b.x[:, 0, 2] for b in make_loader(cfg, "train", 50, shuffle=True, seed=3)])
