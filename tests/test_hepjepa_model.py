@@ -18,10 +18,12 @@ def tiny_model(**kw):
 
 def test_teacher_gets_no_gradient_and_moves_by_the_scheduled_momentum():
     model = tiny_model()
-    x, mask, p4 = fake_jets([24, 12, 5, 2])
+    x, mask, p4 = fake_jets([24, 12, 5, 2, 1])  # small jets included
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     out = model(x, mask, p4)
+    assert torch.isfinite(out["loss"])
     out["loss"].backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
     assert all(not p.requires_grad and p.grad is None for p in model.target_encoder.parameters())
     assert all(p.grad is not None for p in model.context_encoder.parameters())
     opt.step()
