@@ -49,7 +49,8 @@ def validate(model, loader, device, max_batches: int) -> dict:
         used.update(out["codes"][batch.mask].unique().tolist())
         n += 1
     model.train()
-    res = {f"val_{k}": v / max(n, 1) for k, v in sums.items()}
+    # losses averaged over ranks; utilisation of the codes seen by this rank (rank 0 logs)
+    res = {f"val_{k}": float(all_reduce_mean(torch.tensor(v / max(n, 1), device=device))) for k, v in sums.items()}
     res["val_utilisation"] = len(used) / unwrap_model(model).num_codes
     return res
 
