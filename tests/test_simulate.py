@@ -74,7 +74,7 @@ def test_jetclass_layout_and_types(sim_jetclass):
             assert (a["part_d0err"][b][charged] > 0).all() and (a["part_d0err"][b][~charged] == 0).all()
         for k in ("jet_sdmass", "jet_tau1", "jet_tau2", "jet_tau3", "jet_tau4"):
             assert np.isfinite(a[k]).all()
-        assert (a["jet_tau2"] <= a["jet_tau1"] + 1e-6).all() and (a["jet_sdmass"] >= 0).all()
+        assert (a["jet_tau1"] > 0).all() and (a["jet_sdmass"] >= 0).all()  # kT axes: tau2 <= tau1 is not guaranteed
     assert all(n == JETCLASS_JETS_PER_CLASS for n in total.values()), total
 
 
