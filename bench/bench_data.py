@@ -15,7 +15,7 @@ import time
 import torch
 import uproot
 
-from common.data import load_arrays, make_loader
+from common.data import cached_entries, make_loader
 from common.jetclass import iter_jetclass
 from tests.data_factory import write_jetclass
 
@@ -74,7 +74,7 @@ def main():
     for fs in args.features:
         cfg = dict(dataset="jetclass", root=root, train="train/*.root", features=fs)
         with Timer() as t:
-            load_arrays(cfg, "train", max_jets=1)            # converts every file into the cache
+            cached_entries(cfg, "train", progress=False)     # converts every file into the cache
         rows.append(("ROOT -> features -> cache (once)", fs, n, t))
         for shuffle in (True, False):
             loader = make_loader(cfg, "train", args.batch_size, shuffle=shuffle, seed=0)

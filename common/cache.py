@@ -36,9 +36,9 @@ def cache_key(source: str, feature_key: str, num_particles: int, extra: dict | N
 
 
 def slot_name(source: str, feature_name: str, num_particles: int, extra: dict | None = None) -> str:
-    """Stable per (source path, feature set, N, split fraction): entries of the same slot with another key are stale."""
-    fraction = (extra or {}).get("fraction")
-    tag = hashlib.sha256(f"{os.path.abspath(source)}:{fraction}".encode()).hexdigest()[:8]
+    """Stable per (source path, feature set, N, split fraction, row limit): entries of the same slot with another key are stale."""
+    fraction, limit = (extra or {}).get("fraction"), (extra or {}).get("limit")
+    tag = hashlib.sha256(f"{os.path.abspath(source)}:{fraction}:{limit}".encode()).hexdigest()[:8]
     return f"{os.path.basename(source)}-{feature_name}-n{num_particles}-{tag}"
 
 

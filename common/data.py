@@ -180,10 +180,12 @@ def _fit_mpmv2(cfg, train, fs):
     return fit_mpmv2_quantiles(raws, n_quantiles=fs.params["n_quantiles"])
 
 
-def cached_entries(cfg: dict, split: str, progress: bool = True, rank: int = 0, world_size: int = 1) -> list:
+def cached_entries(cfg: dict, split: str, progress: bool = True, rank: int = 0, world_size: int = 1,
+                   per_file_limit: int | None = None) -> list:
     """Convert (once) every file of the split; returns CacheEntry objects (memory-mapped), in file order.
     Each rank starts at its own offset in the file list, so DDP ranks convert different files in parallel (a file
-    lock per entry makes every other rank wait for, then reuse, the one conversion)."""
+    lock per entry makes every other rank wait for, then reuse, the one conversion). per_file_limit: convert only
+    the first jets of each file (small evaluations on a large split need not convert all of it)."""
     fs, n = _feature_set(cfg), _num_particles(cfg)
     state, extra_state = None, {}
     if fs.needs_fit:
@@ -198,7 +200,11 @@ def cached_entries(cfg: dict, split: str, progress: bool = True, rank: int = 0, 
         s, e = _row_range(total, a, b)
         if e <= s:
             raise DataError(f"{path}: fraction [{a}, {b}) of {total} jets is empty")
-        extra = {"fraction": [a, b], "rows": [s, e], **extra_state}
+        if per_file_limit is not None and e - s > per_file_limit:
+            e = s + per_file_limit
+            extra = {"fraction": [a, b], "limit": per_file_limit, "rows": [s, e], **extra_state}
+        else:
+            extra = {"fraction": [a, b], "rows": [s, e], **extra_state}
         seed = int(hashlib.sha256(f"{os.path.abspath(path)}:{s}".encode()).hexdigest()[:8], 16)
 
         def build(path=path, s=s, e=e, seed=seed):
@@ -303,7 +309,10 @@ def build_dataset(cfg: dict, split: str, *, max_jets=None, n_per_class=None, sub
                   progress: bool = True, rank: int = 0, world_size: int = 1) -> JetDataset:
     """The (subset of the) split as a JetDataset; converts missing cache entries first."""
     names, chosen = _class_names(cfg)
-    entries = cached_entries(cfg, split, progress, rank, world_size)
+    limit = None
+    if max_jets is not None and n_per_class is None:          # convert only the first jets of each file
+        limit = max(1, math.ceil(max_jets / len(resolve_files(cfg, split))))
+    entries = cached_entries(cfg, split, progress, rank, world_size, per_file_limit=limit)
     label_map = np.full(len(names), -1, dtype=np.int64)
     for i, c in enumerate(chosen):
         label_map[names.index(c)] = i

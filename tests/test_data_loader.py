@@ -195,7 +195,12 @@ def test_n_per_class_and_max_jets(jc_root):
     assert torch.equal(b.x, b2.x) and not torch.equal(b.x, b3.x)
     with pytest.raises(DataError, match="n_per_class=41"):
         make_loader(cfg, "train", 10, shuffle=False, n_per_class=41)
-    assert len(load_arrays(cfg_for(jc_root), "val", max_jets=33)["label"]) == 33
+    small = load_arrays(cfg_for(jc_root), "val", max_jets=33)
+    assert len(small["label"]) == 33 and len(set(small["label"].tolist())) == 10      # drawn from every file
+    # max_jets converts only the first ceil(33 / 10) = 4 jets of each file
+    full = load_arrays(cfg_for(jc_root), "val")
+    first4 = np.concatenate([full["x"][k * N_PER_FILE:k * N_PER_FILE + 4] for k in range(10)])
+    assert {a.tobytes() for a in small["x"]} <= {a.tobytes() for a in first4}
 
 
 def test_toptagging_and_qg_loaders(tmp_path):
