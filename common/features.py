@@ -6,7 +6,6 @@ are the published ones (datasets.md §A1, mpm.md §1, omnijet.md §1, hepjepa.md
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 
@@ -388,10 +387,6 @@ def get_feature_set(name: str) -> FeatureSet:
     if name not in FEATURE_SETS:
         raise DataError(f"unknown feature set {name!r}; expected one of {sorted(FEATURE_SETS)}")
     return FEATURE_SETS[name]
-
-
-def fingerprint(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 __all__ = ["DataError", "RawJets", "FeatureSet", "FEATURE_SETS", "get_feature_set", "JET_FIELDS", "PART_FULL",
