@@ -373,3 +373,49 @@ def load_arrays(data_cfg: dict, split: str, max_jets: int | None = None) -> dict
 
 __all__ = ["DataError", "make_loader", "set_epoch", "dataset_info", "load_arrays", "resolve_files",
            "build_dataset", "JetDataset", "ShardedBatchSampler", "RawJets"]
+
+
+# ------------------------------------------------------------------------------------------------- CLI
+def _prepare_worker(args):
+    cfg, split, rank, world = args
+    cached_entries(cfg, split, progress=rank == 0, rank=rank, world_size=world)
+
+
+def main(argv=None) -> None:
+    """Convert splits into the cache ahead of training, over several processes:
+    python -m common.data --dataset jetclass --root data/real/JetClass/Pythia --features mpmv1 --workers 8 \
+        --train "train_100M/*.root" --val "val_5M/*.root" --test "test_20M/*.root"
+    """
+    import argparse
+    import multiprocessing as mp
+
+    ap = argparse.ArgumentParser(description="Fill the preprocessing cache (common/cache.py) for some splits.")
+    ap.add_argument("--dataset", required=True, choices=DATASETS)
+    ap.add_argument("--root", required=True)
+    ap.add_argument("--features", required=True)
+    ap.add_argument("--num-particles", type=int, default=None)
+    ap.add_argument("--classes", default=None, help="comma-separated class names (default: all)")
+    ap.add_argument("--cache-dir", default=None)
+    for split in ("train", "val", "test"):
+        ap.add_argument(f"--{split}", default=None, help=f"{split} glob (default: {DEFAULT_GLOBS['jetclass'][split]} "
+                        "for jetclass, see DEFAULT_GLOBS)")
+    ap.add_argument("--splits", default="train,val,test")
+    ap.add_argument("--workers", type=int, default=1)
+    a = ap.parse_args(argv)
+    cfg = {"dataset": a.dataset, "root": a.root, "features": a.features, "num_particles": a.num_particles,
+           "classes": a.classes.split(",") if a.classes else None, "cache_dir": a.cache_dir}
+    for split in ("train", "val", "test"):
+        if getattr(a, split) is not None:
+            cfg[split] = getattr(a, split)
+    for split in a.splits.split(","):
+        if a.workers <= 1:
+            _prepare_worker((cfg, split, 0, 1))
+        else:   # each process starts at its own offset in the file list; per-entry locks share out the files
+            with mp.get_context("spawn").Pool(a.workers) as pool:
+                pool.map(_prepare_worker, [(cfg, split, r, a.workers) for r in range(a.workers)])
+        n = len(build_dataset(cfg, split, progress=False))
+        print(f"{split}: {n} jets cached in {_cache_dir(cfg)} ({cfg['features']}, {_num_particles(cfg)} particles)")
+
+
+if __name__ == "__main__":
+    main()

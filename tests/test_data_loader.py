@@ -267,3 +267,13 @@ def test_streaming_shards(jc_root):
     e = np.concatenate([b.p4[:, 0, 3].numpy() for b in torch.utils.data.DataLoader(st, batch_size=None,
                                                                                       num_workers=2)])
     assert len(e) == len(set(e.tolist())) == 10 * N_PER_FILE
+
+
+def test_prepare_cli_fills_the_cache(tmp_path, capsys, monkeypatch):
+    root = str(tmp_path)
+    write_jetclass(os.path.join(root, "train"), 10, classes=["QCD", "Tbl"], seed=6)
+    data_mod.main(["--dataset", "jetclass", "--root", root, "--features", "omnijet", "--splits", "train"])
+    assert "train: 20 jets cached" in capsys.readouterr().out
+    assert len(entries(os.path.join(root, ".cache"))) == 2
+    monkeypatch.setattr(jetclass, "iter_jetclass", lambda *a, **k: (_ for _ in ()).throw(AssertionError("reread")))
+    assert load_arrays(cfg_for(root, features="omnijet"), "train")["x"].shape == (20, 128, 3)
