@@ -351,7 +351,7 @@ def make_loader(data_cfg: dict, split: str, batch_size: int, *, shuffle: bool, s
                                   drop_last=drop_last)
     workers = int(data_cfg.get("num_workers") or 0)
     return DataLoader(ds, batch_size=None, sampler=sampler, num_workers=workers, collate_fn=_passthrough,
-                      persistent_workers=False, prefetch_factor=4 if workers else None)
+                      pin_memory=torch.cuda.is_available(), prefetch_factor=4 if workers else None)
 
 
 def set_epoch(loader: DataLoader, epoch: int) -> None:
