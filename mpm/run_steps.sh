@@ -90,7 +90,9 @@ mpm_steps() {
     # "No Backbone": the embedding with 0 transformer layers + the class-attention head, all trained (mpm.md 4)
     step v2_jetclass_nobackbone --tables mpm.v2_jetclass -- $PY -m mpm.finetune --config $CFG/finetune_v2.yaml \
       --out $OUT/v2_jetclass/nobackbone $J finetune.mode=scratch "pretrained.overrides=[model.depth=0]"
-    for task in $v2tasks; do
+    local cwtasks="regression"  # mini: one pretrained task against scratch; paper: every task
+    [[ "$PROFILE" == paper ]] && cwtasks="$v2tasks"
+    for task in $cwtasks; do
       step v2_cwola_${task}_finetune --tables mpm.v2_cwola -- $PY -m mpm.cwola --config $CFG/cwola_v2.yaml \
         --out $OUT/v2_cwola/${task}_finetune $J pretrained.run=$OUT/pretrain/mpmv2_$task finetune.mode=finetune
     done
