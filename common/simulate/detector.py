@@ -100,7 +100,7 @@ ATLAS = Detector("atlas", _cms_track_eff, _atlas_track_res, _atlas_ecal_res, _at
                  hcal_cell=(0.1, 2 * np.pi / 64), ecal_emin=0.5, ecal_sig=1.0, hcal_emin=1.0, hcal_sig=1.0)
 DETECTORS = {"cms": CMS, "atlas": ATLAS}
 
-OUT_FIELDS = ("px", "py", "pz", "e", "pid", "charge", "d0", "d0err", "dz", "dzerr")
+OUT_FIELDS = ("px", "py", "pz", "e", "pid", "charge", "d0", "d0err", "dz", "dzerr", "jet")
 
 
 def get_detector(name: str) -> Detector:
@@ -123,33 +123,34 @@ def _lognormal(rng, mean, sigma):
     return mean * np.exp(np.sqrt(var) * rng.standard_normal(mean.shape) - 0.5 * var)
 
 
-def _calorimeter(e, eta, phi, pid, cell, res, emin, sig, rng):
-    """Sum deposits per (eta, phi) cell, smear, threshold -> massless cells (px, py, pz, e)."""
+def _calorimeter(e, eta, phi, jet, cell, res, emin, sig, rng):
+    """Sum deposits per (jet, eta cell, phi cell), smear, threshold -> massless cells (px, py, pz, e) and their jet."""
     if len(e) == 0:
-        return np.zeros((0, 4))
-    ie = np.floor(eta / cell[0]).astype(np.int64)
+        return np.zeros((0, 4)), np.zeros(0, np.int64)
+    ie = np.floor(eta / cell[0]).astype(np.int64) + 2048
     ip = np.floor((phi + np.pi) / cell[1]).astype(np.int64)
-    _, inv = np.unique(ie * 100003 + ip, return_inverse=True)
-    n = inv.max() + 1
+    keys, inv = np.unique((jet << 22) | (ie << 10) | ip, return_inverse=True)
+    n = len(keys)
     # energy-weighted direction of the cell content
     ce = np.bincount(inv, e, n)
     ceta = np.bincount(inv, e * eta, n) / ce
     cphi = np.arctan2(np.bincount(inv, e * np.sin(phi), n), np.bincount(inv, e * np.cos(phi), n))
-    aeta = np.abs(ceta)
-    sigma = res(ce, aeta)
+    sigma = res(ce, np.abs(ceta))
     es = _lognormal(rng, ce, sigma)
     keep = (es > emin) & (es > sig * sigma)
     es, ceta, cphi = es[keep], ceta[keep], cphi[keep]
     pt = es / np.cosh(ceta)
-    return np.stack([pt * np.cos(cphi), pt * np.sin(cphi), pt * np.sinh(ceta), es], axis=1)
+    return np.stack([pt * np.cos(cphi), pt * np.sin(cphi), pt * np.sinh(ceta), es], axis=1), (keys >> 22)[keep]
 
 
 def detector_response(p: dict[str, Array], det: Detector, rng: np.random.Generator) -> dict[str, Array]:
-    """Generator particles -> E-flow candidates.
+    """Generator particles -> E-flow candidates, for many jets at once (calorimeter cells never mix jets).
 
-    p: px, py, pz, e, pid (int), charge, x, y, z (production vertex, mm). Returns OUT_FIELDS arrays (float64 except
-    pid int64), tracks first then ECAL then HCAL cells (unsorted).
+    p: px, py, pz, e, pid (int), charge, x, y, z (production vertex, mm), optional jet (int index of the jet each
+    particle belongs to). Returns OUT_FIELDS arrays plus "jet" (float64 except pid / jet int64), tracks first then ECAL
+    then HCAL cells (unsorted).
     """
+    jet = p.get("jet", np.zeros(len(p["px"]), np.int64))
     px, py, pz, e, pid, charge = p["px"], p["py"], p["pz"], p["e"], p["pid"], p["charge"]
     pt = np.hypot(px, py)
     aeta = np.abs(np.arcsinh(pz / np.maximum(pt, 1e-12)))
@@ -177,10 +178,10 @@ def detector_response(p: dict[str, Array], det: Detector, rng: np.random.Generat
     in_calo = (aeta <= det.calo_eta) & ~t & ~is_mu & (pt > 0)
     to_ecal = in_calo & ((apid == 22) | (apid == 11))
     to_hcal = in_calo & ~to_ecal & ~((apid == 12) | (apid == 14) | (apid == 16))
-    ecal = _calorimeter(e[to_ecal], eta[to_ecal], phi[to_ecal], apid[to_ecal], det.ecal_cell, det.ecal_res,
-                        det.ecal_emin, det.ecal_sig, rng)
-    hcal = _calorimeter(e[to_hcal], eta[to_hcal], phi[to_hcal], apid[to_hcal], det.hcal_cell, det.hcal_res,
-                        det.hcal_emin, det.hcal_sig, rng)
+    ecal, ecal_jet = _calorimeter(e[to_ecal], eta[to_ecal], phi[to_ecal], jet[to_ecal], det.ecal_cell, det.ecal_res,
+                                  det.ecal_emin, det.ecal_sig, rng)
+    hcal, hcal_jet = _calorimeter(e[to_hcal], eta[to_hcal], phi[to_hcal], jet[to_hcal], det.hcal_cell, det.hcal_res,
+                                  det.hcal_emin, det.hcal_sig, rng)
 
     nt, ne, nh = int(t.sum()), len(ecal), len(hcal)
     zeros = np.zeros(ne + nh)
@@ -195,6 +196,7 @@ def detector_response(p: dict[str, Array], det: Detector, rng: np.random.Generat
         "d0err": np.concatenate([s0, zeros]),
         "dz": np.concatenate([dz, zeros]),
         "dzerr": np.concatenate([sz, zeros]),
+        "jet": np.concatenate([jet[t], ecal_jet, hcal_jet]).astype(np.int64),
     }
 
 
@@ -205,4 +207,4 @@ def truth_level(p: dict[str, Array]) -> dict[str, Array]:
     z = np.zeros(len(d0))
     return {"px": p["px"], "py": p["py"], "pz": p["pz"], "e": p["e"], "pid": p["pid"].astype(np.int64),
             "charge": p["charge"], "d0": np.where(charged, d0, 0.0), "d0err": z, "dz": np.where(charged, dz, 0.0),
-            "dzerr": z}
+            "dzerr": z, "jet": p.get("jet", np.zeros(len(z), np.int64))}
