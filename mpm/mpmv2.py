@@ -97,6 +97,9 @@ class MPMv2(nn.Module):
         full_mask = torch.cat([hmask[:, : self.encoder.num_registers], mask], dim=1)
         d, _ = self.decoder(dec_in, full_mask)
         d = d[:, self.encoder.num_registers:][dropped]  # (M, dec): dropped particles only
+        if d.shape[0] == 0:  # no jet has enough particles to drop one: nothing to reconstruct
+            zero = d.sum() * 0.0
+            return zero, {"id_loss": zero.detach(), "task_loss": zero.detach()}
         id_loss, metrics = self.id_task(d, batch.pid[dropped])
         task_loss, m2 = self.task(d, batch.x[dropped], None if codes is None else codes[dropped])
         metrics.update(m2)

@@ -198,3 +198,11 @@ def test_pretraining_loss_falls(version):
     _train(model, batch)
     after = _fixed_loss(model, batch, frac)
     assert after < 0.6 * before, (before, after)
+
+
+def test_v2_batch_without_droppable_particles_gives_zero_loss():
+    b = fake_batch(F=7)
+    small = b.mask & (torch.arange(b.mask.shape[1])[None] < 2)  # two particles per jet: floor(0.4 * 2) = 0
+    b2 = JetBatch(b.x, small, b.p4, b.jet, b.label, b.pid)
+    loss, _ = tiny_v2()(b2)
+    assert loss.item() == 0.0
