@@ -64,6 +64,7 @@ def kt_axes(p4: np.ndarray, mask: np.ndarray, n_max: int = 4) -> list[np.ndarray
     nonempty = mask.any(axis=1)
     if not nonempty.any():
         return out
+    _quiet_fastjet_banner()
     jets = _awkward_jets(p4[nonempty], mask[nonempty])
     # R only sets the beam distance, which exclusive clustering with a fixed N never reaches for R >> jet size.
     jetdef = fastjet.JetDefinition(fastjet.kt_algorithm, 10.0)
@@ -93,6 +94,32 @@ def nsubjettiness(p4: np.ndarray, mask: np.ndarray, n_max: int = 4, beta: float 
     return taus
 
 
+_BANNER_DONE = False
+
+
+def _quiet_fastjet_banner() -> None:
+    """FastJet prints its banner to stdout (from C++) on the first clustering; print it once into /dev/null."""
+    global _BANNER_DONE
+    if _BANNER_DONE:
+        return
+    import os
+    import sys
+
+    import fastjet
+
+    sys.stdout.flush()
+    saved, devnull = os.dup(1), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        fastjet.ClusterSequence([fastjet.PseudoJet(1.0, 0.0, 0.0, 1.0)],
+                                fastjet.JetDefinition(fastjet.kt_algorithm, 0.4))
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
+        _BANNER_DONE = True
+
+
 def _softdrop_one(p, jetdef, zcut, beta, r0):
     import fastjet
 
@@ -114,6 +141,7 @@ def softdrop_mass(p4: np.ndarray, mask: np.ndarray, zcut: float = 0.1, beta: flo
     """Soft-drop groomed mass per jet (B,); C/A reclustering of all constituents into one jet, then declustering."""
     import fastjet
 
+    _quiet_fastjet_banner()
     jetdef = fastjet.JetDefinition(fastjet.cambridge_algorithm, 10.0)
     out = np.zeros(p4.shape[0])
     for b in range(p4.shape[0]):

@@ -211,3 +211,15 @@ def test_validate_prints_peaks(sim_jetclass, tmp_path, capsys):
     assert set(peaks) == set(JETCLASS_CLASSES)
     assert 130 < peaks["Tbqq"]["mass"] < 220  # a top with 10 jets: loose
     assert "top near 173" in capsys.readouterr().out
+
+
+def test_no_w_charge_bias_in_leptonic_top():
+    """Tbl alternates the charge-conjugate W decay assignment event by event: both t and tbar give Tbl jets."""
+    from common.simulate.generate import GenConfig, JetGenerator
+    from common.simulate.processes import jetclass_process
+
+    gen = JetGenerator(GenConfig(jetclass_process("Tbl")), 2)
+    assert len(gen.pythias) == 2
+    it = iter(gen)
+    pids = {next(it).truth[3] for _ in range(10)}
+    assert pids == {6.0, -6.0}
