@@ -1,16 +1,18 @@
 """Event loop: Pythia 8 events -> anti-kT jets -> detector response -> truth matching -> jet records.
 
-Speed (Pythia itself is the floor, ~5 ms per event at 13 TeV with MPI):
-- Signal classes first run Pythia to parton level only (`HadronLevel:all = off`) and hadronise
-  (`forceHadronLevel`) only events in which some resonance could still give a matched jet: its decay partons fit in
-  one R = 0.8 cone and it carries enough pT (matching.could_match). Hadronisation does not move those partons, so
-  this changes no kept jet and skips about a fifth of the time in the rejected events.
-- Jets are found in C++ by Pythia's SlowJet with its built-in fjcore (FastJet's anti-kT), on all visible final-state
-  particles, with a lower pT threshold; only the constituents of candidate jets are copied to numpy, passed through
-  the detector response and recombined. [U] The detector is thus applied to the constituents of generator-level jets
-  rather than to the whole event before clustering as in Delphes: particles at the cone edge can differ, the jet
-  pT/mass spectra and substructure are the same to a good approximation, and we avoid copying ~1000 particles per event
-  to Python (which would cost about as much as Pythia's own hadronisation).
+Speed (Pythia itself is the floor, ~5-7 ms per event at 13 TeV with MPI); what we add is kept small by:
+- Signal classes run Pythia to parton level only (`HadronLevel:all = off`) and hadronise (`forceHadronLevel`) only
+  events in which some resonance could still give a matched jet: its decay partons fit in one R = 0.8 cone and it
+  carries enough pT (matching.could_match). Hadronisation does not move those partons, so the kept jets have the same
+  distribution, and rejected events cost no hadronisation.
+- Jets are found in C++ by Pythia's SlowJet, which runs fjcore (FastJet's anti-kT), on the visible final-state
+  particles within the reach of a selected jet (|eta| < 2.3 + R + 0.2). Only the constituents of candidate jets
+  (pT above 85 % of the cut; for signal classes also truth-matched on the generator axis with a +-0.1 margin on R)
+  are copied to numpy; candidates from several events go through the detector response together.
+- [U] The detector is thus applied to the constituents of generator-level jets rather than to the whole event before
+  clustering as in Delphes: particles at the cone edge can differ; the jet pT, mass and substructure are the same to a
+  good approximation, and we avoid copying ~1000 particles per event into Python (which would cost about as much as
+  Pythia's hadronisation).
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .detector import detector_response, get_detector, truth_level
-from .matching import _classify, could_match, delta_r, find_resonances, match_jet
+from .matching import classify, could_match, delta_r, find_resonances, match_jet
 from .processes import LONG_LIVED, QCD_CODE, QUIET, Process, phase_space
 
 
@@ -187,7 +189,7 @@ class JetGenerator:
             if not cfg.is_qcd:  # [U] truth pre-match on the generator jet axis with a +-0.1 margin on R
                 p = sj.p(j)
                 eta, phi = p.eta(), p.phi()
-                if not any(_classify(r, delta_r(r.etas, r.phis, eta, phi) < rr) in cfg.process.codes
+                if not any(classify(r, delta_r(r.etas, r.phis, eta, phi) < rr) in cfg.process.codes
                            for r in res for rr in (cfg.jet_r - 0.1, cfg.jet_r + 0.1)):
                     continue
             out.append((self._particles(ev, sj.constituents(j)), res))

@@ -35,7 +35,7 @@ class Resonance:
     hvv: bool = False
 
 
-def _classify(r: Resonance, inside: np.ndarray) -> int | None:
+def classify(r: Resonance, inside: np.ndarray) -> int | None:
     """FatJetMatching code of `r` given which of its partons are inside the jet, or None."""
     ids = r.ids
     quark = ids <= 5
@@ -84,7 +84,7 @@ def delta_r(eta1, phi1, eta2, phi2):
 def match_jet(resonances: list[Resonance], eta: float, phi: float, r: float = JET_R) -> tuple[int | None, Resonance | None]:
     """First resonance (record order) whose decay partons match the jet at (eta, phi); (code, resonance)."""
     for res in resonances:
-        code = _classify(res, delta_r(res.etas, res.phis, eta, phi) < r)
+        code = classify(res, delta_r(res.etas, res.phis, eta, phi) < r)
         if code is not None:
             return code, res
     return None, None
@@ -94,7 +94,7 @@ def could_match(res: Resonance, codes: tuple[int, ...], pt_min: float, r: float 
     """Parton-level pre-selection (before hadronisation), exact up to the pT margin: can any jet with pT >= pt_min get
     one of `codes` from this resonance? Its partons must fit in one cone (pairwise Delta R < 2R, triangle inequality)
     and the resonance must carry most of the jet pT [U: resonance pT >= 0.6 * pt_min]."""
-    if res.pt < 0.6 * pt_min or _classify(res, np.ones(len(res.ids), bool)) not in codes:
+    if res.pt < 0.6 * pt_min or classify(res, np.ones(len(res.ids), bool)) not in codes:
         return False
     d = delta_r(res.etas[:, None], res.phis[:, None], res.etas[None, :], res.phis[None, :])
     return bool(d.max() < 2 * r)
