@@ -75,9 +75,10 @@ def main(argv=None) -> int:
         validate(a.dir, out=a.out, max_jets=a.max_jets)
         return 0
     if res:
-        secs = sum(r["seconds"] for r in res)
+        cpu = sum(r["cpu_seconds"] for r in res)
         jets = sum(r["jets"] for r in res)
-        print(f"wrote {len(res)} file(s), {jets} jets, {jets / max(secs, 1e-9):.2f} jets/s per core")
+        print(f"wrote {len(res)} file(s), {jets} jets, {jets / max(cpu, 1e-9):.1f} jets per CPU-second "
+              "(per core, Pythia initialisation included)")
     return 0
 
 
