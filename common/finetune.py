@@ -14,7 +14,8 @@ Validation loss is measured every `eval_every` steps (0 = once per epoch); train
 evaluations without improvement and the best weights are evaluated on the test split with common.metrics.
 The val-loss curve per step is kept in result.json (HEP-JEPA-style loss-curve figures).
 
-Config section (defaults in FINETUNE_DEFAULTS): see the report of the harness or the dict below.
+Config section: every key, its default and meaning in FINETUNE_DEFAULTS below. A killed run continues from
+<out>/checkpoint.pt (written at every validation); a finished run (done.json) is read back, not redone.
 Under torchrun the global `batch_size` is split over ranks, DDP averages gradients, validation losses are all-reduced
 and test predictions all-gathered, so every rank takes the same early-stopping decision; rank 0 writes.
 """
@@ -32,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.checkpoint import ResumableLoader
+from common.checkpoint import ResumableLoader, load_checkpoint, make_state, restore_state, save_checkpoint
 from common.distributed import Dist, all_gather_cat, all_reduce_sum, wrap_ddp
 from common.logger import MetricLogger
 from common.schedules import check_schedule_cfg, lr_factor
@@ -71,6 +72,8 @@ FINETUNE_DEFAULTS = {
     "log_every": 50,
     "compile": False,
     "save_model": False,         # write the best classifier weights to <out>/classifier.pt
+    "checkpoint": True,          # <out>/checkpoint.pt at every validation; a rerun continues from it (removed at
+                                 # the end)
     "per_n": {},                 # run_sweep: {N: {key: value}} overrides of this section for one N (MPMv2 recipe:
                                  # e.g. {1000: {unfreeze_step: 100}, 10000000: {unfreeze_step: 20000, ...}})
 }
@@ -300,18 +303,26 @@ def run_finetune(cfg: dict, build_backbone: Callable[[], nn.Module],
         eval_every = int(fc["eval_every_epochs"]) * steps_per_epoch
     n_train = len(train.dataset) if hasattr(train, "dataset") else None
 
-    log = MetricLogger(out_dir, enabled=dist.is_main)
     if dist.is_main:
         print(f"finetune[{fc['mode']}] N/class={n} seed={seed}: {count_parameters(model)} parameters "
               f"({count_parameters(model, trainable_only=True)} trainable), {steps_per_epoch} steps/epoch, "
               f"<= {max_steps} steps", flush=True)
+    log = MetricLogger(out_dir, enabled=dist.is_main)
     it = ResumableLoader(train)
     best = {"loss": math.inf, "step": 0, "state": copy.deepcopy(model.state_dict())}
-    val_curve, train_curve, bad, stopped_early, step = [], [], 0, False, 0
-    running, t0 = [], time.time()
-    bar = progress(max_steps, f"finetune {fc['mode']}", enabled=dist.is_main)
+    val_curve, train_curve, bad, stopped_early, start, running = [], [], 0, False, 0, []
+    ckpt_path = out_dir / "checkpoint.pt"
+    if fc["checkpoint"] and ckpt_path.is_file():  # a killed run continues from its last validation
+        ckpt = load_checkpoint(ckpt_path, map_location=device)
+        start = restore_state(ckpt, model=model, optimizer=opt, scheduler=sched, loader=it)
+        best, val_curve, train_curve, bad, running = (ckpt["harness"][k] for k in
+                                                      ("best", "val_curve", "train_curve", "bad", "running"))
+        log.truncate_after(start)
+    t0 = time.time()
+    bar = progress(max_steps, f"finetune {fc['mode']}", enabled=dist.is_main, initial=start)
     model.train()
-    for step in range(max_steps):
+    step = start - 1
+    for step in range(start, max_steps):
         if model.backbone_frozen and fc["unfreeze_step"] is not None and step >= fc["unfreeze_step"]:
             model.freeze_backbone(False)  # MPMv2 CatchupToLR / MPMv1 unfreezing; its LR ramps from here
         batch = next(it).to(device)
@@ -345,6 +356,11 @@ def run_finetune(cfg: dict, build_backbone: Callable[[], nn.Module],
                 if bad >= int(fc["patience"]):
                     stopped_early = True
                     break
+            if fc["checkpoint"] and dist.is_main and step + 1 < max_steps:
+                harness = {"best": best, "val_curve": val_curve, "train_curve": train_curve, "bad": bad,
+                           "running": running}
+                save_checkpoint(ckpt_path, make_state(model=model, optimizer=opt, scheduler=sched, step=step + 1,
+                                                      loader=it, harness=harness))
     bar.close()
     steps_done = step + 1
 
@@ -363,10 +379,10 @@ def run_finetune(cfg: dict, build_backbone: Callable[[], nn.Module],
     if dist.is_main:
         log.log(steps_done, test_loss=res["loss"], **{f"test_{k}": v for k, v in _flat(metrics).items()})
         if fc["save_model"]:
-            from common.checkpoint import save_checkpoint
             save_checkpoint(out_dir / "classifier.pt", {"model": model.state_dict(), "result": result})
         write_json(out_dir / "result.json", result)
         mark_done(out_dir, {"best_step": best["step"], "steps": steps_done})
+        ckpt_path.unlink(missing_ok=True)  # result.json holds everything; keep sweeps small on disk
     return result
 
 

@@ -39,8 +39,9 @@ PRETRAINED = None
 def _pretrained_state():
     global PRETRAINED
     if PRETRAINED is None:
-        torch.manual_seed(99)
-        PRETRAINED = {k: v.clone() for k, v in TinyBackbone().state_dict().items()}
+        with torch.random.fork_rng(devices=[]):  # leave the caller's RNG stream alone
+            torch.manual_seed(99)
+            PRETRAINED = {k: v.clone() for k, v in TinyBackbone().state_dict().items()}
     return PRETRAINED
 
 
@@ -77,7 +78,11 @@ class SplitLoader:
                            self.label[i])
 
 
-def make_loader_fn(flip_val=False, n_jets=64):
+class Killed(Exception):
+    pass
+
+
+def make_loader_fn(flip_val=False, n_jets=64, kill_after=None):
     data = {split: FakeJetLoader(n_jets=n_jets, data_seed=s) for split, s in (("train", 1), ("val", 2), ("test", 3))}
     if flip_val:  # validation labels opposite to the training rule: val loss rises while training learns
         data["val"] = FakeJetLoader(n_jets=n_jets, data_seed=1)
@@ -95,10 +100,22 @@ def make_loader_fn(flip_val=False, n_jets=64):
                              for c in range(2)])
         if max_jets is not None:
             idx = idx[:max_jets]
-        return SplitLoader(d.x[idx], d.mask[idx], d.label[idx], batch_size, shuffle, seed, rank, world_size)
+        loader = SplitLoader(d.x[idx], d.mask[idx], d.label[idx], batch_size, shuffle, seed, rank, world_size)
+        if split == "train" and kill_after is not None:  # the process "dies" while reading batch kill_after + 1
+            loader.__class__ = type("KillingLoader", (SplitLoader,), {"__iter__": _killing_iter})
+            loader.left = kill_after
+        return loader
 
     loader_fn.calls = calls
     return loader_fn
+
+
+def _killing_iter(self):
+    for batch in SplitLoader.__iter__(self):
+        if self.left == 0:
+            raise Killed
+        self.left -= 1
+        yield batch
 
 
 def _cfg(**ft):
@@ -259,6 +276,25 @@ def test_classifier_frozen_forward_has_no_graph():
     batch = next(iter(FakeJetLoader()))
     out = m(batch)
     assert not out.requires_grad
+
+
+def test_killed_run_resumes_bitwise(tmp_path):
+    """Killed after the validation at step 8, the rerun continues from checkpoint.pt and ends exactly like a straight
+    run (dropout RNG, data order, optimiser, best weights, curves)."""
+    kw = dict(mode="finetune", unfreeze_step=3, catchup_steps=2, max_steps=12, eval_every=4)
+    straight, bb_straight = _run(tmp_path / "a", **kw)
+    with pytest.raises(Killed):
+        _run(tmp_path / "b", loader_fn=make_loader_fn(kill_after=9), **kw)
+    assert (tmp_path / "b" / "checkpoint.pt").exists() and not (tmp_path / "b" / "result.json").exists()
+    resumed, bb_resumed = _run(tmp_path / "b", **kw)
+    for k, v in bb_straight.state_dict().items():
+        assert torch.equal(bb_resumed.state_dict()[k], v), k
+    for key in ("val_curve", "train_curve", "best_step", "best_val_loss", "test", "steps"):
+        assert resumed[key] == straight[key], key
+    assert not (tmp_path / "b" / "checkpoint.pt").exists()  # removed once result.json is written
+    steps = [r["step"] for r in map(json.loads, (tmp_path / "b" / "log.jsonl").read_text().splitlines())
+             if "train_loss" in r]
+    assert steps == list(range(1, 13))  # the log holds each step once
 
 
 # ---------------------------------------------------------------------------------------------------------------------
