@@ -257,11 +257,20 @@ else
   [[ "$NEEDED_DATA" == *" qg "* ]] && step sim_qg --data -- python -m common.simulate qg \
     --jets "$SIM_QG" --out "$QG" --workers "$WORKERS" --seed $((SIM_SEED + 3))
 fi
-# Rotate: data steps (declared last) go first.
+D_END=${#S_ID[@]}
+# Physics check of the simulated JetClass sample (mass peaks, substructure plots); runs after the methods so that a
+# failure here stops nothing else. Its PNGs land in <out>/data_check/ and are copied next to RESULTS.md.
+CUR_METHOD="data_check"
+if [[ "$PROFILE" != paper && "$NEEDED_DATA" == *" jetclass "* ]]; then
+  step validate_jetclass --after "" -- python -m common.simulate validate "$JETCLASS" --max-jets 2000 \
+    --out "$OUT_DIR/data_check/jetclass"
+fi
+# Order: data steps (declared after the methods' steps) first, then the methods, then the data check.
 N=${#S_ID[@]}
 order=()
-for ((i = M_COUNT; i < N; i++)); do order+=("$i"); done
+for ((i = M_COUNT; i < D_END; i++)); do order+=("$i"); done
 for ((i = 0; i < M_COUNT; i++)); do order+=("$i"); done
+for ((i = D_END; i < N; i++)); do order+=("$i"); done
 
 # ---------------------------------------------------------------------------------------------- selection
 declare -A SELECTED=()

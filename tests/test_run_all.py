@@ -181,7 +181,8 @@ def test_data_steps_come_first_and_sizes_follow_the_profile(kit, tmp_path):
     smoke = kit.run("--list")
     assert smoke.returncode == 0, smoke.stderr
     lines = [l for l in smoke.stdout.splitlines() if l[:4].strip().isdigit()]
-    assert [l.split()[2] for l in lines] == ["data/sim_jetclass", "data/sim_jetclass_atlas", "data/sim_qg", "fakem/a"]
+    assert [l.split()[2] for l in lines] == ["data/sim_jetclass", "data/sim_jetclass_atlas", "data/sim_qg", "fakem/a",
+                                             "data_check/validate_jetclass"]
     assert "common.simulate jetclass --jets-per-class 60 --out" in smoke.stdout
     assert "--detector atlas --jets-per-class 30 --classes QCD,Tbqq,Wqq --out" in smoke.stdout
     assert f"data.root={tmp_path}/data/jetclass" in smoke.stdout
