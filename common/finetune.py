@@ -192,7 +192,7 @@ def build_classifier(fc: dict, build_backbone: Callable[[], nn.Module],
     head_cfg = dict(fc["head"])
     head = build_head(head_cfg.pop("kind"), backbone.dim, n_classes, **head_cfg)
     model = Classifier(backbone, head)
-    if fc["mode"] == "fixed":
+    if fc["unfreeze_step"] is None:  # fixed (or finetune that never unfreezes): not trainable at all
         backbone.requires_grad_(False)
     model.freeze_backbone(fc["unfreeze_step"] is None or fc["unfreeze_step"] > 0)
     return model
@@ -201,7 +201,7 @@ def build_classifier(fc: dict, build_backbone: Callable[[], nn.Module],
 def _optimizer(model: Classifier, fc: dict) -> torch.optim.AdamW:
     wd, lr = float(fc["weight_decay"]), float(fc["lr"])
     groups = [dict(g, tag="head") for g in param_groups(model.head, wd, lr=lr)]
-    if fc["mode"] != "fixed":
+    if fc["unfreeze_step"] is not None:
         groups += [dict(g, tag="backbone") for g in param_groups(model.backbone, wd,
                                                                  lr=lr * float(fc["backbone_lr_factor"]))]
     return build_optimizer(groups, {"lr": lr, "weight_decay": wd, "betas": fc["betas"]})
@@ -283,7 +283,8 @@ def run_finetune(cfg: dict, build_backbone: Callable[[], nn.Module],
     model = build_classifier(fc, build_backbone, load_pretrained, len(class_names)).to(device)
     opt = _optimizer(model, fc)
     sched = build_lr_scheduler(opt, fc)
-    frozen_phase = fc["mode"] == "finetune" and fc["unfreeze_step"] is not None and fc["unfreeze_step"] > 0
+    # backbone parameters get no gradient before unfreeze_step: DDP must be told to expect unused parameters
+    frozen_phase = fc["unfreeze_step"] is not None and fc["unfreeze_step"] > 0
     ddp = wrap_ddp(model, dist, find_unused_parameters=frozen_phase)  # the model itself on one process
     net = maybe_compile(ddp, fc["compile"])
 

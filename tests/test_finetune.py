@@ -178,6 +178,10 @@ def test_scheduler_groups_follow_head_schedule_and_catchup():
     m = build_classifier(fixed, TinyBackbone, load_pretrained, 2)
     assert {g["tag"] for g in _optimizer(m, fixed).param_groups} == {"head"}
     assert fixed["unfreeze_step"] is None
+    never = finetune_settings(_cfg(mode="finetune", unfreeze_step=None))
+    m = build_classifier(never, TinyBackbone, load_pretrained, 2)
+    assert {g["tag"] for g in _optimizer(m, never).param_groups} == {"head"}
+    assert not any(p.requires_grad for p in m.backbone.parameters()) and m.backbone_frozen
 
 
 def test_fixed_mode_backbone_bit_identical(tmp_path):
