@@ -1,7 +1,6 @@
 """common.finetune: modes (fixed is bit-identical, scratch re-initialises), CatchupToLR values, early stopping,
 N-per-class sweeps with mean/std, result.json; one integration run through common.data on tiny Top-tagging files."""
 import json
-import sys
 
 import numpy as np
 import pytest
