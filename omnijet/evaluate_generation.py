@@ -89,9 +89,11 @@ def main(argv=None) -> None:
     generated = sample_values(gen["x"], gen["mask"])
     metrics = compare(reference, generated, ec["n_bins"])
     # yardstick: the same metrics between two halves of the reference (finite-sample floor of the metrics)
-    half = len(ref_x) // 2
-    floor = compare(sample_values(ref_x[:half], real["mask"][:half]),
-                    sample_values(ref_x[half:], real["mask"][half:]), ec["n_bins"])
+    # (random halves: the split is stored class by class)
+    perm = np.random.default_rng(cfg["seed"]).permutation(len(ref_x))
+    a, b = perm[: len(perm) // 2], perm[len(perm) // 2:]
+    floor = compare(sample_values(ref_x[a], real["mask"][a]), sample_values(ref_x[b], real["mask"][b]),
+                    ec["n_bins"])
     for name in metrics:
         hist_ratio(reference[name], generated[name], out / f"hist_{name}.png", xlabel=LABELS.get(name, name),
                    labels=("JetClass (tokenised + reconstructed)", "generated"))

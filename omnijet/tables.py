@@ -83,7 +83,7 @@ def generation_table(runs: Path, profile: str):
                      f"jets; GPT trained {pre.get('steps', '?')} steps ({pre.get('jets_seen', '?')} jets seen)",
             "class_order": ["QCD", "Tbqq"],
             "notes": f"KL quantile-binned with {res['n_bins']} edges; *_reference_halves = the same metric between "
-                     f"two halves of the reference (finite-sample floor)."}
+                     f"two random halves of the reference (a finite-sample yardstick; half-size samples, so it is noisier)."}
     return rows, meta
 
 
