@@ -53,8 +53,6 @@ class MetricLogger:
         row = {"step": int(step), **{k: _plain(v) for k, v in metrics.items()}, "time": round(time.time() - self.t0, 3)}
         with open(self.path, "a") as f:
             f.write(json.dumps(row) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
         if self.csv_path is not None:
             new = not self.csv_path.exists()
             if self._csv_cols is None:
