@@ -1,0 +1,59 @@
+"""mpm.tables maps run directories onto the published table keys (common/published.yaml)."""
+from __future__ import annotations
+
+import json
+
+import yaml
+
+from common.results import load_published
+from mpm.tables import collect
+
+
+def _write(path, obj):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj) if path.suffix == ".json" else yaml.safe_dump(obj))
+
+
+def _sweep(d, pretrain_dir, n_classes, per_n, classes=None, mode="fixed"):
+    _write(d / "config.yaml", {"pretrained": {"run": str(pretrain_dir)}, "finetune": {"seeds": [0, 1], "mode": mode},
+                               "data": {"dataset": "jetclass", "root": "x", "classes": classes}})
+    _write(d / "summary.json", {"per_n": per_n})
+    for n in per_n:
+        _write(d / f"n{n}" / "seed0" / "result.json", {"class_names": [f"c{i}" for i in range(n_classes)]})
+
+
+def test_collect_maps_runs_to_published_keys(tmp_path):
+    pre = tmp_path / "pretrain"
+    for name, model in (("mpmv1", {"inputs": "original", "target": "vqvae", "positional": "head_input"}),
+                        ("mpmv1_quantised_kmeans", {"inputs": "vqvae_quantised", "target": "kmeans",
+                                                    "positional": "head_input"}),
+                        ("mpmv1_regression_backbonepe", {"inputs": "original", "target": "regression",
+                                                         "positional": "backbone_input"})):
+        _write(pre / name / "config.yaml", {"method": "mpmv1", "model": model, "train": {"steps": 10,
+                                                                                         "batch_size": 4}})
+        _sweep(tmp_path / "probe" / name, pre / name, 10, {"100": {"accuracy": {"values": [0.5]}}})
+    _sweep(tmp_path / "v1_jetclass" / "finetune", pre / "mpmv1", 10,
+           {"100": {"accuracy": {"values": [0.6, 0.62]}}}, mode="finetune")
+    _sweep(tmp_path / "v1_new_classes" / "scratch", pre / "mpmv1", 4,
+           {"250": {"accuracy": {"values": [0.7]}}}, classes=["Tbl", "Tbqq", "Wqq", "Zqq"])
+    _sweep(tmp_path / "v1_cwola" / "fixed", pre / "mpmv1", 2,
+           {"1000": {"sic": {"values": [3.0]}, "sic_cut05": {"values": [1.5]}}})
+    _write(pre / "mpmv2_kmeans" / "config.yaml", {"method": "mpmv2", "train": {"steps": 10, "batch_size": 4}})
+    _sweep(tmp_path / "v2_jetclass" / "kmeans_fixed", pre / "mpmv2_kmeans", 10, {"100": {"accuracy": {"values": [0.8]}}})
+    _sweep(tmp_path / "v2_jetclass" / "nobackbone", pre / "mpmv2_kmeans", 10, {"100": {"accuracy": {"values": [0.3]}}})
+
+    tables = collect(tmp_path, "mini")
+    pub = load_published()["mpm"]
+    pre_rows = tables["mpm.v1_pretraining"][0]
+    keys = {(r["inputs"], r["targets"], r["ape"]) for r in pre_rows}
+    assert keys == {("original", "vqvae", "head"), ("vqvae", "kmeans", "head"), ("original", "regression", "backbone")}
+    published_keys = {(r["inputs"], r["targets"], r["ape"]) for r in pub["v1_pretraining"]["rows"]}
+    assert keys <= published_keys  # our labels are the published ones, so the columns line up
+    jc = tables["mpm.v1_jetclass"][0]
+    assert jc == [{"mode": "finetune", "n_train": 1000, "accuracy": [0.6, 0.62]}]  # N = per class x 10 classes
+    assert tables["mpm.v1_new_classes"][0][0]["n_train"] == 1000  # 250 per class x 4 unseen classes
+    cw = tables["mpm.v1_cwola"][0][0]
+    assert cw["n_signal"] == 1000 and cw["sic"] == [1.5] and cw["sic_fpr1"] == [3.0]  # v1 SIC = cut definition
+    v2 = {(r["mode"], r["task"]) for r in tables["mpm.v2_jetclass"][0]}
+    assert v2 == {("frozen", "kmeans"), ("frozen", "nobackbone")}
+    assert tables["mpm.v1_jetclass"][1]["profile"] == "mini" and "steps" in tables["mpm.v1_jetclass"][1]["scale"]
