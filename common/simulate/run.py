@@ -81,7 +81,7 @@ def run_task(task: Task) -> dict:
         with writers.atomic_path(task.path) as tmp, open(tmp, "wb") as fh:
             if task.dataset == "toptagging":
                 frame = writers.toptagging_frame(jets, np.full(len(jets), label), 0)
-                np.savez(fh, data=frame.to_numpy(np.float64), columns=np.array(frame.columns, dtype=str))
+                np.savez(fh, data=frame.to_numpy(np.float32), columns=np.array(frame.columns, dtype=str))
             else:
                 X, y = writers.qg_arrays(jets, np.full(len(jets), label))
                 np.savez(fh, X=X, y=y)

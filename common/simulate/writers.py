@@ -53,12 +53,24 @@ def pad_p4(jets: list[Jet]) -> tuple[np.ndarray, np.ndarray]:
     return p4, mask
 
 
+def jet_substructure(jets: list[Jet], chunk: int = 4096) -> dict[str, np.ndarray]:
+    """tau1..tau4 (N-subjettiness, beta = 1, exclusive-kT axes) and the soft-drop mass (beta = 0, z_cut = 0.1,
+    R0 = 0.8), as Delphes' FatJet; computed in chunks so that padding stays small in memory."""
+    parts = []
+    for s in range(0, len(jets), chunk):
+        p4, mask = pad_p4(jets[s:s + chunk])
+        o = jet_observables(p4, mask, n_tau=4)
+        o["sdmass"] = softdrop_mass(p4, mask, zcut=0.1, beta=0.0, r0=0.8)
+        parts.append(o)
+    return {k: np.concatenate([o[k] for o in parts]) for k in parts[0]}
+
+
 def jetclass_branches(jets: list[Jet]) -> dict:
     """The 41 JetClass branches (particles zipped under "part") from simulated jets."""
     import awkward as ak
 
     counts = np.array([len(j.p["e"]) for j in jets], dtype=np.int64)
-    cat = {k: np.concatenate([j.p[k] for j in jets]) for k in jets[0].p}
+    cat = {k: np.concatenate([j.p[k] for j in jets]).astype(np.int64 if k == "pid" else np.float64) for k in jets[0].p}
     jet_eta = np.repeat([j.eta for j in jets], counts)
     jet_phi = np.repeat([j.phi for j in jets], counts)
     pt = np.hypot(cat["px"], cat["py"])
@@ -75,16 +87,14 @@ def jetclass_branches(jets: list[Jet]) -> dict:
         "isPhoton": apid == 22, "isElectron": apid == 11, "isMuon": apid == 13,
     }
     part = {k: (v.astype(np.int32) if k in PART_INT else v.astype(np.float32)) for k, v in part.items()}
-    p4, mask = pad_p4(jets)
-    obs = jet_observables(p4, mask, n_tau=4)
-    sd = softdrop_mass(p4, mask, zcut=0.1, beta=0.0, r0=0.8)
+    obs = jet_substructure(jets)
     codes = np.array([j.code for j in jets])
     out = {"part": ak.unflatten(ak.zip(part), counts)}
     for name in JETCLASS_CLASSES:
         out[f"label_{name}"] = np.isin(codes, LABEL_CODES[name]).astype(LABEL_DTYPES[f"label_{name}"])
     f32 = lambda x: np.asarray(x, dtype=np.float32)  # noqa: E731
     out.update(jet_pt=f32([j.pt for j in jets]), jet_eta=f32([j.eta for j in jets]), jet_phi=f32([j.phi for j in jets]),
-               jet_energy=f32([j.energy for j in jets]), jet_nparticles=f32(counts), jet_sdmass=f32(sd),
+               jet_energy=f32([j.energy for j in jets]), jet_nparticles=f32(counts), jet_sdmass=f32(obs["sdmass"]),
                **{f"jet_tau{n}": f32(obs[f"tau{n}"]) for n in range(1, 5)})
     truth = np.array([j.truth for j in jets])
     out.update(aux_genpart_pt=f32(truth[:, 0]), aux_genpart_eta=f32(truth[:, 1]), aux_genpart_phi=f32(truth[:, 2]),
@@ -136,7 +146,7 @@ def qg_arrays(jets: list[Jet], labels: np.ndarray) -> tuple[np.ndarray, np.ndarr
     M = max(len(j.p["e"]) for j in jets)
     X = np.zeros((len(jets), M, 4))
     for b, j in enumerate(jets):
-        p = j.p
+        p = {k: v.astype(np.float64) for k, v in j.p.items()}
         pt = np.hypot(p["px"], p["py"])
         y = 0.5 * np.log((p["e"] + p["pz"]) / (p["e"] - p["pz"]))
         phi = j.phi + wrap_phi(np.arctan2(p["py"], p["px"]) - j.phi)
