@@ -37,6 +37,16 @@ def gather_tokens(select: torch.Tensor, *tensors: torch.Tensor):
     return packed, mask
 
 
+def masked_std(z: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Standard deviation over the valid tokens of z (..., T, D), per feature, averaged over features."""
+    w = mask.reshape(-1, 1).to(z.dtype)
+    z = z.reshape(-1, z.shape[-1])
+    n = w.sum()
+    mean = (z * w).sum(0) / n.clamp(min=1)
+    var = ((z - mean) ** 2 * w).sum(0) / (n - 1).clamp(min=1)
+    return var.sqrt().mean()
+
+
 class PatchEncoder(nn.Module):
     """Transformer over patch tokens with registers and the ParT physics bias; forward(x, mask, p4) -> (B,T,d) with
     the register outputs dropped and padded tokens zeroed. This is the part that the EMA target copies."""
@@ -116,7 +126,8 @@ class HEPJEPA(nn.Module):
 
     def forward(self, x, mask, p4, masks=None) -> dict:
         """One JEPA step on a batch. masks = optional (context (B,G), targets (M,B,G)) to fix the masking (tests).
-        Returns dict(loss, pred_std, target_std, context_tokens, target_tokens) (loss is a tensor, rest floats)."""
+        Returns dict(loss, pred_std, target_std, context_tokens, target_tokens): scalar tensors (only the loss has a
+        graph; the rest are detached monitors, left on the device so that logging them costs no sync per step)."""
         patches = self.tokenize(x, mask, p4)
         pos = self.pos(patches.centres)
         h_t = self.targets(patches, pos)
@@ -135,11 +146,9 @@ class HEPJEPA(nn.Module):
         loss_tok = F.smooth_l1_loss(pred.float(), tgt_h, beta=self.loss_beta, reduction="none").mean(-1)
         loss = (loss_tok * tgt_mask).sum() / tgt_mask.sum().clamp(min=1)
         with torch.no_grad():  # collapse monitors (Point-JEPA): std over predicted tokens, averaged over features
-            sel = tgt_mask.reshape(-1)
-            pred_std = pred.float().reshape(-1, pred.shape[-1])[sel].std(0).mean() if sel.sum() > 1 else pred.new_zeros(())
-            tgt_std = tgt_h.reshape(-1, tgt_h.shape[-1])[sel].std(0).mean() if sel.sum() > 1 else pred.new_zeros(())
-        return dict(loss=loss, pred_std=float(pred_std), target_std=float(tgt_std),
-                    context_tokens=float(ctx_mask.sum(1).float().mean()), target_tokens=float(tgt_mask.sum(1).float().mean()))
+            pred_std, tgt_std = masked_std(pred.float(), tgt_mask), masked_std(tgt_h, tgt_mask)
+        return dict(loss=loss, pred_std=pred_std, target_std=tgt_std, context_tokens=ctx_mask.sum(1).float().mean(),
+                    target_tokens=tgt_mask.sum(1).float().mean())
 
     def encode_context(self, patches: Patches, pos: torch.Tensor, context: torch.Tensor):
         """Context encoder on the context tokens only; the physics bias uses only their four-vectors.

@@ -57,8 +57,8 @@ def validate(model: HEPJEPA, loader, device, n_batches: int, seed: int = 1234) -
             with autocast(device):
                 out = model(b.x, b.mask, b.p4)
             tot["val_loss"] += float(out["loss"])
-            tot["val_pred_std"] += out["pred_std"]
-            tot["val_target_std"] += out["target_std"]
+            tot["val_pred_std"] += float(out["pred_std"])
+            tot["val_target_std"] += float(out["target_std"])
             n += 1
     model.train()
     return {k: all_reduce_mean(v / max(n, 1)) for k, v in tot.items()}
@@ -112,23 +112,27 @@ def train(cfg: dict, out_dir, dist=None) -> dict:
         batch = next(batches).to(dev, non_blocking=True)
         batch = augment(batch, names, cfg["augment"])
         parts = micro_batches(batch, tc["grad_accum"])
-        stats = {"loss": 0.0, "pred_std": 0.0, "target_std": 0.0}
+        stats = {"loss": 0.0, "pred_std": 0.0, "target_std": 0.0}  # monitors stay tensors until logged
         for i, mb in enumerate(parts):
             with no_sync(ddp, i < len(parts) - 1), autocast(dev):
                 res = net(mb.x, mb.mask, mb.p4)
                 (res["loss"] / len(parts)).backward()
-            stats["loss"] += float(res["loss"].detach()) / len(parts)
+            stats["loss"] += res["loss"].detach() / len(parts)
             stats["pred_std"] += res["pred_std"] / len(parts)
             stats["target_std"] += res["target_std"] / len(parts)
+            stats["context_tokens"] = res["context_tokens"]
         gnorm = clip_and_step(model, optimizer, scheduler, tc["clip"])
         m = momentum(step)
         model.update_target(m)  # after the optimiser step (I-JEPA)
         step += 1
-        bar.update(jets=len(batch) * dist.world_size, loss=stats["loss"])
-        if step % tc["log_every"] == 0 or step == tc["steps"]:
-            log.log(step, loss=all_reduce_mean(stats["loss"]), pred_std=stats["pred_std"],
-                    target_std=stats["target_std"], lr=scheduler.get_last_lr()[0], momentum=m, grad_norm=gnorm,
-                    jets_per_s=bar.jets_per_second)
+        if step % tc["log_every"] == 0 or step == tc["steps"]:  # monitors leave the device only here
+            loss = all_reduce_mean(float(stats["loss"]))
+            bar.update(jets=len(batch) * dist.world_size, loss=loss)
+            log.log(step, loss=loss, pred_std=float(stats["pred_std"]),
+                    target_std=float(stats["target_std"]), context_tokens=float(stats["context_tokens"]),
+                    lr=scheduler.get_last_lr()[0], momentum=m, grad_norm=gnorm, jets_per_s=bar.jets_per_second)
+        else:
+            bar.update(jets=len(batch) * dist.world_size)
         if step % tc["val_every"] == 0 or step == tc["steps"]:
             log.log(step, **validate(model, val_loader, dev, tc["val_batches"]))
         if step % tc["ckpt_every"] == 0 or step == tc["steps"]:
