@@ -43,6 +43,8 @@ def backbone_factory(cfg: dict):
     info = dataset_info(cfg["data"])
     angles = angle_columns(info["feature_names"])
     sweep = cfg["sweep"]
+    if sweep["encoder"] not in ("context", "target"):
+        raise ValueError(f"sweep.encoder must be 'context' or 'target', got {sweep['encoder']!r}")
 
     def build():
         return HEPJEPABackbone(cfg["model"], info["num_features"], angles)

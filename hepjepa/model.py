@@ -12,6 +12,8 @@ branches (Point-JEPA: only the transformer is EMA'd) [U]. The transformer is com
 tokens (Darcet et al. 2023, registers get zero bias) and the ParT physics bias: PairEmbed of the pairwise features of the
 patch four-vectors, restricted to the tokens an encoder actually sees (§10). The predictor gets no physics bias: the
 four-vectors of the target patches would leak the content it has to predict.
+The positional embedding of the patch centres is added once, at the encoder input [U]: Point-JEPA adds it before every
+block, which common.transformer.Encoder offers no hook for.
 """
 from __future__ import annotations
 
