@@ -36,7 +36,8 @@ omnijet_steps() {
   if [[ "$PROFILE" != smoke ]]; then  # the other head of the OJ configs (spec 5: which one the paper used is [U])
     step finetune_class_attention --tables omnijet.classification --after tokenizer,pretrain -- \
       $PY -m omnijet.finetune --config "$CFG/finetune.yaml" --out "$OUT/finetune/finetune_class_attention" "$d" \
-      "finetune.mode=finetune" "head=class_attention" "pretrain_dir=$OUT/pretrain" "tokenizer_dir=$OUT/tokenizer"
+      "finetune.mode=finetune" "head=class_attention" "pretrain_dir=$OUT/pretrain" "tokenizer_dir=$OUT/tokenizer" \
+      $( [[ "$PROFILE" == mini ]] && echo "finetune.seeds=[0]" )
   fi
   step tables --always --tables omnijet.token_quality,omnijet.generation,omnijet.classification -- \
     $PY1 -m omnijet.tables --runs "$OUT" --out "$OUT/tables" --profile "$PROFILE"
