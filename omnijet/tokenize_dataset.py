@@ -92,6 +92,10 @@ def tokenize_split(tokenizer, data_cfg: dict, split: str, batch_size: int, max_j
     toks, lens, labels = [], [], []
     bar = progress(len(loader.dataset) if hasattr(loader, "dataset") else None, f"tokenize {split}", True)
     for batch in loader:
+        # OJ keeps the file order, which is pT-descending (spec 1): the token order relies on it
+        lpt = batch.x[..., 0].masked_fill(~batch.mask, float("-inf"))
+        if (lpt[:, 1:] > lpt[:, :-1] + 1e-5).any():
+            raise ValueError(f"{data_cfg['root']} ({split}): particles are not in decreasing pT order")
         batch = batch.to(device)
         codes = tokenizer.encode(batch.x, batch.mask)
         t, n = codes_to_sequences(codes.cpu().numpy(), batch.mask.cpu().numpy(), tokenizer.num_codes)
