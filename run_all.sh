@@ -59,6 +59,7 @@
 #   A failing step stops the rest of its method (the other methods go on); RESULTS.md flags what is missing.
 # ------------------------------------------------------------------------------------------------------------------
 set -uo pipefail
+{ # the whole script is one block, parsed before it runs: editing this file (git pull) cannot corrupt a running job
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 CALLER_PWD="$PWD"
@@ -443,3 +444,5 @@ if [[ $rc != 0 ]]; then
 fi
 say "finished in $(dur $(( $(date +%s) - T0 ))) with $N_FAILED failure(s)"
 [[ $N_FAILED == 0 ]]
+exit $?
+}

@@ -216,3 +216,21 @@ def test_other_nodes_wait_for_node0_single_process_steps(kit, tmp_path):
     assert "fakem/eval: finished by node 0" in out and "fakem/tables: left to node 0" in out
     assert kit.invocations("eval") == 0 and kit.invocations("tables") == 0
     assert not (kit.results / "RESULTS.md").exists()  # node 0 writes it
+
+
+def test_editing_run_all_during_a_run_does_not_corrupt_it(kit, tmp_path, repo_root):
+    copy = tmp_path / "copy" / "run_all.sh"
+    copy.parent.mkdir()
+    copy.write_text((repo_root / "run_all.sh").read_text())
+    args = kit.args()
+    args[1] = str(copy)
+    env = dict(os.environ, RUN_ALL_STEPS_ROOT=str(tmp_path / "methods"), RUN_ALL_METHODS="fakem",
+               PYTHONPATH=f"{tmp_path / 'methods'}{os.pathsep}{repo_root}", FAKE_STEPS="15", FAKE_SLEEP="0.1")
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            cwd=tmp_path, start_new_session=True)
+    time.sleep(0.7)
+    text = copy.read_text()
+    copy.write_text("echo CORRUPTED; exit 9\n" + text[len(text) // 2:])  # e.g. a `git pull` in the middle of a run
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    assert "CORRUPTED" not in out and "finished in" in out
