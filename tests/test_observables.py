@@ -119,3 +119,24 @@ def test_padding_and_empty_jets():
     for k in ("tau1", "tau2", "mass"):
         assert o[k][1] == pytest.approx(ref[k][0])
     np.testing.assert_allclose(ptetaphi_to_p4(10.0, 0.0, 0.0, 1.0), [10.0, 0.0, 0.0, np.sqrt(101.0)])
+
+
+def test_softdrop_agrees_with_fastjet_grooming():
+    """Our C/A declustering equals fastjet's own soft-drop grooming (beta = 0, z_cut = 0.1, R0 = 0.8)."""
+    import warnings
+
+    import awkward as ak
+    import fastjet
+
+    from common.observables import _awkward_jets
+
+    rng = np.random.default_rng(5)
+    B, N = 12, 30
+    pt, eta, phi = rng.exponential(8, (B, N)) + 0.5, rng.normal(0, 0.3, (B, N)), rng.normal(0, 0.3, (B, N))
+    p4 = ptetaphi_to_p4(pt, eta, phi)
+    mask = np.arange(N)[None, :] < rng.integers(2, N, B)[:, None]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cs = fastjet.ClusterSequence(_awkward_jets(p4, mask), fastjet.JetDefinition(fastjet.cambridge_algorithm, 10.0))
+        ref = ak.to_numpy(cs.exclusive_jets_softdrop_grooming(njets=1, beta=0.0, symmetry_cut=0.1, R0=0.8).msoftdrop)
+    np.testing.assert_allclose(softdrop_mass(p4, mask), ref, rtol=1e-9, atol=1e-9)
