@@ -311,7 +311,8 @@ say() { echo "[run_all $(hms $(( $(date +%s) - T0 )))] $*"; }
 logfile() { echo "$OUT_DIR/logs/${1//\//__}.log"; }
 record() {  # step status seconds
   local i=$1
-  printf '%s\t%s\t%s\t%s\t%s\n' "${S_ID[$i]}" "$2" "$3" "$(logfile "${S_ID[$i]}")" "${S_TABLES[$i]}" >> "$OUT_DIR/status.tsv"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "${S_ID[$i]}" "$2" "$3" "$(logfile "${S_ID[$i]}")" "${S_TABLES[$i]}" \
+    "$( [[ "${S_ALWAYS[$i]}" == 1 ]] && echo always || echo step )" >> "$OUT_DIR/status.tsv"
 }
 inside() { case "$(realpath -m "$1")/" in "$(realpath -m "$2")"/*) return 0 ;; esac; return 1; }
 

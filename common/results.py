@@ -370,7 +370,7 @@ def merge_meta(metas: list[dict]) -> dict:
 
 
 def read_status(runs_dir) -> dict[str, dict]:
-    """run_all.sh's step status (last line per step wins): {step: {status, seconds, log, tables}}."""
+    """run_all.sh's step status (last line per step wins): {step: {status, seconds, log, tables, always}}."""
     path = Path(runs_dir) / "status.tsv"
     out: dict[str, dict] = {}
     if not path.exists():
@@ -381,13 +381,16 @@ def read_status(runs_dir) -> dict[str, dict]:
             continue
         step, status, seconds, log, tables = parts[:5]
         out[step] = {"status": status, "seconds": seconds, "log": log,
-                     "tables": [t for t in tables.split(",") if t]}
+                     "tables": [t for t in tables.split(",") if t],
+                     "always": len(parts) > 5 and parts[5] == "always"}
     return out
 
 
 def _missing_reason(table_id: str, status: dict[str, dict]) -> tuple[str, bool]:
     """Why a table has no result file; second value False when no step of this profile produces it."""
-    steps = [(name, s) for name, s in status.items() if table_id in s["tables"]]
+    # table writers (--always steps) only collect results: a table is produced by the profile when a real step
+    # (training, evaluation) declares it
+    steps = [(name, s) for name, s in status.items() if table_id in s["tables"] and not s["always"]]
     if not steps:
         return "no step of this profile produces this table", False
     failed = [n for n, s in steps if s["status"] in ("failed", "skipped-after-failure", "started", "interrupted")]

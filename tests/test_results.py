@@ -121,8 +121,9 @@ def test_build_results_md_every_table_missing_reasons_and_plots(tmp_path):
                    {"profile": "smoke", "dataset": "simulated JetClass", "scale": {"train": 500}, "seeds": [0]})
     (runs / "mpm" / "ft" / "roc.png").write_bytes(b"\x89PNG fake")
     (runs / "logs").mkdir()
-    (runs / "status.tsv").write_text("hepjepa/finetune\tstarted\t0\tlogs/h.log\thepjepa.other\n"
-                                     "hepjepa/finetune\tfailed\t12\tlogs/h.log\thepjepa.other\n")
+    (runs / "status.tsv").write_text("hepjepa/finetune\tstarted\t0\tlogs/h.log\thepjepa.other\tstep\n"
+                                     "hepjepa/finetune\tfailed\t12\tlogs/h.log\thepjepa.other\tstep\n"
+                                     "mpm/tables\tdone\t1\tlogs/t.log\tmpm.toy,mpm.other\talways\n")
     path, n_missing = R.build_results_md(runs, "smoke", tmp_path / "res", published=PUB)
     text = path.read_text()
     for table_id in ("mpm.toy", "hepjepa.other"):
@@ -144,6 +145,8 @@ def test_build_results_md_every_table_missing_reasons_and_plots(tmp_path):
 def test_table_no_step_produces_is_not_flagged_missing(tmp_path):
     runs = tmp_path / "runs"
     runs.mkdir()
+    # a table writer (--always) that lists the table does not make the profile produce it
+    (runs / "status.tsv").write_text("mpm/tables\tdone\t1\tlogs/t.log\tmpm.toy\talways\n")
     path, n_missing = R.build_results_md(runs, "smoke", tmp_path / "res", published=PUB)
     text = path.read_text()
     assert n_missing == 0
