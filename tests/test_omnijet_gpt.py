@@ -117,3 +117,22 @@ def test_generated_sequences_end_at_stop_token():
     codes, mask = sequences_to_codes(seq, NUM_CODES)
     assert torch.equal(mask.sum(1), first - 1)
     assert (codes[mask] >= 0).all() and (codes[mask] < NUM_CODES).all()
+
+
+def test_paper_configs_give_the_paper_parameter_counts():
+    """omnijet.md 2.1 and 4.1: VQ-VAE ~0.80M + codebook 8192 x 4 (+ 8 affine); GPT 6.57M, backbone 4.46M."""
+    import os
+
+    from common.config import load_config
+    from omnijet.model import build_gpt
+    from omnijet.vqvae import build_tokenizer
+
+    root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "omnijet/configs")
+    vqvae = build_tokenizer(load_config(f"{root}/tokenizer.yaml")["model"])
+    n_vq = sum(p.numel() for p in vqvae.vq.parameters())
+    n_rest = sum(p.numel() for p in vqvae.parameters()) - n_vq
+    assert n_vq == 8192 * 4 + 8 and 0.78e6 < n_rest < 0.82e6
+    gpt = build_gpt(load_config(f"{root}/pretrain.yaml")["model"], num_codes=8192)
+    assert gpt.vocab_size == 8194
+    assert abs(sum(p.numel() for p in gpt.parameters()) - 6.57e6) < 0.01e6
+    assert abs(sum(p.numel() for p in gpt.backbone.parameters()) - 4.46e6) < 0.01e6
