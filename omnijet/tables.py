@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 from common.results import render_table, write_result
@@ -23,6 +24,14 @@ TOKEN_METRICS = ("particle_pt_resolution", "etaphi_resolution", "eta_resolution"
                  "jet_mass_resolution", "jet_pt_resolution", "tau21_resolution", "tau32_resolution",
                  "codebook_utilisation")
 CLASS_METRICS = ("accuracy", "auc", "rejection_30", "rejection_50")
+
+
+def _finite_or_note(v, note: str):
+    """A metric value for the table: finite numbers as they are; inf / nan become a short note (shown as such,
+    not as a missing cell), e.g. a rejection when no background jet passes the cut of a tiny test set."""
+    if isinstance(v, (int, float)) and not math.isfinite(v):
+        return f"{v} ({note})"
+    return v
 
 
 def _read_json(path: Path):
@@ -49,7 +58,13 @@ def token_quality_table(runs: Path, profile: str):
     if res is None:
         return None
     rows = [{"tokenisation": r["tokenisation"], "num_tokens": r["num_tokens"],
-             **{m: r.get(m) for m in TOKEN_METRICS}, "accuracy_reco": r.get("accuracy_reco")} for r in res["rows"]]
+             **{m: _finite_or_note(r.get(m), "no finite difference") for m in TOKEN_METRICS},
+             "accuracy_reco": r.get("accuracy_reco")} for r in res["rows"]]
+    for r in rows:
+        if r["tokenisation"] == "original":
+            r["codebook_utilisation"] = "no codebook"
+        if r["accuracy_reco"] is None:
+            r["accuracy_reco"] = "classifier disabled in this profile"
     meta = {"profile": profile, "dataset": _data_meta(runs / "token_quality"),
             "scale": f"{res['n_jets']} test jets (>= 3 constituents); tokenisers trained "
                      f"{_tokenizer_steps(runs, res['rows'])}",
@@ -109,7 +124,8 @@ def classification_tables(runs: Path, profile: str) -> dict[str, tuple]:
         head = ((result.get("finetune") or {}).get("head") or {}).get("kind", "sum")
         table_id = "omnijet.classification" if head == "sum" else f"omnijet.classification_{head}"
         row = {"mode": result["mode"], "n_per_class": result["n_per_class"], "seed": result["seed"],
-               **{m: (result.get("test") or {}).get(m) for m in CLASS_METRICS}}
+               **{m: _finite_or_note((result.get("test") or {}).get(m), "no background jet passes at this "
+                                     "signal efficiency in the test set") for m in CLASS_METRICS}}
         step_dir = _run_config_dir(path)
         rows, meta = tables.setdefault(table_id, ([], {"profile": profile, "dataset": _data_meta(step_dir),
                                                        "class_order": result.get("class_names"), "seeds": [],
