@@ -131,6 +131,7 @@ def train(cfg: dict, out_dir: str) -> None:
         best, bad_evals = ckpt["best_val"], ckpt["bad_evals"]
     ddp_model = maybe_compile(wrap_ddp(model, dist), cfg["compile"])
     logger = MetricLogger(out, enabled=dist.is_main)
+    logger.truncate_after(step)  # a resumed run logs each step once
 
     def state():
         return make_state(model=model, step=step, optimizer=optimizer, scheduler=scheduler, config=cfg,

@@ -18,7 +18,8 @@ from common.data import make_loader
 from common.distributed import all_reduce_mean, cleanup, init_distributed, unwrap_model, wrap_ddp
 from common.logger import MetricLogger
 from common.schedules import build_scheduler
-from common.train_utils import build_optimizer, clip_and_step, is_done, mark_done, progress, seed_everything
+from common.train_utils import (build_optimizer, clip_and_step, is_done, mark_done, maybe_compile, progress,
+                                seed_everything)
 from omnijet.vqvae import build_tokenizer
 
 
@@ -87,8 +88,9 @@ def train(cfg: dict, out_dir: str) -> None:
     if (out / "checkpoint.pt").is_file():
         step = restore_state(load_checkpoint(out / "checkpoint.pt"), model=model, optimizer=optimizer,
                              scheduler=scheduler, loader=loader)
-    ddp_model = wrap_ddp(model, dist)
+    ddp_model = maybe_compile(wrap_ddp(model, dist), cfg["compile"])
     logger = MetricLogger(out, enabled=dist.is_main)
+    logger.truncate_after(step)  # a resumed run logs each step once
 
     def checkpoint():
         if dist.is_main:
