@@ -90,6 +90,7 @@ def generation_table(runs: Path, profile: str):
         return None
     floor = res["reference_half_vs_half"]
     rows = [{"observable": name, "kl_divergence": m["kl_divergence"], "w1": m["w1"],
+             "fraction_outside_reference": m.get("fraction_outside_reference"),
              "kl_reference_halves": floor[name]["kl_divergence"], "w1_reference_halves": floor[name]["w1"]}
             for name, m in res["generated_vs_reference"].items()]
     pre = _read_json(runs / "pretrain" / "done.json") or {}

@@ -154,6 +154,9 @@ def test_generation_metrics_zero_for_same_jets_and_large_for_top_vs_qcd(fake_roo
     # quantile-binned KL, which drops values outside the reference range, carries no information.)
     assert diff["jet_mass"]["w1"] > 30.0 and diff["tau21"]["w1"] > 0.05
     assert diff["tau21"]["kl_divergence"] > 1.0 and diff["tau32"]["kl_divergence"] > 0.5
+    # ... but the fraction of generated values outside the reference range shows it (two of 48 jets for the same
+    # sample: the extreme values lie outside the interpolated 0.1 / 99.9 % quantiles)
+    assert diff["jet_mass"]["fraction_outside_reference"] > 0.5 and same["jet_mass"]["fraction_outside_reference"] < 0.05
 
 
 CONFIGS = sorted(glob.glob(os.path.join(REPO, "omnijet/configs/**/*.yaml"), recursive=True))
