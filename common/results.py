@@ -150,7 +150,7 @@ def _canon(v):
 
 
 def _values(v) -> list[float]:
-    """Metric value -> list of finite floats (None, NaN and inf dropped)."""
+    """Metric value -> list of floats (None and NaN dropped; inf kept, e.g. a rejection with no background left)."""
     if v is None:
         return []
     if isinstance(v, dict) and "mean" in v:  # already aggregated
@@ -162,7 +162,7 @@ def _values(v) -> list[float]:
             x = float(x)
         except (TypeError, ValueError):
             continue
-        if math.isfinite(x):
+        if not math.isnan(x):
             out.append(x)
     return out
 
@@ -186,6 +186,10 @@ def _fmt_ours(v, percent: bool) -> str | None:
         if not vals:
             notes = [x for x in (v if isinstance(v, (list, tuple)) else [v]) if isinstance(x, str)]
             return f"– ({notes[0]})" if notes else None  # a string = deliberately not produced
+        n_inf = sum(math.isinf(x) for x in vals)
+        if n_inf:  # e.g. 1/eps_B when no background jet passes the cut (small test sets)
+            sign = "" if all(x > 0 for x in vals if math.isinf(x)) else "±"
+            return f"{sign}∞" + (f" (in {n_inf} of {len(vals)} seeds)" if n_inf < len(vals) else "")
         n, mean = len(vals), sum(vals) / len(vals)
         std = math.sqrt(sum((x - mean) ** 2 for x in vals) / (n - 1)) if n > 1 else None
     if percent:

@@ -89,6 +89,12 @@ def test_string_metric_means_deliberately_not_run_and_is_not_missing():
     assert R.render_table.last_missing == 0
 
 
+def test_infinite_values_are_numbers_not_missing():
+    text = R.render_table("mpm.toy", [{"mode": "fixed", "n_train": 1000, "accuracy": [0.5, 0.7],
+                                       "auc": [float("inf"), 3.0]}], {"profile": "mini"}, published=PUB)
+    assert _row_cells(text, "fixed")[5] == "∞ (in 1 of 2 seeds)" and R.render_table.last_missing == 0
+
+
 def test_ours_rows_without_published_counterpart_say_not_published():
     text = R.render_table("mpm.toy", [{"mode": "fixed", "n_train": 100, "accuracy": 0.2, "auc": 0.6}],
                           {"profile": "mini"}, published=PUB)
