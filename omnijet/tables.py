@@ -30,7 +30,7 @@ def _finite_or_note(v, note: str):
     """A metric value for the table: finite numbers as they are; inf / nan become a short note (shown as such,
     not as a missing cell), e.g. a rejection when no background jet passes the cut of a tiny test set."""
     if isinstance(v, (int, float)) and not math.isfinite(v):
-        return f"{v} ({note})"
+        return f"{v}: {note}"
     return v
 
 
@@ -137,7 +137,9 @@ def classification_tables(runs: Path, profile: str) -> dict[str, tuple]:
         if row["seed"] not in meta["seeds"]:
             meta["seeds"].append(row["seed"])
     pre = _read_json(runs / "pretrain" / "done.json") or {}
+    order = {"scratch": 0, "fixed": 1, "finetune": 2}
     for table_id, (rows, meta) in tables.items():
+        rows.sort(key=lambda r: (order.get(r["mode"], 3), r["n_per_class"] or 0, r["seed"] or 0))
         n_test = sorted(x for x in meta.pop("_test") if x is not None)
         head = table_id.split("classification_", 1)[1] if "classification_" in table_id else "sum"
         meta["scale"] = (f"labelled jets per class {sorted({r['n_per_class'] for r in rows if r['n_per_class']})}, "
