@@ -105,3 +105,13 @@ def test_sic_cut_definition():
     y = np.array([0] * 100 + [1] * 10)
     s = np.concatenate([np.r_[np.ones(4), np.zeros(96)], np.r_[np.ones(9), np.zeros(1)]])
     assert sic_cut(y, s) == pytest.approx(0.9 / np.sqrt(0.04))
+
+
+def test_mpmv2_size_dependent_finetune_settings():
+    from mpm.finetune import settings_for_n
+    cfg = load_config("mpm/configs/finetune_v2.yaml")
+    small, mid, big, huge = (settings_for_n(cfg, n)["finetune"] for n in (1000, 10000, 10**7, 10**8))
+    assert (small["unfreeze_step"], small["patience"]) == (100, 5)
+    assert (mid["unfreeze_step"], mid["patience"]) == (5000, 25)
+    assert (big["unfreeze_step"], big["catchup_steps"], big["schedule"]["warmup_steps"]) == (20000, 20000, 40000)
+    assert big["schedule"]["kind"] == "warmup_cosine" and big["lr"] == 1e-4 and huge["lr"] == 1e-3
