@@ -100,7 +100,29 @@ mpm_steps() {
       --out $OUT/v2_cwola/scratch $J finetune.mode=scratch
   fi
 
+  # --- MPMv2 frozen probes: Table B's final row (regression, k-means) and, paper only, the decoder / mask sweeps ----
+  if ((full)); then
+    for task in regression kmeans; do
+      step v2_probe_$task --tables mpm.v2_construction -- $PY -m mpm.finetune --config $CFG/finetune_v2_probe.yaml \
+        --out $OUT/v2_probe/$task $J pretrained.run=$OUT/pretrain/mpmv2_$task
+    done
+  fi
+  if [[ "$PROFILE" == paper ]]; then
+    local v sweep over
+    for v in depth_1 depth_2 depth_3 depth_4 mask_0.1 mask_0.2 mask_0.3 mask_0.4 mask_0.5 mask_0.6 mask_0.7 mask_0.8 mask_0.9; do
+      sweep=${v%%_*}; v=${v#*_}
+      # Table B setting: 200k steps; depth sweep at D_f 30 %, mask sweep with a 2-layer decoder (mpm.md 6)
+      if [[ $sweep == depth ]]; then over="model.decoder.depth=$v model.mask_fraction=0.3"
+      else over="model.decoder.depth=2 model.mask_fraction=$v"; fi
+      step pretrain_v2_sweep_${sweep}_$v -- $PY -m mpm.pretrain --config $CFG/mpmv2_kmeans.yaml \
+        --out $OUT/pretrain/v2_sweep_${sweep}_$v $J tokenizer.checkpoint=$OUT/tokenizer_v2_kmeans train.steps=200000 $over
+      step v2_sweep_${sweep}_$v --tables mpm.v2_sweep --after pretrain_v2_sweep_${sweep}_$v -- $PY -m mpm.finetune \
+        --config $CFG/finetune_v2_probe.yaml --out $OUT/v2_sweep/${sweep}_$v $J \
+        pretrained.run=$OUT/pretrain/v2_sweep_${sweep}_$v
+    done
+  fi
+
   # --- tables (always rewritten from whatever results exist) ------------------------------------------------------
-  step tables --always --tables mpm.v1_pretraining,mpm.v1_jetclass,mpm.v1_new_classes,mpm.v1_new_domain_auc,mpm.v1_new_domain_rejection,mpm.v1_cwola,mpm.v2_jetclass,mpm.v2_cwola \
+  step tables --always --tables mpm.v1_pretraining,mpm.v1_jetclass,mpm.v1_new_classes,mpm.v1_new_domain_auc,mpm.v1_new_domain_rejection,mpm.v1_cwola,mpm.v2_jetclass,mpm.v2_cwola,mpm.v2_construction,mpm.v2_sweep \
     -- $PY1 -m mpm.tables --runs $OUT --out $OUT/tables --profile $PROFILE
 }

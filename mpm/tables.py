@@ -12,6 +12,8 @@ Run layout (mpm/run_steps.sh):
   v2_jetclass/<task>_<mode>/summary.json      task = regression | kmeans | vqvae | cfm | scratch | nobackbone
                                                                                                    -> mpm.v2_jetclass
   v2_cwola/<task>_<mode>/summary.json                                                              -> mpm.v2_cwola
+  v2_probe/<task>/summary.json                frozen class-attention probe (final row of Table B)  -> mpm.v2_construction
+  v2_sweep/<depth|mask>_<value>/summary.json  decoder-depth and mask-rate sweeps (paper profile)    -> mpm.v2_sweep
 Each table is written as <out>/<table_id>.json (common.results.write_result) and <out>/<table_id>.md.
 """
 from __future__ import annotations
@@ -153,6 +155,32 @@ def collect(runs: Path, profile: str) -> dict[str, tuple[list, dict]]:
             dirs.append(d)
         if rows:
             tables[table] = (rows, _meta(profile, dirs))
+    # MPMv2 Table B: only its final row is a configuration of ours (1M steps, decoder depth 4, D_f 40 %)
+    rows, dirs = [], []
+    for task in ("regression", "kmeans"):
+        d = runs / "v2_probe" / task
+        for r in sweep_rows(d, {"change": "+ 1M steps + decoder depth 4 + D_f 40 %", "task": task},
+                            {"accuracy": "accuracy"}):
+            r.pop("n_train", None)
+            rows.append(r)
+        dirs += [d] if (d / "config.yaml").exists() else []
+    if rows:
+        tables["mpm.v2_construction"] = (rows, _meta(profile, dirs, {"notes": "the intermediate rows are ablations "
+                                                                       "of the redesign this kit does not run"}))
+    # MPMv2 sweeps: decoder depth (D_f 30 %) and mask rate (2-layer decoder), frozen probe
+    rows, dirs = [], []
+    for d in sorted((runs / "v2_sweep").glob("*_*")):
+        sweep, _, value = d.name.partition("_")
+        key = {"depth": "decoder_depth", "mask": "mask_rate"}.get(sweep)
+        if key is None:
+            continue
+        for r in sweep_rows(d, {"sweep": key, "value": float(value) if key == "mask_rate" else int(value)},
+                            {"accuracy": "accuracy"}):
+            r.pop("n_train", None)
+            rows.append(r)
+        dirs.append(d)
+    if rows:
+        tables["mpm.v2_sweep"] = (rows, _meta(profile, dirs))
     return tables
 
 
