@@ -136,3 +136,29 @@ def test_paper_configs_give_the_paper_parameter_counts():
     assert gpt.vocab_size == 8194
     assert abs(sum(p.numel() for p in gpt.parameters()) - 6.57e6) < 0.01e6
     assert abs(sum(p.numel() for p in gpt.backbone.parameters()) - 4.46e6) < 0.01e6
+
+
+def test_generated_sequences_decode_to_finite_particles():
+    from common.config import load_config
+    from omnijet.generate import decode_sequences
+    from omnijet.jets import observables
+    from omnijet.vqvae import build_tokenizer
+    import os
+
+    cfg = load_config(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                   "omnijet/configs/tokenizer.yaml"))["model"]
+    cfg.update(hidden_dim=16, depth=1, num_heads=2)
+    cfg["vq"] = dict(cfg["vq"], num_codes=NUM_CODES)
+    torch.manual_seed(0)
+    tokenizer = build_tokenizer(cfg).eval()
+    model = _tiny_gpt(6)
+    with torch.no_grad():
+        model.head.bias[stop_token(NUM_CODES)] += 2.0
+    seq = sample(model, 16, 12, generator=torch.Generator().manual_seed(2))
+    x, mask = decode_sequences(seq, tokenizer)
+    assert x.shape == (16, 12, 3) and torch.isfinite(x).all()
+    assert torch.equal(mask, sequences_to_codes(seq, NUM_CODES)[1]) and (x[~mask] == 0).all()
+    keep = mask.sum(1) >= 3
+    obs = observables(x[keep].numpy(), mask[keep].numpy())
+    assert all(np.isfinite(v).all() for k, v in obs.items() if k in ("pt", "mass", "nparticles"))
+    assert (obs["mass"] >= 0).all()
