@@ -133,14 +133,17 @@ def _finite_1d(a, name):
 def kl_quantile_binned(p, q, n_bins: int = 50, q_low: float = 0.001, q_high: float = 0.999) -> float:
     """KL(p || q), p = reference (real) sample, q = generated sample, as in OmniJet-alpha: bin edges = quantiles of p
     at linspace(q_low, q_high, n_bins) (n_bins - 1 bins); density histograms + 1e-8, normalised over bins, then
-    sum p log(p/q). Values outside the reference range are dropped."""
+    sum p log(p/q). Values outside the reference range are dropped (as in the original), so report the fraction of
+    generated values outside it beside this number. A generated sample with no value inside the reference range at
+    all returns inf: the original recipe would normalise two flat histograms and report a misleadingly small KL."""
     p, q = _finite_1d(p, "kl_quantile_binned(p)"), _finite_1d(q, "kl_quantile_binned(q)")
     edges = np.unique(np.quantile(p, np.linspace(q_low, q_high, n_bins)))
     if len(edges) < 2:  # a (near) constant reference: one bin around it
         edges = np.array([edges[0] - 0.5, edges[0] + 0.5])
+    if not np.any((q >= edges[0]) & (q <= edges[-1])):
+        return float("inf")
     hp = np.histogram(p, bins=edges, density=True)[0] + 1e-8
-    hq = (np.histogram(q, bins=edges, density=True)[0] if np.any((q >= edges[0]) & (q <= edges[-1]))
-          else np.zeros(len(edges) - 1)) + 1e-8
+    hq = np.histogram(q, bins=edges, density=True)[0] + 1e-8
     hp, hq = hp / hp.sum(), hq / hq.sum()
     return float(np.sum(hp * np.log(hp / hq)))
 
