@@ -17,7 +17,7 @@ import torch
 
 from common.checkpoint import ResumableLoader, load_checkpoint, make_state, restore_state, save_checkpoint
 from common.config import add_config_args, load_config, save_config
-from common.distributed import all_reduce_mean, cleanup, init_distributed, unwrap_model, wrap_ddp
+from common.distributed import all_reduce_mean, cleanup, init_distributed, wrap_ddp
 from common.logger import MetricLogger
 from common.schedules import build_scheduler
 from common.train_utils import (autocast, build_optimizer, clip_and_step, count_parameters, is_done, mark_done,
