@@ -3,12 +3,22 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from common.batch import JetBatch
 from common.config import load_config
 from common.distributed import Dist
 from mpm.pretrain import build_model, fit
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Tiny models: OpenMP threads only add overhead (10x on a busy 2-core machine); restored afterwards."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 OVER = ["model.dim=16", "model.depth=1", "model.num_heads=2", "model.ff_hidden=16", "model.embed_hidden=16",
         "model.head_hidden=16", "data.num_particles=10", "train.device=cpu", "train.batch_size=4", "train.log_every=1",

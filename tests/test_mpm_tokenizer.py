@@ -1,12 +1,22 @@
 """MPM tokenisers: the VQ-VAE learns (reconstruction falls, codebook stays used), k-means labels, save/load."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from common.batch import JetBatch
 from common.checkpoint import save_checkpoint
 from mpm.train_tokenizer import VQVAETraining, load_tokenizer
 from mpm.vqvae import VQVAE, KMeansTokenizer
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Tiny models: OpenMP threads only add overhead (10x on a busy 2-core machine); restored afterwards."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def jets(B=24, N=12, F=3, seed=0):
