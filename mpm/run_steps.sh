@@ -72,9 +72,21 @@ mpm_steps() {
       --config $CFG/finetune_v1_newdomain.yaml --out $OUT/v1_new_domain/$mode $A \
       pretrained.run=$OUT/pretrain/mpmv1 finetune.mode=$mode
   done
+  if ((full)); then  # the same binary task in the pretraining domain (the figure's second panel, [U])
+    for mode in $modes; do
+      step v1_new_domain_jetclass_$mode --tables mpm.v1_new_domain_auc,mpm.v1_new_domain_rejection -- $PY -m mpm.finetune \
+        --config $CFG/finetune_v1_newdomain.yaml --out $OUT/v1_new_domain_jetclass/$mode $J \
+        pretrained.run=$OUT/pretrain/mpmv1 finetune.mode=$mode
+    done
+  fi
   for mode in $( ((full)) && echo "fixed finetune scratch" || echo fixed ); do
     step v1_cwola_$mode --tables mpm.v1_cwola -- $PY -m mpm.cwola --config $CFG/cwola_v1.yaml \
       --out $OUT/v1_cwola/$mode $J pretrained.run=$OUT/pretrain/mpmv1 finetune.mode=$mode
+    if [[ "$PROFILE" == paper ]]; then  # the figure's variant without a learning-rate schedule (no warm-up)
+      step v1_cwola_${mode}_nosched --tables mpm.v1_cwola -- $PY -m mpm.cwola --config $CFG/cwola_v1.yaml \
+        --out $OUT/v1_cwola/${mode}_nosched $J pretrained.run=$OUT/pretrain/mpmv1 finetune.mode=$mode \
+        finetune.schedule.warmup_steps=0
+    fi
   done
 
   # --- MPMv2 downstream: fine-tuned and frozen per task, from scratch, no backbone --------------------------------

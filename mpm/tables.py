@@ -7,8 +7,10 @@ Run layout (mpm/run_steps.sh):
   probe/<config>/summary.json                 frozen-backbone probe of each pretraining-table row  -> mpm.v1_pretraining
   v1_jetclass/<mode>/summary.json             fixed | finetune | scratch                           -> mpm.v1_jetclass
   v1_new_classes/<mode>/summary.json                                                               -> mpm.v1_new_classes
-  v1_new_domain/<mode>/summary.json           -> mpm.v1_new_domain_auc, mpm.v1_new_domain_rejection
-  v1_cwola/<mode>/summary.json                                                                     -> mpm.v1_cwola
+  v1_new_domain/<mode>/summary.json           ATLAS-like target domain (panel "left")
+  v1_new_domain_jetclass/<mode>/summary.json  same task in the CMS-like pretraining domain (panel "right")
+                                              -> mpm.v1_new_domain_auc, mpm.v1_new_domain_rejection
+  v1_cwola/<mode>[_nosched]/summary.json      with / without the learning-rate schedule            -> mpm.v1_cwola
   v2_jetclass/<task>_<mode>/summary.json      task = regression | kmeans | vqvae | cfm | scratch | nobackbone
                                                                                                    -> mpm.v2_jetclass
   v2_cwola/<task>_<mode>/summary.json                                                              -> mpm.v2_cwola
@@ -117,28 +119,40 @@ def collect(runs: Path, profile: str) -> dict[str, tuple[list, dict]]:
         tables["mpm.v1_pretraining"] = (rows, _meta(profile, dirs, {"notes": "linear probe = fixed backbone + "
                                                                    "weighted-mean head"}))
 
-    def by_mode(sub, table, metrics, extra_keys=None, n_key="n_train"):
+    def by_mode(sub, table, metrics, extra_keys=None, n_key="n_train", suffixes=("",)):
         rows, dirs = [], []
         for mode in V1_MODES:
-            d = runs / sub / mode
-            rows += sweep_rows(d, {**(extra_keys or {}), "mode": mode}, metrics, n_key)
-            if (d / "config.yaml").exists():
-                dirs.append(d)
-        if rows:
+            for suffix in suffixes:
+                d = runs / sub / f"{mode}{suffix}"
+                keys = {**(extra_keys or {}), "mode": mode}
+                if suffix == "_nosched":
+                    keys["lr_schedule"] = "off"
+                rows += sweep_rows(d, keys, metrics, n_key)
+                if (d / "config.yaml").exists():
+                    dirs.append(d)
+        if not rows:
+            return
+        if table in tables:  # a second panel of the same table
+            tables[table][0].extend(rows)
+        else:
             tables[table] = (rows, _meta(profile, dirs))
 
     by_mode("v1_jetclass", "mpm.v1_jetclass", {"accuracy": "accuracy"})
     by_mode("v1_new_classes", "mpm.v1_new_classes", {"accuracy": "accuracy"})
+    # panels [U]: left = the new (ATLAS-like) domain, right = the same task in the pretraining (CMS-like) domain
     by_mode("v1_new_domain", "mpm.v1_new_domain_auc", {"auc": "auc"}, {"panel": "left"})
+    by_mode("v1_new_domain_jetclass", "mpm.v1_new_domain_auc", {"auc": "auc"}, {"panel": "right"})
     # pretraining key: the paper's "40M"/"1M" labels do not apply to our run; the key states our pretraining size
     nd = [runs / "v1_new_domain" / m for m in V1_MODES]
     pcfg = next((p for p in (_pretrain_cfg(d) for d in nd) if p), None)
     label = (f"ours ({pcfg['train']['steps'] * pcfg['train']['batch_size']} jets seen)" if pcfg else "ours")
     by_mode("v1_new_domain", "mpm.v1_new_domain_rejection", {"rejection_50": "rejection_50"},
             {"pretraining": label, "panel": "left"})
+    by_mode("v1_new_domain_jetclass", "mpm.v1_new_domain_rejection", {"rejection_50": "rejection_50"},
+            {"pretraining": label, "panel": "right"})
     # v1 SIC is the cut-based definition of the paper; the 1 %-FPR SIC of MPMv2 is reported beside it
     by_mode("v1_cwola", "mpm.v1_cwola", {"sic": "sic_cut05", "sic_fpr1": "sic"}, {"lr_schedule": "on"},
-            n_key="n_signal")
+            n_key="n_signal", suffixes=("", "_nosched"))
 
     for sub, table, metric, n_key in (("v2_jetclass", "mpm.v2_jetclass", "accuracy", "n_train"),
                                       ("v2_cwola", "mpm.v2_cwola", "sic", "n_signal")):

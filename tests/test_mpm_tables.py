@@ -49,6 +49,10 @@ def test_collect_maps_runs_to_published_keys(tmp_path):
            {"250": {"accuracy": {"values": [0.7]}}}, classes=["Tbl", "Tbqq", "Wqq", "Zqq"])
     _sweep(tmp_path / "v1_cwola" / "fixed", pre / "mpmv1", 2,
            {"1000": {"sic": {"values": [3.0]}, "sic_cut05": {"values": [1.5]}}})
+    _sweep(tmp_path / "v1_cwola" / "fixed_nosched", pre / "mpmv1", 2,
+           {"1000": {"sic": {"values": [2.0]}, "sic_cut05": {"values": [1.2]}}})
+    _sweep(tmp_path / "v1_new_domain" / "fixed", pre / "mpmv1", 2, {"100": {"auc": {"values": [0.9]}}})
+    _sweep(tmp_path / "v1_new_domain_jetclass" / "fixed", pre / "mpmv1", 2, {"100": {"auc": {"values": [0.8]}}})
     _write(pre / "mpmv2_kmeans" / "config.yaml", {"method": "mpmv2", "train": {"steps": 10, "batch_size": 4}})
     _sweep(tmp_path / "v2_jetclass" / "kmeans_fixed", pre / "mpmv2_kmeans", 10, {"100": {"accuracy": {"values": [0.8]}}})
     _sweep(tmp_path / "v2_jetclass" / "nobackbone", pre / "mpmv2_kmeans", 10, {"100": {"accuracy": {"values": [0.3]}}})
@@ -63,8 +67,11 @@ def test_collect_maps_runs_to_published_keys(tmp_path):
     jc = tables["mpm.v1_jetclass"][0]
     assert jc == [{"mode": "finetune", "n_train": 1000, "accuracy": [0.6, 0.62]}]  # N = per class x 10 classes
     assert tables["mpm.v1_new_classes"][0][0]["n_train"] == 1000  # 250 per class x 4 unseen classes
-    cw = tables["mpm.v1_cwola"][0][0]
-    assert cw["n_signal"] == 1000 and cw["sic"] == [1.5] and cw["sic_fpr1"] == [3.0]  # v1 SIC = cut definition
+    cw = {r["lr_schedule"]: r for r in tables["mpm.v1_cwola"][0]}
+    assert cw["on"]["n_signal"] == 1000 and cw["on"]["sic"] == [1.5] and cw["on"]["sic_fpr1"] == [3.0]  # v1: cut SIC
+    assert cw["off"]["sic"] == [1.2]
+    panels = {(r["panel"], r["n_train"]): r["auc"] for r in tables["mpm.v1_new_domain_auc"][0]}
+    assert panels == {("left", 200): [0.9], ("right", 200): [0.8]}
     v2 = {(r["mode"], r["task"]) for r in tables["mpm.v2_jetclass"][0]}
     assert v2 == {("frozen", "kmeans"), ("frozen", "nobackbone")}
     assert tables["mpm.v1_jetclass"][1]["profile"] == "mini" and "steps" in tables["mpm.v1_jetclass"][1]["scale"]
