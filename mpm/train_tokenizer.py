@@ -82,10 +82,12 @@ def fit_kmeans(cfg: dict, out: Path, dist) -> None:
     if x.shape[0] > k["max_points"]:
         g = torch.Generator().manual_seed(k["seed"])
         x = x[torch.randperm(x.shape[0], generator=g)[: k["max_points"]]]
+    x = x.to(dist.device)  # 16384 centroids on millions of particles: use the GPU when there is one
     km = KMeans(k["n_clusters"], n_iter=k["n_iter"], seed=k["seed"]).fit(x)
-    tok = KMeansTokenizer.from_kmeans(km)
-    counts = torch.bincount(tok.tokenize(x[None], torch.ones(1, x.shape[0], dtype=torch.bool))[0],
-                            minlength=k["n_clusters"])
+    tok = KMeansTokenizer.from_kmeans(km).to(dist.device)
+    real = torch.ones(1, x.shape[0], dtype=torch.bool, device=x.device)
+    counts = torch.bincount(tok.tokenize(x[None], real)[0], minlength=k["n_clusters"])
+    km.to("cpu")
     info = {"points": int(x.shape[0]), "inertia": km.inertia, "used_codes": int((counts > 0).sum())}
     if dist.is_main:
         save_checkpoint(out / "tokenizer.pt", {"kind": "kmeans", "config": cfg, "state": km.state_dict()})
