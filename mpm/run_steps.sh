@@ -8,14 +8,14 @@ mpm_steps() {
   [[ "$PROFILE" == smoke ]] && full=0
 
   # --- tokenisers (mpm.md 2): trained first, then frozen -----------------------------------------------------------
-  step tokenizer_v1 -- $PY -m mpm.train_tokenizer --config $CFG/tokenizer_v1.yaml --out $OUT/tokenizer_v1 $J
+  step tokenizer_v1 --after "" -- $PY -m mpm.train_tokenizer --config $CFG/tokenizer_v1.yaml --out $OUT/tokenizer_v1 $J
   if ((full)); then
-    step tokenizer_v1_kmeans -- $PY1 -m mpm.train_tokenizer --config $CFG/tokenizer_v1_kmeans.yaml \
+    step tokenizer_v1_kmeans --after "" -- $PY1 -m mpm.train_tokenizer --config $CFG/tokenizer_v1_kmeans.yaml \
       --out $OUT/tokenizer_v1_kmeans $J
-    step tokenizer_v1_6class -- $PY -m mpm.train_tokenizer --config $CFG/tokenizer_v1_6class.yaml \
+    step tokenizer_v1_6class --after "" -- $PY -m mpm.train_tokenizer --config $CFG/tokenizer_v1_6class.yaml \
       --out $OUT/tokenizer_v1_6class $J
-    step tokenizer_v2 -- $PY -m mpm.train_tokenizer --config $CFG/tokenizer_v2.yaml --out $OUT/tokenizer_v2 $J
-    step tokenizer_v2_kmeans -- $PY1 -m mpm.train_tokenizer --config $CFG/tokenizer_v2_kmeans.yaml \
+    step tokenizer_v2 --after "" -- $PY -m mpm.train_tokenizer --config $CFG/tokenizer_v2.yaml --out $OUT/tokenizer_v2 $J
+    step tokenizer_v2_kmeans --after "" -- $PY1 -m mpm.train_tokenizer --config $CFG/tokenizer_v2_kmeans.yaml \
       --out $OUT/tokenizer_v2_kmeans $J
   fi
 
@@ -23,17 +23,18 @@ mpm_steps() {
   local v1rows="mpmv1 mpmv1_regression"
   ((full)) && v1rows="mpmv1 mpmv1_kmeans mpmv1_vqvae_nope mpmv1_vqvae_backbonepe mpmv1_quantised_vqvae
                       mpmv1_quantised_kmeans mpmv1_regression mpmv1_regression_backbonepe"
+  local after
   for row in $v1rows; do
     case "$row" in
-      mpmv1_kmeans) tok="tokenizer.checkpoint=$OUT/tokenizer_v1_kmeans" ;;
-      mpmv1_quantised_kmeans) tok="tokenizer.checkpoint=$OUT/tokenizer_v1_kmeans tokenizer.input_checkpoint=$OUT/tokenizer_v1" ;;
-      mpmv1_regression) tok="" ;;
-      mpmv1_regression_backbonepe) tok="" ;;
-      *) tok="tokenizer.checkpoint=$OUT/tokenizer_v1" ;;
+      mpmv1_kmeans) tok="tokenizer.checkpoint=$OUT/tokenizer_v1_kmeans"; after=tokenizer_v1_kmeans ;;
+      mpmv1_quantised_kmeans) tok="tokenizer.checkpoint=$OUT/tokenizer_v1_kmeans tokenizer.input_checkpoint=$OUT/tokenizer_v1"
+                              after=tokenizer_v1_kmeans,tokenizer_v1 ;;
+      mpmv1_regression|mpmv1_regression_backbonepe) tok=""; after="" ;;
+      *) tok="tokenizer.checkpoint=$OUT/tokenizer_v1"; after=tokenizer_v1 ;;
     esac
-    step pretrain_$row -- $PY -m mpm.pretrain --config $CFG/$row.yaml --out $OUT/pretrain/$row $J $tok
+    step pretrain_$row --after "$after" -- $PY -m mpm.pretrain --config $CFG/$row.yaml --out $OUT/pretrain/$row $J $tok
   done
-  ((full)) && step pretrain_mpmv1_6class -- $PY -m mpm.pretrain --config $CFG/mpmv1_6class.yaml \
+  ((full)) && step pretrain_mpmv1_6class --after tokenizer_v1_6class -- $PY -m mpm.pretrain --config $CFG/mpmv1_6class.yaml \
     --out $OUT/pretrain/mpmv1_6class $J tokenizer.checkpoint=$OUT/tokenizer_v1_6class
 
   # --- MPMv2 pretraining: one run per reconstruction task (+ ID task) ---------------------------------------------
@@ -41,49 +42,49 @@ mpm_steps() {
   ((full)) && v2tasks="regression kmeans vqvae cfm"
   for task in $v2tasks; do
     case "$task" in
-      kmeans) tok="tokenizer.checkpoint=$OUT/tokenizer_v2_kmeans" ;;
-      vqvae) tok="tokenizer.checkpoint=$OUT/tokenizer_v2" ;;
-      *) tok="" ;;
+      kmeans) tok="tokenizer.checkpoint=$OUT/tokenizer_v2_kmeans"; after=tokenizer_v2_kmeans ;;
+      vqvae) tok="tokenizer.checkpoint=$OUT/tokenizer_v2"; after=tokenizer_v2 ;;
+      *) tok=""; after="" ;;
     esac
-    step pretrain_mpmv2_$task -- $PY -m mpm.pretrain --config $CFG/mpmv2_$task.yaml --out $OUT/pretrain/mpmv2_$task \
+    step pretrain_mpmv2_$task --after "$after" -- $PY -m mpm.pretrain --config $CFG/mpmv2_$task.yaml --out $OUT/pretrain/mpmv2_$task \
       $J $tok
   done
 
   # --- MPMv1 downstream ---------------------------------------------------------------------------------------------
   for row in $v1rows; do  # linear probe (frozen backbone) of every pretraining configuration
-    step probe_$row --tables mpm.v1_pretraining -- $PY -m mpm.finetune --config $CFG/finetune_v1_probe.yaml \
+    step probe_$row --tables mpm.v1_pretraining --after pretrain_$row -- $PY -m mpm.finetune --config $CFG/finetune_v1_probe.yaml \
       --out $OUT/probe/$row $J pretrained.run=$OUT/pretrain/$row
   done
   for mode in fixed finetune scratch; do
-    step v1_jetclass_$mode --tables mpm.v1_jetclass -- $PY -m mpm.finetune --config $CFG/finetune_v1.yaml \
+    step v1_jetclass_$mode --tables mpm.v1_jetclass --after pretrain_mpmv1 -- $PY -m mpm.finetune --config $CFG/finetune_v1.yaml \
       --out $OUT/v1_jetclass/$mode $J pretrained.run=$OUT/pretrain/mpmv1 finetune.mode=$mode
   done
   modes="finetune"
   ((full)) && modes="fixed finetune scratch"
   if ((full)); then
     for mode in $modes; do
-      step v1_new_classes_$mode --tables mpm.v1_new_classes -- $PY -m mpm.finetune \
+      step v1_new_classes_$mode --tables mpm.v1_new_classes --after pretrain_mpmv1_6class -- $PY -m mpm.finetune \
         --config $CFG/finetune_v1_newclasses.yaml --out $OUT/v1_new_classes/$mode $J \
         pretrained.run=$OUT/pretrain/mpmv1_6class finetune.mode=$mode
     done
   fi
   for mode in $modes; do
-    step v1_new_domain_$mode --tables mpm.v1_new_domain_auc,mpm.v1_new_domain_rejection -- $PY -m mpm.finetune \
+    step v1_new_domain_$mode --tables mpm.v1_new_domain_auc,mpm.v1_new_domain_rejection --after pretrain_mpmv1 -- $PY -m mpm.finetune \
       --config $CFG/finetune_v1_newdomain.yaml --out $OUT/v1_new_domain/$mode $A \
       pretrained.run=$OUT/pretrain/mpmv1 finetune.mode=$mode
   done
   if ((full)); then  # the same binary task in the pretraining domain (the figure's second panel, [U])
     for mode in $modes; do
-      step v1_new_domain_jetclass_$mode --tables mpm.v1_new_domain_auc,mpm.v1_new_domain_rejection -- $PY -m mpm.finetune \
+      step v1_new_domain_jetclass_$mode --tables mpm.v1_new_domain_auc,mpm.v1_new_domain_rejection --after pretrain_mpmv1 -- $PY -m mpm.finetune \
         --config $CFG/finetune_v1_newdomain.yaml --out $OUT/v1_new_domain_jetclass/$mode $J \
         pretrained.run=$OUT/pretrain/mpmv1 finetune.mode=$mode
     done
   fi
   for mode in $( ((full)) && echo "fixed finetune scratch" || echo fixed ); do
-    step v1_cwola_$mode --tables mpm.v1_cwola -- $PY -m mpm.cwola --config $CFG/cwola_v1.yaml \
+    step v1_cwola_$mode --tables mpm.v1_cwola --after pretrain_mpmv1 -- $PY -m mpm.cwola --config $CFG/cwola_v1.yaml \
       --out $OUT/v1_cwola/$mode $J pretrained.run=$OUT/pretrain/mpmv1 finetune.mode=$mode
     if [[ "$PROFILE" == paper ]]; then  # the figure's variant without a learning-rate schedule (no warm-up)
-      step v1_cwola_${mode}_nosched --tables mpm.v1_cwola -- $PY -m mpm.cwola --config $CFG/cwola_v1.yaml \
+      step v1_cwola_${mode}_nosched --tables mpm.v1_cwola --after pretrain_mpmv1 -- $PY -m mpm.cwola --config $CFG/cwola_v1.yaml \
         --out $OUT/v1_cwola/${mode}_nosched $J pretrained.run=$OUT/pretrain/mpmv1 finetune.mode=$mode \
         finetune.schedule.warmup_steps=0
     fi
@@ -92,30 +93,30 @@ mpm_steps() {
   # --- MPMv2 downstream: fine-tuned and frozen per task, from scratch, no backbone --------------------------------
   for task in $v2tasks; do
     for mode in $( ((full)) && echo "finetune fixed" || echo finetune ); do
-      step v2_jetclass_${task}_$mode --tables mpm.v2_jetclass -- $PY -m mpm.finetune --config $CFG/finetune_v2.yaml \
+      step v2_jetclass_${task}_$mode --tables mpm.v2_jetclass --after pretrain_mpmv2_$task -- $PY -m mpm.finetune --config $CFG/finetune_v2.yaml \
         --out $OUT/v2_jetclass/${task}_$mode $J pretrained.run=$OUT/pretrain/mpmv2_$task finetune.mode=$mode
     done
   done
   if ((full)); then
-    step v2_jetclass_scratch --tables mpm.v2_jetclass -- $PY -m mpm.finetune --config $CFG/finetune_v2.yaml \
+    step v2_jetclass_scratch --tables mpm.v2_jetclass --after "" -- $PY -m mpm.finetune --config $CFG/finetune_v2.yaml \
       --out $OUT/v2_jetclass/scratch $J finetune.mode=scratch
     # "No Backbone": the embedding with 0 transformer layers + the class-attention head, all trained (mpm.md 4)
-    step v2_jetclass_nobackbone --tables mpm.v2_jetclass -- $PY -m mpm.finetune --config $CFG/finetune_v2.yaml \
+    step v2_jetclass_nobackbone --tables mpm.v2_jetclass --after "" -- $PY -m mpm.finetune --config $CFG/finetune_v2.yaml \
       --out $OUT/v2_jetclass/nobackbone $J finetune.mode=scratch "pretrained.overrides=[model.depth=0]"
     local cwtasks="regression"  # mini: one pretrained task against scratch; paper: every task
     [[ "$PROFILE" == paper ]] && cwtasks="$v2tasks"
     for task in $cwtasks; do
-      step v2_cwola_${task}_finetune --tables mpm.v2_cwola -- $PY -m mpm.cwola --config $CFG/cwola_v2.yaml \
+      step v2_cwola_${task}_finetune --tables mpm.v2_cwola --after pretrain_mpmv2_$task -- $PY -m mpm.cwola --config $CFG/cwola_v2.yaml \
         --out $OUT/v2_cwola/${task}_finetune $J pretrained.run=$OUT/pretrain/mpmv2_$task finetune.mode=finetune
     done
-    step v2_cwola_scratch --tables mpm.v2_cwola -- $PY -m mpm.cwola --config $CFG/cwola_v2.yaml \
+    step v2_cwola_scratch --tables mpm.v2_cwola --after "" -- $PY -m mpm.cwola --config $CFG/cwola_v2.yaml \
       --out $OUT/v2_cwola/scratch $J finetune.mode=scratch
   fi
 
   # --- MPMv2 frozen probes: Table B's final row (regression, k-means) and, paper only, the decoder / mask sweeps ----
   if ((full)); then
     for task in regression kmeans; do
-      step v2_probe_$task --tables mpm.v2_construction -- $PY -m mpm.finetune --config $CFG/finetune_v2_probe.yaml \
+      step v2_probe_$task --tables mpm.v2_construction --after pretrain_mpmv2_$task -- $PY -m mpm.finetune --config $CFG/finetune_v2_probe.yaml \
         --out $OUT/v2_probe/$task $J pretrained.run=$OUT/pretrain/mpmv2_$task
     done
   fi
@@ -126,7 +127,7 @@ mpm_steps() {
       # Table B setting: 200k steps; depth sweep at D_f 30 %, mask sweep with a 2-layer decoder (mpm.md 6)
       if [[ $sweep == depth ]]; then over="model.decoder.depth=$v model.mask_fraction=0.3"
       else over="model.decoder.depth=2 model.mask_fraction=$v"; fi
-      step pretrain_v2_sweep_${sweep}_$v -- $PY -m mpm.pretrain --config $CFG/mpmv2_kmeans.yaml \
+      step pretrain_v2_sweep_${sweep}_$v --after tokenizer_v2_kmeans -- $PY -m mpm.pretrain --config $CFG/mpmv2_kmeans.yaml \
         --out $OUT/pretrain/v2_sweep_${sweep}_$v $J tokenizer.checkpoint=$OUT/tokenizer_v2_kmeans train.steps=200000 $over
       step v2_sweep_${sweep}_$v --tables mpm.v2_sweep --after pretrain_v2_sweep_${sweep}_$v -- $PY -m mpm.finetune \
         --config $CFG/finetune_v2_probe.yaml --out $OUT/v2_sweep/${sweep}_$v $J \
@@ -135,6 +136,6 @@ mpm_steps() {
   fi
 
   # --- tables (always rewritten from whatever results exist) ------------------------------------------------------
-  step tables --always --tables mpm.v1_pretraining,mpm.v1_jetclass,mpm.v1_new_classes,mpm.v1_new_domain_auc,mpm.v1_new_domain_rejection,mpm.v1_cwola,mpm.v2_jetclass,mpm.v2_cwola,mpm.v2_construction,mpm.v2_sweep \
+  step tables --always --after "" --tables mpm.v1_pretraining,mpm.v1_jetclass,mpm.v1_new_classes,mpm.v1_new_domain_auc,mpm.v1_new_domain_rejection,mpm.v1_cwola,mpm.v2_jetclass,mpm.v2_cwola,mpm.v2_construction,mpm.v2_sweep \
     -- $PY1 -m mpm.tables --runs $OUT --out $OUT/tables --profile $PROFILE
 }
