@@ -103,6 +103,19 @@ def cwola_split(arrays: dict, n_background: int, n_signal: int, seed: int, where
     return out
 
 
+def _load_split(data: dict, split: str, n_per_class: int) -> dict:
+    """n_per_class jets of each class in memory (JetClass splits hold millions); the whole split when a class has
+    fewer (small simulated samples)."""
+    from common.data import build_dataset, load_arrays
+    from common.features import DataError
+
+    try:
+        ds = build_dataset(data, split, n_per_class=n_per_class, subset_seed=0)
+    except DataError:
+        return load_arrays(data, split)
+    return ds.gather(np.arange(len(ds)))
+
+
 def sic_cut(y: np.ndarray, s: np.ndarray, cut: float = 0.5) -> float:
     """MPMv1 SIC: (S/sqrt(B) after the cut) / (S/sqrt(B) before) = eff_S / sqrt(eff_B)."""
     eff_s = float(np.mean(s[y == 1] > cut))
@@ -119,10 +132,11 @@ def run_cwola(cfg: dict, out: Path, dist) -> dict:
     build, load, _ = backbone_fns(cfg)
     load = load if fc["mode"] != "scratch" else None
     data = cfg["data"]
-    train_all = load_arrays(data, "train")
-    val_all = load_arrays(data, "val")
-    test = load_arrays(data, "test", max_jets=c["test_jets"])
     n_val_bkg = int(c["n_background"] * c["val_fraction"])
+    n_sig_max = max(c["n_signal"])
+    train_all = _load_split(data, "train", max(c["n_background"], n_sig_max))
+    val_all = _load_split(data, "val", max(n_val_bkg, int(round(n_sig_max * c["val_fraction"]))))
+    test = load_arrays(data, "test", max_jets=c["test_jets"])
     summary = {"mode": fc["mode"], "rows": [], "per_n": {}}
     for n_sig in c["n_signal"]:
         runs = []
