@@ -94,7 +94,7 @@ def build_task(kind: str, dim: int, num_features: int, tokenizer=None, cfg: dict
         if tokenizer is None:
             raise ValueError(f"model.task={kind} needs a tokeniser checkpoint (tokenizer.checkpoint)")
         default_ls = 0.1 if kind == "kmeans" else 0.05
-        return TokenTask(dim, tokenizer.num_codes, cfg.get("label_smoothing", default_ls) or default_ls)
+        return TokenTask(dim, tokenizer.num_codes, float(cfg.get("label_smoothing", default_ls)))
     if kind == "cfm":
         return CFMTask(dim, num_features, cfg.get("context_dim", 128), cfg.get("hidden", 256), cfg.get("depth", 3),
                        cfg.get("time_dim", 16))
