@@ -1,17 +1,23 @@
 """Small pieces every training loop uses: autocast, AdamW with decay groups, gradient accumulation under DDP,
-clipping, tqdm with jets/s, seeding, optional torch.compile, parameter counts and the done.json marker."""
+clipping, tqdm with jets/s, seeding, optional torch.compile, parameter counts, the done.json marker and the shared
+opening of every entry-point script (`start_run`)."""
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
 import random
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
+
+from common.config import add_config_args, load_config, save_config
+from common.distributed import get_rank
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -220,3 +226,42 @@ def mark_done(out_dir, info: dict | None = None) -> None:
 
 def is_done(out_dir) -> bool:
     return (Path(out_dir) / "done.json").is_file()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the opening of every entry-point script
+
+class RunStart(NamedTuple):
+    cfg: dict          # the resolved config (base chain + overrides)
+    out: Path          # the run's output directory (--out)
+    config_path: str   # --config as given, for error messages
+
+
+def launch_rank() -> int:
+    """This process's rank before init_distributed: torchrun's RANK, else a process group the caller started, else 0
+    (the same rule as common.distributed.init_distributed)."""
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        return int(os.environ["RANK"])
+    return get_rank()
+
+
+def start_run(description: str, argv=None, *, save: bool = True) -> RunStart | None:
+    """Parse `--config <yaml> --out <dir> [a.b=value ...]` and load the config (common.config rules: an unknown key is
+    a ConfigError naming the file and the key).
+
+    Returns None, printing one line (rank 0), when <out>/done.json exists: the caller returns at once.
+    Otherwise, with save=True, creates <out> and writes the resolved <out>/config.yaml (on rank 0 only); save=False
+    leaves both to the caller (scripts that validate the config first, or save a derived config)."""
+    args = add_config_args(argparse.ArgumentParser(description=description)).parse_args(argv)
+    cfg = load_config(args.config, args.overrides)
+    out = Path(args.out)
+    rank0 = launch_rank() == 0
+    if is_done(out):
+        if rank0:
+            print(f"{out}: done.json exists, nothing to do", flush=True)
+        return None
+    if save:
+        out.mkdir(parents=True, exist_ok=True)
+        if rank0:
+            save_config(cfg, out / "config.yaml")
+    return RunStart(cfg, out, args.config)

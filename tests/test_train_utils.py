@@ -9,8 +9,9 @@ from torch import nn
 
 from common.batch import JetBatch
 from common.logger import MetricLogger, read_log
+from common.config import ConfigError, load_config
 from common.train_utils import (accumulate, autocast, build_optimizer, clip_and_step, count_parameters, is_done,
-                                mark_done, micro_batches, param_groups, progress, seed_everything)
+                                mark_done, micro_batches, param_groups, progress, seed_everything, start_run)
 
 
 class FakeJetLoader:
@@ -135,6 +136,49 @@ def test_done_marker(tmp_path):
     assert is_done(tmp_path)
     info = json.loads((tmp_path / "done.json").read_text())
     assert info["step"] == 5 and info["acc"] == 0.5
+
+
+def _run_config(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("seed: 1\ntrain:\n  lr: 0.001\n  steps: 10\n")
+    return path
+
+
+def test_start_run_saves_resolved_config(tmp_path, monkeypatch):
+    monkeypatch.delenv("RANK", raising=False)
+    out = tmp_path / "runs" / "a"
+    run = start_run("test", ["--config", str(_run_config(tmp_path)), "--out", str(out), "train.steps=3"])
+    assert run is not None
+    cfg, run_out, config_path = run
+    assert run_out == out and config_path == str(tmp_path / "run.yaml")
+    assert cfg == {"seed": 1, "train": {"lr": 0.001, "steps": 3}}
+    assert load_config(out / "config.yaml") == cfg
+
+
+def test_start_run_save_false_and_nonzero_rank_write_nothing(tmp_path, monkeypatch):
+    args = ["--config", str(_run_config(tmp_path))]
+    out = tmp_path / "b"
+    assert start_run("test", args + ["--out", str(out)], save=False) is not None
+    assert not out.exists()  # save=False: the caller creates the directory and saves (after validating)
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert start_run("test", args + ["--out", str(out)]).cfg["seed"] == 1
+    assert out.is_dir() and not (out / "config.yaml").exists()  # only rank 0 writes config.yaml
+
+
+def test_start_run_done_returns_none(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("RANK", raising=False)
+    out = tmp_path / "c"
+    mark_done(out)
+    assert start_run("test", ["--config", str(_run_config(tmp_path)), "--out", str(out)]) is None
+    assert capsys.readouterr().out.strip() == f"{out}: done.json exists, nothing to do"
+    assert not (out / "config.yaml").exists()
+
+
+def test_start_run_unknown_key_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match="train.stpes"):
+        start_run("test", ["--config", str(_run_config(tmp_path)), "--out", str(tmp_path / "d"), "train.stpes=3"])
+    assert not (tmp_path / "d").exists()
 
 
 def test_progress_disabled_is_silent(capsys):
