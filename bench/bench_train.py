@@ -1,0 +1,400 @@
+"""Pretraining throughput of every method's paper-size model: jets/s of full optimiser steps and peak memory.
+
+    python -m bench.bench_train [--only mpmv1,hepjepa] [--steps N] [--warmup W] [--batch-size B] [--device cpu|cuda]
+
+Each row builds the model with the method's own builder, from its paper-scale pretraining YAML, exactly as the
+method's pretrain script does (mpm.pretrain.build_model, mpm.train_tokenizer.build_vqvae, omnijet.vqvae.build_tokenizer,
+omnijet.model.build_gpt, hepjepa.pretrain.build_model), with the script's optimiser, LR schedule, gradient clipping,
+autocast policy and per-step extras (HEP-JEPA: augmentation, gradient accumulation, EMA teacher update). The data are
+synthetic: JetBatch-es of the configured particle count with a JetClass-like multiplicity (mean 50 real particles,
+clipped to [5, N]), or token sequences of the same lengths for the GPT. Frozen target tokenisers (MPMv1 VQ-VAE, MPMv2
+k-means with 16384 centroids) are untrained, written to a temporary tokenizer.pt and loaded by the method's own loader.
+Speed does not depend on the weights.
+
+A step is forward + backward + clip + optimiser step + scheduler step. `W` warm-up steps (VQ k-means init, allocator
+warm-up) are not timed; then N steps are timed. jets/s (wall) = batch x N / wall seconds; on CPU jets/s (CPU) uses the
+process's CPU time (meaningful on a shared machine with one thread). Peak memory: CUDA torch.cuda.max_memory_allocated
+(bf16 autocast where the method's script uses it; the OmniJet tokeniser trains in fp32 on purpose); CPU the process's
+peak RSS (resource.getrusage, fp32) and its rise above the RSS after imports. Each config runs in a fresh
+subprocess so that peak RSS is its own (--in-process to switch this off).
+
+Defaults: CUDA: the paper batch sizes, 200 timed steps after 10 warm-up steps. CPU: batch 16, 3 steps after 1 warm-up.
+The paper-size GPU measurement (bf16) is:
+
+    python -m bench.bench_train --device cuda --steps 300 --warmup 20
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from common.batch import JET_FIELDS, JetBatch  # noqa: E402
+from common.checkpoint import save_checkpoint  # noqa: E402
+from common.config import load_config  # noqa: E402
+from common.features import get_feature_set  # noqa: E402
+from common.schedules import build_scheduler  # noqa: E402
+from common.train_utils import autocast, build_optimizer, clip_and_step, count_parameters  # noqa: E402
+
+MEAN_PARTICLES = 50  # JetClass averages ~30-60 constituents per jet depending on the class
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# synthetic inputs
+
+def multiplicities(batch_size: int, num_particles: int, gen: torch.Generator) -> torch.Tensor:
+    n = torch.normal(float(MEAN_PARTICLES), 20.0, (batch_size,), generator=gen).round().long()
+    return n.clamp(5, num_particles)
+
+
+def synthetic_batch(batch_size: int, num_particles: int, feature_names, gen: torch.Generator,
+                    with_pid: bool = False) -> JetBatch:
+    """Padded jets with real particles first in decreasing pT; (deta, dphi) columns consistent with p4."""
+    B, N = batch_size, num_particles
+    n = multiplicities(B, N, gen)
+    mask = torch.arange(N)[None, :] < n[:, None]
+    pt = torch.sort(torch.empty(B, N).exponential_(1.0 / 20.0, generator=gen), dim=1, descending=True).values + 0.5
+    deta = 0.2 * torch.randn(B, N, generator=gen)
+    dphi = 0.2 * torch.randn(B, N, generator=gen)
+    p4 = torch.stack([pt * torch.cos(dphi), pt * torch.sin(dphi), pt * torch.sinh(deta), pt * torch.cosh(deta)], -1)
+    names = list(feature_names)
+    x = torch.randn(B, N, len(names), generator=gen)
+    for i, name in enumerate(names):
+        if name in ("part_deta", "part_etarel"):
+            x[..., i] = deta
+        elif name in ("part_dphi", "part_phirel"):
+            x[..., i] = dphi
+    m = mask.float()
+    x, p4 = x * m[..., None], p4 * m[..., None]
+    tot = p4.sum(1)
+    jpt = tot[:, :2].norm(dim=1)
+    jet = torch.zeros(B, len(JET_FIELDS))
+    jet[:, 0], jet[:, 3] = jpt, tot[:, 3]
+    jet[:, 4] = (tot[:, 3] ** 2 - (tot[:, :3] ** 2).sum(1)).clamp_min(0).sqrt()
+    jet[:, 5] = n.float()
+    pid = torch.randint(0, 8, (B, N), generator=gen) * mask if with_pid else None
+    return JetBatch(x=x, mask=mask, p4=p4, jet=jet, label=torch.zeros(B, dtype=torch.long), pid=pid)
+
+
+def synthetic_tokens(batch_size: int, num_particles: int, num_codes: int, gen: torch.Generator):
+    """Sequences [0 (start), code + 1 ..., num_codes + 1 (stop), 0 ...] of length num_particles + 2 and their lengths,
+    the layout written by omnijet.tokenize_dataset."""
+    n = multiplicities(batch_size, num_particles, gen)
+    L = num_particles + 2
+    pos = torch.arange(L)[None, :]
+    tokens = torch.randint(1, num_codes + 1, (batch_size, L), generator=gen)
+    tokens[:, 0] = 0
+    tokens = torch.where(pos <= n[:, None], tokens, torch.zeros_like(tokens))
+    tokens[torch.arange(batch_size), n + 1] = num_codes + 1
+    return tokens, n + 2
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# one runner per config: builds model, optimiser and scheduler as the pretrain script does; `step()` is one optimiser
+# step on a fresh synthetic batch (generated outside the timed region)
+
+@dataclass
+class Runner:
+    model: torch.nn.Module
+    paper_batch: int
+    make_input: Callable[[], object]
+    step: Callable[[object], float]
+    precision: str
+
+
+def _mpm_common(cfg, model, device, batch_size, gen, fs_names, with_pid, num_particles):
+    t = cfg["train"]
+    opt = build_optimizer(model, t)
+    sched = build_scheduler(opt, {**t["schedule"], "total_steps": t["steps"]})
+
+    def make_input():
+        return synthetic_batch(batch_size, num_particles, fs_names, gen, with_pid).to(device)
+
+    def step(batch):  # mpm.pretrain.fit
+        with autocast(device, t["autocast"]):
+            loss, _ = model(batch)
+        loss.backward()
+        clip_and_step(model, opt, sched, t["grad_clip"])
+        return loss.detach()
+
+    return make_input, step, t["batch_size"], ("bf16" if t["autocast"] and device.type == "cuda" else "fp32")
+
+
+def mpm_runner(cfg_path: str, tmp: str):
+    def build(device, batch_size, gen) -> Runner:
+        from mpm.pretrain import build_model
+        from mpm.train_tokenizer import VQVAETraining, build_vqvae, num_features
+
+        cfg = load_config(ROOT / cfg_path)
+        fs = get_feature_set(cfg["data"]["features"])
+        N = cfg["data"]["num_particles"]
+        if cfg["method"] == "tokenizer":  # mpm.train_tokenizer (vqvae): VQVAETraining trained by mpm.pretrain.fit
+            model = VQVAETraining(build_vqvae(cfg))
+        else:
+            kind = cfg["model"]["target"] if cfg["method"] == "mpmv1" else cfg["model"]["task"]
+            if kind == "vqvae":
+                tok_cfg = load_config(ROOT / "mpm/configs/tokenizer_v1.yaml")
+                save_checkpoint(Path(tmp) / "tokenizer.pt",
+                                {"kind": "vqvae", "config": tok_cfg, "state": build_vqvae(tok_cfg).state_dict()})
+                cfg["tokenizer"]["checkpoint"] = tmp
+            elif kind == "kmeans":
+                k = load_config(ROOT / "mpm/configs/tokenizer_v2_kmeans.yaml")["kmeans"]["n_clusters"]
+                cent = torch.randn(k, num_features(cfg["data"]))
+                save_checkpoint(Path(tmp) / "tokenizer.pt", {"kind": "kmeans", "config": cfg,
+                                                             "state": {"n_clusters": k, "centroids": cent}})
+                cfg["tokenizer"]["checkpoint"] = tmp
+            model = build_model(cfg)
+        model.to(device).train()
+        make_input, step, paper, prec = _mpm_common(cfg, model, device, batch_size, gen, fs.names,
+                                                    cfg["method"] == "mpmv2", N)
+        return Runner(model, paper, make_input, step, prec)
+
+    return build
+
+
+def omnijet_tokenizer_runner(device, batch_size, gen) -> Runner:
+    from omnijet.vqvae import build_tokenizer
+
+    cfg = load_config(ROOT / "omnijet/configs/tokenizer.yaml")
+    tc = cfg["train"]
+    model = build_tokenizer(cfg["model"]).to(device).train()
+    opt = build_optimizer(model.parameters(), {"lr": tc["lr"], "weight_decay": tc["weight_decay"]})
+    sched = build_scheduler(opt, tc["schedule"])
+    names, N = get_feature_set(cfg["data"]["features"]).names, cfg["data"]["num_particles"]
+
+    def make_input():
+        return synthetic_batch(batch_size, N, names, gen).to(device)
+
+    def step(batch):  # omnijet.train_tokenizer.train: fp32 on purpose (spec quirk 7.7)
+        res = model(batch.x, batch.mask)
+        res["loss"].backward()
+        clip_and_step(model, opt, sched, tc["grad_clip"])
+        return res["loss"].detach()
+
+    return Runner(model, tc["batch_size"], make_input, step, "fp32")
+
+
+def omnijet_gpt_runner(device, batch_size, gen) -> Runner:
+    from omnijet.model import build_gpt, next_token_loss, shift_tokens
+
+    cfg = load_config(ROOT / "omnijet/configs/pretrain.yaml")
+    tc = cfg["train"]
+    # the vocabulary comes from the tokeniser (tokens_dir/done.json in omnijet.pretrain); paper tokeniser: 8192 codes
+    num_codes = load_config(ROOT / "omnijet/configs/tokenizer.yaml")["model"]["vq"]["num_codes"]
+    model = build_gpt(cfg["model"], num_codes).to(device).train()
+    opt = build_optimizer(model.parameters(), {"lr": tc["lr"], "weight_decay": tc["weight_decay"]})
+    sched = build_scheduler(opt, tc["schedule"])
+    N = cfg["data"]["num_particles"]
+
+    def make_input():
+        t, ln = synthetic_tokens(batch_size, N, num_codes, gen)
+        return t.to(device), ln.to(device)
+
+    def step(inp):  # omnijet.pretrain.train
+        inp_tok, tgt, mask = shift_tokens(inp[0], inp[1], tc["max_len"])
+        with autocast(device):
+            logits = model(inp_tok, mask)
+        loss = next_token_loss(logits, tgt, mask, tc["include_padding_in_loss"])
+        loss.backward()
+        clip_and_step(model, opt, sched, tc["grad_clip"])
+        return loss.detach()
+
+    return Runner(model, tc["batch_size"], make_input, step, "bf16" if device.type == "cuda" else "fp32")
+
+
+def hepjepa_runner(device, batch_size, gen) -> Runner:
+    from common.data import dataset_info
+    from common.ema import momentum_schedule
+    from common.train_utils import micro_batches
+    from hepjepa.augment import augment
+    from hepjepa.pretrain import build_model
+
+    cfg = load_config(ROOT / "hepjepa/configs/pretrain.yaml")
+    tc = cfg["train"]
+    info = dataset_info(cfg["data"])
+    names = info["feature_names"]
+    model = build_model(cfg, info).to(device).train()
+    opt = build_optimizer(model, tc["optimizer"])
+    sched = build_scheduler(opt, tc["schedule"])
+    momentum = momentum_schedule(tc["ema"][0], tc["ema"][1], tc["steps"])
+    accum = min(tc["grad_accum"], batch_size)
+    count = [0]
+
+    def make_input():
+        return synthetic_batch(batch_size, info["num_particles"], names, gen).to(device)
+
+    def step(batch):  # hepjepa.pretrain.train (single process: no DDP, no no_sync)
+        batch = augment(batch, names, cfg["augment"])
+        parts = micro_batches(batch, accum)
+        total = 0.0
+        for mb in parts:
+            with autocast(device):
+                res = model(mb.x, mb.mask, mb.p4)
+                (res["loss"] / len(parts)).backward()
+            total = total + res["loss"].detach() / len(parts)
+        clip_and_step(model, opt, sched, tc["clip"])
+        model.update_target(momentum(count[0]))
+        count[0] += 1
+        return total
+
+    return Runner(model, tc["batch_size"], make_input, step, "bf16" if device.type == "cuda" else "fp32")
+
+
+# name -> (config file, builder(device, batch_size, generator[, tmp]))
+CONFIGS = {
+    "mpm_tokenizer_v1": "mpm/configs/tokenizer_v1.yaml",
+    "mpmv1": "mpm/configs/mpmv1.yaml",
+    "mpmv2": "mpm/configs/mpmv2.yaml",
+    "omnijet_tokenizer": "omnijet/configs/tokenizer.yaml",
+    "omnijet_gpt": "omnijet/configs/pretrain.yaml",
+    "hepjepa": "hepjepa/configs/pretrain.yaml",
+}
+
+
+def _builder(name: str, tmp: str):
+    if name.startswith("mpm"):
+        return mpm_runner(CONFIGS[name], tmp)
+    return {"omnijet_tokenizer": omnijet_tokenizer_runner, "omnijet_gpt": omnijet_gpt_runner,
+            "hepjepa": hepjepa_runner}[name]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# measurement
+
+def _max_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bench_config(name: str, *, steps: int, warmup: int = 1, batch_size: int | None = None, device="cpu",
+                 seed: int = 0) -> dict:
+    """Build config `name`, run `warmup` untimed and `steps` timed optimiser steps; return one table row."""
+    if name not in CONFIGS:
+        raise ValueError(f"unknown config {name!r}; choose from {sorted(CONFIGS)}")
+    device = torch.device(device)
+    torch.manual_seed(seed)
+    rss0 = _max_rss_mb()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    gen = torch.Generator().manual_seed(seed)
+    paper = load_config(ROOT / CONFIGS[name])["train"]["batch_size"]
+    B = batch_size or (paper if device.type == "cuda" else 16)
+    with tempfile.TemporaryDirectory(prefix="bench_train_") as tmp:
+        runner = _builder(name, tmp)(device, B, gen)
+    params = count_parameters(runner.model, trainable_only=True)
+    loss = None
+    for _ in range(warmup):
+        loss = runner.step(runner.make_input())
+    inputs = [runner.make_input() for _ in range(steps)]  # synthetic data are not part of the timing
+    _sync(device)
+    w0, c0 = time.perf_counter(), time.process_time()
+    for inp in inputs:
+        loss = runner.step(inp)
+    _sync(device)
+    wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+    if loss is not None and not torch.isfinite(torch.as_tensor(loss)).all():
+        raise FloatingPointError(f"{name}: non-finite loss {float(loss)}")
+    row = dict(config=name, file=CONFIGS[name], params=params, paper_batch=runner.paper_batch, batch=B, steps=steps,
+               warmup=warmup, device=str(device), precision=runner.precision, seconds=wall,
+               jets_per_s=B * steps / wall, jets_per_s_cpu=B * steps / cpu if cpu > 0 else float("nan"),
+               threads=torch.get_num_threads())
+    if device.type == "cuda":
+        row["peak_mem_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+        row["peak_kind"] = "cuda max_memory_allocated"
+    else:
+        row["peak_mem_mb"] = _max_rss_mb()
+        row["rss_rise_mb"] = row["peak_mem_mb"] - rss0
+        row["peak_kind"] = "peak RSS"
+    return row
+
+
+def format_table(rows: list[dict]) -> str:
+    cpu = any(r["device"] == "cpu" for r in rows)
+    head = ["config", "file", "trainable params", "batch (paper)", "steps", "precision", "jets/s (wall)"]
+    head += ["jets/s (CPU)", "peak RSS MB", "RSS rise MB"] if cpu else ["peak mem MB"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for r in rows:
+        cells = [r["config"], r["file"], f"{r['params']:,}", f"{r['batch']} ({r['paper_batch']})", str(r["steps"]),
+                 r["precision"], f"{r['jets_per_s']:,.1f}"]
+        if cpu:
+            cells += [f"{r['jets_per_s_cpu']:,.1f}", f"{r['peak_mem_mb']:,.0f}", f"{r.get('rss_rise_mb', 0):,.0f}"]
+        else:
+            cells += [f"{r['peak_mem_mb']:,.0f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> list[dict]:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", default=None, help=f"comma-separated subset of {','.join(CONFIGS)}")
+    ap.add_argument("--steps", type=int, default=None, help="timed steps (default: 200 on CUDA, 3 on CPU)")
+    ap.add_argument("--warmup", type=int, default=None, help="untimed steps first (default: 10 on CUDA, 1 on CPU)")
+    ap.add_argument("--batch-size", type=int, default=None, help="jets per step (default: paper on CUDA, 16 on CPU)")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--in-process", action="store_true", help="run every config in this process (peak RSS shared)")
+    ap.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    dev = torch.device(a.device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        ap.error("--device cuda but no CUDA device is available")
+    steps = a.steps if a.steps is not None else (200 if dev.type == "cuda" else 3)
+    warmup = a.warmup if a.warmup is not None else (10 if dev.type == "cuda" else 1)
+    names = list(CONFIGS) if not a.only else [s.strip() for s in a.only.split(",") if s.strip()]
+    bad = [n for n in names if n not in CONFIGS]
+    if bad:
+        ap.error(f"--only: unknown config(s) {bad}; choose from {list(CONFIGS)}")
+    kw = dict(steps=steps, warmup=warmup, batch_size=a.batch_size, device=a.device, seed=a.seed)
+    if a.child:  # one config, one JSON line on stdout
+        print("BENCH_ROW " + json.dumps(bench_config(names[0], **kw)), flush=True)
+        return []
+    rows = []
+    for name in names:
+        if a.in_process:
+            rows.append(bench_config(name, **kw))
+        else:
+            cmd = [sys.executable, "-m", "bench.bench_train", "--child", "--only", name, "--steps", str(steps),
+                   "--warmup", str(warmup), "--device", a.device, "--seed", str(a.seed)]
+            if a.batch_size:
+                cmd += ["--batch-size", str(a.batch_size)]
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+            p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+            found = [ln for ln in p.stdout.splitlines() if ln.startswith("BENCH_ROW ")]
+            if p.returncode != 0 or not found:
+                sys.stderr.write(p.stdout + p.stderr)
+                raise RuntimeError(f"bench_train: config {name} failed (exit {p.returncode})")
+            rows.append(json.loads(found[-1][len("BENCH_ROW "):]))
+        r = rows[-1]
+        print(f"{name}: {r['jets_per_s']:,.1f} jets/s at batch {r['batch']}", file=sys.stderr, flush=True)
+    print(f"\npretraining steps on {a.device} ({torch.get_num_threads()} torch threads), {warmup} warm-up + {steps} timed "
+          f"steps per config, synthetic jets (mean {MEAN_PARTICLES} real particles)\n")
+    print(format_table(rows))
+    if a.json:
+        tmp = Path(a.json).with_name(Path(a.json).name + ".tmp")
+        tmp.write_text(json.dumps(rows, indent=1))
+        os.replace(tmp, a.json)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
