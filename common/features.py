@@ -315,14 +315,17 @@ def mpmv2_pid(part: dict) -> np.ndarray:
 
 
 def mpmv2_continuous(raw: RawJets) -> tuple[np.ndarray, np.ndarray]:
-    """Raw 7 continuous features and the 8-class PID. d0, z0 lifetime-signed w.r.t. the jet axis (DIPS convention:
-    sign(sin(phi_jet - phi_trk) d0) and sign((eta_jet - eta_trk) z0)); neutral IPs are NaN (ignored by the fit)."""
+    """Raw 7 continuous features and the 8-class PID. d0, z0 lifetime-signed w.r.t. the jet axis (DIPS convention):
+    positive when the track's point of closest approach lies on the jet side, i.e. for tracks from a vertex displaced
+    along the jet. JetClass/Delphes store d0 = (x py - y px) / pT, the opposite sign of ATLAS' d0, so ATLAS'
+    sign(sin(phi_jet - phi_trk) d0) becomes sign(sin(phi_trk - phi_jet) d0) here (as the MPMv2 code's 3-D cross
+    product gives on JetClass); z0: sign((eta_jet - eta_trk) z0). Neutral IPs are NaN (ignored by the fit)."""
     _require(raw, PID_FIELDS + IP_FIELDS, "mpmv2")
     pt = np.hypot(raw.p4[..., 0], raw.p4[..., 1])
     deta, dphi = raw.part["deta"], raw.part["dphi"]
     eta_sign = np.where(raw.jet[:, 1:2] >= 0, 1.0, -1.0)          # undo the JetClass sign(jet eta) flip
     d0, z0 = raw.part["d0val"], raw.part["dzval"]
-    d0s = np.abs(d0) * np.where(np.sin(-dphi) * d0 >= 0, 1.0, -1.0)
+    d0s = np.abs(d0) * np.where(np.sin(dphi) * d0 >= 0, 1.0, -1.0)
     z0s = np.abs(z0) * np.where(-deta * eta_sign * z0 >= 0, 1.0, -1.0)
     x = np.stack([pt, np.clip(deta, -MPMV2_ANGLE_CLIP, MPMV2_ANGLE_CLIP), np.clip(dphi, -MPMV2_ANGLE_CLIP,
                   MPMV2_ANGLE_CLIP), d0s, z0s, raw.part["d0err"], raw.part["dzerr"]], -1).astype(np.float64)
@@ -377,7 +380,7 @@ FEATURE_SETS: dict[str, FeatureSet] = {
     "omnijet": OmniJetFeatures("omnijet", ("part_pt", "part_etarel", "part_phirel"), 128,
                                {"cut": OMNIJET_CUT, "pt_shift": OMNIJET_PT_SHIFT, "scale": OMNIJET_ANGLE_SCALE}),
     "mpmv2": MPMv2Features("mpmv2", MPMV2_NAMES, 128, {"n_quantiles": 500, "clip": MPMV2_ANGLE_CLIP,
-                                                        "ip_sign": "dips"}, needs_fit=True),
+                                                        "ip_sign": "dips_delphes_d0"}, needs_fit=True),
     # HEP-JEPA (hepjepa.md §2): the ParT kin recipe, 128 particles.
     "hepjepa": PartFeatures("hepjepa", PART_KIN, 128, {"names": PART_KIN}),
 }

@@ -145,9 +145,9 @@ def test_mpmv2_pid_and_lifetime_sign():
     x = x[0]
     np.testing.assert_allclose(x[:, 0], np.hypot(raw.p4[0, :, 0], raw.p4[0, :, 1]), rtol=1e-5)   # raw pT
     assert x[4, 1] == pytest.approx(0.8) and x[5, 2] == pytest.approx(-0.8)                             # angles clipped at 0.8
-    # particle 0: dphi = +0.1, d0 = +0.2 -> sin(phi_jet - phi_trk) d0 < 0 -> negative
-    assert x[0, 3] == pytest.approx(-0.2)
-    assert x[1, 3] == pytest.approx(0.3)                                    # dphi < 0, d0 > 0 -> positive
+    # Delphes d0 convention (opposite to ATLAS'): particle 0: dphi = +0.1, d0 = +0.2 -> sin(phi_trk - phi_jet) d0 > 0
+    assert x[0, 3] == pytest.approx(0.2)
+    assert x[1, 3] == pytest.approx(-0.3)                                   # dphi < 0, d0 > 0 -> negative
     # z0: eta_jet - eta_trk = -(deta_stored * sign(eta_jet)) = deta_stored for a negative jet
     assert x[0, 4] == pytest.approx(-0.4)                                   # deta_stored -0.1, z0 +0.4 -> negative
     assert x[1, 4] == pytest.approx(-0.4)                                   # deta_stored +0.2, z0 -0.4 -> negative
