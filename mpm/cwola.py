@@ -13,17 +13,16 @@ plus the AUC. Results: <out>/n<N>/seed<S>/result.json and <out>/summary.json.
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from common.batch import JetBatch
-from common.config import add_config_args, load_config, save_config
+from common.config import save_config
 from common.distributed import cleanup, init_distributed
 from common.finetune import build_classifier, finetune_settings, predict, run_finetune
-from common.train_utils import is_done, mark_done, write_json
+from common.train_utils import is_done, mark_done, start_run, write_json
 
 from mpm.finetune import backbone_fns
 
@@ -180,17 +179,14 @@ def run_cwola(cfg: dict, out: Path, dist) -> dict:
 
 
 def main(argv=None):
-    parser = add_config_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
-    args = parser.parse_args(argv)
-    cfg = load_config(args.config, args.overrides)
-    out = Path(args.out)
-    if is_done(out):
-        print(f"{out}: done.json exists, nothing to do")
+    run = start_run(__doc__.splitlines()[0], argv, save=False)  # saved below, once the config is checked
+    if run is None:
         return
+    cfg, out, config_path = run
     if cfg.get("cwola") is None:
-        raise ValueError(f"{args.config}: missing the 'cwola' section (n_background, n_signal, ...)")
+        raise ValueError(f"{config_path}: missing the 'cwola' section (n_background, n_signal, ...)")
     if cfg["data"]["classes"] is None or len(cfg["data"]["classes"]) != 2:
-        raise ValueError(f"{args.config}: data.classes must be [background, signal], e.g. [QCD, Tbqq]")
+        raise ValueError(f"{config_path}: data.classes must be [background, signal], e.g. [QCD, Tbqq]")
     dist = init_distributed(cfg["device"])
     out.mkdir(parents=True, exist_ok=True)
     if dist.is_main:

@@ -12,14 +12,13 @@ The backbone architecture comes from the pretraining run (`pretrained.run`/confi
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from common.checkpoint import load_checkpoint
-from common.config import add_config_args, load_config, save_config
+from common.config import load_config, save_config
 from common.distributed import cleanup, init_distributed
 from common.finetune import finetune_settings, run_sweep
-from common.train_utils import is_done, mark_done
+from common.train_utils import mark_done, start_run
 
 from mpm.pretrain import build_backbone
 
@@ -117,16 +116,13 @@ def sweep_with_overrides(cfg: dict, build, load, out: Path, dist) -> dict:
 
 
 def main(argv=None):
-    parser = add_config_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
-    args = parser.parse_args(argv)
-    cfg = load_config(args.config, args.overrides)
-    out = Path(args.out)
-    if is_done(out):
-        print(f"{out}: done.json exists, nothing to do")
+    run = start_run(__doc__.splitlines()[0], argv, save=False)  # saved below, once the config is checked
+    if run is None:
         return
+    cfg, out, config_path = run
     fc = finetune_settings(cfg)
     if fc["mode"] != "scratch" and cfg["pretrained"]["run"] is None:
-        raise ValueError(f"{args.config}: finetune.mode={fc['mode']} needs pretrained.run (a mpm.pretrain run dir)")
+        raise ValueError(f"{config_path}: finetune.mode={fc['mode']} needs pretrained.run (a mpm.pretrain run dir)")
     dist = init_distributed(cfg["device"])
     out.mkdir(parents=True, exist_ok=True)
     if dist.is_main:

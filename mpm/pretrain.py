@@ -9,19 +9,17 @@ forward(batch) returns (loss, metrics) can be trained by it.
 """
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
 import torch
 
 from common.checkpoint import ResumableLoader, load_checkpoint, make_state, restore_state, save_checkpoint
-from common.config import add_config_args, load_config, save_config
 from common.distributed import all_reduce_mean, cleanup, init_distributed, wrap_ddp
 from common.logger import MetricLogger
 from common.schedules import build_scheduler
-from common.train_utils import (autocast, build_optimizer, clip_and_step, count_parameters, is_done, mark_done,
-                                maybe_compile, progress, seed_everything)
+from common.train_utils import (autocast, build_optimizer, clip_and_step, count_parameters, mark_done, maybe_compile,
+                                progress, seed_everything, start_run)
 
 from mpm.mpmv1 import MPMv1, MPMv1Backbone
 from mpm.mpmv2 import MPMv2, MPMv2Encoder
@@ -167,17 +165,11 @@ def fit(cfg: dict, model: torch.nn.Module, out_dir, dist, desc: str = "pretrain"
 
 
 def main(argv=None):
-    parser = add_config_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
-    args = parser.parse_args(argv)
-    cfg = load_config(args.config, args.overrides)
-    out = Path(args.out)
-    if is_done(out):
-        print(f"{out}: done.json exists, nothing to do")
+    run = start_run(__doc__.splitlines()[0], argv)
+    if run is None:
         return
+    cfg, out, _ = run
     dist = init_distributed(cfg["train"]["device"])
-    out.mkdir(parents=True, exist_ok=True)
-    if dist.is_main:
-        save_config(cfg, out / "config.yaml")
     seed_everything(cfg["train"]["seed"])  # the same initial weights on every rank
     model = build_model(cfg)
     fit(cfg, model, out, dist, desc=cfg["method"])

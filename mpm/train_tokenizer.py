@@ -9,18 +9,16 @@ Writes `tokenizer.pt` ({kind, config, state}) next to the usual config.yaml / ch
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from common.checkpoint import load_checkpoint, save_checkpoint
-from common.config import add_config_args, load_config, save_config
 from common.distributed import cleanup, init_distributed
 from common.features import get_feature_set
 from common.kmeans import KMeans
-from common.train_utils import is_done, mark_done, seed_everything
+from common.train_utils import mark_done, seed_everything, start_run
 
 from mpm.vqvae import VQVAE, KMeansTokenizer
 
@@ -96,17 +94,11 @@ def fit_kmeans(cfg: dict, out: Path, dist) -> None:
 
 
 def main(argv=None):
-    parser = add_config_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
-    args = parser.parse_args(argv)
-    cfg = load_config(args.config, args.overrides)
-    out = Path(args.out)
-    if is_done(out):
-        print(f"{out}: done.json exists, nothing to do")
+    run = start_run(__doc__.splitlines()[0], argv)
+    if run is None:
         return
+    cfg, out, config_path = run
     dist = init_distributed(cfg["train"]["device"])
-    out.mkdir(parents=True, exist_ok=True)
-    if dist.is_main:
-        save_config(cfg, out / "config.yaml")
     seed_everything(cfg["train"]["seed"])
     kind = cfg["tokenizer"]["kind"]
     if kind == "kmeans":
@@ -121,7 +113,7 @@ def main(argv=None):
             save_checkpoint(out / "tokenizer.pt", {"kind": "vqvae", "config": cfg, "state": vqvae.state_dict()})
             mark_done(out, summary)
     else:
-        raise ValueError(f"{args.config}: tokenizer.kind must be vqvae or kmeans, got {kind!r}")
+        raise ValueError(f"{config_path}: tokenizer.kind must be vqvae or kmeans, got {kind!r}")
     cleanup()
 
 
