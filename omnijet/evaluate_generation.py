@@ -12,17 +12,15 @@ histogram plots with ratio panels (hist_<observable>.png) and done.json into --o
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from common.config import add_config_args, config_from_args, save_config
 from common.data import load_arrays
 from common.metrics import kl_quantile_binned, wasserstein1
 from common.plots import hist_ratio
-from common.train_utils import is_done, mark_done, write_json
+from common.train_utils import mark_done, start_run, write_json
 from omnijet.jets import JET_OBSERVABLES, observables, particle_values
 
 # names used in the results table (omnijet.generation in common/published.yaml)
@@ -76,14 +74,10 @@ def tokenised_reference(tokenizer, x: np.ndarray, mask: np.ndarray, batch_size: 
 def main(argv=None) -> None:
     from omnijet.train_tokenizer import load_tokenizer
 
-    args = add_config_args(argparse.ArgumentParser(description=__doc__)).parse_args(argv)
-    cfg = config_from_args(args)
-    out = Path(args.out)
-    if is_done(out):
-        print(f"{out}: done.json exists, nothing to do")
+    run = start_run(__doc__, argv)
+    if run is None:
         return
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
+    cfg, out, _ = run
     ec = cfg["evaluate"]
     gen_path = Path(cfg["generated_dir"]) / "particles.npz"
     if not gen_path.is_file():

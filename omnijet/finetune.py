@@ -12,17 +12,16 @@ Runs every N in finetune.n_per_class and every seed (common.finetune.run_sweep) 
 """
 from __future__ import annotations
 
-import argparse
 import copy
 from pathlib import Path
 
 import torch
 
 from common.checkpoint import load_checkpoint
-from common.config import add_config_args, config_from_args, save_config
+from common.config import save_config
 from common.distributed import cleanup, init_distributed
 from common.finetune import run_sweep
-from common.train_utils import is_done, mark_done
+from common.train_utils import mark_done, start_run
 from omnijet.model import OmniJetBackbone, build_gpt
 
 
@@ -59,14 +58,11 @@ def backbone_factory(cfg: dict):
 
 
 def main(argv=None) -> None:
-    args = add_config_args(argparse.ArgumentParser(description=__doc__)).parse_args(argv)
-    cfg = harness_config(config_from_args(args))
-    out = Path(args.out)
-    dist = init_distributed(cfg["device"])
-    if is_done(out):
-        if dist.is_main:
-            print(f"{out}: done.json exists, nothing to do")
+    run = start_run(__doc__, argv, save=False)  # the harness config (head filled in) is saved below
+    if run is None:
         return
+    cfg, out = harness_config(run.cfg), run.out
+    dist = init_distributed(cfg["device"])
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")

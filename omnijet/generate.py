@@ -16,7 +16,6 @@ features (J, max_len, 3), mask) and done.json (jets/s) into --out.
 """
 from __future__ import annotations
 
-import argparse
 import io
 import itertools
 import os
@@ -26,8 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.config import add_config_args, config_from_args, save_config
-from common.train_utils import is_done, mark_done, progress, seed_everything
+from common.train_utils import mark_done, progress, seed_everything, start_run
 from omnijet.model import OmniJetGPT
 from omnijet.tokenize_dataset import START, save_npy, sequences_to_codes, stop_token
 
@@ -95,14 +93,10 @@ def main(argv=None) -> None:
     from omnijet.pretrain import load_gpt
     from omnijet.train_tokenizer import load_tokenizer
 
-    args = add_config_args(argparse.ArgumentParser(description=__doc__)).parse_args(argv)
-    cfg = config_from_args(args)
-    out = Path(args.out)
-    if is_done(out):
-        print(f"{out}: done.json exists, nothing to do")
+    run = start_run(__doc__, argv)
+    if run is None:
         return
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
+    cfg, out, _ = run
     seed_everything(cfg["seed"])
     device = torch.device("cuda" if torch.cuda.is_available() and cfg["device"] != "cpu" else "cpu")
     model, _ = load_gpt(cfg["pretrain_dir"], device)

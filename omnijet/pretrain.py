@@ -9,7 +9,6 @@ config.yaml, log.jsonl and done.json into --out. Works under torchrun (DDP).
 """
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -17,12 +16,12 @@ import numpy as np
 import torch
 
 from common.checkpoint import load_checkpoint, make_state, restore_state, save_checkpoint
-from common.config import add_config_args, config_from_args, load_config, save_config
+from common.config import load_config
 from common.distributed import all_reduce_mean, cleanup, init_distributed, unwrap_model, wrap_ddp
 from common.logger import MetricLogger
 from common.schedules import build_scheduler
-from common.train_utils import (autocast, build_optimizer, clip_and_step, is_done, mark_done, maybe_compile,
-                                progress, seed_everything)
+from common.train_utils import (autocast, build_optimizer, clip_and_step, mark_done, maybe_compile, progress,
+                                seed_everything, start_run)
 from omnijet.model import OmniJetGPT, build_gpt, next_token_loss, shift_tokens
 from omnijet.tokenize_dataset import load_split
 
@@ -99,17 +98,10 @@ def validate(model, tokens, lengths, batch_size, max_len, include_padding, devic
     return float(all_reduce_mean(torch.tensor(total / max(n, 1), device=device)))
 
 
-def train(cfg: dict, out_dir: str) -> None:
-    out = Path(out_dir)
+def train(cfg: dict, out: Path) -> None:
+    """Train into `out` (opened by start_run: config.yaml saved, not done yet); resumes from out/checkpoint.pt."""
     dist = init_distributed(cfg["device"])
-    if is_done(out):
-        if dist.is_main:
-            print(f"{out}: done.json exists, nothing to do")
-        return
     seed_everything(cfg["seed"] + dist.rank)
-    if dist.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / "config.yaml")
     tc = cfg["train"]
     num_codes = num_codes_of(cfg["tokens_dir"])
     train_split, val_split = load_split(cfg["tokens_dir"], "train"), load_split(cfg["tokens_dir"], "val")
@@ -174,8 +166,9 @@ def train(cfg: dict, out_dir: str) -> None:
 
 
 def main(argv=None) -> None:
-    args = add_config_args(argparse.ArgumentParser(description=__doc__)).parse_args(argv)
-    train(config_from_args(args), args.out)
+    run = start_run(__doc__, argv)
+    if run is not None:
+        train(run.cfg, run.out)
 
 
 if __name__ == "__main__":

@@ -17,16 +17,15 @@ Writes metrics.json (one row per tokeniser, plus an "original" row with the clas
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from common.config import add_config_args, config_from_args, load_config, save_config
+from common.config import load_config
 from common.data import load_arrays
 from common.plots import save_figure
-from common.train_utils import is_done, mark_done, write_json
+from common.train_utils import mark_done, start_run, write_json
 from omnijet.deepsets import train_and_score
 from omnijet.jets import observables, particles
 
@@ -108,14 +107,10 @@ def plot_resolutions(all_diffs: dict[str, dict], path: Path) -> None:
 def main(argv=None) -> None:
     from omnijet.train_tokenizer import load_tokenizer
 
-    args = add_config_args(argparse.ArgumentParser(description=__doc__)).parse_args(argv)
-    cfg = config_from_args(args)
-    out = Path(args.out)
-    if is_done(out):
-        print(f"{out}: done.json exists, nothing to do")
+    run = start_run(__doc__, argv)
+    if run is None:
         return
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
+    cfg, out, config_path = run
     real = load_arrays(cfg["data"], "test", max_jets=cfg["n_jets"])
     keep = real["mask"].sum(1) >= 3  # OJ evaluates jets with at least 3 constituents
     x, mask = real["x"][keep], real["mask"][keep]
@@ -139,7 +134,7 @@ def main(argv=None) -> None:
         run = Path(cfg["runs_dir"]) / name
         if not (run / "done.json").is_file():
             raise FileNotFoundError(f"{run}: tokeniser run missing or unfinished (listed in tokenizers of "
-                                    f"{args.config})")
+                                    f"{config_path})")
         kind = load_config(run / "config.yaml")["model"]["kind"]
         tokenizer = load_tokenizer(run)
         x_reco, codes = reconstruct(tokenizer, x, mask)

@@ -12,16 +12,14 @@ int16 (int32 when the vocabulary does not fit) .npy files, one per split, with t
 """
 from __future__ import annotations
 
-import argparse
 import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from common.config import add_config_args, config_from_args, save_config
 from common.data import make_loader
-from common.train_utils import is_done, mark_done, progress
+from common.train_utils import mark_done, progress, start_run
 
 START = 0
 
@@ -108,14 +106,10 @@ def tokenize_split(tokenizer, data_cfg: dict, split: str, batch_size: int, max_j
 def main(argv=None) -> None:
     from omnijet.train_tokenizer import load_tokenizer
 
-    args = add_config_args(argparse.ArgumentParser(description=__doc__)).parse_args(argv)
-    cfg = config_from_args(args)
-    out = Path(args.out)
-    if is_done(out):
-        print(f"{out}: done.json exists, nothing to do")
+    run = start_run(__doc__, argv)
+    if run is None:
         return
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
+    cfg, out, _ = run
     device = torch.device("cuda" if torch.cuda.is_available() and cfg["device"] != "cpu" else "cpu")
     tokenizer = load_tokenizer(cfg["tokenizer_dir"], device)
     counts = {}

@@ -7,19 +7,18 @@ tokeniser has no parameters: it is written straight away. Works under torchrun (
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import torch
 
 from common.checkpoint import ResumableLoader, load_checkpoint, make_state, restore_state, save_checkpoint
-from common.config import add_config_args, config_from_args, load_config, save_config
+from common.config import load_config
 from common.data import make_loader
 from common.distributed import all_reduce_mean, cleanup, init_distributed, unwrap_model, wrap_ddp
 from common.logger import MetricLogger
 from common.schedules import build_scheduler
-from common.train_utils import (build_optimizer, clip_and_step, is_done, mark_done, maybe_compile, progress,
-                                seed_everything)
+from common.train_utils import (build_optimizer, clip_and_step, mark_done, maybe_compile, progress, seed_everything,
+                                start_run)
 from omnijet.vqvae import build_tokenizer
 
 
@@ -56,17 +55,10 @@ def validate(model, loader, device, max_batches: int) -> dict:
     return res
 
 
-def train(cfg: dict, out_dir: str) -> None:
-    out = Path(out_dir)
+def train(cfg: dict, out: Path) -> None:
+    """Train into `out` (opened by start_run: config.yaml saved, not done yet); resumes from out/checkpoint.pt."""
     dist = init_distributed(cfg["device"])
-    if is_done(out):
-        if dist.is_main:
-            print(f"{out}: done.json exists, nothing to do")
-        return
     seed_everything(cfg["seed"] + dist.rank)
-    if dist.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / "config.yaml")
     model = build_tokenizer(cfg["model"]).to(dist.device)
 
     if cfg["model"]["kind"] == "binned":  # nothing to learn: store the grid and finish
@@ -123,8 +115,9 @@ def train(cfg: dict, out_dir: str) -> None:
 
 
 def main(argv=None) -> None:
-    args = add_config_args(argparse.ArgumentParser(description=__doc__)).parse_args(argv)
-    train(config_from_args(args), args.out)
+    run = start_run(__doc__, argv)
+    if run is not None:
+        train(run.cfg, run.out)
 
 
 if __name__ == "__main__":
