@@ -98,11 +98,12 @@ mpm_steps() {
     done
   done
   if ((full)); then
+    # untrained / no-backbone runs use lr 1e-3 (V2 workflow, mpm.md 5 "MPMv2 fine-tuning" overrides)
     step v2_jetclass_scratch --tables mpm.v2_jetclass --after "" -- $PY -m mpm.finetune --config $CFG/finetune_v2.yaml \
-      --out $OUT/v2_jetclass/scratch $J finetune.mode=scratch
+      --out $OUT/v2_jetclass/scratch $J finetune.mode=scratch finetune.lr=1.0e-3
     # "No Backbone": the embedding with 0 transformer layers + the class-attention head, all trained (mpm.md 4)
     step v2_jetclass_nobackbone --tables mpm.v2_jetclass --after "" -- $PY -m mpm.finetune --config $CFG/finetune_v2.yaml \
-      --out $OUT/v2_jetclass/nobackbone $J finetune.mode=scratch "pretrained.overrides=[model.depth=0]"
+      --out $OUT/v2_jetclass/nobackbone $J finetune.mode=scratch "pretrained.overrides=[model.depth=0]" finetune.lr=1.0e-3
     local cwtasks="regression"  # mini: one pretrained task against scratch; paper: every task
     [[ "$PROFILE" == paper ]] && cwtasks="$v2tasks"
     for task in $cwtasks; do
@@ -110,7 +111,7 @@ mpm_steps() {
         --out $OUT/v2_cwola/${task}_finetune $J pretrained.run=$OUT/pretrain/mpmv2_$task finetune.mode=finetune
     done
     step v2_cwola_scratch --tables mpm.v2_cwola --after "" -- $PY -m mpm.cwola --config $CFG/cwola_v2.yaml \
-      --out $OUT/v2_cwola/scratch $J finetune.mode=scratch
+      --out $OUT/v2_cwola/scratch $J finetune.mode=scratch finetune.lr=1.0e-3
   fi
 
   # --- MPMv2 frozen probes: Table B's final row (regression, k-means) and, paper only, the decoder / mask sweeps ----
