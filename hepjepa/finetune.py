@@ -13,7 +13,6 @@ round(P/100 * N_train / C), at least 1); 100 % = the whole split. In the mini pr
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import sys
 from pathlib import Path
@@ -21,11 +20,10 @@ from pathlib import Path
 import torch
 
 from common.checkpoint import load_checkpoint
-from common.config import add_config_args, config_from_args, save_config
 from common.data import build_dataset, dataset_info, make_loader
 from common.distributed import cleanup, init_distributed
 from common.finetune import run_sweep
-from common.train_utils import is_done, mark_done, write_json
+from common.train_utils import mark_done, start_run, write_json
 
 from .model import HEPJEPABackbone
 from .pretrain import angle_columns
@@ -98,20 +96,16 @@ def run(cfg: dict, out_dir, dist) -> dict:
 
 
 def main(argv=None) -> None:
-    parser = add_config_args(argparse.ArgumentParser(description="HEP-JEPA fine-tuning sweeps"))
-    args = parser.parse_args(argv)
-    cfg = config_from_args(args)
-    if is_done(args.out):
-        print(f"[hepjepa.finetune] {args.out}/done.json exists: nothing to do", flush=True)
+    opened = start_run("HEP-JEPA fine-tuning sweeps", argv)
+    if opened is None:
         return
+    cfg, out, _ = opened
     dist = init_distributed(cfg["device"])
     try:
         torch.manual_seed(cfg["seed"])
+        res = run(cfg, out, dist)
         if dist.is_main:
-            save_config(cfg, Path(args.out) / "config.yaml")
-        res = run(cfg, args.out, dist)
-        if dist.is_main:
-            mark_done(args.out, {"runs": len(res["rows"])})
+            mark_done(out, {"runs": len(res["rows"])})
     finally:
         cleanup()
 

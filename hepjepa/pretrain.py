@@ -9,21 +9,20 @@ scheduled momentum (spec §9). Writes config.yaml, checkpoint.pt (atomic, resuma
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import torch
 
 from common.checkpoint import ResumableLoader, load_checkpoint, make_state, restore_state, save_checkpoint
-from common.config import add_config_args, config_from_args, save_config
+from common.config import save_config
 from common.data import dataset_info, make_loader
 from common.distributed import all_reduce_mean, barrier, cleanup, init_distributed, unwrap_model, wrap_ddp
 from common.ema import momentum_schedule
 from common.logger import MetricLogger
 from common.schedules import build_scheduler
-from common.train_utils import (autocast, build_optimizer, clip_and_step, count_parameters, is_done, mark_done,
-                                maybe_compile, micro_batches, no_sync, progress, seed_everything)
+from common.train_utils import (autocast, build_optimizer, clip_and_step, count_parameters, mark_done, maybe_compile,
+                                micro_batches, no_sync, progress, seed_everything, start_run)
 
 from .augment import augment
 from .model import HEPJEPA
@@ -150,15 +149,12 @@ def train(cfg: dict, out_dir, dist=None) -> dict:
 
 
 def main(argv=None) -> None:
-    parser = add_config_args(argparse.ArgumentParser(description="HEP-JEPA pretraining"))
-    args = parser.parse_args(argv)
-    cfg = config_from_args(args)
-    if is_done(args.out):
-        print(f"[hepjepa.pretrain] {args.out}/done.json exists: nothing to do", flush=True)
+    run = start_run("HEP-JEPA pretraining", argv, save=False)  # train() saves config.yaml (also when tests call it)
+    if run is None:
         return
-    dist = init_distributed(cfg["device"])
+    dist = init_distributed(run.cfg["device"])
     try:
-        train(cfg, args.out, dist)
+        train(run.cfg, run.out, dist)
     finally:
         cleanup()
 
