@@ -91,6 +91,19 @@ class Predictor(nn.Module):
         return self.out(h[:, ctx.shape[1]:]) * tgt_mask[..., None]
 
 
+def build_online_modules(cfg: dict, in_dim: int, angle_idx) -> tuple[JetTokenizer, PositionalMLP, PatchEncoder]:
+    """The online (trained) stack shared by pretraining and downstream use: patch tokenizer, positional MLP of the patch
+    centres, context encoder. cfg = the YAML `model:` section; built in this order (same initial weights)."""
+    d = int(cfg["dim"])
+    tokenizer = JetTokenizer(in_dim, d, int(cfg["num_patches"]), int(cfg["group_size"]), angle_idx,
+                             int(cfg["pointnet_hidden"]), bool(cfg["fps_random_start"]))
+    pos = PositionalMLP(d)
+    context_encoder = PatchEncoder(d, int(cfg["depth"]), int(cfg["num_heads"]), float(cfg["mlp_ratio"]),
+                                   int(cfg["num_registers"]), bool(cfg["physics_bias"]), cfg["pair_hidden"],
+                                   float(cfg["dropout"]))
+    return tokenizer, pos, context_encoder
+
+
 class HEPJEPA(nn.Module):
     """The pretraining model. cfg = the YAML `model:` section; in_dim = number of particle features; angle_idx = the
     (deta, dphi) columns. `mask_cfg` = the YAML `masking:` section."""
@@ -99,12 +112,7 @@ class HEPJEPA(nn.Module):
         super().__init__()
         d = int(cfg["dim"])
         self.cfg, self.mask_cfg = cfg, mask_cfg
-        self.tokenizer = JetTokenizer(in_dim, d, int(cfg["num_patches"]), int(cfg["group_size"]), angle_idx,
-                                      int(cfg["pointnet_hidden"]), bool(cfg["fps_random_start"]))
-        self.pos = PositionalMLP(d)
-        self.context_encoder = PatchEncoder(d, int(cfg["depth"]), int(cfg["num_heads"]), float(cfg["mlp_ratio"]),
-                                            int(cfg["num_registers"]), bool(cfg["physics_bias"]),
-                                            cfg["pair_hidden"], float(cfg["dropout"]))
+        self.tokenizer, self.pos, self.context_encoder = build_online_modules(cfg, in_dim, angle_idx)
         self.target_encoder = make_target(self.context_encoder)  # frozen copy, updated only by EMA
         self.predictor = Predictor(d, int(cfg["pred_dim"]), int(cfg["pred_depth"]), int(cfg["pred_heads"]),
                                    float(cfg["mlp_ratio"]))
@@ -173,14 +181,8 @@ class HEPJEPABackbone(nn.Module):
 
     def __init__(self, cfg: dict, in_dim: int, angle_idx):
         super().__init__()
-        d = int(cfg["dim"])
-        self.dim = d
-        self.tokenizer = JetTokenizer(in_dim, d, int(cfg["num_patches"]), int(cfg["group_size"]), angle_idx,
-                                      int(cfg["pointnet_hidden"]), bool(cfg["fps_random_start"]))
-        self.pos = PositionalMLP(d)
-        self.context_encoder = PatchEncoder(d, int(cfg["depth"]), int(cfg["num_heads"]), float(cfg["mlp_ratio"]),
-                                            int(cfg["num_registers"]), bool(cfg["physics_bias"]),
-                                            cfg["pair_hidden"], float(cfg["dropout"]))
+        self.dim = int(cfg["dim"])
+        self.tokenizer, self.pos, self.context_encoder = build_online_modules(cfg, in_dim, angle_idx)
 
     def forward(self, batch):
         p = self.tokenizer(batch.x, batch.mask, batch.p4)
