@@ -99,6 +99,18 @@ def write_result(path, table_id: str, rows: list[dict], meta: dict) -> None:
     os.replace(tmp, path)
 
 
+def write_table(out_dir, table_id: str, rows: list[dict], meta: dict) -> str:
+    """A method's table writer output: <out_dir>/<table_id>.json (write_result) and <table_id>.md (render_table),
+    both atomic. Returns the Markdown."""
+    out_dir = Path(out_dir)
+    write_result(out_dir / f"{table_id}.json", table_id, rows, meta)
+    md = render_table(table_id, rows, meta)
+    tmp = out_dir / f"{table_id}.md.tmp"
+    tmp.write_text(md)
+    os.replace(tmp, out_dir / f"{table_id}.md")
+    return md
+
+
 def _json_default(x):
     if hasattr(x, "tolist"):  # numpy scalars and arrays, torch tensors
         return x.tolist()

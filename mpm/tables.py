@@ -26,7 +26,7 @@ from pathlib import Path
 
 import yaml
 
-from common.results import render_table, write_result
+from common.results import write_table
 
 # pretraining-table row labels (published.yaml keys) from a pretraining config
 APE = {"head_input": "head", "backbone_input": "backbone", "none": "none"}
@@ -208,12 +208,7 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     tables = collect(Path(args.runs), args.profile)
     for table_id, (rows, meta) in tables.items():
-        write_result(out / f"{table_id}.json", table_id, rows, meta)
-        md = render_table(table_id, rows, meta)
-        tmp = out / f"{table_id}.md.tmp"
-        tmp.write_text(md)
-        tmp.replace(out / f"{table_id}.md")
-        print(md)
+        print(write_table(out, table_id, rows, meta))
     if not tables:
         print(f"no MPM results under {args.runs}")
     from common.train_utils import mark_done

@@ -18,7 +18,7 @@ import json
 import math
 from pathlib import Path
 
-from common.results import render_table, write_result
+from common.results import write_table
 
 TOKEN_METRICS = ("particle_pt_resolution", "etaphi_resolution", "eta_resolution", "phi_resolution",
                  "jet_mass_resolution", "jet_pt_resolution", "tau21_resolution", "tau32_resolution",
@@ -164,12 +164,7 @@ def main(argv=None) -> None:
             print(f"{table_id}: inputs not found under {runs}, skipped")
             continue
         rows, meta = content
-        write_result(out / f"{table_id}.json", table_id, rows, meta)
-        md = render_table(table_id, rows, meta)
-        tmp = out / f"{table_id}.md.tmp"
-        tmp.write_text(md)
-        tmp.replace(out / f"{table_id}.md")
-        print(md)
+        print(write_table(out, table_id, rows, meta))
     if "omnijet.classification" not in produced:
         print(f"omnijet.classification: no finetune/**/result.json under {runs}, skipped")
 

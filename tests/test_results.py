@@ -193,3 +193,14 @@ def test_published_yaml_is_complete_and_cited():
     few = R.published_table("hepjepa.jetclass_fewshot", pub)
     assert {"mode": "finetune", "label_percent": 0.05, "accuracy": 0.564} in few["rows"]
     assert "second-hand" in few["source"]
+
+
+def test_write_table_writes_result_json_and_markdown(tmp_path):
+    rows, meta = [{"mode": "fixed", "n_train": 1000, "accuracy": 0.4}], {"profile": "smoke"}
+    md = R.write_table(tmp_path / "tables", "mpm.nonexistent_table", rows, meta)
+    assert md == R.render_table("mpm.nonexistent_table", rows, meta)
+    assert (tmp_path / "tables/mpm.nonexistent_table.md").read_text() == md
+    res = R.read_result(tmp_path / "tables/mpm.nonexistent_table.json")
+    assert res["rows"] == rows and res["meta"] == meta
+    assert sorted(p.name for p in (tmp_path / "tables").iterdir()) == ["mpm.nonexistent_table.json",
+                                                                         "mpm.nonexistent_table.md"]
