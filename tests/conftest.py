@@ -18,3 +18,15 @@ os.environ.setdefault("MPLBACKEND", "Agg")  # plots are written to files; never 
 def repo_root() -> Path:
     """The repository root (where run_all.sh and the packages live)."""
     return REPO_ROOT
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models: OpenMP threads only add overhead (10x on a busy 2-core machine); restored after the module.
+    A test module opts in with `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -17,13 +17,7 @@ from mpm.train_tokenizer import VQVAETraining, build_vqvae
 from mpm.vqvae import KMeansTokenizer
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models: OpenMP threads only add overhead (10x on a busy 2-core machine); restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 ALL = sorted(glob.glob("mpm/configs/**/*.yaml", recursive=True))
 PAPER = sorted(glob.glob("mpm/configs/*.yaml"))

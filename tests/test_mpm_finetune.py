@@ -14,13 +14,7 @@ from mpm.finetune import backbone_fns
 from mpm.pretrain import build_model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models: OpenMP threads only add overhead (10x on a busy 2-core machine); restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 SMALL_V1 = ["model.dim=16", "model.depth=1", "model.num_heads=2", "model.ff_hidden=16", "model.embed_hidden=16",
             "model.head_hidden=16", "data.num_particles=12"]

@@ -12,13 +12,7 @@ from mpm.mpmv1 import MPMv1, MPMv1Backbone
 from mpm.mpmv2 import MPMv2, MPMv2Encoder
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models: OpenMP threads only add overhead (10x on a busy 2-core machine); restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def fake_batch(B=6, N=12, F=3, seed=0, with_pid=True):

@@ -12,13 +12,7 @@ from common.distributed import Dist
 from mpm.pretrain import build_model, fit
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models: OpenMP threads only add overhead (10x on a busy 2-core machine); restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 OVER = ["model.dim=16", "model.depth=1", "model.num_heads=2", "model.ff_hidden=16", "model.embed_hidden=16",
         "model.head_hidden=16", "data.num_particles=10", "train.device=cpu", "train.batch_size=4", "train.log_every=1",

@@ -4,20 +4,13 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 import yaml
 
 from common.results import load_published
 from mpm.tables import collect
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models: OpenMP threads only add overhead (10x on a busy 2-core machine); restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def _write(path, obj):

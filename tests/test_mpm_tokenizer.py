@@ -10,13 +10,7 @@ from mpm.train_tokenizer import VQVAETraining, load_tokenizer
 from mpm.vqvae import VQVAE, KMeansTokenizer
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models: OpenMP threads only add overhead (10x on a busy 2-core machine); restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def jets(B=24, N=12, F=3, seed=0):
