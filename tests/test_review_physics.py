@@ -6,6 +6,8 @@ import numpy as np
 from common.features import RawJets, jet_from_constituents, mpmv2_continuous
 from common.simulate.detector import impact_parameters
 
+from sim_fixtures import sim_qg  # noqa: F401  (session fixture, shared with test_simulate)
+
 
 def _displaced_tracks(jet_eta: float, jet_phi: float, seed: int = 0):
     """Tracks from a secondary vertex displaced along the jet axis (a b-hadron decay): their lifetime-signed impact
@@ -42,3 +44,19 @@ def test_mpmv2_lifetime_signed_ip_positive_for_displaced_vertex():
         assert np.abs(raw.part["d0val"]).min() > 1e-4            # genuinely displaced (non-trivial sign)
         assert (x[0, :, 3] > 0).all(), f"signed d0 must be > 0 for a vertex along the jet (eta={jeta}, phi={jphi})"
         assert (x[0, :, 4] > 0).all(), f"signed z0 must be > 0 for a vertex along the jet (eta={jeta}, phi={jphi})"
+
+
+# Quark-gluon substitute: EnergyFlow's qg_jets hold only the 14 final-state species of Pythia's default decay table
+# (K_S, Lambda, Sigma, Xi, Omega decayed; EnergyFlow's remap_pids knows exactly these and raises on anything else).
+QG_PIDS = (22, 211, 321, 130, 2112, 2212, 11, 13)
+
+
+def test_qg_particles_are_energyflow_species(sim_qg):
+    import glob
+
+    for f in sorted(glob.glob(str(sim_qg / "QG_jets*.npz"))):
+        with np.load(f) as d:
+            X = d["X"]
+        pid = np.abs(X[..., 3][X[..., 0] > 0]).astype(int)
+        extra = sorted(set(pid) - set(QG_PIDS))
+        assert not extra, f"{f}: species absent from the EnergyFlow quark-gluon dataset: {extra}"

@@ -48,7 +48,10 @@ def gen_config(dataset: str, cls: str, options: dict) -> GenConfig:
     if dataset == "qg":
         return GenConfig(qg_process(cls, options.get("with_bc", False)), ecm=14000.0, mpi=True, jet_r=0.4,
                          pt_min=500.0, pt_max=550.0, eta_max=1.7, use_rapidity=True, detector=None, flat_pt=False,
-                         pthat_min=450.0, leading_only=True)
+                         pthat_min=450.0, leading_only=True,
+                         # generator level with Pythia's default decay table (K_S, Lambda, Sigma, Xi, Omega decayed):
+                         # EnergyFlow's qg_jets hold only the 14 species its remap_pids knows (datasets.md §A3, §B3)
+                         extra_settings=["ParticleDecays:limitTau0 = off"])
     raise ValueError(f"unknown dataset {dataset!r}")
 
 
