@@ -54,6 +54,32 @@ def _awkward_jets(p4: np.ndarray, mask: np.ndarray):
     return ak.unflatten(rec, mask.sum(axis=1))
 
 
+def _kt_axes_numpy(p4: np.ndarray, mask: np.ndarray, n_max: int):
+    """kt_axes through fastjet's compiled multi-event interface on flat numpy columns (no awkward arrays: their
+    per-call cost was most of the N-subjettiness time for a few hundred jets). None if that interface is missing."""
+    import fastjet
+
+    multi = getattr(getattr(fastjet, "_ext", None), "interfacemulti", None)
+    if multi is None:
+        return None
+    flat = p4[mask].astype(np.float64)
+    stops = np.cumsum(mask.sum(axis=1)).astype(np.int64)
+    starts = np.concatenate([[0], stops[:-1]]).astype(np.int64)
+    cols = [np.ascontiguousarray(flat[:, i]) for i in range(4)]
+    res = multi(*cols, starts, stops, fastjet.JetDefinition(fastjet.kt_algorithm, 10.0))
+    B, out = p4.shape[0], []
+    for n in range(1, n_max + 1):
+        *mom, offsets = res.to_numpy_exclusive_njet_up_to(n)
+        offsets = np.asarray(offsets, np.int64)
+        counts = np.diff(offsets)
+        rows = np.repeat(np.arange(B), counts)
+        arr = np.zeros((B, n, 4))
+        arr[rows, np.arange(offsets[-1] - offsets[0]) - np.repeat(offsets[:-1] - offsets[0], counts)] = \
+            np.stack(mom, axis=1)
+        out.append(arr)
+    return out
+
+
 def kt_axes(p4: np.ndarray, mask: np.ndarray, n_max: int = 4) -> list[np.ndarray]:
     """Exclusive-kT axes for N = 1..n_max: list of (B, N, 4) arrays, zero where a jet has fewer than N particles."""
     import awkward as ak
@@ -65,12 +91,16 @@ def kt_axes(p4: np.ndarray, mask: np.ndarray, n_max: int = 4) -> list[np.ndarray
     if not nonempty.any():
         return out
     _quiet_fastjet_banner()
-    jets = _awkward_jets(p4[nonempty], mask[nonempty])
     # R only sets the beam distance, which exclusive clustering with a fixed N never reaches for R >> jet size.
-    jetdef = fastjet.JetDefinition(fastjet.kt_algorithm, 10.0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # fastjet warns about exclusive jets even for kt
-        cs = fastjet.ClusterSequence(jets, jetdef)
+        fast = _kt_axes_numpy(p4[nonempty], mask[nonempty], n_max)
+        if fast is not None:
+            for o, f in zip(out, fast):
+                o[nonempty] = f
+            return out
+        jets = _awkward_jets(p4[nonempty], mask[nonempty])
+        cs = fastjet.ClusterSequence(jets, fastjet.JetDefinition(fastjet.kt_algorithm, 10.0))
         for n in range(1, n_max + 1):
             axes = cs.exclusive_jets_up_to(n)
             padded = ak.fill_none(ak.pad_none(axes, n, clip=True), {"px": 0.0, "py": 0.0, "pz": 0.0, "E": 0.0})
@@ -120,11 +150,11 @@ def _quiet_fastjet_banner() -> None:
         _BANNER_DONE = True
 
 
-def _softdrop_one(p, jetdef, zcut, beta, r0):
+def _softdrop_one(p, jetdef, zcut, beta, r0, new_pseudojet):
     import fastjet
 
-    pjs = [fastjet.PseudoJet(float(a), float(b), float(c), float(d)) for a, b, c, d in p]
-    cs = fastjet.ClusterSequence(pjs, jetdef)
+    # raw SWIG PseudoJets: the proxy class' Python __init__ cost more than the clustering itself
+    cs = fastjet._swig.ClusterSequence([new_pseudojet(a, b, c, d) for a, b, c, d in p.tolist()], jetdef)
     j = cs.exclusive_jets(1)[0]
     p1, p2 = fastjet.PseudoJet(), fastjet.PseudoJet()
     while j.has_parents(p1, p2):
@@ -142,12 +172,13 @@ def softdrop_mass(p4: np.ndarray, mask: np.ndarray, zcut: float = 0.1, beta: flo
     import fastjet
 
     _quiet_fastjet_banner()
+    new_pseudojet = getattr(getattr(fastjet._swig, "_fastjet_swig", None), "new_PseudoJet", fastjet.PseudoJet)
     jetdef = fastjet.JetDefinition(fastjet.cambridge_algorithm, 10.0)
     out = np.zeros(p4.shape[0])
     for b in range(p4.shape[0]):
         p = p4[b][mask[b]]
         if len(p):
-            out[b] = _softdrop_one(p, jetdef, zcut, beta, r0)
+            out[b] = _softdrop_one(p, jetdef, zcut, beta, r0, new_pseudojet)
     return out
 
 

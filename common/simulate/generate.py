@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .detector import detector_response, get_detector, truth_level
-from .matching import classify, could_match, delta_r, find_resonances, match_jet
+from .matching import could_match, delta_r, find_resonances, match_jet
 from .processes import LONG_LIVED, QCD_CODE, QUIET, Process, phase_space
 
 
@@ -134,6 +134,7 @@ class JetGenerator:
         self.t_pythia = 0.0  # CPU seconds inside Pythia (next + forceHadronLevel), for the overhead benchmark
         self.max_events = None
         self.batch = 32  # candidate jets per detector call
+        self._particle_cls = pythia8.Particle
 
     def _next_event(self, py):
         if self.max_events is not None and self.n_events >= self.max_events:
@@ -180,25 +181,50 @@ class JetGenerator:
         cfg, sj = self.cfg, self.slowjet
         if not sj.analyze(ev):
             return []
-        out = []
-        for rank, j in enumerate(sorted(range(sj.sizeJet()), key=lambda j: -sj.pT(j))):
-            if cfg.leading_only and rank > 0:
-                break
-            if sj.pT(j) > self.pre_pt_max or abs(sj.y(j)) > self.pre_eta_max:
+        pts = [sj.pT(j) for j in range(sj.sizeJet())]
+        order = sorted(range(len(pts)), key=lambda j: -pts[j])
+        if cfg.leading_only:
+            order = order[:1]
+        out, partons = [], None
+        for j in order:
+            if pts[j] > self.pre_pt_max or abs(sj.y(j)) > self.pre_eta_max:
                 continue
             if not cfg.is_qcd:  # [U] truth pre-match on the generator jet axis with a +-0.1 margin on R
+                if partons is None:  # decay partons of all resonances in one array: one Delta R call per jet
+                    partons = (np.concatenate([r.etas for r in res]) if res else np.zeros(0),
+                               np.concatenate([r.phis for r in res]) if res else np.zeros(0),
+                               np.cumsum([0] + [len(r.etas) for r in res]))
                 p = sj.p(j)
-                eta, phi = p.eta(), p.phi()
-                if not any(classify(r, delta_r(r.etas, r.phis, eta, phi) < rr) in cfg.process.codes
-                           for r in res for rr in (cfg.jet_r - 0.1, cfg.jet_r + 0.1)):
+                d = delta_r(partons[0], partons[1], p.eta(), p.phi())
+                bounds = partons[2]
+                if not any(r.code(d[bounds[k]:bounds[k + 1]] < rr) in cfg.process.codes
+                           for k, r in enumerate(res) for rr in (cfg.jet_r - 0.1, cfg.jet_r + 0.1)):
                     continue
             out.append((self._particles(ev, sj.constituents(j)), res))
         return out
 
     def _particles(self, ev, idx) -> np.ndarray:
-        """(n, 9) rows px, py, pz, E, charge, x, y, z (production vertex, mm), id of the listed record entries."""
-        return np.array([(q.px(), q.py(), q.pz(), q.e(), q.charge(), q.xProd(), q.yProd(), q.zProd(), q.id())
-                         for q in map(ev.__getitem__, idx)])
+        """(n, 9) rows px, py, pz, E, charge, x, y, z (production vertex, mm), id of the listed record entries.
+
+        One column at a time through the unbound accessors (`map` calls them from C, no Python loop body). The
+        production vertex is read only for charged particles that have one (`hasVertex`; otherwise it is exactly 0):
+        it only enters the impact parameters of tracks."""
+        P = self._particle_cls
+        qs = list(map(ev.__getitem__, idx))
+        n = len(qs)
+        rows = np.zeros((n, 9))
+        for col, f in enumerate((P.px, P.py, P.pz, P.e, P.charge)):
+            rows[:, col] = np.fromiter(map(f, qs), np.float64, n)
+        rows[:, 8] = np.fromiter(map(P.id, qs), np.float64, n)
+        ch = np.flatnonzero(rows[:, 4])
+        if len(ch):
+            cq = [qs[i] for i in ch]
+            vtx = ch[np.fromiter(map(P.hasVertex, cq), bool, len(cq))]
+            if len(vtx):
+                vq = [qs[i] for i in vtx]
+                for col, f in ((5, P.xProd), (6, P.yProd), (7, P.zProd)):
+                    rows[vtx, col] = np.fromiter(map(f, vq), np.float64, len(vq))
+        return rows
 
     def _build(self, cands) -> list[Jet]:
         cfg = self.cfg

@@ -8,7 +8,7 @@ labelled by the first resonance whose required partons all lie within Delta R < 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -33,45 +33,58 @@ class Resonance:
     etas: np.ndarray
     phis: np.ndarray
     hvv: bool = False
+    codes: dict = field(default_factory=dict, repr=False, compare=False)  # memo of `code`: inside mask -> code
+
+    def code(self, inside: np.ndarray) -> int | None:
+        """classify(self, inside), memoised per inside-mask (the same few masks recur for every jet of an event)."""
+        key = inside.tobytes()
+        try:
+            return self.codes[key]
+        except KeyError:
+            c = self.codes[key] = classify(self, np.asarray(inside, bool))
+            return c
 
 
 def classify(r: Resonance, inside: np.ndarray) -> int | None:
-    """FatJetMatching code of `r` given which of its partons are inside the jet, or None."""
-    ids = r.ids
-    quark = ids <= 5
-    lepton = (ids == 11) | (ids == 13)
+    """FatJetMatching code of `r` given which of its partons are inside the jet, or None.
+
+    Plain Python on the few partons of one resonance (called for every candidate jet: numpy's per-call cost on
+    arrays of 2-6 entries would dominate)."""
+    ids = r.ids.tolist()
+    ins = [bool(x) for x in inside]
     if r.kind == "t":
         if len(ids) < 2:
             return None
-        b_in, w_ids, w_in = inside[0], ids[1:], inside[1:]
-        if np.all(w_ids <= 5):  # hadronic W
-            if len(w_ids) != 2 or not w_in.all():
+        b_in, w_ids, w_in = ins[0], ids[1:], ins[1:]
+        if all(i <= 5 for i in w_ids):  # hadronic W
+            if len(w_ids) != 2 or not all(w_in):
                 return None
-            heavy = bool(np.any(w_ids >= 4))
+            heavy = any(i >= 4 for i in w_ids)
             if b_in:
                 return 11 if heavy else 12
             return 21 if heavy else 22  # b outside: the jet is tested as a W
-        lep = (w_ids == 11) | (w_ids == 13)  # leptonic W: e/mu only, tau not accepted
-        if lep.sum() != 1 or not (b_in and w_in[lep].all()):
+        lep = [k for k, i in enumerate(w_ids) if i in (11, 13)]  # leptonic W: e/mu only, tau not accepted
+        if len(lep) != 1 or not (b_in and w_in[lep[0]]):
             return None
-        return 15 if w_ids[lep][0] == 11 else 16
+        return 15 if w_ids[lep[0]] == 11 else 16
     if r.kind == "W":
-        if len(ids) == 2 and quark.all() and inside.all():
-            return 21 if np.any(ids >= 4) else 22
+        if len(ids) == 2 and all(i <= 5 for i in ids) and all(ins):
+            return 21 if any(i >= 4 for i in ids) else 22
         return None
     if r.kind == "Z":
-        if len(ids) == 2 and quark.all() and inside.all():
-            return 31 if np.any(ids == 5) else 32 if np.any(ids == 4) else 33
+        if len(ids) == 2 and all(i <= 5 for i in ids) and all(ins):
+            return 31 if 5 in ids else 32 if 4 in ids else 33
         return None
     if r.kind == "H":
         if r.hvv:
-            nq, nl = int((inside & quark).sum()), int((inside & lepton).sum())
+            nq = sum(1 for i, x in zip(ids, ins) if x and i <= 5)
+            nl = sum(1 for i, x in zip(ids, ins) if x and i in (11, 13))
             if nq >= 4:
                 return 45
             if nq == 2 and nl == 1:
                 return 46
             return None
-        if len(ids) == 2 and inside.all():
+        if len(ids) == 2 and all(ins):
             return {5: 41, 4: 42, 21: 44}.get(int(ids[0]), 43)
     return None
 
@@ -84,7 +97,7 @@ def delta_r(eta1, phi1, eta2, phi2):
 def match_jet(resonances: list[Resonance], eta: float, phi: float, r: float = JET_R) -> tuple[int | None, Resonance | None]:
     """First resonance (record order) whose decay partons match the jet at (eta, phi); (code, resonance)."""
     for res in resonances:
-        code = classify(res, delta_r(res.etas, res.phis, eta, phi) < r)
+        code = res.code(delta_r(res.etas, res.phis, eta, phi) < r)
         if code is not None:
             return code, res
     return None, None
@@ -94,7 +107,7 @@ def could_match(res: Resonance, codes: tuple[int, ...], pt_min: float, r: float 
     """Parton-level pre-selection (before hadronisation), exact up to the pT margin: can any jet with pT >= pt_min get
     one of `codes` from this resonance? Its partons must fit in one cone (pairwise Delta R < 2R, triangle inequality)
     and the resonance must carry most of the jet pT [U: resonance pT >= 0.6 * pt_min]."""
-    if res.pt < 0.6 * pt_min or classify(res, np.ones(len(res.ids), bool)) not in codes:
+    if res.pt < 0.6 * pt_min or res.code(np.ones(len(res.ids), bool)) not in codes:
         return False
     d = delta_r(res.etas[:, None], res.phis[:, None], res.etas[None, :], res.phis[None, :])
     return bool(d.max() < 2 * r)
@@ -148,7 +161,8 @@ def find_resonances(ev, first: int = 3, last: int = 12) -> list[Resonance]:
                 partons = [_parton(ev, d) for d in dau]
         else:
             partons = [_parton(ev, d) for d in _decays(ev, i)]
-        ids, etas, phis = (np.array(x) for x in zip(*partons)) if partons else (np.zeros(0, int), np.zeros(0), np.zeros(0))
-        out.append(Resonance(kind, p.id(), **_kin(f), ids=ids.astype(int), etas=etas.astype(float),
-                             phis=phis.astype(float), hvv=hvv))
+        ids = np.array([q[0] for q in partons], dtype=int)
+        etas = np.array([q[1] for q in partons], dtype=float)
+        phis = np.array([q[2] for q in partons], dtype=float)
+        out.append(Resonance(kind, p.id(), **_kin(f), ids=ids, etas=etas, phis=phis, hvv=hvv))
     return out
