@@ -1,18 +1,17 @@
 """DDP on the CPU: two gloo processes with a global batch split in two (and accumulated over micro-batches) reach the
 same parameters after K steps as one process that sees the whole global batch."""
 import os
-import socket
 
 import pytest
 import torch
 import torch.distributed as tdist
-import torch.multiprocessing as mp
 
 from common.checkpoint import ResumableLoader
 from common.distributed import (all_gather_cat, all_reduce_mean, all_reduce_sum, cleanup, init_distributed,
                                 unwrap_model, wrap_ddp)
 from common.schedules import build_scheduler
 from common.train_utils import accumulate, build_optimizer, clip_and_step, micro_batches, no_sync
+from spawn import spawn_on_free_port
 from test_train_utils import FakeJetLoader, TinyNet, loss_fn
 
 GLOBAL_BATCH, STEPS = 12, 6  # 48 jets = 4 global batches per epoch, so the run crosses an epoch boundary
@@ -54,7 +53,7 @@ def _sync_check(rank: int) -> dict:
     return {"local_equal": torch.equal(local[0], local[1]), "synced_equal": torch.allclose(synced[0], synced[1])}
 
 
-def _worker(rank: int, world: int, port: int, out: str, accum: int) -> None:
+def _worker(rank: int, port: int, world: int, out: str, accum: int) -> None:
     # the environment torchrun gives each process; init_distributed starts the gloo group from it
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
@@ -73,10 +72,7 @@ def _worker(rank: int, world: int, port: int, out: str, accum: int) -> None:
 def test_two_gloo_processes_match_one_process(tmp_path):
     single = _train(world=1, rank=0, accum=1)
     out = str(tmp_path / "ddp.pt")
-    with socket.socket() as sock:  # a free loopback port for the rendezvous
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    mp.spawn(_worker, args=(2, port, out, 2), nprocs=2, join=True)
+    spawn_on_free_port(_worker, (2, out, 2))
     ddp = torch.load(out, weights_only=False)
     for name, p in single["params"].items():
         torch.testing.assert_close(ddp["params"][name], p, rtol=1e-5, atol=1e-6, msg=name)

@@ -126,7 +126,7 @@ def test_no_replacement_in_eval_or_when_disabled():
     assert (vq.code_age == 0).all()
 
 
-def _ddp_worker(rank, world, port, out):
+def _ddp_worker(rank, port, world, out):
     import torch.distributed as dist
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
@@ -140,12 +140,8 @@ def _ddp_worker(rank, world, port, out):
 
 
 def test_codebook_stays_identical_across_ranks():
-    import socket
-
     import torch.multiprocessing as mp
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    from spawn import spawn_on_free_port
     out = mp.Manager().dict()
-    mp.spawn(_ddp_worker, args=(2, port, out), nprocs=2, join=True)
+    spawn_on_free_port(_ddp_worker, (2, out))
     torch.testing.assert_close(out[0], out[1])
