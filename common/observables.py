@@ -114,12 +114,16 @@ def nsubjettiness(p4: np.ndarray, mask: np.ndarray, n_max: int = 4, beta: float 
     pt, y, phi = _kinematics(p4)
     norm = np.where(mask, pt, 0.0).sum(axis=1) * r0**beta
     taus = np.zeros((p4.shape[0], n_max))
+    jet = np.nonzero(mask)[0]  # distances on real particles only (padding is most of a (B, N) array)
+    yr, phir = y[mask][:, None], phi[mask][:, None]
     for n, axes in enumerate(kt_axes(p4, mask, n_max), start=1):
         _, ay, aphi = _kinematics(axes)
-        dr2 = (y[:, :, None] - ay[:, None, :]) ** 2 + _dphi(phi[:, :, None], aphi[:, None, :]) ** 2
-        dr2 = np.where((axes[:, None, :, 3] > 0), dr2, np.inf)  # missing axes (jet with < N particles)
-        dmin = np.sqrt(dr2.min(axis=2)) ** beta
-        num = np.where(mask, pt * np.where(np.isfinite(dmin), dmin, 0.0), 0.0).sum(axis=1)
+        dr2 = (yr - ay[jet]) ** 2 + _dphi(phir, aphi[jet]) ** 2
+        dr2 = np.where(axes[jet, :, 3] > 0, dr2, np.inf)  # missing axes (jet with < N particles)
+        dmin = np.sqrt(dr2.min(axis=1)) ** beta
+        terms = np.zeros(mask.shape)  # back to (B, N) so that the per-jet sum runs in the same order as before
+        terms[mask] = pt[mask] * np.where(np.isfinite(dmin), dmin, 0.0)
+        num = terms.sum(axis=1)
         taus[:, n - 1] = np.divide(num, norm, out=np.zeros_like(num), where=norm > 0)
     return taus
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .detector import detector_response, get_detector, truth_level
-from .matching import could_match, delta_r, find_resonances, match_jet
+from .matching import could_match, find_resonances, match_jet
 from .processes import LONG_LIVED, QCD_CODE, QUIET, Process, phase_space
 
 
@@ -185,20 +185,15 @@ class JetGenerator:
         order = sorted(range(len(pts)), key=lambda j: -pts[j])
         if cfg.leading_only:
             order = order[:1]
-        out, partons = [], None
+        out, codes, radii = [], cfg.process.codes, (cfg.jet_r - 0.1, cfg.jet_r + 0.1)
         for j in order:
             if pts[j] > self.pre_pt_max or abs(sj.y(j)) > self.pre_eta_max:
                 continue
             if not cfg.is_qcd:  # [U] truth pre-match on the generator jet axis with a +-0.1 margin on R
-                if partons is None:  # decay partons of all resonances in one array: one Delta R call per jet
-                    partons = (np.concatenate([r.etas for r in res]) if res else np.zeros(0),
-                               np.concatenate([r.phis for r in res]) if res else np.zeros(0),
-                               np.cumsum([0] + [len(r.etas) for r in res]))
                 p = sj.p(j)
-                d = delta_r(partons[0], partons[1], p.eta(), p.phi())
-                bounds = partons[2]
-                if not any(r.code(d[bounds[k]:bounds[k + 1]] < rr) in cfg.process.codes
-                           for k, r in enumerate(res) for rr in (cfg.jet_r - 0.1, cfg.jet_r + 0.1)):
+                eta, phi = p.eta(), p.phi()
+                if not any(r.code([d < rr for d in dists]) in codes
+                           for r in res for dists in (r.distances(eta, phi),) for rr in radii):
                     continue
             out.append((self._particles(ev, sj.constituents(j)), res))
         return out

@@ -8,6 +8,7 @@ labelled by the first resonance whose required partons all lie within Delta R < 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -35,14 +36,23 @@ class Resonance:
     hvv: bool = False
     codes: dict = field(default_factory=dict, repr=False, compare=False)  # memo of `code`: inside mask -> code
 
-    def code(self, inside: np.ndarray) -> int | None:
-        """classify(self, inside), memoised per inside-mask (the same few masks recur for every jet of an event)."""
-        key = inside.tobytes()
+    def __post_init__(self):
+        self.partons = list(zip(self.etas.tolist(), self.phis.tolist()))  # plain floats for `distances`
+
+    def code(self, inside) -> int | None:
+        """classify(self, inside) for a bool sequence (one per parton), memoised per mask (the same few masks recur
+        for every jet of an event)."""
+        key = tuple(inside.tolist() if isinstance(inside, np.ndarray) else inside)
         try:
             return self.codes[key]
         except KeyError:
-            c = self.codes[key] = classify(self, np.asarray(inside, bool))
+            c = self.codes[key] = classify(self, np.asarray(key, bool))
             return c
+
+    def distances(self, eta: float, phi: float) -> list[float]:
+        """Delta R of each decay parton to (eta, phi): `delta_r` in plain Python (per-jet calls on 2-6 partons, where
+        numpy's per-call cost dominates)."""
+        return [math.hypot(e - eta, (p - phi + math.pi) % _TWO_PI - math.pi) for e, p in self.partons]
 
 
 def classify(r: Resonance, inside: np.ndarray) -> int | None:
@@ -89,6 +99,9 @@ def classify(r: Resonance, inside: np.ndarray) -> int | None:
     return None
 
 
+_TWO_PI = 2 * math.pi
+
+
 def delta_r(eta1, phi1, eta2, phi2):
     dphi = (np.asarray(phi1) - phi2 + np.pi) % (2 * np.pi) - np.pi
     return np.hypot(np.asarray(eta1) - eta2, dphi)
@@ -107,10 +120,9 @@ def could_match(res: Resonance, codes: tuple[int, ...], pt_min: float, r: float 
     """Parton-level pre-selection (before hadronisation), exact up to the pT margin: can any jet with pT >= pt_min get
     one of `codes` from this resonance? Its partons must fit in one cone (pairwise Delta R < 2R, triangle inequality)
     and the resonance must carry most of the jet pT [U: resonance pT >= 0.6 * pt_min]."""
-    if res.pt < 0.6 * pt_min or res.code(np.ones(len(res.ids), bool)) not in codes:
+    if res.pt < 0.6 * pt_min or res.code((True,) * len(res.partons)) not in codes:
         return False
-    d = delta_r(res.etas[:, None], res.phis[:, None], res.etas[None, :], res.phis[None, :])
-    return bool(d.max() < 2 * r)
+    return all(d < 2 * r for eta, phi in res.partons for d in res.distances(eta, phi))
 
 
 def _kin(p):
