@@ -39,7 +39,7 @@ mpm_steps() {
 
   # --- MPMv2 pretraining: one run per reconstruction task (+ ID task) ---------------------------------------------
   v2tasks="regression"
-  ((full)) && v2tasks="regression kmeans vqvae cfm"
+  ((full)) && v2tasks="regression kmeans vqvae cnf cfm"
   for task in $v2tasks; do
     case "$task" in
       kmeans) tok="tokenizer.checkpoint=$OUT/tokenizer_v2_kmeans"; after=tokenizer_v2_kmeans ;;

@@ -124,3 +124,24 @@ def test_finetune_config_builds_classifier_and_steps(path):
     logits = clf(batch(3 if pm == "mpmv1" else 7, pid=True))
     assert logits.shape == (4, n_classes)
     torch.nn.functional.cross_entropy(logits, torch.zeros(4, dtype=torch.long)).backward()
+
+
+@pytest.mark.parametrize("path", [p for p in PAPER if Path(p).name.startswith("mpmv2_")])
+def test_mpmv2_task_configs_have_mini_and_smoke_twins_with_the_same_head(path):
+    """mini/ and smoke/ shrink the backbone and the steps only: the task head and its options are the paper's."""
+    paper = load_config(path)
+    for profile in ("mini", "smoke"):
+        twin = load_config(str(Path("mpm/configs") / profile / Path(path).name))
+        for key in ("task", "task_cfg", "final_norm", "mask_fraction"):
+            assert twin["model"][key] == paper["model"][key], (profile, path, key)
+
+
+def test_cnf_config_builds_the_paper_flow():
+    from mpm.heads import CNFTask
+    cfg = load_config("mpm/configs/mpmv2_cnf.yaml", SHRINK["mpmv2"])
+    task = build_model(cfg).task
+    assert isinstance(task, CNFTask) and cfg["model"]["final_norm"] is True
+    flow = task.flow
+    assert len(flow.layers) == 6 and flow.dim == 7 and task.context.out_features == 128
+    assert all(layer.bins == 8 and layer.tail_bound == 4.0 for layer in flow.layers)
+    assert task.ip == slice(3, 7) and task.ip_noise == 0.05

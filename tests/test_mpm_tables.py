@@ -68,3 +68,25 @@ def test_collect_maps_runs_to_published_keys(tmp_path):
     v2 = {(r["mode"], r["task"]) for r in tables["mpm.v2_jetclass"][0]}
     assert v2 == {("frozen", "kmeans"), ("frozen", "nobackbone")}
     assert tables["mpm.v1_jetclass"][1]["profile"] == "mini" and "steps" in tables["mpm.v1_jetclass"][1]["scale"]
+
+
+def test_v2_task_rows_line_up_with_the_published_labels(tmp_path):
+    """Every MPMv2 task that run_steps.sh pretrains (cnf and cfm included) gives rows whose keys the published
+    tables have, so ours and the paper's sit side by side."""
+    pre = tmp_path / "pretrain"
+    tasks = ("regression", "kmeans", "vqvae", "cnf", "cfm")
+    for task in tasks:
+        _write(pre / f"mpmv2_{task}" / "config.yaml", {"method": "mpmv2", "model": {"task": task},
+                                                        "train": {"steps": 10, "batch_size": 4}})
+        for mode in ("finetune", "fixed"):
+            _sweep(tmp_path / "v2_jetclass" / f"{task}_{mode}", pre / f"mpmv2_{task}", 10,
+                   {"100": {"accuracy": {"values": [0.8]}}}, mode=mode)
+        _sweep(tmp_path / "v2_cwola" / f"{task}_finetune", pre / f"mpmv2_{task}", 2,
+               {"500": {"sic": {"values": [5.0]}}}, mode="finetune")
+    tables = collect(tmp_path, "paper")
+    pub = load_published()["mpm"]
+    for table, n_key, n in (("v2_jetclass", "n_train", 1000), ("v2_cwola", "n_signal", 500)):
+        ours = {(r["mode"], r["task"], r[n_key]) for r in tables[f"mpm.{table}"][0]}
+        published = {(r["mode"], r["task"], r[n_key]) for r in pub[table]["rows"]}
+        assert ("finetune", "cnf", n) in ours and ("finetune", "cfm", n) in ours
+        assert ours <= published, sorted(ours - published)
