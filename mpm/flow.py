@@ -2,8 +2,8 @@
 
 Written from the equations of Durkan, Bekasov, Murray, Papamakarios, "Neural Spline Flows" (arXiv:1906.04032,
 NSF below):
-  rq_spline          monotonic rational-quadratic spline on [-B, B] with K bins (NSF Sec. 3.1, Eqs. 4-5; inverse
-                     App. A, Eqs. 6-8), identity ("linear tails") outside, boundary derivatives 1
+  rq_spline          monotonic rational-quadratic spline on [-B, B] with K bins (NSF Sec. 3.1; inverse NSF App. A),
+                     identity ("linear tails") outside, boundary derivatives 1
   CouplingLayer      one coupling transform (NSF Sec. 3.2): an MLP on (identity half, context) gives 3K - 1 spline
                      parameters per transformed dimension
   ConditionalSplineFlow  a stack of coupling layers with alternating masks over the features and a standard-normal
@@ -41,6 +41,14 @@ def _knots(raw: torch.Tensor, bound: float, min_size: float) -> tuple[torch.Tens
 _SHIFT = math.log(math.expm1(1 - MIN_DERIVATIVE))
 
 
+def _log_slope(xi, s, d0, d1):
+    """log dy/dx of one rational-quadratic segment at xi (NSF Sec. 3.1, the derivative of alpha / beta):
+    dy/dx = s^2 [d1 xi^2 + 2 s xi (1 - xi) + d0 (1 - xi)^2] / [s + (d1 + d0 - 2 s) xi (1 - xi)]^2."""
+    om = xi * (1 - xi)
+    return (2 * torch.log(s) + torch.log(d1 * xi ** 2 + 2 * s * om + d0 * (1 - xi) ** 2)
+            - 2 * torch.log(s + (d1 + d0 - 2 * s) * om))
+
+
 def rq_spline(x: torch.Tensor, raw_widths: torch.Tensor, raw_heights: torch.Tensor, raw_derivs: torch.Tensor,
               bound: float = 4.0, inverse: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Elementwise monotonic rational-quadratic spline (NSF Sec. 3.1) with linear (identity) tails outside [-B, B].
@@ -71,25 +79,21 @@ def rq_spline(x: torch.Tensor, raw_widths: torch.Tensor, raw_heights: torch.Tens
     if not inverse:
         xi = (xc - x0) / wk  # xi in [0, 1]
         om = xi * (1 - xi)
-        denom = s + (d1 + d0 - 2 * s) * om
-        y = y0 + hk * (s * xi ** 2 + d0 * om) / denom  # NSF Eq. 4
-        # NSF Eq. 5: dy/dx = s^2 [d1 xi^2 + 2 s xi (1 - xi) + d0 (1 - xi)^2] / denom^2
-        logdet = 2 * torch.log(s) + torch.log(d1 * xi ** 2 + 2 * s * om + d0 * (1 - xi) ** 2) - 2 * torch.log(denom)
+        y = y0 + hk * (s * xi ** 2 + d0 * om) / (s + (d1 + d0 - 2 * s) * om)  # NSF Sec. 3.1: alpha(xi) / beta(xi)
+        logdet = _log_slope(xi, s, d0, d1)
         return torch.where(inside, y, x), torch.where(inside, logdet, torch.zeros_like(logdet))
 
     # inverse (NSF App. A): xi solves a xi^2 + b xi + c = 0 with
     dy = xc - y0
-    a = hk * (s - d0) + dy * (d1 + d0 - 2 * s)  # Eq. 6
-    b = hk * d0 - dy * (d1 + d0 - 2 * s)        # Eq. 7
-    c = -s * dy                                 # Eq. 8
+    a = hk * (s - d0) + dy * (d1 + d0 - 2 * s)
+    b = hk * d0 - dy * (d1 + d0 - 2 * s)
+    c = -s * dy
     disc = (b ** 2 - 4 * a * c).clamp(min=0)    # >= 0 for a monotonic spline; clamp only guards round-off
     xi = (2 * c) / (-b - torch.sqrt(disc))      # the root in [0, 1], in the numerically stable form
     xi = xi.clamp(0, 1)
     xo = x0 + xi * wk
-    om = xi * (1 - xi)
-    denom = s + (d1 + d0 - 2 * s) * om
-    logdet_fwd = 2 * torch.log(s) + torch.log(d1 * xi ** 2 + 2 * s * om + d0 * (1 - xi) ** 2) - 2 * torch.log(denom)
-    return torch.where(inside, xo, x), torch.where(inside, -logdet_fwd, torch.zeros_like(logdet_fwd))
+    logdet = -_log_slope(xi, s, d0, d1)  # log|dx/dy| = -log|dy/dx| at the recovered x
+    return torch.where(inside, xo, x), torch.where(inside, logdet, torch.zeros_like(logdet))
 
 
 def mlp(n_in: int, n_out: int, hidden: int, depth: int, zero_last: bool = True) -> nn.Sequential:
