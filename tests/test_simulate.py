@@ -221,3 +221,43 @@ def test_no_w_charge_bias_in_leptonic_top():
     it = iter(gen)
     pids = {next(it).truth[3] for _ in range(10)}
     assert pids == {6.0, -6.0}
+
+
+def test_parton_veto_hook_sees_the_end_of_the_parton_level_and_loses_no_event():
+    """The veto runs inside Pythia (UserHooks.doVetoPartonLevel): its resonances are those of the complete parton-level
+    record, every hard process is counted, and accepted events are hadronised in the same next() call."""
+    import numpy as np
+
+    from common.simulate.generate import GenConfig, JetGenerator, find_resonances
+    from common.simulate.processes import jetclass_process
+
+    # stop at parton level to compare with what the hook saw
+    gen = JetGenerator(GenConfig(jetclass_process("Tbqq"), extra_settings=["HadronLevel:all = off"]), 3)
+    py, hook = gen.pythias[0], gen.hooks[0]
+    for _ in range(20):
+        assert py.next()
+        after = find_resonances(py.event)
+        assert len(after) == len(hook.resonances) == 2
+        for a, b in zip(hook.resonances, after):
+            assert (a.kind, a.pt) == (b.kind, b.pt)
+            np.testing.assert_array_equal(a.etas, b.etas)
+    assert gen.n_events == 20 + gen.n_vetoed
+
+    gen = JetGenerator(GenConfig(jetclass_process("Hbb")), 4)
+    py = gen.pythias[0]
+    for _ in range(10):
+        assert py.next()
+        assert any(py.event[i].isHadron() for i in range(py.event.size()))  # hadronised within next()
+    assert gen.n_events == 10 + gen.n_vetoed
+
+
+def test_a_selection_that_accepts_nothing_stops_at_max_events():
+    """Pythia regenerates vetoed events inside next(): without the guard this would never return."""
+    from common.simulate.generate import GenConfig, JetGenerator
+    from common.simulate.processes import jetclass_process
+
+    gen = JetGenerator(GenConfig(jetclass_process("Hbb"), jet_r=0.01), 5)  # no b pair fits in R = 0.01: all vetoed
+    gen.max_events = 15
+    with pytest.raises(RuntimeError, match="accepts"):
+        next(iter(gen))
+    assert gen.n_events == 15 and gen.n_vetoed == 14
