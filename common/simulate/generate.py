@@ -6,7 +6,8 @@ Speed (Pythia itself is the floor, ~5-7 ms per event at 13 TeV with MPI); what w
   R = 0.8 cone and it must carry enough pT (matching.could_match). Hadronisation does not move those partons, so the
   kept jets have the same distribution, and rejected events cost no hadronisation. (Stopping at parton level with
   `HadronLevel:all = off` and calling `forceHadronLevel` instead costs 5-15 % more Pythia time per event for most
-  classes, more than the few per cent of events the veto rejects save.)
+  classes, more than the few per cent of events the veto rejects save, and its junction search fails for ~8 % of
+  events, which would then be lost.)
 - Jets are found in C++ by Pythia's SlowJet, which runs fjcore (FastJet's anti-kT), on the visible final-state
   particles within the reach of a selected jet (|eta| < 2.3 + R + 0.2). Only the constituents of candidate jets
   (pT above 85 % of the cut; for signal classes also truth-matched on the generator axis with a +-0.1 margin on R)
@@ -196,14 +197,18 @@ class JetGenerator:
         detector together (numpy on thousands of particles instead of one jet at a time)."""
         cfg, k, pending = self.cfg, 0, []
         while True:
-            py = self.pythias[k % len(self.pythias)]
+            i = k % len(self.pythias)
             k += 1
-            hook = self.hooks[(k - 1) % len(self.pythias)]
+            py, hook = self.pythias[i], self.hooks[i]
             if not self._next_event(py):
                 continue
             ev = py.event
-            # the resonances the hook found at parton level are those of this (accepted) event
-            res = [] if cfg.is_qcd else hook.resonances if hook is not None else find_resonances(ev)
+            if cfg.is_qcd:
+                res = []
+            elif hook is not None:
+                res = hook.resonances  # found by the hook at the end of this (accepted) event's parton level
+            else:
+                res = find_resonances(ev)
             pending += self._candidates(ev, res)
             if len(pending) >= self.batch:
                 yield from self._build(pending)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 JET_R = 0.8
+_TWO_PI = 2 * math.pi
 RESONANCE_IDS = (6, 23, 24, 25)
 
 
@@ -97,9 +98,6 @@ def classify(r: Resonance, inside: np.ndarray) -> int | None:
         if len(ids) == 2 and all(ins):
             return {5: 41, 4: 42, 21: 44}.get(int(ids[0]), 43)
     return None
-
-
-_TWO_PI = 2 * math.pi
 
 
 def delta_r(eta1, phi1, eta2, phi2):
