@@ -223,41 +223,50 @@ def test_no_w_charge_bias_in_leptonic_top():
     assert pids == {6.0, -6.0}
 
 
-def test_parton_veto_hook_sees_the_end_of_the_parton_level_and_loses_no_event():
-    """The veto runs inside Pythia (UserHooks.doVetoPartonLevel): its resonances are those of the complete parton-level
-    record, every hard process is counted, and accepted events are hadronised in the same next() call."""
-    import numpy as np
-
-    from common.simulate.generate import GenConfig, JetGenerator, find_resonances
-    from common.simulate.processes import jetclass_process
-
-    # stop at parton level to compare with what the hook saw
-    gen = JetGenerator(GenConfig(jetclass_process("Tbqq"), extra_settings=["HadronLevel:all = off"]), 3)
-    py, hook = gen.pythias[0], gen.hooks[0]
-    for _ in range(20):
-        assert py.next()
-        after = find_resonances(py.event)
-        assert len(after) == len(hook.resonances) == 2
-        for a, b in zip(hook.resonances, after):
-            assert (a.kind, a.pt) == (b.kind, b.pt)
-            np.testing.assert_array_equal(a.etas, b.etas)
-    assert gen.n_events == 20 + gen.n_vetoed
-
-    gen = JetGenerator(GenConfig(jetclass_process("Hbb")), 4)
-    py = gen.pythias[0]
-    for _ in range(10):
-        assert py.next()
-        assert any(py.event[i].isHadron() for i in range(py.event.size()))  # hadronised within next()
-    assert gen.n_events == 10 + gen.n_vetoed
-
-
-def test_a_selection_that_accepts_nothing_stops_at_max_events():
-    """Pythia regenerates vetoed events inside next(): without the guard this would never return."""
+def test_unmatchable_signal_events_are_not_clustered_and_a_selection_that_accepts_nothing_stops():
+    """A signal event in which no resonance can give a matched jet skips the clustering; with no such jet ever
+    possible the generator stops at max_events instead of looping for ever."""
     from common.simulate.generate import GenConfig, JetGenerator
     from common.simulate.processes import jetclass_process
 
-    gen = JetGenerator(GenConfig(jetclass_process("Hbb"), jet_r=0.01), 5)  # no b pair fits in R = 0.01: all vetoed
+    gen = JetGenerator(GenConfig(jetclass_process("Hbb"), jet_r=0.01), 5)  # no b pair fits in R = 0.01
     gen.max_events = 15
     with pytest.raises(RuntimeError, match="accepts"):
         next(iter(gen))
-    assert gen.n_events == 15 and gen.n_vetoed == 14
+    assert gen.n_events == 15 and gen.n_unmatchable == 15 and gen.cpu["clustering"] == 0.0
+
+
+def test_stage_timers_and_the_constituent_copy_match_pythia():
+    """`cpu` splits the run into Pythia and our stages (bench_simulate prints them); the constituent copy takes the
+    charge from the PDG id, which must equal Pythia's own Particle.charge() for every constituent, and reads the
+    production vertex of displaced tracks only (the others are within PROMPT_MM of the origin)."""
+    import pythia8mc
+
+    from common.simulate.generate import PROMPT_MM, STAGES, GenConfig, JetGenerator
+    from common.simulate.processes import jetclass_process
+
+    gen = JetGenerator(GenConfig(jetclass_process("Tbqq")), 6)
+    c0 = time.process_time()
+    it = iter(gen)
+    jets = [next(it) for _ in range(5)]
+    total = time.process_time() - c0
+    assert set(gen.cpu) == set(STAGES) and all(gen.cpu[k] > 0 for k in STAGES), gen.cpu
+    assert sum(gen.cpu.values()) <= total and gen.cpu["pythia"] > 0.5 * total
+    assert sum(gen.events) == gen.n_events and gen.n_jets >= len(jets)
+
+    ev, sj = gen.pythias[0].event, gen.slowjet
+    assert sj.analyze(ev) and sj.sizeJet() > 0
+    idx = [i for j in range(sj.sizeJet()) for i in sj.constituents(j)]
+    rows = gen._particles(ev, idx)
+    want = [ev[i].charge() for i in idx]
+    np.testing.assert_array_equal(rows[:, 4], want)
+    np.testing.assert_array_equal(rows[:, 8], [ev[i].id() for i in idx])
+    assert {-1.0, 0.0, 1.0} <= set(want)
+    assert isinstance(ev[idx[0]], pythia8mc.Particle)
+    vtx = np.array([(ev[i].xProd(), ev[i].yProd(), ev[i].zProd()) for i in idx])
+    charged = rows[:, 4] != 0
+    assert (rows[~charged, 5:8] == 0).all()
+    np.testing.assert_allclose(rows[charged, 5:8], vtx[charged], rtol=0, atol=PROMPT_MM)
+    displaced = charged & (np.abs(vtx).max(axis=1) > PROMPT_MM)
+    assert displaced.any()  # top jets: b-hadron decay products
+    np.testing.assert_array_equal(rows[displaced, 5:8], vtx[displaced])

@@ -36,8 +36,6 @@ def main(argv=None) -> int:
     p.add_argument("--pt-spectrum", choices=["flat", "falling"], default="flat",
                    help="[U] flat: pTHat^4-biased sampling, weights ignored, so jets fill 500-1000 GeV roughly evenly "
                         "(JetClass' spectrum is not published); falling: Pythia's natural spectrum")
-    p.add_argument("--no-parton-veto", dest="parton_veto", action="store_false",
-                   help="hadronise every event (slower; for checking that the parton-level pre-selection is exact)")
 
     p = sub.add_parser("toptagging", help="Top-tagging-format HDF5 (14 TeV, no MPI, 550 < pT < 650 GeV)")
     p.add_argument("--jets", type=int, required=True, help="total jets over the three splits, half top half QCD")
@@ -62,7 +60,7 @@ def main(argv=None) -> int:
         classes = a.classes.split(",") if a.classes else None
         res = run.simulate_jetclass(a.out, a.jets_per_class, seed=a.seed, workers=a.workers, classes=classes,
                                     splits=a.splits, per_file=a.jets_per_file, detector=a.detector,
-                                    pt_spectrum=a.pt_spectrum, parton_veto=a.parton_veto)
+                                    pt_spectrum=a.pt_spectrum)
     elif a.cmd == "toptagging":
         res = run.simulate_toptagging(a.out, a.jets, seed=a.seed, workers=a.workers, splits=a.splits,
                                       per_file=a.jets_per_file, detector=a.detector)

@@ -1,13 +1,11 @@
 """Event loop: Pythia 8 events -> anti-kT jets -> detector response -> truth matching -> jet records.
 
-Speed (Pythia itself is the floor, ~5-7 ms per event at 13 TeV with MPI); what we add is kept small by:
-- Signal classes veto, at the end of the parton level (a Pythia UserHooks `doVetoPartonLevel`, so Pythia goes straight
-  on to a new hard process), events in which no resonance could give a matched jet: its decay partons must fit in one
-  R = 0.8 cone and it must carry enough pT (matching.could_match). Hadronisation does not move those partons, so the
-  kept jets have the same distribution, and rejected events cost no hadronisation. (Stopping at parton level with
-  `HadronLevel:all = off` and calling `forceHadronLevel` instead costs 5-15 % more Pythia time per event for most
-  classes, more than the few per cent of events the veto rejects save, and its junction search fails for ~8 % of
-  events, which would then be lost.)
+Speed (Pythia itself is the floor, ~5-10 ms per event at 13 TeV with MPI); what we add is kept small by:
+- Pythia runs with no Python UserHooks: a Python hook makes every event pay for a copy of the event record into
+  Python and for the C++ -> Python checks of Pythia's user-hook calls (~1.4 % of Pythia's time in all), while a
+  parton-level veto would only save the hadronisation (12-22 % of an event) of the 1-8 % of signal events in which no
+  resonance can give a matched jet: less than it costs for every class (BENCHMARKS.md, simulation). Such events are
+  still recognised after `next()` (matching.could_match) and skip the clustering.
 - Jets are found in C++ by Pythia's SlowJet, which runs fjcore (FastJet's anti-kT), on the visible final-state
   particles within the reach of a selected jet (|eta| < 2.3 + R + 0.2). Only the constituents of candidate jets
   (pT above 85 % of the cut; for signal classes also truth-matched on the generator axis with a +-0.1 margin on R)
@@ -16,6 +14,7 @@ Speed (Pythia itself is the floor, ~5-7 ms per event at 13 TeV with MPI); what w
   clustering as in Delphes: particles at the cone edge can differ; the jet pT, mass and substructure are the same to a
   good approximation, and we avoid copying ~1000 particles per event into Python (which would cost about as much as
   Pythia's hadronisation).
+Each stage's CPU time is kept in `JetGenerator.cpu` (bench/bench_simulate.py prints the breakdown).
 """
 from __future__ import annotations
 
@@ -47,12 +46,18 @@ class GenConfig:
     flat_pt: bool = True
     pthat_min: float | None = None
     leading_only: bool = False
-    parton_veto: bool = True
     extra_settings: list[str] = field(default_factory=list)
 
     @property
     def is_qcd(self) -> bool:
         return self.process.codes in ((QCD_CODE,), (0,), (1,))
+
+    def pythia_settings(self) -> list[list[str]]:
+        """Pythia settings of each instance the generator alternates (two for charge-conjugate W decays)."""
+        base = [f"Beams:eCM = {self.ecm:g}", f"PartonLevel:MPI = {'on' if self.mpi else 'off'}"]
+        base += phase_space(self.pt_min, self.pt_max, flat=self.flat_pt, pthat_min=self.pthat_min)
+        base += self.extra_settings
+        return [base + s for s in [self.process.settings] + ([self.process.conjugate] if self.process.conjugate else [])]
 
 
 def derive_seed(*parts) -> int:
@@ -83,7 +88,8 @@ def _quiet_fjcore(slowjet, event) -> None:
 
 
 def make_pythia(settings: list[str], seed: int, hooks=None):
-    """An initialised Pythia; `hooks` (a pythia8mc.UserHooks, kept alive by the caller) is attached before init."""
+    """An initialised Pythia with our quiet and long-lived-particle settings. `hooks`: a pythia8mc.UserHooks attached
+    before init and kept alive by the caller (the generator attaches none; bench_simulate measures what one costs)."""
     import pythia8mc as pythia8
 
     py = pythia8.Pythia("", False)
@@ -95,38 +101,6 @@ def make_pythia(settings: list[str], seed: int, hooks=None):
     if not py.init():
         raise RuntimeError(f"Pythia initialisation failed for settings {settings}")
     return py
-
-
-def _parton_veto(gen: "JetGenerator"):
-    """UserHooks that vetoes a parton-level event in which no resonance could give a jet of the sample's class
-    (matching.could_match); Pythia then generates a new hard process without hadronising this one. The accepted
-    event's resonances are kept in `.resonances`. Counts every event in gen.n_events (vetoed ones in gen.n_vetoed)
-    and its own CPU time in gen.t_hook. After gen.max_events it stops vetoing and sets gen.exhausted: Pythia would
-    otherwise loop inside next() for ever on a selection that accepts nothing."""
-    import pythia8mc as pythia8
-
-    cfg = gen.cfg
-
-    class PartonVeto(pythia8.UserHooks):
-        def __init__(self):
-            pythia8.UserHooks.__init__(self)
-            self.resonances = []
-
-        def canVetoPartonLevel(self):
-            return True
-
-        def doVetoPartonLevel(self, event):
-            t0 = time.process_time()
-            gen.n_events += 1
-            self.resonances = find_resonances(event)
-            veto = not any(could_match(r, cfg.process.codes, cfg.pt_min, cfg.jet_r) for r in self.resonances)
-            if veto and gen.max_events is not None and gen.n_events >= gen.max_events:
-                veto, gen.exhausted = False, True
-            gen.n_vetoed += veto
-            gen.t_hook += time.process_time() - t0
-            return veto
-
-    return PartonVeto()
 
 
 @dataclass
@@ -142,53 +116,75 @@ class Jet:
     truth: tuple  # (pt, eta, phi, pid, px, py, pz, e) of the matched resonance, zeros for QCD
 
 
+class _ChargeTable(dict):
+    """PDG id -> electric charge from Pythia's particle table, filled on first use (a few dozen species)."""
+
+    def __init__(self, particle_data):
+        super().__init__()
+        self._pd = particle_data
+
+    def __missing__(self, pid):
+        q = self[pid] = self._pd.charge(pid)
+        return q
+
+
+STAGES = ("pythia", "truth", "clustering", "copy", "detector")
+PROMPT_MM = 1e-6  # production time (mm/c) below which a track's vertex is taken at the origin (_particles)
+
+
 class JetGenerator:
-    """Yields `Jet`s from one (or two, alternated: charge-conjugate W decays) Pythia instances."""
+    """Yields `Jet`s from one (or two, alternated: charge-conjugate W decays) Pythia instances.
+
+    `cpu` holds the CPU seconds of each stage (STAGES: Pythia's `next()`, finding the resonances, clustering with the
+    generator-level pre-selection, copying constituents out of the event record, detector response with matching and
+    the jet records); `events[i]` counts the events of Pythia instance i."""
 
     def __init__(self, cfg: GenConfig, seed: int):
         import pythia8mc as pythia8
 
         self.cfg = cfg
-        proc = cfg.process
-        self.veto = cfg.parton_veto and not cfg.is_qcd
-        base = [f"Beams:eCM = {cfg.ecm:g}", f"PartonLevel:MPI = {'on' if cfg.mpi else 'off'}"]
-        base += phase_space(cfg.pt_min, cfg.pt_max, flat=cfg.flat_pt, pthat_min=cfg.pthat_min) + cfg.extra_settings
-        variants = [proc.settings] + ([proc.conjugate] if proc.conjugate else [])
-        self.hooks = [_parton_veto(self) if self.veto else None for _ in variants]
-        self.pythias = [make_pythia(base + s, derive_seed(seed, k), h)
-                        for k, (s, h) in enumerate(zip(variants, self.hooks))]
+        self.pythias = [make_pythia(s, derive_seed(seed, k)) for k, s in enumerate(cfg.pythia_settings())]
+        self.charge = _ChargeTable(self.pythias[0].particleData)
         self.rng = np.random.default_rng(seed)
         self.det = get_detector(cfg.detector) if cfg.detector else None
         margin = 0.85 if self.det else 1.0  # detector-level jets are a few per cent softer than generator jets
         self.pre_pt_min, self.pre_pt_max = margin * cfg.pt_min, cfg.pt_max / margin
         self.pre_eta_max = cfg.eta_max + (0.3 if self.det else 0.0)
-        # anti-kT (power -1), R, pTjetMin, particles with |eta| < eta_max(jet) + R + 0.2 (farther ones cannot be
-        # constituents of a selected jet; skipping the forward region halves the clustering time), visible final
-        # state (select 2), particle masses kept (massSet 2), no hook, fjcore on.
+        # anti-kT (power -1), R, pTjetMin, particles with |eta| < eta_max(jet) + R + 0.2 (skipping the forward region
+        # halves the clustering time; constituents lie within R of the axis in rapidity, and the cut is in
+        # pseudorapidity, so only a very soft massive hadron at the edge of the most forward jets, whose |eta| exceeds
+        # its |y| by more than the margin, can be lost), visible final state (select 2), particle masses kept
+        # (massSet 2), no hook, fjcore on.
         self.slowjet = pythia8.SlowJet(-1, cfg.jet_r, self.pre_pt_min, self.pre_eta_max + cfg.jet_r + 0.2, 2, 2, None,
                                        True, True)
         _quiet_fjcore(self.slowjet, pythia8.Event())
-        self.n_events = self.n_vetoed = self.n_jets = 0  # events: every hard process, vetoed ones included
-        self.t_pythia = 0.0  # CPU seconds inside Pythia (next, less our veto hook), for the overhead benchmark
-        self.t_hook = 0.0  # CPU seconds in the veto hook
+        self.events = [0] * len(self.pythias)
+        self.n_events = self.n_jets = 0
+        self.n_unmatchable = 0  # signal events in which no resonance can give a matched jet (not clustered)
+        self.cpu = dict.fromkeys(STAGES, 0.0)
         self.max_events = None
-        self.exhausted = False  # the hook stopped vetoing at max_events
         self.batch = 32  # candidate jets per detector call
         self._particle_cls = pythia8.Particle
 
-    def _next_event(self, py):
-        if self.exhausted or (self.max_events is not None and self.n_events >= self.max_events):
+    @property
+    def t_pythia(self) -> float:
+        """CPU seconds inside Pythia's next()."""
+        return self.cpu["pythia"]
+
+    def _next_event(self, i: int) -> bool:
+        if self.max_events is not None and self.n_events >= self.max_events:
             raise RuntimeError(f"{self.cfg.process.name}: only {self.n_jets} jets after {self.n_events} events; "
                                "the selection accepts (almost) nothing")
-        t0, h0 = time.process_time(), self.t_hook
+        py = self.pythias[i]
+        t0 = time.process_time()
         ok = py.next()
-        self.t_pythia += time.process_time() - t0 - (self.t_hook - h0)
+        self.cpu["pythia"] += time.process_time() - t0
+        self.n_events += 1
+        self.events[i] += 1
         if not ok:
             return False
-        if not self.veto:
-            self.n_events += 1  # with the veto, the hook counts every hard process
         if self.cfg.process.extra.get("veto_bc") and any(
-                py.process[i].idAbs() in (4, 5) for i in range(py.process.size()) if py.process[i].status() == 23):
+                py.process[k].idAbs() in (4, 5) for k in range(py.process.size()) if py.process[k].status() == 23):
             return False  # quark-gluon "no bc" variant: outgoing c/b quarks vetoed (§B6)
         return True
 
@@ -199,33 +195,39 @@ class JetGenerator:
         while True:
             i = k % len(self.pythias)
             k += 1
-            py, hook = self.pythias[i], self.hooks[i]
-            if not self._next_event(py):
+            if not self._next_event(i):
                 continue
-            ev = py.event
-            if cfg.is_qcd:
-                res = []
-            elif hook is not None:
-                res = hook.resonances  # found by the hook at the end of this (accepted) event's parton level
-            else:
+            ev = self.pythias[i].event
+            res = []
+            if not cfg.is_qcd:
+                t0 = time.process_time()
                 res = find_resonances(ev)
+                matchable = any(could_match(r, cfg.process.codes, cfg.pt_min, cfg.jet_r) for r in res)
+                self.cpu["truth"] += time.process_time() - t0
+                if not matchable:
+                    self.n_unmatchable += 1
+                    continue
             pending += self._candidates(ev, res)
             if len(pending) >= self.batch:
-                yield from self._build(pending)
+                t0 = time.process_time()
+                jets = self._build(pending)
+                self.cpu["detector"] += time.process_time() - t0
                 pending = []
+                yield from jets
 
     def _candidates(self, ev, res) -> list[tuple[np.ndarray, list]]:
         """Generator-level jets that may pass after the detector: (particle rows, resonances) each."""
-        cfg, sj = self.cfg, self.slowjet
+        cfg, sj, cpu = self.cfg, self.slowjet, self.cpu
+        t0 = time.process_time()
         if not sj.analyze(ev):
+            cpu["clustering"] += time.process_time() - t0
             return []
-        pts = [sj.pT(j) for j in range(sj.sizeJet())]
-        order = sorted(range(len(pts)), key=lambda j: -pts[j])
+        jets = sorted(((sj.pT(j), j) for j in range(sj.sizeJet())), key=lambda t: -t[0])
         if cfg.leading_only:
-            order = order[:1]
-        out, codes, radii = [], cfg.process.codes, (cfg.jet_r - 0.1, cfg.jet_r + 0.1)
-        for j in order:
-            if pts[j] > self.pre_pt_max or abs(sj.y(j)) > self.pre_eta_max:
+            jets = jets[:1]
+        keep, codes, radii = [], cfg.process.codes, (cfg.jet_r - 0.1, cfg.jet_r + 0.1)
+        for pt, j in jets:
+            if pt > self.pre_pt_max or abs(sj.y(j)) > self.pre_eta_max:
                 continue
             if not cfg.is_qcd:  # [U] truth pre-match on the generator jet axis with a +-0.1 margin on R
                 p = sj.p(j)
@@ -233,26 +235,34 @@ class JetGenerator:
                 if not any(r.code([d < rr for d in dists]) in codes
                            for r in res for dists in (r.distances(eta, phi),) for rr in radii):
                     continue
-            out.append((self._particles(ev, sj.constituents(j)), res))
+            keep.append(j)
+        t1 = time.process_time()
+        cpu["clustering"] += t1 - t0
+        out = [(self._particles(ev, sj.constituents(j)), res) for j in keep]
+        cpu["copy"] += time.process_time() - t1
         return out
 
     def _particles(self, ev, idx) -> np.ndarray:
         """(n, 9) rows px, py, pz, E, charge, x, y, z (production vertex, mm), id of the listed record entries.
 
-        One column at a time through the unbound accessors (`map` calls them from C, no Python loop body). The
-        production vertex is read only for charged particles that have one (`hasVertex`; otherwise it is exactly 0):
-        it only enters the impact parameters of tracks."""
+        One column at a time through the unbound accessors (`map` calls them from C, no Python loop body); the charge
+        comes from the PDG id (`self.charge`). The production vertex only enters the impact parameters of tracks, and
+        is read only for charged particles produced at t > PROMPT_MM: the primary vertex sits at the origin and
+        nothing moves faster than light, so |x|, |y|, |z| <= t, and an earlier vertex (primary, or prompt decays) is
+        kept at 0, less than PROMPT_MM from the truth and far below the ~0.01 mm impact-parameter resolution."""
         P = self._particle_cls
         qs = list(map(ev.__getitem__, idx))
         n = len(qs)
         rows = np.zeros((n, 9))
-        for col, f in enumerate((P.px, P.py, P.pz, P.e, P.charge)):
+        for col, f in enumerate((P.px, P.py, P.pz, P.e)):
             rows[:, col] = np.fromiter(map(f, qs), np.float64, n)
-        rows[:, 8] = np.fromiter(map(P.id, qs), np.float64, n)
+        ids = list(map(P.id, qs))
+        rows[:, 8] = ids
+        rows[:, 4] = np.fromiter(map(self.charge.__getitem__, ids), np.float64, n)
         ch = np.flatnonzero(rows[:, 4])
         if len(ch):
             cq = [qs[i] for i in ch]
-            vtx = ch[np.fromiter(map(P.hasVertex, cq), bool, len(cq))]
+            vtx = ch[np.fromiter(map(P.tProd, cq), np.float64, len(cq)) > PROMPT_MM]
             if len(vtx):
                 vq = [qs[i] for i in vtx]
                 for col, f in ((5, P.xProd), (6, P.yProd), (7, P.zProd)):
@@ -284,6 +294,8 @@ class JetGenerator:
         phi = np.arctan2(py, px)
         ok = (n > 0) & (pt > cfg.pt_min) & (pt < cfg.pt_max) & (np.abs(y if cfg.use_rapidity else eta) < cfg.eta_max)
         start = np.concatenate([[0], np.cumsum(n)])
+        # float32 as in the output formats (a 100k-jet file stays ~0.3 GB in memory); each jet keeps views
+        c = {k: v.astype(np.int32 if k == "pid" else np.float32) for k, v in c.items()}
         out = []
         for j in np.flatnonzero(ok):
             if cfg.is_qcd:
@@ -294,8 +306,7 @@ class JetGenerator:
                     continue  # signal samples keep only jets with the sample's own label (§A1)
             truth = (r.pt, r.eta, r.phi, float(r.pid), r.px, r.py, r.pz, r.e) if r is not None else (0.0,) * 8
             sl = slice(start[j], start[j + 1])
-            # float32 as in the output formats: a 100k-jet file stays ~0.3 GB in memory
-            out.append(Jet({k: v[sl].astype(np.int32 if k == "pid" else np.float32) for k, v in c.items()},
+            out.append(Jet({k: v[sl] for k, v in c.items()},
                            float(pt[j]), float(eta[j]), float(phi[j]), float(e[j]), int(code), truth))
         self.n_jets += len(out)
         return out
@@ -316,5 +327,5 @@ def generate(cfg: GenConfig, seed: int, n_jets: int, progress=None, max_events: 
             break
     if progress is not None and len(jets) > last:
         progress(len(jets) - last)
-    stats = dict(events=gen.n_events, vetoed=gen.n_vetoed, jets=len(jets), pythia_cpu_s=gen.t_pythia)
+    stats = dict(events=gen.n_events, unmatchable=gen.n_unmatchable, jets=len(jets), pythia_cpu_s=gen.t_pythia)
     return jets, stats

@@ -20,7 +20,7 @@ RESONANCE_IDS = (6, 23, 24, 25)
 
 @dataclass
 class Resonance:
-    """A t/W/Z/H with its decay partons (abs ids, eta, phi). For a top, parton 0 is the b."""
+    """A t/W/Z/H with its decay partons (abs ids, eta, phi as tuples of plain numbers). For a top, parton 0 is the b."""
 
     kind: str  # "t", "W", "Z", "H"
     pid: int
@@ -31,37 +31,37 @@ class Resonance:
     py: float
     pz: float
     e: float
-    ids: np.ndarray
-    etas: np.ndarray
-    phis: np.ndarray
+    ids: tuple
+    etas: tuple
+    phis: tuple
     hvv: bool = False
     codes: dict = field(default_factory=dict, repr=False, compare=False)  # memo of `code`: inside mask -> code
 
     def __post_init__(self):
-        self.partons = list(zip(self.etas.tolist(), self.phis.tolist()))  # plain floats for `distances`
+        # plain Python numbers: per-jet calls on 2-6 partons, where numpy's per-call cost would dominate
+        self.ids = tuple(int(i) for i in self.ids)
+        self.etas = tuple(float(x) for x in self.etas)
+        self.phis = tuple(float(x) for x in self.phis)
+        self.partons = tuple(zip(self.etas, self.phis))
 
     def code(self, inside) -> int | None:
         """classify(self, inside) for a bool sequence (one per parton), memoised per mask (the same few masks recur
         for every jet of an event)."""
-        key = tuple(inside.tolist() if isinstance(inside, np.ndarray) else inside)
+        key = tuple(bool(x) for x in inside)
         try:
             return self.codes[key]
         except KeyError:
-            c = self.codes[key] = classify(self, np.asarray(key, bool))
+            c = self.codes[key] = classify(self, key)
             return c
 
     def distances(self, eta: float, phi: float) -> list[float]:
-        """Delta R of each decay parton to (eta, phi): `delta_r` in plain Python (per-jet calls on 2-6 partons, where
-        numpy's per-call cost dominates)."""
+        """Delta R of each decay parton to (eta, phi)."""
         return [math.hypot(e - eta, (p - phi + math.pi) % _TWO_PI - math.pi) for e, p in self.partons]
 
 
-def classify(r: Resonance, inside: np.ndarray) -> int | None:
-    """FatJetMatching code of `r` given which of its partons are inside the jet, or None.
-
-    Plain Python on the few partons of one resonance (called for every candidate jet: numpy's per-call cost on
-    arrays of 2-6 entries would dominate)."""
-    ids = r.ids.tolist()
+def classify(r: Resonance, inside) -> int | None:
+    """FatJetMatching code of `r` given which of its partons are inside the jet (a bool per parton), or None."""
+    ids = r.ids
     ins = [bool(x) for x in inside]
     if r.kind == "t":
         if len(ids) < 2:
@@ -96,7 +96,7 @@ def classify(r: Resonance, inside: np.ndarray) -> int | None:
                 return 46
             return None
         if len(ids) == 2 and all(ins):
-            return {5: 41, 4: 42, 21: 44}.get(int(ids[0]), 43)
+            return {5: 41, 4: 42, 21: 44}.get(ids[0], 43)
     return None
 
 
@@ -108,71 +108,79 @@ def delta_r(eta1, phi1, eta2, phi2):
 def match_jet(resonances: list[Resonance], eta: float, phi: float, r: float = JET_R) -> tuple[int | None, Resonance | None]:
     """First resonance (record order) whose decay partons match the jet at (eta, phi); (code, resonance)."""
     for res in resonances:
-        code = res.code(delta_r(res.etas, res.phis, eta, phi) < r)
+        code = res.code([d < r for d in res.distances(eta, phi)])
         if code is not None:
             return code, res
     return None, None
 
 
 def could_match(res: Resonance, codes: tuple[int, ...], pt_min: float, r: float = JET_R) -> bool:
-    """Parton-level pre-selection (before hadronisation), exact up to the pT margin: can any jet with pT >= pt_min get
-    one of `codes` from this resonance? Its partons must fit in one cone (pairwise Delta R < 2R, triangle inequality)
-    and the resonance must carry most of the jet pT [U: resonance pT >= 0.6 * pt_min]."""
+    """Exact up to the pT margin: can any jet with pT >= pt_min get one of `codes` from this resonance? Its partons
+    must fit in one cone (pairwise Delta R < 2R, triangle inequality) and the resonance must carry most of the jet pT
+    [U: resonance pT >= 0.6 * pt_min]."""
     if res.pt < 0.6 * pt_min or res.code((True,) * len(res.partons)) not in codes:
         return False
     return all(d < 2 * r for eta, phi in res.partons for d in res.distances(eta, phi))
 
 
-def _kin(p):
-    return dict(pt=p.pT(), eta=p.eta(), phi=p.phi(), px=p.px(), py=p.py(), pz=p.pz(), e=p.e())
+KIND = {6: "t", 23: "Z", 24: "W", 25: "H"}
+NEUTRINOS = (12, 14, 16)
 
 
-def _parton(ev, i):
-    p = ev[ev[i].iBotCopyId()]
-    return p.idAbs(), p.eta(), p.phi()
-
-
-def _decays(ev, i):
-    """Daughters of the final copy of entry i."""
-    return list(ev[ev[i].iBotCopyId()].daughterList())
-
-
-def find_resonances(ev, first: int = 3, last: int = 12) -> list[Resonance]:
-    """Hard-process t/W/Z/H (status -22, the first entries of the record) with their decay partons.
-
-    For a W from a top decay, the top's Resonance holds it (the b first, then the W's daughters)."""
+def _partons(ev, daughters) -> list[tuple[int, float, float]]:
+    """(abs id, eta, phi) of each listed entry at its final copy (`iBotCopyId`: after recoils and radiation)."""
     out = []
-    for i in range(first, min(last, ev.size())):
+    for d in daughters:
+        q = ev[ev[d].iBotCopyId()]
+        out.append((q.idAbs(), q.eta(), q.phi()))
+    return out
+
+
+def find_resonances(ev, first: int = 3) -> list[Resonance]:
+    """Hard-process t/W/Z/H (status -22 among the hard-process entries that open the record: |status| 21-23 from
+    entry 3 on) with their decay partons.
+
+    For a W from a top decay, the top's Resonance holds it (the b first, then the W's daughters). Plain Python with
+    as few calls into the event record as it takes (each costs about a microsecond)."""
+    out = []
+    for i in range(first, ev.size()):
         p = ev[i]
-        if p.idAbs() not in RESONANCE_IDS or p.status() != -22:
+        status = p.status()
+        if not 21 <= abs(status) <= 23:
+            break  # end of the hard process
+        if status != -22:
+            continue
+        pid = p.id()
+        kind = KIND.get(abs(pid))
+        if kind is None:
             continue
         f = ev[p.iBotCopyId()]
-        kind = {6: "t", 23: "Z", 24: "W", 25: "H"}[p.idAbs()]
-        partons, hvv = [], False
+        dau = f.daughterList()
+        hvv = False
         if kind == "t":
-            dau = _decays(ev, i)
-            bs = [d for d in dau if ev[d].idAbs() <= 5]
-            ws = [d for d in dau if ev[d].idAbs() == 24]
+            ids = [ev[d].idAbs() for d in dau]
+            bs = [d for d, a in zip(dau, ids) if a <= 5]
+            ws = [d for d, a in zip(dau, ids) if a == 24]
             if not bs or not ws:
                 continue
-            w_partons = [_parton(ev, d) for d in _decays(ev, ws[0])]
-            partons = [_parton(ev, bs[0])] + [q for q in w_partons if q[0] not in (12, 14, 16)]
+            w_partons = _partons(ev, ev[ev[ws[0]].iBotCopyId()].daughterList())
+            partons = _partons(ev, bs[:1]) + [q for q in w_partons if q[0] not in NEUTRINOS]
         elif kind == "H":
-            dau = _decays(ev, i)
-            hvv = len(dau) > 2 or any(ev[d].idAbs() in (23, 24) for d in dau)
+            ids = [ev[d].idAbs() for d in dau]
+            hvv = len(dau) > 2 or any(a in (23, 24) for a in ids)
             if hvv:
-                for d in dau:
-                    if ev[d].idAbs() in (23, 24):
-                        partons += [_parton(ev, dd) for dd in _decays(ev, d)]
+                partons = []
+                for d, a in zip(dau, ids):
+                    if a in (23, 24):
+                        partons += _partons(ev, ev[ev[d].iBotCopyId()].daughterList())
                     else:
-                        partons.append(_parton(ev, d))
+                        partons += _partons(ev, [d])
                 partons = [q for q in partons if q[0] <= 5 or q[0] in (11, 13)]
             else:
-                partons = [_parton(ev, d) for d in dau]
+                partons = _partons(ev, dau)
         else:
-            partons = [_parton(ev, d) for d in _decays(ev, i)]
-        ids = np.array([q[0] for q in partons], dtype=int)
-        etas = np.array([q[1] for q in partons], dtype=float)
-        phis = np.array([q[2] for q in partons], dtype=float)
-        out.append(Resonance(kind, p.id(), **_kin(f), ids=ids, etas=etas, phis=phis, hvv=hvv))
+            partons = _partons(ev, dau)
+        out.append(Resonance(kind, pid, f.pT(), f.eta(), f.phi(), f.px(), f.py(), f.pz(), f.e(),
+                             ids=[q[0] for q in partons], etas=[q[1] for q in partons], phis=[q[2] for q in partons],
+                             hvv=hvv))
     return out

@@ -39,12 +39,10 @@ def gen_config(dataset: str, cls: str, options: dict) -> GenConfig:
     if dataset == "jetclass":
         return GenConfig(jetclass_process(cls), ecm=13000.0, mpi=True, jet_r=0.8, pt_min=500.0, pt_max=1000.0,
                          eta_max=2.0, detector=options.get("detector", "cms"),
-                         flat_pt=options.get("pt_spectrum", "flat") == "flat",
-                         parton_veto=options.get("parton_veto", True))
+                         flat_pt=options.get("pt_spectrum", "flat") == "flat")
     if dataset == "toptagging":
         return GenConfig(toptagging_process(cls), ecm=14000.0, mpi=False, jet_r=0.8, pt_min=550.0, pt_max=650.0,
-                         eta_max=2.0, detector=options.get("detector", "atlas"), flat_pt=False,
-                         parton_veto=options.get("parton_veto", True))
+                         eta_max=2.0, detector=options.get("detector", "atlas"), flat_pt=False)
     if dataset == "qg":
         return GenConfig(qg_process(cls, options.get("with_bc", False)), ecm=14000.0, mpi=True, jet_r=0.4,
                          pt_min=500.0, pt_max=550.0, eta_max=1.7, use_rapidity=True, detector=None, flat_pt=False,
@@ -199,12 +197,12 @@ def jetclass_tasks(out: str, n_per_class: int, seed: int, classes: list[str], sp
 
 
 def simulate_jetclass(out, n_per_class, *, seed=0, workers=1, classes=None, splits=(0.8, 0.1, 0.1),
-                      per_file=100_000, detector="cms", pt_spectrum="flat", parton_veto=True) -> list[dict]:
+                      per_file=100_000, detector="cms", pt_spectrum="flat") -> list[dict]:
     classes = list(classes or JETCLASS_CLASSES)
     for c in classes:
         if c not in JETCLASS_PREFIX:
             raise ValueError(f"unknown class {c!r} in --classes; expected names from {JETCLASS_CLASSES}")
-    options = dict(detector=detector, pt_spectrum=pt_spectrum, parton_veto=parton_veto)
+    options = dict(detector=detector, pt_spectrum=pt_spectrum)
     check_settings(out, dict(dataset="jetclass", jets_per_class=n_per_class, seed=seed, classes=classes,
                              splits=list(splits), jets_per_file=per_file, **options))
     tasks = jetclass_tasks(out, n_per_class, seed, classes, splits, per_file, options)
