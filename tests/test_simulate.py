@@ -238,8 +238,8 @@ def test_unmatchable_signal_events_are_not_clustered_and_a_selection_that_accept
 
 def test_stage_timers_and_the_constituent_copy_match_pythia():
     """`cpu` splits the run into Pythia and our stages (bench_simulate prints them); the constituent copy takes the
-    charge from the PDG id, which must equal Pythia's own Particle.charge() for every constituent, and reads the
-    production vertex of displaced tracks only (the others are within PROMPT_MM of the origin)."""
+    charge and the mass from the PDG id, which must give Pythia's own charge and energy for every constituent, and
+    reads the production vertex of displaced tracks only (the others are within PROMPT_MM of the origin)."""
     import pythia8mc
 
     from common.simulate.generate import PROMPT_MM, STAGES, GenConfig, JetGenerator
@@ -261,6 +261,8 @@ def test_stage_timers_and_the_constituent_copy_match_pythia():
     want = [ev[i].charge() for i in idx]
     np.testing.assert_array_equal(rows[:, 4], want)
     np.testing.assert_array_equal(rows[:, 8], [ev[i].id() for i in idx])
+    np.testing.assert_array_equal(rows[:, :3], [(ev[i].px(), ev[i].py(), ev[i].pz()) for i in idx])
+    np.testing.assert_allclose(rows[:, 3], [ev[i].e() for i in idx], rtol=1e-10, atol=0)  # E from the pole mass
     assert {-1.0, 0.0, 1.0} <= set(want)
     assert isinstance(ev[idx[0]], pythia8mc.Particle)
     vtx = np.array([(ev[i].xProd(), ev[i].yProd(), ev[i].zProd()) for i in idx])
@@ -270,3 +272,13 @@ def test_stage_timers_and_the_constituent_copy_match_pythia():
     displaced = charged & (np.abs(vtx).max(axis=1) > PROMPT_MM)
     assert displaced.any()  # top jets: b-hadron decay products
     np.testing.assert_array_equal(rows[displaced, 5:8], vtx[displaced])
+
+
+def test_a_final_state_species_with_a_width_is_refused():
+    """E comes from the pole mass: a final-state species with a width (here the rho, left undecayed) must not pass."""
+    from common.simulate.generate import GenConfig, JetGenerator
+    from common.simulate.processes import jetclass_process
+
+    gen = JetGenerator(GenConfig(jetclass_process("QCD"), extra_settings=["113:mayDecay = off"]), 7)
+    with pytest.raises(ValueError, match="113 has a width"):
+        next(iter(gen))

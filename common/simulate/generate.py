@@ -116,16 +116,28 @@ class Jet:
     truth: tuple  # (pt, eta, phi, pid, px, py, pz, e) of the matched resonance, zeros for QCD
 
 
-class _ChargeTable(dict):
-    """PDG id -> electric charge from Pythia's particle table, filled on first use (a few dozen species)."""
+class _PerSpecies(dict):
+    """PDG id -> a property from Pythia's particle table, filled on first use (a few dozen final-state species)."""
 
-    def __init__(self, particle_data):
+    def __init__(self, lookup):
         super().__init__()
-        self._pd = particle_data
+        self._lookup = lookup
 
     def __missing__(self, pid):
-        q = self[pid] = self._pd.charge(pid)
-        return q
+        v = self[pid] = self._lookup(pid)
+        return v
+
+
+def _pole_mass(particle_data):
+    """m0 of a species that must have no width: its particles then all have m = m0 (_particles uses it for E)."""
+
+    def m0(pid):
+        if particle_data.mWidth(pid) > 0:
+            raise ValueError(f"final-state species {pid} has a width ({particle_data.mWidth(pid)} GeV): its particles "
+                             "do not all have the pole mass; decay it (ParticleDecays settings) or read E per particle")
+        return particle_data.m0(pid)
+
+    return m0
 
 
 STAGES = ("pythia", "truth", "clustering", "copy", "detector")
@@ -144,7 +156,8 @@ class JetGenerator:
 
         self.cfg = cfg
         self.pythias = [make_pythia(s, derive_seed(seed, k)) for k, s in enumerate(cfg.pythia_settings())]
-        self.charge = _ChargeTable(self.pythias[0].particleData)
+        pd = self.pythias[0].particleData
+        self.charge, self.mass = _PerSpecies(pd.charge), _PerSpecies(_pole_mass(pd))
         self.rng = np.random.default_rng(seed)
         self.det = get_detector(cfg.detector) if cfg.detector else None
         margin = 0.85 if self.det else 1.0  # detector-level jets are a few per cent softer than generator jets
@@ -245,8 +258,10 @@ class JetGenerator:
     def _particles(self, ev, idx) -> np.ndarray:
         """(n, 9) rows px, py, pz, E, charge, x, y, z (production vertex, mm), id of the listed record entries.
 
-        One column at a time through the unbound accessors (`map` calls them from C, no Python loop body); the charge
-        comes from the PDG id (`self.charge`). The production vertex only enters the impact parameters of tracks, and
+        One column at a time through the unbound accessors (`map` calls them from C, no Python loop body). The charge
+        comes from the PDG id, and so does the mass: final-state species have no width, so E = sqrt(p^2 + m0^2)
+        (equal to Pythia's E to ~1e-12, the same in the float32 output). The production vertex only enters the
+        impact parameters of tracks, and
         is read only for charged particles produced at t > PROMPT_MM: the primary vertex sits at the origin and
         nothing moves faster than light, so |x|, |y|, |z| <= t, and an earlier vertex (primary, or prompt decays) is
         kept at 0, less than PROMPT_MM from the truth and far below the ~0.01 mm impact-parameter resolution."""
@@ -254,11 +269,13 @@ class JetGenerator:
         qs = list(map(ev.__getitem__, idx))
         n = len(qs)
         rows = np.zeros((n, 9))
-        for col, f in enumerate((P.px, P.py, P.pz, P.e)):
+        for col, f in enumerate((P.px, P.py, P.pz)):
             rows[:, col] = np.fromiter(map(f, qs), np.float64, n)
         ids = list(map(P.id, qs))
         rows[:, 8] = ids
         rows[:, 4] = np.fromiter(map(self.charge.__getitem__, ids), np.float64, n)
+        m = np.fromiter(map(self.mass.__getitem__, ids), np.float64, n)
+        rows[:, 3] = np.sqrt(rows[:, 0] ** 2 + rows[:, 1] ** 2 + rows[:, 2] ** 2 + m**2)
         ch = np.flatnonzero(rows[:, 4])
         if len(ch):
             cq = [qs[i] for i in ch]
