@@ -25,8 +25,9 @@ resonance can give a matched jet, before hadronisation) would save and cost, for
 - unmatchable: share of events in which no resonance can give a matched jet (the events such a veto would reject);
 - hadron level: share of a bare event's CPU time spent after the parton level (a twin with HadronLevel:all = off);
 - saving: unmatchable x hadron level, the Pythia time such a veto saves;
-- hook cost: a third twin with a Python UserHooks whose doVetoPartonLevel never vetoes (the same events): its extra
-  CPU time over the bare twin, i.e. the copy of the event record into Python and the C++ -> Python user-hook checks.
+- hook cost: a third twin with a Python UserHooks whose doVetoPartonLevel never vetoes (the same events, run
+  alternately with the bare twin event by event): its extra CPU time over the bare twin, i.e. the copy of the event
+  record into Python and the C++ -> Python user-hook checks.
 """
 from __future__ import annotations
 
@@ -57,14 +58,25 @@ class Twins:
         self.events = [0] * len(self.pythias)
         self.cpu = 0.0
 
+    def step(self, k: int) -> None:
+        """One event of instance k."""
+        t0 = time.process_time()
+        self.pythias[k].next()
+        self.cpu += time.process_time() - t0
+        self.events[k] += 1
+
     def catch_up(self, events: list[int]) -> None:
-        for k, py in enumerate(self.pythias):
-            n = events[k] - self.events[k]
-            t0 = time.process_time()
-            for _ in range(n):
-                py.next()
-            self.cpu += time.process_time() - t0
-            self.events[k] += n
+        catch_up([self], events)
+
+
+def catch_up(twins: list[Twins], events: list[int]) -> None:
+    """Bring every set of twins to `events[k]` events of instance k, one event at a time across the sets, the order
+    rotating after each event: twins that are compared run under the same conditions, event by event."""
+    for k in range(len(events)):
+        while twins[0].events[k] < events[k]:
+            for t in twins:
+                t.step(k)
+            twins = twins[1:] + twins[:1]
 
 
 def _never_veto_hook():
@@ -101,20 +113,19 @@ def bench_class(cls: str, n_jets: int, seed: int, chunk: int = 5, veto_study: bo
     while len(warm) < gen.n_jets:  # drain the detector batch: timing starts with a new event
         warm.append(next(it))
     write_jetclass_root(os.path.join(tempfile.gettempdir(), "bench_warmup.root"), warm)
-    for twins in filter(None, (bare, hooked, parton)):
-        twins.catch_up(gen.events)
-        twins.cpu = 0.0
+    twins = [t for t in (bare, hooked, parton) if t is not None]
+    catch_up(twins, gen.events)
+    for t in twins:
+        t.cpu = 0.0
     for k in gen.cpu:
         gen.cpu[k] = 0.0
     ev0, unmatchable0 = gen.n_events, gen.n_unmatchable
-    jets, ours, twins_list = [], 0.0, [t for t in (bare, hooked, parton) if t is not None]
+    jets, ours = [], 0.0
     while len(jets) < n_jets:
         c0 = time.process_time()
         jets += [next(it) for _ in range(min(chunk, n_jets - len(jets)))]
         ours += time.process_time() - c0
-        twins_list = twins_list[1:] + twins_list[:1]  # rotate: no twin always runs first after our Python steps
-        for twins in twins_list:
-            twins.catch_up(gen.events)
+        catch_up(twins, gen.events)
         for k in range(len(gen.pythias)):
             if not (_same_event(gen.pythias[k], bare.pythias[k])
                     and (hooked is None or _same_event(gen.pythias[k], hooked.pythias[k]))):

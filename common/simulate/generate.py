@@ -1,11 +1,13 @@
 """Event loop: Pythia 8 events -> anti-kT jets -> detector response -> truth matching -> jet records.
 
 Speed (Pythia itself is the floor, ~5-10 ms per event at 13 TeV with MPI); what we add is kept small by:
-- Pythia runs with no Python UserHooks: a Python hook makes every event pay for a copy of the event record into
-  Python and for the C++ -> Python checks of Pythia's user-hook calls (~1.4 % of Pythia's time in all), while a
-  parton-level veto would only save the hadronisation (12-22 % of an event) of the 1-8 % of signal events in which no
-  resonance can give a matched jet: less than it costs for every class (BENCHMARKS.md, simulation). Such events are
-  still recognised after `next()` (matching.could_match) and skip the clustering.
+- Pythia runs with no Python UserHooks. A parton-level veto of the signal events in which no resonance can give a
+  matched jet (0-7 % of events) would only save their hadron level (11-21 % of an event): at most ~1 % of Pythia's
+  time, while a Python hook costs about as much at every event (a copy of the event record into Python and the
+  C++ -> Python user-hook checks; ~1.4 % with hooked and bare Pythia alternating event by event). Without a hook,
+  Pythia's random stream is ours alone, so bench/bench_simulate.py replays exactly our events in bare Pythia
+  (`--veto-study` prints those shares per class). Unmatchable events are still recognised after `next()`
+  (matching.could_match) and skip the clustering.
 - Jets are found in C++ by Pythia's SlowJet, which runs fjcore (FastJet's anti-kT), on the visible final-state
   particles within the reach of a selected jet (|eta| < 2.3 + R + 0.2). Only the constituents of candidate jets
   (pT above 85 % of the cut; for signal classes also truth-matched on the generator axis with a +-0.1 margin on R)
