@@ -274,11 +274,23 @@ def test_stage_timers_and_the_constituent_copy_match_pythia():
     np.testing.assert_array_equal(rows[displaced, 5:8], vtx[displaced])
 
 
-def test_a_final_state_species_with_a_width_is_refused():
-    """E comes from the pole mass: a final-state species with a width (here the rho, left undecayed) must not pass."""
+def test_a_final_state_species_with_a_width_keeps_its_own_energy():
+    """E comes from the pole mass, except for a final-state species with a width (here the rho, left undecayed),
+    whose particles keep Pythia's E."""
     from common.simulate.generate import GenConfig, JetGenerator
     from common.simulate.processes import jetclass_process
 
     gen = JetGenerator(GenConfig(jetclass_process("QCD"), extra_settings=["113:mayDecay = off"]), 7)
-    with pytest.raises(ValueError, match="113 has a width"):
-        next(iter(gen))
+    py, sj = gen.pythias[0], gen.slowjet
+    seen = 0
+    for _ in range(5):
+        assert py.next() and sj.analyze(py.event)
+        ev = py.event
+        idx = [i for j in range(sj.sizeJet()) for i in sj.constituents(j)]
+        rows = gen._particles(ev, idx)
+        rho = [k for k, i in enumerate(idx) if ev[i].id() == 113]
+        seen += len(rho)
+        for k in rho:
+            assert rows[k, 3] == ev[idx[k]].e() and ev[idx[k]].m() != py.particleData.m0(113)
+        np.testing.assert_allclose(rows[:, 3], [ev[i].e() for i in idx], rtol=1e-10, atol=0)
+    assert seen > 0 and np.isnan(gen.mass[113])

@@ -131,13 +131,11 @@ class _PerSpecies(dict):
 
 
 def _pole_mass(particle_data):
-    """m0 of a species that must have no width: its particles then all have m = m0 (_particles uses it for E)."""
+    """m0 of a species without width (all its particles have m = m0); NaN for one with a width (a rare final-state
+    resonance such as the Lambda_c(2595), whose particles _particles reads E of one by one)."""
 
     def m0(pid):
-        if particle_data.mWidth(pid) > 0:
-            raise ValueError(f"final-state species {pid} has a width ({particle_data.mWidth(pid)} GeV): its particles "
-                             "do not all have the pole mass; decay it (ParticleDecays settings) or read E per particle")
-        return particle_data.m0(pid)
+        return particle_data.m0(pid) if particle_data.mWidth(pid) == 0 else float("nan")
 
     return m0
 
@@ -261,9 +259,9 @@ class JetGenerator:
         """(n, 9) rows px, py, pz, E, charge, x, y, z (production vertex, mm), id of the listed record entries.
 
         One column at a time through the unbound accessors (`map` calls them from C, no Python loop body). The charge
-        comes from the PDG id, and so does the mass: final-state species have no width, so E = sqrt(p^2 + m0^2)
-        (equal to Pythia's E to ~1e-12, the same in the float32 output). The production vertex only enters the
-        impact parameters of tracks, and
+        comes from the PDG id, and so does the mass: final-state species almost all have no width, so E =
+        sqrt(p^2 + m0^2) (equal to Pythia's E to ~1e-12, the same in the float32 output); E is read for the rare
+        ones with a width. The production vertex only enters the impact parameters of tracks, and
         is read only for charged particles produced at t > PROMPT_MM: the primary vertex sits at the origin and
         nothing moves faster than light, so |x|, |y|, |z| <= t, and an earlier vertex (primary, or prompt decays) is
         kept at 0, less than PROMPT_MM from the truth and far below the ~0.01 mm impact-parameter resolution."""
@@ -278,6 +276,8 @@ class JetGenerator:
         rows[:, 4] = np.fromiter(map(self.charge.__getitem__, ids), np.float64, n)
         m = np.fromiter(map(self.mass.__getitem__, ids), np.float64, n)
         rows[:, 3] = np.sqrt(rows[:, 0] ** 2 + rows[:, 1] ** 2 + rows[:, 2] ** 2 + m**2)
+        for i in np.flatnonzero(np.isnan(m)):  # species with a width: E as Pythia has it
+            rows[i, 3] = qs[i].e()
         ch = np.flatnonzero(rows[:, 4])
         if len(ch):
             cq = [qs[i] for i in ch]
