@@ -2,11 +2,11 @@
 
 Speed (Pythia itself is the floor, ~5-10 ms per event at 13 TeV with MPI); what we add is kept small by:
 - Pythia runs with no Python UserHooks. A parton-level veto of the signal events in which no resonance can give a
-  matched jet (0-7 % of events) would only save their hadron level (11-21 % of an event): at most ~1 % of Pythia's
-  time, while a Python hook costs about as much at every event (a copy of the event record into Python and the
-  C++ -> Python user-hook checks; ~1.4 % with hooked and bare Pythia alternating event by event). Without a hook,
-  Pythia's random stream is ours alone, so bench/bench_simulate.py replays exactly our events in bare Pythia
-  (`--veto-study` prints those shares per class). Unmatchable events are still recognised after `next()`
+  matched jet (0-7 % of events) would only save their hadron level (10-20 % of an event): at most ~1 % of Pythia's
+  time, and a Python hook costs about as much at every event (a copy of the event record into Python and the
+  C++ -> Python user-hook checks: 0-1 %). `python -m bench.bench_simulate --veto-study` measures both per class
+  (BENCHMARKS.md). Without a hook the code is simpler and Pythia's random stream is ours alone, so the benchmark
+  replays exactly our events in bare Pythia. Unmatchable events are still recognised after `next()`
   (matching.could_match) and skip the clustering.
 - Jets are found in C++ by Pythia's SlowJet, which runs fjcore (FastJet's anti-kT), on the visible final-state
   particles within the reach of a selected jet (|eta| < 2.3 + R + 0.2). Only the constituents of candidate jets
