@@ -11,11 +11,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-import numpy as np
-
 JET_R = 0.8
 _TWO_PI = 2 * math.pi
-RESONANCE_IDS = (6, 23, 24, 25)
+KIND = {6: "t", 23: "Z", 24: "W", 25: "H"}  # |PDG id| of the hard-process resonances the matching follows
+NEUTRINOS = (12, 14, 16)
 
 
 @dataclass
@@ -100,11 +99,6 @@ def classify(r: Resonance, inside) -> int | None:
     return None
 
 
-def delta_r(eta1, phi1, eta2, phi2):
-    dphi = (np.asarray(phi1) - phi2 + np.pi) % (2 * np.pi) - np.pi
-    return np.hypot(np.asarray(eta1) - eta2, dphi)
-
-
 def match_jet(resonances: list[Resonance], eta: float, phi: float, r: float = JET_R) -> tuple[int | None, Resonance | None]:
     """First resonance (record order) whose decay partons match the jet at (eta, phi); (code, resonance)."""
     for res in resonances:
@@ -121,10 +115,6 @@ def could_match(res: Resonance, codes: tuple[int, ...], pt_min: float, r: float 
     if res.pt < 0.6 * pt_min or res.code((True,) * len(res.partons)) not in codes:
         return False
     return all(d < 2 * r for eta, phi in res.partons for d in res.distances(eta, phi))
-
-
-KIND = {6: "t", 23: "Z", 24: "W", 25: "H"}
-NEUTRINOS = (12, 14, 16)
 
 
 def _partons(ev, daughters) -> list[tuple[int, float, float]]:
