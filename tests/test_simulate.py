@@ -249,7 +249,7 @@ def test_stage_timers_and_the_constituent_copy_match_pythia():
     jets = [next(it) for _ in range(5)]
     total = time.process_time() - c0
     assert set(gen.cpu) == set(STAGES) and all(gen.cpu[k] > 0 for k in STAGES), gen.cpu
-    assert sum(gen.cpu.values()) <= total and gen.cpu["pythia"] > 0.5 * total
+    assert sum(gen.cpu.values()) <= total  # the stages are disjoint parts of the run
     assert sum(gen.events) == gen.n_events and gen.n_jets >= len(jets)
 
     ev, sj = gen.pythias[0].event, gen.slowjet
