@@ -6,7 +6,8 @@ Every head acts on the decoder outputs of the dropped particles only, d (M, dec_
   TokenTask       Linear(dec -> K), cross-entropy to the frozen tokeniser's code (k-means K = 16384, label smoothing
                   0.1; VQ-VAE K = 512, label smoothing 0.05)
   CFMTask         conditional flow matching: Linear(dec -> 128) context; an MLP on (x_t, context, cosine time
-                  embedding) predicts the velocity; t = sigmoid(N(0,1)), x_t = (1 - t) x0 + t eps, loss |v - (eps - x0)|^2
+                  embedding) predicts the velocity; t = sigmoid(N(0,1)), x_t = (1 - t) x0 + t eps, loss = mean over
+                  particles and the 7 features of (v - (eps - x0))^2
   CNFTask         conditional normalising flow ("Flow"): Linear(dec -> 128) context; a 7-d rational-quadratic-spline
                   coupling flow (6 layers, 8 bins, tail bound 4; mpm/flow.py) conditioned on it; loss = negative
                   log-likelihood of the features, +0.05 N(0,1) noise on the 4 impact-parameter features in training;
@@ -91,7 +92,8 @@ class CFMTask(nn.Module):
         eps = torch.randn_like(x0)
         x_t = (1 - t[:, None]) * x0 + t[:, None] * eps
         v = self.velocity(x_t, t, ctx)
-        return ((v - (eps - x0)) ** 2).sum(-1).mean(), {}
+        # mean over particles and features, as VectorDiffuser.get_loss in mattcleigh/jetssl src/models/utils.py
+        return ((v - (eps - x0)) ** 2).mean(), {}
 
 
 class CNFTask(nn.Module):
