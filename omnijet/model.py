@@ -74,7 +74,10 @@ class OmniJetBackbone(nn.Module):
     def tokenize(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         tok = self._tokenizer[0]
         tok.to(x.device)
-        codes = tok.encode(x, mask)
+        # fp32 with autocast off, whatever context the harness runs in: the pretraining tokens were written in fp32
+        # (omnijet.tokenize_dataset), and a bf16 encoder moves latents across code boundaries
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            codes = tok.encode(x.float(), mask)
         B, N = mask.shape
         n = mask.sum(1)
         tokens = torch.zeros(B, N + 2, dtype=torch.long, device=x.device)
