@@ -8,6 +8,11 @@ masked, which for a set model is the same as removing them). The encoder output 
 dropped position receives a learned null token in pT order (the k-th dropped particle gets null_token[k]); a 4-layer
 decoder sees the 8 encoder registers plus all particle slots; heads read the decoder outputs at the dropped
 positions: the ID task (weight 0.3) plus one reconstruction task (mpm/heads.py).
+
+Token targets (kmeans / vqvae tasks): `targets_from="dropped"` runs the frozen tokeniser on the dropped particles alone,
+as one set (the official code's VQVAETask calls the VQ-VAE with the null mask: mattcleigh/jetssl
+src/models/mpm_tasks.py); "full" tokenises the whole jet and reads the codes of the dropped particles. The two agree
+for K-means, whose code of a particle does not depend on the other particles.
 """
 from __future__ import annotations
 
@@ -49,8 +54,11 @@ class MPMv2(nn.Module):
                  mask_fraction: float = 0.4, dec_dim: int = 256, dec_depth: int = 4, dec_heads: int = 8,
                  dec_ff_hidden: int = 512, max_particles: int = 128, id_weight: float = 0.3,
                  id_label_smoothing: float = 0.1, task_cfg: dict | None = None, num_features: int = 7,
-                 num_ids: int = 8):
+                 num_ids: int = 8, targets_from: str = "dropped"):
         super().__init__()
+        if targets_from not in ("dropped", "full"):
+            raise ValueError(f"model.targets_from must be dropped | full, got {targets_from!r}")
+        self.targets_from = targets_from
         self.encoder, self.task_kind, self.mask_fraction = encoder, task, mask_fraction
         self.tokenizer = tokenizer
         if tokenizer is not None:
@@ -90,7 +98,7 @@ class MPMv2(nn.Module):
             dropped = random_masking(mask, self.mask_fraction)
         codes = None
         if self.tokenizer is not None:
-            codes = self.tokenizer.tokenize(batch.x, mask)  # from the full jet, before dropping
+            codes = self.tokenizer.tokenize(batch.x, dropped if self.targets_from == "dropped" else mask)
         kept = mask & ~dropped
         h, hmask = self.encoder.encode(batch.x, batch.pid, kept)
         dec_in = self.decoder_inputs(h, mask, dropped)

@@ -23,3 +23,36 @@ def test_cfm_loss_is_mean_over_features():
     expected = ((v - (eps - x)) ** 2).mean()
     assert torch.allclose(loss, expected)
     assert not torch.allclose(loss, ((v - (eps - x)) ** 2).sum(-1).mean())
+
+
+class _CountTokenizer(torch.nn.Module):
+    """Code of every particle = number of particles in the set it was tokenised with (a set-dependent tokeniser)."""
+    num_codes = 16
+
+    def tokenize(self, x, mask):
+        return (mask.sum(1, keepdim=True).expand_as(mask) * mask).long()
+
+
+def _v2_token_targets(targets_from):
+    from tests.test_mpm_models import fake_batch
+    from mpm.mpmv2 import MPMv2, MPMv2Encoder
+
+    torch.manual_seed(0)
+    enc = MPMv2Encoder(7, 8, dim=16, depth=1, num_heads=2, ff_hidden=32, num_registers=2)
+    model = MPMv2(enc, task="vqvae", tokenizer=_CountTokenizer(), dec_dim=8, dec_depth=1, dec_heads=2,
+                  dec_ff_hidden=16, max_particles=12, targets_from=targets_from)
+    seen = {}
+    model.task.register_forward_hook(lambda mod, args, out: seen.update(codes=args[2]))
+    batch = fake_batch(F=7)
+    dropped = torch.zeros_like(batch.mask)
+    dropped[:, :2] = True                      # two dropped particles in every jet
+    model.loss(batch, dropped=dropped)
+    return seen["codes"], batch.mask.sum(1)
+
+
+def test_mpmv2_token_targets_from_dropped_set():
+    """jetssl VQVAETask: vae(csts, null_mask) tokenises the dropped particles alone (a set of 2 here)."""
+    codes, _ = _v2_token_targets("dropped")
+    assert codes.tolist() == [2] * 12
+    codes_full, n = _v2_token_targets("full")
+    assert codes_full.tolist() == n.repeat_interleave(2).tolist()
