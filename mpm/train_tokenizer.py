@@ -33,7 +33,7 @@ def build_vqvae(cfg: dict) -> VQVAE:
                  ff_hidden=v["ff_hidden"], num_registers=v["num_registers"], style=v["style"], dropout=v["dropout"],
                  num_codes=v["num_codes"], code_dim=v["code_dim"], beta=v["beta"], alpha=v["alpha"],
                  recon_loss=v["recon_loss"], normalise=v["normalise"], norm_max_n=v["norm_max_n"],
-                 target_codebook=v["target_codebook"], vq=v["vq"])
+                 target_codebook=v["target_codebook"], vq=v["vq"], recon_reduction=v["recon_reduction"])
 
 
 class VQVAETraining(nn.Module):

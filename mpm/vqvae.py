@@ -2,12 +2,14 @@
 
 MPMv1: transformer encoder -> Linear to the code space (512 codes of dimension 16) -> vector quantiser -> Linear ->
 transformer decoder -> per-particle reconstruction. Quantisation is per particle, but the code of a particle depends
-on its jet through attention. Loss = L1 reconstruction (normalised features, averaged per jet over real particles)
-+ alpha * VQ loss, with alpha = 10 and the quantiser's beta = 0.9 (mpm.md 2). The quantiser (affine codebook,
+on its jet through attention. Loss = L1 reconstruction (normalised features, summed over the features of a particle
+and averaged per jet over real particles, as VqVae._shared_step in rodem-hep/mpm src/models/jet_vq_vae.py)
++ alpha * VQ loss, with alpha = 10 and the quantiser's beta = 0.9 (arXiv:2401.13537 Sec. 3). The quantiser (affine codebook,
 k-means init, dead-code replacement) is common.vq.VectorQuantizer.
 
 MPMv2 uses the same class with 8 registers, 3 layers of dim 128, 32-d codes, a Huber reconstruction loss and no
-extra normalisation (its inputs are already quantile-normalised by the data layer).
+extra normalisation (its inputs are already quantile-normalised by the data layer); its Huber loss is the mean over
+the features (huber_loss in mattcleigh/jetssl src/models/vae.py), `recon_reduction="mean"`.
 
 `KMeansTokenizer` wraps common.kmeans.KMeans behind the same `tokenize(x, mask)` interface (MPMv1: 512 centroids on
 raw features; MPMv2: 16384 centroids on the 7 continuous features).
@@ -31,10 +33,13 @@ class VQVAE(nn.Module):
                  num_registers: int = 0, style: str = "normformer", dropout: float = 0.0, num_codes: int = 512,
                  code_dim: int = 16, beta: float = 0.9, alpha: float = 10.0, recon_loss: str = "l1",
                  normalise: bool = True, norm_max_n: float = 1e6, target_codebook: str = "affine",
-                 vq: dict | None = None):
+                 vq: dict | None = None, recon_reduction: str = "sum"):
         super().__init__()
         if recon_loss not in ("l1", "huber", "mse"):
             raise ValueError(f"VQVAE recon_loss must be l1 | huber | mse, got {recon_loss!r}")
+        if recon_reduction not in ("sum", "mean"):
+            raise ValueError(f"VQVAE recon_reduction must be sum | mean, got {recon_reduction!r}")
+        self.recon_reduction = recon_reduction
         if target_codebook not in ("affine", "raw"):
             raise ValueError(f"VQVAE target_codebook must be affine | raw, got {target_codebook!r}")
         self.in_dim, self.alpha, self.recon_loss, self.target_codebook = in_dim, alpha, recon_loss, target_codebook
@@ -79,7 +84,8 @@ class VQVAE(nn.Module):
         target = self.normalised(x, mask).detach()
         recon, vq = self(x, mask)
         fn = {"l1": F.l1_loss, "huber": F.huber_loss, "mse": F.mse_loss}[self.recon_loss]
-        per_particle = fn(recon, target, reduction="none").mean(dim=-1)
+        per_feature = fn(recon, target, reduction="none")
+        per_particle = per_feature.sum(-1) if self.recon_reduction == "sum" else per_feature.mean(-1)
         rec = masked_jet_mean(per_particle, mask)
         total = rec + self.alpha * vq.loss
         return total, {"recon": rec.detach(), "vq": vq.loss.detach(), "utilisation": torch.as_tensor(vq.utilisation),

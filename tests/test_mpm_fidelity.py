@@ -56,3 +56,30 @@ def test_mpmv2_token_targets_from_dropped_set():
     assert codes.tolist() == [2] * 12
     codes_full, n = _v2_token_targets("full")
     assert codes_full.tolist() == n.repeat_interleave(2).tolist()
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_vqvae_reconstruction_reduction_over_features(reduction):
+    """rodem-hep/mpm jet_vq_vae.py: L1 summed over a particle's 3 features, then averaged per jet (V1);
+    jetssl vae.py: Huber averaged over the features (V2, reduction "mean")."""
+    from mpm.masking import masked_jet_mean
+    from mpm.vqvae import VQVAE
+    from tests.test_mpm_tokenizer import jets
+
+    torch.manual_seed(0)
+    vq = VQVAE(3, dim=16, depth=1, num_heads=2, ff_hidden=16, num_codes=8, code_dim=4, normalise=False,
+               recon_reduction=reduction, vq={"kmeans_init": False, "replace_freq": 0}).eval()
+    b = jets(B=4)
+    _, metrics = vq.loss(b.x, b.mask)
+    recon, _ = vq(b.x, b.mask)
+    per_feature = (recon - b.x).abs()
+    per_particle = per_feature.sum(-1) if reduction == "sum" else per_feature.mean(-1)
+    assert torch.allclose(metrics["recon"], masked_jet_mean(per_particle, b.mask))
+
+
+def test_tokenizer_configs_reduce_like_the_official_code():
+    from common.config import load_config
+
+    for profile in ("", "mini/", "smoke/"):
+        assert load_config(f"mpm/configs/{profile}tokenizer_v1.yaml")["vqvae"]["recon_reduction"] == "sum"
+        assert load_config(f"mpm/configs/{profile}tokenizer_v2.yaml")["vqvae"]["recon_reduction"] == "mean"
