@@ -24,6 +24,7 @@ from common.train_utils import (autocast, build_optimizer, clip_and_step, mark_d
                                 seed_everything, start_run)
 from omnijet.model import OmniJetGPT, build_gpt, next_token_loss, shift_tokens
 from omnijet.tokenize_dataset import load_split
+from omnijet.validation import balanced_subset
 
 
 class TokenBatches:
@@ -83,10 +84,11 @@ def load_gpt(run_dir, device="cpu", which: str = "best") -> tuple[OmniJetGPT, di
 
 
 @torch.no_grad()
-def validate(model, tokens, lengths, batch_size, max_len, include_padding, device, max_batches) -> float:
+def validate(model, tokens, lengths, batch_size, max_len, include_padding, device) -> float:
+    """Mean next-token loss over the given sequences (the balanced validation subset, omnijet/validation.py)."""
     model.eval()
     total, n = 0.0, 0
-    for i in range(0, min(len(tokens), batch_size * max_batches), batch_size):
+    for i in range(0, len(tokens), batch_size):
         t = torch.as_tensor(tokens[i:i + batch_size].astype(np.int64), device=device)
         ln = torch.as_tensor(lengths[i:i + batch_size].astype(np.int64), device=device)
         inp, tgt, mask = shift_tokens(t, ln, max_len)
@@ -105,6 +107,9 @@ def train(cfg: dict, out: Path) -> None:
     tc = cfg["train"]
     num_codes = num_codes_of(cfg["tokens_dir"])
     train_split, val_split = load_split(cfg["tokens_dir"], "train"), load_split(cfg["tokens_dir"], "val")
+    # top and QCD in equal numbers, the same sequences at every validation (the split is stored class after class)
+    val_pick = balanced_subset(val_split["labels"], tc["val_batches"] * tc["batch_size"] // dist.world_size)
+    val_tokens, val_lengths = val_split["tokens"][val_pick], val_split["lengths"][val_pick]
     # OJ keeps pT order and the first 128 constituents; assert the writer's convention once (start token first)
     if (train_split["tokens"][:, 0] != 0).any():
         raise ValueError(f"{cfg['tokens_dir']}: train sequences must start with the start token 0")
@@ -145,8 +150,8 @@ def train(cfg: dict, out: Path) -> None:
         if step % tc["log_every"] == 0:
             logger.log(step, loss=float(all_reduce_mean(loss.detach())), lr=scheduler.get_last_lr()[0])
         if step % tc["val_every"] == 0 or step == tc["max_steps"]:
-            val = validate(model, val_split["tokens"], val_split["lengths"], per_rank, tc["max_len"],
-                           tc["include_padding_in_loss"], dist.device, tc["val_batches"])
+            val = validate(model, val_tokens, val_lengths, per_rank, tc["max_len"], tc["include_padding_in_loss"],
+                           dist.device)
             logger.log(step, val_loss=val)
             if val < best:  # checkpoint selection by min val loss, EarlyStopping patience (spec 4.2)
                 best, bad_evals = val, 0

@@ -19,6 +19,7 @@ from common.logger import MetricLogger
 from common.schedules import build_scheduler
 from common.train_utils import (build_optimizer, clip_and_step, mark_done, maybe_compile, progress, seed_everything,
                                 start_run)
+from omnijet.validation import validation_loader
 from omnijet.vqvae import build_tokenizer
 
 
@@ -72,8 +73,9 @@ def train(cfg: dict, out: Path) -> None:
     per_rank = tc["batch_size"] // dist.world_size
     loader = ResumableLoader(make_loader(cfg["data"], "train", per_rank, shuffle=True, seed=cfg["seed"],
                                          rank=dist.rank, world_size=dist.world_size, drop_last=True))
-    val_loader = make_loader(cfg["data"], "val", per_rank, shuffle=False, rank=dist.rank,
-                             world_size=dist.world_size)
+    # every jet type in equal numbers, the same jets at every validation (omnijet/validation.py)
+    val_loader = validation_loader(cfg["data"], per_rank, tc["val_batches"] * tc["batch_size"], rank=dist.rank,
+                                   world_size=dist.world_size)
     optimizer = build_optimizer(model.parameters(), {"lr": tc["lr"], "weight_decay": tc["weight_decay"]})
     scheduler = build_scheduler(optimizer, tc["schedule"])  # OneCycleCooldown (spec 2.3), in optimiser steps
     step = 0

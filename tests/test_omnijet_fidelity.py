@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.test_omnijet_pipeline import _data_cfg, _tiny_model_cfg, write_fake_jetclass
+from tests.test_omnijet_pipeline import REPO, _data_cfg, _tiny_model_cfg, write_fake_jetclass
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -41,3 +41,69 @@ def test_finetune_backbone_sees_the_pretraining_tokens_under_bf16_autocast(fake_
     got = np.concatenate(got)
     assert got.shape == ref["tokens"].shape
     assert np.array_equal(got, ref["tokens"].astype(np.int64))
+
+
+def test_balanced_subset_has_every_class_equally_and_is_fixed():
+    from omnijet.validation import balanced_subset
+
+    labels = np.repeat([0, 1, 2], [50, 30, 80])  # stored class after class
+    a, b = balanced_subset(labels, 60), balanced_subset(labels, 60)
+    assert np.array_equal(a, b) and len(np.unique(a)) == 60
+    assert np.bincount(labels[a]).tolist() == [20, 20, 20]
+    assert len(set(labels[a[:6]])) > 1  # shuffled: the first jets are not one class
+    assert np.bincount(labels[balanced_subset(labels, 600)]).tolist() == [30, 30, 30]  # capped by the smallest class
+
+
+def _capture(monkeypatch, module, name, keep):
+    seen = []
+    real = getattr(module, name)
+
+    def spy(*args, **kwargs):
+        seen.append(keep(*args))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, spy)
+    return seen
+
+
+def test_tokenizer_validation_sees_both_classes_equally_at_every_validation(fake_root, tmp_path, monkeypatch):
+    """Old behaviour: the first val_batches x batch_size jets of the split in file order (one class only)."""
+    from common.config import load_config
+    from omnijet import train_tokenizer
+
+    cfg = load_config(f"{REPO}/omnijet/configs/smoke/tokenizer.yaml")
+    cfg["data"].update(_data_cfg(fake_root))
+    cfg["train"].update(batch_size=4, max_steps=4, val_every=2, val_batches=2, log_every=2, checkpoint_every=4)
+    seen = _capture(monkeypatch, train_tokenizer, "validate",
+                    lambda model, loader, device, n: np.concatenate([b.label.numpy() for b in loader][:n]))
+    train_tokenizer.train(cfg, tmp_path)
+    assert len(seen) == 2
+    for labels in seen:
+        assert np.bincount(labels, minlength=2).tolist() == [4, 4]
+    assert np.array_equal(seen[0], seen[1])
+
+
+def test_gpt_validation_sees_top_and_qcd_equally(tmp_path, monkeypatch):
+    """Old behaviour: the first val_batches x batch sequences of the val split, stored class after class."""
+    from common.config import load_config
+    from omnijet import pretrain
+    from omnijet.tokenize_dataset import codes_to_sequences, save_npy
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 32), ("val", 40)):
+        mask = np.arange(6)[None, :] < rng.integers(1, 7, n)[:, None]
+        tokens, lengths = codes_to_sequences(np.where(mask, rng.integers(0, 8, (n, 6)), 0), mask, 8)
+        labels = np.repeat([0, 1], n // 2)
+        tokens[labels == 1, 1] = 9  # mark the second class's sequences by their first token (the stop id, unused)
+        for key, arr in {"tokens": tokens, "lengths": lengths, "labels": labels}.items():
+            save_npy(tmp_path / f"{split}_{key}.npy", arr)
+    (tmp_path / "done.json").write_text('{"num_codes": 8}')
+    cfg = load_config(f"{REPO}/omnijet/configs/smoke/pretrain.yaml")
+    cfg["tokens_dir"] = str(tmp_path)
+    cfg["train"].update(batch_size=4, max_steps=4, val_every=2, val_batches=3, max_len=7, log_every=2,
+                        checkpoint_every=4)
+    seen = _capture(monkeypatch, pretrain, "validate", lambda model, tokens, *rest: np.array(tokens))
+    pretrain.train(cfg, tmp_path / "run")
+    assert len(seen) == 2 and np.array_equal(seen[0], seen[1])
+    is_second = seen[0][:, 1] == 9
+    assert len(seen[0]) == 12 and is_second.sum() == 6
