@@ -420,10 +420,11 @@ def _missing_reason(table_id: str, status: dict[str, dict]) -> tuple[str, bool]:
 
 
 def build_results_md(runs_dir, profile: str, out_dir, published: dict | None = None,
-                     per_table: dict | None = None) -> tuple[Path, int]:
+                     per_table: dict | None = None, claims_path=None) -> tuple[Path, int]:
     """Write out_dir/RESULTS.md (+ plots/); returns (path, number of flagged missing cells).
 
-    per_table, when given, is filled with {table_id: missing cells}."""
+    per_table, when given, is filled with {table_id: missing cells}. claims_path: the claims YAML of the Claims
+    section (default common/claims.yaml; False: no Claims section)."""
     published = load_published() if published is None else published
     runs_dir, out_dir = Path(runs_dir), Path(out_dir)
     results = collect_results(runs_dir)
@@ -474,6 +475,9 @@ def build_results_md(runs_dir, profile: str, out_dir, published: dict | None = N
                   "detector response; no MadGraph, no Delphes), with far fewer jets and training steps than the "
                   "papers. Compare trends (pretrained vs scratch, fixed vs fine-tuned), not absolute values. "
                   "See README.md, section 'The simulated data'.", ""]
+    if claims_path is not False:
+        from common.claims import claims_section  # claims.py reads result files through this module
+        lines += claims_section(runs_dir, published, claims_path)[0]
     lines += ["## Summary", "", f"Flagged missing cells: **{total_missing}**.", "",
               "| table | result file | missing cells |", "|---|---|---|", *summary, ""]
     if not_produced:
@@ -510,6 +514,8 @@ def main(argv=None) -> int:
     ap.add_argument("--profile", required=True, help="smoke | mini | paper")
     ap.add_argument("--out", default=None, help="output directory (default results/<profile>)")
     ap.add_argument("--published", default=None, help="published-numbers YAML (default common/published.yaml)")
+    ap.add_argument("--claims", default=None,
+                    help="claims YAML for the Claims section (default common/claims.yaml; 'none': no Claims section)")
     ap.add_argument("--strict", action="store_true", help="exit 1 when any cell is flagged missing")
     ap.add_argument("--strict-tables", default=None,
                     help="with --strict: only missing cells of these comma-separated tables count")
@@ -519,7 +525,9 @@ def main(argv=None) -> int:
         return 2
     out = args.out or os.path.join("results", args.profile)
     per_table: dict[str, int] = {}
-    path, n_missing = build_results_md(args.runs, args.profile, out, load_published(args.published), per_table)
+    claims = False if args.claims == "none" else args.claims
+    path, n_missing = build_results_md(args.runs, args.profile, out, load_published(args.published), per_table,
+                                       claims)
     if args.strict_tables:
         wanted = args.strict_tables.split(",")
         n_missing = sum(per_table.get(t, 0) for t in wanted)

@@ -130,7 +130,7 @@ def test_build_results_md_every_table_missing_reasons_and_plots(tmp_path):
     (runs / "status.tsv").write_text("hepjepa/finetune\tstarted\t0\tlogs/h.log\thepjepa.other\tstep\n"
                                      "hepjepa/finetune\tfailed\t12\tlogs/h.log\thepjepa.other\tstep\n"
                                      "mpm/tables\tdone\t1\tlogs/t.log\tmpm.toy,mpm.other\talways\n")
-    path, n_missing = R.build_results_md(runs, "smoke", tmp_path / "res", published=PUB)
+    path, n_missing = R.build_results_md(runs, "smoke", tmp_path / "res", published=PUB, claims_path=False)
     text = path.read_text()
     for table_id in ("mpm.toy", "hepjepa.other"):
         assert f"### {table_id}:" in text
@@ -143,9 +143,9 @@ def test_build_results_md_every_table_missing_reasons_and_plots(tmp_path):
     pub_path = tmp_path / "pub.yaml"
     pub_path.write_text(yaml.safe_dump(PUB))
     assert R.main(["--runs", str(runs), "--profile", "smoke", "--out", str(tmp_path / "r2"),
-                   "--published", str(pub_path), "--strict"]) == 1
+                   "--published", str(pub_path), "--claims", "none", "--strict"]) == 1
     assert R.main(["--runs", str(runs), "--profile", "smoke", "--out", str(tmp_path / "r2"),
-                   "--published", str(pub_path)]) == 0
+                   "--published", str(pub_path), "--claims", "none"]) == 0
 
 
 def test_table_no_step_produces_is_not_flagged_missing(tmp_path):
@@ -153,7 +153,7 @@ def test_table_no_step_produces_is_not_flagged_missing(tmp_path):
     runs.mkdir()
     # a table writer (--always) that lists the table does not make the profile produce it
     (runs / "status.tsv").write_text("mpm/tables\tdone\t1\tlogs/t.log\tmpm.toy\talways\n")
-    path, n_missing = R.build_results_md(runs, "smoke", tmp_path / "res", published=PUB)
+    path, n_missing = R.build_results_md(runs, "smoke", tmp_path / "res", published=PUB, claims_path=False)
     text = path.read_text()
     assert n_missing == 0
     assert "Tables no step of the `smoke` profile produces: mpm.toy, hepjepa.other" in text

@@ -1,0 +1,131 @@
+"""The Claims section: one verdict rule for every claim, rows picked from the run's own grid, published side read
+from published.yaml, and every shipped claim pointing at a real table, metric and key."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import yaml
+
+from common import claims as C
+from common import results as R
+
+PUB = {
+    "mpm": {
+        "toy": {
+            "title": "toy", "source": "Someone et al., arXiv:0000.00000, Table 9", "keys": ["mode", "n_train"],
+            "metrics": ["accuracy", "loss"],
+            "rows": [{"mode": "finetune", "n_train": 1000, "accuracy": 49.1},
+                     {"mode": "scratch", "n_train": 1000, "accuracy": 39.7},
+                     {"mode": "finetune", "n_train": 10000, "accuracy": 57.9},
+                     {"mode": "scratch", "n_train": 10000, "accuracy": 49.6}],
+        },
+        "tok": {"title": "t", "source": "s", "keys": ["tokenisation", "num_tokens"], "metrics": ["res"], "rows": []},
+    },
+    "omnijet": {}, "hepjepa": {},
+}
+CLAIM = {"id": "ft", "claim": "fine-tuned beats scratch", "source": "arXiv:0000.00000, Table 9", "table": "mpm.toy",
+         "metric": "accuracy", "better": "higher", "a": {"mode": "finetune"}, "b": {"mode": "scratch"},
+         "at": {"n_train": "min"}}
+
+
+def test_rule_reproduced_contradicted_inconclusive_and_too_few_seeds():
+    a, b = [0.50, 0.52, 0.51], [0.40, 0.41, 0.42]
+    v, d, se, _ = C.decide(a, b, "higher")
+    assert v == "reproduced" and d == pytest.approx(0.10)
+    assert se == pytest.approx(math.sqrt(0.01 ** 2 / 3 + 0.01 ** 2 / 3))
+    assert C.decide(b, a, "higher")[0] == "contradicted"
+    # lower is better: the sign of d follows the paper's direction
+    assert C.decide(b, a, "lower")[0] == "reproduced" and C.decide(b, a, "lower")[1] == pytest.approx(0.10)
+    # a difference inside 2 SE decides nothing
+    assert C.decide([0.50, 0.60, 0.40], [0.45, 0.55, 0.35], "higher")[0] == "inconclusive"
+    # two seeds are never enough, however large the gap
+    v, d, _, why = C.decide([0.9, 0.91], [0.1, 0.11, 0.12], "higher")
+    assert v == "inconclusive" and "fewer than 3 seeds" in why and d > 0.7
+    assert C.decide([], [0.1, 0.2, 0.3], "higher")[0] == "not measured"
+
+
+def test_rule_boundary_is_exactly_two_standard_errors():
+    b = [0.0, 1.0, 2.0]                     # mean 1, s = 1
+    a = [x + 2 * math.sqrt(2 / 3) for x in b]  # d = 2 SE exactly (SE = sqrt(1/3 + 1/3))
+    assert C.decide(a, b, "higher")[0] == "inconclusive"
+    assert C.decide([x + 1e-6 for x in a], b, "higher")[0] == "reproduced"
+
+
+def _results(rows):
+    return {"mpm.toy": {"rows": rows, "metas": [{}], "files": ["x"]}}
+
+
+def test_at_min_takes_the_smallest_n_both_sides_have_and_published_side_from_published():
+    rows = [{"mode": "finetune", "n_train": n, "accuracy": acc, "seed": s}
+            for n, acc in ((100, 0.3), (1000, 0.5)) for s in range(3)]
+    rows += [{"mode": "scratch", "n_train": n, "accuracy": acc - 0.001 * s, "seed": s}
+             for n, acc in ((10, 0.9), (1000, 0.4)) for s in range(3)]  # scratch has no N=100; finetune no N=10
+    (v,) = C.evaluate(_results(rows), [CLAIM], PUB)
+    assert v.at == {"n_train": 1000.0}
+    assert v.a == [0.5, 0.5, 0.5] and v.b == pytest.approx([0.4, 0.399, 0.398])
+    assert v.verdict == "reproduced"
+    assert v.published.startswith("49.1 vs 39.7") and "n_train=1000" in v.published
+
+
+def test_missing_table_or_side_is_not_measured_and_rendered():
+    (v,) = C.evaluate({}, [CLAIM], PUB)
+    assert v.verdict == "not measured" and "no result" in v.why
+    lines = C.render_claims([v])
+    text = "\n".join(lines)
+    assert text.startswith("## Claims") and "Rule:" in text and "**not measured**" in text
+    assert "0 reproduced, 0 contradicted, 0 inconclusive, 1 not measured" in text
+
+
+def test_side_max_min_selects_within_a_side():
+    claim = {"id": "cb", "claim": "bigger codebook resolves better", "source": "s", "table": "mpm.tok",
+             "metric": "res", "better": "lower", "a": {"tokenisation": "vq", "num_tokens": "max"},
+             "b": {"tokenisation": "vq", "num_tokens": "min"}}
+    rows = [{"tokenisation": "vq", "num_tokens": k, "res": r + 0.01 * s}
+            for k, r in ((64, 0.5), (256, 0.3), (1024, 0.2)) for s in range(3)]
+    res = {"mpm.tok": {"rows": rows, "metas": [{}], "files": ["x"]}}
+    (v,) = C.evaluate(res, [claim], PUB)
+    assert v.a == pytest.approx([0.20, 0.21, 0.22]) and v.b == pytest.approx([0.50, 0.51, 0.52])
+    assert v.verdict == "reproduced"
+
+
+def test_load_claims_rejects_unknown_tables_metrics_and_keys(tmp_path):
+    def write(claim):
+        p = tmp_path / "c.yaml"
+        p.write_text(yaml.safe_dump({"claims": [claim]}))
+        return p
+    C.load_claims(write(CLAIM), PUB)
+    with pytest.raises(ValueError, match="not in common/published.yaml"):
+        C.load_claims(write({**CLAIM, "table": "mpm.nope"}), PUB)
+    with pytest.raises(ValueError, match="metric 'auc'"):
+        C.load_claims(write({**CLAIM, "metric": "auc"}), PUB)
+    with pytest.raises(ValueError, match="not key columns"):
+        C.load_claims(write({**CLAIM, "a": {"modus": "finetune"}}), PUB)
+    with pytest.raises(ValueError, match="better must be"):
+        C.load_claims(write({**CLAIM, "better": "bigger"}), PUB)
+
+
+def test_shipped_claims_match_published_tables_and_cover_every_method():
+    claims = C.load_claims()  # validated against common/published.yaml
+    assert {c["table"].split(".")[0] for c in claims} == {"mpm", "omnijet", "hepjepa"}
+    assert len({c["id"] for c in claims}) == len(claims)
+    published = R.load_published()
+    for c in claims:  # where the paper has numbers for both sides, the published comparison has the paper's sign
+        (v,) = C.evaluate({}, [c], published)
+        if v.published != "not published":
+            d = float(v.published.split("d = ")[1].split(";")[0].rstrip(")"))
+            assert d > 0, (c["id"], v.published)
+
+
+def test_results_md_starts_with_the_claims_section(tmp_path):
+    runs = tmp_path / "runs"
+    rows = [{"mode": m, "n_train": 1000, "accuracy": acc + 0.01 * s, "seed": s}
+            for m, acc in (("finetune", 0.5), ("scratch", 0.3)) for s in range(3)]
+    R.write_result(runs / "mpm" / "t.json", "mpm.toy", rows, {"profile": "mini"})
+    cpath = tmp_path / "claims.yaml"
+    cpath.write_text(yaml.safe_dump({"claims": [CLAIM]}))
+    path, _ = R.build_results_md(runs, "mini", tmp_path / "res", published=PUB, claims_path=cpath)
+    text = path.read_text()
+    assert text.index("## Claims") < text.index("## Summary") < text.index("### mpm.toy")
+    claim_line = next(l for l in text.splitlines() if l.startswith("| fine-tuned beats scratch"))
+    assert "**reproduced**" in claim_line and "49.1 vs 39.7" in claim_line
