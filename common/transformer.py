@@ -200,12 +200,14 @@ class EncoderBlock(nn.Module):
 
     layerscale_init: None -> style default (1e-3 for "swiglu", off otherwise); a float > 0 -> LayerScale with that init;
     0 -> off. act: MLP activation (default "gelu" for preln, "silu" for normformer; MPMv1 used "leaky_relu").
-    dropout: attention-probability and residual dropout; drop_path: stochastic depth on both residual branches.
+    dropout: dropout on the MLP hidden layer and on both residual branches; attn_dropout: attention-probability
+    dropout (None -> `dropout`; MPMv1 uses attention dropout only: rodem-hep/mpm configs/model/encoder/*.yaml set
+    mha_config.drp and no dense-layer dropout); drop_path: stochastic depth on both residual branches.
     """
 
     def __init__(self, dim: int, num_heads: int, ff_hidden: int, *, style: str = "preln",
                  layerscale_init: float | None = None, dropout: float = 0.0, act: str | None = None,
-                 qk_norm: bool = False, drop_path: float = 0.0):
+                 qk_norm: bool = False, drop_path: float = 0.0, attn_dropout: float | None = None):
         super().__init__()
         if style not in STYLES:
             raise ValueError(f"unknown EncoderBlock style {style!r}; expected one of {STYLES}")
@@ -213,7 +215,8 @@ class EncoderBlock(nn.Module):
         if layerscale_init is None:
             layerscale_init = 1e-3 if style == "swiglu" else 0.0
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = Attention(dim, num_heads, dropout=dropout, qk_norm=qk_norm, out_norm=(style == "normformer"))
+        attn_dropout = dropout if attn_dropout is None else attn_dropout
+        self.attn = Attention(dim, num_heads, dropout=attn_dropout, qk_norm=qk_norm, out_norm=(style == "normformer"))
         self.norm2 = nn.LayerNorm(dim)
         if style == "swiglu":
             self.mlp = SwiGLU(dim, ff_hidden, dropout)
@@ -252,13 +255,15 @@ class Encoder(nn.Module):
 
     def __init__(self, dim: int, depth: int, num_heads: int, ff_hidden: int, *, style: str = "preln",
                  num_registers: int = 0, final_norm: bool = True, layerscale_init: float | None = None,
-                 dropout: float = 0.0, act: str | None = None, qk_norm: bool = False, drop_path: float = 0.0):
+                 dropout: float = 0.0, act: str | None = None, qk_norm: bool = False, drop_path: float = 0.0,
+                 attn_dropout: float | None = None):
         super().__init__()
         self.dim, self.num_heads, self.num_registers = dim, num_heads, num_registers
         self.registers = nn.Parameter(torch.randn(1, num_registers, dim) * 1e-3) if num_registers else None
         self.blocks = nn.ModuleList(
             EncoderBlock(dim, num_heads, ff_hidden, style=style, layerscale_init=layerscale_init, dropout=dropout,
-                         act=act, qk_norm=qk_norm, drop_path=drop_path * i / max(depth - 1, 1))
+                         act=act, qk_norm=qk_norm, drop_path=drop_path * i / max(depth - 1, 1),
+                         attn_dropout=attn_dropout)
             for i in range(depth))
         self.norm = nn.LayerNorm(dim) if final_norm else nn.Identity()
 

@@ -39,7 +39,8 @@ class MPMv1Backbone(nn.Module):
     tokeniser that produces them."""
 
     def __init__(self, in_dim: int, *, dim: int = 1024, depth: int = 8, num_heads: int = 8, ff_hidden: int = 512,
-                 embed_hidden: int | None = None, dropout: float = 0.1, num_particles: int = 64,
+                 embed_hidden: int | None = None, attn_dropout: float = 0.1, dropout: float = 0.0,
+                 num_particles: int = 64,
                  positional: str = "head_input", inputs: str = "original", norm_max_n: float = 1e6,
                  tokenizer: nn.Module | None = None):
         super().__init__()
@@ -61,8 +62,9 @@ class MPMv1Backbone(nn.Module):
         self.input_pos = nn.Parameter(torch.zeros(num_particles, dim)) if positional == "backbone_input" else None
         if self.input_pos is not None:
             nn.init.normal_(self.input_pos, std=0.02)
+        # attention-probability dropout only, as the V1 code (rodem-hep/mpm configs/model/encoder/backbone_*.yaml)
         self.encoder = Encoder(dim, depth, num_heads, ff_hidden, style="normformer", dropout=dropout,
-                               act="leaky_relu", final_norm=True)
+                               attn_dropout=attn_dropout, act="leaky_relu", final_norm=True)
 
     def train(self, mode: bool = True):
         super().train(mode)

@@ -31,6 +31,7 @@ def build_vqvae(cfg: dict) -> VQVAE:
     v = cfg["vqvae"]
     return VQVAE(num_features(cfg["data"]), dim=v["dim"], depth=v["depth"], num_heads=v["num_heads"],
                  ff_hidden=v["ff_hidden"], num_registers=v["num_registers"], style=v["style"], dropout=v["dropout"],
+                 attn_dropout=v["attn_dropout"],
                  num_codes=v["num_codes"], code_dim=v["code_dim"], beta=v["beta"], alpha=v["alpha"],
                  recon_loss=v["recon_loss"], normalise=v["normalise"], norm_max_n=v["norm_max_n"],
                  target_codebook=v["target_codebook"], vq=v["vq"], recon_reduction=v["recon_reduction"])

@@ -30,7 +30,8 @@ from mpm.normalise import IterativeNorm
 
 class VQVAE(nn.Module):
     def __init__(self, in_dim: int, *, dim: int = 256, depth: int = 4, num_heads: int = 8, ff_hidden: int = 512,
-                 num_registers: int = 0, style: str = "normformer", dropout: float = 0.0, num_codes: int = 512,
+                 num_registers: int = 0, style: str = "normformer", dropout: float = 0.0,
+                 attn_dropout: float | None = None, num_codes: int = 512,
                  code_dim: int = 16, beta: float = 0.9, alpha: float = 10.0, recon_loss: str = "l1",
                  normalise: bool = True, norm_max_n: float = 1e6, target_codebook: str = "affine",
                  vq: dict | None = None, recon_reduction: str = "sum"):
@@ -46,12 +47,14 @@ class VQVAE(nn.Module):
         self.norm = IterativeNorm(in_dim, norm_max_n) if normalise else None
         self.enc_in = nn.Linear(in_dim, dim)
         self.encoder = Encoder(dim, depth, num_heads, ff_hidden, style=style, num_registers=num_registers,
-                               dropout=dropout, act="leaky_relu" if style == "normformer" else None)
+                               dropout=dropout, attn_dropout=attn_dropout,
+                               act="leaky_relu" if style == "normformer" else None)
         self.to_code = nn.Linear(dim, code_dim)
         self.quantizer = VectorQuantizer(num_codes, code_dim, beta=beta, **(vq or {}))
         self.from_code = nn.Linear(code_dim, dim)
         self.decoder = Encoder(dim, depth, num_heads, ff_hidden, style=style, num_registers=num_registers,
-                               dropout=dropout, act="leaky_relu" if style == "normformer" else None)
+                               dropout=dropout, attn_dropout=attn_dropout,
+                               act="leaky_relu" if style == "normformer" else None)
         self.dec_out = nn.Linear(dim, in_dim)
         self.num_registers = num_registers
 

@@ -83,3 +83,32 @@ def test_tokenizer_configs_reduce_like_the_official_code():
     for profile in ("", "mini/", "smoke/"):
         assert load_config(f"mpm/configs/{profile}tokenizer_v1.yaml")["vqvae"]["recon_reduction"] == "sum"
         assert load_config(f"mpm/configs/{profile}tokenizer_v2.yaml")["vqvae"]["recon_reduction"] == "mean"
+
+
+def _dropouts(module):
+    return sorted({m.p for m in module.modules() if isinstance(m, torch.nn.Dropout)})
+
+
+def test_normformer_block_separates_attention_dropout():
+    """rodem-hep/mpm backbone configs: mha_config.drp 0.1, no dropout in the dense layers or residuals."""
+    from common.transformer import EncoderBlock
+
+    block = EncoderBlock(8, 2, 16, style="normformer", attn_dropout=0.3, dropout=0.0)
+    assert block.attn.dropout == 0.3 and _dropouts(block) == [0.0]
+    same = EncoderBlock(8, 2, 16, style="normformer", dropout=0.2)     # attn_dropout=None: one rate for both
+    assert same.attn.dropout == 0.2 and _dropouts(same) == [0.2]
+
+
+def test_mpmv1_paper_configs_use_attention_dropout_only():
+    from common.config import load_config
+    from mpm.pretrain import build_backbone
+    from mpm.train_tokenizer import build_vqvae
+
+    cfg = load_config("mpm/configs/mpmv1.yaml", ["model.dim=16", "model.depth=1", "model.num_heads=2",
+                                                 "model.ff_hidden=16", "model.embed_hidden=16"])
+    bb = build_backbone(cfg)
+    assert {blk.attn.dropout for blk in bb.encoder.blocks} == {0.1} and _dropouts(bb) == [0.0]
+    tcfg = load_config("mpm/configs/tokenizer_v1.yaml", ["vqvae.dim=16", "vqvae.depth=1", "vqvae.num_heads=2",
+                                                         "vqvae.ff_hidden=16"])
+    vq = build_vqvae(tcfg)
+    assert {blk.attn.dropout for blk in vq.encoder.blocks + vq.decoder.blocks} == {0.1} and _dropouts(vq) == [0.0]

@@ -28,7 +28,7 @@ def fake_batch(B=6, N=12, F=3, seed=0, with_pid=True):
 def tiny_v1(target="regression", positional="head_input", N=12, tokenizer=None):
     torch.manual_seed(0)
     bb = MPMv1Backbone(3, dim=16, depth=1, num_heads=2, ff_hidden=32, num_particles=N, positional=positional,
-                       dropout=0.0)
+                       attn_dropout=0.0, dropout=0.0)
     return MPMv1(bb, target=target, target_tokenizer=tokenizer, positional=positional, head_hidden=16)
 
 
