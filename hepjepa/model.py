@@ -26,6 +26,7 @@ from common.pairwise import pairwise_features
 from common.transformer import Encoder, PairEmbed
 
 from .masking import sample_masks
+from .overlap import target_in_context_fraction
 from .tokenizer import JetTokenizer, Patches, PositionalMLP
 
 
@@ -95,8 +96,12 @@ def build_online_modules(cfg: dict, in_dim: int, angle_idx) -> tuple[JetTokenize
     """The online (trained) stack shared by pretraining and downstream use: patch tokenizer, positional MLP of the patch
     centres, context encoder. cfg = the YAML `model:` section; built in this order (same initial weights)."""
     d = int(cfg["dim"])
+    coverage = cfg["patch_coverage"]
+    if coverage is not None and not float(coverage) > 0:
+        raise ValueError(f"model.patch_coverage must be null or > 0, got {coverage!r}")
     tokenizer = JetTokenizer(in_dim, d, int(cfg["num_patches"]), int(cfg["group_size"]), angle_idx,
-                             int(cfg["pointnet_hidden"]), bool(cfg["fps_random_start"]))
+                             int(cfg["pointnet_hidden"]), bool(cfg["fps_random_start"]),
+                             coverage=None if coverage is None else float(coverage))
     pos = PositionalMLP(d)
     context_encoder = PatchEncoder(d, int(cfg["depth"]), int(cfg["num_heads"]), float(cfg["mlp_ratio"]),
                                    int(cfg["num_registers"]), bool(cfg["physics_bias"]), cfg["pair_hidden"],
@@ -136,8 +141,9 @@ class HEPJEPA(nn.Module):
 
     def forward(self, x, mask, p4, masks=None) -> dict:
         """One JEPA step on a batch. masks = optional (context (B,G), targets (M,B,G)) to fix the masking (tests).
-        Returns dict(loss, pred_std, target_std, context_tokens, target_tokens): scalar tensors (only the loss has a
-        graph; the rest are detached monitors, left on the device so that logging them costs no sync per step)."""
+        Returns dict(loss, pred_std, target_std, context_tokens, target_tokens, target_in_context): scalar tensors
+        (only the loss has a graph; the rest are detached monitors, left on the device so that logging them costs no
+        sync per step). target_in_context: hepjepa.overlap."""
         patches = self.tokenize(x, mask, p4)
         pos = self.pos(patches.centres)
         h_t = self.targets(patches, pos)
@@ -157,8 +163,9 @@ class HEPJEPA(nn.Module):
         loss = (loss_tok * tgt_mask).sum() / tgt_mask.sum().clamp(min=1)
         with torch.no_grad():  # collapse monitors (Point-JEPA): std over predicted tokens, averaged over features
             pred_std, tgt_std = masked_std(pred.float(), tgt_mask), masked_std(tgt_h, tgt_mask)
+            tic = target_in_context_fraction(patches.groups, patches.group_mask, context, targets, x.shape[1])
         return dict(loss=loss, pred_std=pred_std, target_std=tgt_std, context_tokens=ctx_mask.sum(1).float().mean(),
-                    target_tokens=tgt_mask.sum(1).float().mean())
+                    target_tokens=tgt_mask.sum(1).float().mean(), target_in_context=tic)
 
     def encode_context(self, patches: Patches, pos: torch.Tensor, context: torch.Tensor):
         """Context encoder on the context tokens only; the physics bias uses only their four-vectors.

@@ -111,7 +111,9 @@ def train(cfg: dict, out_dir, dist=None) -> dict:
         batch = next(batches).to(dev, non_blocking=True)
         batch = augment(batch, names, cfg["augment"])
         parts = micro_batches(batch, tc["grad_accum"])
-        stats = {"loss": 0.0, "pred_std": 0.0, "target_std": 0.0}  # monitors stay tensors until logged
+        # monitors stay tensors until logged; target_in_context: share of target-patch particles also in a context
+        # patch (hepjepa.overlap)
+        stats = {"loss": 0.0, "pred_std": 0.0, "target_std": 0.0, "target_in_context": 0.0}
         for i, mb in enumerate(parts):
             with no_sync(ddp, i < len(parts) - 1), autocast(dev):
                 res = net(mb.x, mb.mask, mb.p4)
@@ -119,6 +121,7 @@ def train(cfg: dict, out_dir, dist=None) -> dict:
             stats["loss"] += res["loss"].detach() / len(parts)
             stats["pred_std"] += res["pred_std"] / len(parts)
             stats["target_std"] += res["target_std"] / len(parts)
+            stats["target_in_context"] += res["target_in_context"] / len(parts)
             stats["context_tokens"] = res["context_tokens"]
         gnorm = clip_and_step(model, optimizer, scheduler, tc["clip"])
         m = momentum(step)
@@ -129,6 +132,7 @@ def train(cfg: dict, out_dir, dist=None) -> dict:
             bar.update(jets=len(batch) * dist.world_size, loss=loss)
             log.log(step, loss=loss, pred_std=float(stats["pred_std"]),
                     target_std=float(stats["target_std"]), context_tokens=float(stats["context_tokens"]),
+                    target_in_context=float(stats["target_in_context"]),
                     lr=scheduler.get_last_lr()[0], momentum=m, grad_norm=gnorm, jets_per_s=bar.jets_per_second)
         else:
             bar.update(jets=len(batch) * dist.world_size)

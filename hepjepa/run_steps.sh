@@ -6,7 +6,7 @@ hepjepa_steps() {
   need_data jetclass toptagging qg
   local J="data.root=$JETCLASS" P="sweep.pretrained=$OUT/pretrain/checkpoint.pt" abl
   local ABL_TABLES=hepjepa.ablation_masking,hepjepa.ablation_num_targets,hepjepa.ablation_physics_bias
-  ABL_TABLES=$ABL_TABLES,hepjepa.ablation_registers,hepjepa.ablation_augmentations
+  ABL_TABLES=$ABL_TABLES,hepjepa.ablation_registers,hepjepa.ablation_augmentations,hepjepa.ablation_patching
 
   step pretrain -- $PY -m hepjepa.pretrain --config $CFG/pretrain.yaml --out $OUT/pretrain $J
   step ft_jetclass --tables hepjepa.jetclass_fewshot --after pretrain -- \
@@ -20,7 +20,8 @@ hepjepa_steps() {
     --finetune-dir $OUT/ft_jetclass $J $P
 
   # ablations (project page): base = the reference run, every other config changes one switch of it
-  for abl in base random_masking targets1 targets2 no_physics_bias no_registers no_augment; do
+  for abl in base random_masking targets1 targets2 no_physics_bias no_registers no_augment patching_fixed \
+             patching_2g; do
     step ablation_${abl}_pretrain --tables $ABL_TABLES --after "" -- \
       $PY -m hepjepa.pretrain --config $CFG/ablation_$abl.yaml --out $OUT/ablation/$abl/pretrain $J
     step ablation_${abl}_probe --tables $ABL_TABLES --after ablation_${abl}_pretrain -- \

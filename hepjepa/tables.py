@@ -6,7 +6,8 @@ Reads the summary.json files that hepjepa.finetune wrote under --runs:
   ft_jetclass/              -> hepjepa.jetclass_fewshot   (mode x label %, accuracy; AUC kept as an extra column)
   ft_top/, ft_qg/           -> hepjepa.top_tagging, hepjepa.quark_gluon (accuracy, AUC, 1/eps_B at 50 % and 30 %)
   ablation/<name>/probe/    -> hepjepa.ablation_*  (each ablation run is matched to the table of the one switch in
-                               which its config differs from ablation/base; the base run gives the reference row)
+                               which its config differs from ablation/base; the base run gives the reference row;
+                               hepjepa.ablation_patching is ours, not one of the paper's ablations)
 and the pretraining run (pretrain/) for the scale line. Writes <out>/<table_id>.json (common.results.write_result) and
 <out>/hepjepa.md (all tables rendered).
 """
@@ -31,7 +32,17 @@ ABLATIONS = {
     "hepjepa.ablation_physics_bias": ("physics_bias", lambda c: "on" if c["model"]["physics_bias"] else "off"),
     "hepjepa.ablation_registers": ("registers", lambda c: "on" if int(c["model"]["num_registers"]) > 0 else "off"),
     "hepjepa.ablation_augmentations": ("augmentations", lambda c: "on" if c["augment"]["enabled"] else "off"),
+    "hepjepa.ablation_patching": ("patching", lambda c: patching_label(c["model"])),
 }
+# ablation tables of ours, with no published counterpart (common.results renders them from these fields)
+KIT_TABLES = {"hepjepa.ablation_patching": {"title": "HEP-JEPA ablation (ours): patches G x members K",
+                                            "keys": ["patching"], "metrics": ["accuracy", "auc"]}}
+
+
+def patching_label(model: dict) -> str:
+    """'G=16, K=16' for fixed-size patches, 'G=16, K=ceil(1.5 n/G)' when the patch size follows the jet."""
+    G, K, c = model["num_patches"], model["group_size"], model["patch_coverage"]
+    return f"G={G}, K={K}" if c is None else f"G={G}, K=ceil({c:g} n/G) <= {K}"
 
 
 def _read(path: Path):
@@ -116,6 +127,7 @@ def write_tables(runs, out, profile: str) -> list[str]:
             meta = _meta(base, profile, _pretrain_scale(runs / "ablation" / "base", "pretrain"),
                          f"Frozen-backbone probe ({r0['mode']}) at {r0['label_percent']} % labels after the shortened "
                          f"ablation pretraining; one switch changed per row.")
+            meta.update(KIT_TABLES.get(table_id, {}))
             write_result(out / f"{table_id}.json", table_id, rows, meta)
             md.append(render_table(table_id, rows, meta))
             written.append(table_id)

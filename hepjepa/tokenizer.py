@@ -61,10 +61,12 @@ def farthest_point_sample(points: torch.Tensor, mask: torch.Tensor, num_centres:
     return idx, valid
 
 
-def knn_groups(points: torch.Tensor, mask: torch.Tensor, centres: torch.Tensor, centre_valid: torch.Tensor, k: int):
+def knn_groups(points: torch.Tensor, mask: torch.Tensor, centres: torch.Tensor, centre_valid: torch.Tensor, k: int,
+               k_per_jet: torch.Tensor | None = None):
     """K nearest real particles of each centre. -> (groups (B,G,K) long, group_mask (B,G,K) bool).
 
     Padded particles are at +inf distance; when a jet has fewer than K particles the tail of each group is masked.
+    k_per_jet (B,) long <= k: a jet-dependent group size; members beyond it are masked (`patch_size_per_jet`).
     """
     N = points.shape[1]
     d = torch.cdist(centres, points)  # (B,G,N)
@@ -72,6 +74,8 @@ def knn_groups(points: torch.Tensor, mask: torch.Tensor, centres: torch.Tensor, 
     k_eff = min(k, N)
     dist, groups = d.topk(k_eff, dim=-1, largest=False)
     group_mask = torch.isfinite(dist) & centre_valid[..., None]
+    if k_per_jet is not None:
+        group_mask = group_mask & (torch.arange(k_eff, device=points.device) < k_per_jet[:, None, None])
     if k_eff < k:  # fewer padded slots than K: pad the group with masked copies of the first member
         pad = k - k_eff
         groups = torch.cat([groups, groups[..., :1].expand(-1, -1, pad)], -1)
@@ -132,16 +136,27 @@ class MiniPointNet(nn.Module):
         return out * has[..., None]
 
 
+def patch_size_per_jet(n_real: torch.Tensor, num_patches: int, coverage: float, max_size: int) -> torch.Tensor:
+    """K per jet = ceil(coverage * n / G_jet), G_jet = min(n, G), clamped to [1, max_size]: the G patches hold about
+    `coverage` times the jet's n particles, so each particle sits in ~coverage patches whatever the multiplicity
+    (Point-JEPA: 64 x 32 members for 1024 points, coverage 2). n_real (B,) -> (B,) long."""
+    g_jet = n_real.clamp(min=1, max=num_patches).float()
+    return torch.ceil(coverage * n_real.float() / g_jet).long().clamp(min=1, max=max_size)
+
+
 class JetTokenizer(nn.Module):
     """Particles (JetBatch.x, .mask, .p4) -> sequenced `Patches`.
 
     angle_idx: columns of (deta, dphi) in the feature vector (from FEATURE_SETS[name].names).
+    coverage: None = every patch has `group_size` members (Point-JEPA, fixed-size point clouds); a float c = the patch
+    size follows the jet, K = ceil(c n / G) capped at `group_size` (patch_size_per_jet).
     """
 
     def __init__(self, in_dim: int, dim: int, num_patches: int, group_size: int, angle_idx=(0, 1),
-                 pointnet_hidden: int = 64, random_start: bool = True, sequence: bool = True):
+                 pointnet_hidden: int = 64, random_start: bool = True, sequence: bool = True,
+                 coverage: float | None = None):
         super().__init__()
-        self.num_patches, self.group_size = num_patches, group_size
+        self.num_patches, self.group_size, self.coverage = num_patches, group_size, coverage
         self.angle_idx = list(angle_idx)
         self.random_start = random_start
         self.sequence = sequence
@@ -157,7 +172,9 @@ class JetTokenizer(nn.Module):
             order = sequence_patches(centres, valid)
             idx, valid = idx.gather(1, order), valid.gather(1, order)
             centres = centres.gather(1, order[..., None].expand(-1, -1, 2))
-        groups, gmask = knn_groups(points, mask, centres, valid, self.group_size)
+        k_jet = None if self.coverage is None else patch_size_per_jet(mask.sum(1), self.num_patches, self.coverage,
+                                                                       self.group_size)
+        groups, gmask = knn_groups(points, mask, centres, valid, self.group_size, k_jet)
         G, K = groups.shape[1], groups.shape[2]
         flat = groups.reshape(B, G * K)
         members = x.gather(1, flat[..., None].expand(-1, -1, F)).reshape(B, G, K, F)

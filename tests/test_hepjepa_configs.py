@@ -1,6 +1,7 @@
 """Every HEP-JEPA config loads and runs one step at shrunken size; the sweep, the frozen mode, figures and tables run
 end to end on tiny synthetic files."""
 import copy
+import json
 from pathlib import Path
 
 import pytest
@@ -58,6 +59,8 @@ def test_config_loads_and_runs_one_step(path, data, tmp_path):
         pre_cfg = cfg
     summary = pretrain.train(pre_cfg, tmp_path / "pre", Dist())
     assert summary["steps"] == 1 and (tmp_path / "pre" / "done.json").is_file()
+    logged = [json.loads(line) for line in (tmp_path / "pre" / "log.jsonl").read_text().splitlines()]
+    assert 0.0 <= next(r for r in logged if "loss" in r)["target_in_context"] <= 1.0
     if "finetune" in path.name or "ablation_base" in path.name:
         cfg["sweep"].update(pretrained=str(tmp_path / "pre" / "checkpoint.pt"), modes=["fixed", "scratch"],
                             label_percents=[cfg["sweep"]["label_percents"][-1]])

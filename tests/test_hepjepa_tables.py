@@ -20,7 +20,7 @@ def _probe(runs, name, cfg, acc):
 def test_ablation_rows_are_matched_by_switch(tmp_path):
     runs = tmp_path / "hepjepa"
     for name, acc in [("base", 0.5), ("random_masking", 0.4), ("targets1", 0.3), ("no_registers", 0.2),
-                      ("no_physics_bias", 0.1)]:
+                      ("no_physics_bias", 0.1), ("patching_fixed", 0.35), ("patching_2g", 0.45)]:
         _probe(runs, name, load_config(f"hepjepa/configs/smoke/ablation_{name}.yaml"), acc)
     got = tables.ablation_tables(runs)
     assert got["hepjepa.ablation_masking"] == [
@@ -31,5 +31,9 @@ def test_ablation_rows_are_matched_by_switch(tmp_path):
     assert [(r["physics_bias"], r["accuracy"][0]) for r in got["hepjepa.ablation_physics_bias"]] == [
         ("on", 0.5), ("off", 0.1)]
     assert [r["augmentations"] for r in got["hepjepa.ablation_augmentations"]] == ["on"]  # only the reference run
+    assert [(r["patching"], r["accuracy"][0]) for r in got["hepjepa.ablation_patching"]] == [
+        ("G=8, K=ceil(1.5 n/G) <= 12", 0.5), ("G=16, K=ceil(1.5 n/G) <= 12", 0.45), ("G=8, K=12", 0.35)]
     written = tables.write_tables(runs, runs / "tables", "smoke")
+    assert "hepjepa.ablation_patching" in written
+    assert "patches G x members K" in (runs / "tables" / "hepjepa.md").read_text()
     assert "hepjepa.ablation_masking" in written and (runs / "tables" / "hepjepa.ablation_masking.json").is_file()

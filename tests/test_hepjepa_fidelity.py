@@ -1,0 +1,71 @@
+"""HEP-JEPA fidelity: patch overlap (target-in-context fraction), jet-dependent patch size, jets whose targets cover
+every patch, positional embedding at every block (Point-JEPA), augmentations that move the four-vectors too."""
+import math
+
+import pytest
+import torch
+
+from common.config import load_config
+from hepjepa.masking import sample_masks
+from hepjepa.overlap import target_in_context_fraction
+from hepjepa.tokenizer import JetTokenizer, patch_size_per_jet
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def blob_jets(n_jets=64, n_min=30, n_max=80, N=128, seed=0):
+    """Jets of n_min..n_max particles in a Gaussian core (sigma 0.1) plus a wide halo (sigma 0.3) in (deta, dphi),
+    padded to N: x = (deta, dphi), p4 = massless four-vectors around eta = phi = 0."""
+    g = torch.Generator().manual_seed(seed)
+    n = torch.randint(n_min, n_max + 1, (n_jets,), generator=g)
+    mask = torch.arange(N)[None, :] < n[:, None]
+    width = torch.where(torch.rand(n_jets, N, 1, generator=g) < 0.7, 0.1, 0.3)
+    x = torch.randn(n_jets, N, 2, generator=g) * width * mask[..., None]
+    pt = torch.rand(n_jets, N, generator=g) * 20 + 1
+    px, py, pz = pt * torch.cos(x[..., 1]), pt * torch.sin(x[..., 1]), pt * torch.sinh(x[..., 0])
+    p4 = torch.stack([px, py, pz, torch.sqrt(px**2 + py**2 + pz**2)], -1) * mask[..., None]
+    return x, mask, p4
+
+
+def mean_target_in_context(G, K, coverage, draws=4):
+    x, mask, p4 = blob_jets()
+    tok = JetTokenizer(2, 8, G, K, (0, 1), 8, coverage=coverage).eval()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        p = tok(x, mask, p4)
+        f = [target_in_context_fraction(p.groups, p.group_mask, *sample_masks(p.mask, 4, (0.15, 0.2), (0.85, 1.0)),
+                                        x.shape[1]) for _ in range(draws)]
+    return float(torch.stack(f).mean())
+
+
+def test_target_in_context_fraction_by_hand():
+    # one jet, 6 particles, 3 patches of 2 members: patch 0 = {0, 1}, patch 1 = {1, 2}, patch 2 = {4, 5}
+    groups = torch.tensor([[[0, 1], [1, 2], [4, 5]]])
+    gmask = torch.ones(1, 3, 2, dtype=torch.bool)
+    context = torch.tensor([[True, False, False]])
+    targets = torch.tensor([[[False, True, True]]])  # target particles {1, 2, 4, 5}; 1 is also in the context
+    assert float(target_in_context_fraction(groups, gmask, context, targets, 6)) == pytest.approx(1 / 4)
+    gmask[0, 0, 1] = False  # particle 1 leaves the context patch: no overlap left
+    assert float(target_in_context_fraction(groups, gmask, context, targets, 6)) == 0.0
+
+
+def test_patch_size_follows_the_jet():
+    n = torch.tensor([50, 80, 128, 10, 1])
+    # ceil(1.5 n / min(n, 16)), capped at 16
+    assert patch_size_per_jet(n, 16, 1.5, 16).tolist() == [5, 8, 12, 2, 2]
+    assert patch_size_per_jet(n, 16, 1.5, 6).tolist() == [5, 6, 6, 2, 2]
+    x, mask, p4 = blob_jets(n_jets=3)
+    tok = JetTokenizer(2, 8, 16, 16, (0, 1), 8, coverage=1.5).eval()
+    p = tok(x, mask, p4)
+    sizes = p.group_mask.sum(-1)  # (B, G) members per patch
+    want = patch_size_per_jet(mask.sum(1), 16, 1.5, 16)
+    assert (sizes == want[:, None]).all()
+
+
+def test_default_patching_leaks_far_less_of_the_targets_into_the_context():
+    m = load_config("hepjepa/configs/pretrain.yaml")["model"]
+    assert m["patch_coverage"] is not None
+    new = mean_target_in_context(m["num_patches"], m["group_size"], m["patch_coverage"])
+    old = mean_target_in_context(16, 16, None)  # the former default: 16 patches x 16 members
+    assert old > 0.8, old  # each particle in ~6 patches: the targets are mostly visible in the context
+    assert new < 0.5, new
