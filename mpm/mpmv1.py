@@ -9,7 +9,12 @@ positions only, the target of each hidden particle:
              kmeans     nearest k-means centroid on raw features (cross-entropy)
              regression the normalised features themselves (MSE; "original" targets of the table)
   positional none           permutation-equivariant; all masked outputs are identical (the degeneracy of mpm.md 3)
-             backbone_input learned embedding over the pT order added to the backbone input (leaks pT ordering)
+             backbone_input learned embedding over the pT order added to the backbone input (leaks pT ordering);
+                            backbone_pe "raw": a zero-initialised (N, features) table added to the (masked) raw
+                            inputs before the normalisation, in pretraining only, as the V1 code (order_inputs in
+                            rodem-hep/mpm src/models/bert.py; its fine-tuning forward skips the table);
+                            "embedding": an (N, dim) table, N(0, 0.02), added after the embedding MLP, kept by the
+                            fine-tuned backbone
              head_input     learned embedding over the pT order added to the backbone output before the head
                             (paper default, best row of the table)
   inputs     original           raw (dEta, dPhi, log(pT+1))
@@ -29,6 +34,7 @@ from mpm.normalise import IterativeNorm
 
 TARGETS = ("vqvae", "kmeans", "regression")
 POSITIONAL = ("none", "backbone_input", "head_input")
+BACKBONE_PE = ("raw", "embedding")
 INPUTS = ("original", "vqvae_quantised")
 HEADS = ("mlp", "transformer")
 
@@ -42,10 +48,13 @@ class MPMv1Backbone(nn.Module):
                  embed_hidden: int | None = None, attn_dropout: float = 0.1, dropout: float = 0.0,
                  num_particles: int = 64,
                  positional: str = "head_input", inputs: str = "original", norm_max_n: float = 1e6,
-                 tokenizer: nn.Module | None = None):
+                 tokenizer: nn.Module | None = None, backbone_pe: str = "raw"):
         super().__init__()
         if positional not in POSITIONAL:
             raise ValueError(f"model.positional must be one of {POSITIONAL}, got {positional!r}")
+        if backbone_pe not in BACKBONE_PE:
+            raise ValueError(f"model.backbone_pe must be one of {BACKBONE_PE}, got {backbone_pe!r}")
+        self.positional, self.backbone_pe = positional, backbone_pe
         if inputs not in INPUTS:
             raise ValueError(f"model.inputs must be one of {INPUTS}, got {inputs!r}")
         if inputs == "vqvae_quantised" and tokenizer is None:
@@ -59,7 +68,8 @@ class MPMv1Backbone(nn.Module):
         self.norm = IterativeNorm(in_dim, norm_max_n)
         embed_hidden = embed_hidden or dim // 2
         self.embed = nn.Sequential(nn.Linear(in_dim, embed_hidden), nn.LeakyReLU(), nn.Linear(embed_hidden, dim))
-        self.input_pos = nn.Parameter(torch.zeros(num_particles, dim)) if positional == "backbone_input" else None
+        embedded_pe = positional == "backbone_input" and backbone_pe == "embedding"
+        self.input_pos = nn.Parameter(torch.zeros(num_particles, dim)) if embedded_pe else None
         if self.input_pos is not None:
             nn.init.normal_(self.input_pos, std=0.02)
         # attention-probability dropout only, as the V1 code (rodem-hep/mpm configs/model/encoder/backbone_*.yaml)
@@ -139,6 +149,8 @@ class MPMv1(nn.Module):
         self.mask_token = nn.Parameter(torch.ones(backbone.in_dim))
         dim, N = backbone.dim, backbone.num_particles
         self.head_pos = nn.Parameter(torch.randn(N, dim) * 0.02) if positional == "head_input" else None
+        raw_pe = backbone.positional == "backbone_input" and backbone.backbone_pe == "raw"
+        self.raw_pos = nn.Parameter(torch.zeros(N, backbone.in_dim)) if raw_pe else None  # V1 bert.py pos_encoding
         out_dim = backbone.in_dim if target == "regression" else self.target_tokenizer.num_codes
         self.head = MLPHead(dim, out_dim, head_hidden) if head == "mlp" else TransformerHead(dim, out_dim)
 
@@ -169,6 +181,8 @@ class MPMv1(nn.Module):
         if targets is None:
             targets = self.targets(batch, raw)
         corrupted = torch.where(masked.unsqueeze(-1), self.mask_token.to(raw.dtype), raw)
+        if self.raw_pos is not None:
+            corrupted = corrupted + self.raw_pos[: corrupted.shape[1]].to(raw.dtype)
         h = self.backbone.encode(corrupted, mask)
         if self.head_pos is not None:
             h = h + self.head_pos[: h.shape[1]]

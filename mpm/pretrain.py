@@ -63,9 +63,9 @@ def build_backbone(cfg: dict, tokenizer=None):
             tokenizer = input_tokenizer(cfg)
         return MPMv1Backbone(num_features(cfg["data"]), dim=m["dim"], depth=m["depth"], num_heads=m["num_heads"],
                              ff_hidden=m["ff_hidden"], embed_hidden=m["embed_hidden"], dropout=m["dropout"],
-                             attn_dropout=m["attn_dropout"],
-                             num_particles=cfg["data"]["num_particles"], positional=m["positional"],
-                             inputs=m["inputs"], norm_max_n=m["norm_max_n"], tokenizer=tokenizer)
+                             attn_dropout=m["attn_dropout"], num_particles=cfg["data"]["num_particles"],
+                             positional=m["positional"], backbone_pe=m["backbone_pe"], inputs=m["inputs"],
+                             norm_max_n=m["norm_max_n"], tokenizer=tokenizer)
     if cfg["method"] == "mpmv2":
         return MPMv2Encoder(num_features(cfg["data"]), m["num_ids"], dim=m["dim"], depth=m["depth"],
                             num_heads=m["num_heads"], ff_hidden=m["ff_hidden"], num_registers=m["num_registers"],

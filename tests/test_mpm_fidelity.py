@@ -112,3 +112,30 @@ def test_mpmv1_paper_configs_use_attention_dropout_only():
                                                          "vqvae.ff_hidden=16"])
     vq = build_vqvae(tcfg)
     assert {blk.attn.dropout for blk in vq.encoder.blocks + vq.decoder.blocks} == {0.1} and _dropouts(vq) == [0.0]
+
+
+def test_mpmv1_backbone_pe_is_a_raw_input_table_before_the_normalisation():
+    """rodem-hep/mpm bert.py (order_inputs): pos_encoding = zeros(1, n_nodes, node_dim) added to the masked raw
+    inputs, then node_norm; the fine-tuning forward does not use it."""
+    from mpm.mpmv1 import MPMv1, MPMv1Backbone
+    from tests.test_mpm_models import fake_batch
+
+    torch.manual_seed(0)
+    bb = MPMv1Backbone(3, dim=16, depth=1, num_heads=2, ff_hidden=32, num_particles=12, positional="backbone_input",
+                       attn_dropout=0.0)
+    model = MPMv1(bb, target="regression", positional="backbone_input", head_hidden=16).eval()
+    assert bb.input_pos is None and model.raw_pos.shape == (12, 3) and not model.raw_pos.any()
+    with torch.no_grad():
+        model.raw_pos.normal_()
+    seen = {}
+    bb.norm.register_forward_hook(lambda mod, args, out: seen.update(x=args[0]))
+    batch = fake_batch()
+    masked = torch.zeros_like(batch.mask)
+    masked[:, 1] = True
+    model.loss(batch, masked=masked)
+    corrupted = torch.where(masked[..., None], model.mask_token, batch.x)
+    assert torch.allclose(seen["x"], corrupted + model.raw_pos)
+    bb(batch)                                         # fine-tuning forward: no table
+    assert torch.allclose(seen["x"], batch.x)
+    old = MPMv1Backbone(3, dim=16, num_particles=12, positional="backbone_input", backbone_pe="embedding")
+    assert old.input_pos.shape == (12, 16)
