@@ -5,7 +5,8 @@ to one integer code per particle and back:
 
     encode(x, mask) -> codes (B, N) long          decode(codes, mask) -> x_reco (B, N, 3)
 
-- ConditionalVQVAE (the paper's tokeniser, "VQVAENormFormer", spec 2.1): Linear(3 -> 128), 4 Normformer blocks,
+- ConditionalVQVAE (the paper's tokeniser, "VQVAENormFormer", spec 2.1): Linear(3 -> 128), 4 Normformer blocks (OJ's,
+  NormformerBlockOJ),
   Linear(128 -> 4), vector quantiser (8192 codes), Linear(4 -> 128), 4 Normformer blocks, Linear(128 -> 3). Encoder
   and decoder see the whole jet, so a particle's token depends on its context ("conditional" tokens).
 - MLPVQVAE (the "unconditional" baseline, `VQVAEMLP`, spec 2.1): the same quantiser between per-particle MLPs.
@@ -19,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from common.transformer import EncoderBlock
+from common.transformer import Attention, EncoderBlock, zero_padded
 from common.vq import VectorQuantizer
 
 
@@ -87,15 +88,51 @@ class _VQVAEBase(nn.Module):
         return self._decode(z_q, mask)
 
 
+class NormformerBlockOJ(nn.Module):
+    """The block of OJ's VQ-VAE (uhh-pd-ml/omnijet_alpha gabbro/models/vqvae.py `NormformerBlock`):
+
+        x = LN2(MHA(LN1(x))) + x;   x = MLP(x) + x,   MLP = LN -> Linear -> SiLU -> Dropout -> Linear
+
+    LN1's weight and the last MLP Linear are zero-initialised; dropout on the attention probabilities and after the
+    SiLU only (none on the residual branches). The attention is initialised as torch's nn.MultiheadAttention (Xavier
+    fused QKV, zero biases), which OJ uses."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_dim: int, dropout: float):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = Attention(dim, num_heads, dropout=dropout)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, mlp_dim), nn.SiLU(), nn.Dropout(dropout),
+                                 nn.Linear(mlp_dim, dim))
+        nn.init.xavier_uniform_(self.attn.qkv.weight)
+        for p in (self.attn.qkv.bias, self.attn.proj.bias, self.mlp[-1].weight, self.mlp[-1].bias, self.norm1.weight):
+            nn.init.zeros_(p)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = zero_padded(x, mask)
+        x = self.norm2(self.attn(self.norm1(x), mask)) + x
+        return self.mlp(x) + x
+
+
+BLOCKS = ("normformer_oj", "normformer_mpmv1")
+
+
+def _block(kind: str, dim: int, num_heads: int, ff_hidden: int, dropout: float) -> nn.Module:
+    if kind == "normformer_oj":
+        return NormformerBlockOJ(dim, num_heads, ff_hidden, dropout)
+    if kind == "normformer_mpmv1":
+        return EncoderBlock(dim, num_heads, ff_hidden, style="normformer", dropout=dropout)
+    raise ValueError(f"config: model.block = {kind!r}; expected one of {', '.join(BLOCKS)}")
+
+
 class _NormformerStack(nn.Module):
     """Linear in -> depth x Normformer block -> Linear out, padded rows zeroed (spec 2.1; no positional encoding)."""
 
-    def __init__(self, in_dim: int, dim: int, out_dim: int, depth: int, num_heads: int, ff_hidden: int, dropout: float):
+    def __init__(self, in_dim: int, dim: int, out_dim: int, depth: int, num_heads: int, ff_hidden: int, dropout: float,
+                 block: str = "normformer_oj"):
         super().__init__()
         self.inp = nn.Linear(in_dim, dim)
-        self.blocks = nn.ModuleList(
-            EncoderBlock(dim, num_heads, ff_hidden, style="normformer", dropout=dropout) for _ in range(depth)
-        )
+        self.blocks = nn.ModuleList(_block(block, dim, num_heads, ff_hidden, dropout) for _ in range(depth))
         self.out = nn.Linear(dim, out_dim)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -110,10 +147,10 @@ class ConditionalVQVAE(_VQVAEBase):
     """The paper's tokeniser (spec 2.1): transformer encoder and decoder, so tokens carry jet context."""
 
     def __init__(self, input_dim: int, hidden_dim: int, latent_dim: int, depth: int, num_heads: int, dropout: float,
-                 vq_cfg: dict, alpha: float = 10.0, exclude_padding: bool = False):
+                 vq_cfg: dict, alpha: float = 10.0, exclude_padding: bool = False, block: str = "normformer_oj"):
         super().__init__(latent_dim, vq_cfg, alpha, exclude_padding)
-        self.encoder = _NormformerStack(input_dim, hidden_dim, latent_dim, depth, num_heads, hidden_dim, dropout)
-        self.decoder = _NormformerStack(latent_dim, hidden_dim, input_dim, depth, num_heads, hidden_dim, dropout)
+        self.encoder = _NormformerStack(input_dim, hidden_dim, latent_dim, depth, num_heads, hidden_dim, dropout, block)
+        self.decoder = _NormformerStack(latent_dim, hidden_dim, input_dim, depth, num_heads, hidden_dim, dropout, block)
 
     def _encode(self, x, mask):
         return self.encoder(x, mask)
@@ -188,6 +225,7 @@ def build_tokenizer(model_cfg: dict) -> nn.Module:
             model_cfg["input_dim"], model_cfg["hidden_dim"], model_cfg["latent_dim"], model_cfg["depth"],
             model_cfg["num_heads"], model_cfg["dropout"], model_cfg["vq"], model_cfg["alpha"],
             model_cfg["exclude_padding"],
+            model_cfg.get("block", "normformer_mpmv1"),  # run directories written before the key used the MPMv1 block
         )
     if kind == "mlp":
         return MLPVQVAE(

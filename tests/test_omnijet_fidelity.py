@@ -107,3 +107,43 @@ def test_gpt_validation_sees_top_and_qcd_equally(tmp_path, monkeypatch):
     assert len(seen) == 2 and np.array_equal(seen[0], seen[1])
     is_second = seen[0][:, 1] == 9
     assert len(seen[0]) == 12 and is_second.sum() == 6
+
+
+def test_vqvae_block_is_the_official_normformer_block():
+    """x = LN2(MHA(LN1 x)) + x; x = MLP(x) + x with MLP = LN -> Linear -> SiLU -> Dropout -> Linear (gabbro
+    NormformerBlock), compared with a hand-built copy on torch's nn.MultiheadAttention."""
+    from common.config import load_config
+    from omnijet.vqvae import NormformerBlockOJ, build_tokenizer
+
+    torch.manual_seed(0)
+    block = NormformerBlockOJ(16, 2, 16, dropout=0.1)
+    assert (block.norm1.weight == 0).all() and (block.mlp[-1].weight == 0).all() and (block.mlp[-1].bias == 0).all()
+    assert isinstance(block.mlp[0], torch.nn.LayerNorm) and (block.attn.qkv.bias == 0).all()
+    for p in block.parameters():  # leave the zero init: compare the forward of a trained-like block
+        torch.nn.init.normal_(p, std=0.3)
+    block.eval()
+    x = torch.randn(3, 7, 16)
+    mask = torch.arange(7)[None, :] < torch.tensor([[7], [4], [2]])
+    mha = torch.nn.MultiheadAttention(16, 2, batch_first=True)
+    mha.in_proj_weight.data.copy_(block.attn.qkv.weight)
+    mha.in_proj_bias.data.copy_(block.attn.qkv.bias)
+    mha.out_proj.weight.data.copy_(block.attn.proj.weight)
+    mha.out_proj.bias.data.copy_(block.attn.proj.bias)
+    mha.eval()
+    xm = x * mask.unsqueeze(-1)
+    h = block.norm1(xm)
+    a = block.norm2(mha(h, h, h, key_padding_mask=~mask)[0]) + xm
+    ref = block.mlp(a) + a
+    out = block(x, mask)
+    assert torch.allclose(out[mask], ref[mask], atol=1e-5)
+    # no residual dropout: with the MLP's dropout layer off, a training-mode block with zero attention dropout is
+    # deterministic
+    block.train()
+    block.attn.dropout = 0.0
+    block.mlp[3].p = 0.0
+    assert torch.allclose(block(x, mask)[mask], out[mask], atol=1e-5)
+
+    vq = build_tokenizer(load_config(f"{REPO}/omnijet/configs/tokenizer.yaml")["model"])
+    assert all(isinstance(b, NormformerBlockOJ) for b in [*vq.encoder.blocks, *vq.decoder.blocks])
+    # 8 blocks of 99,840 + the four projections (512 + 516 + 640 + 387): 800,775 as in OJ's VQVAENormFormer
+    assert sum(p.numel() for p in vq.parameters()) - sum(p.numel() for p in vq.vq.parameters()) == 800775
