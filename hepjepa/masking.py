@@ -8,8 +8,10 @@ For every jet (masks are drawn per jet, not per batch, unless `per_jet: false`):
 `strategy: random` replaces both by random token subsets of the same sizes (the random-vs-contiguous ablation).
 
 Masks are boolean (B, T) tensors (targets: (M, B, T)), so jets with different token counts need no truncation; the
-model gathers the selected tokens into padded tensors. A jet always keeps at least one context token: if the targets
-cover every valid token, the first token of the jet becomes context (it then also stays a target; only tiny jets).
+model gathers the selected tokens into padded tensors. When the targets cover every valid token of a jet (only tiny
+jets), its context is empty and the model drops the jet from the loss: reusing a target token as context would hand the
+predictor the embedding it has to predict. I-JEPA never puts a target patch in the context (`allow_overlap: false`,
+facebookresearch/ijepa src/masks/multiblock.py).
 """
 from __future__ import annotations
 
@@ -58,16 +60,11 @@ def sample_masks(valid: torch.Tensor, num_targets: int = 4, target_scale=(0.15, 
     n_rem = remaining.sum(1)
     lo, hi = context_scale
     kc = torch.clamp((n_rem.float() * (lo + (hi - lo) * rand(B))).long(), min=1)
-    kc = torch.minimum(kc, n_rem)
+    kc = torch.minimum(kc, n_rem)  # 0 when the targets cover the whole jet: no context
     if strategy == "contiguous":
         rank = remaining.long().cumsum(1) - 1  # position of each remaining token in the remaining list
         window = _contiguous(n_rem, kc, rand(B), T)  # over remaining-list positions
         context = remaining & window.gather(1, rank.clamp(min=0))
     else:
         context = _random_subset(remaining, kc, valid.float())
-    # tiny jets whose targets cover everything: keep the first token as context
-    empty = ~context.any(1) & valid.any(1)
-    first = torch.zeros_like(context)
-    first[:, 0] = True
-    context = torch.where(empty[:, None], first & valid, context)
     return context, targets

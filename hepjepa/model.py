@@ -152,6 +152,8 @@ class HEPJEPA(nn.Module):
             masks = sample_masks(patches.mask, int(m["num_targets"]), tuple(m["target_scale"]),
                                  tuple(m["context_scale"]), m["strategy"], bool(m["per_jet"]))
         context, targets = masks
+        # a jet without context tokens (its targets cover all its patches) has nothing to predict from: no loss
+        targets = targets & (context & patches.mask).any(1)[None, :, None]
         h_c, ctx_centres, ctx_mask = self.encode_context(patches, pos, context)
         M, B, G = targets.shape
         # all M target blocks in one predictor call: the context is repeated M times along the batch

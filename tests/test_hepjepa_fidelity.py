@@ -69,3 +69,26 @@ def test_default_patching_leaks_far_less_of_the_targets_into_the_context():
     old = mean_target_in_context(16, 16, None)  # the former default: 16 patches x 16 members
     assert old > 0.8, old  # each particle in ~6 patches: the targets are mostly visible in the context
     assert new < 0.5, new
+
+
+def test_jets_whose_targets_cover_every_patch_get_no_context_and_no_loss():
+    from tests.test_hepjepa_model import tiny_model
+    from tests.test_hepjepa_tokenizer import fake_jets
+
+    valid = torch.tensor([[True, False, False, False, False, False], [True] * 6])  # a 1-patch and a 6-patch jet
+    torch.manual_seed(0)
+    ctx, tgt = sample_masks(valid, num_targets=4)
+    assert tgt.any(0)[0, 0] and not ctx[0].any(), "a jet whose only patch is a target must get no context token"
+    assert ctx[1].any() and not (ctx & tgt.any(0)).any()  # otherwise context and targets never share a token
+
+    model = tiny_model().eval()  # 6 patches per jet
+    x, mask, p4 = fake_jets([24, 12, 2])
+    ctx = torch.zeros(3, 6, dtype=torch.bool)
+    ctx[0, :3] = ctx[1, :2] = True  # jet 2 (2 patches): no context
+    tgt = torch.zeros(1, 3, 6, dtype=torch.bool)
+    tgt[0, 0, 4:] = tgt[0, 1, 3:5] = tgt[0, 2, :2] = True
+    with torch.no_grad():
+        full = model(x, mask, p4, masks=(ctx, tgt))
+        kept = model(x[:2], mask[:2], p4[:2], masks=(ctx[:2], tgt[:, :2]))
+    assert float(full["loss"]) == pytest.approx(float(kept["loss"]), rel=1e-5)
+    assert float(full["target_tokens"]) == pytest.approx((2 + 2 + 0) / 3)

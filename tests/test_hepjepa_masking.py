@@ -54,9 +54,13 @@ def test_random_strategy_and_num_targets():
         sample_masks(valid, strategy="blocky")
 
 
-def test_tiny_jets_keep_a_context_token():
+def test_tiny_jets_never_reuse_a_target_as_context():
     valid = _valid([1, 2, 3, 0])
     for _ in range(20):
         context, targets = sample_masks(valid)
-        assert context[:3].any(1).all()
+        covered = targets.any(0)
+        assert not (context & covered).any()
+        # a jet gets no context only when its targets cover all of its patches (the model drops it from the loss)
+        assert ((context.any(1)) | (covered == valid).all(1)).all()
+        assert not context[0].any()  # one patch: always a target
         assert not context[3].any() and not targets[:, 3].any()
