@@ -14,6 +14,9 @@
 #   --out-dir DIR                run outputs, logs and status (default runs/<profile>)
 #   --results-dir DIR            where RESULTS.md and its plots go (default results/<profile>)
 #   --workers K                  simulation processes and data-loader workers (default: number of CPUs)
+#   --threads T                  torch intra-op threads per training process ($JETFM_THREADS; default 1 for smoke and
+#                                mini: on a loaded 2-core machine two threads made the mini models 4-9x slower, see
+#                                BENCHMARKS.md; paper: the cores shared among the processes of a node)
 #   --force                      redo every selected step (their run directories are deleted first)
 #   --force-data                 also re-simulate the data (smoke/mini only; deletes the simulated files)
 #   --gpus G  --nnodes N  --rdzv-endpoint HOST:PORT  --rdzv-id ID  --node-rank R
@@ -68,7 +71,7 @@ CALLER_PWD="$PWD"
 STEPS_ROOT="${RUN_ALL_STEPS_ROOT:-$ROOT}"
 ALL_METHODS="${RUN_ALL_METHODS:-mpm omnijet hepjepa}"
 
-PROFILE=mini; ONLY=""; TABLE=""; DATA_DIR=""; OUT_DIR=""; RESULTS_DIR=""; WORKERS=""
+PROFILE=mini; ONLY=""; TABLE=""; DATA_DIR=""; OUT_DIR=""; RESULTS_DIR=""; WORKERS=""; THREADS=""
 FORCE=0; FORCE_DATA=0; GPUS=1; NNODES=1; NODE_RANK=0; RDZV_ENDPOINT=""; RDZV_ID="jetfm"; STOP_ON_ERROR=0; LIST_ONLY=0
 
 die() { echo "run_all.sh: $*" >&2; exit 2; }
@@ -81,6 +84,7 @@ while [[ $# -gt 0 ]]; do
     --out-dir) OUT_DIR="$2"; shift 2 ;;
     --results-dir) RESULTS_DIR="$2"; shift 2 ;;
     --workers) WORKERS="$2"; shift 2 ;;
+    --threads) THREADS="$2"; shift 2 ;;
     --force) FORCE=1; shift ;;
     --force-data) FORCE_DATA=1; shift ;;
     --gpus) GPUS="$2"; shift 2 ;;
@@ -142,6 +146,11 @@ else
   PY=python
 fi
 export PYTHONUNBUFFERED=1
+[[ -z "$THREADS" && "$PROFILE" != paper ]] && THREADS=1
+if [[ -n "$THREADS" ]]; then
+  [[ "$THREADS" =~ ^[1-9][0-9]*$ ]] || die "--threads must be an integer >= 1, got '$THREADS'"
+  export JETFM_THREADS="$THREADS"
+fi
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 
 # ---------------------------------------------------------------------------------------------- step registry
@@ -371,7 +380,7 @@ on_signal() {
 }
 trap on_signal INT TERM
 
-say "profile $PROFILE | methods: $METHODS | data: $DATA | out: $OUT_DIR | workers: $WORKERS | launcher: $PY"
+say "profile $PROFILE | methods: $METHODS | data: $DATA | out: $OUT_DIR | workers: $WORKERS | torch threads: ${JETFM_THREADS:-per node} | launcher: $PY"
 say "${#RUN[@]} steps; logs in $OUT_DIR/logs"
 FAILED_METHODS=" "
 N_FAILED=0

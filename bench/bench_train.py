@@ -147,12 +147,12 @@ def mpm_runner(cfg_path: str, tmp: str):
         else:
             kind = cfg["model"]["target"] if cfg["method"] == "mpmv1" else cfg["model"]["task"]
             if kind == "vqvae":
-                tok_cfg = load_config(ROOT / "mpm/configs/tokenizer_v1.yaml")
+                tok_cfg = load_config(ROOT / Path(cfg_path).with_name("tokenizer_v1.yaml"))  # the tokeniser of the same profile
                 save_checkpoint(Path(tmp) / "tokenizer.pt",
                                 {"kind": "vqvae", "config": tok_cfg, "state": build_vqvae(tok_cfg).state_dict()})
                 cfg["tokenizer"]["checkpoint"] = tmp
             elif kind == "kmeans":
-                k = load_config(ROOT / "mpm/configs/tokenizer_v2_kmeans.yaml")["kmeans"]["n_clusters"]
+                k = load_config(ROOT / Path(cfg_path).with_name("tokenizer_v2_kmeans.yaml"))["kmeans"]["n_clusters"]
                 cent = torch.randn(k, num_features(cfg["data"]))
                 save_checkpoint(Path(tmp) / "tokenizer.pt", {"kind": "kmeans", "config": cfg,
                                                              "state": {"n_clusters": k, "centroids": cent}})
@@ -166,10 +166,10 @@ def mpm_runner(cfg_path: str, tmp: str):
     return build
 
 
-def omnijet_tokenizer_runner(device, batch_size, gen) -> Runner:
+def omnijet_tokenizer_runner(cfg_path: str, device, batch_size, gen) -> Runner:
     from omnijet.vqvae import build_tokenizer
 
-    cfg = load_config(ROOT / "omnijet/configs/tokenizer.yaml")
+    cfg = load_config(ROOT / cfg_path)
     tc = cfg["train"]
     model = build_tokenizer(cfg["model"]).to(device).train()
     opt = build_optimizer(model.parameters(), {"lr": tc["lr"], "weight_decay": tc["weight_decay"]})
@@ -188,13 +188,14 @@ def omnijet_tokenizer_runner(device, batch_size, gen) -> Runner:
     return Runner(model, tc["batch_size"], make_input, step, "fp32")
 
 
-def omnijet_gpt_runner(device, batch_size, gen) -> Runner:
+def omnijet_gpt_runner(cfg_path: str, device, batch_size, gen) -> Runner:
     from omnijet.model import build_gpt, next_token_loss, shift_tokens
 
-    cfg = load_config(ROOT / "omnijet/configs/pretrain.yaml")
+    cfg = load_config(ROOT / cfg_path)
     tc = cfg["train"]
     # the vocabulary comes from the tokeniser (tokens_dir/done.json in omnijet.pretrain); paper tokeniser: 8192 codes
-    num_codes = load_config(ROOT / "omnijet/configs/tokenizer.yaml")["model"]["vq"]["num_codes"]
+    tok_path = Path(cfg_path).with_name("tokenizer.yaml")
+    num_codes = load_config(ROOT / tok_path)["model"]["vq"]["num_codes"]
     model = build_gpt(cfg["model"], num_codes).to(device).train()
     opt = build_optimizer(model.parameters(), {"lr": tc["lr"], "weight_decay": tc["weight_decay"]})
     sched = build_scheduler(opt, tc["schedule"])
@@ -216,14 +217,14 @@ def omnijet_gpt_runner(device, batch_size, gen) -> Runner:
     return Runner(model, tc["batch_size"], make_input, step, "bf16" if device.type == "cuda" else "fp32")
 
 
-def hepjepa_runner(device, batch_size, gen) -> Runner:
+def hepjepa_runner(cfg_path: str, device, batch_size, gen) -> Runner:
     from common.data import dataset_info
     from common.ema import momentum_schedule
     from common.train_utils import micro_batches
     from hepjepa.augment import augment
     from hepjepa.pretrain import build_model
 
-    cfg = load_config(ROOT / "hepjepa/configs/pretrain.yaml")
+    cfg = load_config(ROOT / cfg_path)
     tc = cfg["train"]
     info = dataset_info(cfg["data"])
     names = info["feature_names"]
@@ -265,11 +266,22 @@ CONFIGS = {
 }
 
 
-def _builder(name: str, tmp: str):
+PROFILES = ("paper", "mini")
+
+
+def config_path(name: str, profile: str = "paper") -> str:
+    """The config a row builds: the paper YAML, or its twin in <method>/configs/mini/ (the model run_all.sh trains)."""
+    p = Path(CONFIGS[name])
+    return str(p if profile == "paper" else p.parent / profile / p.name)
+
+
+def _builder(name: str, tmp: str, profile: str = "paper"):
+    path = config_path(name, profile)
     if name.startswith("mpm"):
-        return mpm_runner(CONFIGS[name], tmp)
-    return {"omnijet_tokenizer": omnijet_tokenizer_runner, "omnijet_gpt": omnijet_gpt_runner,
-            "hepjepa": hepjepa_runner}[name]
+        return mpm_runner(path, tmp)
+    fn = {"omnijet_tokenizer": omnijet_tokenizer_runner, "omnijet_gpt": omnijet_gpt_runner,
+          "hepjepa": hepjepa_runner}[name]
+    return lambda device, batch_size, gen: fn(path, device, batch_size, gen)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -285,8 +297,10 @@ def _sync(device):
 
 
 def bench_config(name: str, *, steps: int, warmup: int = 1, batch_size: int | None = None, device="cpu",
-                 seed: int = 0) -> dict:
-    """Build config `name`, run `warmup` untimed and `steps` timed optimiser steps; return one table row."""
+                 seed: int = 0, profile: str = "paper") -> dict:
+    """Build config `name` (of `profile`), run `warmup` untimed and `steps` timed optimiser steps; return one row.
+
+    Default batch: the config's own for CUDA and for the mini profile; 16 for paper-size models on CPU."""
     if name not in CONFIGS:
         raise ValueError(f"unknown config {name!r}; choose from {sorted(CONFIGS)}")
     device = torch.device(device)
@@ -295,10 +309,10 @@ def bench_config(name: str, *, steps: int, warmup: int = 1, batch_size: int | No
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     gen = torch.Generator().manual_seed(seed)
-    paper = load_config(ROOT / CONFIGS[name])["train"]["batch_size"]
-    B = batch_size or (paper if device.type == "cuda" else 16)
+    own = load_config(ROOT / config_path(name, profile))["train"]["batch_size"]
+    B = batch_size or (own if device.type == "cuda" or profile != "paper" else 16)
     with tempfile.TemporaryDirectory(prefix="bench_train_") as tmp:
-        runner = _builder(name, tmp)(device, B, gen)
+        runner = _builder(name, tmp, profile)(device, B, gen)
     params = count_parameters(runner.model, trainable_only=True)
     loss = None
     for _ in range(warmup):
@@ -312,7 +326,7 @@ def bench_config(name: str, *, steps: int, warmup: int = 1, batch_size: int | No
     wall, cpu = time.perf_counter() - w0, time.process_time() - c0
     if loss is not None and not torch.isfinite(torch.as_tensor(loss)).all():
         raise FloatingPointError(f"{name}: non-finite loss {float(loss)}")
-    row = dict(config=name, file=CONFIGS[name], params=params, paper_batch=runner.paper_batch, batch=B, steps=steps,
+    row = dict(config=name, file=config_path(name, profile), params=params, paper_batch=runner.paper_batch, batch=B, steps=steps,
                warmup=warmup, device=str(device), precision=runner.precision, seconds=wall,
                jets_per_s=B * steps / wall, jets_per_s_cpu=B * steps / cpu if cpu > 0 else float("nan"),
                threads=torch.get_num_threads())
@@ -328,12 +342,12 @@ def bench_config(name: str, *, steps: int, warmup: int = 1, batch_size: int | No
 
 def format_table(rows: list[dict]) -> str:
     cpu = any(r["device"] == "cpu" for r in rows)
-    head = ["config", "file", "trainable params", "batch (paper)", "steps", "precision", "jets/s (wall)"]
+    head = ["config", "file", "trainable params", "batch (config)", "steps", "threads", "precision", "jets/s (wall)"]
     head += ["jets/s (CPU)", "peak RSS MB", "RSS rise MB"] if cpu else ["peak mem MB"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for r in rows:
         cells = [r["config"], r["file"], f"{r['params']:,}", f"{r['batch']} ({r['paper_batch']})", str(r["steps"]),
-                 r["precision"], f"{r['jets_per_s']:,.1f}"]
+                 str(r["threads"]), r["precision"], f"{r['jets_per_s']:,.1f}"]
         if cpu:
             cells += [f"{r['jets_per_s_cpu']:,.1f}", f"{r['peak_mem_mb']:,.0f}", f"{r.get('rss_rise_mb', 0):,.0f}"]
         else:
@@ -351,6 +365,10 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--batch-size", type=int, default=None, help="jets per step (default: paper on CUDA, 16 on CPU)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--profile", default="paper", choices=PROFILES,
+                    help="paper: the paper-size models; mini: the models run_all.sh's default profile trains")
+    ap.add_argument("--threads", default=None,
+                    help="comma-separated torch thread counts, each config measured once per count (e.g. 1,2)")
     ap.add_argument("--in-process", action="store_true", help="run every config in this process (peak RSS shared)")
     ap.add_argument("--json", default=None, help="also write the rows to this JSON file")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -364,29 +382,39 @@ def main(argv=None) -> list[dict]:
     bad = [n for n in names if n not in CONFIGS]
     if bad:
         ap.error(f"--only: unknown config(s) {bad}; choose from {list(CONFIGS)}")
-    kw = dict(steps=steps, warmup=warmup, batch_size=a.batch_size, device=a.device, seed=a.seed)
+    kw = dict(steps=steps, warmup=warmup, batch_size=a.batch_size, device=a.device, seed=a.seed, profile=a.profile)
+    threads = [int(t) for t in a.threads.split(",")] if a.threads else [None]
     if a.child:  # one config, one JSON line on stdout
+        if threads[0] is not None:
+            torch.set_num_threads(threads[0])
         print("BENCH_ROW " + json.dumps(bench_config(names[0], **kw)), flush=True)
         return []
     rows = []
     for name in names:
-        if a.in_process:
-            rows.append(bench_config(name, **kw))
-        else:
-            cmd = [sys.executable, "-m", "bench.bench_train", "--child", "--only", name, "--steps", str(steps),
-                   "--warmup", str(warmup), "--device", a.device, "--seed", str(a.seed)]
-            if a.batch_size:
-                cmd += ["--batch-size", str(a.batch_size)]
-            env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-            p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-            found = [ln for ln in p.stdout.splitlines() if ln.startswith("BENCH_ROW ")]
-            if p.returncode != 0 or not found:
-                sys.stderr.write(p.stdout + p.stderr)
-                raise RuntimeError(f"bench_train: config {name} failed (exit {p.returncode})")
-            rows.append(json.loads(found[-1][len("BENCH_ROW "):]))
-        r = rows[-1]
-        print(f"{name}: {r['jets_per_s']:,.1f} jets/s at batch {r['batch']}", file=sys.stderr, flush=True)
-    print(f"\npretraining steps on {a.device} ({torch.get_num_threads()} torch threads), {warmup} warm-up + {steps} timed "
+        for t in threads:
+            if a.in_process:
+                if t is not None:
+                    torch.set_num_threads(t)
+                rows.append(bench_config(name, **kw))
+            else:
+                cmd = [sys.executable, "-m", "bench.bench_train", "--child", "--only", name, "--steps", str(steps),
+                       "--warmup", str(warmup), "--device", a.device, "--seed", str(a.seed), "--profile", a.profile]
+                if a.batch_size:
+                    cmd += ["--batch-size", str(a.batch_size)]
+                env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+                if t is not None:
+                    cmd += ["--threads", str(t)]
+                    env["OMP_NUM_THREADS"] = str(t)
+                p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+                found = [ln for ln in p.stdout.splitlines() if ln.startswith("BENCH_ROW ")]
+                if p.returncode != 0 or not found:
+                    sys.stderr.write(p.stdout + p.stderr)
+                    raise RuntimeError(f"bench_train: config {name} failed (exit {p.returncode})")
+                rows.append(json.loads(found[-1][len("BENCH_ROW "):]))
+            r = rows[-1]
+            print(f"{name}: {r['jets_per_s']:,.1f} jets/s at batch {r['batch']}, {r['threads']} threads",
+                  file=sys.stderr, flush=True)
+    print(f"\n{a.profile} pretraining steps on {a.device}, {warmup} warm-up + {steps} timed "
           f"steps per config, synthetic jets (mean {MEAN_PARTICLES} real particles)\n")
     print(format_table(rows))
     if a.json:

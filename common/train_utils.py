@@ -245,6 +245,29 @@ def launch_rank() -> int:
     return get_rank()
 
 
+THREADS_ENV = "JETFM_THREADS"  # torch intra-op threads per process; run_all.sh sets it per profile (--threads)
+
+
+def set_torch_threads() -> int:
+    """Set torch's intra-op thread count deliberately and return it.
+
+    $JETFM_THREADS if set, else $OMP_NUM_THREADS, else the machine's cores shared among the processes of this node
+    (torchrun's LOCAL_WORLD_SIZE). On a loaded 2-core machine two intra-op threads made the small mini models 4-9x
+    slower than one (bench/bench_train.py --profile mini --threads 1,2; BENCHMARKS.md), so run_all.sh passes 1 there."""
+    raw = os.environ.get(THREADS_ENV) or os.environ.get("OMP_NUM_THREADS")
+    if raw:
+        try:
+            n = int(raw)
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise ValueError(f"${THREADS_ENV} / $OMP_NUM_THREADS must be an integer >= 1, got {raw!r}")
+    else:
+        n = max(1, (os.cpu_count() or 1) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+    torch.set_num_threads(n)
+    return n
+
+
 def start_run(description: str, argv=None, *, save: bool = True) -> RunStart | None:
     """Parse `--config <yaml> --out <dir> [a.b=value ...]` and load the config (common.config rules: an unknown key is
     a ConfigError naming the file and the key).
@@ -254,6 +277,7 @@ def start_run(description: str, argv=None, *, save: bool = True) -> RunStart | N
     leaves both to the caller (scripts that validate the config first, or save a derived config)."""
     args = add_config_args(argparse.ArgumentParser(description=description)).parse_args(argv)
     cfg = load_config(args.config, args.overrides)
+    set_torch_threads()
     out = Path(args.out)
     rank0 = launch_rank() == 0
     if is_done(out):

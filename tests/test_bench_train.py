@@ -24,3 +24,15 @@ def test_synthetic_tokens_layout():
     for t, n in zip(tokens, lengths):
         assert t[0] == 0 and t[n - 1] == 11 and (t[1:n - 1] >= 1).all() and (t[1:n - 1] <= 10).all()
         assert (t[n:] == 0).all()
+
+
+def test_bench_train_mini_profile_builds_the_mini_config_at_its_own_batch():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        row = bench_config("mpmv1", steps=1, warmup=0, device="cpu", profile="mini")
+    finally:
+        torch.set_num_threads(threads)
+    assert row["file"] == "mpm/configs/mini/mpmv1.yaml"
+    assert row["batch"] == row["paper_batch"]  # the mini config's own batch size, not the CPU default of 16
+    assert row["params"] < 1_000_000 and row["threads"] == 1

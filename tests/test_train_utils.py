@@ -1,6 +1,7 @@
 """common.train_utils and common.logger; also home of the tiny fake loader / model used by the other test_train_* files
 (imported as `from test_train_utils import ...`)."""
 import json
+import os
 
 import numpy as np
 import pytest
@@ -200,3 +201,26 @@ def test_metric_logger_jsonl_csv_and_truncate(tmp_path):
     off = MetricLogger(tmp_path / "other", enabled=False)
     off.log(0, loss=1.0)
     assert not (tmp_path / "other").exists()
+
+
+def test_set_torch_threads_from_env_and_rejects_bad_values(monkeypatch):
+    from common.train_utils import set_torch_threads
+
+    n0 = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("JETFM_THREADS", "2")
+        assert set_torch_threads() == 2 and torch.get_num_threads() == 2
+        monkeypatch.setenv("JETFM_THREADS", "1")
+        assert set_torch_threads() == 1 and torch.get_num_threads() == 1
+        monkeypatch.delenv("JETFM_THREADS")
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")
+        assert set_torch_threads() == 2
+        monkeypatch.delenv("OMP_NUM_THREADS")
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", str(10 * (os.cpu_count() or 1)))
+        assert set_torch_threads() == 1  # cores shared among the node's processes, at least one
+        for bad in ("0", "two", "-1"):
+            monkeypatch.setenv("JETFM_THREADS", bad)
+            with pytest.raises(ValueError, match="JETFM_THREADS"):
+                set_torch_threads()
+    finally:
+        torch.set_num_threads(n0)
