@@ -2,8 +2,13 @@
 
 - jet four-vector = sum of the constituents (E-scheme, as Delphes/FastJet);
 - N-subjettiness tau_N (Thaler, Van Tilburg, arXiv:1011.2268, Eq. 1-2) with beta = 1, normalised by sum(pT) * R0,
-  measured in (rapidity, phi) from exclusive-kT axes (FastJet kt_algorithm, E-scheme, exclusive_jets_up_to(N));
-  Delphes' AxisMode 4 adds one pass of axis minimisation on top of these axes [U: not done here, ratios move little];
+  from exclusive-kT axes (FastJet kt_algorithm, E-scheme, exclusive_jets_up_to(N)). Two definitions (NSUB_DEFINITIONS):
+  "delphes" (default, used for the simulated JetClass tau branches): distances in (rapidity, phi), kt radius 10, so the
+  beam distance never enters and exclusive_jets(1) is the whole jet; Delphes' AxisMode 4 adds one pass of axis
+  minimisation on top of these axes [U: not done here, ratios move little];
+  "omnijet": OmniJet-alpha's JetSubstructure (uhh-pd-ml/omnijet_alpha gabbro/metrics/jet_substructure.py): kt radius
+  0.8 (kt_algorithm, R = 0.8, whose beam distance can remove subjets from the exclusive jets) and distances in
+  (pseudorapidity, phi) (vector's deltaR);
 - soft-drop mass (Larkoski, Marzani, Soyez, Thaler, arXiv:1402.2657, Eq. 2.3): C/A declustering of the jet, drop the
   softer branch while min(pT1, pT2) / (pT1 + pT2) <= z_cut (Delta_R / R0)^beta.
 
@@ -16,6 +21,9 @@ import warnings
 import numpy as np
 
 R0_NSUB = 0.8  # normalisation radius of the N-subjettiness measure (Delphes FatJet: R = 0.8)
+# kt clustering radius of the axes and the longitudinal coordinate of the distances, per definition (module docstring)
+NSUB_DEFINITIONS = {"delphes": {"kt_radius": 10.0, "distance": "rapidity"},
+                    "omnijet": {"kt_radius": 0.8, "distance": "pseudorapidity"}}
 
 
 def ptetaphi_to_p4(pt, eta, phi, mass=0.0) -> np.ndarray:
@@ -26,12 +34,17 @@ def ptetaphi_to_p4(pt, eta, phi, mass=0.0) -> np.ndarray:
     return np.stack(np.broadcast_arrays(px, py, pz, e), axis=-1)
 
 
-def _kinematics(p4: np.ndarray):
-    """pt, rapidity, phi of (..., 4) four-vectors (rapidity 0 where E = |pz|, e.g. padding)."""
+def _kinematics(p4: np.ndarray, distance: str = "rapidity"):
+    """pt, rapidity (or pseudorapidity) and phi of (..., 4) four-vectors (0 where undefined, e.g. padding)."""
     px, py, pz, e = (p4[..., i] for i in range(4))
     pt = np.hypot(px, py)
     with np.errstate(divide="ignore", invalid="ignore"):
-        y = 0.5 * np.log((e + pz) / (e - pz))
+        if distance == "rapidity":
+            y = 0.5 * np.log((e + pz) / (e - pz))
+        elif distance == "pseudorapidity":
+            y = np.arcsinh(pz / pt)
+        else:
+            raise ValueError(f"distance = {distance!r}; expected rapidity or pseudorapidity")
     y = np.where(np.isfinite(y), y, 0.0)
     return pt, y, np.arctan2(py, px)
 
@@ -54,7 +67,7 @@ def _awkward_jets(p4: np.ndarray, mask: np.ndarray):
     return ak.unflatten(rec, mask.sum(axis=1))
 
 
-def _kt_axes_numpy(p4: np.ndarray, mask: np.ndarray, n_max: int):
+def _kt_axes_numpy(p4: np.ndarray, mask: np.ndarray, n_max: int, kt_radius: float):
     """kt_axes through fastjet's compiled multi-event interface on flat numpy columns (no awkward arrays: their
     per-call cost was most of the N-subjettiness time for a few hundred jets). None if that interface is missing."""
     import fastjet
@@ -66,7 +79,7 @@ def _kt_axes_numpy(p4: np.ndarray, mask: np.ndarray, n_max: int):
     stops = np.cumsum(mask.sum(axis=1)).astype(np.int64)
     starts = np.concatenate([[0], stops[:-1]]).astype(np.int64)
     cols = [np.ascontiguousarray(flat[:, i]) for i in range(4)]
-    res = multi(*cols, starts, stops, fastjet.JetDefinition(fastjet.kt_algorithm, 10.0))
+    res = multi(*cols, starts, stops, fastjet.JetDefinition(fastjet.kt_algorithm, kt_radius))
     B, out = p4.shape[0], []
     for n in range(1, n_max + 1):
         *mom, offsets = res.to_numpy_exclusive_njet_up_to(n)
@@ -80,8 +93,9 @@ def _kt_axes_numpy(p4: np.ndarray, mask: np.ndarray, n_max: int):
     return out
 
 
-def kt_axes(p4: np.ndarray, mask: np.ndarray, n_max: int = 4) -> list[np.ndarray]:
-    """Exclusive-kT axes for N = 1..n_max: list of (B, N, 4) arrays, zero where a jet has fewer than N particles."""
+def kt_axes(p4: np.ndarray, mask: np.ndarray, n_max: int = 4, kt_radius: float = 10.0) -> list[np.ndarray]:
+    """Exclusive-kT axes for N = 1..n_max: list of (B, N, 4) arrays, zero where a jet has fewer than N particles (or,
+    for a kt_radius below the jet size, where subjets merged with the beam before N jets were left)."""
     import awkward as ak
     import fastjet
 
@@ -94,13 +108,13 @@ def kt_axes(p4: np.ndarray, mask: np.ndarray, n_max: int = 4) -> list[np.ndarray
     # R only sets the beam distance, which exclusive clustering with a fixed N never reaches for R >> jet size.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # fastjet warns about exclusive jets even for kt
-        fast = _kt_axes_numpy(p4[nonempty], mask[nonempty], n_max)
+        fast = _kt_axes_numpy(p4[nonempty], mask[nonempty], n_max, kt_radius)
         if fast is not None:
             for o, f in zip(out, fast):
                 o[nonempty] = f
             return out
         jets = _awkward_jets(p4[nonempty], mask[nonempty])
-        cs = fastjet.ClusterSequence(jets, fastjet.JetDefinition(fastjet.kt_algorithm, 10.0))
+        cs = fastjet.ClusterSequence(jets, fastjet.JetDefinition(fastjet.kt_algorithm, kt_radius))
         for n in range(1, n_max + 1):
             axes = cs.exclusive_jets_up_to(n)
             padded = ak.fill_none(ak.pad_none(axes, n, clip=True), {"px": 0.0, "py": 0.0, "pz": 0.0, "E": 0.0})
@@ -109,15 +123,20 @@ def kt_axes(p4: np.ndarray, mask: np.ndarray, n_max: int = 4) -> list[np.ndarray
     return out
 
 
-def nsubjettiness(p4: np.ndarray, mask: np.ndarray, n_max: int = 4, beta: float = 1.0, r0: float = R0_NSUB) -> np.ndarray:
-    """tau_1 .. tau_nmax, shape (B, n_max); tau_N = sum_i pT_i min_k dR_ik^beta / (sum_i pT_i r0^beta)."""
-    pt, y, phi = _kinematics(p4)
+def nsubjettiness(p4: np.ndarray, mask: np.ndarray, n_max: int = 4, beta: float = 1.0, r0: float = R0_NSUB,
+                  definition: str = "delphes") -> np.ndarray:
+    """tau_1 .. tau_nmax, shape (B, n_max); tau_N = sum_i pT_i min_k dR_ik^beta / (sum_i pT_i r0^beta), with the axes
+    and distances of `definition` (a key of NSUB_DEFINITIONS)."""
+    if definition not in NSUB_DEFINITIONS:
+        raise ValueError(f"N-subjettiness definition {definition!r}; expected one of {', '.join(NSUB_DEFINITIONS)}")
+    kt_radius, distance = NSUB_DEFINITIONS[definition]["kt_radius"], NSUB_DEFINITIONS[definition]["distance"]
+    pt, y, phi = _kinematics(p4, distance)
     norm = np.where(mask, pt, 0.0).sum(axis=1) * r0**beta
     taus = np.zeros((p4.shape[0], n_max))
     jet = np.nonzero(mask)[0]  # distances on real particles only (padding is most of a (B, N) array)
     yr, phir = y[mask][:, None], phi[mask][:, None]
-    for n, axes in enumerate(kt_axes(p4, mask, n_max), start=1):
-        _, ay, aphi = _kinematics(axes)
+    for n, axes in enumerate(kt_axes(p4, mask, n_max, kt_radius), start=1):
+        _, ay, aphi = _kinematics(axes, distance)
         dr2 = (yr - ay[jet]) ** 2 + _dphi(phir, aphi[jet]) ** 2
         dr2 = np.where(axes[jet, :, 3] > 0, dr2, np.inf)  # missing axes (jet with < N particles)
         dmin = np.sqrt(dr2.min(axis=1)) ** beta
@@ -186,8 +205,10 @@ def softdrop_mass(p4: np.ndarray, mask: np.ndarray, zcut: float = 0.1, beta: flo
     return out
 
 
-def jet_observables(p4: np.ndarray, mask: np.ndarray, *, n_tau: int = 4) -> dict[str, np.ndarray]:
-    """pt, eta, phi, energy, mass, nparticles, tau1..tau{n_tau}, tau21, tau32 for each jet (float64 arrays)."""
+def jet_observables(p4: np.ndarray, mask: np.ndarray, *, n_tau: int = 4,
+                    nsub_definition: str = "delphes") -> dict[str, np.ndarray]:
+    """pt, eta, phi, energy, mass, nparticles, tau1..tau{n_tau}, tau21, tau32 for each jet (float64 arrays);
+    nsub_definition: the N-subjettiness definition (NSUB_DEFINITIONS)."""
     p4 = np.asarray(p4, dtype=np.float64)
     mask = np.asarray(mask, dtype=bool)
     j = jet_p4(p4, mask)
@@ -197,7 +218,7 @@ def jet_observables(p4: np.ndarray, mask: np.ndarray, *, n_tau: int = 4) -> dict
         eta = np.where(pt > 0, np.arcsinh(j[:, 2] / np.where(pt > 0, pt, 1.0)), 0.0)
     out = dict(pt=pt, eta=eta, phi=np.arctan2(j[:, 1], j[:, 0]), energy=j[:, 3],
                mass=np.sqrt(np.clip(j[:, 3] ** 2 - p**2, 0.0, None)), nparticles=mask.sum(axis=1).astype(np.float64))
-    taus = nsubjettiness(p4, mask, n_max=max(n_tau, 3))
+    taus = nsubjettiness(p4, mask, n_max=max(n_tau, 3), definition=nsub_definition)
     for n in range(1, n_tau + 1):
         out[f"tau{n}"] = taus[:, n - 1]
     with np.errstate(divide="ignore", invalid="ignore"):

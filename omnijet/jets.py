@@ -2,8 +2,9 @@
 
 Decoded particles carry (pT, eta_rel, phi_rel) relative to the jet axis; as in OJ they are treated as massless and
 eta_rel, phi_rel are used as their eta and phi, so the jet sits at eta ~ phi ~ 0. Jet pT, eta, phi, mass, the
-multiplicity and the N-subjettiness ratios (beta = 1, exclusive-kT axes) come from common.observables; the same
-function is applied to original, reconstructed and generated jets.
+multiplicity and the N-subjettiness ratios come from common.observables; the same function is applied to original,
+reconstructed and generated jets. N-subjettiness uses OJ's definition (gabbro/metrics/jet_substructure.py
+JetSubstructure: beta = 1, R = 0.8, exclusive-kT axes of a kt clustering with R = 0.8, pseudorapidity distances).
 """
 from __future__ import annotations
 
@@ -22,12 +23,13 @@ def particles(x: np.ndarray, mask: np.ndarray) -> dict:
     return dict(pt=kin["pt"], eta_rel=kin["deta"], phi_rel=kin["dphi"])
 
 
-def observables(x: np.ndarray, mask: np.ndarray) -> dict:
-    """Jet observables of JET_OBSERVABLES (each (B,)) from omnijet features of padded jets."""
+def observables(x: np.ndarray, mask: np.ndarray, nsub_definition: str = "omnijet") -> dict:
+    """Jet observables of JET_OBSERVABLES (each (B,)) from omnijet features of padded jets; nsub_definition
+    "delphes" gives the N-subjettiness of the simulated JetClass branches instead (common.observables)."""
     mask = np.asarray(mask, dtype=bool)
     kin = particles(x, mask)
     p4 = ptetaphi_to_p4(kin["pt"], kin["eta_rel"], kin["phi_rel"]) * mask[..., None]
-    obs = jet_observables(p4, mask)
+    obs = jet_observables(p4, mask, nsub_definition=nsub_definition)
     return {k: np.asarray(obs[k], dtype=np.float64) for k in JET_OBSERVABLES}
 
 

@@ -140,3 +140,56 @@ def test_softdrop_agrees_with_fastjet_grooming():
         cs = fastjet.ClusterSequence(_awkward_jets(p4, mask), fastjet.JetDefinition(fastjet.cambridge_algorithm, 10.0))
         ref = ak.to_numpy(cs.exclusive_jets_softdrop_grooming(njets=1, beta=0.0, symmetry_cut=0.1, R0=0.8).msoftdrop)
     np.testing.assert_allclose(softdrop_mass(p4, mask), ref, rtol=1e-9, atol=1e-9)
+
+
+def _omnijet_reference_taus(p4, mask):
+    """tau1..3 as OJ's JetSubstructure computes them (gabbro/metrics/jet_substructure.py): awkward Momentum4D
+    particles, fastjet kt with R = 0.8, exclusive_jets(n), vector's deltaR (pseudorapidity), beta = 1."""
+    import warnings
+
+    import awkward as ak
+    import fastjet
+
+    from common.observables import _awkward_jets
+
+    parts = _awkward_jets(p4, mask)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cs = fastjet.ClusterSequence(parts, fastjet.JetDefinition(fastjet.kt_algorithm, 0.8))
+        d0 = ak.sum(parts.pt * 0.8, axis=1)
+        taus = []
+        for n in (1, 2, 3):
+            axes = cs.exclusive_jets(n_jets=n)
+            dr = [parts.deltaR(ak.unflatten(ak.flatten(axes[:, k:k + 1]), counts=1)) for k in range(n)]
+            dmin = ak.min(ak.concatenate([d[..., np.newaxis] for d in dr], axis=-1), axis=-1)
+            taus.append(ak.to_numpy(ak.sum(parts.pt * dmin, axis=1) / d0))
+    return np.stack(taus, axis=1)
+
+
+def test_omnijet_nsubjettiness_is_ojs_jet_substructure():
+    """definition "omnijet": kt R = 0.8 axes and pseudorapidity distances, as OJ; the default ("delphes", used for
+    the simulated JetClass tau branches) keeps kt R = 10 and rapidity."""
+    from omnijet.jets import observables
+
+    rng = np.random.default_rng(7)
+    B, N = 40, 25
+    n = rng.integers(3, N + 1, B)
+    mask = np.arange(N)[None, :] < n[:, None]
+    # wide three-prong jets (prongs up to ~1 apart, so the R = 0.8 beam distance matters), massless constituents
+    centres = rng.normal(0, 0.35, (B, 3, 2))
+    which = rng.integers(0, 3, (B, N))
+    eta = np.take_along_axis(centres[..., 0], which, 1) + rng.normal(0, 0.05, (B, N))
+    phi = np.take_along_axis(centres[..., 1], which, 1) + rng.normal(0, 0.05, (B, N))
+    pt = np.sort(rng.exponential(20, (B, N)) + 1.0, axis=1)[:, ::-1]
+    p4 = ptetaphi_to_p4(pt, eta, phi) * mask[..., None]
+    ref = _omnijet_reference_taus(p4, mask)
+    oj = nsubjettiness(p4, mask, n_max=3, definition="omnijet")
+    np.testing.assert_allclose(oj, ref, rtol=1e-9, atol=1e-12)
+    assert not np.allclose(nsubjettiness(p4, mask, n_max=3), ref, rtol=1e-3)
+    # the OmniJet tables use it: omnijet features (log pT - 1.8, 3 eta, 3 phi) of the same jets
+    x = np.stack([np.log(np.where(mask, pt, 1.0)) - 1.8, 3 * eta, 3 * phi], axis=-1) * mask[..., None]
+    obs = observables(x, mask)
+    np.testing.assert_allclose(obs["tau21"], ref[:, 1] / ref[:, 0], rtol=1e-6)
+    np.testing.assert_allclose(obs["tau32"], ref[:, 2] / ref[:, 1], rtol=1e-6)
+    with pytest.raises(ValueError, match="definition"):
+        nsubjettiness(p4, mask, definition="fastjet")
