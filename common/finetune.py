@@ -4,15 +4,23 @@ Modes (MPMv1 / OmniJet-alpha / HEP-JEPA all compare the three):
   fixed     backbone loaded and frozen for the whole run (not in the optimiser, eval mode, no autograd: bit-identical)
   finetune  backbone loaded; frozen for `unfreeze_step` optimiser steps, then trained with
             LR_backbone = LR_head x backbone_lr_factor, reached through a linear catch-up from `catchup_start_lr`
-            over `catchup_steps` steps (MPMv2 `CatchupToLR`, mpm.md §5: unfreeze 5000, catch-up 5000, factor 1).
-            MPMv1 alternative (mpm.md §5, V1 code): unfreeze after K steps, catchup_steps 0, backbone_lr_factor 0.1.
+            over `catchup_steps` steps (MPMv2 `CatchupToLR`, jetssl configs/callbacks/finetune.yaml: unfreeze 5000,
+            catch-up 5000, factor 1). MPMv1 alternative (rodem-hep/mpm, Lightning BaseFinetuning): unfreeze after K
+            steps, catchup_steps 0, backbone_lr_factor 0.1.
             `unfreeze_step: null` = never (the same as fixed).
   scratch   same architecture, random initialisation (nothing loaded), everything trained from step 0 at the head LR.
 
 Binary tasks use two-class cross-entropy (softmax; signal score = p[:, 1]); label smoothing is configurable.
-Validation loss is measured every `eval_every` steps (0 = once per epoch); training stops after `patience`
-evaluations without improvement and the best weights are evaluated on the test split with common.metrics.
-The val-loss curve per step is kept in result.json (HEP-JEPA-style loss-curve figures).
+Validation loss is measured every `eval_every` steps (0 = once per epoch) or every `eval_every_epochs` epochs; training
+stops after `patience` validations without improvement (null = never). The weights evaluated on the test split
+(common.metrics) are those of the best validation loss (`select: best_val`, Lightning ModelCheckpoint on the val loss)
+or of the last step (`select: last`, MPMv2 CWoLa: jetssl configs/callbacks/cwola.yaml). The val-loss curve per step is
+kept in result.json (HEP-JEPA-style loss-curve figures).
+
+A cosine / linear-decay schedule without `total_steps` lasts the steps the run can take, min(max_steps, max_epochs x
+steps per epoch), as mltools' linear_warmup_cosine_decay sizes it from the trainer (get_max_steps).
+
+Settings that depend on the number of labelled jets and on the mode are rules in `finetune.per_n` (see apply_per_n).
 
 Config section: every key, its default and meaning in FINETUNE_DEFAULTS below. A killed run continues from
 <out>/checkpoint.pt (written at every validation); a finished run (done.json) is read back, not redone.
@@ -55,7 +63,7 @@ FINETUNE_DEFAULTS = {
     "unfreeze_step": 0,          # finetune mode: optimiser steps with a frozen backbone; null = never
     "catchup_steps": 0,          # linear ramp of the backbone LR after unfreezing (MPMv2 CatchupToLR: 5000)
     "catchup_start_lr": 1.0e-8,  # backbone LR at the unfreeze step (MPMv2: 1e-8)
-    "schedule": {"kind": "constant"},  # common.schedules kinds; total_steps null = max_steps
+    "schedule": {"kind": "constant"},  # common.schedules kinds; total_steps null = the steps the run can take
     "batch_size": 256,           # global batch (split over ranks)
     "eval_batch_size": None,     # null = batch_size
     "accumulate": 1,             # micro-batches per optimiser step
@@ -63,20 +71,67 @@ FINETUNE_DEFAULTS = {
     "max_epochs": None,          # optional cap in epochs over the (sub-sampled) training set
     "eval_every": 0,             # steps between validations; 0 = once per epoch
     "eval_every_epochs": None,   # alternative: validate every this many epochs (MPMv2 for N < 1e4: 10)
-    "patience": 5,               # validations without improvement before stopping
+    "patience": 5,               # validations without improvement before stopping; null = never stop early
     "min_delta": 0.0,            # improvement needed to reset the patience
     "label_smoothing": 0.0,
     "grad_clip": 1.0,            # null/0 = no clipping
+    "select": "best_val",        # weights tested: best_val (lowest validation loss) | last (the final step)
     "max_val_jets": None,        # cap of the validation split (MPMv2: 1M)
     "max_test_jets": None,       # cap of the test split
     "log_every": 50,
     "compile": False,
-    "save_model": False,         # write the best classifier weights to <out>/classifier.pt
+    "save_model": False,         # write the selected classifier weights to <out>/classifier.pt
     "checkpoint": True,          # <out>/checkpoint.pt at every validation; a rerun continues from it (removed at
                                  # the end)
-    "per_n": {},                 # run_sweep: {N: {key: value}} overrides of this section for one N (MPMv2 recipe:
-                                 # e.g. {1000: {unfreeze_step: 100}, 10000000: {unfreeze_step: 20000, ...}})
+    "per_n": [],                 # rules {min_n, max_n, modes, set: {key: value}} by labelled jets (apply_per_n)
 }
+SELECT = ("best_val", "last")
+_RULE_KEYS = {"min_n", "max_n", "modes", "set"}
+_NOT_PER_N = {"per_n", "n_per_class", "seeds", "mode"}  # what a rule may not set
+
+
+def _deep_update(base: dict, new: dict) -> dict:
+    out = dict(base)
+    for k, v in new.items():
+        out[k] = _deep_update(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+def check_per_n(rules) -> None:
+    """finetune.per_n must be a list of rules {min_n, max_n, modes, set}; `set` holds keys of this section."""
+    if isinstance(rules, dict):
+        raise ValueError("config: finetune.per_n is a list of rules {min_n, max_n, modes, set: {key: value}} "
+                         f"(n = labelled jets in total), not a mapping N -> overrides (got {rules!r})")
+    if not isinstance(rules, (list, tuple)):
+        raise ValueError(f"config: finetune.per_n must be a list of rules {{min_n, max_n, modes, set}} (got {rules!r})")
+    for i, rule in enumerate(rules):
+        if not isinstance(rule, dict) or set(rule) - _RULE_KEYS or not isinstance(rule.get("set"), dict):
+            raise ValueError(f"config: finetune.per_n[{i}] = {rule!r}: expected keys min_n, max_n, modes, set")
+        bad = sorted(set(rule["set"]) - set(FINETUNE_DEFAULTS) | (_NOT_PER_N & set(rule["set"])))
+        if bad:
+            raise ValueError(f"config: finetune.per_n[{i}]: cannot set {', '.join(bad)}")
+        bad_modes = sorted(set(rule.get("modes") or []) - set(MODES))
+        if bad_modes:
+            raise ValueError(f"config: finetune.per_n[{i}].modes: unknown {', '.join(bad_modes)}; "
+                             f"expected some of {', '.join(MODES)}")
+
+
+def apply_per_n(fc: dict, n_total: int | None) -> dict:
+    """fc with the finetune.per_n rules that match applied in order (later rules win; nested keys such as
+    schedule.warmup_steps are merged). A rule matches when min_n <= n_total <= max_n (a missing bound is open) and
+    fc.mode is in its `modes` (missing = every mode). n_total = labelled training jets in total, as the MPMv2
+    workflow's n_jets (jetssl workflow/full_pipeline.smk; for CWoLa the signal jets); null (the whole split) matches
+    only rules without bounds."""
+    for rule in fc["per_n"] or []:
+        lo, hi, modes = rule.get("min_n"), rule.get("max_n"), rule.get("modes")
+        if (lo is not None or hi is not None) and n_total is None:
+            continue
+        if (lo is not None and n_total < float(lo)) or (hi is not None and n_total > float(hi)):
+            continue
+        if modes is not None and fc["mode"] not in modes:
+            continue
+        fc = _deep_update(fc, rule["set"])
+    return fc
 
 
 class Classifier(nn.Module):
@@ -123,11 +178,15 @@ def catchup_lr(step: int, head_lr: float, *, unfreeze_step: int | None, catchup_
     return target
 
 
-def finetune_settings(cfg: dict) -> dict:
-    """The `finetune` section merged over FINETUNE_DEFAULTS, checked, with mode-implied values filled in."""
+def finetune_settings(cfg: dict, n_total: int | None = None) -> dict:
+    """The `finetune` section merged over FINETUNE_DEFAULTS with the finetune.per_n rules for n_total labelled jets
+    applied (apply_per_n), checked, with mode-implied values filled in."""
     section = cfg.get("finetune")
     if not isinstance(section, dict):
         raise ValueError("config: missing the 'finetune' section (mode, head, n_per_class, seeds, lr, ...)")
+    if cfg.get("per_n_overrides") is not None:
+        raise ValueError("config: per_n_overrides was replaced by finetune.per_n (the same rules {min_n, max_n, set}, "
+                         "plus `modes`)")
     unknown = sorted(set(section) - set(FINETUNE_DEFAULTS))
     if unknown:
         raise ValueError(f"config: unknown key(s) finetune.{', finetune.'.join(unknown)}; valid keys: "
@@ -135,31 +194,45 @@ def finetune_settings(cfg: dict) -> dict:
     fc = {**copy.deepcopy(FINETUNE_DEFAULTS), **copy.deepcopy(section)}
     if fc["mode"] not in MODES:
         raise ValueError(f"config: finetune.mode = {fc['mode']!r}; expected one of {', '.join(MODES)}")
+    check_per_n(fc["per_n"] or [])
+    fc = apply_per_n(fc, n_total)
     if int(fc["max_steps"]) < 1:
         raise ValueError(f"config: finetune.max_steps must be >= 1 (got {fc['max_steps']})")
-    if not isinstance(fc["per_n"] or {}, dict):
-        raise ValueError(f"config: finetune.per_n must be a mapping N -> overrides (got {fc['per_n']!r})")
-    for key, over in (fc["per_n"] or {}).items():
-        bad = sorted(set(over or {}) - set(FINETUNE_DEFAULTS) | ({"per_n", "n_per_class", "seeds"} & set(over or {})))
-        if bad:
-            raise ValueError(f"config: finetune.per_n.{key}: cannot override {', '.join(bad)}")
+    if fc["select"] not in SELECT:
+        raise ValueError(f"config: finetune.select = {fc['select']!r}; expected one of {', '.join(SELECT)}")
     if not isinstance(fc["head"], dict) or "kind" not in fc["head"]:
         raise ValueError(f"config: finetune.head must be a mapping with 'kind' (got {fc['head']!r})")
     if fc["mode"] == "fixed" or (fc["mode"] == "finetune" and fc["unfreeze_step"] is None):
         fc["unfreeze_step"] = None
     elif fc["mode"] == "scratch":
         fc["unfreeze_step"], fc["catchup_steps"], fc["backbone_lr_factor"] = 0, 0, 1.0
-    sched = dict(fc["schedule"] or {"kind": "constant"})
-    if sched.get("total_steps", None) is None and sched.get("kind") in ("warmup_cosine", "warmup_linear_decay"):
-        sched["total_steps"] = fc["max_steps"]
-    check_schedule_cfg(sched)
-    fc["schedule"] = sched
+    fc["schedule"] = dict(fc["schedule"] or {"kind": "constant"})
+    check_schedule_cfg(run_schedule(fc["schedule"], int(fc["max_steps"])))
     return fc
 
 
-def build_lr_scheduler(optimizer: torch.optim.Optimizer, fc: dict) -> torch.optim.lr_scheduler.LambdaLR:
-    """Per-group LambdaLR: head groups follow fc.schedule; backbone groups (tag 'backbone') follow catchup_lr of it."""
-    sched, head_lr = fc["schedule"], float(fc["lr"])
+def run_steps(fc: dict, steps_per_epoch: int) -> int:
+    """Optimiser steps the run can take: max_steps, capped at max_epochs x steps_per_epoch."""
+    steps = int(fc["max_steps"])
+    if fc["max_epochs"] is not None:
+        steps = min(steps, int(fc["max_epochs"]) * steps_per_epoch)
+    return steps
+
+
+def run_schedule(sched: dict, steps: int) -> dict:
+    """The schedule with a missing total_steps set to the steps the run can take (mltools linear_warmup_cosine_decay
+    takes it from the trainer: get_max_steps, max_steps or else max_epochs x steps per epoch), so that the cosine /
+    linear decay reaches its end at the last step."""
+    if sched.get("total_steps") is None and sched.get("kind") in ("warmup_cosine", "warmup_linear_decay"):
+        return {**sched, "total_steps": steps}
+    return sched
+
+
+def build_lr_scheduler(optimizer: torch.optim.Optimizer, fc: dict,
+                       steps: int | None = None) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-group LambdaLR: head groups follow fc.schedule; backbone groups (tag 'backbone') follow catchup_lr of it.
+    steps: the steps the run can take (run_steps), the length of a schedule without total_steps; default max_steps."""
+    sched, head_lr = run_schedule(fc["schedule"], int(fc["max_steps"] if steps is None else steps)), float(fc["lr"])
 
     def head(step):
         return lr_factor(sched, step)
@@ -258,36 +331,33 @@ def _default_class_names(cfg: dict) -> list[str]:
 def run_finetune(cfg: dict, build_backbone: Callable[[], nn.Module],
                  load_pretrained: Callable[[nn.Module], None] | None, out_dir, dist: Dist, *,
                  seed: int | None = None, n_per_class: int | None | str = "config", loader_fn=None,
-                 class_names: list[str] | None = None) -> dict:
-    """Train one classifier (one N, one seed) with early stopping, evaluate the best weights on the test split and
-    write <out_dir>/result.json (+ log.jsonl, done.json). A finished run (done.json) is read back, not redone.
+                 class_names: list[str] | None = None, n_total: int | None | str = "n_per_class") -> dict:
+    """Train one classifier (one N, one seed) with early stopping, evaluate the selected weights (finetune.select) on
+    the test split and write <out_dir>/result.json (+ log.jsonl, done.json). A finished run (done.json) is read back,
+    not redone.
 
     seed / n_per_class: default to finetune.seeds[0] / finetune.n_per_class (which must then be an int or null).
+    n_total: the N that the finetune.per_n rules compare with; default n_per_class x the number of classes.
     loader_fn: defaults to common.data.make_loader (same signature); class_names: default from dataset_info.
     """
-    fc = finetune_settings(cfg)
     out_dir = Path(out_dir)
     if is_done(out_dir) and (out_dir / "result.json").is_file():
         return json.loads((out_dir / "result.json").read_text())
-    seed = int(fc["seeds"][0] if seed is None else seed)
-    n = fc["n_per_class"] if n_per_class == "config" else n_per_class
+    n = finetune_settings(cfg)["n_per_class"] if n_per_class == "config" else n_per_class
     if isinstance(n, (list, tuple)):
         raise ValueError(f"finetune.n_per_class is a list ({n}); run_finetune trains one N: use run_sweep")
-    loader_fn = loader_fn or _default_loader_fn()
     class_names = list(class_names) if class_names is not None else _default_class_names(cfg)
+    if n_total == "n_per_class":
+        n_total = None if n is None else int(n) * len(class_names)
+    fc = finetune_settings(cfg, n_total)
+    seed = int(fc["seeds"][0] if seed is None else seed)
+    loader_fn = loader_fn or _default_loader_fn()
     device, world = dist.device, dist.world_size
     if fc["batch_size"] % world:
         raise ValueError(f"finetune.batch_size {fc['batch_size']} is not divisible by the {world} processes")
 
     seed_everything(seed)
     model = build_classifier(fc, build_backbone, load_pretrained, len(class_names)).to(device)
-    opt = _optimizer(model, fc)
-    sched = build_lr_scheduler(opt, fc)
-    # backbone parameters get no gradient before unfreeze_step: DDP must be told to expect unused parameters
-    frozen_phase = fc["unfreeze_step"] is not None and fc["unfreeze_step"] > 0
-    ddp = wrap_ddp(model, dist, find_unused_parameters=frozen_phase)  # the model itself on one process
-    net = maybe_compile(ddp, fc["compile"])
-
     bs, ebs = fc["batch_size"] // world, (fc["eval_batch_size"] or fc["batch_size"]) // world
     train = loader_fn(cfg["data"], "train", bs, shuffle=True, seed=seed, rank=dist.rank, world_size=world,
                       n_per_class=n, subset_seed=seed)
@@ -296,9 +366,15 @@ def run_finetune(cfg: dict, build_backbone: Callable[[], nn.Module],
     steps_per_epoch = len(train)
     if steps_per_epoch == 0:
         raise RuntimeError(f"fine-tuning train loader is empty (n_per_class={n}, batch_size={fc['batch_size']})")
-    max_steps = int(fc["max_steps"])
-    if fc["max_epochs"] is not None:
-        max_steps = min(max_steps, int(fc["max_epochs"]) * steps_per_epoch)
+    max_steps = run_steps(fc, steps_per_epoch)
+    fc["schedule"] = run_schedule(fc["schedule"], max_steps)  # as run (result.json)
+    opt = _optimizer(model, fc)
+    sched = build_lr_scheduler(opt, fc, max_steps)
+    # backbone parameters get no gradient before unfreeze_step: DDP must be told to expect unused parameters
+    frozen_phase = fc["unfreeze_step"] is not None and fc["unfreeze_step"] > 0
+    ddp = wrap_ddp(model, dist, find_unused_parameters=frozen_phase)  # the model itself on one process
+    net = maybe_compile(ddp, fc["compile"])
+
     eval_every = int(fc["eval_every"]) or steps_per_epoch
     if fc["eval_every_epochs"]:
         eval_every = int(fc["eval_every_epochs"]) * steps_per_epoch
@@ -354,7 +430,7 @@ def run_finetune(cfg: dict, build_backbone: Callable[[], nn.Module],
                 bad = 0
             else:
                 bad += 1
-                if bad >= int(fc["patience"]):
+                if fc["patience"] is not None and bad >= int(fc["patience"]):
                     stopped_early = True
                     break
             if fc["checkpoint"] and dist.is_main and step + 1 < max_steps:
@@ -365,7 +441,9 @@ def run_finetune(cfg: dict, build_backbone: Callable[[], nn.Module],
     bar.close()
     steps_done = step + 1
 
-    model.load_state_dict(best["state"])
+    if fc["select"] == "best_val":
+        model.load_state_dict(best["state"])
+    selected_step = best["step"] if fc["select"] == "best_val" else steps_done
     test = loader_fn(cfg["data"], "test", ebs, shuffle=False, rank=dist.rank, world_size=world,
                      max_jets=fc["max_test_jets"])
     res = predict(net, test, device, float(fc["label_smoothing"]))
@@ -373,6 +451,7 @@ def run_finetune(cfg: dict, build_backbone: Callable[[], nn.Module],
     result = {
         "mode": fc["mode"], "n_per_class": n, "seed": seed, "n_train_jets": n_train, "class_names": class_names,
         "steps": steps_done, "best_step": best["step"], "best_val_loss": best["loss"], "stopped_early": stopped_early,
+        "select": fc["select"], "selected_step": selected_step,
         "test_loss": res["loss"], "n_test_jets": res["n"], "test": metrics,
         "val_curve": val_curve, "train_curve": train_curve, "wall_s": round(time.time() - t0, 2),
         "world_size": world, "finetune": fc,
@@ -393,21 +472,19 @@ def run_sweep(cfg: dict, build_backbone: Callable[[], nn.Module],
               class_names: list[str] | None = None) -> dict:
     """run_finetune for every N in finetune.n_per_class (int, list or null) and every seed in finetune.seeds, into
     <out_dir>/n<N|all>/seed<S>/. Writes <out_dir>/summary.json: per N the mean and sample std (ddof=1) over seeds
-    of every scalar test metric, and `rows` ready for common.results.write_result (metric -> list over seeds)."""
+    of every scalar test metric, and `rows` ready for common.results.write_result (metric -> list over seeds).
+    Each N gets its finetune.per_n rules (run_finetune)."""
     fc = finetune_settings(cfg)
-    per_n = {str(k): v for k, v in (fc["per_n"] or {}).items()}
     ns = n_values if n_values is not None else fc["n_per_class"]
     ns = list(ns) if isinstance(ns, (list, tuple)) else [ns]
     seeds = list(seeds if seeds is not None else fc["seeds"])
     out_dir = Path(out_dir)
     summary = {"mode": fc["mode"], "seeds": seeds, "per_n": {}, "rows": []}
     for n in ns:
-        cfg_n = copy.deepcopy(cfg)
-        cfg_n["finetune"].update(copy.deepcopy(per_n.get(str(n)) or {}))
         runs = []
         for s in seeds:
             run_dir = out_dir / f"n{n if n is not None else 'all'}" / f"seed{s}"
-            runs.append(run_finetune(cfg_n, build_backbone, load_pretrained, run_dir, dist, seed=s, n_per_class=n,
+            runs.append(run_finetune(cfg, build_backbone, load_pretrained, run_dir, dist, seed=s, n_per_class=n,
                                      loader_fn=loader_fn, class_names=class_names))
         flat = [_flat(r["test"]) for r in runs]
         keys = [k for k in flat[0] if all(isinstance(f.get(k), (int, float)) for f in flat)]

@@ -12,8 +12,9 @@ kinds and their keys (defaults in brackets):
                        (MPMv1 code: linear decay after a 10k warmup)
   onecycle_cooldown    warmup_steps, anneal_steps, cooldown_steps, start_factor [0.5], anneal_factor [0.5],
                        final_factor [0.3]
-                       (OmniJet VQ-VAE, omnijet.md §2.3, base lr 1e-3 stepped per epoch: 5e-4 -> 1e-3 over epochs 0-4,
-                       back to 5e-4 by epoch 24, to 3e-4 by epoch 74, then constant: warmup 5, anneal 20, cooldown 50)
+                       (OmniJet VQ-VAE, OneCycleCooldown of uhh-pd-ml/omnijet_alpha, base lr 1e-3 stepped per
+                       epoch: 5e-4 -> 1e-3 over epochs 0-4, back to 5e-4 by epoch 24, to 3e-4 by epoch 74, then
+                       constant: warmup 5, anneal 20, cooldown 50)
 Warm-up is linear in the step: factor = start + (1 - start) * step / warmup_steps, reaching 1 at step == warmup_steps.
 Past total_steps the cosine / linear schedules stay at min_factor.
 """

@@ -1,12 +1,15 @@
-"""Weak supervision with Classification Without Labels (CWoLa) on top of an MPM backbone (mpm.md 5, CWoLa protocol).
+"""Weak supervision with Classification Without Labels (CWoLa) on top of an MPM backbone (arXiv:2401.13537 and
+arXiv:2409.12589, weak-supervision studies).
 
     python -m mpm.cwola --config mpm/configs/cwola_v1.yaml --out runs/mpm/cwola/fixed \
         pretrained.run=runs/mpm/mpmv1 finetune.mode=fixed
 
 Two sets of background (QCD) jets get the pseudo-labels 0 and 1 (alternating by index, as in the V2 code); N signal
 jets (Tbqq) are added to set 1. A classifier (common.finetune: fixed / finetune / scratch backbone) learns to tell the
-two sets apart; the validation split is built the same way (no true labels are used for model selection). On a pure
-test set of true QCD and top jets we report
+two sets apart; the validation split is built the same way (no true labels are used for model selection). MPMv2 trains
+10 epochs and keeps the last weights (finetune.select: last, jetssl configs/callbacks/cwola.yaml); settings that depend
+on the number of signal jets are finetune.per_n rules with N = n_signal. On a pure test set of true QCD and top jets we
+report
   sic        TPR / sqrt(FPR) at FPR = 1 % (MPMv2 definition, common.metrics.sic_at_fpr)
   sic_cut05  (S/sqrt(B) after a cut at score 0.5) / (S/sqrt(B) before) = eff_S / sqrt(eff_B) (MPMv1 definition)
 plus the AUC. Results: <out>/n<N>/seed<S>/result.json and <out>/summary.json.
@@ -154,9 +157,10 @@ def run_cwola(cfg: dict, out: Path, dist) -> dict:
                                    world_size=world_size)
 
             cfg_run = {**cfg, "finetune": {**cfg["finetune"], "save_model": True}}
+            # finetune.per_n rules compare with the signal jets (jetssl workflow/full_pipeline.smk: n_jets = num_signal)
             result = run_finetune(cfg_run, build, load, d, dist, seed=seed, n_per_class=None, loader_fn=loader_fn,
-                                  class_names=["set0", "set1"])
-            # score the pure test set with the best classifier
+                                  class_names=["set0", "set1"], n_total=n_sig)
+            # score the pure test set with the selected classifier (finetune.select; MPMv2: the last step)
             model = build_classifier(fc, build, (lambda m: None), 2).to(dist.device)
             from common.checkpoint import load_checkpoint
             model.load_state_dict(load_checkpoint(d / "classifier.pt")["model"])

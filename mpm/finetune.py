@@ -5,7 +5,8 @@
 
 Modes (finetune.mode): fixed (frozen backbone: the linear probe), finetune, scratch (same architecture, random init).
 finetune.n_per_class may be a list: every N x every seed in finetune.seeds is trained into <out>/n<N>/seed<S>/ and
-<out>/summary.json holds mean and std per N (common.finetune.run_sweep).
+<out>/summary.json holds mean and std per N (common.finetune.run_sweep). Settings that depend on the number of labelled
+jets and the mode (MPMv2 recipe) are the finetune.per_n rules of the config.
 
 The backbone architecture comes from the pretraining run (`pretrained.run`/config.yaml), or from `pretrained.config`
 (a pretraining YAML) when there is no run, which is allowed only for scratch.
@@ -66,55 +67,6 @@ def backbone_fns(cfg: dict):
     return build, (load if run is not None else None), pcfg
 
 
-def _deep_update(base: dict, new: dict) -> dict:
-    out = dict(base)
-    for k, v in new.items():
-        out[k] = _deep_update(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-def settings_for_n(cfg: dict, n_total: int | None) -> dict:
-    """The config with the `per_n_overrides` rules that match n_total labelled jets applied, in order (MPMv2
-    workflow: patience, unfreeze step and warm-up depend on the training-set size, mpm.md 5)."""
-    fin = dict(cfg["finetune"])
-    for rule in cfg["per_n_overrides"] or []:
-        unknown = set(rule) - {"min_n", "max_n", "set"}
-        if unknown or "set" not in rule:
-            raise ValueError(f"per_n_overrides rule {rule}: expected keys min_n, max_n, set")
-        if n_total is None:
-            continue
-        if rule.get("min_n") is not None and n_total < float(rule["min_n"]):
-            continue
-        if rule.get("max_n") is not None and n_total > float(rule["max_n"]):
-            continue
-        fin = _deep_update(fin, rule["set"])
-    return {**cfg, "finetune": fin}
-
-
-def sweep_with_overrides(cfg: dict, build, load, out: Path, dist) -> dict:
-    """run_sweep one N at a time with that N's settings; one summary.json over all N."""
-    import json
-
-    from common.data import dataset_info
-    from common.train_utils import write_json
-
-    n_classes = len(dataset_info(cfg["data"])["class_names"])
-    ns = cfg["finetune"]["n_per_class"]
-    ns = list(ns) if isinstance(ns, (list, tuple)) else [ns]
-    summary = None
-    for n in ns:
-        part = run_sweep(settings_for_n(cfg, None if n is None else n * n_classes), build, load, out, dist,
-                         n_values=[n])
-        if summary is None:
-            summary = part
-        else:
-            summary["per_n"].update(part["per_n"])
-            summary["rows"] += part["rows"]
-    if dist.is_main:
-        write_json(out / "summary.json", summary)
-    return json.loads(json.dumps(summary))
-
-
 def main(argv=None):
     run = start_run(__doc__.splitlines()[0], argv, save=False)  # saved below, once the config is checked
     if run is None:
@@ -129,10 +81,7 @@ def main(argv=None):
         save_config(cfg, out / "config.yaml")
     build, load, pcfg = backbone_fns(cfg)
     load = load if fc["mode"] != "scratch" else None
-    if cfg["per_n_overrides"]:
-        summary = sweep_with_overrides(cfg, build, load, out, dist)
-    else:
-        summary = run_sweep(cfg, build, load, out, dist)
+    summary = run_sweep(cfg, build, load, out, dist)  # every N with its finetune.per_n rules
     if dist.is_main:
         mark_done(out, {"mode": fc["mode"], "pretrained": cfg["pretrained"]["run"], "method": pcfg["method"],
                         "n_values": list(summary["per_n"])})

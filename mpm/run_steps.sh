@@ -7,7 +7,7 @@ mpm_steps() {
   local J="data.root=$JETCLASS" A="data.root=$JETCLASS_ATLAS" full=1 row tok mode task modes v2tasks
   [[ "$PROFILE" == smoke ]] && full=0
 
-  # --- tokenisers (mpm.md 2): trained first, then frozen -----------------------------------------------------------
+  # --- tokenisers (arXiv:2401.13537, arXiv:2409.12589): trained first, then frozen --------------------------------
   step tokenizer_v1 --after "" -- $PY -m mpm.train_tokenizer --config $CFG/tokenizer_v1.yaml --out $OUT/tokenizer_v1 $J
   if ((full)); then
     step tokenizer_v1_kmeans --after "" -- $PY1 -m mpm.train_tokenizer --config $CFG/tokenizer_v1_kmeans.yaml \
@@ -98,12 +98,13 @@ mpm_steps() {
     done
   done
   if ((full)); then
-    # untrained / no-backbone runs use lr 1e-3 (V2 workflow, mpm.md 5 "MPMv2 fine-tuning" overrides)
+    # "untrained": its lr 1e-3 is a finetune.per_n rule of finetune_v2.yaml (jetssl workflow/full_pipeline.smk)
     step v2_jetclass_scratch --tables mpm.v2_jetclass --after "" -- $PY -m mpm.finetune --config $CFG/finetune_v2.yaml \
-      --out $OUT/v2_jetclass/scratch $J finetune.mode=scratch finetune.lr=1.0e-3
-    # "No Backbone": the embedding with 0 transformer layers + the class-attention head, all trained (mpm.md 4)
-    step v2_jetclass_nobackbone --tables mpm.v2_jetclass --after "" -- $PY -m mpm.finetune --config $CFG/finetune_v2.yaml \
-      --out $OUT/v2_jetclass/nobackbone $J finetune.mode=scratch "pretrained.overrides=[model.depth=0]" finetune.lr=1.0e-3
+      --out $OUT/v2_jetclass/scratch $J finetune.mode=scratch
+    # "No Backbone" of the frozen study: the embedding with 0 transformer layers + the class-attention head, all
+    # trained at lr 1e-4 (finetune_v2_nobackbone.yaml)
+    step v2_jetclass_nobackbone --tables mpm.v2_jetclass --after "" -- $PY -m mpm.finetune \
+      --config $CFG/finetune_v2_nobackbone.yaml --out $OUT/v2_jetclass/nobackbone $J
     local cwtasks="regression"  # mini: one pretrained task against scratch; paper: every task
     [[ "$PROFILE" == paper ]] && cwtasks="$v2tasks"
     for task in $cwtasks; do
@@ -111,7 +112,7 @@ mpm_steps() {
         --out $OUT/v2_cwola/${task}_finetune $J pretrained.run=$OUT/pretrain/mpmv2_$task finetune.mode=finetune
     done
     step v2_cwola_scratch --tables mpm.v2_cwola --after "" -- $PY -m mpm.cwola --config $CFG/cwola_v2.yaml \
-      --out $OUT/v2_cwola/scratch $J finetune.mode=scratch finetune.lr=1.0e-3
+      --out $OUT/v2_cwola/scratch $J finetune.mode=scratch   # lr 1e-4: the workflow's 1e-3 is for JetClass only
   fi
 
   # --- MPMv2 frozen probes: Table B's final row (regression, k-means) and, paper only, the decoder / mask sweeps ----
@@ -125,7 +126,7 @@ mpm_steps() {
     local v sweep over
     for v in depth_1 depth_2 depth_3 depth_4 mask_0.1 mask_0.2 mask_0.3 mask_0.4 mask_0.5 mask_0.6 mask_0.7 mask_0.8 mask_0.9; do
       sweep=${v%%_*}; v=${v#*_}
-      # Table B setting: 200k steps; depth sweep at D_f 30 %, mask sweep with a 2-layer decoder (mpm.md 6)
+      # Table B setting: 200k steps; depth sweep at D_f 30 %, mask sweep with a 2-layer decoder (arXiv:2409.12589)
       if [[ $sweep == depth ]]; then over="model.decoder.depth=$v model.mask_fraction=0.3"
       else over="model.decoder.depth=2 model.mask_fraction=$v"; fi
       step pretrain_v2_sweep_${sweep}_$v --after tokenizer_v2_kmeans -- $PY -m mpm.pretrain --config $CFG/mpmv2_kmeans.yaml \

@@ -155,7 +155,7 @@ def test_scheduler_groups_follow_head_schedule_and_catchup():
     cfg = _cfg(lr=1e-4, unfreeze_step=10, catchup_steps=10, max_steps=100,
                schedule={"kind": "warmup_cosine", "warmup_steps": 5, "start_factor": 0.1, "min_factor": 1e-3})
     fc = finetune_settings(cfg)
-    assert fc["schedule"]["total_steps"] == 100
+    assert fc["schedule"].get("total_steps") is None  # the steps the run can take: max_steps = 100 here
     torch.manual_seed(0)
     model = build_classifier(fc, TinyBackbone, load_pretrained, 2)
     opt = _optimizer(model, fc)
@@ -235,7 +235,8 @@ def test_early_stopping_triggers(tmp_path):
 
 def test_sweep_n_per_class_and_seeds(tmp_path):
     loader_fn = make_loader_fn()
-    cfg = _cfg(mode="scratch", max_steps=4, n_per_class=[4, 8], seeds=[0, 1], per_n={8: {"max_steps": 3}})
+    cfg = _cfg(mode="scratch", max_steps=4, n_per_class=[4, 8], seeds=[0, 1],
+               per_n=[{"min_n": 16, "max_n": 16, "set": {"max_steps": 3}}])  # 8 per class x 2 classes
     summary = run_sweep(cfg, TinyBackbone, None, tmp_path, Dist(), loader_fn=loader_fn, class_names=CLASSES)
     train_calls = [c for c in loader_fn.calls if c["split"] == "train"]
     assert [(c["n_per_class"], c["subset_seed"]) for c in train_calls] == [(4, 0), (4, 1), (8, 0), (8, 1)]
@@ -260,8 +261,8 @@ def test_bad_finetune_config():
         finetune_settings(_cfg(lrr=1))
     with pytest.raises(ValueError, match="mode"):
         finetune_settings(_cfg(mode="frozen"))
-    with pytest.raises(ValueError, match="per_n.100: cannot override seeds"):
-        finetune_settings(_cfg(per_n={100: {"seeds": [1]}}))
+    with pytest.raises(ValueError, match=r"per_n\[0\]: cannot set seeds"):
+        finetune_settings(_cfg(per_n=[{"min_n": 100, "set": {"seeds": [1]}}]))
     with pytest.raises(ValueError, match="run_sweep"):
         run_finetune(_cfg(n_per_class=[1, 2]), TinyBackbone, None, "/tmp/unused", Dist(), class_names=CLASSES,
                      loader_fn=make_loader_fn())

@@ -111,9 +111,9 @@ def test_sic_cut_definition():
 
 
 def test_mpmv2_size_dependent_finetune_settings():
-    from mpm.finetune import settings_for_n
+    from common.finetune import finetune_settings
     cfg = load_config("mpm/configs/finetune_v2.yaml")
-    small, mid, big, huge = (settings_for_n(cfg, n)["finetune"] for n in (1000, 10000, 10**7, 10**8))
+    small, mid, big, huge = (finetune_settings(cfg, n) for n in (1000, 10000, 10**7, 10**8))
     assert (small["unfreeze_step"], small["patience"]) == (100, 5)
     assert (mid["unfreeze_step"], mid["patience"]) == (5000, 25)
     assert (big["unfreeze_step"], big["catchup_steps"], big["schedule"]["warmup_steps"]) == (20000, 20000, 40000)
