@@ -250,7 +250,8 @@ class Encoder(nn.Module):
 
     num_registers R learnable tokens (init N(0,1)*1e-3, MPMv2 4) are prepended; they are real (mask True) and get a
     zero attention bias. Padded outputs are zeroed. drop_path rises linearly from 0 to `drop_path` over the blocks
-    (as in timm / I-JEPA).
+    (as in timm / I-JEPA). pos (B,N,D) | None: added to the (non-register) tokens before every block (Point-JEPA
+    `add_pos_at_every_layer`, pointjepa/modules/transformer.py).
     """
 
     def __init__(self, dim: int, depth: int, num_heads: int, ff_hidden: int, *, style: str = "preln",
@@ -267,7 +268,8 @@ class Encoder(nn.Module):
             for i in range(depth))
         self.norm = nn.LayerNorm(dim) if final_norm else nn.Identity()
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, attn_bias: torch.Tensor | None = None):
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, attn_bias: torch.Tensor | None = None,
+                pos: torch.Tensor | None = None):
         B = x.shape[0]
         if mask is None:
             mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
@@ -278,7 +280,11 @@ class Encoder(nn.Module):
             mask = torch.cat([torch.ones(B, R, dtype=torch.bool, device=mask.device), mask], dim=1)
             if attn_bias is not None:
                 attn_bias = F.pad(attn_bias, (R, 0, R, 0))  # zero bias for register rows and columns
+            if pos is not None:
+                pos = F.pad(pos, (0, 0, R, 0))  # registers get no positional embedding
         for block in self.blocks:
+            if pos is not None:
+                x = x + pos.to(x.dtype)
             x = block(x, mask, attn_bias)
         return zero_padded(self.norm(x), mask), mask
 

@@ -12,8 +12,9 @@ branches (Point-JEPA: only the transformer is EMA'd) [U]. The transformer is com
 tokens (Darcet et al. 2023, registers get zero bias) and the ParT physics bias: PairEmbed of the pairwise features of the
 patch four-vectors, restricted to the tokens an encoder actually sees (§10). The predictor gets no physics bias: the
 four-vectors of the target patches would leak the content it has to predict.
-The positional embedding of the patch centres is added once, at the encoder input [U]: Point-JEPA adds it before every
-block, which common.transformer.Encoder offers no hook for.
+The positional embedding of the patch centres is added before every encoder block, as in Point-JEPA
+(`encoder_add_pos_at_every_layer: true`, configs/Point-JEPA/pretraining/shapenet.yaml), or once at the input
+(`model.pos_every_layer: false`); the predictor adds it once (Point-JEPA's `predictor_add_pos_at_every_layer` is false).
 """
 from __future__ import annotations
 
@@ -51,22 +52,28 @@ def masked_std(z: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 class PatchEncoder(nn.Module):
-    """Transformer over patch tokens with registers and the ParT physics bias; forward(x, mask, p4) -> (B,T,d) with
-    the register outputs dropped and padded tokens zeroed. This is the part that the EMA target copies."""
+    """Transformer over patch tokens with registers and the ParT physics bias; forward(x, mask, p4, pos) -> (B,T,d)
+    with the register outputs dropped and padded tokens zeroed. This is the part that the EMA target copies.
+    pos (B,T,d): positional embedding of the patch centres, added before every block (pos_every_layer, Point-JEPA)
+    or once to the input."""
 
     def __init__(self, dim: int, depth: int, num_heads: int, mlp_ratio: float = 4.0, num_registers: int = 8,
-                 physics_bias: bool = True, pair_hidden=(64, 64, 64), dropout: float = 0.0, style: str = "preln"):
+                 physics_bias: bool = True, pair_hidden=(64, 64, 64), dropout: float = 0.0, style: str = "preln",
+                 pos_every_layer: bool = True):
         super().__init__()
-        self.dim, self.num_registers = dim, num_registers
+        self.dim, self.num_registers, self.pos_every_layer = dim, num_registers, pos_every_layer
         self.encoder = Encoder(dim, depth, num_heads, int(dim * mlp_ratio), style=style, num_registers=num_registers,
                                dropout=dropout)
         self.pair_embed = PairEmbed(num_heads, 4, tuple(pair_hidden)) if physics_bias else None
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, p4: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, p4: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         bias = None
-        if self.pair_embed is not None:  # ParT interaction bias between patch four-vectors (hepjepa.md §10)
+        if self.pair_embed is not None:  # ParT interaction bias between patch four-vectors (arXiv:2202.03772 Eq. 3)
             bias = self.pair_embed(pairwise_features(p4, mask), mask)
-        h, _ = self.encoder(x, mask, bias)
+        if self.pos_every_layer:
+            h, _ = self.encoder(x, mask, bias, pos=pos)
+        else:
+            h, _ = self.encoder(x + pos, mask, bias)
         return h[:, self.num_registers:]
 
 
@@ -105,7 +112,7 @@ def build_online_modules(cfg: dict, in_dim: int, angle_idx) -> tuple[JetTokenize
     pos = PositionalMLP(d)
     context_encoder = PatchEncoder(d, int(cfg["depth"]), int(cfg["num_heads"]), float(cfg["mlp_ratio"]),
                                    int(cfg["num_registers"]), bool(cfg["physics_bias"]), cfg["pair_hidden"],
-                                   float(cfg["dropout"]))
+                                   float(cfg["dropout"]), pos_every_layer=bool(cfg["pos_every_layer"]))
     return tokenizer, pos, context_encoder
 
 
@@ -135,7 +142,7 @@ class HEPJEPA(nn.Module):
     @torch.no_grad()
     def targets(self, patches: Patches, pos: torch.Tensor) -> torch.Tensor:
         """Teacher embeddings of all tokens, layer-normalised over features (I-JEPA), zero at invalid patches."""
-        h = self.target_encoder(patches.tokens + pos, patches.mask, patches.p4)
+        h = self.target_encoder(patches.tokens, patches.mask, patches.p4, pos)
         h = F.layer_norm(h.float(), (h.shape[-1],))
         return h * patches.mask[..., None]
 
@@ -172,9 +179,9 @@ class HEPJEPA(nn.Module):
     def encode_context(self, patches: Patches, pos: torch.Tensor, context: torch.Tensor):
         """Context encoder on the context tokens only; the physics bias uses only their four-vectors.
         -> (h_c (B,Lc,d), centres (B,Lc,2), mask (B,Lc))."""
-        (tok, p4, centres), ctx_mask = gather_tokens(context & patches.mask, patches.tokens + pos, patches.p4,
-                                                     patches.centres)
-        return self.context_encoder(tok, ctx_mask, p4), centres, ctx_mask
+        (tok, p4, centres, ctx_pos), ctx_mask = gather_tokens(context & patches.mask, patches.tokens, patches.p4,
+                                                              patches.centres, pos)
+        return self.context_encoder(tok, ctx_mask, p4, ctx_pos), centres, ctx_mask
 
     @torch.no_grad()
     def update_target(self, momentum: float) -> None:
@@ -195,7 +202,7 @@ class HEPJEPABackbone(nn.Module):
 
     def forward(self, batch):
         p = self.tokenizer(batch.x, batch.mask, batch.p4)
-        h = self.context_encoder(p.tokens + self.pos(p.centres), p.mask, p.p4)
+        h = self.context_encoder(p.tokens, p.mask, p.p4, self.pos(p.centres))
         return h, p.mask
 
     def load_pretrained(self, state: dict, use: str = "context") -> None:

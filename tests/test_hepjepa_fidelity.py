@@ -4,11 +4,16 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from common.config import load_config
+from common.pairwise import pairwise_features
 from hepjepa.masking import sample_masks
+from hepjepa.model import PatchEncoder
 from hepjepa.overlap import target_in_context_fraction
 from hepjepa.tokenizer import JetTokenizer, patch_size_per_jet
+from tests.test_hepjepa_model import tiny_model
+from tests.test_hepjepa_tokenizer import fake_jets
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -72,9 +77,6 @@ def test_default_patching_leaks_far_less_of_the_targets_into_the_context():
 
 
 def test_jets_whose_targets_cover_every_patch_get_no_context_and_no_loss():
-    from tests.test_hepjepa_model import tiny_model
-    from tests.test_hepjepa_tokenizer import fake_jets
-
     valid = torch.tensor([[True, False, False, False, False, False], [True] * 6])  # a 1-patch and a 6-patch jet
     torch.manual_seed(0)
     ctx, tgt = sample_masks(valid, num_targets=4)
@@ -92,3 +94,26 @@ def test_jets_whose_targets_cover_every_patch_get_no_context_and_no_loss():
         kept = model(x[:2], mask[:2], p4[:2], masks=(ctx[:2], tgt[:, :2]))
     assert float(full["loss"]) == pytest.approx(float(kept["loss"]), rel=1e-5)
     assert float(full["target_tokens"]) == pytest.approx((2 + 2 + 0) / 3)
+
+
+@pytest.mark.parametrize("every_layer", [True, False])
+def test_positional_embedding_enters_before_every_block(every_layer):
+    """Point-JEPA adds pos before each block (x <- x + pos; x <- block(x)); replay that by hand on the encoder."""
+    torch.manual_seed(0)
+    enc = PatchEncoder(16, 3, 2, 2.0, num_registers=2, pair_hidden=[8], pos_every_layer=every_layer).eval()
+    _, mask, p4 = fake_jets([6, 4], N=6)
+    x, pos = torch.randn(2, 6, 16), torch.randn(2, 6, 16)
+    with torch.no_grad():
+        got = enc(x, mask, p4, pos)
+        e = enc.encoder
+        bias = F.pad(enc.pair_embed(pairwise_features(p4, mask), mask), (2, 0, 2, 0))  # registers: zero bias
+        m = torch.cat([torch.ones(2, 2, dtype=torch.bool), mask], 1)
+        h = torch.cat([e.registers.expand(2, -1, -1), x * mask[..., None]], 1)
+        p = torch.cat([torch.zeros(2, 2, 16), pos], 1)
+        if not every_layer:
+            h = h + p
+        for block in e.blocks:
+            h = block(h + p if every_layer else h, m, bias)
+        want = (e.norm(h) * m[..., None])[:, 2:]
+    assert torch.allclose(got, want, atol=1e-5)
+    assert load_config("hepjepa/configs/pretrain.yaml")["model"]["pos_every_layer"] is True

@@ -7,7 +7,7 @@ from tests.test_hepjepa_tokenizer import fake_jets
 
 TINY = dict(dim=16, depth=2, num_heads=2, mlp_ratio=2.0, dropout=0.0, num_registers=2, physics_bias=True,
             pair_hidden=[8], num_patches=6, group_size=4, patch_coverage=None, pointnet_hidden=8, fps_random_start=True,
-            pred_dim=8, pred_depth=1, pred_heads=2, loss_beta=1.0)
+            pred_dim=8, pred_depth=1, pred_heads=2, loss_beta=1.0, pos_every_layer=True)
 MASKING = dict(strategy="contiguous", num_targets=2, target_scale=[0.15, 0.2], context_scale=[0.85, 1.0], per_jet=True)
 
 
