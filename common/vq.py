@@ -1,5 +1,5 @@
-"""Vector quantisation with the vqtorch behaviour MPMv1 and OmniJet-alpha rely on (Huh et al., ICML 2023,
-"Straightening out the straight-through estimator"; omnijet.md 2.2, mpm.md 2).
+"""Vector quantisation with the vqtorch behaviour (Huh et al., ICML 2023, "Straightening out the straight-through
+estimator") that MPMv1 (arXiv:2401.13537) and OmniJet-alpha (arXiv:2403.05618) rely on.
 
   loss        L = (1 - beta) d(z_e, sg z_q) + beta d(sg z_e, z_q), d = mean squared error per vector, averaged over
               the real positions (all positions when mask is None, as in the original OmniJet code)
@@ -12,6 +12,19 @@
               current batch plus noise replace_noise * ||z_e|| * N(0,1) (LRU replacement)
 Utilisation (fraction of codes used by the real positions of the batch) and perplexity (exp of the entropy of the
 code histogram) are reported with every forward.
+
+The MPMv2 VQ-VAE quantiser (lucidrains vector-quantize-pytorch 1.14.19 VectorQuantize(use_cosine_sim=True,
+kmeans_init=True, kmeans_iters=50, threshold_ema_dead_code=2), mattcleigh/jetssl configs/model/vqvae.yaml) is the
+other mode, selected by three switches:
+  distance="cosine"      z and the codebook are l2-normalised; nearest code = largest cosine similarity; z_q is the
+                         unit code vector and the straight-through estimator starts from the normalised z
+  codebook_update="ema"  the codebook is a buffer updated by exponential moving averages (decay ema_decay = 0.8):
+                         N_k <- decay N_k + (1 - decay) n_k, m_k <- decay m_k + (1 - decay) sum_{z -> k} z,
+                         c_k = l2norm(m_k / N~_k) with Laplace-smoothed counts N~ (eps ema_eps = 1e-5); the loss is
+                         the commitment term d(z, sg z_q) alone (commitment weight 1, no codebook term, beta unused);
+                         k-means init is spherical k-means (kmeans_iters, means drawn from the batch)
+  dead_code_threshold    (ema mode) after each update, codes with N_k < threshold are reset to random normalised z of
+                         the batch, with N_k = threshold and m_k = threshold * z
 
 Deliberate differences from vqtorch, all switches of the caller: padded positions are excluded from the loss, the
 k-means init and the replacement pool whenever a mask is given (mask=None reproduces the original); a replaced code
@@ -55,13 +68,35 @@ class VectorQuantizer(nn.Module):
 
     def __init__(self, num_codes: int, dim: int, *, beta: float = 0.9, affine_lr: float = 2.0, sync_nu: float = 2.0,
                  kmeans_init: bool = True, replace_freq: int = 100, replace_noise: float = 0.01,
-                 kmeans_iters: int = 20, kmeans_max_points: int = 100_000, seed: int = 0):
+                 kmeans_iters: int = 20, kmeans_max_points: int = 100_000, seed: int = 0,
+                 distance: str = "euclidean", codebook_update: str = "gradient", ema_decay: float = 0.8,
+                 ema_eps: float = 1e-5, dead_code_threshold: float = 0.0):
         super().__init__()
+        if distance not in ("euclidean", "cosine"):
+            raise ValueError(f"vq.distance must be euclidean | cosine, got {distance!r}")
+        if codebook_update not in ("gradient", "ema"):
+            raise ValueError(f"vq.codebook_update must be gradient | ema, got {codebook_update!r}")
+        ema = codebook_update == "ema"
+        if ema and (affine_lr or replace_freq):
+            raise ValueError("vq.codebook_update=ema needs vq.affine_lr=0 and vq.replace_freq=0 (dead codes are "
+                             "replaced through vq.dead_code_threshold)")
+        if dead_code_threshold and not ema:
+            raise ValueError("vq.dead_code_threshold needs vq.codebook_update=ema (use vq.replace_freq otherwise)")
         self.num_codes, self.dim = num_codes, dim
         self.beta, self.affine_lr, self.sync_nu = beta, affine_lr, sync_nu
         self.kmeans_init, self.kmeans_iters, self.kmeans_max_points = kmeans_init, kmeans_iters, kmeans_max_points
         self.replace_freq, self.replace_noise, self.seed = replace_freq, replace_noise, seed
-        self.weight = nn.Parameter(torch.randn(num_codes, dim))  # raw codebook C (pre-affine)
+        self.distance, self.codebook_update = distance, codebook_update
+        self.ema_decay, self.ema_eps, self.dead_code_threshold = ema_decay, ema_eps, dead_code_threshold
+        init = torch.randn(num_codes, dim)
+        if distance == "cosine":
+            init = F.normalize(init, dim=-1)
+        if ema:  # raw codebook C, a buffer: no gradient, no weight decay
+            self.register_buffer("weight", init)
+            self.register_buffer("ema_count", torch.zeros(num_codes))
+            self.register_buffer("ema_sum", init.clone())
+        else:
+            self.weight = nn.Parameter(init)  # raw codebook C (pre-affine)
         self.affine_scale = nn.Parameter(torch.zeros(dim))
         self.affine_bias = nn.Parameter(torch.zeros(dim))
         self.register_buffer("initialised", torch.tensor(not kmeans_init))
@@ -75,12 +110,13 @@ class VectorQuantizer(nn.Module):
         return 1.0 + self.affine_lr * self.affine_scale, self.affine_lr * self.affine_bias
 
     def codebook(self) -> torch.Tensor:
-        """Effective codebook C' = (1 + a s) C + a b, (K, D)."""
+        """Effective codebook C' = (1 + a s) C + a b, (K, D); unit rows for the cosine distance."""
         scale, bias = self._affine()
-        return self.weight if scale is None else self.weight * scale + bias
+        cb = self.weight if scale is None else self.weight * scale + bias
+        return F.normalize(cb, dim=-1) if self.distance == "cosine" else cb
 
     def lookup(self, codes: torch.Tensor) -> torch.Tensor:
-        """Code indices (...) -> effective code vectors (..., D) (decoding tokens, omnijet.md 2.3)."""
+        """Code indices (...) -> effective code vectors (..., D) (decoding tokens)."""
         return F.embedding(codes, self.codebook())
 
     @torch.no_grad()
@@ -98,10 +134,59 @@ class VectorQuantizer(nn.Module):
 
     # ---- k-means init and dead-code replacement ---------------------------------------------------------------------
     @torch.no_grad()
+    def _sample(self, z: torch.Tensor, n: int) -> torch.Tensor:
+        """n rows of z, without replacement when z has enough (sample_vectors of vector-quantize-pytorch)."""
+        g = self._gen(z.device)
+        if z.shape[0] >= n:
+            return z[torch.randperm(z.shape[0], generator=g, device=z.device)[:n]]
+        return z[torch.randint(z.shape[0], (n,), generator=g, device=z.device)]
+
+    @torch.no_grad()
+    def _spherical_kmeans_init(self, z_real: torch.Tensor):
+        """Cosine k-means of the (normalised) z: means drawn from the batch, kmeans_iters rounds of arg-max cosine
+        assignment and renormalised means, empty clusters keep their mean; the EMA state starts from the result."""
+        means = self._sample(z_real, self.num_codes)
+        counts = torch.zeros(self.num_codes, device=z_real.device)
+        for _ in range(self.kmeans_iters):
+            assign = (z_real @ means.T).argmax(-1)
+            counts = torch.bincount(assign, minlength=self.num_codes).float()
+            sums = torch.zeros_like(means).index_add_(0, assign, z_real)
+            means = torch.where(counts[:, None] > 0, F.normalize(sums / counts.clamp(min=1)[:, None], dim=-1), means)
+        self.weight.copy_(means)
+        self.ema_sum.copy_(means * counts[:, None])
+        self.ema_count.copy_(counts)
+        self.initialised.fill_(True)
+
+    @torch.no_grad()
+    def _ema_update(self, z_real: torch.Tensor, codes_real: torch.Tensor):
+        """EMA codebook step and dead-code reset (CosineSimCodebook.forward / expire_codes_ of
+        vector-quantize-pytorch 1.14.19); counts and sums are summed over ranks, resets broadcast from rank 0."""
+        counts = torch.bincount(codes_real, minlength=self.num_codes).float()
+        sums = torch.zeros(self.num_codes, self.dim, device=z_real.device).index_add_(0, codes_real, z_real)
+        if _distributed():
+            dist.all_reduce(counts)
+            dist.all_reduce(sums)
+        self.ema_count.lerp_(counts, 1 - self.ema_decay)
+        self.ema_sum.lerp_(sums, 1 - self.ema_decay)
+        total = self.ema_count.sum()
+        smoothed = (self.ema_count + self.ema_eps) / (total + self.num_codes * self.ema_eps) * total
+        means = self.ema_sum / smoothed[:, None]
+        self.weight.copy_(F.normalize(means, dim=-1) if self.distance == "cosine" else means)
+        dead = (self.ema_count < self.dead_code_threshold).nonzero().squeeze(1)
+        if len(dead) and z_real.shape[0]:
+            new = self._sample(z_real, len(dead))
+            self.weight[dead] = new
+            self.ema_sum[dead] = new * self.dead_code_threshold
+            self.ema_count[dead] = self.dead_code_threshold
+            self._broadcast_codebook()
+
+    @torch.no_grad()
     def _kmeans_init(self, z_real: torch.Tensor):
         g = self._gen(z_real.device)
         if z_real.shape[0] > self.kmeans_max_points:
             z_real = z_real[torch.randperm(z_real.shape[0], generator=g, device=z_real.device)[:self.kmeans_max_points]]
+        if self.codebook_update == "ema":
+            return self._spherical_kmeans_init(z_real)
         if z_real.shape[0] < self.num_codes:  # too few vectors: repeat them with small noise
             reps = -(-self.num_codes // max(z_real.shape[0], 1))
             z_real = z_real.repeat(reps, 1)
@@ -131,6 +216,8 @@ class VectorQuantizer(nn.Module):
             raise ValueError(f"VectorQuantizer: last dimension of z is {z.shape[-1]}, expected dim={self.dim}")
         shape = z.shape[:-1]
         z_flat = z.reshape(-1, self.dim).float()
+        if self.distance == "cosine":
+            z_flat = F.normalize(z_flat, dim=-1)
         m_flat = torch.ones(z_flat.shape[0], dtype=torch.bool, device=z.device) if mask is None else mask.reshape(-1)
         z_real = z_flat.detach()[m_flat]
 
@@ -147,12 +234,17 @@ class VectorQuantizer(nn.Module):
                 codes = nearest(z_flat.detach(), cb.detach())[0]
             z_q = F.embedding(codes, cb)
 
-            # beta-split loss over the real positions (omnijet.md 2.2)
+            # beta-split loss over the real positions (Huh et al. 2023); EMA mode: the commitment term alone
             w = m_flat.to(z_q.dtype)
             n = w.sum().clamp(min=1.0)
             commit = ((z_flat - z_q.detach()) ** 2).mean(-1)
-            codebook_term = ((z_flat.detach() - z_q) ** 2).mean(-1)
-            loss = (((1.0 - self.beta) * commit + self.beta * codebook_term) * w).sum() / n
+            if self.codebook_update == "ema":
+                loss = (commit * w).sum() / n
+                if self.training:
+                    self._ema_update(z_flat.detach()[m_flat], codes[m_flat])
+            else:
+                codebook_term = ((z_flat.detach() - z_q) ** 2).mean(-1)
+                loss = (((1.0 - self.beta) * commit + self.beta * codebook_term) * w).sum() / n
 
             # synchronised straight-through estimator (Huh et al. 2023)
             z_st = z_flat + (z_q - z_flat).detach()
@@ -180,7 +272,11 @@ class VectorQuantizer(nn.Module):
             with torch.no_grad():
                 dist.broadcast(self.weight.data, src=0)
                 dist.broadcast(self.code_age, src=0)
+                if self.codebook_update == "ema":
+                    dist.broadcast(self.ema_count, src=0)
+                    dist.broadcast(self.ema_sum, src=0)
 
     def extra_repr(self) -> str:
         return (f"num_codes={self.num_codes}, dim={self.dim}, beta={self.beta}, affine_lr={self.affine_lr}, "
-                f"sync_nu={self.sync_nu}, kmeans_init={self.kmeans_init}, replace_freq={self.replace_freq}")
+                f"sync_nu={self.sync_nu}, kmeans_init={self.kmeans_init}, replace_freq={self.replace_freq}, "
+                f"distance={self.distance}, codebook_update={self.codebook_update}")

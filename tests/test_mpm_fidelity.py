@@ -139,3 +139,17 @@ def test_mpmv1_backbone_pe_is_a_raw_input_table_before_the_normalisation():
     assert torch.allclose(seen["x"], batch.x)
     old = MPMv1Backbone(3, dim=16, num_particles=12, positional="backbone_input", backbone_pe="embedding")
     assert old.input_pos.shape == (12, 16)
+
+
+def test_tokenizer_v2_uses_the_cosine_ema_quantiser():
+    """jetssl configs/model/vqvae.yaml: use_cosine_sim, kmeans_init, kmeans_iters 50, threshold_ema_dead_code 2."""
+    from common.config import load_config
+    from mpm.train_tokenizer import build_vqvae
+
+    for profile in ("", "mini/", "smoke/"):
+        cfg = load_config(f"mpm/configs/{profile}tokenizer_v2.yaml")
+        q = build_vqvae(cfg).quantizer
+        assert (q.distance, q.codebook_update, q.kmeans_iters, q.dead_code_threshold) == ("cosine", "ema", 50, 2.0)
+        assert (q.affine_lr, q.sync_nu, q.replace_freq, q.ema_decay) == (0.0, 0.0, 0, 0.8)
+        v1 = build_vqvae(load_config(f"mpm/configs/{profile}tokenizer_v1.yaml")).quantizer
+        assert (v1.distance, v1.codebook_update) == ("euclidean", "gradient")

@@ -2,6 +2,7 @@
 particles only, dead-code replacement restores utilisation."""
 import math
 
+import pytest
 import torch
 
 from common.vq import VectorQuantizer
@@ -145,3 +146,54 @@ def test_codebook_stays_identical_across_ranks():
     out = mp.Manager().dict()
     spawn_on_free_port(_ddp_worker, (2, out))
     torch.testing.assert_close(out[0], out[1])
+
+
+def test_cosine_ema_quantiser_matches_a_hand_computed_step():
+    """vector-quantize-pytorch 1.14.19 CosineSimCodebook (MPMv2 VQ-VAE): normalised inputs, arg-max cosine codes,
+    commitment-only loss, EMA update c_k = l2norm(m_k / N~_k) with decay 0.8, dead codes (N_k < 2) reset."""
+    torch.manual_seed(0)
+    vq = VectorQuantizer(3, 2, affine_lr=0.0, sync_nu=0.0, kmeans_init=False, replace_freq=0, distance="cosine",
+                         codebook_update="ema", dead_code_threshold=0.0).train()
+    assert "weight" not in dict(vq.named_parameters())            # the codebook gets no gradient
+    with torch.no_grad():
+        vq.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]]))
+        vq.ema_sum.copy_(vq.weight)
+        vq.ema_count.fill_(1.0)
+    z = torch.tensor([[3.0, 1.0], [2.0, 0.0], [0.5, 4.0]], requires_grad=True)
+    out = vq(z)
+    zn = torch.nn.functional.normalize(z.detach(), dim=-1)
+    assert out.codes.tolist() == [0, 0, 1]
+    cb0 = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    assert torch.allclose(out.z_q, cb0[[0, 0, 1]])
+    assert torch.allclose(out.loss, ((zn - cb0[[0, 0, 1]]) ** 2).mean())
+    count = 0.8 * torch.ones(3) + 0.2 * torch.tensor([2.0, 1.0, 0.0])
+    sums = 0.8 * cb0 + 0.2 * torch.stack([zn[0] + zn[1], zn[2], torch.zeros(2)])
+    total = count.sum()
+    smooth = (count + 1e-5) / (total + 3e-5) * total
+    assert torch.allclose(vq.ema_count, count)
+    assert torch.allclose(vq.weight, torch.nn.functional.normalize(sums / smooth[:, None], dim=-1), atol=1e-6)
+    out.z_q.sum().backward()                                    # straight-through into the normalised inputs
+    assert z.grad is not None and z.grad.abs().sum() > 0
+
+
+def test_ema_dead_codes_below_threshold_are_reset_to_batch_vectors():
+    vq = VectorQuantizer(4, 2, affine_lr=0.0, sync_nu=0.0, kmeans_init=False, replace_freq=0, distance="cosine",
+                         codebook_update="ema", dead_code_threshold=2.0).train()
+    z = torch.nn.functional.normalize(torch.randn(6, 2), dim=-1)
+    vq(z)                                                          # all counts start at 0 < 2: every code is reset
+    assert torch.allclose(vq.ema_count, torch.full((4,), 2.0))
+    assert all(torch.isclose(z, row).all(-1).any() for row in vq.weight)
+
+
+def test_cosine_ema_kmeans_init_and_option_errors():
+    vq = VectorQuantizer(2, 2, affine_lr=0.0, sync_nu=0.0, kmeans_init=True, kmeans_iters=5, replace_freq=0,
+                         distance="cosine", codebook_update="ema").train()
+    z = torch.cat([torch.tensor([[5.0, 0.1]]).repeat(5, 1), torch.tensor([[0.1, -3.0]]).repeat(3, 1)])
+    vq(z)
+    got = sorted(vq.weight.tolist())
+    want = sorted(torch.nn.functional.normalize(torch.tensor([[5.0, 0.1], [0.1, -3.0]]), dim=-1).tolist())
+    assert torch.allclose(torch.tensor(got), torch.tensor(want), atol=1e-5)
+    with pytest.raises(ValueError, match="vq.distance"):
+        VectorQuantizer(2, 2, distance="l2")
+    with pytest.raises(ValueError, match="vq.affine_lr"):
+        VectorQuantizer(2, 2, codebook_update="ema")
