@@ -103,13 +103,14 @@ def test_mpmv2_fixed_runs_do_not_get_the_finetune_only_settings():
 
 
 def test_mpmv2_validates_every_10_epochs_below_1e4_jets():
-    expected = {1000: (5, 10), 9999: (5, 10), 10000: (25, None), 10**5: (10, None), 10**6: (10, None),
-                10**7: (5, None)}
+    # (patience, eval_every_epochs, eval_every in steps; 0 = once per epoch)
+    expected = {1000: (5, 10, 0), 9999: (5, 10, 0), 10000: (25, None, 0), 10**5: (10, None, 0),
+                10**6: (10, None, 0), 10**7: (5, None, 20000), 10**8: (5, None, 20000)}
     for path in (V2, NOBACKBONE):
         for mode in MODES if path == V2 else [None]:
             for n, want in expected.items():
                 fc = _settings(path, n, mode)
-                assert (fc["patience"], fc["eval_every_epochs"]) == want, (path, mode, n)
+                assert (fc["patience"], fc["eval_every_epochs"], fc["eval_every"]) == want, (path, mode, n)
 
 
 def test_validation_every_k_epochs_and_patience_counts_validations(tmp_path):
