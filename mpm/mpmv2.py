@@ -54,7 +54,7 @@ class MPMv2(nn.Module):
                  mask_fraction: float = 0.4, dec_dim: int = 256, dec_depth: int = 4, dec_heads: int = 8,
                  dec_ff_hidden: int = 512, max_particles: int = 128, id_weight: float = 0.3,
                  id_label_smoothing: float = 0.1, task_cfg: dict | None = None, num_features: int = 7,
-                 num_ids: int = 8, targets_from: str = "dropped"):
+                 num_ids: int = 8, targets_from: str = "dropped", dec_final_norm: bool = False):
         super().__init__()
         if targets_from not in ("dropped", "full"):
             raise ValueError(f"model.targets_from must be dropped | full, got {targets_from!r}")
@@ -65,8 +65,9 @@ class MPMv2(nn.Module):
             tokenizer.requires_grad_(False)
         self.enc_to_dec = nn.Linear(encoder.dim, dec_dim)
         self.null_tokens = nn.Parameter(torch.randn(max_particles, dec_dim) * 1e-3)  # mpm.md 3: init N(0,1)*1e-3
+        # no final LayerNorm: do_final_norm False in jetssl configs/model/decoder_config/small.yaml
         self.decoder = Encoder(dec_dim, dec_depth, dec_heads, dec_ff_hidden, style="swiglu", num_registers=0,
-                               final_norm=True)
+                               final_norm=dec_final_norm)
         self.id_task = IDTask(dec_dim, num_ids, id_label_smoothing, id_weight)
         self.task = build_task(task, dec_dim, num_features, tokenizer, task_cfg)
 

@@ -87,7 +87,8 @@ def build_model(cfg: dict):
                      dec_dim=d["dim"], dec_depth=d["depth"], dec_heads=d["num_heads"], dec_ff_hidden=d["ff_hidden"],
                      max_particles=cfg["data"]["num_particles"], id_weight=m["id_weight"],
                      id_label_smoothing=m["id_label_smoothing"], task_cfg=m["task_cfg"],
-                     num_features=num_features(cfg["data"]), num_ids=m["num_ids"], targets_from=m["targets_from"])
+                     num_features=num_features(cfg["data"]), num_ids=m["num_ids"], targets_from=m["targets_from"],
+                     dec_final_norm=d["final_norm"])
     raise ValueError(f"config key 'method' must be one of {METHODS}, got {cfg.get('method')!r}")
 
 

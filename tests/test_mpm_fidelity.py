@@ -153,3 +153,15 @@ def test_tokenizer_v2_uses_the_cosine_ema_quantiser():
         assert (q.affine_lr, q.sync_nu, q.replace_freq, q.ema_decay) == (0.0, 0.0, 0, 0.8)
         v1 = build_vqvae(load_config(f"mpm/configs/{profile}tokenizer_v1.yaml")).quantizer
         assert (v1.distance, v1.codebook_update) == ("euclidean", "gradient")
+
+
+def test_mpmv2_decoder_has_no_final_norm():
+    """jetssl configs/model/decoder_config/small.yaml: do_final_norm: False."""
+    from common.config import load_config
+    from mpm.pretrain import build_model
+
+    for profile in ("", "mini/", "smoke/"):
+        cfg = load_config(f"mpm/configs/{profile}mpmv2_regression.yaml", ["model.dim=16", "model.depth=1",
+                          "model.num_heads=2", "model.ff_hidden=16", "model.decoder.dim=8", "model.decoder.depth=1",
+                          "model.decoder.num_heads=2", "model.decoder.ff_hidden=8"])
+        assert isinstance(build_model(cfg).decoder.norm, torch.nn.Identity)

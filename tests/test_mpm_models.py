@@ -198,7 +198,7 @@ def test_pretraining_loss_falls(version):
     else:
         model, batch, frac = tiny_v2(), structured_batch(F=7), 0.4
     before = _fixed_loss(model, batch, frac)
-    _train(model, batch)
+    _train(model, batch, steps=60 if version == "v1" else 100)  # v2: no decoder final LN, slower start
     after = _fixed_loss(model, batch, frac)
     assert after < 0.6 * before, (before, after)
 
