@@ -8,8 +8,9 @@ Every head has forward(h (B,T,D), mask (B,T) bool) -> logits (B,C) and ignores p
   class_attention  MPMv2: Linear(D, hidden) -> ClassAttentionPooling (2 layers) -> Linear, trunc-normal std 0.01
                    (mpm.md 4, MPMv2 fine-tuning heads)
   mean_max         Point-JEPA: [masked mean, masked max] -> MLP with BatchNorm (hepjepa.md 4)
-  class_attention_oj  OmniJet-alpha's first-commit "ClassifierNormformer": a class token through 3 cross-attention
-                   blocks that return only the attention output (no residual, no MLP), then an MLP (omnijet.md 5)
+  class_attention_oj  OmniJet-alpha's "ClassifierNormformer" (gabbro/models/backbone.py): a class token through 3
+                   cross-attention blocks over LN([class token, tokens]) that return only the attention output (no
+                   residual, no MLP), then an MLP
 """
 from __future__ import annotations
 
@@ -164,15 +165,42 @@ class MeanMaxHead(nn.Module):
         return self.mlp(torch.cat([masked_mean(h, mask), masked_max(h, mask)], dim=-1))
 
 
+class OmniJetCrossBlock(nn.Module):
+    """One cross-attention block of OmniJet-alpha's class-attention head (uhh-pd-ml/omnijet_alpha
+    gabbro/models/backbone.py `NormformerCrossBlock`): the class token c is the query; keys and values are
+    LN([c, h_1 .. h_T]) over the real tokens and c itself, with the LayerNorm weight zero-initialised; the block
+    returns the attention output only (no residual, no MLP). The projections are initialised as torch's
+    nn.MultiheadAttention (Xavier over the fused (3D, D) in-projection, zero biases), dropout on the attention
+    probabilities."""
+
+    def __init__(self, dim: int, num_heads: int, dropout: float):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        nn.init.zeros_(self.norm.weight)
+        self.attn = CrossAttention(dim, num_heads, dropout)
+        bound = (6.0 / (dim + 3 * dim)) ** 0.5  # xavier_uniform_ of the fused (3 dim, dim) in-projection
+        for lin in (self.attn.q, self.attn.kv):
+            nn.init.uniform_(lin.weight, -bound, bound)
+            nn.init.zeros_(lin.bias)
+        nn.init.zeros_(self.attn.proj.bias)
+
+    def forward(self, c: torch.Tensor, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        kv = self.norm(torch.cat([c, h.masked_fill(~mask.unsqueeze(-1), 0.0)], dim=1))
+        kv_mask = torch.cat([torch.ones_like(mask[:, :1]), mask], dim=1)
+        return self.attn(c, kv, kv_mask)
+
+
 class OmniJetClassAttentionHead(nn.Module):
-    """OmniJet-alpha class-attention head (omnijet.md 5): c <- CrossAttn(c, h) for `depth` blocks (attention output
-    only), then MLP D -> hidden -> hidden -> C with SiLU and dropout."""
+    """OmniJet-alpha class-attention head (uhh-pd-ml/omnijet_alpha gabbro/models/backbone.py `ClassifierNormformer`,
+    class_head_type "class_attention"): a class token drawn from N(0, 1) goes through `depth` OmniJetCrossBlocks,
+    then MLP D -> hidden -> hidden -> C with SiLU and dropout (OJ: hidden = D = 256, 2 heads, 3 blocks, dropout
+    0.1)."""
 
     def __init__(self, in_dim: int, n_classes: int, num_heads: int = 2, depth: int = 3, hidden: int = 256,
                  dropout: float = 0.1):
         super().__init__()
-        self.class_token = nn.Parameter(torch.randn(1, 1, in_dim) * 0.02)
-        self.blocks = nn.ModuleList(CrossAttention(in_dim, num_heads, dropout) for _ in range(depth))
+        self.class_token = nn.Parameter(torch.randn(1, 1, in_dim))
+        self.blocks = nn.ModuleList(OmniJetCrossBlock(in_dim, num_heads, dropout) for _ in range(depth))
         self.mlp = nn.Sequential(nn.Linear(in_dim, hidden), nn.SiLU(), nn.Dropout(dropout), nn.Linear(hidden, hidden),
                                  nn.SiLU(), nn.Dropout(dropout), nn.Linear(hidden, n_classes))
 

@@ -65,3 +65,30 @@ def test_head_formulas():
     assert w.node.bias is None
     ref = w.out(torch.stack([w.node(h[b, mask[b]]).mean(0) for b in range(B)]))
     torch.testing.assert_close(w(h, mask), ref)
+
+
+def test_omnijet_class_attention_head_is_ojs_classifier_normformer():
+    """gabbro/models/backbone.py ClassifierNormformer: per block c <- MHA(query c, keys = values =
+    LN([c, h] * mask)) over [c, real tokens], LN weight zero-initialised; N(0,1) class token; final MLP. Compared
+    with a hand-built copy on torch's nn.MultiheadAttention."""
+    torch.manual_seed(1)
+    head = build_head("class_attention_oj", D, 2, hidden=D, num_heads=2, depth=2, dropout=0.1)
+    block = head.blocks[0]
+    assert (block.norm.weight == 0).all() and (block.attn.q.bias == 0).all() and (block.attn.kv.bias == 0).all()
+    big = build_head("class_attention_oj", 256, 2)
+    assert 0.9 < big.class_token.std().item() < 1.1  # N(0, 1), not a small init
+    for p in head.parameters():  # a trained-like head (the zero init would hide the keys)
+        torch.nn.init.normal_(p, std=0.5)
+    head.eval()
+    h, mask = _data()
+    c = head.class_token.expand(B, -1, -1)
+    kv_mask = torch.cat([torch.ones(B, 1, dtype=torch.bool), mask], dim=1)
+    for blk in head.blocks:
+        mha = torch.nn.MultiheadAttention(D, 2, batch_first=True).eval()
+        mha.in_proj_weight.data.copy_(torch.cat([blk.attn.q.weight, blk.attn.kv.weight]))
+        mha.in_proj_bias.data.copy_(torch.cat([blk.attn.q.bias, blk.attn.kv.bias]))
+        mha.out_proj.weight.data.copy_(blk.attn.proj.weight)
+        mha.out_proj.bias.data.copy_(blk.attn.proj.bias)
+        x = blk.norm(torch.cat([c, h], dim=1) * kv_mask.unsqueeze(-1))
+        c = mha(c, x, x, key_padding_mask=~kv_mask)[0]
+    torch.testing.assert_close(head(h, mask), head.mlp(c[:, 0]), rtol=1e-5, atol=1e-5)

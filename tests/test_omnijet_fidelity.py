@@ -147,3 +147,16 @@ def test_vqvae_block_is_the_official_normformer_block():
     assert all(isinstance(b, NormformerBlockOJ) for b in [*vq.encoder.blocks, *vq.decoder.blocks])
     # 8 blocks of 99,840 + the four projections (512 + 516 + 640 + 387): 800,775 as in OJ's VQVAENormFormer
     assert sum(p.numel() for p in vq.parameters()) - sum(p.numel() for p in vq.vq.parameters()) == 800775
+
+
+@pytest.mark.parametrize("profile", ["", "mini/", "smoke/"])
+def test_class_attention_head_of_the_finetune_configs_is_ojs(profile):
+    """head=class_attention builds OJ's ClassifierNormformer head (was the MPMv2 class-attention head)."""
+    from common.config import load_config
+    from common.pooling import OmniJetClassAttentionHead, build_head
+    from omnijet.finetune import harness_config
+
+    cfg = load_config(f"{REPO}/omnijet/configs/{profile}finetune.yaml")
+    cfg["head"] = "class_attention"
+    head_cfg = dict(harness_config(cfg)["finetune"]["head"])
+    assert isinstance(build_head(head_cfg.pop("kind"), head_cfg["hidden"], 2, **head_cfg), OmniJetClassAttentionHead)

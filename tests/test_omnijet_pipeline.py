@@ -195,7 +195,7 @@ def test_every_config_loads_and_runs_one_step(path):
         from common.pooling import build_head
 
         hc = harness_config(cfg)
-        assert hc["finetune"]["head"]["kind"] in ("sum", "class_attention")
+        assert hc["finetune"]["head"]["kind"] in ("sum", "class_attention_oj")
         tok = build_tokenizer(_tiny_model_cfg("binned"))
         backbone = OmniJetBackbone(build_gpt({"dim": 16, "depth": 1, "num_heads": 2, "ff_hidden": 32,
                                               "attention_dropout": 0.0}, tok.num_codes).backbone, tok)
