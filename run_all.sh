@@ -14,6 +14,9 @@
 #   --out-dir DIR                run outputs, logs and status (default runs/<profile>)
 #   --results-dir DIR            where RESULTS.md and its plots go (default results/<profile>)
 #   --workers K                  simulation processes and data-loader workers (default: number of CPUs)
+#   --jobs J                     steps run at once, each a process with --threads threads (default: mini nproc /
+#                                threads, smoke and paper 1); a step waits for the data and for the steps it names in
+#                                --after; a failure skips the steps of its method that have not started yet
 #   --threads T                  torch intra-op threads per training process ($JETFM_THREADS; default 1 for smoke and
 #                                mini: on a loaded 2-core machine two threads made the mini models 4-9x slower, see
 #                                BENCHMARKS.md; paper: the cores shared among the processes of a node)
@@ -71,7 +74,7 @@ CALLER_PWD="$PWD"
 STEPS_ROOT="${RUN_ALL_STEPS_ROOT:-$ROOT}"
 ALL_METHODS="${RUN_ALL_METHODS:-mpm omnijet hepjepa}"
 
-PROFILE=mini; ONLY=""; TABLE=""; DATA_DIR=""; OUT_DIR=""; RESULTS_DIR=""; WORKERS=""; THREADS=""
+PROFILE=mini; ONLY=""; TABLE=""; DATA_DIR=""; OUT_DIR=""; RESULTS_DIR=""; WORKERS=""; THREADS=""; JOBS=""
 FORCE=0; FORCE_DATA=0; GPUS=1; NNODES=1; NODE_RANK=0; RDZV_ENDPOINT=""; RDZV_ID="jetfm"; STOP_ON_ERROR=0; LIST_ONLY=0
 
 die() { echo "run_all.sh: $*" >&2; exit 2; }
@@ -85,6 +88,7 @@ while [[ $# -gt 0 ]]; do
     --results-dir) RESULTS_DIR="$2"; shift 2 ;;
     --workers) WORKERS="$2"; shift 2 ;;
     --threads) THREADS="$2"; shift 2 ;;
+    --jobs) JOBS="$2"; shift 2 ;;
     --force) FORCE=1; shift ;;
     --force-data) FORCE_DATA=1; shift ;;
     --gpus) GPUS="$2"; shift 2 ;;
@@ -151,6 +155,11 @@ if [[ -n "$THREADS" ]]; then
   [[ "$THREADS" =~ ^[1-9][0-9]*$ ]] || die "--threads must be an integer >= 1, got '$THREADS'"
   export JETFM_THREADS="$THREADS"
 fi
+if [[ -z "$JOBS" ]]; then
+  if [[ "$PROFILE" == mini ]]; then JOBS=$(( $(nproc 2>/dev/null || echo 1) / THREADS )); ((JOBS >= 1)) || JOBS=1; else JOBS=1; fi
+fi
+[[ "$JOBS" =~ ^[1-9][0-9]*$ ]] || die "--jobs must be an integer >= 1, got '$JOBS'"
+[[ $JOBS -gt 1 && ( $NNODES -gt 1 || $GPUS -gt 1 ) ]] && die "--jobs > 1 runs steps side by side on one machine; not with --gpus/--nnodes > 1"
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 
 # ---------------------------------------------------------------------------------------------- step registry
@@ -371,26 +380,35 @@ if [[ $LIST_ONLY == 1 ]]; then
 fi
 
 # ---------------------------------------------------------------------------------------------- run
-CHILD=""; CUR_I=""; t=0
+# With --jobs 1 the steps run one after another in the listed order. With --jobs J > 1 up to J steps run at once: a
+# step starts when the data steps and the steps it names in --after have finished (an --always step: every earlier
+# step of its method), in the listed order; a failure still stops the rest of its method.
+declare -A CHILD_OF=() T_OF=()   # running step position k -> its process (own session) / start time
+declare -A ST=()                 # k -> pending | running | ok | failed | skipped
 on_signal() {
-  say "interrupted; stopping the running step (rerun the same command to resume)"
-  [[ -n "$CHILD" ]] && { kill -TERM -- "-$CHILD" 2>/dev/null || kill -TERM "$CHILD" 2>/dev/null; }
-  [[ -n "$CUR_I" ]] && record "$CUR_I" interrupted $(( $(date +%s) - t ))
+  say "interrupted; stopping the running step(s) (rerun the same command to resume)"
+  local k
+  for k in "${!CHILD_OF[@]}"; do
+    kill -TERM -- "-${CHILD_OF[$k]}" 2>/dev/null || kill -TERM "${CHILD_OF[$k]}" 2>/dev/null
+    record "${RUN[$k]}" interrupted $(( $(date +%s) - ${T_OF[$k]} ))
+  done
   exit 130
 }
 trap on_signal INT TERM
 
-say "profile $PROFILE | methods: $METHODS | data: $DATA | out: $OUT_DIR | workers: $WORKERS | torch threads: ${JETFM_THREADS:-per node} | launcher: $PY"
+say "profile $PROFILE | methods: $METHODS | data: $DATA | out: $OUT_DIR | workers: $WORKERS | torch threads: ${JETFM_THREADS:-per node} | jobs: $JOBS | launcher: $PY"
 say "${#RUN[@]} steps; logs in $OUT_DIR/logs"
 FAILED_METHODS=" "
 N_FAILED=0
 for i in "${UNSELECTED[@]}"; do record "$i" not-selected 0; done
-for k in "${!RUN[@]}"; do
-  i=${RUN[$k]}; id="${S_ID[$i]}"; m="${S_METHOD[$i]}"; log="$(logfile "$id")"; n="($((k + 1))/${#RUN[@]})"
+
+# Prepare step k: returns 0 when it must run, 1 when it was settled here (skipped after a failure, done already,
+# finished by node 0). Sets ST[k].
+prepare_step() {
+  local k=$1 i=${RUN[$1]} id="${S_ID[${RUN[$1]}]}" m="${S_METHOD[${RUN[$1]}]}" n="($(($1 + 1))/${#RUN[@]})" out
   if [[ "$FAILED_METHODS" == *" $m "* || ( "$m" != data && "$FAILED_METHODS" == *" data "* ) ]]; then
     say "$n $id: skipped (an earlier step of ${m/data/the data} failed)"
-    record "$i" skipped-after-failure 0
-    continue
+    record "$i" skipped-after-failure 0; ST[$k]=skipped; return 1
   fi
   out="${S_OUT[$i]}"
   if [[ $FORCE == 1 && "${S_DATA[$i]}" == 0 && -n "$out" ]]; then
@@ -401,43 +419,87 @@ for k in "${!RUN[@]}"; do
   fi
   if [[ "${S_ALWAYS[$i]}" == 0 ]] && is_done "$i"; then
     say "$n $id: done already, skipped | next: $(next_after "$k")"
-    record "$i" done-earlier 0
-    continue
+    record "$i" done-earlier 0; ST[$k]=ok; return 1
   fi
   if [[ "$NODE_RANK" != 0 && "${S_CMD[$i]}" != torchrun* && "${S_DATA[$i]}${S_ALWAYS[$i]}" != 11 ]]; then
     # multi-node: single-process steps run on node 0 only; this node waits for the result on the shared disk
-    if [[ "${S_ALWAYS[$i]}" == 1 || -z "$out" ]]; then say "$n $id: left to node 0"; continue; fi
+    if [[ "${S_ALWAYS[$i]}" == 1 || -z "$out" ]]; then say "$n $id: left to node 0"; ST[$k]=ok; return 1; fi
     say "$n $id: waiting for node 0 to finish it ($out/done.json)"
     until is_done "$i"; do sleep "${RUN_ALL_POLL_S:-30}"; done
     say "$n $id: finished by node 0 | next: $(next_after "$k")"
-    continue
+    ST[$k]=ok; return 1
   fi
-  say "$n $id: running (log $log)"
+  return 0
+}
+
+launch_step() {  # start step k in the background, in its own session (a stop kills its whole process tree)
+  local k=$1 i=${RUN[$1]} id="${S_ID[${RUN[$1]}]}" log
+  log="$(logfile "$id")"
+  say "($((k + 1))/${#RUN[@]}) $id: running (log $log)"
   record "$i" started 0
-  {
-    echo "===== $(date -u '+%Y-%m-%dT%H:%M:%SZ') $id"
-    echo "\$ ${S_CMD[$i]}"
-  } >> "$log"
-  t=$(date +%s)
-  # own session: a stop kills the step's whole process tree (torchrun and its workers included)
+  { echo "===== $(date -u '+%Y-%m-%dT%H:%M:%SZ') $id"; echo "\$ ${S_CMD[$i]}"; } >> "$log"
+  T_OF[$k]=$(date +%s)
   setsid --wait bash -c "${S_CMD[$i]}" >> "$log" 2>&1 < /dev/null &
-  CHILD=$!; CUR_I=$i
-  wait "$CHILD"; rc=$?
-  CHILD=""; CUR_I=""
-  el=$(( $(date +%s) - t ))
+  CHILD_OF[$k]=$!; ST[$k]=running
+}
+
+finish_step() {  # step k's process ended with status rc
+  local k=$1 rc=$2 i=${RUN[$1]} id="${S_ID[${RUN[$1]}]}" m="${S_METHOD[${RUN[$1]}]}" n="($(($1 + 1))/${#RUN[@]})" el log
+  el=$(( $(date +%s) - ${T_OF[$k]} )); log="$(logfile "$id")"
+  unset "CHILD_OF[$k]" "T_OF[$k]"
   if [[ $rc == 0 ]]; then
     [[ "${S_ALWAYS[$i]}" == 1 ]] || mark_done "$i"  # an --always step's script must not find a done.json next time
     say "$n $id: done in $(dur $el) | next: $(next_after "$k")"
-    record "$i" done "$el"
+    record "$i" done "$el"; ST[$k]=ok
   else
     say "$n $id: FAILED (exit $rc) after $(dur $el); last lines of $log:"
     tail -n 15 "$log" | sed 's/^/    | /'
-    record "$i" failed "$el"
+    record "$i" failed "$el"; ST[$k]=failed
     FAILED_METHODS="$FAILED_METHODS$m "
     N_FAILED=$((N_FAILED + 1))
-    [[ $STOP_ON_ERROR == 1 ]] && break
   fi
-done
+}
+
+# Can pending step k start? 0: yes, 1: not yet.
+ready() {
+  local k=$1 i=${RUN[$1]} m="${S_METHOD[${RUN[$1]}]}" j d
+  for j in "${!RUN[@]}"; do
+    ((j < k)) || break
+    local jm="${S_METHOD[${RUN[$j]}]}" st="${ST[$j]:-pending}"
+    [[ "$st" == pending || "$st" == running ]] || continue
+    [[ "$jm" == data ]] && return 1          # the data come first, one step at a time (each uses --workers processes)
+    [[ "${S_ALWAYS[$i]}" == 1 && "$jm" == "$m" ]] && return 1             # tables: after the method's steps
+    IFS=',' read -ra deps <<< "${S_AFTER[$i]}"
+    for d in "${deps[@]}"; do [[ -n "$d" && "${S_ID[${RUN[$j]}]}" == "$m/$d" ]] && return 1; done
+  done
+  return 0
+}
+
+if [[ $JOBS == 1 ]]; then
+  for k in "${!RUN[@]}"; do
+    prepare_step "$k" || continue
+    launch_step "$k"
+    wait "${CHILD_OF[$k]}"; rc=$?
+    finish_step "$k" "$rc"
+    [[ $STOP_ON_ERROR == 1 && $N_FAILED -gt 0 ]] && break
+  done
+else
+  for k in "${!RUN[@]}"; do ST[$k]=pending; done
+  while :; do
+    left=0
+    for k in "${!RUN[@]}"; do
+      [[ "${ST[$k]}" == pending ]] || continue
+      left=1
+      ((${#CHILD_OF[@]} < JOBS)) || break
+      [[ $STOP_ON_ERROR == 1 && $N_FAILED -gt 0 ]] && { ST[$k]=skipped; continue; }
+      ready "$k" || continue
+      prepare_step "$k" && launch_step "$k"
+    done
+    ((${#CHILD_OF[@]} > 0)) || { ((left == 0)) && break; continue; }
+    wait -n -p DONE_PID "${CHILD_OF[@]}"; rc=$?
+    for k in "${!CHILD_OF[@]}"; do [[ "${CHILD_OF[$k]}" == "$DONE_PID" ]] && { finish_step "$k" "$rc"; break; }; done
+  done
+fi
 
 if [[ "$NODE_RANK" != 0 ]]; then say "node $NODE_RANK finished; node 0 writes RESULTS.md"; [[ $N_FAILED == 0 ]]; exit; fi
 # Tables and plots: always rebuilt from whatever result files exist (missing ones are flagged in RESULTS.md).

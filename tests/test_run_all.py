@@ -234,3 +234,33 @@ def test_editing_run_all_during_a_run_does_not_corrupt_it(kit, tmp_path, repo_ro
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, out
     assert "CORRUPTED" not in out and "finished in" in out
+
+
+def test_jobs_two_runs_independent_steps_side_by_side_and_keeps_dependencies(kit, tmp_path):
+    steps = tmp_path / "methods" / "fakem" / "run_steps.sh"
+    steps.write_text(
+        "fakem_steps() {\n"
+        "  step pretrain -- $PY -m fakem.work --out $OUT/pretrain --steps 3 --sleep 0.2\n"
+        "  step finetune --tables mpm.v1_jetclass -- $PY1 -m fakem.work --out $OUT/finetune --steps 6 --sleep 0.2 "
+        "--table mpm.v1_jetclass ${FAKE_FAIL:-}\n"
+        "  step probe --tables mpm.v1_pretraining -- $PY1 -m fakem.work --out $OUT/probe --steps 12 --sleep 0.2 "
+        "--table mpm.v1_pretraining\n"
+        "  step late --tables mpm.v1_pretraining --after pretrain -- $PY1 -m fakem.work --out $OUT/late\n"
+        "  step tables --always -- $PY1 -m fakem.work --out $OUT/tables_tmp_$RANDOM\n}\n")
+    res = kit.run("--jobs", "2")
+    assert res.returncode == 0, res.stdout + res.stderr
+    lines = [l for l in res.stdout.splitlines() if "fakem/" in l]
+    at = lambda text: next(i for i, l in enumerate(lines) if text in l)
+    # pretrain first; finetune and probe both start before either finishes; tables only after every other step
+    assert at("fakem/pretrain: done") < at("fakem/finetune: running") < at("fakem/probe: running")
+    assert at("fakem/probe: running") < at("fakem/finetune: done")
+    assert at("fakem/tables: running") > max(at("fakem/finetune: done"), at("fakem/probe: done"), at("fakem/late: done"))
+    assert "jobs: 2" in res.stdout
+    # a failure skips what has not started; a rerun redoes only the failed and skipped steps
+    for d in ("finetune", "probe", "late"):
+        (kit.out / "fakem" / d / "done.json").unlink()
+    failed = kit.run("--jobs", "2", FAKE_FAIL="--fail")
+    assert failed.returncode != 0 and "fakem/finetune: FAILED (exit 3)" in failed.stdout
+    assert "fakem/late: skipped (an earlier step of fakem failed)" in failed.stdout
+    assert kit.invocations("pretrain") == 1
+    assert kit.run("--jobs", "x").returncode == 2
