@@ -7,9 +7,11 @@ Applied to the whole jet before tokenisation, so context and target branches see
   smear   Gaussian noise of width `smear_sigma` on (deta, dphi): finite angular resolution of a detector;
   drop    remove the softest particles, a fraction U[0, drop_max] of each jet (pT-ordered, so the tail): soft radiation
           and thresholds are the least well modelled part of a jet (infrared safety).
-The ParT standardised deltaR column (if present) is recomputed from the new angles. The four-vectors are left as they
-are: the pairwise physics bias uses only Delta, kT, z and m^2, which are (to first order) invariant under these
-transformations of the angles.
+The four-vectors move with the angles: every particle keeps its pT and mass and gets eta + sign(eta_jet) * (change of
+deta) and phi + (change of dphi) (part_deta carries the sign(eta_jet) flip, common.features.deta_dphi_partstyle), so
+the patch four-vectors and the pairwise physics bias (ParT, arXiv:2202.03772 Eq. 3) describe the augmented jet that the
+tokeniser groups. The ParT standardised deltaR, log E and log E/E_jet columns (if present) are recomputed from the new
+angles and energies; the jet-level values are kept.
 """
 from __future__ import annotations
 
@@ -17,7 +19,35 @@ import math
 
 import torch
 
-from common.batch import JetBatch
+from common.batch import JET_FIELDS, JetBatch
+from common.features import PART_TRANSFORMS
+
+
+def _standardised(name: str, v: torch.Tensor) -> torch.Tensor:
+    """ParT transform (v - a) * b clipped to [-5, 5] of feature `name` (common.features.PART_TRANSFORMS)."""
+    a, b = PART_TRANSFORMS[name]
+    return ((v - a) * b).clamp(-5, 5)
+
+
+def _shifted(name: str, x: torch.Tensor, dv: torch.Tensor) -> torch.Tensor:
+    """The standardised column x of feature `name` after its raw value changed by dv."""
+    return (x + PART_TRANSFORMS[name][1] * dv).clamp(-5, 5)
+
+
+def move_four_vectors(p4: torch.Tensor, mask: torch.Tensor, jet_eta: torch.Tensor, d_deta: torch.Tensor,
+                      d_dphi: torch.Tensor) -> torch.Tensor:
+    """Shift each particle by (d_deta, d_dphi) in the jet's (deta, dphi) frame at fixed pT and mass.
+    p4 (B,N,4) = (px, py, pz, E); jet_eta (B,); d_deta, d_dphi (B,N) -> new p4, zero at padding."""
+    p4 = p4.double()  # cosh / sinh of |eta| ~ 4 lose float32 precision in E^2 - |p|^2
+    px, py, pz, e = p4.unbind(-1)
+    pt = torch.hypot(px, py)
+    m2 = (e**2 - px**2 - py**2 - pz**2).clamp(min=0)
+    sgn = torch.where(jet_eta >= 0, 1.0, -1.0).to(p4.dtype)[:, None]
+    eta = torch.asinh(pz / pt.clamp(min=1e-12)) + sgn * d_deta.double()
+    phi = torch.atan2(py, px) + d_dphi.double()
+    pz = pt * torch.sinh(eta)
+    new = torch.stack([pt * torch.cos(phi), pt * torch.sin(phi), pz, torch.sqrt(pt**2 + pz**2 + m2)], -1)
+    return (new * mask[..., None]).float()
 
 
 def augment(batch: JetBatch, names, cfg: dict) -> JetBatch:
@@ -41,9 +71,17 @@ def augment(batch: JetBatch, names, cfg: dict) -> JetBatch:
     if sigma > 0:
         deta = deta + sigma * torch.randn_like(deta)
         dphi = dphi + sigma * torch.randn_like(dphi)
+    if cfg.get("rotate", True) or cfg.get("reflect", True) or sigma > 0:
+        moved = move_four_vectors(p4, mask, batch.jet[:, JET_FIELDS.index("eta")], deta - x[..., ia],
+                                  dphi - x[..., ip])
+        dlog_e = torch.log(moved[..., 3].clamp(min=1e-12)) - torch.log(p4[..., 3].clamp(min=1e-12))
+        for name in ("part_e_log", "part_logerel"):  # E changes with eta at fixed pT; E_jet is kept
+            if name in names:
+                x[..., names.index(name)] = _shifted(name, x[..., names.index(name)], dlog_e)
+        p4 = moved
     x[..., ia], x[..., ip] = deta, dphi
-    if "part_deltaR" in names:  # ParT standardisation (x - 0.2) * 4, clipped to [-5, 5] (datasets.md §A1)
-        x[..., names.index("part_deltaR")] = ((torch.hypot(deta, dphi) - 0.2) * 4.0).clamp(-5, 5)
+    if "part_deltaR" in names:
+        x[..., names.index("part_deltaR")] = _standardised("part_deltaR", torch.hypot(deta, dphi))
     drop_max = float(cfg.get("drop_max", 0.0))
     if drop_max > 0:
         n = mask.sum(1)

@@ -117,3 +117,52 @@ def test_positional_embedding_enters_before_every_block(every_layer):
         want = (e.norm(h) * m[..., None])[:, 2:]
     assert torch.allclose(got, want, atol=1e-5)
     assert load_config("hepjepa/configs/pretrain.yaml")["model"]["pos_every_layer"] is True
+
+
+def _massless_p4(pt, eta, phi):
+    pz = pt * torch.sinh(eta)
+    return torch.stack([pt * torch.cos(phi), pt * torch.sin(phi), pz, torch.sqrt(pt**2 + pz**2)], -1)
+
+
+@pytest.mark.parametrize("aug", [dict(rotate=True, reflect=False, smear_sigma=0.0),
+                                 dict(rotate=True, reflect=True, smear_sigma=0.05)])
+def test_augmented_four_vectors_follow_the_angles(aug):
+    """The pairwise physics-bias inputs are computed from the augmented particles: after a rotation (reflection,
+    smearing) of (deta, dphi), the four-vectors give back the new angles, and pairwise_features of the augmented p4
+    equal those of massless particles built by hand at the augmented angles."""
+    from common.batch import JET_FIELDS, JetBatch
+    from common.features import FEATURE_SETS
+    from hepjepa.augment import augment
+
+    names = list(FEATURE_SETS["hepjepa"].names)
+    ia, ip = names.index("part_deta"), names.index("part_dphi")
+    g = torch.Generator().manual_seed(3)
+    B, N = 2, 12
+    mask = torch.ones(B, N, dtype=torch.bool)
+    jet = torch.zeros(B, len(JET_FIELDS))
+    jet[:, JET_FIELDS.index("eta")] = torch.tensor([1.2, -0.8])  # a negative-eta jet: part_deta is sign-flipped
+    jet[:, JET_FIELDS.index("phi")] = torch.tensor([0.3, 3.0])
+    jet[:, JET_FIELDS.index("energy")] = 1000.0
+    sgn = torch.sign(jet[:, 1:2])
+    deta, dphi = torch.randn(B, N, generator=g) * 0.2, torch.randn(B, N, generator=g) * 0.2
+    pt = torch.rand(B, N, generator=g) * 30 + 1
+    p4 = _massless_p4(pt, jet[:, 1:2] + sgn * deta, jet[:, 2:3] + dphi)
+    x = torch.zeros(B, N, len(names))
+    x[..., ia], x[..., ip] = deta, dphi
+    e_col = names.index("part_e_log")
+    x[..., e_col] = (torch.log(p4[..., 3]) - 2.0) * 0.7
+    torch.manual_seed(0)
+    out = augment(JetBatch(x, mask, p4, jet, torch.zeros(B, dtype=torch.long)), names,
+                  dict(enabled=True, drop_max=0.0, **aug))
+    new_deta, new_dphi = out.x[..., ia], out.x[..., ip]
+    assert not torch.allclose(new_deta, deta, atol=1e-3)
+    want = _massless_p4(pt, jet[:, 1:2] + sgn * new_deta, jet[:, 2:3] + new_dphi)
+    assert torch.allclose(out.p4, want, rtol=1e-4, atol=1e-3)
+    off = ~torch.eye(N, dtype=torch.bool)  # i = j: m^2 = 0 of a massless particle, log of rounding noise
+    got_pairs = pairwise_features(out.p4, mask)[..., off]
+    assert torch.allclose(got_pairs, pairwise_features(want, mask)[..., off], atol=1e-2)  # float32 m^2 of close pairs
+    # the pairwise angular distance Delta is the one of the augmented (deta, dphi)
+    d_ang = torch.cdist(torch.stack([new_deta, new_dphi], -1), torch.stack([new_deta, new_dphi], -1))
+    assert torch.allclose(got_pairs[:, 2], torch.log(d_ang)[:, off], atol=1e-3)
+    # log E follows the moved four-vectors (pT fixed, eta changed)
+    assert torch.allclose(out.x[..., e_col], ((torch.log(want[..., 3]) - 2.0) * 0.7).clamp(-5, 5), atol=1e-4)
