@@ -208,7 +208,7 @@ def cached_entries(cfg: dict, split: str, progress: bool = True, rank: int = 0, 
         seed = int(hashlib.sha256(f"{os.path.abspath(path)}:{s}".encode()).hexdigest()[:8], 16)
 
         def build(path=path, s=s, e=e, seed=seed):
-            rng = np.random.default_rng(seed)          # MPMv2 neutral-IP noise: fixed per file
+            rng = np.random.default_rng(seed)          # MPMv2 neutral-IP noise of the cache (redrawn per batch)
             bar = _bar(e - s, os.path.basename(path), progress)
             for raw in iter_raw(cfg["dataset"], path, s, e):
                 yield fs.compute(raw, n, state, rng)
@@ -236,8 +236,9 @@ class JetDataset(torch.utils.data.Dataset):
     Jets are numbered through the entries in order; `index` (optional) selects a subset of those global numbers, so
     the full dataset needs no per-jet index arrays (JetClass: 100M jets)."""
 
-    def __init__(self, entries: list, label_map: np.ndarray, index: np.ndarray | None = None):
-        self.entries, self.label_map, self.index = entries, label_map, index
+    def __init__(self, entries: list, label_map: np.ndarray, index: np.ndarray | None = None,
+                 features: FeatureSet | None = None):
+        self.entries, self.label_map, self.index, self.features = entries, label_map, index, features
         self.offsets = np.cumsum([0] + [len(e) for e in entries])
 
     def __len__(self) -> int:
@@ -263,6 +264,8 @@ class JetDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, idx) -> JetBatch:
         a = self.gather(idx)
+        if self.features is not None:             # per-batch steps of the feature set (MPMv2 neutral-IP noise)
+            a = self.features.per_batch(a, np.sort(np.asarray(idx, dtype=np.int64).reshape(-1)))
         return JetBatch(x=torch.from_numpy(a["x"]), mask=torch.from_numpy(a["mask"]), p4=torch.from_numpy(a["p4"]),
                         jet=torch.from_numpy(a["jet"]), label=torch.from_numpy(a["label"]),
                         pid=torch.from_numpy(a["pid"]) if "pid" in a else None)
@@ -337,7 +340,7 @@ def build_dataset(cfg: dict, split: str, *, max_jets=None, n_per_class=None, sub
         index = pick if index is None else index[pick]
     if n == 0 or (index is not None and len(index) == 0):
         raise DataError(f"data: {split} split of {cfg['root']!r} has no jets for classes {chosen}")
-    return JetDataset(entries, label_map, index)
+    return JetDataset(entries, label_map, index, features=_feature_set(cfg))
 
 
 # ------------------------------------------------------------------------------------------------- public API

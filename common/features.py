@@ -220,6 +220,11 @@ class FeatureSet:
             res["pid"] = np.where(mask, out["pid"], 0).astype(np.int64)
         return res
 
+    def per_batch(self, arrays: dict, idx: np.ndarray) -> dict:
+        """Applied to every batch gathered from the cache (common.data.JetDataset); `idx` are the batch's jet
+        numbers. The identity, except for feature sets that redraw noise per batch."""
+        return arrays
+
     def inverse(self, x, mask) -> dict:
         raise NotImplementedError(f"feature set {self.name!r} has no inverse (only omnijet and mpmv1 do)")
 
@@ -370,6 +375,18 @@ class MPMv2Features(FeatureSet):
         noise = rng.standard_normal((b, m, 4))
         out[..., MPMV2_IP] = np.where(neutral[..., None], noise, out[..., MPMV2_IP])
         return dict(x=out, mask=mask, p4=_truncate(raw.p4, n), pid=pid)
+
+    def per_batch(self, arrays: dict, idx: np.ndarray) -> dict:
+        """Fresh N(0, 1) noise in the neutral IPs of every batch, as the V2 code draws it each time a jet is loaded
+        (preprocess in mattcleigh/jetssl src/datamodules/preprocessing.py); seeded by the batch's jet numbers, so a
+        resumed run and a fixed evaluation batch see the same noise, while reshuffled batches see new noise."""
+        if "pid" not in arrays:
+            return arrays
+        x = arrays["x"]
+        neutral = np.isin(arrays["pid"], MPMV2_NEUTRAL) & arrays["mask"]
+        noise = np.random.default_rng(np.asarray(idx, dtype=np.int64)).standard_normal(x[..., MPMV2_IP].shape)
+        x[..., MPMV2_IP] = np.where(neutral[..., None], noise.astype(x.dtype), x[..., MPMV2_IP])
+        return arrays
 
 
 FEATURE_SETS: dict[str, FeatureSet] = {

@@ -165,3 +165,36 @@ def test_mpmv2_decoder_has_no_final_norm():
                           "model.num_heads=2", "model.ff_hidden=16", "model.decoder.dim=8", "model.decoder.depth=1",
                           "model.decoder.num_heads=2", "model.decoder.ff_hidden=8"])
         assert isinstance(build_model(cfg).decoder.norm, torch.nn.Identity)
+
+
+class _Entry:
+    def __init__(self, arrays):
+        self.arrays, self.n = arrays, len(arrays["label"])
+
+    def __len__(self):
+        return self.n
+
+
+def test_mpmv2_neutral_ip_noise_is_redrawn_per_batch():
+    """jetssl src/datamodules/preprocessing.py: neutral IPs (ids 0, 2) replaced by fresh N(0, 1) at every load."""
+    import numpy as np
+
+    from common.data import JetDataset
+    from common.features import FEATURE_SETS
+
+    B, N = 6, 4
+    rng = np.random.default_rng(0)
+    pid = np.tile(np.array([0, 1, 2, 3]), (B, 1))                  # photon, h-, h0, h+
+    mask = np.ones((B, N), bool)
+    mask[:, -1] = False                                             # the h+ slot is padding
+    arrays = {"x": rng.standard_normal((B, N, 7)).astype(np.float32), "mask": mask, "pid": pid,
+              "p4": np.zeros((B, N, 4), np.float32), "jet": np.zeros((B, 6), np.float32),
+              "label": np.zeros(B, np.int64)}
+    ds = JetDataset([_Entry(arrays)], np.arange(1), features=FEATURE_SETS["mpmv2"])
+    a, b, again = ds[[0, 1]].x[0], ds[[0, 2]].x[0], ds[[0, 1]].x[0]
+    cached = torch.from_numpy(arrays["x"][0])
+    for p in (0, 2):                                                # neutrals: new noise in another batch
+        assert not torch.allclose(a[p, 3:], b[p, 3:]) and not torch.allclose(a[p, 3:], cached[p, 3:])
+    assert torch.equal(a, again)                                    # same batch: same noise (exact resume)
+    assert torch.equal(a[1], cached[1]) and torch.equal(a[3], cached[3])    # charged and padding untouched
+    assert torch.equal(a[:, :3], cached[:, :3])                     # kinematics untouched
