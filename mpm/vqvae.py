@@ -1,15 +1,16 @@
-"""VQ-VAE tokenisers whose codes are the MPM targets (mpm.md 2).
+"""VQ-VAE tokenisers whose codes are the MPM targets (arXiv:2401.13537, arXiv:2409.12589).
 
 MPMv1: transformer encoder -> Linear to the code space (512 codes of dimension 16) -> vector quantiser -> Linear ->
 transformer decoder -> per-particle reconstruction. Quantisation is per particle, but the code of a particle depends
 on its jet through attention. Loss = L1 reconstruction (normalised features, summed over the features of a particle
 and averaged per jet over real particles, as VqVae._shared_step in rodem-hep/mpm src/models/jet_vq_vae.py)
-+ alpha * VQ loss, with alpha = 10 and the quantiser's beta = 0.9 (arXiv:2401.13537 Sec. 3). The quantiser (affine codebook,
-k-means init, dead-code replacement) is common.vq.VectorQuantizer.
++ alpha * VQ loss, with alpha = 10 and the quantiser's beta = 0.9 (arXiv:2401.13537). The quantiser (affine
+codebook, k-means init, dead-code replacement) is common.vq.VectorQuantizer.
 
 MPMv2 uses the same class with 8 registers, 3 layers of dim 128, 32-d codes, a Huber reconstruction loss and no
 extra normalisation (its inputs are already quantile-normalised by the data layer); its Huber loss is the mean over
-the features (huber_loss in mattcleigh/jetssl src/models/vae.py), `recon_reduction="mean"`.
+the features (huber_loss in mattcleigh/jetssl src/models/vae.py), `recon_reduction="mean"`, and its quantiser is the
+cosine-similarity, EMA-updated one of common.vq (distance="cosine", codebook_update="ema").
 
 `KMeansTokenizer` wraps common.kmeans.KMeans behind the same `tokenize(x, mask)` interface (MPMv1: 512 centroids on
 raw features; MPMv2: 16384 centroids on the 7 continuous features).
