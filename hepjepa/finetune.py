@@ -1,4 +1,5 @@
-"""HEP-JEPA downstream runs: a thin script around common.finetune (spec hepjepa.md §7).
+"""HEP-JEPA downstream runs: a thin script around common.finetune (arXiv:2502.03933: JetClass few-shot,
+top tagging, quark-gluon; frozen / fine-tuned / from scratch).
 
     python -m hepjepa.finetune --config hepjepa/configs/finetune_jetclass.yaml --out runs/hepjepa/ft_jetclass \
         sweep.pretrained=runs/hepjepa/pretrain/checkpoint.pt

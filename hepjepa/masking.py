@@ -1,4 +1,5 @@
-"""Context and target masks over the sequenced patches (HEP-JEPA §3 of the spec; I-JEPA / Point-JEPA block masking).
+"""Context and target masks over the sequenced patches (HEP-JEPA, arXiv:2502.03933; I-JEPA / Point-JEPA block
+masking, facebookresearch/ijepa src/masks/multiblock.py, pointjepa/modules/masking.py).
 
 For every jet (masks are drawn per jet, not per batch, unless `per_jet: false`):
   * M target blocks, each a contiguous run of k = max(1, int(T * s)) tokens in the sequencer order, s ~ U[target_scale],

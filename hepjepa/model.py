@@ -1,4 +1,5 @@
-"""HEP-JEPA model: particle-patch tokens, context encoder, EMA target encoder, predictor (spec hepjepa.md §4, §5, §11).
+"""HEP-JEPA model: particle-patch tokens, context encoder, EMA target encoder, predictor (arXiv:2502.03933;
+loop of I-JEPA, facebookresearch/ijepa src/train.py, and Point-JEPA, pointjepa/models/point_jepa.py).
 
     jet --tokenizer--> G patch tokens (+ centres, patch four-vectors), sequenced
         target branch  (no grad, EMA weights, eval mode): all tokens -> target encoder -> LayerNorm -> h_t (B,G,d)
@@ -10,8 +11,8 @@
 Shared pieces: the tokenizer (mini-PointNet) and the positional MLP are trained online only and shared by both
 branches (Point-JEPA: only the transformer is EMA'd) [U]. The transformer is common.transformer.Encoder with 8 register
 tokens (Darcet et al. 2023, registers get zero bias) and the ParT physics bias: PairEmbed of the pairwise features of the
-patch four-vectors, restricted to the tokens an encoder actually sees (§10). The predictor gets no physics bias: the
-four-vectors of the target patches would leak the content it has to predict.
+patch four-vectors, restricted to the tokens an encoder actually sees (arXiv:2202.03772 Eq. 3). The predictor gets no
+physics bias: the four-vectors of the target patches would leak the content it has to predict.
 The positional embedding of the patch centres is added before every encoder block, as in Point-JEPA
 (`encoder_add_pos_at_every_layer: true`, configs/Point-JEPA/pretraining/shapenet.yaml), or once at the input
 (`model.pos_every_layer: false`); the predictor adds it once (Point-JEPA's `predictor_add_pos_at_every_layer` is false).

@@ -5,7 +5,8 @@
 
 Per optimiser step: augment -> tokenise -> teacher targets -> masks -> context encoder -> predictor -> smooth-L1 ->
 backward (gradient accumulation, DDP) -> clip -> AdamW step -> LR schedule -> EMA update of the teacher with the
-scheduled momentum (spec §9). Writes config.yaml, checkpoint.pt (atomic, resumable), log.jsonl and done.json in --out.
+scheduled momentum (I-JEPA src/train.py). Writes config.yaml, checkpoint.pt (atomic, resumable), log.jsonl and
+done.json in --out.
 """
 from __future__ import annotations
 

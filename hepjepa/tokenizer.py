@@ -1,4 +1,4 @@
-"""Particle jet tokeniser: particles -> patch tokens (HEP-JEPA "particle jet tokeniser", spec hepjepa.md §2).
+"""Particle jet tokeniser: particles -> patch tokens (HEP-JEPA "particle jet tokeniser", arXiv:2502.03933).
 
 The recipe is Point-JEPA's, moved from 3-D points to the (deta, dphi) plane of a jet:
   1. farthest point sampling (FPS) picks G patch centres among the real particles;
@@ -6,13 +6,13 @@ The recipe is Point-JEPA's, moved from 3-D points to the (deta, dphi) plane of a
   3. the angular channels of each group are taken relative to the centre;
   4. a mini-PointNet maps each group to one token of width d (masked max-pool over members);
   5. the patches are put in a 1-D order by an iterative-nearest-neighbour walk (the "sequencer"), so that contiguous
-     index blocks are also contiguous in space (needed by contiguous masking, §3).
+     index blocks are also contiguous in space (needed by contiguous masking, hepjepa.masking).
 Every step is vectorised over the batch; only loops over the G patch slots remain (G is ~16).
 
 Padding safety: padded particles are put at +inf distance, so they are never centres and never group members. Jets with
 fewer than G particles get invalid (masked) patches at the end of the sequence; jets with fewer than K particles have
 masked group members, which the PointNet max-pool ignores. The patch four-vector (sum of its members' p4) feeds the
-ParT physics bias (§10).
+ParT physics bias (arXiv:2202.03772 Eq. 3).
 """
 from __future__ import annotations
 

@@ -1,7 +1,5 @@
 """HEP-JEPA fidelity: patch overlap (target-in-context fraction), jet-dependent patch size, jets whose targets cover
 every patch, positional embedding at every block (Point-JEPA), augmentations that move the four-vectors too."""
-import math
-
 import pytest
 import torch
 import torch.nn.functional as F
