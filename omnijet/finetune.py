@@ -43,7 +43,7 @@ def backbone_factory(cfg: dict):
     _, pre_cfg = load_gpt(cfg["pretrain_dir"])  # the architecture of the pretraining run
 
     def build() -> OmniJetBackbone:
-        return OmniJetBackbone(build_gpt(pre_cfg["model"], tokenizer.num_codes).backbone, tokenizer)
+        return OmniJetBackbone(build_gpt(pre_cfg["model"], tokenizer.num_codes).backbone, tokenizer, cfg["precision"])
 
     def load_pretrained(backbone: OmniJetBackbone) -> None:
         """Weights of the generative backbone (embedding + GPT blocks), without the next-token head (spec 5)."""

@@ -13,8 +13,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.train_utils import autocast
 from common.transformer import GPT
 from omnijet.tokenize_dataset import START, stop_token
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def gpt_precision(device, precision: str, key: str = "precision"):
+    """The context the GPT runs in: "fp32" (OJ trains the generative and classification models in fp32, Lightning's
+    default precision in uhh-pd-ml/omnijet_alpha configs/trainer) switches any outer autocast off; "bf16" is bf16
+    autocast on CUDA (common.train_utils.autocast). `key` names the config key in the error."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"config: {key} = {precision!r}; expected one of {', '.join(PRECISIONS)}")
+    if precision == "bf16":
+        return autocast(device)
+    return torch.autocast(device_type=torch.device(device).type, enabled=False)
 
 
 class OmniJetGPT(nn.Module):
@@ -64,10 +78,12 @@ class OmniJetBackbone(nn.Module):
     The tokeniser is frozen and not part of the trainable parameters (it is held outside the module tree, so
     "scratch" re-initialisation and optimiser groups see only the GPT)."""
 
-    def __init__(self, gpt: GPT, tokenizer: nn.Module):
+    def __init__(self, gpt: GPT, tokenizer: nn.Module, precision: str = "fp32"):
         super().__init__()
+        gpt_precision("cpu", precision)  # checks the value
         self.gpt = gpt
         self.dim = gpt.dim
+        self.precision = precision
         self._tokenizer = [tokenizer.eval().requires_grad_(False)]  # list: not registered as a submodule
 
     @torch.no_grad()
@@ -89,5 +105,6 @@ class OmniJetBackbone(nn.Module):
 
     def forward(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         tokens, mask = self.tokenize(batch.x, batch.mask)
-        h = self.gpt(tokens, mask)
+        with gpt_precision(tokens.device, self.precision):
+            h = self.gpt(tokens, mask)
         return h * mask.unsqueeze(-1).to(h.dtype), mask

@@ -20,9 +20,9 @@ from common.config import load_config
 from common.distributed import all_reduce_mean, cleanup, init_distributed, unwrap_model, wrap_ddp
 from common.logger import MetricLogger
 from common.schedules import build_scheduler
-from common.train_utils import (autocast, build_optimizer, clip_and_step, mark_done, maybe_compile, progress,
-                                seed_everything, start_run)
-from omnijet.model import OmniJetGPT, build_gpt, next_token_loss, shift_tokens
+from common.train_utils import (build_optimizer, clip_and_step, mark_done, maybe_compile, progress, seed_everything,
+                                start_run)
+from omnijet.model import OmniJetGPT, build_gpt, gpt_precision, next_token_loss, shift_tokens
 from omnijet.tokenize_dataset import load_split
 from omnijet.validation import balanced_subset
 
@@ -84,7 +84,7 @@ def load_gpt(run_dir, device="cpu", which: str = "best") -> tuple[OmniJetGPT, di
 
 
 @torch.no_grad()
-def validate(model, tokens, lengths, batch_size, max_len, include_padding, device) -> float:
+def validate(model, tokens, lengths, batch_size, max_len, include_padding, device, precision="fp32") -> float:
     """Mean next-token loss over the given sequences (the balanced validation subset, omnijet/validation.py)."""
     model.eval()
     total, n = 0.0, 0
@@ -92,7 +92,7 @@ def validate(model, tokens, lengths, batch_size, max_len, include_padding, devic
         t = torch.as_tensor(tokens[i:i + batch_size].astype(np.int64), device=device)
         ln = torch.as_tensor(lengths[i:i + batch_size].astype(np.int64), device=device)
         inp, tgt, mask = shift_tokens(t, ln, max_len)
-        with autocast(device):
+        with gpt_precision(device, precision):
             logits = model(inp, mask)
         total += float(next_token_loss(logits, tgt, mask, include_padding)) * len(t)
         n += len(t)
@@ -105,6 +105,7 @@ def train(cfg: dict, out: Path) -> None:
     dist = init_distributed(cfg["device"])
     seed_everything(cfg["seed"] + dist.rank)
     tc = cfg["train"]
+    gpt_precision("cpu", tc["precision"], "train.precision")  # a bad value fails before the data is read
     num_codes = num_codes_of(cfg["tokens_dir"])
     train_split, val_split = load_split(cfg["tokens_dir"], "train"), load_split(cfg["tokens_dir"], "val")
     # top and QCD in equal numbers, the same sequences at every validation (the split is stored class after class)
@@ -140,7 +141,7 @@ def train(cfg: dict, out: Path) -> None:
     while step < tc["max_steps"] and not stop:
         tokens, lengths = next(batches)
         inp, tgt, mask = shift_tokens(tokens.to(dist.device), lengths.to(dist.device), tc["max_len"])
-        with autocast(dist.device):
+        with gpt_precision(dist.device, tc["precision"], "train.precision"):
             logits = ddp_model(inp, mask)
         loss = next_token_loss(logits, tgt, mask, tc["include_padding_in_loss"])
         loss.backward()
@@ -151,7 +152,7 @@ def train(cfg: dict, out: Path) -> None:
             logger.log(step, loss=float(all_reduce_mean(loss.detach())), lr=scheduler.get_last_lr()[0])
         if step % tc["val_every"] == 0 or step == tc["max_steps"]:
             val = validate(model, val_tokens, val_lengths, per_rank, tc["max_len"], tc["include_padding_in_loss"],
-                           dist.device)
+                           dist.device, tc["precision"])
             logger.log(step, val_loss=val)
             if val < best:  # checkpoint selection by min val loss, EarlyStopping patience (spec 4.2)
                 best, bad_evals = val, 0

@@ -160,3 +160,42 @@ def test_class_attention_head_of_the_finetune_configs_is_ojs(profile):
     cfg["head"] = "class_attention"
     head_cfg = dict(harness_config(cfg)["finetune"]["head"])
     assert isinstance(build_head(head_cfg.pop("kind"), head_cfg["hidden"], 2, **head_cfg), OmniJetClassAttentionHead)
+
+
+def test_tokenizer_schedule_has_ojs_corners():
+    """OJ OneCycleCooldown(warmup=4, cooldown=20, cooldown_final=50) stepped per epoch: lr = max at epoch 4 (was
+    reached at epoch 5), back to the initial lr at epoch 24, final lr at epoch 74. Factors of the base lr 1e-3."""
+    from common.config import load_config
+    from common.schedules import lr_factor
+
+    sched = load_config(f"{REPO}/omnijet/configs/tokenizer.yaml")["train"]["schedule"]
+    epoch = 5850
+    oj = {0: 0.5, 3: 0.875, 4: 1.0, 14: 0.75, 24: 0.5, 74: 0.3, 99: 0.3}  # OJ's get_lr_factor / 1e-3 per epoch
+    for e, f in oj.items():
+        assert lr_factor(sched, e * epoch) == pytest.approx(f, abs=1e-9), e
+
+
+def test_gpt_runs_in_fp32_by_default_even_inside_autocast():
+    """OJ trains the GPT in fp32; the fine-tuning harness wraps the backbone in autocast, the backbone switches it off
+    for precision fp32 (and the pretraining loop uses the same context)."""
+    from common.config import load_config
+    from common.transformer import GPT
+    from omnijet.model import OmniJetBackbone, gpt_precision
+    from omnijet.vqvae import build_tokenizer
+
+    assert load_config(f"{REPO}/omnijet/configs/pretrain.yaml")["train"]["precision"] == "fp32"
+    assert load_config(f"{REPO}/omnijet/configs/finetune.yaml")["precision"] == "fp32"
+    torch.manual_seed(0)
+    tok = build_tokenizer(_tiny_model_cfg("binned"))
+    backbone = OmniJetBackbone(GPT(16, 1, 2, 32, tok.num_codes + 2), tok).eval()
+    x, mask = torch.randn(3, 6, 3), torch.arange(6)[None, :] < torch.tensor([[6], [4], [3]])
+    batch = type("B", (), {"x": x, "mask": mask})()
+    ref, _ = backbone(batch)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        h, _ = backbone(batch)
+        assert (x[0] @ x[0].T).dtype == torch.bfloat16
+        with gpt_precision("cpu", "fp32"):
+            assert (x[0] @ x[0].T).dtype == torch.float32
+    assert h.dtype == torch.float32 and torch.equal(h, ref)
+    with pytest.raises(ValueError, match="train.precision"):
+        gpt_precision("cpu", "fp16", "train.precision")
