@@ -7,7 +7,7 @@ positions only, the target of each hidden particle:
 
   target     vqvae      code index of the frozen VQ-VAE tokeniser (cross-entropy)
              kmeans     nearest k-means centroid on raw features (cross-entropy)
-             regression the normalised features themselves (MSE; "original" targets of the table)
+             regression the normalised features themselves (squared error summed over the features; "original" targets)
   positional none           permutation-equivariant; all masked outputs are identical (the degeneracy of mpm.md 3)
              backbone_input learned embedding over the pT order added to the backbone input (leaks pT ordering);
                             backbone_pe "raw": a zero-initialised (N, features) table added to the (masked) raw
@@ -188,7 +188,9 @@ class MPMv1(nn.Module):
             h = h + self.head_pos[: h.shape[1]]
         out = self.head(h, mask).float()
         if self.target == "regression":
-            per_particle = F.mse_loss(out, targets.float(), reduction="none").mean(dim=-1)
+            # squared error summed over the features of a particle (rodem-hep/mpm src/models/bert.py,
+            # RegressBert.get_loss: MSELoss(reduction="none")(...).sum(-1))
+            per_particle = F.mse_loss(out, targets.float(), reduction="none").sum(dim=-1)
             metrics = {}
         else:
             per_particle = F.cross_entropy(out.transpose(1, 2), targets, reduction="none")

@@ -198,3 +198,22 @@ def test_mpmv2_neutral_ip_noise_is_redrawn_per_batch():
     assert torch.equal(a, again)                                    # same batch: same noise (exact resume)
     assert torch.equal(a[1], cached[1]) and torch.equal(a[3], cached[3])    # charged and padding untouched
     assert torch.equal(a[:, :3], cached[:, :3])                     # kinematics untouched
+
+
+def test_mpmv1_regression_loss_sums_the_squared_error_over_features():
+    """rodem-hep/mpm bert.py RegressBert.get_loss: MSELoss(reduction="none")(output, nodes).sum(-1), then the mean
+    over the masked particles of each jet and over the jets."""
+    from tests.test_mpm_models import fake_batch, tiny_v1
+
+    model = tiny_v1().eval()
+    batch = fake_batch()
+    masked = torch.zeros_like(batch.mask)
+    masked[:, :2] = True
+    targets = model.targets(batch, batch.x)
+    out = {}
+    model.head.register_forward_hook(lambda mod, args, o: out.update(o=o))
+    loss, _ = model.loss(batch, masked=masked, targets=targets)
+    per_particle = ((out["o"] - targets) ** 2).sum(-1)
+    expected = per_particle[:, :2].mean()                       # two masked particles in every jet
+    assert torch.allclose(loss, expected)
+    assert not torch.allclose(loss, expected / 3)               # the old mean over the 3 features
