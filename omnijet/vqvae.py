@@ -85,7 +85,7 @@ class _VQVAEBase(nn.Module):
     def decode(self, codes: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Particles from codes (spec 2.3 `reconstruct_ak_tokens`): affine codebook rows -> decoder, zero at padding."""
         z_q = self.vq.lookup(codes.clamp(0, self.num_codes - 1))
-        return self._decode(z_q, mask)
+        return self._decode(z_q, mask) * mask.unsqueeze(-1).to(z_q.dtype)
 
 
 class NormformerBlockOJ(nn.Module):
@@ -169,19 +169,26 @@ def _mlp(dims: list[int]) -> nn.Sequential:
 
 
 class MLPVQVAE(_VQVAEBase):
-    """Unconditional baseline (`VQVAEMLP`, spec 2.1): each particle is encoded on its own, layers [128, 128, 128]."""
+    """Unconditional baseline (`VQVAEMLP`, spec 2.1): each particle is encoded on its own, layers [128, 128, 128].
+
+    encode_padding=True is OJ's VQVAEMLP (uhh-pd-ml/omnijet_alpha gabbro/models/vqvae.py: the mask is not used):
+    padded (zero) rows are encoded, quantised and decoded like particles, and their reconstruction of 0 enters the
+    loss; False zeroes the latents and reconstructions of padded rows."""
 
     def __init__(self, input_dim: int, hidden_layers: list[int], latent_dim: int, vq_cfg: dict,
-                 alpha: float = 10.0, exclude_padding: bool = False):
+                 alpha: float = 10.0, exclude_padding: bool = False, encode_padding: bool = True):
         super().__init__(latent_dim, vq_cfg, alpha, exclude_padding)
         self.encoder = _mlp([input_dim, *hidden_layers, latent_dim])
         self.decoder = _mlp([latent_dim, *hidden_layers, input_dim])
+        self.encode_padding = encode_padding
 
     def _encode(self, x, mask):
-        return self.encoder(x) * mask.unsqueeze(-1).to(x.dtype)
+        z = self.encoder(x)
+        return z if self.encode_padding else z * mask.unsqueeze(-1).to(x.dtype)
 
     def _decode(self, z, mask):
-        return self.decoder(z) * mask.unsqueeze(-1).to(z.dtype)
+        x = self.decoder(z)
+        return x if self.encode_padding else x * mask.unsqueeze(-1).to(z.dtype)
 
 
 class BinnedTokenizer(nn.Module):
@@ -231,6 +238,7 @@ def build_tokenizer(model_cfg: dict) -> nn.Module:
         return MLPVQVAE(
             model_cfg["input_dim"], list(model_cfg["mlp_layers"]), model_cfg["latent_dim"], model_cfg["vq"],
             model_cfg["alpha"], model_cfg["exclude_padding"],
+            model_cfg.get("mlp_encode_padding", False),  # run directories written before the key zeroed padding
         )
     if kind == "binned":
         return BinnedTokenizer(model_cfg["bin_ranges"], model_cfg["bin_counts"])

@@ -199,3 +199,27 @@ def test_gpt_runs_in_fp32_by_default_even_inside_autocast():
     assert h.dtype == torch.float32 and torch.equal(h, ref)
     with pytest.raises(ValueError, match="train.precision"):
         gpt_precision("cpu", "fp16", "train.precision")
+
+
+def test_mlp_baseline_encodes_padding_as_oj():
+    """OJ's VQVAEMLP ignores the mask: a padded zero row is decoded from the code of encoder(0), and its error
+    against 0 is part of the mean-squared reconstruction loss (the kit zeroed padded latents and outputs)."""
+    from common.config import load_config
+    from omnijet.vqvae import build_tokenizer
+
+    cfg = load_config(f"{REPO}/omnijet/configs/tokenizer_mlp.yaml")["model"]
+    assert cfg["mlp_encode_padding"] is True
+    cfg.update(mlp_layers=[16], latent_dim=2)
+    cfg["vq"] = dict(cfg["vq"], num_codes=8, kmeans_init=False, replace_freq=0)
+    torch.manual_seed(0)
+    model = build_tokenizer(cfg).eval()
+    x = torch.randn(2, 5, 3)
+    mask = torch.arange(5)[None, :] < torch.tensor([[5], [2]])
+    x = x * mask.unsqueeze(-1)
+    out = model(x, mask)
+    z = model.encoder(torch.zeros(3))
+    pad_reco = model.decoder(model.vq.codebook()[((model.vq.codebook() - z) ** 2).sum(-1).argmin()])
+    torch.testing.assert_close(out["x_reco"][1, 3], pad_reco)
+    torch.testing.assert_close(out["reco_loss"], ((out["x_reco"] - x) ** 2).mean())
+    assert out["x_reco"][1, 2:].abs().sum() > 0
+    assert (model.decode(model.encode(x, mask), mask)[~mask] == 0).all()  # decoded jets: padding stays zero
