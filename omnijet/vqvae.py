@@ -5,7 +5,7 @@ to one integer code per particle and back:
 
     encode(x, mask) -> codes (B, N) long          decode(codes, mask) -> x_reco (B, N, 3)
 
-- ConditionalVQVAE (the paper's tokeniser, "VQVAENormFormer", spec 2.1): Linear(3 -> 128), 4 Normformer blocks (OJ's,
+- ConditionalVQVAE (the paper's tokeniser, OJ gabbro/models/vqvae.py "VQVAENormFormer"): Linear(3 -> 128), 4 blocks (OJ's,
   NormformerBlockOJ),
   Linear(128 -> 4), vector quantiser (8192 codes), Linear(4 -> 128), 4 Normformer blocks, Linear(128 -> 3). Encoder
   and decoder see the whole jet, so a particle's token depends on its context ("conditional" tokens).
@@ -169,7 +169,7 @@ def _mlp(dims: list[int]) -> nn.Sequential:
 
 
 class MLPVQVAE(_VQVAEBase):
-    """Unconditional baseline (`VQVAEMLP`, spec 2.1): each particle is encoded on its own, layers [128, 128, 128].
+    """Unconditional baseline (OJ `VQVAEMLP`): each particle is encoded on its own, layers [128, 128, 128].
 
     encode_padding=True is OJ's VQVAEMLP (uhh-pd-ml/omnijet_alpha gabbro/models/vqvae.py: the mask is not used):
     padded (zero) rows are encoded, quantised and decoded like particles, and their reconstruction of 0 enters the
