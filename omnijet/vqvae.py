@@ -5,10 +5,10 @@ to one integer code per particle and back:
 
     encode(x, mask) -> codes (B, N) long          decode(codes, mask) -> x_reco (B, N, 3)
 
-- ConditionalVQVAE (the paper's tokeniser, OJ gabbro/models/vqvae.py "VQVAENormFormer"): Linear(3 -> 128), 4 blocks (OJ's,
-  NormformerBlockOJ),
-  Linear(128 -> 4), vector quantiser (8192 codes), Linear(4 -> 128), 4 Normformer blocks, Linear(128 -> 3). Encoder
-  and decoder see the whole jet, so a particle's token depends on its context ("conditional" tokens).
+- ConditionalVQVAE (the paper's tokeniser, OJ gabbro/models/vqvae.py "VQVAENormFormer"): Linear(3 -> 128),
+  4 NormformerBlockOJ, Linear(128 -> 4), vector quantiser (8192 codes), Linear(4 -> 128), 4 NormformerBlockOJ,
+  Linear(128 -> 3). Encoder and decoder see the whole jet, so a particle's token depends on its context
+  ("conditional" tokens).
 - MLPVQVAE (the "unconditional" baseline, `VQVAEMLP`, spec 2.1): the same quantiser between per-particle MLPs.
 - BinnedTokenizer (Finke et al. style baseline, spec 3): a regular grid in the three features; no training.
 
