@@ -3,6 +3,9 @@ estimator") that MPMv1 (arXiv:2401.13537) and OmniJet-alpha (arXiv:2403.05618) r
 
   loss        L = (1 - beta) d(z_e, sg z_q) + beta d(sg z_e, z_q), d = mean squared error per vector, averaged over
               the real positions (all positions when mask is None, as in the original OmniJet code)
+  loss_average "particle": the mean over every real vector of the batch (OmniJet; jetssl's quantizer(enc_outs[mask]));
+              "jet": the mean over the real particles of each jet, then over the jets (rodem-hep/mpm
+              src/models/jet_vq_vae.py, _shared_step: lat_loss.sum(1) / mask.sum(1), then .mean()); z is (jets, N, D)
   sync_nu     synchronised straight-through: z_st = z_e + sg(z_q - z_e) + nu z_q - sg(nu z_q); the forward value is
               z_q, the encoder receives the decoder gradient unchanged and the codebook receives nu times it
   affine_lr   shared affine reparameterisation of the codebook: C' = (1 + a s) * C + a b, s, b in R^D learnable
@@ -70,8 +73,11 @@ class VectorQuantizer(nn.Module):
                  kmeans_init: bool = True, replace_freq: int = 100, replace_noise: float = 0.01,
                  kmeans_iters: int = 20, kmeans_max_points: int = 100_000, seed: int = 0,
                  distance: str = "euclidean", codebook_update: str = "gradient", ema_decay: float = 0.8,
-                 ema_eps: float = 1e-5, dead_code_threshold: float = 0.0):
+                 ema_eps: float = 1e-5, dead_code_threshold: float = 0.0, loss_average: str = "particle"):
         super().__init__()
+        if loss_average not in ("particle", "jet"):
+            raise ValueError(f"vq.loss_average must be particle | jet, got {loss_average!r}")
+        self.loss_average = loss_average
         if distance not in ("euclidean", "cosine"):
             raise ValueError(f"vq.distance must be euclidean | cosine, got {distance!r}")
         if codebook_update not in ("gradient", "ema"):
@@ -215,6 +221,8 @@ class VectorQuantizer(nn.Module):
         if z.shape[-1] != self.dim:
             raise ValueError(f"VectorQuantizer: last dimension of z is {z.shape[-1]}, expected dim={self.dim}")
         shape = z.shape[:-1]
+        if self.loss_average == "jet" and len(shape) < 2:
+            raise ValueError(f"vq.loss_average=jet needs z of shape (jets, particles, dim), got {tuple(z.shape)}")
         z_flat = z.reshape(-1, self.dim).float()
         if self.distance == "cosine":
             z_flat = F.normalize(z_flat, dim=-1)
@@ -234,17 +242,16 @@ class VectorQuantizer(nn.Module):
                 codes = nearest(z_flat.detach(), cb.detach())[0]
             z_q = F.embedding(codes, cb)
 
-            # beta-split loss over the real positions (Huh et al. 2023); EMA mode: the commitment term alone
-            w = m_flat.to(z_q.dtype)
-            n = w.sum().clamp(min=1.0)
+            # beta-split loss per real vector (Huh et al. 2023); EMA mode: the commitment term alone
             commit = ((z_flat - z_q.detach()) ** 2).mean(-1)
             if self.codebook_update == "ema":
-                loss = (commit * w).sum() / n
+                per_vector = commit
                 if self.training:
                     self._ema_update(z_flat.detach()[m_flat], codes[m_flat])
             else:
                 codebook_term = ((z_flat.detach() - z_q) ** 2).mean(-1)
-                loss = (((1.0 - self.beta) * commit + self.beta * codebook_term) * w).sum() / n
+                per_vector = (1.0 - self.beta) * commit + self.beta * codebook_term
+            loss = self._average(per_vector, m_flat, shape)
 
             # synchronised straight-through estimator (Huh et al. 2023)
             z_st = z_flat + (z_q - z_flat).detach()
@@ -267,6 +274,17 @@ class VectorQuantizer(nn.Module):
         return VQOutput(z_st.reshape(*shape, self.dim).to(z.dtype), codes.reshape(shape), loss, utilisation.detach(),
                         perplexity.detach())
 
+    def _average(self, per_vector: torch.Tensor, m_flat: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+        """Mean of the per-vector loss over the real vectors (loss_average particle) or per jet, then over the jets
+        with a real particle (loss_average jet)."""
+        w = m_flat.to(per_vector.dtype)
+        if self.loss_average == "particle":
+            return (per_vector * w).sum() / w.sum().clamp(min=1.0)
+        w = w.reshape(shape)
+        n = w.sum(-1)
+        per_jet = (per_vector.reshape(shape) * w).sum(-1)[n > 0] / n[n > 0]
+        return per_jet.mean() if per_jet.numel() else per_vector.sum() * 0.0
+
     def _broadcast_codebook(self):
         if _distributed():
             with torch.no_grad():
@@ -279,4 +297,4 @@ class VectorQuantizer(nn.Module):
     def extra_repr(self) -> str:
         return (f"num_codes={self.num_codes}, dim={self.dim}, beta={self.beta}, affine_lr={self.affine_lr}, "
                 f"sync_nu={self.sync_nu}, kmeans_init={self.kmeans_init}, replace_freq={self.replace_freq}, "
-                f"distance={self.distance}, codebook_update={self.codebook_update}")
+                f"distance={self.distance}, codebook_update={self.codebook_update}, loss_average={self.loss_average}")

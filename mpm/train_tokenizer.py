@@ -34,7 +34,8 @@ def build_vqvae(cfg: dict) -> VQVAE:
                  attn_dropout=v["attn_dropout"],
                  num_codes=v["num_codes"], code_dim=v["code_dim"], beta=v["beta"], alpha=v["alpha"],
                  recon_loss=v["recon_loss"], normalise=v["normalise"], norm_max_n=v["norm_max_n"],
-                 target_codebook=v["target_codebook"], vq=v["vq"], recon_reduction=v["recon_reduction"])
+                 target_codebook=v["target_codebook"], vq=v["vq"], recon_reduction=v["recon_reduction"],
+                 loss_average=v["loss_average"])
 
 
 class VQVAETraining(nn.Module):

@@ -4,13 +4,16 @@ MPMv1: transformer encoder -> Linear to the code space (512 codes of dimension 1
 transformer decoder -> per-particle reconstruction. Quantisation is per particle, but the code of a particle depends
 on its jet through attention. Loss = L1 reconstruction (normalised features, summed over the features of a particle
 and averaged per jet over real particles, as VqVae._shared_step in rodem-hep/mpm src/models/jet_vq_vae.py)
-+ alpha * VQ loss, with alpha = 10 and the quantiser's beta = 0.9 (arXiv:2401.13537). The quantiser (affine
-codebook, k-means init, dead-code replacement) is common.vq.VectorQuantizer.
++ alpha * VQ loss (also averaged per jet, then over the jets, as there: `loss_average="jet"`), with alpha = 10 and
+the quantiser's beta = 0.9 (arXiv:2401.13537). The quantiser (affine codebook, k-means init, dead-code replacement)
+is common.vq.VectorQuantizer.
 
 MPMv2 uses the same class with 8 registers, 3 layers of dim 128, 32-d codes, a Huber reconstruction loss and no
 extra normalisation (its inputs are already quantile-normalised by the data layer); its Huber loss is the mean over
-the features (huber_loss in mattcleigh/jetssl src/models/vae.py), `recon_reduction="mean"`, and its quantiser is the
-cosine-similarity, EMA-updated one of common.vq (distance="cosine", codebook_update="ema").
+the features and over every real particle of the batch (huber_loss(dec_outs[mask], csts[mask]) in mattcleigh/jetssl
+src/models/vae.py, as is its VQ loss of quantizer(enc_outs[mask])): `recon_reduction="mean"`,
+`loss_average="particle"`; its quantiser is the cosine-similarity, EMA-updated one of common.vq (distance="cosine",
+codebook_update="ema").
 
 `KMeansTokenizer` wraps common.kmeans.KMeans behind the same `tokenize(x, mask)` interface (MPMv1: 512 centroids on
 raw features; MPMv2: 16384 centroids on the 7 continuous features).
@@ -35,8 +38,13 @@ class VQVAE(nn.Module):
                  attn_dropout: float | None = None, num_codes: int = 512,
                  code_dim: int = 16, beta: float = 0.9, alpha: float = 10.0, recon_loss: str = "l1",
                  normalise: bool = True, norm_max_n: float = 1e6, target_codebook: str = "affine",
-                 vq: dict | None = None, recon_reduction: str = "sum"):
+                 vq: dict | None = None, recon_reduction: str = "sum", loss_average: str = "jet"):
         super().__init__()
+        if loss_average not in ("jet", "particle"):
+            raise ValueError(f"VQVAE loss_average must be jet | particle, got {loss_average!r}")
+        if "loss_average" in (vq or {}):
+            raise ValueError("set the VQ-VAE loss averaging with vqvae.loss_average, not vqvae.vq.loss_average")
+        self.loss_average = loss_average
         if recon_loss not in ("l1", "huber", "mse"):
             raise ValueError(f"VQVAE recon_loss must be l1 | huber | mse, got {recon_loss!r}")
         if recon_reduction not in ("sum", "mean"):
@@ -51,7 +59,7 @@ class VQVAE(nn.Module):
                                dropout=dropout, attn_dropout=attn_dropout,
                                act="leaky_relu" if style == "normformer" else None)
         self.to_code = nn.Linear(dim, code_dim)
-        self.quantizer = VectorQuantizer(num_codes, code_dim, beta=beta, **(vq or {}))
+        self.quantizer = VectorQuantizer(num_codes, code_dim, beta=beta, loss_average=loss_average, **(vq or {}))
         self.from_code = nn.Linear(code_dim, dim)
         self.decoder = Encoder(dim, depth, num_heads, ff_hidden, style=style, num_registers=num_registers,
                                dropout=dropout, attn_dropout=attn_dropout,
@@ -90,7 +98,10 @@ class VQVAE(nn.Module):
         fn = {"l1": F.l1_loss, "huber": F.huber_loss, "mse": F.mse_loss}[self.recon_loss]
         per_feature = fn(recon, target, reduction="none")
         per_particle = per_feature.sum(-1) if self.recon_reduction == "sum" else per_feature.mean(-1)
-        rec = masked_jet_mean(per_particle, mask)
+        if self.loss_average == "jet":
+            rec = masked_jet_mean(per_particle, mask)
+        else:
+            rec = per_particle[mask].mean() if mask.any() else per_particle.sum() * 0.0
         total = rec + self.alpha * vq.loss
         return total, {"recon": rec.detach(), "vq": vq.loss.detach(), "utilisation": torch.as_tensor(vq.utilisation),
                        "perplexity": torch.as_tensor(vq.perplexity)}

@@ -217,3 +217,40 @@ def test_mpmv1_regression_loss_sums_the_squared_error_over_features():
     expected = per_particle[:, :2].mean()                       # two masked particles in every jet
     assert torch.allclose(loss, expected)
     assert not torch.allclose(loss, expected / 3)               # the old mean over the 3 features
+
+
+@pytest.mark.parametrize("average", ["jet", "particle"])
+def test_vqvae_loss_average_per_jet_v1_or_per_particle_v2(average):
+    """rodem-hep/mpm jet_vq_vae.py: reconstruction and VQ loss averaged per jet, then over the jets (V1);
+    jetssl vae.py: huber_loss(dec_outs[mask], csts[mask]) and quantizer(enc_outs[mask]) over every real particle."""
+    from mpm.masking import masked_jet_mean
+    from mpm.vqvae import VQVAE
+    from tests.test_mpm_tokenizer import jets
+
+    torch.manual_seed(0)
+    vq = VQVAE(3, dim=16, depth=1, num_heads=2, ff_hidden=16, num_codes=8, code_dim=4, normalise=False,
+               recon_loss="huber", recon_reduction="mean", loss_average=average,
+               vq={"kmeans_init": False, "replace_freq": 0}).eval()
+    b = jets(B=4)
+    assert b.mask.sum(1).unique().numel() > 1                   # jets of different sizes: the two averages differ
+    _, metrics = vq.loss(b.x, b.mask)
+    recon, out = vq(b.x, b.mask)
+    per_particle = torch.nn.functional.huber_loss(recon, b.x, reduction="none").mean(-1)
+    z_e = vq.encode(b.x, b.mask)
+    zq = vq.quantizer.lookup(out.codes)
+    d = ((z_e - zq) ** 2).mean(-1)
+    if average == "jet":
+        want_rec, want_vq = masked_jet_mean(per_particle, b.mask), masked_jet_mean(d, b.mask)
+    else:
+        want_rec, want_vq = per_particle[b.mask].mean(), d[b.mask].mean()
+    assert torch.allclose(metrics["recon"], want_rec) and torch.allclose(metrics["vq"], want_vq)
+    other = per_particle[b.mask].mean() if average == "jet" else masked_jet_mean(per_particle, b.mask)
+    assert not torch.allclose(metrics["recon"], other)
+
+
+def test_tokenizer_configs_average_like_the_official_code():
+    from common.config import load_config
+
+    for profile in ("", "mini/", "smoke/"):
+        assert load_config(f"mpm/configs/{profile}tokenizer_v1.yaml")["vqvae"]["loss_average"] == "jet"
+        assert load_config(f"mpm/configs/{profile}tokenizer_v2.yaml")["vqvae"]["loss_average"] == "particle"

@@ -197,3 +197,26 @@ def test_cosine_ema_kmeans_init_and_option_errors():
         VectorQuantizer(2, 2, distance="l2")
     with pytest.raises(ValueError, match="vq.affine_lr"):
         VectorQuantizer(2, 2, codebook_update="ema")
+
+
+def test_loss_average_jet_weighs_every_jet_equally():
+    """rodem-hep/mpm jet_vq_vae.py _shared_step: lat_loss.sum(1) / mask.sum(1), then the mean over the jets;
+    "particle" (OmniJet, jetssl) is the mean over every real vector."""
+    z = torch.randn(3, 4, 3)
+    mask = torch.tensor([[True, False, False, False], [True, True, True, True], [True, True, False, False]])
+    per_vector = {}
+    for average in ("particle", "jet"):
+        vq = _vq(affine_lr=0.0, loss_average=average).eval()
+        out = vq(z, mask)
+        zq = vq.weight[out.codes]
+        d = ((z - zq) ** 2).mean(-1)                               # beta-split terms are equal in value
+        per_vector[average] = (out.loss, d)
+    loss, d = per_vector["jet"]
+    expected_jet = torch.stack([d[0, :1].mean(), d[1].mean(), d[2, :2].mean()]).mean()
+    torch.testing.assert_close(loss, expected_jet)
+    torch.testing.assert_close(per_vector["particle"][0], d[mask].mean())
+    assert not torch.isclose(expected_jet, d[mask].mean())
+    with pytest.raises(ValueError, match="vq.loss_average"):
+        VectorQuantizer(2, 2, loss_average="event")
+    with pytest.raises(ValueError, match="vq.loss_average=jet"):
+        _vq(loss_average="jet")(torch.randn(5, 3))
