@@ -108,11 +108,11 @@ for m in $ONLY; do [[ " $ALL_METHODS " == *" $m "* ]] || die "--only: unknown me
 METHODS="${ONLY:-$ALL_METHODS}"
 
 # ---------------------------------------------------------------------------------------------- profile sizes
-# Simulated jets per profile. Simulation runs at about 4-12 jets/s/core (common/simulate), so mini's ~30k jets take
-# about half an hour on 2 cores; the rest of the 2 hours is training.
+# Simulated jets per profile. Simulation runs at about 75-170 jets/s per core (BENCHMARKS.md), so mini's ~38k jets
+# take a few minutes on 2 cores; the rest of the 2 hours is training.
 case "$PROFILE" in
   smoke) SIM_JETCLASS=60;   SIM_ATLAS=30;  SIM_TOP=300;  SIM_QG=300;  DEFAULT_DATA=data/sim-smoke ;;
-  mini)  SIM_JETCLASS=1500; SIM_ATLAS=500; SIM_TOP=3000; SIM_QG=3000; DEFAULT_DATA=data/sim ;;
+  mini)  SIM_JETCLASS=3000; SIM_ATLAS=1000; SIM_TOP=3000; SIM_QG=3000; DEFAULT_DATA=data/sim ;;
   paper) SIM_ATLAS=20000; DEFAULT_DATA=data/real ;;  # only the second-detector sample is simulated at paper scale
 esac
 # Environment overrides: RUN_ALL_SIM_JETCLASS (jets per class), RUN_ALL_SIM_ATLAS, RUN_ALL_SIM_TOP, RUN_ALL_SIM_QG, RUN_ALL_SIM_SEED.

@@ -1,6 +1,8 @@
 # MPM steps for run_all.sh (sourced; see "HOW A METHOD PLUGS IN" there). Order: tokenisers -> pretraining ->
 # probes / fine-tuning / CWoLa -> table writer. smoke runs a subset (one tokeniser, two pretraining-table rows,
-# MPMv2 regression, one mode of the new-domain and CWoLa experiments); mini and paper run every step.
+# MPMv2 regression, one mode of the new-domain and CWoLa experiments); paper runs every step. mini spends its
+# compute where the papers' claims are (common/claims.yaml): the five pretraining rows the claims compare, MPMv2's
+# ID + regression task, every downstream study of those with three seeds; the other rows are paper-only.
 
 mpm_steps() {
   need_data jetclass jetclass_atlas=QCD,Tbqq
@@ -14,6 +16,8 @@ mpm_steps() {
       --out $OUT/tokenizer_v1_kmeans $J
     step tokenizer_v1_6class --after "" -- $PY -m mpm.train_tokenizer --config $CFG/tokenizer_v1_6class.yaml \
       --out $OUT/tokenizer_v1_6class $J
+  fi
+  if [[ "$PROFILE" == paper ]]; then  # the MPMv2 token tasks (mini runs the ID + regression task only)
     step tokenizer_v2 --after "" -- $PY -m mpm.train_tokenizer --config $CFG/tokenizer_v2.yaml --out $OUT/tokenizer_v2 $J
     step tokenizer_v2_kmeans --after "" -- $PY1 -m mpm.train_tokenizer --config $CFG/tokenizer_v2_kmeans.yaml \
       --out $OUT/tokenizer_v2_kmeans $J
@@ -23,6 +27,7 @@ mpm_steps() {
   local v1rows="mpmv1 mpmv1_regression"
   ((full)) && v1rows="mpmv1 mpmv1_kmeans mpmv1_vqvae_nope mpmv1_vqvae_backbonepe mpmv1_quantised_vqvae
                       mpmv1_quantised_kmeans mpmv1_regression mpmv1_regression_backbonepe"
+  [[ "$PROFILE" == mini ]] && v1rows="mpmv1 mpmv1_kmeans mpmv1_vqvae_nope mpmv1_vqvae_backbonepe mpmv1_regression"
   local after
   for row in $v1rows; do
     case "$row" in
@@ -39,7 +44,7 @@ mpm_steps() {
 
   # --- MPMv2 pretraining: one run per reconstruction task (+ ID task) ---------------------------------------------
   v2tasks="regression"
-  ((full)) && v2tasks="regression kmeans vqvae cnf cfm"
+  [[ "$PROFILE" == paper ]] && v2tasks="regression kmeans vqvae cnf cfm"
   for task in $v2tasks; do
     case "$task" in
       kmeans) tok="tokenizer.checkpoint=$OUT/tokenizer_v2_kmeans"; after=tokenizer_v2_kmeans ;;
@@ -74,10 +79,12 @@ mpm_steps() {
       pretrained.run=$OUT/pretrain/mpmv1 finetune.mode=$mode
   done
   if ((full)); then  # the same binary task in the pretraining domain (the figure's second panel, [U])
+    local seeds1=""  # mini: one seed for this panel, which no claim compares
+    [[ "$PROFILE" == mini ]] && seeds1="finetune.seeds=[0]"
     for mode in $modes; do
       step v1_new_domain_jetclass_$mode --tables mpm.v1_new_domain_auc,mpm.v1_new_domain_rejection --after pretrain_mpmv1 -- $PY -m mpm.finetune \
         --config $CFG/finetune_v1_newdomain.yaml --out $OUT/v1_new_domain_jetclass/$mode $J \
-        pretrained.run=$OUT/pretrain/mpmv1 finetune.mode=$mode
+        pretrained.run=$OUT/pretrain/mpmv1 finetune.mode=$mode $seeds1
     done
   fi
   for mode in $( ((full)) && echo "fixed finetune scratch" || echo fixed ); do
@@ -117,7 +124,7 @@ mpm_steps() {
 
   # --- MPMv2 frozen probes: Table B's final row (regression, k-means) and, paper only, the decoder / mask sweeps ----
   if ((full)); then
-    for task in regression kmeans; do
+    for task in regression $( [[ "$PROFILE" == paper ]] && echo kmeans ); do
       step v2_probe_$task --tables mpm.v2_construction --after pretrain_mpmv2_$task -- $PY -m mpm.finetune --config $CFG/finetune_v2_probe.yaml \
         --out $OUT/v2_probe/$task $J pretrained.run=$OUT/pretrain/mpmv2_$task
     done

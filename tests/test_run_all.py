@@ -187,7 +187,7 @@ def test_data_steps_come_first_and_sizes_follow_the_profile(kit, tmp_path):
     assert "--detector atlas --jets-per-class 30 --classes QCD,Tbqq,Wqq --out" in smoke.stdout
     assert f"data.root={tmp_path}/data/jetclass" in smoke.stdout
     mini = kit.run("--list", "--profile", "mini")
-    assert "--jets-per-class 1500" in mini.stdout
+    assert "--jets-per-class 3000" in mini.stdout
     paper = kit.run("--list", "--profile", "paper", "--gpus", "4")
     assert "locate_jetclass" in paper.stdout and "locate_qg" in paper.stdout
     assert "common.simulate jetclass --jets-per-class" not in paper.stdout  # real JetClass, not simulated
@@ -257,8 +257,9 @@ def test_jobs_two_runs_independent_steps_side_by_side_and_keeps_dependencies(kit
     assert at("fakem/tables: running") > max(at("fakem/finetune: done"), at("fakem/probe: done"), at("fakem/late: done"))
     assert "jobs: 2" in res.stdout
     # a failure skips what has not started; a rerun redoes only the failed and skipped steps
-    for d in ("finetune", "probe", "late"):
-        (kit.out / "fakem" / d / "done.json").unlink()
+    for d in ("finetune", "probe", "late"):  # as if never run (their progress files are their checkpoints)
+        for f in ("done.json", "progress.txt"):
+            (kit.out / "fakem" / d / f).unlink(missing_ok=True)
     failed = kit.run("--jobs", "2", FAKE_FAIL="--fail")
     assert failed.returncode != 0 and "fakem/finetune: FAILED (exit 3)" in failed.stdout
     assert "fakem/late: skipped (an earlier step of fakem failed)" in failed.stdout
