@@ -24,6 +24,7 @@ import torch
 from common.batch import JetBatch
 from common.config import save_config
 from common.distributed import cleanup, init_distributed
+from common.features import FeatureSet, get_feature_set
 from common.finetune import build_classifier, finetune_settings, predict, run_finetune
 from common.train_utils import is_done, mark_done, start_run, write_json
 
@@ -33,10 +34,14 @@ ARRAY_KEYS = ("x", "mask", "p4", "jet", "label", "pid")
 
 
 class ArrayBatches(torch.utils.data.Dataset):
-    """Whole batches gathered from in-memory arrays (one item = one JetBatch), in the order of a per-epoch sampler."""
+    """Whole batches gathered from in-memory arrays (one item = one JetBatch), in the order of a per-epoch sampler.
+    The feature set's per-batch step runs on every batch, as in common.data.JetDataset (MPMv2: fresh neutral-IP
+    noise, as jetssl src/datamodules/preprocessing.py draws it at every load); `idx` are the jets' row numbers."""
 
-    def __init__(self, arrays: dict, batch_size: int, shuffle: bool, seed: int, rank: int, world_size: int):
-        self.arrays = {k: torch.as_tensor(v) for k, v in arrays.items() if k in ARRAY_KEYS and v is not None}
+    def __init__(self, arrays: dict, batch_size: int, shuffle: bool, seed: int, rank: int, world_size: int,
+                 features: FeatureSet | None = None):
+        self.arrays = {k: np.asarray(v) for k, v in arrays.items() if k in ARRAY_KEYS and v is not None}
+        self.features = features
         self.n = len(self.arrays["label"])
         self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
         self.rank, self.world_size, self.epoch = rank, world_size, 0
@@ -57,18 +62,21 @@ class ArrayBatches(torch.utils.data.Dataset):
         return -(-per_rank // self.batch_size)
 
     def __getitem__(self, i: int) -> JetBatch:
-        idx = self._order()[i * self.batch_size:(i + 1) * self.batch_size]
-        a = self.arrays
-        return JetBatch(a["x"][idx].float(), a["mask"][idx].bool(), a["p4"][idx].float(), a["jet"][idx].float(),
-                        a["label"][idx].long(), a["pid"][idx].long() if "pid" in a else None)
+        idx = np.sort(self._order()[i * self.batch_size:(i + 1) * self.batch_size].numpy())
+        a = {k: v[idx] for k, v in self.arrays.items()}
+        if self.features is not None:
+            a = self.features.per_batch(a, idx)
+        t = {k: torch.from_numpy(v) for k, v in a.items()}
+        return JetBatch(t["x"].float(), t["mask"].bool(), t["p4"].float(), t["jet"].float(), t["label"].long(),
+                        t["pid"].long() if "pid" in t else None)
 
 
 class ArrayLoader:
     """Minimal loader over ArrayBatches: len(), iteration, set_epoch(), .dataset (jets) for common.finetune."""
 
     def __init__(self, arrays: dict, batch_size: int, *, shuffle: bool, seed: int = 0, rank: int = 0,
-                 world_size: int = 1):
-        self.batches = ArrayBatches(arrays, batch_size, shuffle, seed, rank, world_size)
+                 world_size: int = 1, features: FeatureSet | None = None):
+        self.batches = ArrayBatches(arrays, batch_size, shuffle, seed, rank, world_size, features)
         self.dataset = range(self.batches.n)
 
     def set_epoch(self, epoch: int) -> None:
@@ -139,6 +147,7 @@ def run_cwola(cfg: dict, out: Path, dist) -> dict:
     train_all = _load_split(data, "train", max(c["n_background"], n_sig_max))
     val_all = _load_split(data, "val", max(n_val_bkg, int(round(n_sig_max * c["val_fraction"]))))
     test = load_arrays(data, "test", max_jets=c["test_jets"])
+    features = get_feature_set(data["features"])
     summary = {"mode": fc["mode"], "rows": [], "per_n": {}}
     for n_sig in c["n_signal"]:
         runs = []
@@ -154,7 +163,7 @@ def run_cwola(cfg: dict, out: Path, dist) -> dict:
 
             def loader_fn(data_cfg, split, batch_size, *, shuffle, seed=0, rank=0, world_size=1, **kw):
                 return ArrayLoader(splits[split], batch_size, shuffle=shuffle, seed=seed, rank=rank,
-                                   world_size=world_size)
+                                   world_size=world_size, features=features)
 
             cfg_run = {**cfg, "finetune": {**cfg["finetune"], "save_model": True}}
             # finetune.per_n rules compare with the signal jets (jetssl workflow/full_pipeline.smk: n_jets = num_signal)

@@ -254,3 +254,47 @@ def test_tokenizer_configs_average_like_the_official_code():
     for profile in ("", "mini/", "smoke/"):
         assert load_config(f"mpm/configs/{profile}tokenizer_v1.yaml")["vqvae"]["loss_average"] == "jet"
         assert load_config(f"mpm/configs/{profile}tokenizer_v2.yaml")["vqvae"]["loss_average"] == "particle"
+
+
+def test_cwola_redraws_the_neutral_ip_noise_per_batch(monkeypatch, tmp_path):
+    """jetssl src/datamodules/preprocessing.py draws the neutral-IP N(0, 1) noise at every load; the CWoLa loaders
+    run the feature set's per-batch step as common.data.JetDataset does (they were fed the cached noise once)."""
+    import numpy as np
+
+    import mpm.cwola as cwola
+    from common import data
+    from common.config import load_config
+    from common.distributed import Dist
+
+    n, n_part, rng = 40, 4, np.random.default_rng(0)
+    pid = np.tile(np.array([0, 1, 2, 3]), (n, 1))                  # photon, h-, h0, h+
+    arrays = {"x": rng.standard_normal((n, n_part, 7)).astype(np.float32), "mask": np.ones((n, n_part), bool),
+              "pid": pid, "p4": np.zeros((n, n_part, 4), np.float32), "jet": np.zeros((n, 6), np.float32),
+              "label": (np.arange(n) % 4 == 0).astype(np.int64)}
+    monkeypatch.setattr(cwola, "_load_split", lambda data_cfg, s, k: arrays)
+    monkeypatch.setattr(data, "load_arrays", lambda data_cfg, s, max_jets=None: arrays)
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_finetune(cfg, build, load, d, dist, *, loader_fn, **kw):
+        loader = loader_fn(cfg["data"], "train", 8, shuffle=True, seed=0)
+        for epoch in (0, 1):
+            loader.set_epoch(epoch)
+            seen[epoch] = {tuple(j[1].tolist()): j[0, 3:] for b in loader for j in b.x}   # charged row -> photon IPs
+        seen["test"] = next(iter(loader_fn(cfg["data"], "test", 1000, shuffle=False)))
+        raise Stop
+
+    monkeypatch.setattr(cwola, "run_finetune", fake_finetune)
+    cfg = load_config("mpm/configs/smoke/cwola_v2.yaml", ["cwola.n_background=20", "cwola.n_signal=[4]",
+                                                          "cwola.val_fraction=0.5", "finetune.mode=scratch"])
+    with pytest.raises(Stop):
+        cwola.run_cwola(cfg, tmp_path, Dist())
+    test = seen["test"]
+    cached = torch.from_numpy(arrays["x"])
+    for p in (0, 2):                                                # neutrals: fresh noise
+        assert not torch.allclose(test.x[:, p, 3:], cached[:, p, 3:])
+    assert torch.equal(test.x[:, 1], cached[:, 1]) and torch.equal(test.x[:, :, :3], cached[:, :, :3])
+    assert seen[0].keys() == seen[1].keys() and len(seen[0]) == 24  # the same 24 jets, reshuffled into batches
+    assert sum(not torch.equal(seen[0][k], seen[1][k]) for k in seen[0]) > 20    # new noise in the new batches
