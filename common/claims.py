@@ -25,10 +25,10 @@ from pathlib import Path
 
 import yaml
 
-from common.results import _canon, _values, aggregate_rows, collect_results, load_published, published_table
+from common.results import (MIN_SEEDS, _canon, _values, aggregate_rows, collect_results, load_published,
+                            published_table)
 
 CLAIMS_PATH = Path(__file__).with_name("claims.yaml")
-MIN_SEEDS = 3  # per side; fixed in advance, the same for every claim
 Z = 2.0        # the difference must exceed Z standard errors
 VERDICTS = ("reproduced", "contradicted", "inconclusive", "not measured")
 SELECT = ("min", "max")  # `at:` values that pick the smallest / largest value both sides have

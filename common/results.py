@@ -30,8 +30,11 @@ from pathlib import Path
 import yaml
 
 PUBLISHED_PATH = Path(__file__).with_name("published.yaml")
-METHODS = ("mpm", "omnijet", "hepjepa")
+# sections of RESULTS.md, in order; "reference": supervised baselines of ours with no published table
+# (bench/bench_weaver_part.py writes reference.part_weaver), shown after the three methods
+METHODS = ("mpm", "omnijet", "hepjepa", "reference")
 RESULT_FORMAT = "jetfm-result-v1"  # marks our result JSON files among other JSON in a run directory
+MIN_SEEDS = 3  # seeds per cell that a comparison needs (the claims rule, common/claims.py)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -288,6 +291,12 @@ def render_table(table_id: str, rows: list[dict], meta: dict, *, published: dict
         lines.append(f"Note: {entry['note'].strip()}")
     lines.append("")
     lines.append(f"Not reproduced by the {profile} profile: {not_run}." if not rows and not_run else _meta_line(meta))
+
+    n_seeds = [len(_values(g[m])) for g in ours.values() for m in metrics if isinstance(g[m], list)]
+    n_seeds = [n for n in n_seeds if n]
+    if n_seeds and max(n_seeds) < MIN_SEEDS:
+        lines.append(f"Underpowered at this scale: at most {max(n_seeds)} seed(s) per cell, fewer than the "
+                     f"{MIN_SEEDS} a comparison needs (the claims rule); differences in this table decide nothing.")
 
     n_missing = 0
     if main or placeholder:

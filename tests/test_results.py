@@ -204,3 +204,11 @@ def test_write_table_writes_result_json_and_markdown(tmp_path):
     assert res["rows"] == rows and res["meta"] == meta
     assert sorted(p.name for p in (tmp_path / "tables").iterdir()) == ["mpm.nonexistent_table.json",
                                                                          "mpm.nonexistent_table.md"]
+
+
+def test_table_with_fewer_than_three_seeds_says_it_is_underpowered():
+    two = [{"mode": "fixed", "n_train": 1000, "accuracy": a, "auc": 0.7} for a in (0.30, 0.32)]
+    text = R.render_table("mpm.toy", two, {"profile": "mini"}, published=PUB)
+    assert "Underpowered at this scale: at most 2 seed(s) per cell" in text
+    three = two + [{"mode": "fixed", "n_train": 1000, "accuracy": 0.31, "auc": 0.7}]
+    assert "Underpowered" not in R.render_table("mpm.toy", three, {"profile": "mini"}, published=PUB)
