@@ -60,6 +60,11 @@ class VQVAE(nn.Module):
                                act="leaky_relu" if style == "normformer" else None)
         self.to_code = nn.Linear(dim, code_dim)
         self.quantizer = VectorQuantizer(num_codes, code_dim, beta=beta, loss_average=loss_average, **(vq or {}))
+        if target_codebook == "raw" and self.quantizer.distance != "euclidean":
+            # "raw" labels by Euclidean distance to the un-affined rows (the V1 code's labelling); under the cosine
+            # quantiser that is neither its nearest code nor the V1 labelling
+            raise ValueError("vqvae.target_codebook=raw needs vqvae.vq.distance=euclidean (the cosine quantiser "
+                             "labels with its own codebook: use target_codebook=affine)")
         self.from_code = nn.Linear(code_dim, dim)
         self.decoder = Encoder(dim, depth, num_heads, ff_hidden, style=style, num_registers=num_registers,
                                dropout=dropout, attn_dropout=attn_dropout,

@@ -298,3 +298,16 @@ def test_cwola_redraws_the_neutral_ip_noise_per_batch(monkeypatch, tmp_path):
     assert torch.equal(test.x[:, 1], cached[:, 1]) and torch.equal(test.x[:, :, :3], cached[:, :, :3])
     assert seen[0].keys() == seen[1].keys() and len(seen[0]) == 24  # the same 24 jets, reshuffled into batches
     assert sum(not torch.equal(seen[0][k], seen[1][k]) for k in seen[0]) > 20    # new noise in the new batches
+
+
+def test_raw_target_codebook_needs_the_euclidean_quantiser():
+    """target_codebook raw = rodem-hep/mpm's labelling by Euclidean distance to the un-affined codebook rows; with the
+    cosine quantiser (jetssl) it would pick codes that are not the quantiser's nearest ones."""
+    from mpm.vqvae import VQVAE
+
+    kw = dict(dim=16, depth=1, num_heads=2, ff_hidden=16, num_codes=8, code_dim=4, target_codebook="raw")
+    with pytest.raises(ValueError, match="vqvae.target_codebook=raw needs vqvae.vq.distance=euclidean"):
+        VQVAE(3, vq={"distance": "cosine", "codebook_update": "ema", "affine_lr": 0.0, "replace_freq": 0}, **kw)
+    with pytest.raises(ValueError, match="vqvae.target_codebook=raw"):
+        VQVAE(3, vq={"distance": "cosine"}, **kw)
+    assert VQVAE(3, vq={"distance": "euclidean"}, **kw).target_codebook == "raw"
