@@ -327,10 +327,10 @@ hms() { local s=$1; printf '%02d:%02d:%02d' $((s / 3600)) $((s % 3600 / 60)) $((
 dur() { local s=$1; if ((s >= 60)); then printf '%dm%02ds' $((s / 60)) $((s % 60)); else printf '%ds' "$s"; fi; }
 say() { echo "[run_all $(hms $(( $(date +%s) - T0 )))] $*"; }
 logfile() { echo "$OUT_DIR/logs/${1//\//__}.log"; }
-record() {  # step status seconds
+record() {  # step status seconds; columns: step status seconds log tables always|step out-dir
   local i=$1
-  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "${S_ID[$i]}" "$2" "$3" "$(logfile "${S_ID[$i]}")" "${S_TABLES[$i]}" \
-    "$( [[ "${S_ALWAYS[$i]}" == 1 ]] && echo always || echo step )" >> "$OUT_DIR/status.tsv"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "${S_ID[$i]}" "$2" "$3" "$(logfile "${S_ID[$i]}")" "${S_TABLES[$i]}" \
+    "$( [[ "${S_ALWAYS[$i]}" == 1 ]] && echo always || echo step )" "${S_OUT[$i]}" >> "$OUT_DIR/status.tsv"
 }
 inside() { case "$(realpath -m "$1")/" in "$(realpath -m "$2")"/*) return 0 ;; esac; return 1; }
 

@@ -395,7 +395,7 @@ def merge_meta(metas: list[dict]) -> dict:
 
 
 def read_status(runs_dir) -> dict[str, dict]:
-    """run_all.sh's step status (last line per step wins): {step: {status, seconds, log, tables, always}}."""
+    """run_all.sh's step status (last line per step wins): {step: {status, seconds, log, tables, always, out}}."""
     path = Path(runs_dir) / "status.tsv"
     out: dict[str, dict] = {}
     if not path.exists():
@@ -407,8 +407,21 @@ def read_status(runs_dir) -> dict[str, dict]:
         step, status, seconds, log, tables = parts[:5]
         out[step] = {"status": status, "seconds": seconds, "log": log,
                      "tables": [t for t in tables.split(",") if t],
-                     "always": len(parts) > 5 and parts[5] == "always"}
+                     "always": len(parts) > 5 and parts[5] == "always", "out": parts[6] if len(parts) > 6 else ""}
     return out
+
+
+def step_rate(out_dir: str) -> str:
+    """Training throughput a step recorded in its done.json (jets/s of its training loop), as text; '' if none."""
+    if not out_dir:
+        return ""
+    try:
+        with open(Path(out_dir) / "done.json") as f:
+            done = json.load(f)
+    except (OSError, json.JSONDecodeError):
+        return ""
+    rate = done.get("jets_per_s", done.get("jets_per_second")) if isinstance(done, dict) else None
+    return f"{rate:,.0f}" if isinstance(rate, (int, float)) and math.isfinite(rate) else ""
 
 
 def _missing_reason(table_id: str, status: dict[str, dict]) -> tuple[str, bool]:
@@ -492,8 +505,11 @@ def build_results_md(runs_dir, profile: str, out_dir, published: dict | None = N
     if not_produced:
         lines += [f"Tables no step of the `{profile}` profile produces: " + ", ".join(not_produced) + ".", ""]
     if status:
-        lines += ["## Steps", "", "| step | status | seconds | log |", "|---|---|---|---|"]
-        lines += [f"| {n} | {s['status']} | {s['seconds']} | {s['log']} |" for n, s in status.items()]
+        lines += ["## Steps", "", "Wall seconds per step, and the training throughput (jets/s) that a training loop "
+                  "recorded in its done.json, measured inside this run.", "",
+                  "| step | status | seconds | jets/s | log |", "|---|---|---|---|---|"]
+        lines += [f"| {n} | {s['status']} | {s['seconds']} | {step_rate(s.get('out', ''))} | {s['log']} |"
+                  for n, s in status.items()]
         lines.append("")
     lines += body
     lines += ["## Plots", ""]

@@ -212,3 +212,15 @@ def test_table_with_fewer_than_three_seeds_says_it_is_underpowered():
     assert "Underpowered at this scale: at most 2 seed(s) per cell" in text
     three = two + [{"mode": "fixed", "n_train": 1000, "accuracy": 0.31, "auc": 0.7}]
     assert "Underpowered" not in R.render_table("mpm.toy", three, {"profile": "mini"}, published=PUB)
+
+
+def test_steps_table_shows_the_training_rate_a_step_recorded(tmp_path):
+    runs = tmp_path / "runs"
+    (runs / "m" / "pre").mkdir(parents=True)
+    (runs / "m" / "pre" / "done.json").write_text(json.dumps({"steps": 10, "jets_per_s": 436.2}))
+    (runs / "status.tsv").write_text(f"m/pre\tdone\t12\tlogs/p.log\t\tstep\t{runs / 'm' / 'pre'}\n"
+                                     "m/old\tdone\t3\tlogs/o.log\t\tstep\n")  # an old 6-column line still reads
+    status = R.read_status(runs)
+    assert R.step_rate(status["m/pre"]["out"]) == "436" and R.step_rate(status["m/old"]["out"]) == ""
+    path, _ = R.build_results_md(runs, "mini", tmp_path / "res", published=PUB, claims_path=False)
+    assert "| m/pre | done | 12 | 436 | logs/p.log |" in path.read_text()
