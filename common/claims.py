@@ -31,7 +31,8 @@ from common.results import (MIN_SEEDS, _canon, _values, aggregate_rows, collect_
 CLAIMS_PATH = Path(__file__).with_name("claims.yaml")
 Z = 2.0        # the difference must exceed Z standard errors
 VERDICTS = ("reproduced", "contradicted", "inconclusive", "not measured")
-SELECT = ("min", "max")  # `at:` values that pick the smallest / largest value both sides have
+SELECT = {"min": 0, "second_min": 1, "max": -1}  # `at:` / side values that pick the smallest, second smallest,
+                                                # largest value (position in the sorted values)
 
 
 @dataclass
@@ -115,18 +116,25 @@ def _extreme(rows: list, sel: dict) -> list:
             continue
         vals = sorted({_canon(k.get(key)) for k, _ in rows} - {None}, key=lambda v: (not isinstance(v, float), v))
         vals = [v for v in vals if isinstance(v, float)]
-        if not vals:
+        v = _choose(vals, how)
+        if v is None:
             return []
-        v = vals[0] if how == "min" else vals[-1]
         rows = [(k, r) for k, r in rows if _canon(k.get(key)) == v]
     return rows
+
+
+def _choose(values: list[float], how: str) -> float | None:
+    """The value of sorted `values` that selector `how` names (None when there are too few)."""
+    i = SELECT[how]
+    return values[i] if -len(values) <= i < len(values) else None
 
 
 def _pick(groups: list[tuple[dict, dict]], claim: dict) -> tuple[dict | None, dict | None, dict]:
     """From (key values, row) pairs choose side a's and side b's row at the shared `at` keys.
 
-    `at: {k: min}` takes the smallest value of k that both sides have (max: the largest); an explicit value is a
-    fixed selection; keys not named by `at` or a side must agree between the two rows."""
+    `at: {k: min}` takes the smallest value of k that both sides have (second_min: the second smallest, max: the
+    largest); an explicit value is a fixed selection; keys not named by `at` or a side must agree between the two
+    rows."""
     at = dict(claim.get("at") or {})
     a_rows = [(k, r) for k, r in groups if _matches(k, claim["a"])]
     b_rows = [(k, r) for k, r in groups if _matches(k, claim["b"])]
@@ -139,10 +147,9 @@ def _pick(groups: list[tuple[dict, dict]], claim: dict) -> tuple[dict | None, di
         if how not in SELECT:
             continue
         common = {_canon(k.get(key)) for k, _ in a_rows} & {_canon(k.get(key)) for k, _ in b_rows}
-        common = sorted(v for v in common if isinstance(v, float))
-        if not common:
+        v = _choose(sorted(v for v in common if isinstance(v, float)), how)
+        if v is None:
             return None, None, chosen
-        v = common[0] if how == "min" else common[-1]
         chosen[key] = v
         a_rows = [(k, r) for k, r in a_rows if _canon(k.get(key)) == v]
         b_rows = [(k, r) for k, r in b_rows if _canon(k.get(key)) == v]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from common.plots import save_figure
 from common.pooling import masked_mean
 from common.train_utils import mark_done, write_json
 
+from .convergence import FIGURE2_PERCENT, steps_to_reach
 from .finetune import backbone_factory
 
 
@@ -38,13 +40,14 @@ def _curve(run_dir: Path, mode: str, pct) -> list | None:
     return json.loads(found[0].read_text())["val_curve"] if found else None
 
 
-def figure2(finetune_dir, out_dir, pct=0.5) -> dict:
+def figure2(finetune_dir, out_dir, pct=FIGURE2_PERCENT) -> dict:
     """Val loss vs step for fine-tuned and scratch at `pct` % labels; returns the numbers written to figure2.json."""
     ft, sc = _curve(Path(finetune_dir), "finetune", pct), _curve(Path(finetune_dir), "scratch", pct)
     if not ft or not sc:
         raise FileNotFoundError(f"{finetune_dir}: no finetune/scratch runs at pct{pct} (run hepjepa.finetune first)")
     best_scratch = min(v for _, v in sc)
-    reach = next((s for s, v in ft if v <= best_scratch), None)  # first step where fine-tuning matches it
+    reach = steps_to_reach(ft, best_scratch)  # first step where fine-tuning matches it
+    reach = int(reach) if math.isfinite(reach) else None
     fig = Figure(figsize=(6, 4.2), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.subplots()
@@ -108,7 +111,7 @@ def figure3(cfg: dict, out_dir, max_jets: int = 2000, seed: int = 0) -> None:
 def main(argv=None) -> None:
     parser = add_config_args(argparse.ArgumentParser(description="HEP-JEPA Figures 2 and 3"))
     parser.add_argument("--finetune-dir", required=True, help="output folder of hepjepa.finetune on JetClass")
-    parser.add_argument("--label-percent", default="0.5", help="label fraction of Figure 2 (a sweep folder pct<P>)")
+    parser.add_argument("--label-percent", default=str(FIGURE2_PERCENT), help="label fraction of Figure 2 (a sweep folder pct<P>)")
     parser.add_argument("--tsne-jets", type=int, default=2000, help="test jets in the t-SNE")
     args = parser.parse_args(argv)
     cfg = config_from_args(args)

@@ -29,6 +29,6 @@ hepjepa_steps() {
       sweep.pretrained=$OUT/ablation/$abl/pretrain/checkpoint.pt
   done
 
-  step tables --always --tables hepjepa.jetclass_fewshot,hepjepa.top_tagging,hepjepa.quark_gluon,$ABL_TABLES -- \
+  step tables --always --tables hepjepa.jetclass_fewshot,hepjepa.convergence,hepjepa.top_tagging,hepjepa.quark_gluon,$ABL_TABLES -- \
     $PY1 -m hepjepa.tables --runs $OUT --out $OUT/tables --profile $PROFILE
 }

@@ -4,6 +4,8 @@
 
 Reads the summary.json files that hepjepa.finetune wrote under --runs:
   ft_jetclass/              -> hepjepa.jetclass_fewshot   (mode x label %, accuracy; AUC kept as an extra column)
+  ft_jetclass/<mode>/pct0.5 -> hepjepa.convergence    (per seed: fine-tuning steps until the val loss reaches the
+                               scratch run's minimum, Figure 2; hepjepa/convergence.py)
   ft_top/, ft_qg/           -> hepjepa.top_tagging, hepjepa.quark_gluon (accuracy, AUC, 1/eps_B at 50 % and 30 %)
   ablation/<name>/probe/    -> hepjepa.ablation_*  (each ablation run is matched to the table of the one switch in
                                which its config differs from ablation/base; the base run gives the reference row;
@@ -21,6 +23,8 @@ from pathlib import Path
 import yaml
 
 from common.results import render_table, write_result
+
+from .convergence import FIGURE2_PERCENT, convergence_rows
 
 MODE_NAMES = {"fixed": "frozen", "finetune": "finetune", "scratch": "scratch"}  # harness name -> paper wording
 METRICS = ("accuracy", "auc", "rejection_50", "rejection_30")
@@ -119,6 +123,16 @@ def write_tables(runs, out, profile: str) -> list[str]:
         write_result(out / f"{table_id}.json", table_id, rows, meta)
         md.append(render_table(table_id, rows, meta))
         written.append(table_id)
+    fewshot = _read(runs / "ft_jetclass" / "summary.json")
+    conv = convergence_rows(runs / "ft_jetclass", FIGURE2_PERCENT) if fewshot else []
+    if conv:
+        meta = _meta(fewshot, profile, scale,
+                     f"Figure 2 at {FIGURE2_PERCENT:g} % labels, one row per seed: the first validated fine-tuning "
+                     "step at which the val loss <= the same seed's scratch minimum (scratch: the step of that "
+                     "minimum); inf = never reached in the run.")
+        write_result(out / "hepjepa.convergence.json", "hepjepa.convergence", conv, meta)
+        md.append(render_table("hepjepa.convergence", conv, meta))
+        written.append("hepjepa.convergence")
     abl = ablation_tables(runs)
     if abl:
         base = _read(runs / "ablation" / "base" / "probe" / "summary.json")

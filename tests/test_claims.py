@@ -129,3 +129,17 @@ def test_results_md_starts_with_the_claims_section(tmp_path):
     assert text.index("## Claims") < text.index("## Summary") < text.index("### mpm.toy")
     claim_line = next(l for l in text.splitlines() if l.startswith("| fine-tuned beats scratch"))
     assert "**reproduced**" in claim_line and "49.1 vs 39.7" in claim_line
+
+
+def test_at_second_min_takes_the_second_smallest_value_both_sides_have():
+    claim = {**CLAIM, "at": {"n_train": "second_min"}}
+    rows = [{"mode": m, "n_train": n, "accuracy": acc + 0.001 * s, "seed": s}
+            for m, grid in (("finetune", ((10, 0.1), (100, 0.6), (1000, 0.7))),
+                            ("scratch", ((100, 0.5), (1000, 0.65), (5000, 0.9))))
+            for n, acc in grid for s in range(3)]  # both sides have 100 and 1000: the second smallest is 1000
+    (v,) = C.evaluate(_results(rows), [claim], PUB)
+    assert v.at == {"n_train": 1000.0}
+    assert v.a == pytest.approx([0.7, 0.701, 0.702]) and v.b == pytest.approx([0.65, 0.651, 0.652])
+    assert v.published.startswith("57.9 vs 49.6")  # the published grid's second smallest (10000)
+    (one,) = C.evaluate(_results([r for r in rows if r["n_train"] == 100]), [claim], PUB)
+    assert one.verdict == "not measured"  # a single shared value has no second smallest

@@ -104,7 +104,7 @@ def test_sweep_figures_and_tables(data, tmp_path):
     assert (runs / "figures" / "figure2_loss_vs_step.png").stat().st_size > 1000
     assert (runs / "figures" / "figure3_tsne.png").stat().st_size > 1000
     written = tables.write_tables(runs, runs / "tables", "smoke")
-    assert written == ["hepjepa.jetclass_fewshot"]
+    assert written == ["hepjepa.jetclass_fewshot", "hepjepa.convergence"]
     md = (runs / "tables" / "hepjepa.md").read_text()
     assert "frozen" in md and "0.564" in md  # our rows beside the published ones
 

@@ -1,0 +1,49 @@
+"""Convergence of fine-tuning against training from scratch (Bardhan et al., arXiv:2502.03933, Figure 2: the
+fine-tuned model reaches the from-scratch model's best validation loss in about 3x fewer steps).
+
+For every seed s of the JetClass sweep at the Figure 2 label fraction:
+    L*(s)                  = the minimum validation loss of the scratch run with seed s
+    steps_to_scratch_min   = the first validated step at which a run's validation loss <= L*(s)
+so the scratch run's value is the step of its own minimum, and the fine-tuned run's the step at which it first
+matches it. A fine-tuned run that never reaches L*(s) within its steps gets inf: it is shown as inf, and a claim,
+which counts finite values only, then has fewer seeds on that side (inconclusive, never reproduced).
+
+The curves are the `val_curve` ([[step, loss], ...]) that common.finetune keeps in each run's result.json, under
+<ft_jetclass>/<mode>/pct<P>/n*/seed<S>/.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+FIGURE2_PERCENT = 0.5  # label fraction (%) of Figure 2 (arXiv:2502.03933)
+
+
+def steps_to_reach(curve: list, target: float) -> float:
+    """First step of curve [[step, loss], ...] with loss <= target; inf when no validation reaches it."""
+    return next((float(step) for step, loss in curve if loss <= target), math.inf)
+
+
+def seed_curves(finetune_dir, mode: str, pct=FIGURE2_PERCENT) -> dict[int, list]:
+    """{seed: val_curve} of the runs <finetune_dir>/<mode>/pct<pct>/n*/seed*/result.json."""
+    out = {}
+    for path in sorted(Path(finetune_dir, mode, f"pct{pct}").glob("n*/seed*/result.json")):
+        res = json.loads(path.read_text())
+        out[int(res["seed"])] = res["val_curve"]
+    return out
+
+
+def convergence_rows(finetune_dir, pct=FIGURE2_PERCENT) -> list[dict]:
+    """One row per (mode, seed) for the seeds that have both a scratch and a fine-tuned run:
+    {mode: scratch | finetune, seed, label_percent, scratch_min_val_loss, steps_to_scratch_min}."""
+    scratch, tuned = seed_curves(finetune_dir, "scratch", pct), seed_curves(finetune_dir, "finetune", pct)
+    rows = []
+    for seed in sorted(set(scratch) & set(tuned)):
+        if not scratch[seed]:
+            continue
+        best = min(loss for _, loss in scratch[seed])
+        for mode, curve in (("finetune", tuned[seed]), ("scratch", scratch[seed])):
+            rows.append({"mode": mode, "seed": seed, "label_percent": float(pct), "scratch_min_val_loss": best,
+                         "steps_to_scratch_min": steps_to_reach(curve, best)})
+    return rows
