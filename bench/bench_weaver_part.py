@@ -9,7 +9,9 @@ of weaver-core (the training framework of ParT, arXiv:2202.03772) in a subproces
 bench/weaver/jetclass_full.yaml (the official "full" feature set) and network config bench/weaver/part_network.py
 (ParT; default a reduced 3-layer model, sizes set with -o as weaver's --network-option). The training options follow
 jet-universe/particle_transformer train_JetClass.sh for ParT (Ranger, start LR 1e-3, batch 512, weaver's default
-flat+decay schedule), except the number of epochs, one pass over the training files per epoch, and CPU in fp32.
+flat+decay schedule), except: the number of epochs, one pass over the training files per epoch, CPU in fp32, and
+the data read in the training process itself (--num-workers 0), whole files at a time (--fetch-step 1.0; the
+simulated files are small), so that --threads is all the CPU the run uses.
 weaver keeps the epoch with the best validation accuracy and predicts the test files with it; this script reads
 that prediction file and prints
 
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import importlib.metadata
 import os
 import platform
 import re
@@ -207,15 +210,13 @@ def main(argv=None) -> dict:
     row = {"model": "ParT (weaver-core)", "features": "full", **evaluate_predictions(pred), **parse_log(text),
            "wall_s": wall, "threads": args.threads, "machine_cpus": os.cpu_count(), "epochs": args.epochs,
            "n_train": count_jets(files["train"]), "n_val": count_jets(files["val"])}
-    import weaver
-
     meta = {"title": "Supervised reference: weaver-core ParticleTransformer (full features)",
             "dataset": str(args.data), "keys": ["model", "features"],
             "metrics": ["accuracy", "auc_macro", "auc_Tbqq_vs_QCD", *[f"auc_{c}" for c in CLASS_NAMES],
                         "train_jets_per_s", "wall_s", "params"],
             "scale": f"{row['n_train']} train / {row['n_val']} val / {row['n_test']} test jets, {args.epochs} epochs",
             "class_order": CLASS_NAMES,
-            "notes": (f"weaver-core {getattr(weaver, '__version__', '?')}, bench/weaver/part_network.py options "
+            "notes": (f"weaver-core {importlib.metadata.version('weaver-core')}, bench/weaver/part_network.py options "
                       f"{dict(args.network_option) or 'default (3 layers, [64, 256, 64])'}, batch {args.batch_size}, "
                       f"start LR {args.start_lr}, {args.threads} thread(s) on {platform.node() or 'this machine'} "
                       f"({os.cpu_count()} CPUs)."),
