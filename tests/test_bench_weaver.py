@@ -118,3 +118,37 @@ def test_reference_result_shown_in_results_md(tmp_path):
     assert "## reference" in text and text.index("## reference") > text.index("## hepjepa")
     section = text[text.index("## reference"):]
     assert "| ParT (weaver-core) | full | 0.713 |" in section and "| 0.988 |" in section
+
+
+def _network_module():
+    pytest.importorskip("weaver")
+    pytest.importorskip("numba")
+    import importlib.util
+
+    from bench.bench_weaver_part import NETWORK_CONFIG
+
+    spec = importlib.util.spec_from_file_location("part_network", NETWORK_CONFIG)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+class _DataConfig:  # the attributes of weaver's DataConfig that get_model reads
+    input_dicts = {"pf_points": [0] * 2, "pf_features": [0] * 17, "pf_vectors": [0] * 4, "pf_mask": [0]}
+    label_value = [f"label_{c}" for c in CLASS_NAMES]
+    input_names = ("pf_points", "pf_features", "pf_vectors", "pf_mask")
+    input_shapes = {"pf_points": (-1, 2, 128), "pf_features": (-1, 17, 128), "pf_vectors": (-1, 4, 128),
+                    "pf_mask": (-1, 1, 128)}
+
+
+def test_network_default_is_the_reduced_part():
+    mod = _network_module()
+    model, info = mod.get_model(_DataConfig())
+    part = model.mod
+    assert len(part.blocks) == 3 and len(part.cls_blocks) == 2  # 3 particle-attention + 2 class-attention layers
+    assert part.embed.input_bn.num_features == 17 and part.fc[-1].out_features == 10
+    assert sum(p.numel() for p in model.parameters()) == 298_838  # embed [64, 256, 64], the official rest
+    small, _ = mod.get_model(_DataConfig(), num_layers=1, embed_dims=[16, 32, 16])
+    assert len(small.mod.blocks) == 1
+    with pytest.raises(ValueError, match="num_layer"):
+        mod.get_model(_DataConfig(), num_layer=2)
