@@ -53,6 +53,7 @@ MODES = ("fixed", "finetune", "scratch")
 
 FINETUNE_DEFAULTS = {
     "mode": "finetune",          # fixed | finetune | scratch
+    "autocast": True,            # bf16 autocast of the whole classifier on CUDA (no-op on CPU); false = fp32
     "head": {"kind": "linear_mean"},  # common.pooling.build_head(kind, backbone.dim, n_classes, **rest)
     "n_per_class": None,         # labelled jets per class (int), a list for run_sweep, null = the whole train split
     "seeds": [0],                # run_sweep repeats every N over these; also the training-subset seed
@@ -281,7 +282,7 @@ def _optimizer(model: Classifier, fc: dict) -> torch.optim.AdamW:
 
 
 @torch.no_grad()
-def predict(net: nn.Module, loader, device, label_smoothing: float = 0.0) -> dict:
+def predict(net: nn.Module, loader, device, label_smoothing: float = 0.0, use_autocast: bool = True) -> dict:
     """Loss (all-reduced mean) and, gathered over ranks, probabilities and labels of a whole split."""
     net.eval()
     loss_sum = torch.zeros((), dtype=torch.float64)
@@ -289,7 +290,7 @@ def predict(net: nn.Module, loader, device, label_smoothing: float = 0.0) -> dic
     probs, labels = [], []
     for batch in loader:
         batch = batch.to(device)
-        with autocast(device):
+        with autocast(device, use_autocast):
             logits = net(batch)
         logits = logits.float()
         loss = F.cross_entropy(logits, batch.label, reduction="sum", label_smoothing=label_smoothing)
@@ -407,7 +408,7 @@ def run_finetune(cfg: dict, build_backbone: Callable[[], nn.Module],
         loss_val = 0.0
         for i, mb in enumerate(chunks):
             with no_sync(ddp, i < len(chunks) - 1):  # DDP all-reduces on the last micro-batch only
-                with autocast(device):
+                with autocast(device, bool(fc["autocast"])):
                     logits = net(mb)
                 loss = F.cross_entropy(logits.float(), mb.label, label_smoothing=float(fc["label_smoothing"]))
                 (loss * len(mb) / len(batch)).backward()
@@ -421,7 +422,7 @@ def run_finetune(cfg: dict, build_backbone: Callable[[], nn.Module],
             train_curve.append([step + 1, float(np.mean(running))])
             running = []
         if (step + 1) % eval_every == 0 or step + 1 == max_steps:
-            res = predict(net, val, device, float(fc["label_smoothing"]))
+            res = predict(net, val, device, float(fc["label_smoothing"]), bool(fc["autocast"]))
             model.train()
             val_curve.append([step + 1, res["loss"]])
             log.log(step + 1, val_loss=res["loss"])
@@ -446,7 +447,7 @@ def run_finetune(cfg: dict, build_backbone: Callable[[], nn.Module],
     selected_step = best["step"] if fc["select"] == "best_val" else steps_done
     test = loader_fn(cfg["data"], "test", ebs, shuffle=False, rank=dist.rank, world_size=world,
                      max_jets=fc["max_test_jets"])
-    res = predict(net, test, device, float(fc["label_smoothing"]))
+    res = predict(net, test, device, float(fc["label_smoothing"]), bool(fc["autocast"]))
     metrics = evaluate_metrics(res["labels"], res["probs"], class_names)
     result = {
         "mode": fc["mode"], "n_per_class": n, "seed": seed, "n_train_jets": n_train, "class_names": class_names,

@@ -14,7 +14,7 @@ kinds and their keys (defaults in brackets):
                        final_factor [0.3]
                        (OmniJet VQ-VAE, OneCycleCooldown of uhh-pd-ml/omnijet_alpha, base lr 1e-3 stepped per
                        epoch: 5e-4 -> 1e-3 over epochs 0-4, back to 5e-4 by epoch 24, to 3e-4 by epoch 74, then
-                       constant: warmup 5, anneal 20, cooldown 50)
+                       constant: warmup 4, anneal 20, cooldown 50; max_lr at epoch == warmup)
 Warm-up is linear in the step: factor = start + (1 - start) * step / warmup_steps, reaching 1 at step == warmup_steps.
 Past total_steps the cosine / linear schedules stay at min_factor.
 """

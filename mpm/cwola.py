@@ -173,7 +173,8 @@ def run_cwola(cfg: dict, out: Path, dist) -> dict:
             model = build_classifier(fc, build, (lambda m: None), 2).to(dist.device)
             from common.checkpoint import load_checkpoint
             model.load_state_dict(load_checkpoint(d / "classifier.pt")["model"])
-            pred = predict(model, loader_fn(data, "test", 1024, shuffle=False), dist.device)
+            pred = predict(model, loader_fn(data, "test", 1024, shuffle=False), dist.device,
+                           use_autocast=bool(fc["autocast"]))
             y, s = pred["labels"], pred["probs"][:, 1]
             result["cwola"] = {"n_signal": n_sig, "n_background": c["n_background"],
                                "sic": metrics.sic_at_fpr(y, s, c["fpr"]), "sic_cut05": sic_cut(y, s),

@@ -183,3 +183,20 @@ def test_run_cwola_v2_keeps_the_last_step(tmp_path, monkeypatch):
     assert (res["select"], res["selected_step"], res["stopped_early"]) == ("last", res["steps"], False)
     assert res["finetune"]["schedule"]["total_steps"] == res["steps"]
     assert summary["per_n"]["20"]["auc"]["values"] == [res["cwola"]["auc"]]
+
+
+@pytest.mark.parametrize("flag", [True, False])
+def test_finetune_autocast_switch_reaches_every_forward(tmp_path, monkeypatch, flag):
+    # OmniJet's classifier trains in fp32 (no precision set in its official configs): finetune.autocast false
+    import common.finetune as F
+
+    seen = []
+    real = F.autocast
+    monkeypatch.setattr(F, "autocast", lambda device, enabled=True: (seen.append(enabled), real(device, enabled))[1])
+    _run(tmp_path, mode="scratch", max_steps=4, autocast=flag)
+    assert seen and set(seen) == {flag}  # training steps, validation and the test split alike
+
+
+def test_omnijet_finetune_config_runs_the_head_in_fp32():
+    for prof in ("", "mini/", "smoke/"):
+        assert finetune_settings(load_config(f"omnijet/configs/{prof}finetune.yaml"))["autocast"] is False
