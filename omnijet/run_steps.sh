@@ -6,11 +6,21 @@
 omnijet_steps() {
   need_data jetclass
   local d="data.root=$JETCLASS"
-  local f name tokenizers=""
+  local f name s tokenizers=""
+  # mini: the tokenisers that the token-quality claims compare (smallest and largest conditional codebook, the
+  # unconditional MLP) are trained with seeds 0 (their config), 1 and 2; every other tokeniser once
+  local seeded=""
+  [[ "$PROFILE" == mini ]] && seeded=" tokenizer_128 tokenizer_2048 tokenizer_mlp "
   for f in "$CFG"/tokenizer*.yaml; do
     name="$(basename "$f" .yaml)"
     tokenizers="$tokenizers,$name"
     step "$name" -- $PY -m omnijet.train_tokenizer --config "$f" --out "$OUT/$name" "$d"
+    if [[ "$seeded" == *" $name "* ]]; then
+      for s in 1 2; do
+        tokenizers="$tokenizers,${name}_seed$s"
+        step "${name}_seed$s" -- $PY -m omnijet.train_tokenizer --config "$f" --out "$OUT/${name}_seed$s" "$d" "seed=$s"
+      done
+    fi
   done
   step token_quality --tables omnijet.token_quality --after "${tokenizers#,}" -- \
     $PY1 -m omnijet.token_quality --config "$CFG/token_quality.yaml" --out "$OUT/token_quality" "$d" \

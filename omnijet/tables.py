@@ -57,7 +57,7 @@ def token_quality_table(runs: Path, profile: str):
     res = _read_json(runs / "token_quality" / "metrics.json")
     if res is None:
         return None
-    rows = [{"tokenisation": r["tokenisation"], "num_tokens": r["num_tokens"],
+    rows = [{"tokenisation": r["tokenisation"], "num_tokens": r["num_tokens"], "seed": r.get("seed"),
              **{m: _finite_or_note(r.get(m), "no finite difference") for m in TOKEN_METRICS},
              "accuracy_reco": r.get("accuracy_reco")} for r in res["rows"]]
     for r in rows:
@@ -66,6 +66,7 @@ def token_quality_table(runs: Path, profile: str):
         if r["accuracy_reco"] is None:
             r["accuracy_reco"] = "classifier disabled in this profile"
     meta = {"profile": profile, "dataset": _data_meta(runs / "token_quality"),
+            "seeds": sorted({r["seed"] for r in rows if r["seed"] is not None}),
             "scale": f"{res['n_jets']} test jets (>= 3 constituents); tokenisers trained "
                      f"{_tokenizer_steps(runs, res['rows'])}",
             "notes": "Resolutions are std(reco - original) of real particles (in pT order) and jets; accuracy_reco = "
@@ -89,17 +90,27 @@ def generation_table(runs: Path, profile: str):
     if res is None:
         return None
     floor = res["reference_half_vs_half"]
-    rows = [{"observable": name, "kl_divergence": m["kl_divergence"], "w1": m["w1"],
-             "fraction_outside_reference": m.get("fraction_outside_reference"),
-             "kl_reference_halves": floor[name]["kl_divergence"], "w1_reference_halves": floor[name]["w1"]}
-            for name, m in res["generated_vs_reference"].items()]
+    rows = []
+    for i, r in enumerate(res["per_seed"]):  # one row per (observable, sampling seed): the seeds of a cell
+        for name, m in r["generated_vs_reference"].items():
+            rows.append({"observable": name, "seed": r["seed"], "kl_divergence": m["kl_divergence"], "w1": m["w1"],
+                         "fraction_outside_reference": m.get("fraction_outside_reference"),
+                         "kl_top_vs_qcd": r["kl_top_vs_qcd"].get(name),
+                         # one reference split, not per seed: given once
+                         "kl_reference_halves": floor[name]["kl_divergence"] if i == 0 else None,
+                         "w1_reference_halves": floor[name]["w1"] if i == 0 else None})
     pre = _read_json(runs / "pretrain" / "done.json") or {}
+    r0 = res["per_seed"][0]
     meta = {"profile": profile, "dataset": _data_meta(runs / "eval_generation"),
-            "scale": f"{res['n_generated_jets']} generated vs {res['n_reference_jets']} tokenised+reconstructed test "
-                     f"jets; GPT trained {pre.get('steps', '?')} steps ({pre.get('jets_seen', '?')} jets seen)",
+            "seeds": [r["seed"] for r in res["per_seed"]],
+            "scale": f"{r0['n_generated_jets']} generated jets per sampling seed vs {res['n_reference_jets']} "
+                     f"tokenised+reconstructed test jets; GPT trained {pre.get('steps', '?')} steps "
+                     f"({pre.get('jets_seen', '?')} jets seen)",
             "class_order": ["QCD", "Tbqq"],
             "notes": f"KL quantile-binned with {res['n_bins']} edges; *_reference_halves = the same metric between "
-                     f"two random halves of the reference (a finite-sample yardstick; half-size samples, so it is noisier)."}
+                     f"two random halves of the reference (a finite-sample yardstick; half-size samples, so it is "
+                     f"noisier); kl_top_vs_qcd = KL(QCD || top) of the reference jets, each seed on its own disjoint "
+                     f"subset (about {r0['n_qcd_jets']} QCD and {r0['n_top_jets']} top jets)."}
     return rows, meta
 
 

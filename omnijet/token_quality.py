@@ -12,7 +12,8 @@ MLP VQ-VAE, the binned grid) the test jets are tokenised and reconstructed, and 
   - codebook utilisation: distinct codes used by the test particles / codebook size.
   - optionally (classifier.enabled) the test accuracy of a DeepSets classifier trained on the original constituents
     and on the constituents reconstructed by each tokeniser (omnijet/deepsets.py; OJ classification-on-tokens study).
-Writes metrics.json (one row per tokeniser, plus an "original" row with the classifier accuracy), resolution.png
+Writes metrics.json (one row per tokeniser run with its training seed, so that runs of one tokeniser with several
+seeds become the per-seed values of one table row; plus an "original" row with the classifier accuracy), resolution.png
 (overlaid reco - original histograms) and done.json.
 """
 from __future__ import annotations
@@ -127,7 +128,7 @@ def main(argv=None) -> None:
     rows, all_diffs = [], {}
     if clf["enabled"]:
         # the original constituents: zero resolution by definition, no codebook
-        rows.append({"run": None, "tokenisation": "original", "num_tokens": None,
+        rows.append({"run": None, "tokenisation": "original", "num_tokens": None, "seed": None,
                      **{k: 0.0 for k in RESOLUTION_KEYS}, "codebook_utilisation": None,
                      "accuracy_reco": accuracy(train["x"], x)})
     for name in cfg["tokenizers"]:
@@ -135,14 +136,15 @@ def main(argv=None) -> None:
         if not (run / "done.json").is_file():
             raise FileNotFoundError(f"{run}: tokeniser run missing or unfinished (listed in tokenizers of "
                                     f"{config_path})")
-        kind = load_config(run / "config.yaml")["model"]["kind"]
+        run_cfg = load_config(run / "config.yaml")
+        kind = run_cfg["model"]["kind"]
         tokenizer = load_tokenizer(run)
         x_reco, codes = reconstruct(tokenizer, x, mask)
         diffs = differences(x, x_reco, mask)
-        label = f"{TOKENISATION_NAMES[kind]} ({tokenizer.num_codes})"
+        label = f"{TOKENISATION_NAMES[kind]} ({tokenizer.num_codes}, seed {run_cfg['seed']})"
         all_diffs[label] = diffs
         rows.append({"run": name, "tokenisation": TOKENISATION_NAMES[kind], "num_tokens": tokenizer.num_codes,
-                     **resolution_metrics(diffs, codes, mask, tokenizer.num_codes)})
+                     "seed": run_cfg["seed"], **resolution_metrics(diffs, codes, mask, tokenizer.num_codes)})
         if clf["enabled"]:
             rows[-1]["accuracy_reco"] = accuracy(reconstruct(tokenizer, train["x"], train["mask"])[0], x_reco)
         print(f"{label:32s} " + " ".join(f"{k}={v:.4g}" for k, v in rows[-1].items() if isinstance(v, float)))
