@@ -7,8 +7,15 @@ tokeniser and decoder (so the comparison isolates the GPT from the tokenisation 
 Metrics per observable: the quantile-binned KL(real || generated) of the OJ code (bin edges = quantiles of the
 reference) and the Wasserstein-1 distance, for jet pT, eta, phi, mass, multiplicity, tau21, tau32 and for the
 particle pT, eta_rel, phi_rel. Jets with fewer than 3 constituents are dropped (OJ JetSubstructure). As a yardstick
-the same metrics are computed between two disjoint halves of the reference ("ref vs ref"). Writes metrics.json,
-histogram plots with ratio panels (hist_<observable>.png) and done.json into --out.
+the same metrics are computed between two disjoint halves of the reference ("ref vs ref").
+
+Per sampling seed (omnijet.generate, `sample.seeds`): the metrics of that seed's generated jets against the whole
+reference, and as the scale of a real difference the same quantile-binned KL between the QCD and the top jets of the
+reference (`kl_top_vs_qcd`, arXiv:2403.05618 generation study: the GPT learns the top + QCD mixture), each seed on
+its own disjoint subset of the reference's top and QCD jets. QCD is the reference side of that KL: its mass and
+substructure ranges contain the top jets' (top jets outside the reference range would be dropped by the KL).
+Writes metrics.json, histogram plots with ratio panels of the first seed's sample (hist_<observable>.png) and
+done.json into --out.
 """
 from __future__ import annotations
 
@@ -60,6 +67,22 @@ def compare(reference: dict, generated: dict, n_bins: int) -> dict[str, dict]:
             for k in reference if k in generated}
 
 
+def top_qcd_subsets(label: np.ndarray, classes: list, n_subsets: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """n_subsets disjoint (QCD indices, top indices) pairs: each class shuffled with `seed` and cut in n_subsets."""
+    if not isinstance(classes, list) or "QCD" not in classes or "Tbqq" not in classes:
+        raise ValueError(f"data.classes must name QCD and Tbqq for the top-vs-QCD yardstick, got {classes!r}")
+    rng = np.random.default_rng(seed)
+    parts = {c: np.array_split(rng.permutation(np.flatnonzero(label == classes.index(c))), n_subsets)
+             for c in ("QCD", "Tbqq")}
+    return list(zip(parts["QCD"], parts["Tbqq"]))
+
+
+def kl_top_vs_qcd(x: np.ndarray, mask: np.ndarray, qcd: np.ndarray, top: np.ndarray, n_bins: int) -> dict:
+    """{observable: KL(QCD || top)} of the quantile-binned KL on the jets qcd and top (indices into x)."""
+    return {k: m["kl_divergence"] for k, m in compare(sample_values(x[qcd], mask[qcd]),
+                                                      sample_values(x[top], mask[top]), n_bins).items()}
+
+
 @torch.no_grad()
 def tokenised_reference(tokenizer, x: np.ndarray, mask: np.ndarray, batch_size: int = 1024) -> np.ndarray:
     """Real jets encoded and decoded by the tokeniser (the OJ "JetClass (tokenized+reconstructed)" reference)."""
@@ -87,25 +110,38 @@ def main(argv=None) -> None:
     tokenizer = load_tokenizer(cfg["tokenizer_dir"])
     ref_x = tokenised_reference(tokenizer, real["x"], real["mask"])
 
+    if "seed" not in gen.files:
+        raise ValueError(f"{gen_path}: no per-jet sampling seed (written by omnijet.generate); rerun the sampling")
+    seeds = [int(s) for s in dict.fromkeys(gen["seed"].tolist())]
     reference = sample_values(ref_x, real["mask"])
-    generated = sample_values(gen["x"], gen["mask"])
-    metrics = compare(reference, generated, ec["n_bins"])
+    subsets = top_qcd_subsets(real["label"], cfg["data"]["classes"], len(seeds), cfg["seed"])
+    per_seed = []
+    for seed, (qcd, top) in zip(seeds, subsets):
+        this = gen["seed"] == seed
+        generated = sample_values(gen["x"][this], gen["mask"][this])
+        per_seed.append({"seed": seed, "n_generated_jets": int(this.sum()),
+                         "n_qcd_jets": int(len(qcd)), "n_top_jets": int(len(top)),
+                         "generated_vs_reference": compare(reference, generated, ec["n_bins"]),
+                         "kl_top_vs_qcd": kl_top_vs_qcd(ref_x, real["mask"], qcd, top, ec["n_bins"])})
+        if seed == seeds[0]:
+            for name in per_seed[0]["generated_vs_reference"]:
+                hist_ratio(reference[name], generated[name], out / f"hist_{name}.png", xlabel=LABELS.get(name, name),
+                           labels=("JetClass (tokenised + reconstructed)", f"generated (seed {seed})"))
     # yardstick: the same metrics between two halves of the reference (finite-sample floor of the metrics)
     # (random halves: the split is stored class by class)
     perm = np.random.default_rng(cfg["seed"]).permutation(len(ref_x))
     a, b = perm[: len(perm) // 2], perm[len(perm) // 2:]
     floor = compare(sample_values(ref_x[a], real["mask"][a]), sample_values(ref_x[b], real["mask"][b]),
                     ec["n_bins"])
-    for name in metrics:
-        hist_ratio(reference[name], generated[name], out / f"hist_{name}.png", xlabel=LABELS.get(name, name),
-                   labels=("JetClass (tokenised + reconstructed)", "generated"))
-    write_json(out / "metrics.json", {"generated_vs_reference": metrics, "reference_half_vs_half": floor,
+    write_json(out / "metrics.json", {"per_seed": per_seed, "reference_half_vs_half": floor,
                                       "n_generated_jets": int(len(gen["x"])), "n_reference_jets": int(len(ref_x)),
                                       "n_bins": ec["n_bins"]})
-    mark_done(out, {"n_generated_jets": int(len(gen["x"])), "n_reference_jets": int(len(ref_x))})
-    for name, m in metrics.items():
-        print(f"{name:22s} KL {m['kl_divergence']:.4f} (ref/ref {floor[name]['kl_divergence']:.4f})  "
-              f"W1 {m['w1']:.4g}  outside {m['fraction_outside_reference']:.3f}")
+    mark_done(out, {"n_generated_jets": int(len(gen["x"])), "n_reference_jets": int(len(ref_x)), "seeds": seeds})
+    for r in per_seed:
+        for name, m in r["generated_vs_reference"].items():
+            print(f"seed {r['seed']} {name:22s} KL {m['kl_divergence']:.4f} (ref/ref {floor[name]['kl_divergence']:.4f}"
+                  f", QCD/top {r['kl_top_vs_qcd'].get(name, float('nan')):.4f})  W1 {m['w1']:.4g}  "
+                  f"outside {m['fraction_outside_reference']:.3f}")
 
 
 if __name__ == "__main__":

@@ -11,8 +11,11 @@ does not change the result, only the speed). A batch stops early once every sequ
 The draw is an inverse-CDF lookup with one uniform number per sequence and step from a seeded generator, so the
 cached and the uncached path consume identical random numbers and give identical tokens.
 
-Writes tokens.npy (J, 1 + max_len; start token first, zero after the stop token), particles.npz (x: omnijet
-features (J, max_len, 3), mask) and done.json (jets/s) into --out.
+`sample.seeds` lists the sampling seeds: one independent sample of `sample.n_jets` jets per seed (its own seeded
+generator), so that the generation metrics have per-seed values.
+
+Writes tokens.npy (S * J, 1 + max_len; start token first, zero after the stop token), particles.npz (x: omnijet
+features (S * J, max_len, 3), mask, seed: the sampling seed of every jet) and done.json (jets/s) into --out.
 """
 from __future__ import annotations
 
@@ -105,26 +108,41 @@ def main(argv=None) -> None:
         raise ValueError(f"{cfg['pretrain_dir']}: GPT vocabulary {model.vocab_size} does not match the tokeniser "
                          f"{cfg['tokenizer_dir']} ({tokenizer.num_codes} codes + start + stop)")
     sc = cfg["sample"]
-    gen = torch.Generator(device=device).manual_seed(cfg["seed"])
-    all_tokens, all_x, all_mask = [], [], []
-    bar = progress(sc["n_jets"], "omnijet sample", True)
+    seeds = sampling_seeds(sc)
+    all_tokens, all_x, all_mask, all_seed = [], [], [], []
+    bar = progress(sc["n_jets"] * len(seeds), "omnijet sample", True)
     t0 = time.perf_counter()
-    for start in range(0, sc["n_jets"], sc["batch_size"]):
-        n = min(sc["batch_size"], sc["n_jets"] - start)
-        tokens = sample(model, n, sc["max_len"], temperature=sc["temperature"], top_k=sc["top_k"],
-                        use_cache=sc["use_kv_cache"], generator=gen)
-        x, mask = decode_sequences(tokens, tokenizer)
-        all_tokens.append(tokens.cpu().numpy()), all_x.append(x.cpu().numpy()), all_mask.append(mask.cpu().numpy())
-        bar.update(jets=n, steps=n)
+    for seed in seeds:
+        gen = torch.Generator(device=device).manual_seed(seed)
+        for start in range(0, sc["n_jets"], sc["batch_size"]):
+            n = min(sc["batch_size"], sc["n_jets"] - start)
+            tokens = sample(model, n, sc["max_len"], temperature=sc["temperature"], top_k=sc["top_k"],
+                            use_cache=sc["use_kv_cache"], generator=gen)
+            x, mask = decode_sequences(tokens, tokenizer)
+            all_tokens.append(tokens.cpu().numpy()), all_x.append(x.cpu().numpy())
+            all_mask.append(mask.cpu().numpy()), all_seed.append(np.full(n, seed, dtype=np.int64))
+            bar.update(jets=n, steps=n)
     bar.close()
-    rate = sc["n_jets"] / (time.perf_counter() - t0)
+    n_total = sc["n_jets"] * len(seeds)
+    rate = n_total / (time.perf_counter() - t0)
     tokens = np.concatenate(all_tokens)
     save_npy(out / "tokens.npy", tokens.astype(np.int32))
-    save_npz(out / "particles.npz", x=np.concatenate(all_x).astype(np.float32), mask=np.concatenate(all_mask))
+    save_npz(out / "particles.npz", x=np.concatenate(all_x).astype(np.float32), mask=np.concatenate(all_mask),
+             seed=np.concatenate(all_seed))
     ended = float((tokens == stop_token(tokenizer.num_codes)).any(1).mean())
-    mark_done(out, {"jets": sc["n_jets"], "jets_per_second": rate, "fraction_with_stop_token": ended,
+    mark_done(out, {"jets": n_total, "seeds": seeds, "jets_per_second": rate, "fraction_with_stop_token": ended,
                     "kv_cache": sc["use_kv_cache"], "temperature": sc["temperature"], "top_k": sc["top_k"]})
-    print(f"generated {sc['n_jets']} jets at {rate:.1f} jets/s ({ended:.1%} ended with the stop token)")
+    print(f"generated {sc['n_jets']} jets for each of the seeds {seeds} at {rate:.1f} jets/s ({ended:.1%} ended "
+          f"with the stop token)")
+
+
+def sampling_seeds(sc: dict) -> list[int]:
+    """sample.seeds: a non-empty list of distinct integers."""
+    seeds = sc.get("seeds")
+    if (not isinstance(seeds, list) or not seeds or len(set(seeds)) != len(seeds)
+            or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)):
+        raise ValueError(f"sample.seeds must be a non-empty list of distinct integers, got {seeds!r}")
+    return seeds
 
 
 if __name__ == "__main__":

@@ -263,10 +263,19 @@ def test_scripts_end_to_end_on_fake_jetclass(fake_root, tmp_path):
     _run("omnijet.generate", "--config", f"{cfg}/generate.yaml", "--out", f"{out}/generate", *d,
          f"pretrain_dir={out}/pretrain", f"tokenizer_dir={out}/tokenizer", "sample.n_jets=16", "sample.max_len=20")
     gen = np.load(out / "generate/particles.npz")
-    assert gen["x"].shape == (16, 20, 3) and np.isfinite(gen["x"]).all()
+    # one sample of 16 jets per sampling seed (sample.seeds: 0, 1, 2), each seed its own draw
+    assert gen["x"].shape == (48, 20, 3) and np.isfinite(gen["x"]).all()
+    assert gen["seed"].tolist() == [0] * 16 + [1] * 16 + [2] * 16
+    assert not np.array_equal(gen["x"][:16], gen["x"][16:32])
     _run("omnijet.evaluate_generation", "--config", f"{cfg}/generate.yaml", "--out", f"{out}/eval_generation", *d,
          f"generated_dir={out}/generate", f"tokenizer_dir={out}/tokenizer")
     assert (out / "eval_generation/hist_jet_mass.png").is_file()
+    ev = json.loads((out / "eval_generation/metrics.json").read_text())
+    assert [r["seed"] for r in ev["per_seed"]] == [0, 1, 2]
+    # three disjoint subsets of the 16 reference jets (too few here for the KL of every subset to be finite)
+    assert all(r["n_generated_jets"] == 16 and "jet_mass" in r["kl_top_vs_qcd"] for r in ev["per_seed"])
+    assert sum(r["n_qcd_jets"] + r["n_top_jets"] for r in ev["per_seed"]) == 16
+    assert ev["per_seed"][0]["kl_top_vs_qcd"]["jet_mass"] > 0
 
     _run("omnijet.finetune", "--config", f"{cfg}/finetune.yaml", "--out", f"{out}/finetune/fixed", *d,
          "finetune.mode=fixed", f"pretrain_dir={out}/pretrain", f"tokenizer_dir={out}/tokenizer",
