@@ -65,6 +65,15 @@ def _pretrain_scale(pcfg: dict | None) -> str | None:
     return f"pretraining {t['steps']} steps x {t['batch_size']} jets"
 
 
+def _all_label(run_dir: Path) -> str:
+    """Key of a run on the whole labelled training split: 'all (<jets>)'."""
+    for res in sorted(run_dir.glob("nall/seed*/result.json")):
+        r = _read(res)
+        if r and r.get("n_train_jets"):
+            return f"all ({r['n_train_jets']})"
+    return "all"
+
+
 def sweep_rows(run_dir: Path, keys: dict, metrics: dict, n_key: str = "n_train") -> list[dict]:
     """Rows of a fine-tuning sweep: one per N, metric -> list over seeds. metrics maps table name -> summary name."""
     s = _read(run_dir / "summary.json")
@@ -75,7 +84,7 @@ def sweep_rows(run_dir: Path, keys: dict, metrics: dict, n_key: str = "n_train")
     for n, stats in s["per_n"].items():
         row = dict(keys)
         if n_key == "n_train":
-            row[n_key] = None if n in ("None", "all") else int(n) * k
+            row[n_key] = _all_label(run_dir) if n in ("None", "all") else int(n) * k
         else:
             row[n_key] = int(n)
         for name, src in metrics.items():
@@ -163,8 +172,8 @@ def collect(runs: Path, profile: str) -> dict[str, tuple[list, dict]]:
                 continue
             task, _, mode = d.name.rpartition("_")
             mode = {"fixed": "frozen"}.get(mode, mode)
-            if d.name in ("scratch", "nobackbone"):
-                task, mode = d.name, ("finetune" if d.name == "scratch" else "frozen")
+            if d.name in ("scratch", "nobackbone", "scratch_all"):  # scratch_all: the supervised ceiling
+                task, mode = d.name.removesuffix("_all"), ("frozen" if d.name == "nobackbone" else "finetune")
             rows += sweep_rows(d, {"mode": mode, "task": task}, {metric: metric}, n_key)
             dirs.append(d)
         if rows:

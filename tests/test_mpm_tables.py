@@ -90,3 +90,13 @@ def test_v2_task_rows_line_up_with_the_published_labels(tmp_path):
         published = {(r["mode"], r["task"], r[n_key]) for r in pub[table]["rows"]}
         assert ("finetune", "cnf", n) in ours and ("finetune", "cfm", n) in ours
         assert ours <= published, sorted(ours - published)
+
+
+def test_scratch_on_every_label_is_the_supervised_ceiling_row(tmp_path):
+    d = tmp_path / "v2_jetclass" / "scratch_all"
+    _write(d / "config.yaml", {"pretrained": {"run": None}, "finetune": {"seeds": [0], "mode": "scratch"},
+                               "data": {"dataset": "jetclass", "root": "x", "classes": None}})
+    _write(d / "summary.json", {"per_n": {"None": {"accuracy": {"values": [0.7]}}}})
+    _write(d / "nall" / "seed0" / "result.json", {"class_names": [f"c{i}" for i in range(10)], "n_train_jets": 21000})
+    (row,) = collect(tmp_path, "mini")["mpm.v2_jetclass"][0]
+    assert row == {"mode": "finetune", "task": "scratch", "n_train": "all (21000)", "accuracy": [0.7]}
