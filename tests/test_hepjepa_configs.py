@@ -133,3 +133,20 @@ def test_pretraining_resumes_exactly(data, tmp_path, monkeypatch):
     for k, v in a["model"].items():
         assert torch.equal(v, b["model"][k]), k
     assert any(k.startswith("target_encoder.") for k in a["model"])  # the EMA teacher is part of the state
+
+
+def test_mini_sizes_give_the_claims_three_seeds_and_a_few_labelled_jets_per_class():
+    """mini: the claims rule needs >= 3 seeds per cell; the smallest label fraction is ~10-20 jets per class of the
+    simulated training split (3000 jets per class, 80 % train); pretraining runs several epochs."""
+    n_train, n_classes = 24000, 10
+    ft = load_config("hepjepa/configs/mini/finetune_jetclass.yaml")
+    assert ft["finetune"]["seeds"] == [0, 1, 2]
+    assert set(ft["sweep"]["modes"]) == {"fixed", "finetune", "scratch"}
+    pcts = sorted(ft["sweep"]["label_percents"])
+    assert 10 <= finetune.label_count(pcts[0], n_train, n_classes) <= 20
+    assert 0.5 in pcts  # Figure 2's fraction (hepjepa.convergence)
+    assert ft["finetune"]["max_epochs"] is None  # 20 epochs of 120 labelled jets would be 20 steps
+    pre = load_config("hepjepa/configs/mini/pretrain.yaml")["train"]
+    assert pre["steps"] * pre["batch_size"] >= 5 * n_train and pre["schedule"]["total_steps"] == pre["steps"]
+    for name in ("finetune_top", "finetune_qg", "ablation_base", "ablation_targets1"):  # no claim reads them
+        assert load_config(f"hepjepa/configs/mini/{name}.yaml")["finetune"]["seeds"] == [0]
