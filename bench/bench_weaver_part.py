@@ -220,7 +220,7 @@ def main(argv=None) -> dict:
                       f"{dict(args.network_option) or 'default (3 layers, [64, 256, 64])'}, batch {args.batch_size}, "
                       f"start LR {args.start_lr}, {args.threads} thread(s) on {platform.node() or 'this machine'} "
                       f"({os.cpu_count()} CPUs)."),
-            "command": " ".join(sys.argv)}
+            "command": "python -m bench.bench_weaver_part " + shlex.join(sys.argv[1:] if argv is None else argv)}
     write_result(args.out / f"{TABLE_ID}.json", TABLE_ID, [row], meta)
     print(format_table(row))
     print(f"result file: {args.out / (TABLE_ID + '.json')}; weaver log: {work / 'stdout.log'}")

@@ -99,6 +99,7 @@ def test_benchmark_end_to_end_tiny(tmp_path, monkeypatch):
     assert all(0 <= r[f"auc_{c}"] <= 1 for c in CLASS_NAMES)
     assert r["params"] > 0 and r["train_jets"] > 0 and r["train_jets_per_s"] > 0 and r["wall_s"] > 0
     assert set(res["meta"]["metrics"]) <= set(r)
+    assert res["meta"]["command"].startswith("python -m bench.bench_weaver_part --data data --epochs 1 --out out")
     # the network options reached weaver's model: the tiny model, not the default reduced ParT (~0.3M)
     assert r["params"] < 20_000
     log = (out / "weaver" / "stdout.log").read_text()
