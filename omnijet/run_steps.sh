@@ -38,10 +38,11 @@ omnijet_steps() {
     $PY1 -m omnijet.evaluate_generation --config "$CFG/generate.yaml" --out "$OUT/eval_generation" "$d" \
     "generated_dir=$OUT/generate" "tokenizer_dir=$OUT/tokenizer"
   local mode
-  for mode in scratch fixed finetune; do
+  for mode in scratch fixed finetune; do  # mini: the frozen backbone, which no claim compares, with one seed
     step "finetune_$mode" --tables omnijet.classification --after tokenizer,pretrain -- \
       $PY -m omnijet.finetune --config "$CFG/finetune.yaml" --out "$OUT/finetune/$mode" "$d" \
-      "finetune.mode=$mode" "pretrain_dir=$OUT/pretrain" "tokenizer_dir=$OUT/tokenizer"
+      "finetune.mode=$mode" "pretrain_dir=$OUT/pretrain" "tokenizer_dir=$OUT/tokenizer" \
+      $( [[ "$PROFILE" == mini && "$mode" == fixed ]] && echo "finetune.seeds=[0]" )
   done
   if [[ "$PROFILE" != smoke ]]; then  # the other head of the OJ configs (spec 5: which one the paper used is [U])
     step finetune_class_attention --tables omnijet.classification --after tokenizer,pretrain -- \

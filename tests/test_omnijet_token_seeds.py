@@ -72,3 +72,12 @@ def test_token_quality_rows_merge_into_per_seed_values_and_decide_the_claims(tmp
     assert size.verdict == "reproduced"
     assert cond.a == pytest.approx([5.0, 5.1, 5.2]) and cond.b == pytest.approx([8.0, 8.2, 8.4])
     assert cond.verdict == "reproduced"
+
+
+def test_mini_finetune_compares_scratch_and_finetune_over_three_seeds_and_runs_the_rest_once(repo_root):
+    steps = _listed_steps(repo_root, "mini")
+    assert load_config(repo_root / "omnijet/configs/mini/finetune.yaml")["finetune"]["seeds"] == [0, 1, 2]
+    for mode in ("scratch", "finetune"):
+        assert "finetune.seeds" not in steps[f"finetune_{mode}"]
+    for step in ("finetune_fixed", "finetune_class_attention"):  # no claim compares these
+        assert steps[step].replace("\\", "").endswith("finetune.seeds=[0]"), steps[step]
