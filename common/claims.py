@@ -10,6 +10,8 @@ for the selected row. The verdict comes from one rule, applied to every claim al
     d >  Z * SE                                         -> reproduced
     d < -Z * SE                                         -> contradicted
     otherwise                                           -> inconclusive
+    A side holding an infinite value (a run that never reached its target) has no mean; then the claim is reproduced
+    only if every seed of a is better than every seed of b, contradicted if every seed of b beats every seed of a.
 
 The published value of the same comparison is read from common/published.yaml (never typed here).
 
@@ -52,6 +54,8 @@ def rule_text() -> str:
     return (f"d = mean(a) − mean(b), signed so that d > 0 is the paper's direction; SE = √(s_a²/n_a + s_b²/n_b) "
             f"with the sample standard deviation over seeds. **reproduced** if d > {Z:g}·SE, **contradicted** if "
             f"d < −{Z:g}·SE, otherwise **inconclusive**; a side with fewer than {MIN_SEEDS} seeds is inconclusive. "
+            "Where a seed's value is infinite (e.g. a run that never reached its target) means do not exist: then "
+            "reproduced only if every seed of a beats every seed of b, contradicted if the reverse. "
             "The same rule for every claim; the seeds are fixed in the configs before the run.")
 
 
@@ -161,7 +165,7 @@ def _pick(groups: list[tuple[dict, dict]], claim: dict) -> tuple[dict | None, di
 def _side_values(row, claim: dict, side: str) -> list[float]:
     if row is None:
         return []
-    return [x for x in _values(row.get(claim[side].get("metric", claim["metric"]))) if math.isfinite(x)]
+    return _values(row.get(claim[side].get("metric", claim["metric"])))  # NaN dropped, +-inf kept (see decide)
 
 
 def decide(a: list[float], b: list[float], better: str) -> tuple[str, float | None, float | None, str]:
@@ -169,6 +173,17 @@ def decide(a: list[float], b: list[float], better: str) -> tuple[str, float | No
     if not a or not b:
         return "not measured", None, None, "no result for " + ("either side" if not a and not b else
                                                               "side a" if not a else "side b")
+    if not all(math.isfinite(x) for x in a + b):
+        # an infinite value (a run that never reached its target, a rejection with no background left) has no mean:
+        # decided by order instead, only when every seed of one side is better than every seed of the other
+        if min(len(a), len(b)) < MIN_SEEDS:
+            return "inconclusive", None, None, f"fewer than {MIN_SEEDS} seeds (n_a={len(a)}, n_b={len(b)})"
+        sign = 1.0 if better == "higher" else -1.0
+        if min(sign * x for x in a) > max(sign * x for x in b):
+            return "reproduced", None, None, "infinite values: every seed of a better than every seed of b"
+        if max(sign * x for x in a) < min(sign * x for x in b):
+            return "contradicted", None, None, "infinite values: every seed of b better than every seed of a"
+        return "inconclusive", None, None, "infinite values and the two sides overlap"
     ma, mb = sum(a) / len(a), sum(b) / len(b)
     d = (ma - mb) if better == "higher" else (mb - ma)
     var = lambda xs, m: sum((x - m) ** 2 for x in xs) / (len(xs) - 1) if len(xs) > 1 else float("nan")

@@ -143,3 +143,20 @@ def test_at_second_min_takes_the_second_smallest_value_both_sides_have():
     assert v.published.startswith("57.9 vs 49.6")  # the published grid's second smallest (10000)
     (one,) = C.evaluate(_results([r for r in rows if r["n_train"] == 100]), [claim], PUB)
     assert one.verdict == "not measured"  # a single shared value has no second smallest
+
+
+def test_infinite_values_are_decided_by_order_not_dropped():
+    # steps to reach the scratch minimum (lower is better): a fine-tuned seed that never reached it is +inf
+    inf = float("inf")
+    assert C.decide([inf, inf, inf], [90, 95, 100], "lower")[0] == "contradicted"
+    assert C.decide([10, 20, 30], [90, 95, inf], "lower")[0] == "reproduced"
+    assert C.decide([10, inf, 30], [90, 95, 100], "lower")[0] == "inconclusive"
+    assert C.decide([inf, inf], [1, 2, 3], "lower")[0] == "inconclusive"  # too few seeds, as always
+    # higher is better: an infinite rejection (no background left) is the best value
+    assert C.decide([inf, 50, 60], [10, 20, 30], "higher")[0] == "reproduced"
+    # the seeds are kept when read from a table row
+    claim = {**CLAIM, "better": "lower"}
+    rows = [{"mode": "finetune", "n_train": 1000, "accuracy": inf, "seed": s} for s in range(3)]
+    rows += [{"mode": "scratch", "n_train": 1000, "accuracy": 90.0 + s, "seed": s} for s in range(3)]
+    (v,) = C.evaluate(_results(rows), [claim], PUB)
+    assert v.a == [inf, inf, inf] and v.verdict == "contradicted"
