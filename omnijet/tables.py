@@ -95,7 +95,8 @@ def generation_table(runs: Path, profile: str):
         for name, m in r["generated_vs_reference"].items():
             rows.append({"observable": name, "seed": r["seed"], "kl_divergence": m["kl_divergence"], "w1": m["w1"],
                          "fraction_outside_reference": m.get("fraction_outside_reference"),
-                         "kl_top_vs_qcd": r["kl_top_vs_qcd"].get(name),
+                         "kl_top_vs_qcd": _finite_or_note(r["kl_top_vs_qcd"].get(name),
+                                                          "too few top/QCD jets in this seed's subset"),
                          # one reference split, not per seed: given once
                          "kl_reference_halves": floor[name]["kl_divergence"] if i == 0 else None,
                          "w1_reference_halves": floor[name]["w1"] if i == 0 else None})

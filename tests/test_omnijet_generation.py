@@ -91,3 +91,16 @@ def test_generation_table_has_one_row_per_seed_and_the_claim_decides_on_them(tmp
     rows, meta = tables.generation_table(tmp_path, "mini")
     (v,) = C.evaluate({"omnijet.generation": {"rows": rows, "metas": [meta], "files": ["x"]}}, [claim], published)
     assert v.verdict == "contradicted"
+
+
+def test_top_vs_qcd_kl_of_a_too_small_subset_is_a_note_not_a_missing_cell(tmp_path):
+    # smoke-size subsets can leave a quantile-binned KL undefined (NaN): say so instead of flagging **missing**
+    (tmp_path / "eval_generation").mkdir()
+    (tmp_path / "eval_generation" / "metrics.json").write_text(
+        json.dumps(_metrics([0.05, 0.07, 0.06], [float("nan"), float("nan"), float("nan")])))
+    rows, meta = tables.generation_table(tmp_path, "smoke")
+    mass = [r for r in rows if r["observable"] == "jet_mass"]
+    assert all(isinstance(r["kl_top_vs_qcd"], str) and "too few" in r["kl_top_vs_qcd"] for r in mass)
+    from common.results import render_table
+    render_table("omnijet.generation", rows, meta)
+    assert render_table.last_missing == 0
