@@ -1,4 +1,4 @@
-"""DeepSets ("ParticleFlow") classifier of the token-quality study (omnijet.md 3, item 3).
+"""DeepSets ("ParticleFlow") classifier of the token-quality study (OJ experiment_classification_particleflow.yaml).
 
 OJ `experiment_classification_particleflow.yaml`: phi = 3 -> 100 -> 100 -> 256 per particle, masked sum over the jet,
 F = 256 -> 100 -> 100 -> 100 -> n_classes. Trained once on the original constituents and once on the constituents

@@ -1,4 +1,5 @@
-"""Generation fidelity of OmniJet-alpha (omnijet.md 4.4): generated jets vs real jets passed through the same
+"""Generation fidelity of OmniJet-alpha (arXiv:2403.05618; OJ gabbro/callbacks/generative_callback.py): generated jets
+vs real jets passed through the same
 tokeniser and decoder (so the comparison isolates the GPT from the tokenisation error).
 
     python -m omnijet.evaluate_generation --config omnijet/configs/generate.yaml --out runs/omnijet/eval_generation \

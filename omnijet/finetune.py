@@ -1,9 +1,11 @@
-"""Top vs QCD classification with the OmniJet-alpha generative backbone (omnijet.md 5), through common.finetune.
+"""Top vs QCD classification with the OmniJet-alpha generative backbone (arXiv:2403.05618; OJ
+example_experiment_classification.yaml), through common.finetune.
 
     python -m omnijet.finetune --config omnijet/configs/finetune.yaml --out runs/omnijet/finetune/finetune \
         finetune.mode=finetune pretrain_dir=runs/omnijet/pretrain tokenizer_dir=runs/omnijet/tokenizer
 
-Modes (spec 5): scratch (random GPT), fixed (pretrained GPT frozen), finetune (pretrained GPT trained at the head LR).
+Modes (OJ backbone_weights_path / keep_backbone_fixed): scratch (random GPT), fixed (pretrained GPT frozen), finetune
+(pretrained GPT trained at the head LR).
 The backbone (omnijet.model.OmniJetBackbone) tokenises every jet with the frozen tokeniser of the pretraining, feeds
 the full sequence [start, t1 ... tn, stop] to the GPT blocks with the causal mask kept on (as in OJ), and returns
 the hidden states; the next-token head is discarded. The classification head is chosen by the top-level `head` key
@@ -46,7 +48,8 @@ def backbone_factory(cfg: dict):
         return OmniJetBackbone(build_gpt(pre_cfg["model"], tokenizer.num_codes).backbone, tokenizer, cfg["precision"])
 
     def load_pretrained(backbone: OmniJetBackbone) -> None:
-        """Weights of the generative backbone (embedding + GPT blocks), without the next-token head (spec 5)."""
+        """Weights of the generative backbone (embedding + GPT blocks), without the next-token head (OJ loads it with
+        strict=False)."""
         path = Path(cfg["pretrain_dir"]) / "best.pt"
         if not path.is_file():
             path = Path(cfg["pretrain_dir"]) / "checkpoint.pt"

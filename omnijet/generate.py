@@ -1,4 +1,5 @@
-"""Sample jets from the OmniJet-alpha GPT (omnijet.md 4.3) and decode them through the VQ-VAE.
+"""Sample jets from the OmniJet-alpha GPT (OJ gabbro/models/backbone.py generate_batch) and decode them through the
+VQ-VAE.
 
     python -m omnijet.generate --config omnijet/configs/generate.yaml --out runs/omnijet/generate \
         pretrain_dir=runs/omnijet/pretrain tokenizer_dir=runs/omnijet/tokenizer

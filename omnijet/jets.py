@@ -1,4 +1,5 @@
-"""From OmniJet features back to physics: massless particles and jet observables (omnijet.md 1, 3 and 4.4).
+"""From OmniJet features back to physics: massless particles and jet observables (OJ gabbro/data/loading.py,
+gabbro/metrics/jet_substructure.py).
 
 Decoded particles carry (pT, eta_rel, phi_rel) relative to the jet axis; as in OJ they are treated as massless and
 eta_rel, phi_rel are used as their eta and phi, so the jet sits at eta ~ phi ~ 0. Jet pT, eta, phi, mass, the

@@ -1,11 +1,13 @@
-"""OmniJet-alpha generative model (omnijet.md 4.1) and its use as a classification backbone (omnijet.md 5).
+"""OmniJet-alpha generative model (arXiv:2403.05618; omnijet_alpha gabbro/models/gpt_model.py) and its use as a
+classification backbone (omnijet_alpha gabbro/models/backbone.py).
 
 OmniJetGPT = common.transformer.GPT (token embedding, 3 post-LN causal blocks, width 256, 8 heads, FF 1024, ReLU,
 no positional embedding) + a Linear next-token head over the vocabulary (num_codes + 2).
 
 OmniJetBackbone wraps the GPT backbone (no head) for common.finetune: it tokenises each JetBatch on the fly with the
 frozen tokeniser (so the fine-tuning harness can read raw jets with n_per_class subsets) and returns the hidden states
-of the whole sequence [start, t1 ... tn, stop] with the causal mask kept on, as in OJ (spec 5 and quirk 7.3).
+of the whole sequence [start, t1 ... tn, stop] with the causal mask kept on, as in OJ (gabbro/models/backbone.py:
+no switch removes the causal mask).
 """
 from __future__ import annotations
 
@@ -51,7 +53,8 @@ def build_gpt(model_cfg: dict, num_codes: int) -> OmniJetGPT:
 
 
 def shift_tokens(tokens: torch.Tensor, lengths: torch.Tensor, max_len: int):
-    """Inputs [start, t1..tn] and targets [t1..tn, stop], clipped to max_len, with the input mask (spec 4.2).
+    """Inputs [start, t1..tn] and targets [t1..tn, stop], clipped to max_len, with the input mask (OJ
+    gabbro/models/backbone.py).
 
     tokens (B, L) zero-padded sequences with lengths (B,) including start and stop."""
     inp = tokens[:, :-1][:, :max_len]
@@ -63,7 +66,8 @@ def shift_tokens(tokens: torch.Tensor, lengths: torch.Tensor, max_len: int):
 
 def next_token_loss(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
                     include_padding: bool = False) -> torch.Tensor:
-    """Cross-entropy of the next token. include_padding=True is the original OJ loss (spec 4.2 and quirk 7.2): every
+    """Cross-entropy of the next token. include_padding=True is the original OJ loss (gabbro/models/backbone.py, no
+    ignore_index): every
     B x T position counts, padded ones with target 0; the default averages over real positions only."""
     ce = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten().long(), reduction="none")
     if include_padding:

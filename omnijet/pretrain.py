@@ -1,4 +1,5 @@
-"""Generative pretraining of OmniJet-alpha (omnijet.md 4.2): next-token prediction on tokenised top + QCD jets.
+"""Generative pretraining of OmniJet-alpha (arXiv:2403.05618; OJ example_experiment_generative.yaml): next-token
+prediction on tokenised top + QCD jets.
 
     python -m omnijet.pretrain --config omnijet/configs/pretrain.yaml --out runs/omnijet/pretrain \
         tokens_dir=runs/omnijet/tokens
@@ -120,7 +121,8 @@ def train(cfg: dict, out: Path) -> None:
 
     model = build_gpt(cfg["model"], num_codes).to(dist.device)
     optimizer = build_optimizer(model.parameters(), {"lr": tc["lr"], "weight_decay": tc["weight_decay"]})
-    # OJ: ConstantLR(total_iters=1) stepped per epoch -> the first epoch at lr x 1/3 (spec 4.2, quirk 7.5)
+    # OJ: ConstantLR(total_iters=1) stepped per epoch -> the first epoch at lr x 1/3 (torch default factor; OJ
+    # example_experiment_generative.yaml)
     scheduler = build_scheduler(optimizer, tc["schedule"])
     step, best, bad_evals = 0, float("inf"), 0
     if (out / "checkpoint.pt").is_file():
@@ -154,7 +156,7 @@ def train(cfg: dict, out: Path) -> None:
             val = validate(model, val_tokens, val_lengths, per_rank, tc["max_len"], tc["include_padding_in_loss"],
                            dist.device, tc["precision"])
             logger.log(step, val_loss=val)
-            if val < best:  # checkpoint selection by min val loss, EarlyStopping patience (spec 4.2)
+            if val < best:  # min-val-loss checkpoint, EarlyStopping (OJ example_experiment_generative.yaml)
                 best, bad_evals = val, 0
                 if dist.is_main:
                     save_checkpoint(out / "best.pt", state())

@@ -1,4 +1,5 @@
-"""Token-quality study of OmniJet-alpha (omnijet.md 3): how well do jets survive encode -> decode?
+"""Token-quality study of OmniJet-alpha (arXiv:2403.05618; OJ scripts/evaluate_tokenization_ckpt.py): how well do jets
+survive encode -> decode?
 
     python -m omnijet.token_quality --config omnijet/configs/token_quality.yaml --out runs/omnijet/token_quality \
         runs_dir=runs/omnijet

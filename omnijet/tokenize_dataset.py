@@ -1,4 +1,5 @@
-"""Token sequences for the GPT (omnijet.md 2.3, "Token-ID convention"), and the script that writes them.
+"""Token sequences for the GPT (OJ gabbro/data/data_tokenization.py, add_start_end_tokens), and the script that writes
+them.
 
     sequence = [0 (start)] + [code + 1 for each particle, in pT order] + [num_codes + 1 (stop)]
 
@@ -54,7 +55,7 @@ def sequences_to_codes(tokens, num_codes: int) -> tuple[torch.Tensor, torch.Tens
     """Token sequences starting with the start token -> (codes (B, L-1) long, mask (B, L-1) bool).
 
     Everything from the first stop token on (and any start token after position 0, which the sampler never emits)
-    is padding; the start token is dropped and 1 is subtracted (spec 2.3, "Decoding a generated sequence")."""
+    is padding; the start token is dropped and 1 is subtracted (OJ gabbro/data/data_tokenization.py)."""
     t = torch.as_tensor(np.asarray(tokens) if not torch.is_tensor(tokens) else tokens).long()[:, 1:]
     is_stop = (t == stop_token(num_codes)) | (t == START)
     real = torch.cumsum(is_stop.long(), dim=1) == 0
@@ -90,7 +91,7 @@ def tokenize_split(tokenizer, data_cfg: dict, split: str, batch_size: int, max_j
     toks, lens, labels = [], [], []
     bar = progress(len(loader.dataset) if hasattr(loader, "dataset") else None, f"tokenize {split}", True)
     for batch in loader:
-        # OJ keeps the file order, which is pT-descending (spec 1): the token order relies on it
+        # OJ keeps the file order, which is pT-descending (JetClass, arXiv:2202.03772): the token order relies on it
         lpt = batch.x[..., 0].masked_fill(~batch.mask, float("-inf"))
         if (lpt[:, 1:] > lpt[:, :-1] + 1e-5).any():
             raise ValueError(f"{data_cfg['root']} ({split}): particles are not in decreasing pT order")

@@ -1,4 +1,5 @@
-"""Train an OmniJet-alpha tokeniser (omnijet.md 2.3): conditional VQ-VAE, MLP VQ-VAE baseline, or the binned grid.
+"""Train an OmniJet-alpha tokeniser (arXiv:2403.05618; OJ experiment_tokenization_transformer.yaml): conditional
+VQ-VAE, MLP VQ-VAE baseline, or the binned grid.
 
     python -m omnijet.train_tokenizer --config omnijet/configs/tokenizer.yaml --out runs/omnijet/tokenizer [k=v ...]
 
@@ -77,7 +78,8 @@ def train(cfg: dict, out: Path) -> None:
     val_loader = validation_loader(cfg["data"], per_rank, tc["val_batches"] * tc["batch_size"], rank=dist.rank,
                                    world_size=dist.world_size)
     optimizer = build_optimizer(model.parameters(), {"lr": tc["lr"], "weight_decay": tc["weight_decay"]})
-    scheduler = build_scheduler(optimizer, tc["schedule"])  # OneCycleCooldown (spec 2.3), in optimiser steps
+    scheduler = build_scheduler(optimizer, tc["schedule"])  # OJ gabbro/schedulers/lr_scheduler.py OneCycleCooldown,
+    # in optimiser steps
     step = 0
     if (out / "checkpoint.pt").is_file():
         step = restore_state(load_checkpoint(out / "checkpoint.pt"), model=model, optimizer=optimizer,
@@ -95,7 +97,8 @@ def train(cfg: dict, out: Path) -> None:
     model.train()
     while step < tc["max_steps"]:
         batch = next(loader).to(dist.device)
-        # fp32 on purpose: OJ found mixed precision breaks the VQ layer (spec quirk 7.7)
+        # fp32 on purpose: OJ found mixed precision breaks the VQ layer (OJ experiment_tokenization_transformer.yaml
+        # comments out 16-mixed)
         res = ddp_model(batch.x, batch.mask)
         res["loss"].backward()
         clip_and_step(model, optimizer, scheduler, tc["grad_clip"])

@@ -1,6 +1,7 @@
 """OmniJet-alpha tokenisers: the conditional VQ-VAE and the two baselines of the token-quality study.
 
-All three map the `omnijet` particle features x = (log pT - 1.8, 3 eta_rel, 3 phi_rel) (spec section 1) of a padded jet
+All three map the `omnijet` particle features x = (log pT - 1.8, 3 eta_rel, 3 phi_rel) (OJ gabbro/data/loading.py
+read_jetclass_file; feature_dict of the configs) of a padded jet
 to one integer code per particle and back:
 
     encode(x, mask) -> codes (B, N) long          decode(codes, mask) -> x_reco (B, N, 3)
@@ -9,11 +10,12 @@ to one integer code per particle and back:
   4 NormformerBlockOJ, Linear(128 -> 4), vector quantiser (8192 codes), Linear(4 -> 128), 4 NormformerBlockOJ,
   Linear(128 -> 3). Encoder and decoder see the whole jet, so a particle's token depends on its context
   ("conditional" tokens).
-- MLPVQVAE (the "unconditional" baseline, `VQVAEMLP`, spec 2.1): the same quantiser between per-particle MLPs.
-- BinnedTokenizer (Finke et al. style baseline, spec 3): a regular grid in the three features; no training.
+- MLPVQVAE (the "unconditional" baseline, `VQVAEMLP`, OJ experiment_tokenization_mlp.yaml): the same quantiser between
+  per-particle MLPs.
+- BinnedTokenizer (Finke et al. arXiv:2303.07364 style baseline): a regular grid in the three features; no training.
 
-Loss (spec 2.3): MSE(x_reco, x) + alpha * VQ loss with alpha = 10. The original averages both terms over padded
-positions too (they are zero on both sides); `exclude_padding` switches that off.
+Loss (OJ gabbro/models/vqvae.py): MSE(x_reco, x) + alpha * VQ loss with alpha = 10. The original averages both terms
+over padded positions too (they are zero on both sides); `exclude_padding` switches that off.
 """
 from __future__ import annotations
 
@@ -25,7 +27,8 @@ from common.vq import VectorQuantizer
 
 
 def _vq_from_cfg(latent_dim: int, vq_cfg: dict) -> VectorQuantizer:
-    """The vqtorch-style quantiser of spec 2.2 (beta split, affine codebook, sync-nu STE, k-means init, LRU reset)."""
+    """The vqtorch-style quantiser (minyoungg/vqtorch VectorQuant; Huh et al. 2023) (beta split, affine codebook,
+    sync-nu STE, k-means init, LRU reset)."""
     return VectorQuantizer(
         vq_cfg["num_codes"],
         latent_dim,
@@ -38,7 +41,8 @@ def _vq_from_cfg(latent_dim: int, vq_cfg: dict) -> VectorQuantizer:
 
 
 def masked_mse(x_reco: torch.Tensor, x: torch.Tensor, mask: torch.Tensor, exclude_padding: bool) -> torch.Tensor:
-    """Reconstruction loss of spec 2.3: the mean over all B x N x F entries (original) or over real particles only."""
+    """Reconstruction loss of OJ gabbro/models/vqvae.py: the mean over all B x N x F entries (original) or over real
+    particles only."""
     sq = (x_reco - x).pow(2)
     if not exclude_padding:
         return sq.mean()
@@ -61,7 +65,8 @@ class _VQVAEBase(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> dict:
         z = self._encode(x, mask)
-        # The original quantises padded (zero) latents too and lets them enter k-means init and the VQ loss (spec 7.7).
+        # The original quantises padded (zero) latents too and lets them enter k-means init and the VQ loss (OJ
+        # gabbro/models/vqvae.py).
         vq = self.vq(z, mask if self.exclude_padding else None)
         x_reco = self._decode(vq.z_q, mask)
         reco = masked_mse(x_reco, x, mask, self.exclude_padding)
@@ -69,7 +74,7 @@ class _VQVAEBase(nn.Module):
         return dict(
             x_reco=x_reco,
             codes=codes,
-            loss=reco + self.alpha * vq.loss,  # spec 2.3: MSE + alpha * VQ loss
+            loss=reco + self.alpha * vq.loss,  # OJ gabbro/models/vqvae.py: MSE + alpha * VQ loss
             reco_loss=reco.detach(),
             vq_loss=vq.loss.detach(),
             utilisation=torch.as_tensor(float(vq.utilisation)),
@@ -83,7 +88,7 @@ class _VQVAEBase(nn.Module):
 
     @torch.no_grad()
     def decode(self, codes: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Particles from codes (spec 2.3 `reconstruct_ak_tokens`): affine codebook rows -> decoder, zero at padding."""
+        """Particles from codes (OJ `reconstruct_ak_tokens`): affine codebook rows -> decoder, zero at padding."""
         z_q = self.vq.lookup(codes.clamp(0, self.num_codes - 1))
         return self._decode(z_q, mask) * mask.unsqueeze(-1).to(z_q.dtype)
 
@@ -126,7 +131,8 @@ def _block(kind: str, dim: int, num_heads: int, ff_hidden: int, dropout: float) 
 
 
 class _NormformerStack(nn.Module):
-    """Linear in -> depth x Normformer block -> Linear out, padded rows zeroed (spec 2.1; no positional encoding)."""
+    """Linear in -> depth x Normformer block -> Linear out, padded rows zeroed (OJ gabbro/models/vqvae.py; no
+    positional encoding)."""
 
     def __init__(self, in_dim: int, dim: int, out_dim: int, depth: int, num_heads: int, ff_hidden: int, dropout: float,
                  block: str = "normformer_oj"):
@@ -144,7 +150,8 @@ class _NormformerStack(nn.Module):
 
 
 class ConditionalVQVAE(_VQVAEBase):
-    """The paper's tokeniser (spec 2.1): transformer encoder and decoder, so tokens carry jet context."""
+    """The paper's tokeniser (arXiv:2403.05618; OJ VQVAENormFormer): transformer encoder and decoder, so tokens carry
+    jet context."""
 
     def __init__(self, input_dim: int, hidden_dim: int, latent_dim: int, depth: int, num_heads: int, dropout: float,
                  vq_cfg: dict, alpha: float = 10.0, exclude_padding: bool = False, block: str = "normformer_oj"):
@@ -192,7 +199,8 @@ class MLPVQVAE(_VQVAEBase):
 
 
 class BinnedTokenizer(nn.Module):
-    """Regular-grid baseline (spec 3): each feature is replaced by its bin centre (OJ `apply_binning`, values clipped
+    """Regular-grid baseline (Finke et al. arXiv:2303.07364 style): each feature is replaced by its bin centre (OJ
+    `apply_binning`, values clipped
     to the outer edges); code = flat index of the (pT, eta, phi) cell. No trainable parameters."""
 
     def __init__(self, ranges: list[list[float]], n_bins: list[int]):
