@@ -1,4 +1,5 @@
-"""Conditional rational-quadratic spline coupling flow (the MPMv2 "CNF" / "Flow" task, mpm.md 4).
+"""Conditional rational-quadratic spline coupling flow (the MPMv2 "CNF" / "Flow" task, arXiv:2409.12589;
+jetssl src/models/mpm_tasks.py).
 
 Written from the equations of Durkan, Bekasov, Murray, Papamakarios, "Neural Spline Flows" (arXiv:1906.04032,
 NSF below):

@@ -1,4 +1,4 @@
-"""MPMv2 pretraining task heads (mpm.md 4, "MPMv2 pretraining task heads").
+"""MPMv2 pretraining task heads (arXiv:2409.12589; jetssl src/models/mpm_tasks.py).
 
 Every head acts on the decoder outputs of the dropped particles only, d (M, dec_dim), and returns a scalar loss.
   IDTask          Linear(dec -> 8), cross-entropy with label smoothing 0.1; always on, weight 0.3
@@ -148,5 +148,6 @@ def build_task(kind: str, dim: int, num_features: int, tokenizer=None, cfg: dict
         return CNFTask(dim, num_features, **cfg)
     if kind == "ssfm":
         raise NotImplementedError("MPMv2 task 'ssfm' (set-to-set flow matching with its own cross-attention decoder, "
-                                  "mpm.md 4) is not implemented in this kit; use regression, kmeans, vqvae, cnf or cfm")
+                                  "arXiv:2409.12589) is not implemented in this kit; "
+                                  "use regression, kmeans, vqvae, cnf or cfm")
     raise ValueError(f"model.task must be regression | kmeans | vqvae | cnf | cfm, got {kind!r}")

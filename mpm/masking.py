@@ -1,6 +1,7 @@
 """Choosing which particles are hidden from the backbone.
 
-MPMv1 (BERT-style, mpm.md 3): floor(0.3 * N_real) real particles per jet, uniformly at random, are replaced by a mask
+MPMv1 (BERT-style, arXiv:2401.13537; rodem-hep/mpm src/models/bert.py): floor(0.3 * N_real) real particles per jet,
+uniformly at random, are replaced by a mask
 token. MPMv2 (MAE-style): floor(0.4 * N_real) real particles are dropped from the encoder input. Both draw the same
 kind of subset, so one function serves both.
 """
@@ -23,12 +24,14 @@ def random_masking(mask: torch.Tensor, fraction: float, generator: torch.Generat
 
 def order_among_chosen(chosen: torch.Tensor) -> torch.Tensor:
     """(B,N) bool -> (B,N) long: k for the k-th chosen particle in the stored (decreasing pT) order, 0 elsewhere.
-    MPMv2 gives the k-th dropped particle null_token[k] ("APE only among the masked elements", mpm.md 3)."""
+    MPMv2 gives the k-th dropped particle null_token[k] ("APE only among the masked elements", jetssl
+    src/models/mpm.py)."""
     return (chosen.long().cumsum(dim=1) - 1).clamp(min=0) * chosen.long()
 
 
 def masked_jet_mean(per_particle: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
-    """Loss averaged over the chosen particles of each jet, then over the jets that have any (mpm.md 3)."""
+    """Loss averaged over the chosen particles of each jet, then over the jets that have any (rodem-hep/mpm
+    src/models/bert.py)."""
     w = chosen.to(per_particle.dtype)
     n = w.sum(dim=1)
     per_jet = (per_particle * w).sum(dim=1) / n.clamp(min=1)

@@ -1,4 +1,4 @@
-"""MPMv1: masked particle modelling on sets (Golling et al., arXiv:2401.13537; mpm.md 3-4).
+"""MPMv1: masked particle modelling on sets (Golling et al., arXiv:2401.13537; rodem-hep/mpm).
 
 Backbone: per-particle MLP embedding (features -> dim/2 -> dim) and 8 Normformer encoder blocks of width 1024
 (paper size). Pretraining: floor(0.3 * N_real) real particles per jet are replaced by ONE learned mask token that lives
@@ -8,7 +8,7 @@ positions only, the target of each hidden particle:
   target     vqvae      code index of the frozen VQ-VAE tokeniser (cross-entropy)
              kmeans     nearest k-means centroid on raw features (cross-entropy)
              regression the normalised features themselves (squared error summed over the features; "original" targets)
-  positional none           permutation-equivariant; all masked outputs are identical (the degeneracy of mpm.md 3)
+  positional none           permutation-equivariant; all masked outputs are identical (arXiv:2401.13537)
              backbone_input learned embedding over the pT order added to the backbone input (leaks pT ordering);
                             backbone_pe "raw": a zero-initialised (N, features) table added to the (masked) raw
                             inputs before the normalisation, in pretraining only, as the V1 code (order_inputs in
@@ -105,7 +105,8 @@ class MPMv1Backbone(nn.Module):
 
 
 class TransformerHead(nn.Module):
-    """The official code's masked-prediction head: a 2-layer transformer over the nodes (mpm.md 3, [U] switch)."""
+    """The official code's masked-prediction head: a 2-layer transformer over the nodes (rodem-hep/mpm
+    trans_encoder.yaml; the paper says MLP, hence a switch)."""
 
     def __init__(self, dim: int, out_dim: int, head_dim: int = 256, num_heads: int = 8, depth: int = 2):
         super().__init__()
@@ -118,7 +119,7 @@ class TransformerHead(nn.Module):
 
 
 class MLPHead(nn.Module):
-    """The paper's masked-prediction head: a per-node MLP, no interactions between particles (mpm.md 3)."""
+    """The paper's masked-prediction head: a per-node MLP, no interactions between particles (arXiv:2401.13537)."""
 
     def __init__(self, dim: int, out_dim: int, hidden: int):
         super().__init__()
@@ -145,7 +146,7 @@ class MPMv1(nn.Module):
         self.target_tokenizer = target_tokenizer if target != "regression" else None
         if self.target_tokenizer is not None:
             self.target_tokenizer.requires_grad_(False)
-        # one shared learned mask token in the raw input space, initialised to ones (mpm.md 3)
+        # one shared learned mask token in the raw input space, initialised to ones (rodem-hep/mpm src/models/bert.py)
         self.mask_token = nn.Parameter(torch.ones(backbone.in_dim))
         dim, N = backbone.dim, backbone.num_particles
         self.head_pos = nn.Parameter(torch.randn(N, dim) * 0.02) if positional == "head_input" else None

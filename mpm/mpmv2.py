@@ -1,4 +1,4 @@
-"""MPMv2: "Is tokenization needed for masked particle modelling?" (Leigh et al., arXiv:2409.12589; mpm.md 3-4).
+"""MPMv2: "Is tokenization needed for masked particle modelling?" (Leigh et al., arXiv:2409.12589; mattcleigh/jetssl).
 
 Encoder (the backbone kept for fine-tuning): Linear(7 -> D)(x_c) + Embedding(8, D)(particle ID), 8 learned registers,
 SwiGLU blocks with LayerScale 1e-3, no positional encoding (paper size 8 x 512, 8 heads, hidden 1024).
@@ -64,7 +64,7 @@ class MPMv2(nn.Module):
         if tokenizer is not None:
             tokenizer.requires_grad_(False)
         self.enc_to_dec = nn.Linear(encoder.dim, dec_dim)
-        self.null_tokens = nn.Parameter(torch.randn(max_particles, dec_dim) * 1e-3)  # mpm.md 3: init N(0,1)*1e-3
+        self.null_tokens = nn.Parameter(torch.randn(max_particles, dec_dim) * 1e-3)  # as jetssl src/models/mpm.py
         # no final LayerNorm: do_final_norm False in jetssl configs/model/decoder_config/small.yaml
         self.decoder = Encoder(dec_dim, dec_depth, dec_heads, dec_ff_hidden, style="swiglu", num_registers=0,
                                final_norm=dec_final_norm)

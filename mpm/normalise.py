@@ -1,4 +1,5 @@
-"""Running mean / std input normalisation of MPMv1 (mpm.md 1: `NewIterativeNormLayer` in the official code).
+"""Running mean / std input normalisation of MPMv1 (`NewIterativeNormLayer` in rodem-hep/mpm
+mattstools/mattstools/modules.py).
 
 Statistics are accumulated over real particles by explicit `update(x, mask)` calls (the caller decides which inputs
 count: MPMv1 updates with the clean, unmasked jet), until `max_n` particles have been seen, then frozen. `forward`

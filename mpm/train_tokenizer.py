@@ -1,4 +1,4 @@
-"""Train the tokeniser whose codes are the MPM targets (mpm.md 2), then freeze it.
+"""Train the tokeniser whose codes are the MPM targets (arXiv:2401.13537; arXiv:2409.12589), then freeze it.
 
     python -m mpm.train_tokenizer --config mpm/configs/tokenizer_v1.yaml --out runs/mpm/tokenizer_v1 [a.b=value ...]
 

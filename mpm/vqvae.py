@@ -95,7 +95,7 @@ class VQVAE(nn.Module):
         return recon, vq
 
     def loss(self, x, mask):
-        """Reconstruction in (normalised) input space + alpha * VQ loss (mpm.md 2)."""
+        """Reconstruction in (normalised) input space + alpha * VQ loss (rodem-hep/mpm src/models/jet_vq_vae.py)."""
         if self.training and self.norm is not None:
             self.norm.update(x, mask)
         target = self.normalised(x, mask).detach()
@@ -115,7 +115,8 @@ class VQVAE(nn.Module):
     @torch.no_grad()
     def tokenize(self, x, mask) -> torch.Tensor:
         """Code index of every particle (B,N) long, 0 at padding. target_codebook "raw" reproduces the MPMv1 code's
-        quirk of labelling with the un-affined codebook weights (mpm.md 2 and 7); "affine" uses the quantiser's own
+        choice of labelling with the un-affined codebook weights (rodem-hep/mpm src/models/jet_vq_vae.py); "affine"
+        uses the quantiser's own
         nearest code."""
         z_e = self.encode(x, mask)
         if self.target_codebook == "raw":
@@ -133,7 +134,8 @@ class VQVAE(nn.Module):
 
 
 class KMeansTokenizer(nn.Module):
-    """Nearest-centroid labels of a fitted common.kmeans.KMeans on per-particle features (mpm.md 2). The centroids
+    """Nearest-centroid labels of a fitted common.kmeans.KMeans on per-particle features (rodem-hep/mpm
+    src/models/labellers.py). The centroids
     are a buffer, so they follow the model to its device and into its checkpoints."""
 
     def __init__(self, centroids: torch.Tensor):
