@@ -11,7 +11,7 @@ Layout under --out (what `run_all.sh --profile paper` and the paper configs expe
 
 Each file is fetched to `<name>.part` with HTTP Range requests, so an interrupted download continues where it stopped;
 it is renamed to its final name only after its md5 matches. JetClass md5 sums are the ones published with the
-dataset (datasets.md A1, from the ParT repository's get_datasets.py); for the two other records the md5 sums are read
+dataset (particle_transformer get_datasets.py); for the two other records the md5 sums are read
 from the Zenodo record's metadata (Zenodo publishes an md5 per file). Tar archives are extracted and then deleted
 unless --keep-archives; an `.extracted_<tar>` marker makes reruns skip them.
 """
@@ -33,7 +33,8 @@ ZENODO = "https://zenodo.org"
 CHUNK = 1 << 20
 RETRY_BACKOFF_S = 2.0  # first wait before resuming after a network error; doubles per attempt, capped at 30 s
 
-# JetClass: (tar name, md5, directory under <out> to extract into); md5 sums as published (datasets.md A1).
+# JetClass: (tar name, md5, directory under <out> to extract into); md5 sums as published (particle_transformer
+# get_datasets.py).
 _JETCLASS_TRAIN_MD5 = [
     "de4fd2dca2e68ab3c85d5cfd3bcc65c3", "9722a359c5ef697bea0fbf79bf50f003", "1e9f66cd1f915f9d10e90ae1d7761720",
     "47348fc8985319fa4806da87500482fa", "6b0ce16bd93b442a8d51914466990279", "416e347512e716de51d392bee327b8e9",
@@ -70,7 +71,7 @@ def dataset_spec(name: str, withbc: bool = False) -> Dataset:
     if name == "toptagging":
         return Dataset("2603256", [RemoteFile(f"{s}.h5", None, "toptagging", False, s) for s in ("train", "val", "test")])
     if name == "qg":
-        # 20 files per variant; do not mix the bc and no-bc variants (datasets.md A3)
+        # 20 files per variant; do not mix the bc and no-bc variants (EnergyFlow energyflow/datasets/qg_jets.py)
         names = ([f"QG_jets_withbc_{i}.npz" for i in range(20)] if withbc
                  else ["QG_jets.npz"] + [f"QG_jets_{i}.npz" for i in range(1, 20)])
         return Dataset("3164691", [RemoteFile(n, None, "qg", False, n.removesuffix(".npz")) for n in names])

@@ -1,6 +1,7 @@
 """Exponential moving average of an online network into a teacher / target network (BYOL, I-JEPA; HEP-JEPA §4 target
 encoder):  theta_target <- m * theta_target + (1 - m) * theta_online, with m ramped linearly from `start` to `end`
-over training as in I-JEPA (hepjepa.md §6: 0.996 -> 1.0 in I-JEPA, 0.9995 -> 0.99999 in Point-JEPA)."""
+over training as in I-JEPA (0.996 -> 1.0 in facebookresearch/ijepa configs/in1k_vith14_ep300.yaml,
+0.9995 -> 0.99999 in Point-JEPA configs/Point-JEPA/pretraining/shapenet.yaml)."""
 from __future__ import annotations
 
 import copy

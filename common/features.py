@@ -2,7 +2,8 @@
 
 Every reader (JetClass, Top tagging, quark-gluon) produces a `RawJets`: padded particle arrays in pT-descending
 order. A `FeatureSet` turns a `RawJets` into the arrays of a `JetBatch` (x, mask, p4, jet, label, pid). All constants
-are the published ones (datasets.md §A1, mpm.md §1, omnijet.md §1, hepjepa.md §2).
+are the published ones (ParT arXiv:2202.03772 and particle_transformer data/JetClass/JetClass_full.yaml;
+rodem-hep/mpm and mattcleigh/jetssl data loading; omnijet_alpha gabbro/data/loading.py).
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ class DataError(ValueError):
     """Bad input data: the message names the file and what was expected."""
 
 
-# Per-particle fields a reader may provide besides the four-vector (datasets.md §A1 branch names, without "part_").
+# Per-particle fields a reader may provide besides the four-vector (JetClass branch names, without "part_").
 PID_FIELDS = ("charge", "isChargedHadron", "isNeutralHadron", "isPhoton", "isElectron", "isMuon")
 IP_FIELDS = ("d0val", "d0err", "dzval", "dzerr")
 
@@ -96,7 +97,8 @@ def jet_from_constituents(p4: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def deta_dphi_partstyle(p4, mask, jet):
-    """part_deta = (eta - eta_jet) * sign(eta_jet) (sign(0) -> +1), part_dphi wrapped (datasets.md §A1, §A2)."""
+    """part_deta = (eta - eta_jet) * sign(eta_jet) (sign(0) -> +1), part_dphi wrapped (particle_transformer
+    utils/convert_top_datasets.py)."""
     _, eta, phi = _pt_eta_phi(p4)
     sgn = np.where(jet[:, 1:2] >= 0, 1.0, -1.0)
     deta = ((eta - jet[:, 1:2]) * sgn * mask).astype(np.float32)
@@ -158,7 +160,8 @@ PART_KINPID = PART_FULL[:11] + ("part_deta", "part_dphi")            # 13
 
 
 def part_variables(raw: RawJets) -> dict:
-    """The untransformed ParT variables of datasets.md §A1 (only those the dataset can provide)."""
+    """The untransformed ParT variables of particle_transformer data/JetClass/JetClass_full.yaml (only those the
+    dataset can provide)."""
     px, py = raw.p4[..., 0], raw.p4[..., 1]
     e = raw.p4[..., 3]
     m = raw.mask
@@ -233,7 +236,8 @@ class FeatureSet:
 
 
 class PartFeatures(FeatureSet):
-    """ParT kin / kinpid / full (datasets.md §A1), truncated to the hardest n particles, zero-padded."""
+    """ParT kin / kinpid / full (particle_transformer data/JetClass/*.yaml), truncated to the hardest n particles,
+    zero-padded."""
 
     def _compute(self, raw, n, state, rng):
         if any(k[5:] in PID_FIELDS for k in self.names):
@@ -249,7 +253,8 @@ class PartFeatures(FeatureSet):
 
 
 class MPMv1Features(FeatureSet):
-    """MPMv1 (mpm.md §1): (deta, dphi, log(1 + pT)) w.r.t. the summed-constituent axis; first 64 particles."""
+    """MPMv1 (rodem-hep/mpm src/datamodules/loading.py): (deta, dphi, log(1 + pT)) w.r.t. the summed-constituent axis;
+    first 64 particles."""
 
     def _compute(self, raw, n, state, rng):
         pt, deta, dphi = _relative_to_sum(raw.p4, raw.mask)
@@ -261,13 +266,14 @@ class MPMv1Features(FeatureSet):
         return dict(pt=_expm1(x[..., 2]) * m, deta=x[..., 0] * m, dphi=x[..., 1] * m)
 
 
-OMNIJET_CUT = 0.8      # keep -0.8 < eta_rel, phi_rel < 0.8 (strict) (omnijet.md §1)
+OMNIJET_CUT = 0.8      # keep -0.8 < eta_rel, phi_rel < 0.8 (strict) (OJ feature_dict)
 OMNIJET_PT_SHIFT = 1.8
 OMNIJET_ANGLE_SCALE = 3.0
 
 
 class OmniJetFeatures(FeatureSet):
-    """OmniJet-alpha (omnijet.md §1): cut |eta_rel|, |phi_rel| < 0.8 -> drop -> (log pT - 1.8, 3 eta_rel, 3 phi_rel)
+    """OmniJet-alpha (omnijet_alpha feature_dict): cut |eta_rel|, |phi_rel| < 0.8 -> drop -> (log pT - 1.8, 3 eta_rel,
+    3 phi_rel)
     -> first 128 -> zero-pad. Relative to the sum of the constituent four-vectors (before the cut)."""
 
     def _compute(self, raw, n, state, rng):
@@ -298,7 +304,7 @@ def _expm1(a):
     return a.expm1() if hasattr(a, "expm1") and not isinstance(a, np.ndarray) else np.expm1(a)
 
 
-# ------------------------------------------------------------------------------------------------- MPMv2 (mpm.md §1)
+# --------------------------------------------------------------------- MPMv2 (jetssl src/datamodules/preprocessing.py)
 MPMV2_NAMES = ("part_pt", "part_deta", "part_dphi", "part_d0", "part_z0", "part_d0err", "part_z0err")
 MPMV2_IP = slice(3, 7)          # the four impact-parameter columns
 MPMV2_ANGLE_CLIP = 0.8
@@ -341,7 +347,8 @@ def mpmv2_continuous(raw: RawJets) -> tuple[np.ndarray, np.ndarray]:
 
 
 def fit_mpmv2_quantiles(raws: list[RawJets], n_quantiles: int = 500, seed: int = 0):
-    """Per-feature sklearn QuantileTransformer(output_distribution="normal") on real particles (mpm.md §1)."""
+    """Per-feature sklearn QuantileTransformer(output_distribution="normal") on real particles (jetssl
+    preprocessing.py)."""
     from sklearn.preprocessing import QuantileTransformer
 
     rows = []
@@ -355,7 +362,8 @@ def fit_mpmv2_quantiles(raws: list[RawJets], n_quantiles: int = 500, seed: int =
 
 
 class MPMv2Features(FeatureSet):
-    """MPMv2 (mpm.md §1): 7 quantile-normalised continuous features + the 8-class PID in JetBatch.pid.
+    """MPMv2 (arXiv:2409.12589; jetssl preprocessing.py): 7 quantile-normalised continuous features + the 8-class PID
+    in JetBatch.pid.
     `state` is the QuantileTransformer fitted on training data; `rng` draws the N(0, 1) noise for neutral IPs."""
 
     def _compute(self, raw, n, state, rng):
@@ -398,7 +406,8 @@ FEATURE_SETS: dict[str, FeatureSet] = {
                                {"cut": OMNIJET_CUT, "pt_shift": OMNIJET_PT_SHIFT, "scale": OMNIJET_ANGLE_SCALE}),
     "mpmv2": MPMv2Features("mpmv2", MPMV2_NAMES, 128, {"n_quantiles": 500, "clip": MPMV2_ANGLE_CLIP,
                                                         "ip_sign": "dips_delphes_d0"}, needs_fit=True),
-    # HEP-JEPA (hepjepa.md §2): the ParT kin recipe, 128 particles.
+    # HEP-JEPA: the ParT kin recipe, 128 particles (the paper's exact features are not published; our choice,
+    # the common denominator of the three datasets).
     "hepjepa": PartFeatures("hepjepa", PART_KIN, 128, {"names": PART_KIN}),
 }
 

@@ -1,4 +1,5 @@
-"""JetClass reader (Qu, Li, Qian 2022; datasets.md §A1): ROOT files `<proc>_NNN.root`, tree "tree", 41 branches.
+"""JetClass reader (Qu, Li, Qian 2022, arXiv:2202.03772; Zenodo 6619768): ROOT files `<proc>_NNN.root`, tree "tree",
+41 branches.
 
 Files hold jets of one class each; the class comes from the file prefix and is cross-checked against the ten label_*
 branches (whose dtypes are mixed float / bool / int32, so they are cast). Particles are read in chunks with uproot,
@@ -25,7 +26,7 @@ FILE_PREFIX = {"QCD": "ZJetsToNuNu", "Hbb": "HToBB", "Hcc": "HToCC", "Hgg": "HTo
 PREFIX_CLASS = {p: c for c, p in FILE_PREFIX.items()}
 TREE = "tree"
 
-# The 41 branches and their ROOT element types (datasets.md §A1, JetClass101 notebook).
+# The 41 branches and their ROOT element types (particle_transformer notebooks/JetClass101.ipynb).
 PARTICLE_FLOAT = ["part_px", "part_py", "part_pz", "part_energy", "part_deta", "part_dphi", "part_d0val",
                   "part_d0err", "part_dzval", "part_dzerr", "part_charge"]
 PARTICLE_INT = ["part_isChargedHadron", "part_isNeutralHadron", "part_isPhoton", "part_isElectron", "part_isMuon"]

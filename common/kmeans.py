@@ -1,5 +1,6 @@
 """K-means in torch: the particle tokeniser of MPMv1 (512 centroids on raw features) and MPMv2 (16384 centroids on
-the quantile-normalised 7-d x_c), and the codebook initialisation of the VQ layer (mpm.md 2, omnijet.md 2.2).
+the quantile-normalised 7-d x_c), and the codebook initialisation of the VQ layer (jetssl, rodem-hep/mpm; vqtorch
+kmeans_init).
 
 Lloyd's algorithm with k-means++ (Arthur & Vassilvitskii 2007) or random initialisation, seeded. Distances are computed
 in chunks of points, ||x||^2 - 2 x.c + ||c||^2, so that 16384 centroids on ~1e5 points need only a few MB at a time.

@@ -3,7 +3,7 @@
 Classification (binary scores = signal probability, label 1 = signal):
   accuracy, roc_curve, auc, rejection_at (1/eps_B at a signal efficiency eps_S), sic_at_fpr (TPR/sqrt(FPR)),
   one_vs_rest_rejection (JetClass, per class name), multiclass_metrics.
-Generation (omnijet.md 4.4):
+Generation (arXiv:2403.05618; omnijet_alpha gabbro/metrics/utils.py):
   kl_quantile_binned (KL(real || generated) on bins from the quantiles of the reference), wasserstein1.
 """
 from __future__ import annotations
@@ -120,7 +120,7 @@ def multiclass_metrics(y, probs, class_names, background: str | None = "QCD") ->
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# Distribution distances for generation (omnijet.md 4.4)
+# Distribution distances for generation (omnijet_alpha gabbro/metrics/utils.py)
 # --------------------------------------------------------------------------------------------------------------------
 def _finite_1d(a, name):
     a = np.asarray(a, dtype=np.float64).ravel()

@@ -1,4 +1,4 @@
-"""ParT pairwise interaction features (Qu, Li, Qian 2022, Eq. 3; weaver `pairwise_lv_fts`, datasets.md §A5).
+"""ParT pairwise interaction features (Qu, Li, Qian 2022, Eq. 3; weaver ParticleTransformer.py `pairwise_lv_fts`).
 
 For particles i, j with four-vectors (px, py, pz, E):
     Delta = sqrt((y_i - y_j)^2 + (phi_i - phi_j)^2)       rapidity y, not pseudorapidity

@@ -3,11 +3,11 @@
 Every head has forward(h (B,T,D), mask (B,T) bool) -> logits (B,C) and ignores padded tokens completely.
   linear_mean      masked mean -> Linear
   weighted_mean    MPMv1 "learnable weighted average": per-node Linear(D, hidden, no bias) -> masked mean -> Linear
-                   (mpm.md 4, MPMv1 fine-tuning head)
-  sum              OmniJet-alpha summation head: Linear(sum_t mask_t ReLU(Linear(h_t)))  (omnijet.md 5)
+                   (arXiv:2401.13537; rodem-hep/mpm FineTuner, MPMv1 fine-tuning head)
+  sum              OmniJet-alpha summation head: Linear(sum_t mask_t ReLU(Linear(h_t)))  (omnijet_alpha backbone.py)
   class_attention  MPMv2: Linear(D, hidden) -> ClassAttentionPooling (2 layers) -> Linear, trunc-normal std 0.01
-                   (mpm.md 4, MPMv2 fine-tuning heads)
-  mean_max         Point-JEPA: [masked mean, masked max] -> MLP with BatchNorm (hepjepa.md 4)
+                   (mattcleigh/mltools ClassAttentionPooling, MPMv2 fine-tuning heads)
+  mean_max         Point-JEPA: [masked mean, masked max] -> MLP with BatchNorm (Point-JEPA fine-tuning head)
   class_attention_oj  OmniJet-alpha's "ClassifierNormformer" (gabbro/models/backbone.py): a class token through 3
                    cross-attention blocks over LN([class token, tokens]) that return only the attention output (no
                    residual, no MLP), then an MLP
@@ -81,7 +81,7 @@ class ClassAttentionLayer(nn.Module):
 
 class ClassAttentionPooling(nn.Module):
     """A learnable global token cross-attends to all real tokens through `depth` class-attention layers
-    (MPMv2 fine-tuning head, mpm.md 4). forward(h (B,T,D), mask (B,T)) -> (B,D)."""
+    (MPMv2 fine-tuning head, jetssl src/models/classifier.py). forward(h (B,T,D), mask (B,T)) -> (B,D)."""
 
     def __init__(self, dim: int, num_heads: int, depth: int = 2, ff_mult: int = 1, dropout: float = 0.0):
         super().__init__()

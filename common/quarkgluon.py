@@ -1,4 +1,4 @@
-"""Quark-gluon jets reader (Komiske, Metodiev, Thaler 2019; EnergyFlow `qg_jets`; datasets.md §A3).
+"""Quark-gluon jets reader (Komiske, Metodiev, Thaler 2019; EnergyFlow `qg_jets`; Zenodo 3164691).
 
 npz files with X (n, M_file, 4) = (pT, rapidity y, phi, pdgid) zero-padded to a per-file M, and y (1 = quark).
 Following ParT's conversion: massless four-vectors from (pT, y used as eta, phi), particles re-sorted by pT, the jet

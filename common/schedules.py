@@ -3,7 +3,7 @@ optimiser step. `lr_factor(cfg, step)` is the pure function; `build_scheduler(op
 
 kinds and their keys (defaults in brackets):
   constant             warmup_steps [0], start_factor [0]; hold_steps [0], hold_factor [1]
-                       (OmniJet's ConstantLR quirk, factor 1/3 in the first epoch: hold_steps=<epoch>, hold_factor=1/3)
+                       (OmniJet's ConstantLR, factor 1/3 in the first epoch: hold_steps=<epoch>, hold_factor=1/3)
   warmup_cosine        warmup_steps, total_steps, start_factor [0], min_factor [0]
                        (MPMv2 fine-tuning: 10k warmup from 0.1, cosine to 1e-3 at 200k)
   warmup_exp           warmup_steps, half_life, start_factor [0], min_factor [0]

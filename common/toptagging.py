@@ -1,4 +1,4 @@
-"""Top Quark Tagging reference dataset reader (Kasieczka et al. 2019; datasets.md §A2).
+"""Top Quark Tagging reference dataset reader (Kasieczka et al. 2019, arXiv:1902.09914; Zenodo 2603256).
 
 pandas HDF5 files with key "table": columns E_i, PX_i, PY_i, PZ_i (i < 200, pT-ordered, zero-padded), truthE/PX/PY/PZ,
 ttv, is_signal_new (1 = top). Read with h5py (no pandas/PyTables needed), columns selected by NAME, for both PyTables

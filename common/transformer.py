@@ -12,8 +12,8 @@ Contents
   Attention     multi-head self-attention, optional additive bias (B,H,N,N), causal mode, KV cache
   EncoderBlock  styles "preln" (ViT), "normformer" (MPMv1 backbone, OmniJet VQ-VAE), "swiglu" (MPMv2, LayerScale)
   Encoder       stack of EncoderBlocks with optional register tokens (Darcet et al. 2023) and final LayerNorm
-  GPTBlock, GPT post-LN causal decoder of OmniJet-alpha (omnijet.md 4.1) with KVCache for sampling
-  PairEmbed     Particle Transformer pairwise interaction embedding (datasets.md A5), BatchNorm over real pairs only
+  GPTBlock, GPT post-LN causal decoder of OmniJet-alpha (omnijet_alpha gpt_model.py) with KVCache for sampling
+  PairEmbed     Particle Transformer pairwise interaction embedding (arXiv:2202.03772), BatchNorm over real pairs only
 """
 from __future__ import annotations
 
@@ -150,7 +150,8 @@ class Attention(nn.Module):
 # Encoder blocks
 # --------------------------------------------------------------------------------------------------------------------
 class LayerScale(nn.Module):
-    """Per-channel learnable residual scale (Touvron et al. 2021, CaiT); MPMv2 uses init 1e-3 (mpm.md 4)."""
+    """Per-channel learnable residual scale (Touvron et al. 2021, CaiT); MPMv2 uses init 1e-3 (jetssl
+    encoder_config/small.yaml)."""
 
     def __init__(self, dim: int, init: float):
         super().__init__()
@@ -293,7 +294,8 @@ class Encoder(nn.Module):
 # GPT decoder (OmniJet-alpha 4.1)
 # --------------------------------------------------------------------------------------------------------------------
 class GPTBlock(nn.Module):
-    """Post-LN causal block: x = LN1(x + MHA(x)); x = LN2(x + FF(x)), FF = Linear -> ReLU -> Linear (omnijet.md 4.1).
+    """Post-LN causal block: x = LN1(x + MHA(x)); x = LN2(x + FF(x)), FF = Linear -> ReLU -> Linear (omnijet_alpha
+    gabbro/models/gpt_model.py).
     Q, K, V have no bias; the output projection has one. `dropout` is the attention-probability dropout."""
 
     def __init__(self, dim: int, num_heads: int, ff_hidden: int, dropout: float = 0.0):
@@ -351,7 +353,7 @@ class GPT(nn.Module):
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# Particle Transformer pairwise interaction embedding (datasets.md A5, hepjepa.md 10)
+# Particle Transformer pairwise interaction embedding (arXiv:2202.03772; weaver ParticleTransformer.py)
 # --------------------------------------------------------------------------------------------------------------------
 class MaskedBatchNorm1d(nn.BatchNorm1d):
     """BatchNorm1d over (B,C,P) whose batch statistics use only valid positions (valid (B,P) bool).

@@ -1,4 +1,5 @@
-"""A fast parametrised detector response in the spirit of Delphes (spec datasets.md §A1 card table, §B5).
+"""A fast parametrised detector response in the spirit of Delphes (jetclass_generation delphes_card.tcl; the
+mapping from generator particles is our choice, not validated against Delphes).
 
 Per generator particle (vectorised over the constituents of a jet):
 - charged particles become tracks with a pT- and |eta|-dependent efficiency and a relative pT resolution; the impact

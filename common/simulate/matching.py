@@ -1,4 +1,4 @@
-"""JetClass truth matching (FatJetMatching, jetR = 0.8; spec datasets.md §A1 "Truth matching").
+"""JetClass truth matching (FatJetMatching, jetR = 0.8; jet-universe/jetclass_generation makeNtuples.C).
 
 The hard-process resonances (t, W, Z, H) are read from the Pythia event record in record order. For each one we
 collect its decay partons, each at its *final copy* (following daughters with the same id: `iBotCopyId`). A jet is

@@ -1,4 +1,5 @@
-"""Pythia 8 settings per simulated class (spec datasets.md §B4, §B6) and the truth codes each class keeps (§A1)."""
+"""Pythia 8 settings per simulated class (our recipes: the JetClass, Top tagging and QG datasets publish
+only their process descriptions) and the truth codes each class keeps (jetclass_generation makeNtuples.C)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -15,7 +16,8 @@ QUIET = ["Next:numberCount = 0", "Next:numberShowEvent = 0", "Next:numberShowInf
          "Next:numberShowLHA = 0", "Init:showProcesses = off", "Init:showChangedSettings = off",
          "Init:showChangedParticleData = off", "Init:showMultipartonInteractions = off", "Print:quiet = on"]
 
-# CMS-style stable K_S / Lambda (c*tau > 10 mm are not decayed), as Delphes sees them [U: spec §B3 suggestion].
+# CMS-style stable K_S / Lambda (c*tau > 10 mm are not decayed), as Delphes sees them [our choice: Pythia 8
+# ParticleDecays:limitTau0].
 LONG_LIVED = ["ParticleDecays:limitTau0 = on", "ParticleDecays:tau0Max = 10"]
 
 # Process blocks of §B4.
@@ -32,7 +34,7 @@ class Process:
     """One simulated class: Pythia settings and the truth codes of the jets it keeps.
 
     `conjugate`: a second settings list run alternately event by event (the charge-conjugate W decay assignment), so
-    that W+ and W- each decay hadronically in half of the events (spec §B4 caveat: `24:onPosIfAny/onNegIfAny` alone
+    that W+ and W- each decay hadronically in half of the events (Pythia 8 docs: `24:onPosIfAny/onNegIfAny` alone
     always gives W+ -> qq and W- -> l nu).
     """
 

@@ -48,7 +48,8 @@ def gen_config(dataset: str, cls: str, options: dict) -> GenConfig:
                          pt_min=500.0, pt_max=550.0, eta_max=1.7, use_rapidity=True, detector=None, flat_pt=False,
                          pthat_min=450.0, leading_only=True,
                          # generator level with Pythia's default decay table (K_S, Lambda, Sigma, Xi, Omega decayed):
-                         # EnergyFlow's qg_jets hold only the 14 species its remap_pids knows (datasets.md §A3, §B3)
+                         # EnergyFlow's qg_jets hold only the 14 species its remap_pids knows (EnergyFlow
+                         # energyflow/datasets/qg_jets.py)
                          extra_settings=["ParticleDecays:limitTau0 = off"])
     raise ValueError(f"unknown dataset {dataset!r}")
 

@@ -1,4 +1,5 @@
-"""Write simulated jets in the published on-disk formats (spec datasets.md §A1, §A2, §A3, §B7). All writes atomic."""
+"""Write simulated jets in the published on-disk formats (JetClass Zenodo 6619768, Top tagging Zenodo 2603256,
+QG Zenodo 3164691). All writes atomic."""
 from __future__ import annotations
 
 import os
