@@ -1,4 +1,4 @@
-"""Sampling speed of the OmniJet-alpha GPT in jets/s, with and without the KV cache (omnijet.md 4.3).
+"""Sampling speed of the OmniJet-alpha GPT in jets/s, with and without the KV cache (omnijet_alpha gabbro/models/backbone.py generate_batch).
 
     python bench/bench_omnijet_sampling.py [--paper-size] [--jets 64] [--max-len 128] [--device cpu|cuda]
 

@@ -179,7 +179,7 @@ def omnijet_tokenizer_runner(cfg_path: str, device, batch_size, gen) -> Runner:
     def make_input():
         return synthetic_batch(batch_size, N, names, gen).to(device)
 
-    def step(batch):  # omnijet.train_tokenizer.train: fp32 on purpose (spec quirk 7.7)
+    def step(batch):  # omnijet.train_tokenizer.train: fp32 on purpose (OJ experiment_tokenization_transformer.yaml)
         res = model(batch.x, batch.mask)
         res["loss"].backward()
         clip_and_step(model, opt, sched, tc["grad_clip"])
