@@ -1,4 +1,5 @@
-"""Feature sets and pairwise features against hand-computed values (datasets.md §A1, §A5; mpm.md §1; omnijet.md §1)."""
+"""Feature sets and pairwise features against hand-computed values (ParT arXiv:2202.03772 and weaver pairwise_lv_fts;
+rodem-hep/mpm, omnijet_alpha feature_dict)."""
 import math
 
 import numpy as np

@@ -109,7 +109,7 @@ def test_v1_mask_token_replaces_inputs_and_padding_is_inert():
 
 
 def test_v1_without_positional_encoding_masked_outputs_are_degenerate():
-    """mpm.md 3: with identical mask tokens and no APE all masked outputs coincide; head APE breaks the tie."""
+    """arXiv:2401.13537: with identical mask tokens and no APE all masked outputs coincide; head APE breaks the tie."""
     b = fake_batch(B=1, N=12)
     masked = random_masking(b.mask, 0.3, torch.Generator().manual_seed(6))
     for positional, degenerate in (("none", True), ("head_input", False)):

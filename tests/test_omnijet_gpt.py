@@ -26,7 +26,7 @@ def test_token_ids_round_trip_through_writer(tmp_path):
     assert (tokens[:, 0] == 0).all()
     assert (tokens[np.arange(len(tokens)), lengths - 1] == stop_token(NUM_CODES)).all()
     assert vocab_size(NUM_CODES) == NUM_CODES + 2 and tokens.max() == NUM_CODES + 1
-    # the spec's example: codes (5, 0, 8191) of the 8192 model -> [0, 6, 1, 8192, 8193]
+    # OJ add_start_end_tokens example: codes (5, 0, 8191) of the 8192 model -> [0, 6, 1, 8192, 8193]
     t, n = codes_to_sequences(np.array([[5, 0, 8191]]), np.ones((1, 3), bool), 8192)
     assert t.tolist() == [[0, 6, 1, 8192, 8193]] and n.tolist() == [5]
     # atomic npy files and back
@@ -120,7 +120,7 @@ def test_generated_sequences_end_at_stop_token():
 
 
 def test_paper_configs_give_the_paper_parameter_counts():
-    """omnijet.md 2.1 and 4.1: VQ-VAE ~0.80M + codebook 8192 x 4 (+ 8 affine); GPT 6.57M, backbone 4.46M."""
+    """omnijet_alpha notebook printouts: VQ-VAE ~0.80M + codebook 8192 x 4 (+ 8 affine); GPT 6.57M, backbone 4.46M."""
     import os
 
     from common.config import load_config

@@ -187,7 +187,7 @@ def test_published_yaml_is_complete_and_cited():
                 assert v is None or isinstance(v, (int, float, str, dict)), (table_id, m, v)
                 if isinstance(v, (int, float)):
                     assert math.isfinite(v)
-    # spot checks against the specs (mpm.md section 6, hepjepa.md section 8)
+    # spot checks against the published values (M. Leigh's thesis tables; HEP-JEPA arXiv:2502.03933 as summarised)
     t = R.published_table("mpm.v1_pretraining", pub)
     assert {"inputs": "original", "targets": "vqvae", "ape": "head", "accuracy": 56.8} in t["rows"]
     few = R.published_table("hepjepa.jetclass_fewshot", pub)

@@ -1,4 +1,4 @@
-"""Physics cross-checks from the correctness review (datasets.md §A1/§B5, mpm.md §1).
+"""Physics cross-checks from the correctness review (jetclass_generation delphes_card.tcl, rodem-hep/mpm loading.py).
 
 Each test builds a configuration whose physical answer is known without reference to the code under test."""
 import numpy as np
@@ -11,8 +11,8 @@ from sim_fixtures import sim_qg  # noqa: F401  (session fixture, shared with tes
 
 def _displaced_tracks(jet_eta: float, jet_phi: float, seed: int = 0):
     """Tracks from a secondary vertex displaced along the jet axis (a b-hadron decay): their lifetime-signed impact
-    parameters must be positive. d0, dz use the Delphes convention d0 = (x py - y px) / pT (ParticlePropagator,
-    datasets.md §B5), as in JetClass."""
+    parameters must be positive. d0, dz use the Delphes convention d0 = (x py - y px) / pT (ParticlePropagator),
+    as in JetClass."""
     rng = np.random.default_rng(seed)
     n = 12
     L = 5.0                                                   # mm of flight along the jet direction

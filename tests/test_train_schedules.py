@@ -22,7 +22,7 @@ def _lrs(cfg, steps, base=1.0):
 
 
 def test_warmup_cosine_mpmv2_finetune():
-    # mpm.md 5: warmup 10k from 0.1 x lr, cosine to 1e-3 x lr at 200k (scaled down by 1000)
+    # jetssl train_classifier.yaml: warmup 10k from 0.1 x lr, cosine to 1e-3 x lr at 200k (scaled down by 1000)
     cfg = {"kind": "warmup_cosine", "warmup_steps": 10, "total_steps": 200, "start_factor": 0.1, "min_factor": 1e-3}
     lr = _lrs(cfg, 260, base=1e-4)
     assert lr[0] == pytest.approx(1e-5)
@@ -46,7 +46,7 @@ def test_warmup_exp_half_life_and_floor():
 
 
 def test_onecycle_cooldown_omnijet_values():
-    # omnijet.md 2.3, base lr 1e-3: 5e-4 -> 1e-3 over epochs 0-4, back to 5e-4 by 24(+1), to 3e-4 by 74(+1), then 3e-4
+    # omnijet_alpha OneCycleCooldown, base lr 1e-3: 5e-4 -> 1e-3 over epochs 0-4, back to 5e-4 by 24(+1), to 3e-4 by 74(+1), then 3e-4
     cfg = {"kind": "onecycle_cooldown", "warmup_steps": 5, "anneal_steps": 20, "cooldown_steps": 50}
     lr = _lrs(cfg, 100, base=1e-3)
     assert lr[0] == pytest.approx(5e-4)
