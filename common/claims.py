@@ -227,7 +227,10 @@ def evaluate(results: dict, claims: list[dict], published: dict) -> list[Verdict
         if res:
             groups = [(g["_keys"], g) for g in aggregate_rows(res["rows"], keys, metrics).values()]
         a_row, b_row, at = _pick(groups, c)
-        a, b = _side_values(a_row, c, "a"), _side_values(b_row, c, "b")
+        # ours in the published table's units (a metric listed under `percent:` is shown in percent, as published)
+        pct = set(entry.get("percent") or [])
+        a, b = ([x * (100.0 if c[s].get("metric", c["metric"]) in pct else 1.0) for x in _side_values(row, c, s)]
+                for s, row in (("a", a_row), ("b", b_row)))
         verdict, d, se, why = decide(a, b, c["better"])
         if not res:
             why = f"table {c['table']} has no result in this run"

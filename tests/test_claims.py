@@ -160,3 +160,12 @@ def test_infinite_values_are_decided_by_order_not_dropped():
     rows += [{"mode": "scratch", "n_train": 1000, "accuracy": 90.0 + s, "seed": s} for s in range(3)]
     (v,) = C.evaluate(_results(rows), [claim], PUB)
     assert v.a == [inf, inf, inf] and v.verdict == "contradicted"
+
+
+def test_ours_are_in_the_published_units_percent():
+    pub = {**PUB, "mpm": {**PUB["mpm"], "toy": {**PUB["mpm"]["toy"], "percent": ["accuracy"]}}}
+    rows = [{"mode": m, "n_train": 1000, "accuracy": acc + 0.01 * s, "seed": s}
+            for m, acc in (("finetune", 0.50), ("scratch", 0.40)) for s in range(3)]
+    (v,) = C.evaluate(_results(rows), [CLAIM], pub)
+    assert v.a == pytest.approx([50.0, 51.0, 52.0]) and v.d == pytest.approx(10.0)  # like the published 49.1 vs 39.7
+    assert v.verdict == "reproduced"
