@@ -249,6 +249,9 @@ def _side_label(sel: dict) -> str:
 def _mean_std(xs: list[float]) -> str:
     if not xs:
         return "–"
+    if not all(math.isfinite(x) for x in xs):  # no mean: the seeds' values themselves
+        return ", ".join("∞" if x == float("inf") else "−∞" if x == -float("inf") else f"{x:.4g}" for x in xs) + \
+            f" (n={len(xs)})"
     m = sum(xs) / len(xs)
     if len(xs) == 1:
         return f"{m:.4g} (n=1)"

@@ -160,6 +160,7 @@ def test_infinite_values_are_decided_by_order_not_dropped():
     rows += [{"mode": "scratch", "n_train": 1000, "accuracy": 90.0 + s, "seed": s} for s in range(3)]
     (v,) = C.evaluate(_results(rows), [claim], PUB)
     assert v.a == [inf, inf, inf] and v.verdict == "contradicted"
+    assert C._mean_std(v.a) == "∞, ∞, ∞ (n=3)" and C._mean_std([1.0, inf, 3.0]) == "1, ∞, 3 (n=3)"
 
 
 def test_ours_are_in_the_published_units_percent():
