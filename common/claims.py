@@ -118,9 +118,7 @@ def _extreme(rows: list, sel: dict) -> list:
     for key, how in sel.items():
         if how not in SELECT:
             continue
-        vals = sorted({_canon(k.get(key)) for k, _ in rows} - {None}, key=lambda v: (not isinstance(v, float), v))
-        vals = [v for v in vals if isinstance(v, float)]
-        v = _choose(vals, how)
+        v = _choose(sorted({c for c in (_canon(k.get(key)) for k, _ in rows) if isinstance(c, float)}), how)
         if v is None:
             return []
         rows = [(k, r) for k, r in rows if _canon(k.get(key)) == v]
