@@ -505,7 +505,7 @@ if [[ "$NODE_RANK" != 0 ]]; then say "node $NODE_RANK finished; node 0 writes RE
 # Tables and plots: always rebuilt from whatever result files exist (missing ones are flagged in RESULTS.md).
 say "tables: writing $RESULTS_DIR/RESULTS.md"
 # --strict: a cell that should hold a number and does not (a step ran but wrote no value) makes the run fail.
-python -m common.results --runs "$OUT_DIR" --profile "$PROFILE" --out "$RESULTS_DIR" --strict \
+python -m common.report --runs "$OUT_DIR" --profile "$PROFILE" --out "$RESULTS_DIR" --strict \
   ${TABLE:+--strict-tables "$TABLE"} > "$OUT_DIR/logs/results.log" 2>&1
 rc=$?
 say "$(tail -n 1 "$OUT_DIR/logs/results.log")"

@@ -20,7 +20,7 @@ that prediction file and prints
     wall time of the whole weaver run, parameters, threads.
 
 It writes the row as a kit result file, <out>/reference.part_weaver.json (common.results.write_result); put --out
-under a run directory (e.g. runs/mini/reference/part_weaver) and `python -m common.results` shows it in RESULTS.md's
+under a run directory (e.g. runs/mini/reference/part_weaver) and `python -m common.report` shows it in RESULTS.md's
 "reference" section beside the self-supervised numbers. weaver's log and outputs stay in <out>/weaver/.
 
 weaver-core is an optional dependency, not in requirements.txt: its metadata pulls tensorboard, grpcio, protobuf,

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import yaml
 
-from common.results import (MIN_SEEDS, _canon, _values, aggregate_rows, collect_results, load_published,
+from common.results import (MIN_SEEDS, aggregate_rows, canon_key, collect_results, load_published, metric_values,
                             published_table)
 
 CLAIMS_PATH = Path(__file__).with_name("claims.yaml")
@@ -109,7 +109,7 @@ def load_claims(path=None, published: dict | None = None) -> list[dict]:
 
 
 def _matches(keys: dict, sel: dict) -> bool:
-    return all(_canon(keys.get(k)) == _canon(v) for k, v in sel.items() if k != "metric" and v not in SELECT)
+    return all(canon_key(keys.get(k)) == canon_key(v) for k, v in sel.items() if k != "metric" and v not in SELECT)
 
 
 def _extreme(rows: list, sel: dict) -> list:
@@ -118,10 +118,10 @@ def _extreme(rows: list, sel: dict) -> list:
     for key, how in sel.items():
         if how not in SELECT:
             continue
-        v = _choose(sorted({c for c in (_canon(k.get(key)) for k, _ in rows) if isinstance(c, float)}), how)
+        v = _choose(sorted({c for c in (canon_key(k.get(key)) for k, _ in rows) if isinstance(c, float)}), how)
         if v is None:
             return []
-        rows = [(k, r) for k, r in rows if _canon(k.get(key)) == v]
+        rows = [(k, r) for k, r in rows if canon_key(k.get(key)) == v]
     return rows
 
 
@@ -148,13 +148,13 @@ def _pick(groups: list[tuple[dict, dict]], claim: dict) -> tuple[dict | None, di
     for key, how in at.items():
         if how not in SELECT:
             continue
-        common = {_canon(k.get(key)) for k, _ in a_rows} & {_canon(k.get(key)) for k, _ in b_rows}
+        common = {canon_key(k.get(key)) for k, _ in a_rows} & {canon_key(k.get(key)) for k, _ in b_rows}
         v = _choose(sorted(v for v in common if isinstance(v, float)), how)
         if v is None:
             return None, None, chosen
         chosen[key] = v
-        a_rows = [(k, r) for k, r in a_rows if _canon(k.get(key)) == v]
-        b_rows = [(k, r) for k, r in b_rows if _canon(k.get(key)) == v]
+        a_rows = [(k, r) for k, r in a_rows if canon_key(k.get(key)) == v]
+        b_rows = [(k, r) for k, r in b_rows if canon_key(k.get(key)) == v]
     if len(a_rows) != 1 or len(b_rows) != 1:
         return (a_rows[0][1] if len(a_rows) == 1 else None), (b_rows[0][1] if len(b_rows) == 1 else None), chosen
     return a_rows[0][1], b_rows[0][1], chosen
@@ -163,7 +163,7 @@ def _pick(groups: list[tuple[dict, dict]], claim: dict) -> tuple[dict | None, di
 def _side_values(row, claim: dict, side: str) -> list[float]:
     if row is None:
         return []
-    return _values(row.get(claim[side].get("metric", claim["metric"])))  # NaN dropped, +-inf kept (see decide)
+    return metric_values(row.get(claim[side].get("metric", claim["metric"])))  # NaN dropped, +-inf kept (see decide)
 
 
 def decide(a: list[float], b: list[float], better: str) -> tuple[str, float | None, float | None, str]:
@@ -200,8 +200,8 @@ def _published_text(claim: dict, published: dict) -> str:
     keys = entry["keys"]
     groups = [({k: r.get(k) for k in keys}, r) for r in entry.get("rows") or []]
     a, b, at = _pick(groups, claim)
-    va = _values(a.get(claim["a"].get("metric", claim["metric"]))) if a else []
-    vb = _values(b.get(claim["b"].get("metric", claim["metric"]))) if b else []
+    va = metric_values(a.get(claim["a"].get("metric", claim["metric"]))) if a else []
+    vb = metric_values(b.get(claim["b"].get("metric", claim["metric"]))) if b else []
     if not va or not vb:
         return "not published"
     d = va[0] - vb[0] if claim["better"] == "higher" else vb[0] - va[0]

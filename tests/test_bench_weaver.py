@@ -107,7 +107,8 @@ def test_benchmark_end_to_end_tiny(tmp_path, monkeypatch):
 
 
 def test_reference_result_shown_in_results_md(tmp_path):
-    from common.results import build_results_md, write_result
+    from common.report import build_results_md
+    from common.results import write_result
 
     row = {"model": "ParT (weaver-core)", "features": "full", "accuracy": 0.7134, "auc_Tbqq_vs_QCD": 0.9881}
     meta = {"title": "Supervised reference", "keys": ["model", "features"],

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from common import claims as C
+from common import report
 from common import results as R
 
 PUB = {
@@ -124,7 +125,7 @@ def test_results_md_starts_with_the_claims_section(tmp_path):
     R.write_result(runs / "mpm" / "t.json", "mpm.toy", rows, {"profile": "mini"})
     cpath = tmp_path / "claims.yaml"
     cpath.write_text(yaml.safe_dump({"claims": [CLAIM]}))
-    path, _ = R.build_results_md(runs, "mini", tmp_path / "res", published=PUB, claims_path=cpath)
+    path, _ = report.build_results_md(runs, "mini", tmp_path / "res", published=PUB, claims_path=cpath)
     text = path.read_text()
     assert text.index("## Claims") < text.index("## Summary") < text.index("### mpm.toy")
     claim_line = next(l for l in text.splitlines() if l.startswith("| fine-tuned beats scratch"))

@@ -1,4 +1,4 @@
-"""Results tables: ours beside published, mean ± std over seeds, missing cells flagged, RESULTS.md aggregation."""
+"""Results tables: ours beside published, mean ± std over seeds, missing cells flagged, RESULTS.md (common.report)."""
 from __future__ import annotations
 
 import json
@@ -7,6 +7,7 @@ import math
 import pytest
 import yaml
 
+from common import report
 from common import results as R
 
 PUB = {
@@ -60,39 +61,43 @@ def test_render_ours_beside_published_with_mean_std_and_percent():
 
 def test_render_flags_missing_and_grid_rows_by_profile():
     rows = [{"mode": "fixed", "n_train": 1000, "accuracy": float("nan"), "auc": None}]
-    mini = R.render_table("mpm.toy", rows, {"profile": "mini"}, published=PUB)
+    mini, n_missing = R.render_table_counted("mpm.toy", rows, {"profile": "mini"}, published=PUB)
     cells = _row_cells(mini, "fixed")
     assert cells[2].startswith("**missing**") and cells[5].startswith("**missing**")
-    assert R.render_table.last_missing == 2
+    assert n_missing == 2
     # published rows outside the mini grid go to a published-only table (no "ours" column)
     published_only = mini.split("Published rows not in the mini run")[1]
     assert _row_cells(published_only, "scratch") == ["scratch", "1000", "39.7", "not published", "0.8", "not published"]
     assert _row_cells(published_only, "ParT (literature)")[4] == "0.9 ± 0.01"
     assert "| scratch |" not in mini.split("Published rows not in")[0]
     # at paper scale an expected published row we did not produce is a missing cell
-    paper = R.render_table("mpm.toy", [{"mode": "fixed", "n_train": 1000, "accuracy": 0.3, "auc": 0.7}],
-                           {"profile": "paper"}, published=PUB)
+    paper, n_missing = R.render_table_counted("mpm.toy", [{"mode": "fixed", "n_train": 1000, "accuracy": 0.3,
+                                                            "auc": 0.7}], {"profile": "paper"}, published=PUB)
     assert _row_cells(paper, "scratch")[2].startswith("**missing**")
-    assert R.render_table.last_missing == 2  # the scratch row's two metrics; the literature row is not expected
+    assert n_missing == 2  # the scratch row's two metrics; the literature row is not expected
     assert "| ParT (literature) |" in paper
     # no result at all: every expected cell carries the reason (paper), one flagged placeholder row (reduced grids)
-    none = R.render_table("mpm.toy", [], {"profile": "paper"}, published=PUB, missing_reason="step mpm/x failed")
-    assert "**missing** (step mpm/x failed)" in _row_cells(none, "scratch")[2] and R.render_table.last_missing == 4
-    none = R.render_table("mpm.toy", [], {"profile": "mini"}, published=PUB, missing_reason="step mpm/x failed")
-    assert _row_cells(none, "–")[2] == "**missing** (step mpm/x failed)" and R.render_table.last_missing == 2
+    none, n_missing = R.render_table_counted("mpm.toy", [], {"profile": "paper"}, published=PUB,
+                                             missing_reason="step mpm/x failed")
+    assert "**missing** (step mpm/x failed)" in _row_cells(none, "scratch")[2] and n_missing == 4
+    none, n_missing = R.render_table_counted("mpm.toy", [], {"profile": "mini"}, published=PUB,
+                                             missing_reason="step mpm/x failed")
+    assert _row_cells(none, "–")[2] == "**missing** (step mpm/x failed)" and n_missing == 2
 
 
 def test_string_metric_means_deliberately_not_run_and_is_not_missing():
-    text = R.render_table("mpm.toy", [{"mode": "fixed", "n_train": 1000, "accuracy": 0.5, "auc": "not run by the kit"}],
-                          {"profile": "mini"}, published=PUB)
+    text, n_missing = R.render_table_counted("mpm.toy", [{"mode": "fixed", "n_train": 1000, "accuracy": 0.5,
+                                                           "auc": "not run by the kit"}], {"profile": "mini"},
+                                             published=PUB)
     assert _row_cells(text, "fixed")[5] == "– (not run by the kit)"
-    assert R.render_table.last_missing == 0
+    assert n_missing == 0
 
 
 def test_infinite_values_are_numbers_not_missing():
-    text = R.render_table("mpm.toy", [{"mode": "fixed", "n_train": 1000, "accuracy": [0.5, 0.7],
-                                       "auc": [float("inf"), 3.0]}], {"profile": "mini"}, published=PUB)
-    assert _row_cells(text, "fixed")[5] == "∞ (in 1 of 2 seeds)" and R.render_table.last_missing == 0
+    text, n_missing = R.render_table_counted("mpm.toy", [{"mode": "fixed", "n_train": 1000, "accuracy": [0.5, 0.7],
+                                                           "auc": [float("inf"), 3.0]}], {"profile": "mini"},
+                                             published=PUB)
+    assert _row_cells(text, "fixed")[5] == "∞ (in 1 of 2 seeds)" and n_missing == 0
 
 
 def test_ours_rows_without_published_counterpart_say_not_published():
@@ -130,7 +135,7 @@ def test_build_results_md_every_table_missing_reasons_and_plots(tmp_path):
     (runs / "status.tsv").write_text("hepjepa/finetune\tstarted\t0\tlogs/h.log\thepjepa.other\tstep\n"
                                      "hepjepa/finetune\tfailed\t12\tlogs/h.log\thepjepa.other\tstep\n"
                                      "mpm/tables\tdone\t1\tlogs/t.log\tmpm.toy,mpm.other\talways\n")
-    path, n_missing = R.build_results_md(runs, "smoke", tmp_path / "res", published=PUB, claims_path=False)
+    path, n_missing = report.build_results_md(runs, "smoke", tmp_path / "res", published=PUB, claims_path=False)
     text = path.read_text()
     for table_id in ("mpm.toy", "hepjepa.other"):
         assert f"### {table_id}:" in text
@@ -142,9 +147,9 @@ def test_build_results_md_every_table_missing_reasons_and_plots(tmp_path):
     # the CLI's --strict turns missing cells into a failing exit status
     pub_path = tmp_path / "pub.yaml"
     pub_path.write_text(yaml.safe_dump(PUB))
-    assert R.main(["--runs", str(runs), "--profile", "smoke", "--out", str(tmp_path / "r2"),
+    assert report.main(["--runs", str(runs), "--profile", "smoke", "--out", str(tmp_path / "r2"),
                    "--published", str(pub_path), "--claims", "none", "--strict"]) == 1
-    assert R.main(["--runs", str(runs), "--profile", "smoke", "--out", str(tmp_path / "r2"),
+    assert report.main(["--runs", str(runs), "--profile", "smoke", "--out", str(tmp_path / "r2"),
                    "--published", str(pub_path), "--claims", "none"]) == 0
 
 
@@ -153,7 +158,7 @@ def test_table_no_step_produces_is_not_flagged_missing(tmp_path):
     runs.mkdir()
     # a table writer (--always) that lists the table does not make the profile produce it
     (runs / "status.tsv").write_text("mpm/tables\tdone\t1\tlogs/t.log\tmpm.toy\talways\n")
-    path, n_missing = R.build_results_md(runs, "smoke", tmp_path / "res", published=PUB, claims_path=False)
+    path, n_missing = report.build_results_md(runs, "smoke", tmp_path / "res", published=PUB, claims_path=False)
     text = path.read_text()
     assert n_missing == 0
     assert "Tables no step of the `smoke` profile produces: mpm.toy, hepjepa.other" in text
@@ -220,7 +225,7 @@ def test_steps_table_shows_the_training_rate_a_step_recorded(tmp_path):
     (runs / "m" / "pre" / "done.json").write_text(json.dumps({"steps": 10, "jets_per_s": 436.2}))
     (runs / "status.tsv").write_text(f"m/pre\tdone\t12\tlogs/p.log\t\tstep\t{runs / 'm' / 'pre'}\n"
                                      "m/old\tdone\t3\tlogs/o.log\t\tstep\n")  # an old 6-column line still reads
-    status = R.read_status(runs)
-    assert R.step_rate(status["m/pre"]["out"]) == "436" and R.step_rate(status["m/old"]["out"]) == ""
-    path, _ = R.build_results_md(runs, "mini", tmp_path / "res", published=PUB, claims_path=False)
+    status = report.read_status(runs)
+    assert report.step_rate(status["m/pre"]["out"]) == "436" and report.step_rate(status["m/old"]["out"]) == ""
+    path, _ = report.build_results_md(runs, "mini", tmp_path / "res", published=PUB, claims_path=False)
     assert "| m/pre | done | 12 | 436 | logs/p.log |" in path.read_text()

@@ -1,0 +1,193 @@
+"""RESULTS.md of one run: every results table of the papers, built from the run's result files (common/results.py)
+and run_all.sh's step status (<runs>/status.tsv), with the run's plots copied beside it.
+
+    python -m common.report --runs <out> --profile <p> [--out results/<p>] [--strict [--strict-tables ID,ID]]
+
+Sections: the papers' methods in common/published.yaml order, then any other table prefix of our result files
+(e.g. "reference", the supervised baselines of bench/bench_weaver_part.py) alphabetically.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from common.results import all_table_ids, collect_results, load_published, merge_meta, render_table_counted
+
+
+def sections(known: list[str], extra: list[str]) -> list[str]:
+    """RESULTS.md sections: the method prefixes (before the first '.') of the published table ids in their order,
+    then the other prefixes of our result files' table ids, alphabetically."""
+    first = list(dict.fromkeys(t.partition(".")[0] for t in known))
+    return first + sorted({t.partition(".")[0] for t in extra} - set(first))
+
+
+def read_status(runs_dir) -> dict[str, dict]:
+    """run_all.sh's step status (last line per step wins): {step: {status, seconds, log, tables, always, out}}."""
+    path = Path(runs_dir) / "status.tsv"
+    out: dict[str, dict] = {}
+    if not path.exists():
+        return out
+    for line in path.read_text().splitlines():
+        parts = line.split("\t")
+        if len(parts) < 5 or parts[0] == "step":
+            continue
+        step, status, seconds, log, tables = parts[:5]
+        out[step] = {"status": status, "seconds": seconds, "log": log,
+                     "tables": [t for t in tables.split(",") if t],
+                     "always": len(parts) > 5 and parts[5] == "always", "out": parts[6] if len(parts) > 6 else ""}
+    return out
+
+
+def step_rate(out_dir: str) -> str:
+    """Training throughput a step recorded in its done.json (jets/s of its training loop), as text; '' if none."""
+    if not out_dir:
+        return ""
+    try:
+        with open(Path(out_dir) / "done.json") as f:
+            done = json.load(f)
+    except (OSError, json.JSONDecodeError):
+        return ""
+    rate = done.get("jets_per_s", done.get("jets_per_second")) if isinstance(done, dict) else None
+    return f"{rate:,.0f}" if isinstance(rate, (int, float)) and math.isfinite(rate) else ""
+
+
+def _missing_reason(table_id: str, status: dict[str, dict]) -> tuple[str, bool]:
+    """Why a table has no result file; second value False when no step of this profile produces it."""
+    # table writers (--always steps) only collect results: a table is produced by the profile when a real step
+    # (training, evaluation) declares it
+    steps = [(name, s) for name, s in status.items() if table_id in s["tables"] and not s["always"]]
+    if not steps:
+        return "no step of this profile produces this table", False
+    failed = [n for n, s in steps if s["status"] in ("failed", "skipped-after-failure", "started", "interrupted")]
+    if failed:
+        s = status[failed[0]]
+        return f"step {failed[0]} {s['status'].replace('started', 'did not finish')}; log: {s['log']}", True
+    unselected = [n for n, s in steps if s["status"] == "not-selected"]
+    if unselected:
+        return f"step {unselected[0]} was not selected in this run (--table / --only)", True
+    return f"step {steps[-1][0]} ran but no result file for this table exists", True
+
+
+def build_results_md(runs_dir, profile: str, out_dir, published: dict | None = None,
+                     per_table: dict | None = None, claims_path=None) -> tuple[Path, int]:
+    """Write out_dir/RESULTS.md (+ plots/); returns (path, number of flagged missing cells).
+
+    per_table, when given, is filled with {table_id: missing cells}. claims_path: the claims YAML of the Claims
+    section (default common/claims.yaml; False: no Claims section)."""
+    published = load_published() if published is None else published
+    runs_dir, out_dir = Path(runs_dir), Path(out_dir)
+    results = collect_results(runs_dir)
+    status = read_status(runs_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    body: list[str] = []
+    summary: list[str] = []
+    not_produced: list[str] = []
+    total_missing = 0
+    known = all_table_ids(published)
+    extra = [t for t in results if t not in known]
+    for method in sections(known, extra):
+        ids = [t for t in known + extra if t.partition(".")[0] == method]
+        body.append(f"## {method}\n")
+        for table_id in ids:
+            res = results.get(table_id)
+            if res:
+                meta = merge_meta(res["metas"])
+                meta.setdefault("profile", profile)
+                text, n = render_table_counted(table_id, res["rows"], meta, published=published)
+                files = ", ".join(os.path.relpath(f, runs_dir) for f in res["files"])
+                text += f"\nResult files (under {runs_dir}): {files}\n"
+            else:
+                reason, produced = _missing_reason(table_id, status)
+                if not produced:
+                    not_produced.append(table_id)
+                text, n = render_table_counted(table_id, [], {"profile": profile}, published=published,
+                                               **{"missing_reason" if produced else "not_run": reason})
+            total_missing += n
+            if per_table is not None:
+                per_table[table_id] = n
+            summary.append(f"| {table_id} | {'yes' if res else 'no'} | {n} |")
+            body.append(text)
+
+    plots = _copy_plots(runs_dir, out_dir)
+    lines = [f"# Results: profile `{profile}`", "",
+             f"Generated by `python -m common.report --runs {runs_dir} --profile {profile}` from the result files "
+             "of that run. Columns marked *ours* come from this run; columns marked *published* come from "
+             "`common/published.yaml` (each table cites its source). Never read a published column as ours.", ""]
+    if profile != "paper":
+        lines += ["**These numbers come from simulated data at reduced scale** (Pythia 8 + FastJet + our own "
+                  "detector response; no MadGraph, no Delphes), with far fewer jets and training steps than the "
+                  "papers. Compare trends (pretrained vs scratch, fixed vs fine-tuned), not absolute values. "
+                  "See README.md, section 'The simulated data'.", ""]
+    if claims_path is not False:
+        from common.claims import claims_section  # claims.py reads result files through common.results
+        lines += claims_section(runs_dir, published, claims_path)[0]
+    lines += ["## Summary", "", f"Flagged missing cells: **{total_missing}**.", "",
+              "| table | result file | missing cells |", "|---|---|---|", *summary, ""]
+    if not_produced:
+        lines += [f"Tables no step of the `{profile}` profile produces: " + ", ".join(not_produced) + ".", ""]
+    if status:
+        lines += ["## Steps", "", "Wall seconds per step, and the training throughput (jets/s) that a training loop "
+                  "recorded in its done.json, measured inside this run.", "",
+                  "| step | status | seconds | jets/s | log |", "|---|---|---|---|---|"]
+        lines += [f"| {n} | {s['status']} | {s['seconds']} | {step_rate(s.get('out', ''))} | {s['log']} |"
+                  for n, s in status.items()]
+        lines.append("")
+    lines += body
+    lines += ["## Plots", ""]
+    lines += [f"- [{p}]({p})" for p in plots] or ["(no plots were produced)"]
+    path = out_dir / "RESULTS.md"
+    tmp = path.with_name("RESULTS.md.tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    os.replace(tmp, path)
+    return path, total_missing
+
+
+def _copy_plots(runs_dir: Path, out_dir: Path) -> list[str]:
+    """Copy every PNG of the run to out_dir/plots/<same relative path>; return the relative paths."""
+    out = []
+    for png in sorted(runs_dir.rglob("*.png")):
+        rel = png.relative_to(runs_dir)
+        dest = out_dir / "plots" / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(png, dest)
+        out.append(str(Path("plots") / rel))
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="Write results/<profile>/RESULTS.md from a run's result files.")
+    ap.add_argument("--runs", required=True, help="run output directory (run_all.sh --out-dir)")
+    ap.add_argument("--profile", required=True, help="smoke | mini | paper")
+    ap.add_argument("--out", default=None, help="output directory (default results/<profile>)")
+    ap.add_argument("--published", default=None, help="published-numbers YAML (default common/published.yaml)")
+    ap.add_argument("--claims", default=None,
+                    help="claims YAML for the Claims section (default common/claims.yaml; 'none': no Claims section)")
+    ap.add_argument("--strict", action="store_true", help="exit 1 when any cell is flagged missing")
+    ap.add_argument("--strict-tables", default=None,
+                    help="with --strict: only missing cells of these comma-separated tables count")
+    args = ap.parse_args(argv)
+    if not Path(args.runs).is_dir():
+        print(f"common.report: run directory {args.runs} does not exist", file=sys.stderr)
+        return 2
+    out = args.out or os.path.join("results", args.profile)
+    per_table: dict[str, int] = {}
+    claims = False if args.claims == "none" else args.claims
+    path, n_missing = build_results_md(args.runs, args.profile, out, load_published(args.published), per_table,
+                                       claims)
+    if args.strict_tables:
+        wanted = args.strict_tables.split(",")
+        n_missing = sum(per_table.get(t, 0) for t in wanted)
+        print(f"wrote {path} ({n_missing} missing cells in {', '.join(wanted)})")
+    else:
+        print(f"wrote {path} ({n_missing} missing cells)")
+    return 1 if (args.strict and n_missing) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
