@@ -2,7 +2,9 @@
 
 Rules
 -----
-* A file may name one parent with `base: <path>` (relative to that file). Keys merge recursively; the child wins.
+* A file may name one parent with `base: <path>` (relative to that file). The other keys that name a config file
+  (FILE_KEYS: `pretrained.config`) are relative to the file that sets them too, and are stored resolved (absolute), so
+  a copied method runs from any working directory; on the command line they are relative to the working directory. Keys merge recursively; the child wins.
   The file at the end of the chain (the one without `base:`) is the *root*: it defines the schema.
 * A key that the chain above a file does not define is an error naming the file, the key path and the valid keys.
 * Two escape hatches for open-ended sections:
@@ -13,6 +15,14 @@ Rules
   "null" -> None) and the key must exist under the same rules.
 * Numbers such as `1e-3` are floats here, in files and overrides alike (plain YAML 1.1 would read them as strings).
 * The resolved configuration (no `base:` key) is written with the run by `save_config` (atomic).
+* Keys renamed when the training loops got one vocabulary (RENAMED below) are refused with the new name, in files,
+  overrides and the config.yaml of an earlier run alike.
+
+One vocabulary for every training loop (mpm/, omnijet/, hepjepa/ pretraining and tokenisers, common.finetune):
+  top level  seed, device (auto | cpu | cuda), compile
+  train      batch_size, steps, lr, weight_decay, grad_clip, grad_accum, schedule, log_every, val_every, val_batches,
+             ckpt_every, max_jets, precision (bf16 | fp32)
+  finetune   the same names where the idea is the same (steps, grad_accum, grad_clip, val_every, precision, ...)
 """
 from __future__ import annotations
 
@@ -49,6 +59,43 @@ class ConfigError(ValueError):
     """A configuration file or override is invalid (unknown key, bad YAML, missing base)."""
 
 
+# old key path -> its name in the one loop vocabulary (module docstring)
+RENAMED = {
+    "train.max_steps": "train.steps",
+    "train.checkpoint_every": "train.ckpt_every",
+    "train.clip": "train.grad_clip",
+    "train.optimizer": "train.lr, train.weight_decay and train.betas",
+    "train.max_train_jets": "train.max_jets",
+    "train.autocast": "train.precision (bf16 | fp32)",
+    "train.seed": "seed (top level)",
+    "train.device": "device (top level; auto | cpu | cuda)",
+    "train.compile": "compile (top level)",
+    "finetune.max_steps": "finetune.steps",
+    "finetune.accumulate": "finetune.grad_accum",
+    "finetune.eval_every": "finetune.val_every",
+    "finetune.eval_every_epochs": "finetune.val_every_epochs",
+    "finetune.autocast": "finetune.precision (bf16 | fp32)",
+    "per_n_overrides": "finetune.per_n (rules {min_n, max_n, modes, set})",
+}
+
+
+def renamed_error(where: str, key: str) -> ConfigError:
+    return ConfigError(f"{where}: key '{key}' was renamed to {RENAMED[key]} (one vocabulary for all training loops; "
+                       "see common/config.py)")
+
+
+def check_renamed(cfg: dict, where: str) -> None:
+    """Refuse a resolved config that still uses a key of RENAMED (e.g. the config.yaml of an earlier run)."""
+    for key in RENAMED:
+        node = cfg
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                break
+            node = node[part]
+        else:
+            raise renamed_error(where, key)
+
+
 def _read_yaml(path: Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
@@ -62,6 +109,20 @@ def _read_yaml(path: Path) -> dict:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
     return data
+
+
+FILE_KEYS = ("pretrained.config",)
+
+
+def _resolve_file_keys(data: dict, path: Path) -> None:
+    """FILE_KEYS set in the file `path` to a relative path: made absolute against that file's directory."""
+    for key in FILE_KEYS:
+        *parents, last = key.split(".")
+        node = data
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and isinstance(node.get(last), str) and not os.path.isabs(node[last]):
+            node[last] = str((path.parent / node[last]).resolve())
 
 
 def _free_paths(root: dict, prefix: tuple = ()) -> set[tuple]:
@@ -82,6 +143,8 @@ def _is_free(path: tuple, free: set[tuple]) -> bool:
 
 def _unknown_key(where: str, path: tuple, valid) -> ConfigError:
     key = ".".join(map(str, path))
+    if key in RENAMED:
+        return renamed_error(where, key)
     parent = ".".join(map(str, path[:-1])) or "<top level>"
     valid = sorted(map(str, valid))
     close = difflib.get_close_matches(str(path[-1]), valid, n=3)
@@ -116,6 +179,7 @@ def _load_chain(path: Path, seen: tuple = ()) -> tuple[dict, set[tuple], list[Pa
     if path in seen:
         raise ConfigError(f"{path}: circular base chain: {' -> '.join(map(str, seen + (path,)))}")
     data = _read_yaml(path)
+    _resolve_file_keys(data, path)
     base = data.pop("base", None)
     if base is None:
         return data, _free_paths(data), [path]
@@ -159,6 +223,7 @@ def apply_override(cfg: dict, item: str, free: set[tuple] = frozenset()) -> None
 def load_config(path, overrides=()) -> dict:
     """Load a YAML config with its `base:` chain and apply `a.b=value` overrides. See the module docstring."""
     cfg, free, _ = _load_chain(Path(path))
+    check_renamed(cfg, str(path))
     for item in overrides:
         apply_override(cfg, item, free)
     return cfg
@@ -186,12 +251,3 @@ def config_from_args(args: argparse.Namespace) -> dict:
     """Load the config named by parsed `add_config_args` arguments."""
     return load_config(args.config, args.overrides)
 
-
-def get(cfg: dict, dotted: str, default=None):
-    """Read a nested value by dotted path (`get(cfg, "optim.lr")`), returning `default` when absent."""
-    node = cfg
-    for p in dotted.split("."):
-        if not isinstance(node, dict) or p not in node:
-            return default
-        node = node[p]
-    return node

@@ -22,12 +22,13 @@ import pickle
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 
 from common import jetclass, quarkgluon, toptagging
 from common.batch import JetBatch
 from common.cache import atomic_pickle, file_lock, get_or_build, source_stat
 from common.features import DataError, FeatureSet, RawJets, fit_mpmv2_quantiles, get_feature_set
+from common.sampler import ShardedBatchSampler
 
 DATASETS = ("jetclass", "toptagging", "qg")
 CLASS_NAMES = {"jetclass": jetclass.CLASS_NAMES, "toptagging": toptagging.CLASS_NAMES, "qg": quarkgluon.CLASS_NAMES}
@@ -271,39 +272,6 @@ class JetDataset(torch.utils.data.Dataset):
                         pid=torch.from_numpy(a["pid"]) if "pid" in a else None)
 
 
-class ShardedBatchSampler(Sampler):
-    """DistributedSampler semantics over batches: per-epoch permutation from (seed, epoch), padded by wrapping to a
-    multiple of world_size, rank r takes every world_size-th index, then cut into batches."""
-
-    def __init__(self, n: int, batch_size: int, *, shuffle: bool, seed: int = 0, rank: int = 0, world_size: int = 1,
-                 drop_last: bool = False):
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank {rank} not in [0, {world_size})")
-        self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
-        self.rank, self.world_size, self.drop_last, self.epoch = rank, world_size, drop_last, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def _indices(self) -> np.ndarray:
-        order = (np.random.default_rng([self.seed, self.epoch]).permutation(self.n) if self.shuffle
-                 else np.arange(self.n))
-        per_rank = math.ceil(self.n / self.world_size)
-        if per_rank * self.world_size > self.n and self.n > 0:
-            order = np.resize(order, per_rank * self.world_size)     # wrap, like DistributedSampler
-        return order[self.rank::self.world_size]
-
-    def __iter__(self):
-        idx = self._indices()
-        stop = len(idx) - len(idx) % self.batch_size if self.drop_last else len(idx)
-        for b in range(0, stop, self.batch_size):
-            yield idx[b:b + self.batch_size]
-
-    def __len__(self) -> int:
-        m = math.ceil(self.n / self.world_size)
-        return m // self.batch_size if self.drop_last else math.ceil(m / self.batch_size)
-
-
 def _passthrough(batch):
     return batch
 
@@ -375,7 +343,7 @@ def load_arrays(data_cfg: dict, split: str, max_jets: int | None = None) -> dict
 
 
 __all__ = ["DataError", "make_loader", "set_epoch", "dataset_info", "load_arrays", "resolve_files",
-           "build_dataset", "JetDataset", "ShardedBatchSampler", "RawJets"]
+           "build_dataset", "JetDataset", "RawJets"]
 
 
 # ------------------------------------------------------------------------------------------------- CLI

@@ -89,3 +89,50 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: dict) -> torch.optim.
         return lr_factor(cfg, step)
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# fine-tuning: the head follows the schedule, the backbone catches up to it once unfrozen
+
+def run_schedule(sched: dict, steps: int) -> dict:
+    """The schedule with a missing total_steps set to the steps the run can take (mltools linear_warmup_cosine_decay
+    takes it from the trainer: get_max_steps: max_steps or else max_epochs x steps per epoch), so that the cosine /
+    linear decay reaches its end at the last step."""
+    if sched.get("total_steps") is None and sched.get("kind") in ("warmup_cosine", "warmup_linear_decay"):
+        return {**sched, "total_steps": steps}
+    return sched
+
+
+def catchup_lr(step: int, head_lr: float, *, unfreeze_step: int | None, catchup_steps: int = 0,
+               factor: float = 1.0, start_lr: float = 1e-8) -> float:
+    """Backbone LR at optimiser step `step` given the head LR at that step (MPMv2 CatchupToLR, MPMv1 unfreezing):
+    0 before `unfreeze_step` (null = never), then linear from `start_lr` to head_lr x factor over `catchup_steps`,
+    then head_lr x factor."""
+    if unfreeze_step is None or step < unfreeze_step:
+        return 0.0
+    target = head_lr * factor
+    if catchup_steps and step < unfreeze_step + catchup_steps:
+        return start_lr + (target - start_lr) * (step - unfreeze_step) / catchup_steps
+    return target
+
+
+def build_finetune_scheduler(optimizer: torch.optim.Optimizer, fc: dict,
+                       steps: int | None = None) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-group LambdaLR: head groups follow fc.schedule; backbone groups (tag 'backbone') follow catchup_lr of it.
+    steps: the steps the run can take (run_steps), the length of a schedule without total_steps; default finetune.steps."""
+    sched, head_lr = run_schedule(fc["schedule"], int(fc["steps"] if steps is None else steps)), float(fc["lr"])
+
+    def head(step):
+        return lr_factor(sched, step)
+
+    def backbone(step):
+        base = head_lr * float(fc["backbone_lr_factor"])
+        if base == 0:
+            return 0.0
+        lr = catchup_lr(step, head_lr * lr_factor(sched, step), unfreeze_step=fc["unfreeze_step"],
+                        catchup_steps=int(fc["catchup_steps"] or 0), factor=float(fc["backbone_lr_factor"]),
+                        start_lr=float(fc["catchup_start_lr"]))
+        return lr / base
+
+    lambdas = [backbone if g.get("tag") == "backbone" else head for g in optimizer.param_groups]
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)

@@ -23,10 +23,19 @@ from common.distributed import get_rank
 # ---------------------------------------------------------------------------------------------------------------------
 # precision
 
-def autocast(device, enabled: bool = True):
-    """bf16 autocast on CUDA; a no-op context on CPU (fp32 there: CPU bf16 is slow and changes numerics)."""
+PRECISIONS = ("bf16", "fp32")
+
+
+def autocast(device, precision: str = "bf16", key: str = "precision"):
+    """The context a model runs in, from the config's `precision`: "bf16" = bf16 autocast on CUDA (a no-op on CPU,
+    which stays fp32: CPU bf16 is slow and changes numerics); "fp32" = autocast off, also inside an outer autocast.
+    `key` names the config key in the error for any other value."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"config: {key} = {precision!r}; expected one of {', '.join(PRECISIONS)}")
     dev = torch.device(device) if not isinstance(device, torch.device) else device
-    if enabled and dev.type == "cuda":
+    if precision == "fp32":
+        return torch.autocast(device_type=dev.type, enabled=False)
+    if dev.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
@@ -69,8 +78,7 @@ def build_optimizer(params_or_groups, cfg: dict) -> torch.optim.AdamW:
         groups = param_groups(params_or_groups, wd)
     else:
         groups = list(params_or_groups)
-    fused = bool(cfg.get("fused", False)) and torch.cuda.is_available()
-    return torch.optim.AdamW(groups, lr=lr, weight_decay=wd, betas=betas, eps=eps, **({"fused": True} if fused else {}))
+    return torch.optim.AdamW(groups, lr=lr, weight_decay=wd, betas=betas, eps=eps)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -84,7 +92,10 @@ def no_sync(model: torch.nn.Module, skip_sync: bool):
 
 
 def micro_batches(batch, n: int) -> list:
-    """Split a JetBatch (or tensor) into `n` consecutive micro-batches of near-equal size."""
+    """Split a JetBatch, a tensor or a tuple of them (split alike) into `n` consecutive micro-batches of near-equal
+    size."""
+    if isinstance(batch, tuple):
+        return list(zip(*(micro_batches(b, n) for b in batch)))
     size = len(batch)
     if n < 1 or n > size:
         raise ValueError(f"cannot split a batch of {size} into {n} micro-batches")
@@ -92,38 +103,47 @@ def micro_batches(batch, n: int) -> list:
     return [batch[edges[i]: edges[i + 1]] for i in range(n)]
 
 
-def accumulate(model: torch.nn.Module, batches, loss_fn) -> float:
-    """Gradient accumulation: backward over micro-batches, synchronising DDP gradients only on the last one.
-
-    loss_fn(micro_batch) -> scalar loss (already under autocast if wanted). Each micro loss is weighted by its share of
-    jets, so the accumulated gradient equals the gradient of the mean loss over the whole batch.
-    Returns the mean loss (float, this rank)."""
-    batches = list(batches)
-    total = sum(len(b) for b in batches)
-    mean = 0.0
-    for i, b in enumerate(batches):
-        with no_sync(model, i < len(batches) - 1):
-            loss = loss_fn(b) * (len(b) / total)
-            loss.backward()
-        mean += float(loss.detach())
-    return mean
+def micro_batch_size(batch_size: int, world_size: int, grad_accum: int, section: str = "train") -> int:
+    """Jets per process and micro-batch: `batch_size` is the global batch = micro x world_size x grad_accum."""
+    if not isinstance(grad_accum, int) or grad_accum < 1:
+        raise ValueError(f"config: {section}.grad_accum must be an integer >= 1 (got {grad_accum!r})")
+    micro = batch_size // (world_size * grad_accum)
+    if micro < 1 or micro * world_size * grad_accum != batch_size:
+        raise ValueError(f"config: {section}.batch_size = {batch_size} must be divisible by world_size = {world_size} "
+                         f"x {section}.grad_accum = {grad_accum}")
+    return micro
 
 
-def clip_and_step(model_or_params, optimizer, scheduler=None, max_norm: float | None = None, scaler=None) -> float:
+def accumulate(model: torch.nn.Module, batch, grad_accum: int, loss_fn) -> tuple[torch.Tensor, dict]:
+    """Backward over `grad_accum` micro-batches of `batch`, synchronising DDP gradients on the last one only.
+
+    loss_fn(micro_batch) -> (loss, metrics dict). Each micro loss is weighted by its share of jets, so the
+    accumulated gradient is that of the mean loss over the batch. Returns the batch's (loss, metrics), detached and
+    weighted alike (tensors on the device: nothing leaves it here)."""
+    parts = micro_batches(batch, grad_accum) if grad_accum > 1 else [batch]
+    total = sum(len(p[0] if isinstance(p, tuple) else p) for p in parts)
+    loss_sum, metric_sum = 0.0, {}
+    for i, part in enumerate(parts):
+        share = len(part[0] if isinstance(part, tuple) else part) / total
+        with no_sync(model, i < len(parts) - 1):
+            loss, metrics = loss_fn(part)
+            (loss * share if len(parts) > 1 else loss).backward()
+        loss_sum = loss_sum + loss.detach() * share
+        for k, v in metrics.items():
+            v = v.detach() if isinstance(v, torch.Tensor) else v
+            metric_sum[k] = metric_sum.get(k, 0.0) + v * share
+    return loss_sum, metric_sum
+
+
+def clip_and_step(model_or_params, optimizer, scheduler=None, max_norm: float | None = None) -> float:
     """Clip the global grad norm (if max_norm), step optimiser and scheduler, zero the grads. Returns the pre-clip norm
     (nan when max_norm is None, so no extra reduction is paid)."""
     params = model_or_params.parameters() if isinstance(model_or_params, torch.nn.Module) else model_or_params
     params = [p for p in params if p.grad is not None]
-    if scaler is not None:
-        scaler.unscale_(optimizer)
     norm = float("nan")
     if max_norm is not None and max_norm > 0 and params:
         norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
-    if scaler is not None:
-        scaler.step(optimizer)
-        scaler.update()
-    else:
-        optimizer.step()
+    optimizer.step()
     if scheduler is not None:
         scheduler.step()
     optimizer.zero_grad(set_to_none=True)

@@ -31,7 +31,7 @@ from common.pooling import masked_mean
 from common.train_utils import mark_done, write_json
 
 from .convergence import FIGURE2_PERCENT, steps_to_reach
-from .finetune import backbone_factory
+from .model import backbone_fns
 
 
 def _curve(run_dir: Path, mode: str, pct) -> list | None:
@@ -86,7 +86,7 @@ def figure3(cfg: dict, out_dir, max_jets: int = 2000, seed: int = 0) -> None:
 
     info = dataset_info(cfg["data"])
     arrays = load_arrays(cfg["data"], "test", max_jets=max_jets)
-    build, load = backbone_factory(cfg)
+    build, load = backbone_fns(cfg)
     torch.manual_seed(seed)
     pretrained = build()
     load(pretrained)

@@ -5,7 +5,7 @@ top tagging, quark-gluon; frozen / fine-tuned / from scratch).
         sweep.pretrained=runs/hepjepa/pretrain/checkpoint.pt
 
 For every mode in sweep.modes (fixed = frozen backbone, finetune = all weights, scratch = same model re-initialised)
-and every label percentage in sweep.label_percents it trains one classifier per seed (common.finetune.run_sweep) into
+and every label percentage in sweep.label_percents it trains one classifier per seed (common.sweep.run_sweep) into
 <out>/<mode>/pct<P>/..., then writes <out>/summary.json (one row per mode and percentage: accuracy, AUC, rejections,
 each a list over seeds) and <out>/done.json. Finished runs are skipped, so an interrupted sweep resumes.
 
@@ -20,14 +20,12 @@ from pathlib import Path
 
 import torch
 
-from common.checkpoint import load_checkpoint
 from common.data import build_dataset, dataset_info, make_loader
 from common.distributed import cleanup, init_distributed
-from common.finetune import run_sweep
+from common.sweep import run_sweep
 from common.train_utils import mark_done, start_run, write_json
 
-from .model import HEPJEPABackbone
-from .pretrain import angle_columns
+from .model import backbone_fns
 
 
 def label_count(percent: float, n_train: int, n_classes: int) -> int | None:
@@ -35,32 +33,6 @@ def label_count(percent: float, n_train: int, n_classes: int) -> int | None:
     if percent >= 100:
         return None
     return max(1, round(percent / 100.0 * n_train / n_classes))
-
-
-def backbone_factory(cfg: dict):
-    """(build_backbone, load_pretrained) for common.finetune from the YAML and sweep.pretrained."""
-    info = dataset_info(cfg["data"])
-    angles = angle_columns(info["feature_names"])
-    sweep = cfg["sweep"]
-    if sweep["encoder"] not in ("context", "target"):
-        raise ValueError(f"sweep.encoder must be 'context' or 'target', got {sweep['encoder']!r}")
-
-    def build():
-        return HEPJEPABackbone(cfg["model"], info["num_features"], angles)
-
-    def load(backbone):
-        path = Path(sweep["pretrained"])
-        if not path.is_file():
-            raise FileNotFoundError(f"sweep.pretrained: no HEP-JEPA checkpoint at {path} (run hepjepa.pretrain first, "
-                                    f"or use only mode 'scratch')")
-        ckpt = load_checkpoint(path)
-        trained = (ckpt.get("config") or {}).get("model")
-        if trained is not None and trained != cfg["model"]:
-            diff = sorted(k for k in set(trained) | set(cfg["model"]) if trained.get(k) != cfg["model"].get(k))
-            raise ValueError(f"{path}: the pretrained model differs from this config's `model:` in {diff}")
-        backbone.load_pretrained(ckpt["model"], use=sweep["encoder"])
-
-    return build, load
 
 
 def safe_loader(data_cfg, split, batch_size, **kw):
@@ -77,7 +49,7 @@ def run(cfg: dict, out_dir, dist) -> dict:
     sweep = cfg["sweep"]
     info = dataset_info(cfg["data"])
     n_train = len(build_dataset(cfg["data"], "train"))
-    build, load = backbone_factory(cfg)
+    build, load = backbone_fns(cfg)
     rows = []
     for mode in sweep["modes"]:
         for pct in sweep["label_percents"]:

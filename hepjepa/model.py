@@ -19,10 +19,14 @@ The positional embedding of the patch centres is added before every encoder bloc
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.checkpoint import load_checkpoint
+from common.data import dataset_info
 from common.ema import ema_update, make_target
 from common.pairwise import pairwise_features
 from common.transformer import Encoder, PairEmbed
@@ -216,3 +220,46 @@ class HEPJEPABackbone(nn.Module):
             elif k.startswith(f"{use}_encoder."):
                 mine["context_encoder." + k[len(use) + len("_encoder."):]] = v
         self.load_state_dict(mine, strict=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# builders: the pretraining model, and the downstream backbone for common.finetune
+
+def angle_columns(feature_names) -> tuple[int, int]:
+    """Indices of (deta, dphi) in the feature vector (the tokeniser's coordinates)."""
+    names = list(feature_names)
+    for need in ("part_deta", "part_dphi"):
+        if need not in names:
+            raise ValueError(f"HEP-JEPA needs '{need}' among the particle features, got {names}")
+    return names.index("part_deta"), names.index("part_dphi")
+
+
+def build_model(cfg: dict, info: dict) -> HEPJEPA:
+    """The pretraining model of a config (`model`, `masking`) for the dataset described by `info` (dataset_info)."""
+    return HEPJEPA(cfg["model"], info["num_features"], angle_columns(info["feature_names"]), cfg["masking"])
+
+
+def backbone_fns(cfg: dict):
+    """(build_backbone, load_pretrained) for common.finetune from the YAML and sweep.pretrained (a checkpoint)."""
+    info = dataset_info(cfg["data"])
+    angles = angle_columns(info["feature_names"])
+    sweep = cfg["sweep"]
+    if sweep["encoder"] not in ("context", "target"):
+        raise ValueError(f"sweep.encoder must be 'context' or 'target', got {sweep['encoder']!r}")
+
+    def build():
+        return HEPJEPABackbone(cfg["model"], info["num_features"], angles)
+
+    def load(backbone):
+        path = Path(sweep["pretrained"])
+        if not path.is_file():
+            raise FileNotFoundError(f"sweep.pretrained: no HEP-JEPA checkpoint at {path} (run hepjepa.pretrain first, "
+                                    f"or use only mode 'scratch')")
+        ckpt = load_checkpoint(path)
+        trained = (ckpt.get("config") or {}).get("model")
+        if trained is not None and trained != cfg["model"]:
+            diff = sorted(k for k in set(trained) | set(cfg["model"]) if trained.get(k) != cfg["model"].get(k))
+            raise ValueError(f"{path}: the pretrained model differs from this config's `model:` in {diff}")
+        backbone.load_pretrained(ckpt["model"], use=sweep["encoder"])
+
+    return build, load

@@ -16,53 +16,54 @@ plus the AUC. Results: <out>/n<N>/seed<S>/result.json and <out>/summary.json.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from common import metrics
 from common.batch import JetBatch
-from common.config import save_config
+from common.checkpoint import load_checkpoint
+from common.classifier import build_classifier
+from common.data import build_dataset, load_arrays
 from common.distributed import cleanup, init_distributed
-from common.features import FeatureSet, get_feature_set
-from common.finetune import build_classifier, finetune_settings, predict, run_finetune
+from common.features import DataError, FeatureSet, get_feature_set
+from common.finetune import predict, run_finetune
+from common.finetune_config import finetune_settings
+from common.sampler import ShardedBatchSampler
 from common.train_utils import is_done, mark_done, start_run, write_json
 
-from mpm.finetune import backbone_fns
+from mpm.build import backbone_fns
 
 ARRAY_KEYS = ("x", "mask", "p4", "jet", "label", "pid")
 
 
 class ArrayBatches(torch.utils.data.Dataset):
-    """Whole batches gathered from in-memory arrays (one item = one JetBatch), in the order of a per-epoch sampler.
-    The feature set's per-batch step runs on every batch, as in common.data.JetDataset (MPMv2: fresh neutral-IP
-    noise, as jetssl src/datamodules/preprocessing.py draws it at every load); `idx` are the jets' row numbers."""
+    """Whole batches gathered from in-memory arrays (one item = one JetBatch), in the order of the kit's sampler
+    (common.sampler.ShardedBatchSampler: a permutation per (seed, epoch), sharded over ranks). The feature set's
+    per-batch step runs on every batch, as in common.data.JetDataset (MPMv2: fresh neutral-IP noise, as jetssl
+    src/datamodules/preprocessing.py draws it at every load); `idx` are the jets' row numbers."""
 
     def __init__(self, arrays: dict, batch_size: int, shuffle: bool, seed: int, rank: int, world_size: int,
                  features: FeatureSet | None = None):
         self.arrays = {k: np.asarray(v) for k, v in arrays.items() if k in ARRAY_KEYS and v is not None}
         self.features = features
         self.n = len(self.arrays["label"])
-        self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
-        self.rank, self.world_size, self.epoch = rank, world_size, 0
+        self.sampler = ShardedBatchSampler(self.n, batch_size, shuffle=shuffle, seed=seed, rank=rank,
+                                           world_size=world_size)
+        self._epoch, self._batches = None, []
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def _order(self) -> torch.Tensor:
-        if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
-            idx = torch.randperm(self.n, generator=g)
-        else:
-            idx = torch.arange(self.n)
-        return idx[self.rank::self.world_size]
+        self.sampler.set_epoch(epoch)
 
     def __len__(self) -> int:
-        per_rank = len(range(self.rank, self.n, self.world_size))
-        return -(-per_rank // self.batch_size)
+        return len(self.sampler)
 
     def __getitem__(self, i: int) -> JetBatch:
-        idx = np.sort(self._order()[i * self.batch_size:(i + 1) * self.batch_size].numpy())
+        if self._epoch != self.sampler.epoch:
+            self._epoch, self._batches = self.sampler.epoch, list(self.sampler)
+        idx = np.sort(self._batches[i])
         a = {k: v[idx] for k, v in self.arrays.items()}
         if self.features is not None:
             a = self.features.per_batch(a, idx)
@@ -116,8 +117,6 @@ def cwola_split(arrays: dict, n_background: int, n_signal: int, seed: int, where
 def _load_split(data: dict, split: str, n_per_class: int) -> dict:
     """n_per_class jets of each class in memory (JetClass splits hold millions); the whole split when a class has
     fewer (small simulated samples)."""
-    from common.data import build_dataset, load_arrays
-    from common.features import DataError
 
     try:
         ds = build_dataset(data, split, n_per_class=n_per_class, subset_seed=0)
@@ -134,8 +133,6 @@ def sic_cut(y: np.ndarray, s: np.ndarray, cut: float = 0.5) -> float:
 
 
 def run_cwola(cfg: dict, out: Path, dist) -> dict:
-    from common import metrics
-    from common.data import load_arrays
 
     c = cfg["cwola"]
     fc = finetune_settings(cfg)
@@ -154,7 +151,6 @@ def run_cwola(cfg: dict, out: Path, dist) -> dict:
         for seed in fc["seeds"]:
             d = out / f"n{n_sig}" / f"seed{seed}"
             if is_done(d) and (d / "result.json").is_file():
-                import json
                 runs.append(json.loads((d / "result.json").read_text()))
                 continue
             splits = {"train": cwola_split(train_all, c["n_background"], n_sig, seed, "train"),
@@ -171,10 +167,8 @@ def run_cwola(cfg: dict, out: Path, dist) -> dict:
                                   class_names=["set0", "set1"], n_total=n_sig)
             # score the pure test set with the selected classifier (finetune.select; MPMv2: the last step)
             model = build_classifier(fc, build, (lambda m: None), 2).to(dist.device)
-            from common.checkpoint import load_checkpoint
             model.load_state_dict(load_checkpoint(d / "classifier.pt")["model"])
-            pred = predict(model, loader_fn(data, "test", 1024, shuffle=False), dist.device,
-                           use_autocast=bool(fc["autocast"]))
+            pred = predict(model, loader_fn(data, "test", 1024, shuffle=False), dist.device, precision=fc["precision"])
             y, s = pred["labels"], pred["probs"][:, 1]
             result["cwola"] = {"n_signal": n_sig, "n_background": c["n_background"],
                                "sic": metrics.sic_at_fpr(y, s, c["fpr"]), "sic_cut05": sic_cut(y, s),
@@ -193,7 +187,7 @@ def run_cwola(cfg: dict, out: Path, dist) -> dict:
 
 
 def main(argv=None):
-    run = start_run(__doc__.splitlines()[0], argv, save=False)  # saved below, once the config is checked
+    run = start_run(__doc__.splitlines()[0], argv)
     if run is None:
         return
     cfg, out, config_path = run
@@ -202,13 +196,12 @@ def main(argv=None):
     if cfg["data"]["classes"] is None or len(cfg["data"]["classes"]) != 2:
         raise ValueError(f"{config_path}: data.classes must be [background, signal], e.g. [QCD, Tbqq]")
     dist = init_distributed(cfg["device"])
-    out.mkdir(parents=True, exist_ok=True)
-    if dist.is_main:
-        save_config(cfg, out / "config.yaml")
-    summary = run_cwola(cfg, out, dist)
-    if dist.is_main:
-        mark_done(out, {"mode": summary["mode"], "n_signal": list(summary["per_n"])})
-    cleanup()
+    try:
+        summary = run_cwola(cfg, out, dist)
+        if dist.is_main:
+            mark_done(out, {"mode": summary["mode"], "n_signal": list(summary["per_n"])})
+    finally:
+        cleanup()
 
 
 if __name__ == "__main__":

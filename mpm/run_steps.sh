@@ -115,7 +115,7 @@ mpm_steps() {
     if [[ "$PROFILE" == mini ]]; then  # the supervised ceiling beside the label grid: every labelled jet, ~5 epochs
       step v2_jetclass_scratch_all --tables mpm.v2_jetclass --after "" -- $PY -m mpm.finetune \
         --config $CFG/finetune_v2.yaml --out $OUT/v2_jetclass/scratch_all $J finetune.mode=scratch \
-        finetune.n_per_class=null "finetune.seeds=[0]" finetune.max_steps=1500 finetune.eval_every=250
+        finetune.n_per_class=null "finetune.seeds=[0]" finetune.steps=1500 finetune.val_every=250
     fi
     local cwtasks="regression"  # mini: one pretrained task against scratch; paper: every task
     [[ "$PROFILE" == paper ]] && cwtasks="$v2tasks"

@@ -20,10 +20,14 @@ raw features; MPMv2: 16384 centroids on the 7 continuous features).
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.checkpoint import load_checkpoint
+from common.features import get_feature_set
 from common.kmeans import nearest
 from common.transformer import Encoder
 from common.vq import VectorQuantizer
@@ -159,3 +163,51 @@ class KMeansTokenizer(nn.Module):
 
     def quantise(self, x, mask):
         raise NotImplementedError("quantised inputs need a VQ-VAE tokeniser (tokenizer.kind: vqvae)")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# builder, training wrapper and loader of a trained tokeniser (mpm.train_tokenizer writes tokenizer.pt)
+
+def num_features(data_cfg: dict) -> int:
+    """Per-particle input features of a data config (its feature set)."""
+    return len(get_feature_set(data_cfg["features"]).names)
+
+
+def build_vqvae(cfg: dict) -> VQVAE:
+    """The VQ-VAE of a tokeniser config (its `vqvae` and `data` sections)."""
+    v = cfg["vqvae"]
+    return VQVAE(num_features(cfg["data"]), dim=v["dim"], depth=v["depth"], num_heads=v["num_heads"],
+                 ff_hidden=v["ff_hidden"], num_registers=v["num_registers"], style=v["style"], dropout=v["dropout"],
+                 attn_dropout=v["attn_dropout"],
+                 num_codes=v["num_codes"], code_dim=v["code_dim"], beta=v["beta"], alpha=v["alpha"],
+                 recon_loss=v["recon_loss"], normalise=v["normalise"], norm_max_n=v["norm_max_n"],
+                 target_codebook=v["target_codebook"], vq=v["vq"], recon_reduction=v["recon_reduction"],
+                 loss_average=v["loss_average"])
+
+
+class VQVAETraining(nn.Module):
+    """forward(batch) -> (loss, metrics), the interface of the MPM training loop (mpm/loop.py)."""
+
+    def __init__(self, vqvae: VQVAE):
+        super().__init__()
+        self.vqvae = vqvae
+
+    def forward(self, batch):
+        return self.vqvae.loss(batch.x, batch.mask)
+
+
+def load_tokenizer(path, device="cpu") -> nn.Module:
+    """Frozen tokeniser (eval mode, no grad) from a tokenizer.pt file or a run directory holding one."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "tokenizer.pt"
+    blob = load_checkpoint(path, map_location="cpu")
+    if blob.get("kind") == "vqvae":
+        tok = build_vqvae(blob["config"])
+        tok.load_state_dict(blob["state"])
+    elif blob.get("kind") == "kmeans":
+        tok = KMeansTokenizer(blob["state"]["centroids"])
+    else:
+        raise ValueError(f"{path}: not a tokenizer file (key 'kind' must be vqvae or kmeans, got {blob.get('kind')!r})")
+    tok.requires_grad_(False)
+    return tok.eval().to(device)

@@ -115,3 +115,46 @@ def test_argparse_helpers(chain):
     args = p.parse_args(["--config", str(chain / "root.yaml"), "--out", "/tmp/x", "seed=9", "model.dim=8"])
     cfg = config_from_args(args)
     assert cfg["seed"] == 9 and cfg["model"]["dim"] == 8 and args.out == "/tmp/x"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# one loop vocabulary: renamed keys are refused with their new name
+
+@pytest.mark.parametrize("old,new", [("train.max_steps", "train.steps"), ("train.checkpoint_every", "train.ckpt_every"),
+                                     ("train.clip", "train.grad_clip"), ("finetune.accumulate", "finetune.grad_accum"),
+                                     ("finetune.eval_every", "finetune.val_every"), ("train.device", "device")])
+def test_renamed_key_names_its_new_name(tmp_path, old, new):
+    section, key = old.split(".")
+    root = tmp_path / "root.yaml"
+    root.write_text(f"seed: 0\ndevice: auto\n{section}:\n  {new.split('.')[-1]}: 1\n")
+    child = tmp_path / "child.yaml"
+    child.write_text(f"base: root.yaml\n{section}:\n  {key}: 5\n")
+    with pytest.raises(ConfigError, match=rf"child.yaml: key '{old}' was renamed to {new}"):
+        load_config(child)
+    with pytest.raises(ConfigError, match=rf"'{old}' was renamed to {new}"):
+        load_config(root, [f"{old}=5"])
+    # the config.yaml of an earlier run (no base: it is its own schema) is refused too
+    old_run = tmp_path / "config.yaml"
+    old_run.write_text(f"{section}:\n  {key}: 5\n")
+    with pytest.raises(ConfigError, match=rf"config.yaml: key '{old}' was renamed to {new}"):
+        load_config(old_run)
+
+
+def test_every_shipped_config_uses_the_loop_vocabulary():
+    import glob
+    from common.config import RENAMED, check_renamed
+    files = [f for m in ("mpm", "omnijet", "hepjepa") for f in glob.glob(f"{m}/configs/**/*.yaml", recursive=True)]
+    assert len(files) > 50
+    for f in files:
+        check_renamed(load_config(f), f)  # raises naming the old key
+    assert "train.max_steps" in RENAMED
+
+
+def test_pretrained_config_is_relative_to_the_file_that_names_it(tmp_path, monkeypatch):
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "arch.yaml").write_text("model: {dim: 8}\n")
+    (tmp_path / "m" / "ft.yaml").write_text("pretrained: {config: arch.yaml}\n")
+    monkeypatch.chdir(tmp_path.parent)  # anywhere but the file's directory
+    cfg = load_config(tmp_path / "m" / "ft.yaml")
+    assert cfg["pretrained"]["config"] == str((tmp_path / "m" / "arch.yaml").resolve())
+    assert load_config(cfg["pretrained"]["config"])["model"]["dim"] == 8

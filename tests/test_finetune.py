@@ -9,8 +9,11 @@ from torch import nn
 
 from common.batch import JetBatch
 from common.distributed import Dist
-from common.finetune import (Classifier, _optimizer, build_classifier, build_lr_scheduler, catchup_lr,
-                             evaluate_metrics, finetune_settings, run_finetune, run_sweep)
+from common.classifier import Classifier, build_classifier, build_classifier_optimizer
+from common.finetune import evaluate_metrics, run_finetune
+from common.finetune_config import finetune_settings
+from common.schedules import build_finetune_scheduler, catchup_lr
+from common.sweep import run_sweep
 from test_train_utils import FakeJetLoader
 
 CLASSES = ["QCD", "Top"]
@@ -118,8 +121,8 @@ def _killing_iter(self):
 
 
 def _cfg(**ft):
-    base = {"mode": "finetune", "head": {"kind": "linear_mean"}, "lr": 1e-2, "batch_size": 16, "max_steps": 20,
-            "eval_every": 4, "patience": 100, "log_every": 1, "schedule": {"kind": "constant"}, "seeds": [0]}
+    base = {"mode": "finetune", "head": {"kind": "linear_mean"}, "lr": 1e-2, "batch_size": 16, "steps": 20,
+            "val_every": 4, "patience": 100, "log_every": 1, "schedule": {"kind": "constant"}, "seeds": [0]}
     return {"data": {"dataset": "fake"}, "finetune": {**base, **ft}}
 
 
@@ -152,14 +155,14 @@ def test_catchup_lr_mpmv2_values():
 
 
 def test_scheduler_groups_follow_head_schedule_and_catchup():
-    cfg = _cfg(lr=1e-4, unfreeze_step=10, catchup_steps=10, max_steps=100,
+    cfg = _cfg(lr=1e-4, unfreeze_step=10, catchup_steps=10, steps=100,
                schedule={"kind": "warmup_cosine", "warmup_steps": 5, "start_factor": 0.1, "min_factor": 1e-3})
     fc = finetune_settings(cfg)
-    assert fc["schedule"].get("total_steps") is None  # the steps the run can take: max_steps = 100 here
+    assert fc["schedule"].get("total_steps") is None  # the steps the run can take: steps = 100 here
     torch.manual_seed(0)
     model = build_classifier(fc, TinyBackbone, load_pretrained, 2)
-    opt = _optimizer(model, fc)
-    sched = build_lr_scheduler(opt, fc)
+    opt = build_classifier_optimizer(model, fc)
+    sched = build_finetune_scheduler(opt, fc)
     lrs = {"head": [], "backbone": []}
     for _ in range(60):
         for tag in lrs:
@@ -175,16 +178,16 @@ def test_scheduler_groups_follow_head_schedule_and_catchup():
     # fixed mode: the backbone is not in the optimiser at all
     fixed = finetune_settings(_cfg(mode="fixed"))
     m = build_classifier(fixed, TinyBackbone, load_pretrained, 2)
-    assert {g["tag"] for g in _optimizer(m, fixed).param_groups} == {"head"}
+    assert {g["tag"] for g in build_classifier_optimizer(m, fixed).param_groups} == {"head"}
     assert fixed["unfreeze_step"] is None
     never = finetune_settings(_cfg(mode="finetune", unfreeze_step=None))
     m = build_classifier(never, TinyBackbone, load_pretrained, 2)
-    assert {g["tag"] for g in _optimizer(m, never).param_groups} == {"head"}
+    assert {g["tag"] for g in build_classifier_optimizer(m, never).param_groups} == {"head"}
     assert not any(p.requires_grad for p in m.backbone.parameters()) and m.backbone_frozen
 
 
 def test_fixed_mode_backbone_bit_identical(tmp_path):
-    res, bb = _run(tmp_path, mode="fixed", max_steps=12)
+    res, bb = _run(tmp_path, mode="fixed", steps=12)
     for k, v in bb.state_dict().items():
         assert torch.equal(v, _pretrained_state()[k]), k  # weights and BatchNorm statistics
     assert res["steps"] == 12 and res["test"]["accuracy"] > 0.5
@@ -193,9 +196,9 @@ def test_fixed_mode_backbone_bit_identical(tmp_path):
 
 
 def test_finetune_backbone_frozen_until_unfreeze_then_trained(tmp_path):
-    _, bb = _run(tmp_path / "a", unfreeze_step=5, catchup_steps=3, max_steps=5)
+    _, bb = _run(tmp_path / "a", unfreeze_step=5, catchup_steps=3, steps=5)
     assert all(torch.equal(v, _pretrained_state()[k]) for k, v in bb.state_dict().items())
-    _, bb = _run(tmp_path / "b", unfreeze_step=5, catchup_steps=3, max_steps=10)
+    _, bb = _run(tmp_path / "b", unfreeze_step=5, catchup_steps=3, steps=10)
     assert not torch.equal(bb.embed.weight, _pretrained_state()["embed.weight"])
     rows = [json.loads(line) for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
     lr_b = [r["lr_backbone"] for r in rows if "lr_backbone" in r]  # LR for the step after each logged one
@@ -213,30 +216,30 @@ def test_scratch_reinitialises(tmp_path):
     assert torch.equal(ft.backbone.embed.weight, _pretrained_state()["embed.weight"])
     with pytest.raises(ValueError, match="scratch"):
         build_classifier(finetune_settings(_cfg(mode="fixed")), TinyBackbone, None, 2)
-    res, bb = _run(tmp_path, mode="scratch", max_steps=16)
+    res, bb = _run(tmp_path, mode="scratch", steps=16)
     assert res["test"]["accuracy"] > 0.8  # separable toy data is learned
 
 
 def test_early_stopping_triggers(tmp_path):
-    res, _ = _run(tmp_path, loader_fn=make_loader_fn(flip_val=True), mode="scratch", eval_every=2, patience=2,
-                  max_steps=200)
+    res, _ = _run(tmp_path, loader_fn=make_loader_fn(flip_val=True), mode="scratch", val_every=2, patience=2,
+                  steps=200)
     assert res["stopped_early"] and res["steps"] < 200
     losses = [loss for _, loss in res["val_curve"]]
     assert len(losses) == 3 and res["steps"] == 6  # best at the first check, then 2 checks without improvement
     assert res["best_step"] == res["val_curve"][int(np.argmin(losses))][0]
     assert res["best_val_loss"] == pytest.approx(min(losses))
-    # without a pressure to stop, the run goes to max_steps
-    res2, _ = _run(tmp_path / "b", mode="scratch", eval_every=2, patience=100, max_steps=10)
+    # without a pressure to stop, the run goes to steps
+    res2, _ = _run(tmp_path / "b", mode="scratch", val_every=2, patience=100, steps=10)
     assert not res2["stopped_early"] and res2["steps"] == 10
     # validation every 2 epochs (64 jets / batch 16 = 4 steps per epoch), plus the last step
-    res3, _ = _run(tmp_path / "c", mode="scratch", eval_every_epochs=2, max_steps=20)
+    res3, _ = _run(tmp_path / "c", mode="scratch", val_every_epochs=2, steps=20)
     assert [s for s, _ in res3["val_curve"]] == [8, 16, 20]
 
 
 def test_sweep_n_per_class_and_seeds(tmp_path):
     loader_fn = make_loader_fn()
-    cfg = _cfg(mode="scratch", max_steps=4, n_per_class=[4, 8], seeds=[0, 1],
-               per_n=[{"min_n": 16, "max_n": 16, "set": {"max_steps": 3}}])  # 8 per class x 2 classes
+    cfg = _cfg(mode="scratch", steps=4, n_per_class=[4, 8], seeds=[0, 1],
+               per_n=[{"min_n": 16, "max_n": 16, "set": {"steps": 3}}])  # 8 per class x 2 classes
     summary = run_sweep(cfg, TinyBackbone, None, tmp_path, Dist(), loader_fn=loader_fn, class_names=CLASSES)
     train_calls = [c for c in loader_fn.calls if c["split"] == "train"]
     assert [(c["n_per_class"], c["subset_seed"]) for c in train_calls] == [(4, 0), (4, 1), (8, 0), (8, 1)]
@@ -285,7 +288,7 @@ def test_classifier_frozen_forward_has_no_graph():
 def test_killed_run_resumes_bitwise(tmp_path):
     """Killed after the validation at step 8, the rerun continues from checkpoint.pt and ends exactly like a straight
     run (dropout RNG, data order, optimiser, best weights, curves)."""
-    kw = dict(mode="finetune", unfreeze_step=3, catchup_steps=2, max_steps=12, eval_every=4)
+    kw = dict(mode="finetune", unfreeze_step=3, catchup_steps=2, steps=12, val_every=4)
     straight, bb_straight = _run(tmp_path / "a", **kw)
     with pytest.raises(Killed):
         _run(tmp_path / "b", loader_fn=make_loader_fn(kill_after=9), **kw)
@@ -316,7 +319,7 @@ def test_integration_with_common_data(tmp_path):
                 "num_workers": 0}
     info = data.dataset_info(data_cfg)
     cfg = {"data": data_cfg, "finetune": {**_cfg()["finetune"], "mode": "scratch", "n_per_class": 10,
-                                          "max_steps": 4, "eval_every": 2, "batch_size": 8}}
+                                          "steps": 4, "val_every": 2, "batch_size": 8}}
     res = run_finetune(cfg, lambda: TinyBackbone(n_features=info["num_features"]), None, tmp_path / "run", Dist())
     assert res["class_names"] == ["QCD", "Top"] and res["n_train_jets"] == 20 and res["n_test_jets"] == 60
     assert set(res["test"]) >= {"accuracy", "auc", "rejection_50", "rejection_30"}
@@ -329,7 +332,7 @@ def _plain_backbone():
 
 
 def _ddp_cfg():
-    return _cfg(mode="finetune", unfreeze_step=2, catchup_steps=2, max_steps=8, eval_every=4, batch_size=16)
+    return _cfg(mode="finetune", unfreeze_step=2, catchup_steps=2, steps=8, val_every=4, batch_size=16)
 
 
 def _ddp_worker(rank, store, out):

@@ -14,7 +14,8 @@ import torch
 from common.checkpoint import load_checkpoint
 from common.config import load_config
 from common.distributed import Dist
-from common.finetune import MODES, apply_per_n, finetune_settings, run_sweep
+from common.finetune_config import MODES, apply_per_n, finetune_settings
+from common.sweep import run_sweep
 from test_finetune import CLASSES, TinyBackbone, _cfg, _run, make_loader_fn
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
@@ -35,16 +36,16 @@ def _lrs(run_dir):
 
 
 def test_cosine_is_sized_by_the_epoch_capped_steps(tmp_path):
-    # 64 jets / batch 16 = 4 steps per epoch; 3 epochs = 12 steps although max_steps is 1000
+    # 64 jets / batch 16 = 4 steps per epoch; 3 epochs = 12 steps although steps is 1000
     sched = {"kind": "warmup_cosine", "warmup_steps": 2, "start_factor": 0.1, "min_factor": 1e-3}
-    res, _ = _run(tmp_path, mode="scratch", lr=1e-2, max_steps=1000, max_epochs=3, log_every=1, schedule=sched)
+    res, _ = _run(tmp_path, mode="scratch", lr=1e-2, steps=1000, max_epochs=3, log_every=1, schedule=sched)
     assert res["steps"] == 12 and res["finetune"]["schedule"]["total_steps"] == 12
     lr = _lrs(tmp_path)  # logged after step s: the LR of step s + 1
     last_step = 1e-3 + (1 - 1e-3) * 0.5 * (1 + math.cos(math.pi * (11 - 2) / (12 - 2)))
     assert lr[-2] == pytest.approx(1e-2 * last_step)  # the LR of the last optimiser step (index 11)
     assert lr[-1] == pytest.approx(1e-2 * 1e-3)      # the cosine's end, reached with the last step
     # an explicit total_steps is kept
-    res2, _ = _run(tmp_path / "b", mode="scratch", max_steps=1000, max_epochs=3, schedule={**sched, "total_steps": 40})
+    res2, _ = _run(tmp_path / "b", mode="scratch", steps=1000, max_epochs=3, schedule={**sched, "total_steps": 40})
     assert res2["finetune"]["schedule"]["total_steps"] == 40
 
 
@@ -63,16 +64,20 @@ def test_per_n_rules_match_by_n_and_mode():
 
 def test_per_n_rules_apply_per_n_in_sweeps(tmp_path):
     # N = 8 per class x 2 classes = 16 labelled jets; a rule for fixed runs only does not touch a finetune run
-    cfg = _cfg(mode="finetune", max_steps=4, n_per_class=[4, 8],
-               per_n=[{"min_n": 16, "set": {"max_steps": 3}}, {"modes": ["fixed"], "set": {"max_steps": 2}}])
+    cfg = _cfg(mode="finetune", steps=4, n_per_class=[4, 8],
+               per_n=[{"min_n": 16, "set": {"steps": 3}}, {"modes": ["fixed"], "set": {"steps": 2}}])
     run_sweep(cfg, TinyBackbone, lambda bb: None, tmp_path, Dist(), loader_fn=make_loader_fn(), class_names=CLASSES)
     steps = {n: json.loads((tmp_path / f"n{n}" / "seed0" / "result.json").read_text())["steps"] for n in (4, 8)}
     assert steps == {4: 4, 8: 3}
 
 
 def test_old_per_n_keys_name_the_replacement():
-    with pytest.raises(ValueError, match="per_n_overrides was replaced by finetune.per_n"):
-        finetune_settings(load_config(V2, ["per_n_overrides=[{max_n: 10, set: {patience: 1}}]"]))
+    with pytest.raises(ValueError, match="'per_n_overrides' was renamed to finetune.per_n"):
+        load_config(V2, ["per_n_overrides=[{max_n: 10, set: {patience: 1}}]"])
+    with pytest.raises(ValueError, match=r"per_n\[0\].set: key 'finetune.max_steps' was renamed to finetune.steps"):
+        finetune_settings(_cfg(per_n=[{"min_n": 1, "set": {"max_steps": 3}}]))
+    with pytest.raises(ValueError, match="'finetune.accumulate' was renamed to finetune.grad_accum"):
+        finetune_settings(_cfg(accumulate=2))
     with pytest.raises(ValueError, match="finetune.per_n is a list of rules"):
         finetune_settings(_cfg(per_n={1000: {"unfreeze_step": 100}}))
     with pytest.raises(ValueError, match=r"per_n\[0\].modes: unknown frozen"):
@@ -103,30 +108,30 @@ def test_mpmv2_fixed_runs_do_not_get_the_finetune_only_settings():
 
 
 def test_mpmv2_validates_every_10_epochs_below_1e4_jets():
-    # (patience, eval_every_epochs, eval_every in steps; 0 = once per epoch)
+    # (patience, val_every_epochs, val_every in steps; 0 = once per epoch)
     expected = {1000: (5, 10, 0), 9999: (5, 10, 0), 10000: (25, None, 0), 10**5: (10, None, 0),
                 10**6: (10, None, 0), 10**7: (5, None, 20000), 10**8: (5, None, 20000)}
     for path in (V2, NOBACKBONE):
         for mode in MODES if path == V2 else [None]:
             for n, want in expected.items():
                 fc = _settings(path, n, mode)
-                assert (fc["patience"], fc["eval_every_epochs"], fc["eval_every"]) == want, (path, mode, n)
+                assert (fc["patience"], fc["val_every_epochs"], fc["val_every"]) == want, (path, mode, n)
 
 
 def test_validation_every_k_epochs_and_patience_counts_validations(tmp_path):
     # 4 steps per epoch, validation every 2 epochs: steps 8, 16, 24; the val loss only rises (flipped labels), so
     # patience 2 stops after the third validation
-    res, _ = _run(tmp_path, loader_fn=make_loader_fn(flip_val=True), mode="scratch", eval_every=1,
-                  eval_every_epochs=2, patience=2, max_steps=200)
+    res, _ = _run(tmp_path, loader_fn=make_loader_fn(flip_val=True), mode="scratch", val_every=1,
+                  val_every_epochs=2, patience=2, steps=200)
     assert [s for s, _ in res["val_curve"]] == [8, 16, 24]
     assert res["stopped_early"] and res["steps"] == 24 and res["best_step"] == 8
 
 
 def test_select_last_tests_the_final_weights(tmp_path):
-    kw = dict(loader_fn=make_loader_fn(flip_val=True), mode="scratch", max_steps=12, patience=None, save_model=True)
-    last, _ = _run(tmp_path / "last", select="last", eval_every=4, **kw)
-    best, _ = _run(tmp_path / "best", eval_every=4, **kw)
-    end, _ = _run(tmp_path / "end", eval_every=12, **kw)  # one validation, at the last step: best = final
+    kw = dict(loader_fn=make_loader_fn(flip_val=True), mode="scratch", steps=12, patience=None, save_model=True)
+    last, _ = _run(tmp_path / "last", select="last", val_every=4, **kw)
+    best, _ = _run(tmp_path / "best", val_every=4, **kw)
+    end, _ = _run(tmp_path / "end", val_every=12, **kw)  # one validation, at the last step: best = final
     assert last["steps"] == best["steps"] == 12 and not last["stopped_early"]  # patience null: no early stop
     assert (last["select"], last["selected_step"]) == ("last", 12)
     assert best["selected_step"] == best["best_step"] < 12
@@ -142,7 +147,7 @@ def test_cwola_v2_settings_follow_the_workflow():
         assert ft["unfreeze_step"] == (100 if n <= 1000 else 5000), n
         assert scratch["lr"] == ft["lr"] == fixed["lr"] == 1e-4  # the workflow's lr 1e-3 is for JetClass only
         assert fixed["unfreeze_step"] is None
-        assert (ft["patience"], ft["select"], ft["eval_every_epochs"], ft["schedule"]["total_steps"]) == \
+        assert (ft["patience"], ft["select"], ft["val_every_epochs"], ft["schedule"]["total_steps"]) == \
             (None, "last", 10, None)
         assert ft["schedule"]["warmup_steps"] == 5000 and ft["max_epochs"] == 10
     for prof in ("mini", "smoke"):
@@ -155,7 +160,6 @@ def test_cwola_v2_settings_follow_the_workflow():
 
 def test_run_cwola_v2_keeps_the_last_step(tmp_path, monkeypatch):
     import mpm.cwola as cwola
-    from common import data
 
     n_part, rng = 10, np.random.default_rng(0)
 
@@ -169,14 +173,14 @@ def test_run_cwola_v2_keeps_the_last_step(tmp_path, monkeypatch):
 
     arrays = {"train": split(120), "val": split(60), "test": split(60)}
     monkeypatch.setattr(cwola, "_load_split", lambda data_cfg, s, n: arrays[s])
-    monkeypatch.setattr(data, "load_arrays", lambda data_cfg, s, max_jets=None: arrays[s])
+    monkeypatch.setattr(cwola, "load_arrays", lambda data_cfg, s, max_jets=None: arrays[s])
     shrink = ["model.dim=16", "model.depth=1", "model.num_heads=2", "model.ff_hidden=16", "model.num_registers=2",
               "model.decoder.dim=8", "model.decoder.depth=1", "model.decoder.num_heads=2",
               "model.decoder.ff_hidden=8", f"data.num_particles={n_part}"]
     cfg = load_config("mpm/configs/smoke/cwola_v2.yaml",
                       ["finetune.mode=scratch", f"data.num_particles={n_part}", f"pretrained.overrides={shrink}",
-                       "finetune.head.hidden=8", "finetune.batch_size=16", "finetune.max_steps=1000",
-                       "finetune.max_epochs=3", "finetune.eval_every=2"])
+                       "finetune.head.hidden=8", "finetune.batch_size=16", "finetune.steps=1000",
+                       "finetune.max_epochs=3", "finetune.val_every=2"])
     summary = cwola.run_cwola(cfg, tmp_path, Dist())
     res = json.loads((tmp_path / "n20" / "seed0" / "result.json").read_text())
     assert res["steps"] == 12  # (40 background + 20 signal) jets / batch 16 = 4 steps per epoch, 3 epochs
@@ -185,18 +189,24 @@ def test_run_cwola_v2_keeps_the_last_step(tmp_path, monkeypatch):
     assert summary["per_n"]["20"]["auc"]["values"] == [res["cwola"]["auc"]]
 
 
-@pytest.mark.parametrize("flag", [True, False])
-def test_finetune_autocast_switch_reaches_every_forward(tmp_path, monkeypatch, flag):
-    # OmniJet's classifier trains in fp32 (no precision set in its official configs): finetune.autocast false
+@pytest.mark.parametrize("flag", ["bf16", "fp32"])
+def test_finetune_precision_switch_reaches_every_forward(tmp_path, monkeypatch, flag):
+    # OmniJet's classifier trains in fp32 (no precision set in its official configs): finetune.precision fp32
     import common.finetune as F
 
     seen = []
     real = F.autocast
-    monkeypatch.setattr(F, "autocast", lambda device, enabled=True: (seen.append(enabled), real(device, enabled))[1])
-    _run(tmp_path, mode="scratch", max_steps=4, autocast=flag)
+    monkeypatch.setattr(F, "autocast", lambda device, precision="bf16", key="precision":
+                        (seen.append(precision), real(device, precision, key))[1])
+    _run(tmp_path, mode="scratch", steps=4, precision=flag)
     assert seen and set(seen) == {flag}  # training steps, validation and the test split alike
+
+
+def test_finetune_precision_value_is_checked():
+    with pytest.raises(ValueError, match="finetune.precision"):
+        finetune_settings(_cfg(precision="half"))
 
 
 def test_omnijet_finetune_config_runs_the_head_in_fp32():
     for prof in ("", "mini/", "smoke/"):
-        assert finetune_settings(load_config(f"omnijet/configs/{prof}finetune.yaml"))["autocast"] is False
+        assert finetune_settings(load_config(f"omnijet/configs/{prof}finetune.yaml"))["precision"] == "fp32"

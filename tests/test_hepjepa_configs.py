@@ -18,7 +18,7 @@ CONFIGS = sorted(Path("hepjepa/configs").rglob("*.yaml"))
 SHRINK = {"model": dict(dim=16, depth=1, num_heads=2, pair_hidden=[8], num_patches=6, group_size=4, pointnet_hidden=8,
                         pred_dim=8, pred_depth=1, pred_heads=2),
           "train": dict(batch_size=8, grad_accum=1, steps=1, log_every=1, val_every=1, val_batches=1, ckpt_every=1),
-          "finetune": dict(batch_size=16, max_steps=2, eval_every=1, patience=1, max_val_jets=32, max_test_jets=32,
+          "finetune": dict(batch_size=16, steps=2, val_every=1, patience=1, max_val_jets=32, max_test_jets=32,
                            log_every=1)}
 
 
@@ -75,7 +75,7 @@ def test_frozen_finetuning_leaves_the_encoder_bit_identical(data, tmp_path):
     pre = load_checkpoint(tmp_path / "pre" / "checkpoint.pt")["model"]
     cfg["sweep"].update(pretrained=str(tmp_path / "pre" / "checkpoint.pt"), modes=["fixed", "finetune"],
                         label_percents=[100])
-    cfg["finetune"].update(save_model=True, max_steps=3)
+    cfg["finetune"].update(save_model=True, steps=3)
     finetune.run(cfg, tmp_path / "ft", Dist())
     frozen = load_checkpoint(next((tmp_path / "ft" / "fixed").rglob("classifier.pt")))["model"]
     tuned = load_checkpoint(next((tmp_path / "ft" / "finetune").rglob("classifier.pt")))["model"]

@@ -11,9 +11,11 @@ from common.batch import JetBatch
 from common.checkpoint import save_checkpoint
 from common.config import load_config
 from common.distributed import Dist
-from common.finetune import build_classifier, finetune_settings
-from mpm.pretrain import build_model, fit
-from mpm.train_tokenizer import VQVAETraining, build_vqvae
+from common.classifier import build_classifier
+from common.finetune_config import finetune_settings
+from mpm.build import build_model
+from mpm.loop import train as fit
+from mpm.vqvae import VQVAETraining, build_vqvae
 from mpm.vqvae import KMeansTokenizer
 
 
@@ -30,7 +32,7 @@ SHRINK = {
     "tokenizer": ["vqvae.dim=16", "vqvae.depth=1", "vqvae.num_heads=2", "vqvae.ff_hidden=16", "vqvae.num_codes=16",
                   "kmeans.n_clusters=8", "kmeans.n_iter=3"],
 }
-TRAIN = ["train.steps=1", "train.batch_size=4", "train.log_every=1", "train.ckpt_every=1", "train.device=cpu"]
+TRAIN = ["train.steps=1", "train.batch_size=4", "train.log_every=1", "train.ckpt_every=1", "device=cpu"]
 
 
 def batch(F, B=4, pid=False, seed=0):
@@ -112,7 +114,7 @@ def test_tokenizer_config_builds_and_steps(path):
 
 @pytest.mark.parametrize("path", [p for p in PAPER if load_config(p)["method"] == "finetune"])
 def test_finetune_config_builds_classifier_and_steps(path):
-    from mpm.finetune import backbone_fns
+    from mpm.build import backbone_fns
     cfg = load_config(path)
     pm = "mpmv1" if cfg["data"]["features"] == "mpmv1" else "mpmv2"
     over = [f"data.num_particles={N}", f"pretrained.overrides={SHRINK[pm] + [f'data.num_particles={N}']}"]

@@ -101,8 +101,8 @@ def test_normformer_block_separates_attention_dropout():
 
 def test_mpmv1_paper_configs_use_attention_dropout_only():
     from common.config import load_config
-    from mpm.pretrain import build_backbone
-    from mpm.train_tokenizer import build_vqvae
+    from mpm.build import build_backbone
+    from mpm.vqvae import build_vqvae
 
     cfg = load_config("mpm/configs/mpmv1.yaml", ["model.dim=16", "model.depth=1", "model.num_heads=2",
                                                  "model.ff_hidden=16", "model.embed_hidden=16"])
@@ -144,7 +144,7 @@ def test_mpmv1_backbone_pe_is_a_raw_input_table_before_the_normalisation():
 def test_tokenizer_v2_uses_the_cosine_ema_quantiser():
     """jetssl configs/model/vqvae.yaml: use_cosine_sim, kmeans_init, kmeans_iters 50, threshold_ema_dead_code 2."""
     from common.config import load_config
-    from mpm.train_tokenizer import build_vqvae
+    from mpm.vqvae import build_vqvae
 
     for profile in ("", "mini/", "smoke/"):
         cfg = load_config(f"mpm/configs/{profile}tokenizer_v2.yaml")
@@ -158,7 +158,7 @@ def test_tokenizer_v2_uses_the_cosine_ema_quantiser():
 def test_mpmv2_decoder_has_no_final_norm():
     """jetssl configs/model/decoder_config/small.yaml: do_final_norm: False."""
     from common.config import load_config
-    from mpm.pretrain import build_model
+    from mpm.build import build_model
 
     for profile in ("", "mini/", "smoke/"):
         cfg = load_config(f"mpm/configs/{profile}mpmv2_regression.yaml", ["model.dim=16", "model.depth=1",
@@ -272,7 +272,7 @@ def test_cwola_redraws_the_neutral_ip_noise_per_batch(monkeypatch, tmp_path):
               "pid": pid, "p4": np.zeros((n, n_part, 4), np.float32), "jet": np.zeros((n, 6), np.float32),
               "label": (np.arange(n) % 4 == 0).astype(np.int64)}
     monkeypatch.setattr(cwola, "_load_split", lambda data_cfg, s, k: arrays)
-    monkeypatch.setattr(data, "load_arrays", lambda data_cfg, s, max_jets=None: arrays)
+    monkeypatch.setattr(cwola, "load_arrays", lambda data_cfg, s, max_jets=None: arrays)
     seen = {}
 
     class Stop(Exception):

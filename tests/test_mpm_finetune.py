@@ -10,8 +10,7 @@ from common.config import load_config, save_config
 from common.distributed import Dist
 from common.finetune import run_finetune
 from mpm.cwola import ArrayLoader, cwola_split, sic_cut
-from mpm.finetune import backbone_fns
-from mpm.pretrain import build_model
+from mpm.build import backbone_fns, build_model
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
@@ -47,7 +46,7 @@ def pretrained_run(tmp_path_factory):
 def _finetune(run_dir, out, mode):
     cfg = load_config("mpm/configs/smoke/finetune_v1.yaml",
                       ["data.num_particles=12", f"pretrained.run={run_dir}", f"finetune.mode={mode}",
-                       "finetune.max_steps=6", "finetune.eval_every=3", "finetune.batch_size=16",
+                       "finetune.steps=6", "finetune.val_every=3", "finetune.batch_size=16",
                        "finetune.head.hidden=8", "finetune.n_per_class=null", "finetune.schedule.warmup_steps=0"])
     build, load, _ = backbone_fns(cfg)
     kept = {}
@@ -111,7 +110,7 @@ def test_sic_cut_definition():
 
 
 def test_mpmv2_size_dependent_finetune_settings():
-    from common.finetune import finetune_settings
+    from common.finetune_config import finetune_settings
     cfg = load_config("mpm/configs/finetune_v2.yaml")
     small, mid, big, huge = (finetune_settings(cfg, n) for n in (1000, 10000, 10**7, 10**8))
     assert (small["unfreeze_step"], small["patience"]) == (100, 5)

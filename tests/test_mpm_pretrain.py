@@ -9,13 +9,14 @@ import torch
 from common.batch import JetBatch
 from common.config import load_config
 from common.distributed import Dist
-from mpm.pretrain import build_model, fit
+from mpm.build import build_model
+from mpm.loop import train as fit
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 OVER = ["model.dim=16", "model.depth=1", "model.num_heads=2", "model.ff_hidden=16", "model.embed_hidden=16",
-        "model.head_hidden=16", "data.num_particles=10", "train.device=cpu", "train.batch_size=4", "train.log_every=1",
+        "model.head_hidden=16", "data.num_particles=10", "device=cpu", "train.batch_size=4", "train.log_every=1",
         "train.ckpt_every=1", "train.schedule.warmup_steps=2"]
 
 
@@ -54,7 +55,7 @@ def test_fit_writes_outputs_and_resumes_exactly(tmp_path):
 
 V2_OVER = ["model.dim=16", "model.depth=1", "model.num_heads=2", "model.ff_hidden=16", "model.num_registers=2",
            "model.decoder.dim=8", "model.decoder.depth=1", "model.decoder.num_heads=2", "model.decoder.ff_hidden=8",
-           "model.task_cfg.hidden=16", "model.task_cfg.context_dim=8", "data.num_particles=10", "train.device=cpu",
+           "model.task_cfg.hidden=16", "model.task_cfg.context_dim=8", "data.num_particles=10", "device=cpu",
            "train.batch_size=4", "train.log_every=1", "train.ckpt_every=1", "train.schedule.warmup_steps=2"]
 
 

@@ -6,7 +6,7 @@ import torch
 
 from common.batch import JetBatch
 from common.checkpoint import save_checkpoint
-from mpm.train_tokenizer import VQVAETraining, load_tokenizer
+from mpm.vqvae import VQVAETraining, load_tokenizer
 from mpm.vqvae import VQVAE, KMeansTokenizer
 
 
@@ -88,7 +88,7 @@ def test_kmeans_tokenizer_is_nearest_centroid_and_roundtrips(tmp_path):
 
 def test_vqvae_tokenizer_file_roundtrip(tmp_path):
     from common.config import load_config
-    from mpm.train_tokenizer import build_vqvae
+    from mpm.vqvae import build_vqvae
 
     cfg = load_config("mpm/configs/smoke/tokenizer_v1.yaml", ["vqvae.dim=16", "vqvae.num_heads=2", "vqvae.ff_hidden=16",
                                                                "vqvae.num_codes=16"])

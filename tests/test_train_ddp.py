@@ -10,7 +10,7 @@ from common.checkpoint import ResumableLoader
 from common.distributed import (all_gather_cat, all_reduce_mean, all_reduce_sum, cleanup, init_distributed,
                                 unwrap_model, wrap_ddp)
 from common.schedules import build_scheduler
-from common.train_utils import accumulate, build_optimizer, clip_and_step, micro_batches, no_sync
+from common.train_utils import accumulate, build_optimizer, clip_and_step, no_sync
 from spawn import spawn_on_free_port
 from test_train_utils import FakeJetLoader, TinyNet, loss_fn
 
@@ -30,9 +30,9 @@ def _train(world: int, rank: int, accum: int) -> dict:
     losses = []
     for _ in range(STEPS):
         batch = next(it)
-        loss = accumulate(net, micro_batches(batch, accum), lambda mb: loss_fn(net, mb))
+        loss, _ = accumulate(net, batch, accum, lambda mb: (loss_fn(net, mb), {}))
         clip_and_step(net, opt, sched, max_norm=0.5)
-        losses.append(all_reduce_mean(loss))
+        losses.append(all_reduce_mean(float(loss)))
     labels = all_gather_cat(batch.label)
     n = all_reduce_sum(len(batch))
     return {"params": {k: v.clone() for k, v in unwrap_model(net).state_dict().items()}, "losses": losses,

@@ -95,7 +95,8 @@ def test_accumulation_equals_full_batch():
     b.load_state_dict(a.state_dict())
     batch = next(iter(FakeJetLoader(batch_size=10)))
     loss_fn(a, batch).backward()
-    accumulate(b, micro_batches(batch, 3), lambda mb: loss_fn(b, mb))
+    loss, _ = accumulate(b, batch, 3, lambda mb: (loss_fn(b, mb), {}))
+    assert float(loss) == pytest.approx(float(loss_fn(a, batch).detach()), rel=1e-5)
     for pa, pb in zip(a.parameters(), b.parameters()):
         torch.testing.assert_close(pa.grad, pb.grad, rtol=1e-5, atol=1e-7)
 
@@ -117,6 +118,10 @@ def test_autocast_noop_on_cpu_and_seed():
     with autocast("cpu"):
         y = nn.Linear(4, 4)(torch.randn(2, 4))
     assert y.dtype == torch.float32
+    with torch.autocast("cpu", dtype=torch.bfloat16), autocast("cpu", "fp32"):  # fp32 switches an outer autocast off
+        assert nn.Linear(4, 4)(torch.randn(2, 4)).dtype == torch.float32
+    with pytest.raises(ValueError, match="train.precision = 'half'"):
+        autocast("cpu", "half", "train.precision")
     seed_everything(3)
     a = (torch.rand(3), np.random.rand(3))
     seed_everything(3)

@@ -1,0 +1,100 @@
+"""The MPM training loop, shared by the masked-particle pretraining (mpm.pretrain) and the VQ-VAE tokeniser
+(mpm.train_tokenizer): it trains any module whose forward(batch) returns (loss, metrics).
+
+Same shape and keys as every loop of the kit (common/config.py): config, data, model, optimiser and schedule, resume,
+loop, checkpoint, done. `train.*`: batch_size (global), steps, lr, weight_decay, grad_clip, grad_accum, schedule,
+log_every, ckpt_every, max_jets, precision; top level: seed, compile. Resumes from <out>/checkpoint.pt exactly.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+from common.checkpoint import ResumableLoader, load_checkpoint, make_state, restore_state, save_checkpoint
+from common.data import make_loader
+from common.distributed import Dist, all_reduce_mean, wrap_ddp
+from common.logger import MetricLogger
+from common.schedules import build_scheduler
+from common.train_utils import (accumulate, autocast, build_optimizer, clip_and_step, count_parameters, mark_done,
+                                maybe_compile, micro_batch_size, progress, seed_everything)
+
+
+def train(cfg: dict, model: torch.nn.Module, out: Path, dist: Dist, desc: str = "pretrain", mark: bool = True,
+          loader=None) -> dict:
+    """Train `model` for train.steps optimiser steps into `out`; returns the summary (written to done.json when
+    `mark`). loader: the training batches (default: common.data.make_loader of cfg.data, sharded over ranks)."""
+    # config
+    t = cfg["train"]
+    micro = micro_batch_size(t["batch_size"], dist.world_size, t["grad_accum"])
+    out = Path(out)
+    # data
+    if loader is None:
+        loader = make_loader(cfg["data"], "train", batch_size=micro * t["grad_accum"], shuffle=True,
+                             seed=cfg["seed"], rank=dist.rank, world_size=dist.world_size, drop_last=True,
+                             max_jets=t["max_jets"])
+    batches = ResumableLoader(loader)
+    # model (built by the caller with seed_everything(seed): the same initial weights on every rank)
+    model.to(dist.device)
+    # optimiser and schedule
+    optimizer = build_optimizer(model, t)
+    scheduler = build_scheduler(optimizer, {**t["schedule"], "total_steps": t["steps"]})
+    # resume
+    logger = MetricLogger(out, enabled=dist.is_main)
+    step = 0
+    ckpt_path = out / "checkpoint.pt"
+    if ckpt_path.exists():
+        step = restore_state(load_checkpoint(ckpt_path), model=model, optimizer=optimizer, scheduler=scheduler,
+                             loader=batches)
+        logger.truncate_after(step)
+        if dist.is_main:
+            print(f"{out}: resuming at step {step}")
+    else:
+        seed_everything(cfg["seed"] + dist.rank)  # masking differs per rank
+    net = maybe_compile(wrap_ddp(model, dist), cfg["compile"])
+    if dist.is_main:
+        print(f"{desc}: {count_parameters(model, trainable_only=True):,} trainable parameters, device {dist.device}")
+
+    def loss_fn(mb):
+        with autocast(dist.device, t["precision"], "train.precision"):
+            return net(mb)
+
+    def checkpoint():
+        if dist.is_main:
+            save_checkpoint(ckpt_path, make_state(model=model, optimizer=optimizer, scheduler=scheduler, step=step,
+                                                  config=cfg, loader=batches))
+
+    # loop
+    bar = progress(t["steps"], desc, enabled=dist.is_main, initial=step)
+    running, t0, first_loss, last = {}, time.perf_counter(), None, {}
+    model.train()
+    while step < t["steps"]:
+        batch = next(batches).to(dist.device, non_blocking=True)
+        loss, metrics = accumulate(net, batch, t["grad_accum"], loss_fn)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"{desc}: non-finite loss {loss.item()} at step {step} (config {out/'config.yaml'})")
+        grad_norm = clip_and_step(model, optimizer, scheduler, t["grad_clip"])
+        step += 1
+        vals = {"loss": float(loss), **{k: float(v) for k, v in metrics.items()}}
+        first_loss = vals["loss"] if first_loss is None else first_loss
+        for k, v in vals.items():
+            running[k] = running.get(k, 0.0) + v
+        running["_n"] = running.get("_n", 0) + 1
+        bar.update(jets=len(batch) * dist.world_size, loss=vals["loss"])
+        if step % t["log_every"] == 0 or step == t["steps"]:
+            n = running.pop("_n")
+            last = {k: all_reduce_mean(v / n) for k, v in running.items()}
+            logger.log(step, **last, lr=scheduler.get_last_lr()[0], grad_norm=grad_norm,
+                       jets_per_s=bar.jets_per_second)
+            running = {}
+        # checkpoint
+        if step % t["ckpt_every"] == 0 or step == t["steps"]:
+            checkpoint()
+    bar.close()
+    # done
+    summary = {"steps": step, "first_loss": first_loss, "final": last,
+               "seconds": round(time.perf_counter() - t0, 1), "jets_per_s": bar.jets_per_second}
+    if mark and dist.is_main:
+        mark_done(out, summary)
+    return summary
