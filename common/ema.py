@@ -40,23 +40,3 @@ def momentum_schedule(start: float, end: float, total_steps: int):
         return start + (end - start) * min(max(step, 0) / total, 1.0)
 
     return momentum
-
-
-class EMA:
-    """Bundles a frozen teacher copy and its momentum schedule: `ema = EMA(student, 0.996, 1.0, steps)`;
-    after each optimiser step `ema.update(student, step)`; `ema.module` is the teacher."""
-
-    def __init__(self, online: torch.nn.Module, start: float, end: float, total_steps: int):
-        self.module = make_target(online)
-        self.momentum = momentum_schedule(start, end, total_steps)
-
-    def update(self, online: torch.nn.Module, step: int) -> float:
-        m = self.momentum(step)
-        ema_update(self.module, online, m)
-        return m
-
-    def state_dict(self) -> dict:
-        return self.module.state_dict()
-
-    def load_state_dict(self, state: dict) -> None:
-        self.module.load_state_dict(state)

@@ -14,10 +14,8 @@ from collections.abc import Iterator
 
 import awkward as ak
 import numpy as np
-import torch
 import uproot
 
-from common.batch import JetBatch
 from common.features import DataError, RawJets, jet_from_constituents
 
 CLASS_NAMES = ["QCD", "Hbb", "Hcc", "Hgg", "H4q", "Hqql", "Zqq", "Wqq", "Tbqq", "Tbl"]   # ParT label order
@@ -161,59 +159,3 @@ def read_jetclass(path: str, entry_start: int | None = None, entry_stop: int | N
     if not chunks:
         raise DataError(f"{path}: no jets in entry range [{entry_start}, {entry_stop})")
     return chunks[0] if len(chunks) == 1 else RawJets.concatenate(chunks)
-
-
-def interleave_files(files: list[str]) -> list[str]:
-    """Order per-class files round-robin over classes (QCD_000, Hbb_000, ..., QCD_001, ...)."""
-    by_class: dict[str, list[str]] = {}
-    for f in sorted(files):
-        by_class.setdefault(class_of_file(f), []).append(f)
-    groups = [by_class[c] for c in CLASS_NAMES if c in by_class]
-    out = []
-    for i in range(max((len(g) for g in groups), default=0)):
-        out += [g[i] for g in groups if i < len(g)]
-    return out
-
-
-class JetClassStream(torch.utils.data.IterableDataset):
-    """Streaming alternative to the cache (no disk copy): reads ROOT chunks round-robin over the class files, shards
-    the (file, chunk) work items by DDP rank and DataLoader worker, shuffles within a window of one chunk per class,
-    and yields JetBatch objects of at most `batch_size` jets. Use with DataLoader(stream, batch_size=None)."""
-
-    def __init__(self, files, feature_set, batch_size: int, *, num_particles=None, step_size: int = 10_000,
-                 shuffle: bool = True, seed: int = 0, rank: int = 0, world_size: int = 1, state=None):
-        super().__init__()
-        self.files = interleave_files(files)
-        self.fs, self.n, self.state = feature_set, num_particles, state
-        self.batch_size, self.step_size, self.shuffle = batch_size, step_size, shuffle
-        self.seed, self.rank, self.world_size, self.epoch = seed, rank, world_size, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def work_items(self) -> list[tuple[str, int, int]]:
-        """(file, start, stop) chunks, interleaved: chunk k of every class file before chunk k + 1."""
-        per_file = []
-        for f in self.files:
-            n = num_entries(f)
-            per_file.append([(f, s, min(s + self.step_size, n)) for s in range(0, n, self.step_size)])
-        items = []
-        for k in range(max((len(p) for p in per_file), default=0)):
-            items += [p[k] for p in per_file if k < len(p)]
-        return items
-
-    def __iter__(self):
-        info = torch.utils.data.get_worker_info()
-        wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
-        shard, nshard = self.rank * nw + wid, self.world_size * nw
-        mine = self.work_items()[shard::nshard]
-        rng = np.random.default_rng([self.seed, self.epoch, shard])
-        window = max(1, len(set(class_of_file(f) for f in self.files)))
-        for w in range(0, len(mine), window):
-            raws = [read_jetclass(f, s, e) for f, s, e in mine[w:w + window]]
-            feats = [self.fs.compute(r, self.n, self.state, rng) for r in raws]
-            cat = {k: np.concatenate([f[k] for f in feats]) for k in feats[0]}
-            order = rng.permutation(len(cat["label"])) if self.shuffle else np.arange(len(cat["label"]))
-            for b in range(0, len(order), self.batch_size):
-                idx = order[b:b + self.batch_size]
-                yield JetBatch(**{k: torch.from_numpy(np.ascontiguousarray(v[idx])) for k, v in cat.items()})

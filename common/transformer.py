@@ -83,21 +83,18 @@ class KVCache:
 class Attention(nn.Module):
     """Multi-head self-attention through SDPA.
 
-    qk_norm:  LayerNorm on per-head queries and keys.
     out_norm: an extra LayerNorm on the concatenated heads before the output projection (Normformer, MPMv1 4).
     qkv_bias: bias of the fused QKV projection (OmniJet's GPT has none).
     """
 
-    def __init__(self, dim: int, num_heads: int, *, dropout: float = 0.0, qk_norm: bool = False,
-                 out_norm: bool = False, qkv_bias: bool = True):
+    def __init__(self, dim: int, num_heads: int, *, dropout: float = 0.0, out_norm: bool = False,
+                 qkv_bias: bool = True):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"dim {dim} must be divisible by num_heads {num_heads}")
         self.dim, self.num_heads, self.head_dim = dim, num_heads, dim // num_heads
         self.dropout = dropout
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
-        self.q_norm = nn.LayerNorm(self.head_dim) if qk_norm else nn.Identity()
-        self.k_norm = nn.LayerNorm(self.head_dim) if qk_norm else nn.Identity()
         self.out_norm = nn.LayerNorm(dim) if out_norm else nn.Identity()
         self.proj = nn.Linear(dim, dim)
 
@@ -110,7 +107,6 @@ class Attention(nn.Module):
         unless zero_padded_queries=False (the GPT keeps them, see GPT)."""
         B, N, D = x.shape
         q, k, v = self.qkv(x).view(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k = self.q_norm(q), self.k_norm(k)
         if mask is not None:  # garbage (even inf/NaN) in padded rows must never reach a real query
             pad = ~mask[:, None, :, None]
             k, v = k.masked_fill(pad, 0.0), v.masked_fill(pad, 0.0)
@@ -161,20 +157,6 @@ class LayerScale(nn.Module):
         return x * self.gamma
 
 
-class DropPath(nn.Module):
-    """Stochastic depth (Huang et al. 2016): drop a residual branch for whole jets with probability p while training."""
-
-    def __init__(self, p: float = 0.0):
-        super().__init__()
-        self.p = p
-
-    def forward(self, x):
-        if not self.training or self.p == 0.0:
-            return x
-        keep = torch.rand(x.shape[0], *([1] * (x.ndim - 1)), device=x.device) >= self.p
-        return x * keep.to(x.dtype) / (1.0 - self.p)
-
-
 class SwiGLU(nn.Module):
     """SwiGLU feed-forward (Shazeer 2020): W2 (SiLU(x W) * x V)."""
 
@@ -203,12 +185,12 @@ class EncoderBlock(nn.Module):
     0 -> off. act: MLP activation (default "gelu" for preln, "silu" for normformer; MPMv1 used "leaky_relu").
     dropout: dropout on the MLP hidden layer and on both residual branches; attn_dropout: attention-probability
     dropout (None -> `dropout`; MPMv1 uses attention dropout only: rodem-hep/mpm configs/model/encoder/*.yaml set
-    mha_config.drp and no dense-layer dropout); drop_path: stochastic depth on both residual branches.
+    mha_config.drp and no dense-layer dropout).
     """
 
     def __init__(self, dim: int, num_heads: int, ff_hidden: int, *, style: str = "preln",
                  layerscale_init: float | None = None, dropout: float = 0.0, act: str | None = None,
-                 qk_norm: bool = False, drop_path: float = 0.0, attn_dropout: float | None = None):
+                 attn_dropout: float | None = None):
         super().__init__()
         if style not in STYLES:
             raise ValueError(f"unknown EncoderBlock style {style!r}; expected one of {STYLES}")
@@ -217,7 +199,7 @@ class EncoderBlock(nn.Module):
             layerscale_init = 1e-3 if style == "swiglu" else 0.0
         self.norm1 = nn.LayerNorm(dim)
         attn_dropout = dropout if attn_dropout is None else attn_dropout
-        self.attn = Attention(dim, num_heads, dropout=attn_dropout, qk_norm=qk_norm, out_norm=(style == "normformer"))
+        self.attn = Attention(dim, num_heads, dropout=attn_dropout, out_norm=(style == "normformer"))
         self.norm2 = nn.LayerNorm(dim)
         if style == "swiglu":
             self.mlp = SwiGLU(dim, ff_hidden, dropout)
@@ -237,12 +219,11 @@ class EncoderBlock(nn.Module):
         self.ls1 = LayerScale(dim, layerscale_init) if layerscale_init else nn.Identity()
         self.ls2 = LayerScale(dim, layerscale_init) if layerscale_init else nn.Identity()
         self.drop = nn.Dropout(dropout)
-        self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, attn_bias: torch.Tensor | None = None):
         x = zero_padded(x, mask)
-        x = x + self.drop_path(self.drop(self.ls1(self.attn(self.norm1(x), mask, attn_bias))))
-        x = x + self.drop_path(self.drop(self.ls2(self.mlp(self.norm2(x)))))
+        x = x + self.drop(self.ls1(self.attn(self.norm1(x), mask, attn_bias)))
+        x = x + self.drop(self.ls2(self.mlp(self.norm2(x))))
         return zero_padded(x, mask)
 
 
@@ -250,22 +231,19 @@ class Encoder(nn.Module):
     """Stack of EncoderBlocks; forward(x (B,N,D), mask (B,N), attn_bias (B,H,N,N) | None) -> (h (B,R+N,D), mask).
 
     num_registers R learnable tokens (init N(0,1)*1e-3, MPMv2 4) are prepended; they are real (mask True) and get a
-    zero attention bias. Padded outputs are zeroed. drop_path rises linearly from 0 to `drop_path` over the blocks
-    (as in timm / I-JEPA). pos (B,N,D) | None: added to the (non-register) tokens before every block (Point-JEPA
+    zero attention bias. Padded outputs are zeroed. pos (B,N,D) | None: added to the (non-register) tokens before every block (Point-JEPA
     `add_pos_at_every_layer`, pointjepa/modules/transformer.py).
     """
 
     def __init__(self, dim: int, depth: int, num_heads: int, ff_hidden: int, *, style: str = "preln",
                  num_registers: int = 0, final_norm: bool = True, layerscale_init: float | None = None,
-                 dropout: float = 0.0, act: str | None = None, qk_norm: bool = False, drop_path: float = 0.0,
-                 attn_dropout: float | None = None):
+                 dropout: float = 0.0, act: str | None = None, attn_dropout: float | None = None):
         super().__init__()
         self.dim, self.num_heads, self.num_registers = dim, num_heads, num_registers
         self.registers = nn.Parameter(torch.randn(1, num_registers, dim) * 1e-3) if num_registers else None
         self.blocks = nn.ModuleList(
             EncoderBlock(dim, num_heads, ff_hidden, style=style, layerscale_init=layerscale_init, dropout=dropout,
-                         act=act, qk_norm=qk_norm, drop_path=drop_path * i / max(depth - 1, 1),
-                         attn_dropout=attn_dropout)
+                         act=act, attn_dropout=attn_dropout)
             for i in range(depth))
         self.norm = nn.LayerNorm(dim) if final_norm else nn.Identity()
 

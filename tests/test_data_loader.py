@@ -11,7 +11,7 @@ from common import jetclass
 from common.batch import JetBatch
 from common.data import dataset_info, load_arrays, make_loader, set_epoch
 from common.features import FEATURE_SETS, DataError
-from common.jetclass import CLASS_NAMES, JetClassStream, read_jetclass
+from common.jetclass import CLASS_NAMES, read_jetclass
 from tests.data_factory import write_jetclass, write_qg, write_toptagging
 
 N_PER_FILE = 40
@@ -247,26 +247,6 @@ def test_bad_config(jc_root):
         dataset_info(dict(cfg_for(jc_root), featurs="mpmv1"))
     with pytest.raises(DataError, match="dataset must be one of"):
         dataset_info(cfg_for(jc_root, dataset="jetnet"))
-
-
-def test_streaming_shards(jc_root):
-    files = sorted(glob.glob(os.path.join(jc_root, "train", "*.root")))
-    fs = FEATURE_SETS["mpmv1"]
-    seen = []
-    for rank in range(2):
-        st = JetClassStream(files, fs, 25, step_size=15, seed=0, rank=rank, world_size=2)
-        batches = list(torch.utils.data.DataLoader(st, batch_size=None))
-        assert all(isinstance(b, JetBatch) and len(b) <= 25 and b.x.shape[1:] == (64, 3) for b in batches)
-        # a window mixes classes
-        assert len(set(batches[0].label.tolist())) > 1
-        seen.append(np.concatenate([b.p4[:, 0, 3].numpy() for b in batches]))
-    assert len(np.concatenate(seen)) == 10 * N_PER_FILE
-    assert len(set(np.concatenate(seen).tolist())) == 10 * N_PER_FILE
-    # DataLoader workers split a rank's work items between them: still every jet exactly once
-    st = JetClassStream(files, fs, 25, step_size=15, seed=0)
-    e = np.concatenate([b.p4[:, 0, 3].numpy() for b in torch.utils.data.DataLoader(st, batch_size=None,
-                                                                                      num_workers=2)])
-    assert len(e) == len(set(e.tolist())) == 10 * N_PER_FILE
 
 
 def test_prepare_cli_fills_the_cache(tmp_path, capsys, monkeypatch):

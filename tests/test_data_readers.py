@@ -7,7 +7,7 @@ import pytest
 import uproot
 
 from common.features import DataError
-from common.jetclass import (BRANCHES, CLASS_NAMES, FILE_PREFIX, LABEL_DTYPES, class_of_file, interleave_files,
+from common.jetclass import (BRANCHES, CLASS_NAMES, LABEL_DTYPES, class_of_file,
                              read_jetclass)
 from common.quarkgluon import read_qg
 from common.toptagging import read_toptagging
@@ -72,14 +72,11 @@ def test_jetclass_lz4_like_the_real_files(tmp_path):
     assert isinstance(uproot.open(tmp_path / "l" / "WToQQ_000.root").file.compression, uproot.LZ4)
 
 
-def test_jetclass_class_prefix_and_interleave():
+def test_jetclass_class_prefix():
     assert class_of_file("/x/TTBarLep_012.root") == "Tbl" and class_of_file("TTBar_000.root") == "Tbqq"
     assert class_of_file("HToWW2Q1L_100.root") == "Hqql" and class_of_file("ZJetsToNuNu_000.root") == "QCD"
     with pytest.raises(DataError, match="Foo_000.root.*<proc>_NNN.root"):
         class_of_file("Foo_000.root")
-    files = [f"{FILE_PREFIX[c]}_{i:03d}.root" for c in ["QCD", "Tbqq"] for i in range(2)]
-    assert interleave_files(files) == ["ZJetsToNuNu_000.root", "TTBar_000.root", "ZJetsToNuNu_001.root",
-                                       "TTBar_001.root"]
 
 
 def test_toptagging_both_layouts_same_arrays(tmp_path):
