@@ -1,4 +1,4 @@
-"""python -m common.simulate {jetclass,toptagging,qg,validate} ...  (see --help of each subcommand)."""
+"""python -m common.simulate {jetclass,toptagging,qg,btag,validate} ...  (see --help of each subcommand)."""
 from __future__ import annotations
 
 import argparse
@@ -48,7 +48,15 @@ def main(argv=None) -> int:
     _common(p)
     p.add_argument("--with-bc", action="store_true", help="allow c and b quark jets (the *_withbc variant)")
 
-    p = sub.add_parser("validate", help="plots of mass, soft-drop mass, multiplicity, tau21, tau32, pT; mass peaks")
+    p = sub.add_parser("btag", help="flavour-tagging jets with tracks (Zenodo 13350327 ROOT tree + jetssl HDF5): "
+                       "14 TeV tt-bar, anti-kT 0.4; b, c and light in equal numbers, matched in (pT, |eta|, n_trks) "
+                       "bins by subsampling (no reweighting)")
+    p.add_argument("--jets-per-flavour", type=int, required=True, help="light, c and b jets each, over the splits")
+    _common(p)
+    p.add_argument("--splits", type=_splits, default=(0.6, 0.2, 0.2), help="train,valid,test fractions")
+
+    p = sub.add_parser("validate", help="plots of mass, soft-drop mass, multiplicity, tau21, tau32, pT; mass peaks; "
+                       "for a BTag directory the calibration checks (exit status 1 if one fails)")
     p.add_argument("dir")
     p.add_argument("--out", default=None, help="where PNGs go (default DIR/validation)")
     p.add_argument("--max-jets", type=int, default=20000, help="jets per class to read")
@@ -64,12 +72,17 @@ def main(argv=None) -> int:
     elif a.cmd == "toptagging":
         res = run.simulate_toptagging(a.out, a.jets, seed=a.seed, workers=a.workers, splits=a.splits,
                                       per_file=a.jets_per_file, detector=a.detector)
+    elif a.cmd == "btag":
+        res = run.simulate_btag(a.out, a.jets_per_flavour, seed=a.seed, workers=a.workers, splits=a.splits,
+                                per_file=a.jets_per_file)
     elif a.cmd == "qg":
         res = run.simulate_qg(a.out, a.jets, seed=a.seed, workers=a.workers, per_file=a.jets_per_file,
                               with_bc=a.with_bc)
     else:
-        from .validate import validate
+        from .validate import is_btag_dir, validate, validate_btag
 
+        if is_btag_dir(a.dir):
+            return 0 if all(c.passed for c in validate_btag(a.dir, max_jets=a.max_jets)) else 1
         validate(a.dir, out=a.out, max_jets=a.max_jets)
         return 0
     if res:

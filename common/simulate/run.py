@@ -1,4 +1,4 @@
-"""Parallel, resumable, deterministic production of the three datasets.
+"""Parallel, resumable, deterministic production of the datasets (JetClass, top tagging, quark-gluon, BTag).
 
 Work is cut into file tasks; each task runs its own Pythia with a seed derived from (seed, dataset, class, file
 index), so a file's content does not depend on the number of workers or on the order tasks run in. A task writes
@@ -73,6 +73,12 @@ def run_task(task: Task) -> dict:
     from . import writers
 
     t0, c0 = time.time(), time.process_time()
+    if task.dataset == "btag":
+        from .btag import run_btag_task
+
+        stats = run_btag_task(task, progress=_report)
+        stats.update(seconds=time.time() - t0, cpu_seconds=time.process_time() - c0)
+        return stats
     cfg = gen_config(task.dataset, task.cls, task.options)
     max_events = 2000 + 1000 * task.n
     jets, stats = generate(cfg, task.seed, task.n, progress=_report, max_events=max_events)
@@ -290,6 +296,24 @@ def simulate_qg(out, n_jets, *, seed=0, workers=1, per_file=100_000, with_bc=Fal
         _merge(parts, final, seed, build)
     _cleanup_parts(parts_dir, list(files))
     return results
+
+
+def simulate_btag(out, n_per_flavour, *, seed=0, workers=1, splits=(0.6, 0.2, 0.2), per_file=100_000
+                  ) -> list[dict]:
+    """DIR/{train,valid,test}_<k>.h5 (the layout jetssl reads) and DIR/root/<same name>.root (the Zenodo 13350327
+    tree), n_per_flavour light, c and b jets each over the splits, at most `per_file` jets (a multiple of three, the
+    flavours in equal numbers) in a file (common/simulate/btag.py). jetssl orders a split's files by the digits in
+    their names, hence the _<k>."""
+    if per_file < 3:
+        raise ValueError(f"--jets-per-file must be at least 3 for btag (one jet per flavour), got {per_file}")
+    check_settings(out, dict(dataset="btag", jets_per_flavour=n_per_flavour, seed=seed, splits=list(splits),
+                             jets_per_file=per_file))
+    tasks = []
+    for split, n in zip(("train", "valid", "test"), split_counts(n_per_flavour, splits)):
+        for k, nk in enumerate(_chunks(n, per_file // 3)):
+            tasks.append(Task("btag", "ttbar", 3 * nk, derive_seed(seed, "btag", split, k),
+                              os.path.join(out, f"{split}_{k}.h5")))
+    return execute(tasks, workers, "btag")
 
 
 def _cleanup_parts(parts_dir: str, finals: list[str]) -> None:

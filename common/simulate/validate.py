@@ -1,12 +1,15 @@
 """`python -m common.simulate validate DIR`: per-class distributions to PNG and the measured mass peaks.
 
-Works on any of the three layouts (JetClass ROOT, top-tagging HDF5, quark-gluon npz), simulated or real.
+Works on any of the three layouts (JetClass ROOT, top-tagging HDF5, quark-gluon npz), simulated or real. A BTag
+directory (HDF5 files with a "csts" key, or ROOT files with trk_vtx_index) gets calibration checks instead
+(validate_btag).
 """
 from __future__ import annotations
 
 import glob
 import os
 import re
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -148,3 +151,116 @@ def validate(directory: str, out: str | None = None, max_jets: int = 20000) -> d
         print(f"{cls:8s} {peaks[cls]['n']:7d} {peaks[cls]['mass']:8.1f} {peaks[cls]['sdmass']:10.1f}  {ref_s}")
     print(f"plots: {png}")
     return peaks
+
+
+# ----------------------------------------------------------------------------------------------- BTag calibration
+# Targets from jetssl's configs: track-origin class weights N / (4 count) = [0.3868, 1.4342, 3.3482, 2.3896] give the
+# origin fractions; the vertexing focal loss' pos_weight 0.778 = (pairs not sharing) / (pairs sharing) gives 56 %
+# (mattcleigh/jetssl configs for the track-origin and vertexing tasks). Tolerances are ours, for a few thousand
+# simulated jets and a simulation that is not the Delphes sample.
+BTAG_ORIGIN_TARGET = {"PV": 64.6, "C": 17.4, "B": 7.5, "other": 10.5}  # % of tracks
+BTAG_ORIGIN_TOL = 8.0  # percentage points, absolute
+BTAG_PAIRS_TARGET, BTAG_PAIRS_RANGE = 56.0, (40.0, 70.0)  # % of in-jet track pairs from one vertex
+BTAG_SIG_SE = 3.0  # b above c, c above light in mean signed d0 / sigma(d0) by this many standard errors
+
+
+@dataclass
+class Check:
+    name: str
+    target: str
+    measured: float
+    tolerance: str
+    passed: bool
+
+    def line(self) -> str:
+        return (f"{self.name:28s} target {self.target:>12s}  measured {self.measured:8.2f}  tolerance "
+                f"{self.tolerance:24s} {'PASS' if self.passed else 'FAIL'}")
+
+
+def btag_files(directory: str) -> list[str]:
+    """The BTag files of a directory: HDF5 with "csts" (preferred), else ROOT trees with trk_vtx_index."""
+    import h5py
+
+    h5 = []
+    for f in sorted(glob.glob(os.path.join(directory, "*.h5"))):
+        try:
+            with h5py.File(f, "r") as fh:
+                if "csts" in fh:
+                    h5.append(f)
+        except OSError:
+            continue
+    if h5:
+        return h5
+    import uproot
+
+    roots = []
+    for f in sorted(glob.glob(os.path.join(directory, "*.root")) + glob.glob(os.path.join(directory, "root", "*.root"))):
+        with uproot.open(f) as fh:
+            if "tree" in fh and "trk_vtx_index" in fh["tree"]:
+                roots.append(f)
+    return roots
+
+
+def btag_checks(a: dict) -> list[Check]:
+    """The calibration checks on BTag arrays (common/btag.py H5_KEYS)."""
+    from common.btag import ORIGIN_NAMES
+
+    mask = a["mask"]
+    origin = a["track_type"][mask]
+    checks = []
+    for k, name in enumerate(ORIGIN_NAMES):
+        frac = 100.0 * float((origin == k).mean())
+        want = BTAG_ORIGIN_TARGET[name]
+        checks.append(Check(f"track origin {name} [%]", f"{want:g}", frac, f"+-{BTAG_ORIGIN_TOL:g} points",
+                            abs(frac - want) <= BTAG_ORIGIN_TOL))
+    iu = np.triu_indices(mask.shape[1], 1)
+    real = (mask[:, :, None] & mask[:, None, :])[:, iu[0], iu[1]]
+    same = (a["vtx_id"][:, :, None] == a["vtx_id"][:, None, :])[:, iu[0], iu[1]]
+    pairs = 100.0 * float(same[real].mean()) if real.any() else float("nan")
+    lo, hi = BTAG_PAIRS_RANGE
+    checks.append(Check("track pairs sharing a vertex [%]", f"{BTAG_PAIRS_TARGET:g}", pairs, f"in [{lo:g}, {hi:g}]",
+                        lo <= pairs <= hi))
+    sig = a["csts"][..., 3] / np.where(a["csts"][..., 4] > 0, a["csts"][..., 4], np.inf)
+    stats = {}
+    for label, name in ((0, "light"), (1, "c"), (2, "b")):
+        s = sig[mask & (a["labels"] == label)[:, None]].astype(np.float64)
+        stats[name] = (s.mean(), s.std() / np.sqrt(len(s))) if len(s) > 1 else (float("nan"), float("nan"))
+    for hi_name, lo_name in (("b", "c"), ("c", "light")):
+        (m1, e1), (m2, e2) = stats[hi_name], stats[lo_name]
+        diff = m1 - m2
+        checks.append(Check(f"mean d0 signif. {hi_name} - {lo_name}", "> 0", diff,
+                            f"> {BTAG_SIG_SE:g} SE ({BTAG_SIG_SE * np.hypot(e1, e2):.2f})",
+                            bool(diff > BTAG_SIG_SE * np.hypot(e1, e2))))
+    counts = np.bincount(a["labels"], minlength=3)
+    checks.append(Check("flavours light/c/b equal", "1/3 each", float(counts.min() / max(counts.max(), 1)),
+                        "min/max count = 1", bool(counts.min() == counts.max())))
+    return checks
+
+
+def validate_btag(directory: str, max_jets: int = 20000) -> list[Check]:
+    """Read up to max_jets BTag jets of `directory` and print each calibration check with PASS/FAIL."""
+    from common.btag import H5_KEYS, read_btag
+
+    files = btag_files(directory)
+    if not files:
+        raise FileNotFoundError(f"{directory}: no BTag *.h5 (key 'csts') or *.root (branch trk_vtx_index) files")
+    parts, n = [], 0
+    for f in files:
+        if n >= max_jets:
+            break
+        a = read_btag(f)
+        parts.append({k: v[: max_jets - n] for k, v in a.items()})
+        n += len(parts[-1]["labels"])
+    width = max(p["vtx_pos"].shape[1] for p in parts)
+    for p in parts:
+        p["vtx_pos"] = np.pad(p["vtx_pos"], ((0, 0), (0, width - p["vtx_pos"].shape[1]), (0, 0)))
+    a = {k: np.concatenate([p[k] for p in parts]) for k in H5_KEYS}
+    checks = btag_checks(a)
+    print(f"BTag calibration, {len(a['labels'])} jets from {len(parts)} file(s) in {directory}")
+    for c in checks:
+        print(c.line())
+    return checks
+
+
+def is_btag_dir(directory: str) -> bool:
+    return bool(btag_files(directory))
