@@ -14,11 +14,14 @@ import fcntl
 import hashlib
 import json
 import os
+import pickle
 import shutil
 import uuid
 from collections.abc import Callable, Iterable
 
 import numpy as np
+
+from common.atomic import atomic_path
 
 CACHE_VERSION = 1
 ARRAYS = ("x", "mask", "p4", "jet", "label", "pid")
@@ -132,9 +135,6 @@ def _build(cache_dir, slot, final, source, key, feature_key, num_particles, n_ro
 
 
 def atomic_pickle(obj, path: str) -> None:
-    import pickle
-
-    tmp = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
-    with open(tmp, "wb") as f:
-        pickle.dump(obj, f)
-    os.replace(tmp, path)
+    with atomic_path(path, unique=True) as tmp:
+        with open(tmp, "wb") as f:
+            pickle.dump(obj, f)

@@ -13,23 +13,20 @@ the config, and the data position (epoch, batches consumed in that epoch; see `R
 """
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from common.atomic import atomic_path
 from common.distributed import unwrap_model
 
 
 def save_checkpoint(path, state: dict) -> None:
     """torch.save `state` atomically (path.tmp, then os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
 
 
 def load_checkpoint(path, map_location="cpu") -> dict:

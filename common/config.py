@@ -35,6 +35,8 @@ from pathlib import Path
 
 import yaml
 
+from common.atomic import atomic_path
+
 
 class _Loader(yaml.SafeLoader):
     """SafeLoader that also reads `1e-3` / `5E4` as floats (YAML 1.1 would keep them as strings)."""
@@ -231,12 +233,9 @@ def load_config(path, overrides=()) -> dict:
 
 def save_config(cfg: dict, path) -> None:
     """Write the resolved config as YAML atomically (path.tmp then os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        yaml.safe_dump(cfg, f, sort_keys=False, default_flow_style=False)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        with open(tmp, "w") as f:
+            yaml.safe_dump(cfg, f, sort_keys=False, default_flow_style=False)
 
 
 def add_config_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

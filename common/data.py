@@ -25,6 +25,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from common import jetclass, quarkgluon, toptagging
+from common.atomic import write_json
 from common.batch import JetBatch
 from common.cache import atomic_pickle, file_lock, get_or_build, source_stat
 from common.features import DataError, FeatureSet, RawJets, fit_mpmv2_quantiles, get_feature_set
@@ -125,10 +126,7 @@ def _num_entries(cfg: dict, path: str) -> int:
         with file_lock(memo_path + ".lock"):
             memo = _read_json(memo_path)
             memo[key] = n
-            tmp = f"{memo_path}.{os.getpid()}.tmp"
-            with open(tmp, "w") as f:
-                json.dump(memo, f)
-            os.replace(tmp, memo_path)
+            write_json(memo_path, memo, indent=None, unique=True)
     return int(memo[key])
 
 

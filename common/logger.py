@@ -12,13 +12,14 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from common.atomic import write_text
 from common.distributed import is_main
 
 
@@ -67,14 +68,29 @@ class MetricLogger:
         """Drop JSONL lines with step > `step` (call on resume with the checkpoint's step). Atomic."""
         if not self.enabled or not self.path.exists():
             return
-        lines = [line for line in self.path.read_text().splitlines() if line.strip()]
-        keep = [line for line in lines if json.loads(line)["step"] <= step]
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text("".join(line + "\n" for line in keep))
-        os.replace(tmp, self.path)
+        keep = [line for line, row in _rows(self.path) if row["step"] <= step]
+        write_text(self.path, "".join(line + "\n" for line in keep))
+
+
+def _rows(path: Path):
+    """(line, row) of every JSONL line. A torn last line (a process killed while writing it) is dropped with a
+    warning; a broken line anywhere else is an error naming the file and the line."""
+    lines = [line for line in Path(path).read_text().splitlines() if line.strip()]
+    out = []
+    for i, line in enumerate(lines):
+        try:
+            row = json.loads(line)
+            if not isinstance(row, dict) or "step" not in row:
+                raise ValueError("not an object with a 'step'")
+        except ValueError as e:
+            if i == len(lines) - 1:
+                warnings.warn(f"{path}: dropped a torn last line ({line[:60]!r})", stacklevel=3)
+                break
+            raise ValueError(f"{path}: line {i + 1} is not a log row ({e}): {line[:80]!r}") from None
+        out.append((line, row))
+    return out
 
 
 def read_log(path) -> list[dict]:
-    """All rows of a JSONL log."""
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    """All rows of a JSONL log (a torn last line dropped with a warning)."""
+    return [row for _, row in _rows(path)]

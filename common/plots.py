@@ -9,13 +9,13 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from common.atomic import atomic_path
 from common.metrics import roc_curve
 
 
@@ -30,10 +30,8 @@ def _figure(nrows=1, height_ratios=None, figsize=(6, 4.5), sharex=True):
 def save_figure(fig: Figure, path) -> Path:
     """Write fig as PNG to path atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, format="png", dpi=120)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
     return path
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import random
 import time
@@ -16,6 +15,7 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from common.atomic import write_json
 from common.config import add_config_args, load_config, save_config
 from common.distributed import get_rank
 
@@ -213,34 +213,9 @@ def count_parameters(model: torch.nn.Module, trainable_only: bool = False) -> in
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-def _atomic_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, default=_json_default)
-    os.replace(tmp, path)
-
-
-def _json_default(o):
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, (np.ndarray, torch.Tensor)):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
-def write_json(path, obj) -> None:
-    """Write JSON atomically (numpy / torch scalars and arrays converted)."""
-    _atomic_json(Path(path), obj)
-
-
 def mark_done(out_dir, info: dict | None = None) -> None:
     """Write out_dir/done.json atomically: the step finished (run_all skips it next time)."""
-    _atomic_json(Path(out_dir) / "done.json", {"done": True, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    write_json(Path(out_dir) / "done.json", {"done": True, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                                               **(info or {})})
 
 

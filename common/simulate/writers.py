@@ -2,11 +2,9 @@
 QG Zenodo 3164691). All writes atomic."""
 from __future__ import annotations
 
-import os
-from contextlib import contextmanager
-
 import numpy as np
 
+from ..atomic import atomic_path
 from ..observables import jet_observables, softdrop_mass
 from .generate import Jet
 from .processes import JETCLASS_CLASSES, LABEL_CODES
@@ -25,18 +23,6 @@ assert len(JETCLASS_BRANCHES) == 41
 # uproot writes jagged branches as float[]/int32_t[] sharing one counter branch (real JetClass: std::vector, no counter)
 COUNTER_BRANCH = "npart"
 
-
-@contextmanager
-def atomic_path(path: str):
-    """Yield `path.tmp`; on success move it onto `path` (os.replace), on any error remove it."""
-    tmp = f"{path}.tmp"
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def wrap_phi(x):

@@ -1,0 +1,58 @@
+"""Atomic file writes: every file the kit writes appears whole or not at all.
+
+    with atomic_path(path) as tmp:   # write tmp (any library); on success it is moved onto path, on error removed
+        np.save(tmp, array)
+    write_json(path, obj)            # JSON (numpy / torch scalars and arrays, Path) through atomic_path
+    write_text(path, text)
+
+The temporary file is `<path>.tmp` in the same directory (os.replace is atomic within a file system); `unique=True`
+gives it a per-process random name, for files that several processes may write at once (caches, memo files).
+"""
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+@contextmanager
+def atomic_path(path, unique: bool = False):
+    """Yield a temporary path beside `path`; move it onto `path` when the block succeeds, remove it otherwise."""
+    path = str(path)
+    tmp = f"{path}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp" if unique else f"{path}.tmp"
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def json_default(o):
+    """JSON for what the kit writes besides plain Python: numpy / torch scalars and arrays, paths."""
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, (np.ndarray, torch.Tensor)):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def write_text(path, text: str, unique: bool = False) -> None:
+    with atomic_path(path, unique) as tmp:
+        with open(tmp, "w") as f:
+            f.write(text)
+
+
+def write_json(path, obj, indent: int | None = 2, unique: bool = False) -> None:
+    """Write obj as JSON atomically (json_default converts numpy / torch values)."""
+    write_text(path, json.dumps(obj, indent=indent, default=json_default), unique)
