@@ -3,9 +3,9 @@
     python -m bench.bench_train [--only mpmv1,hepjepa] [--steps N] [--warmup W] [--batch-size B] [--device cpu|cuda]
 
 Each row builds the model with the method's own builder, from its paper-scale pretraining YAML, exactly as the
-method's pretrain script does (mpm.pretrain.build_model, mpm.train_tokenizer.build_vqvae, omnijet.vqvae.build_tokenizer,
-omnijet.model.build_gpt, hepjepa.pretrain.build_model), with the script's optimiser, LR schedule, gradient clipping,
-autocast policy and per-step extras (HEP-JEPA: augmentation, gradient accumulation, EMA teacher update). The data are
+method's pretrain script does (mpm.build.build_model, mpm.vqvae.build_vqvae, omnijet.vqvae.build_tokenizer,
+omnijet.model.build_gpt, hepjepa.model.build_model), with the loop's optimiser, LR schedule, gradient clipping,
+precision (train.precision), gradient accumulation (common.train_utils.accumulate) and per-step extras (HEP-JEPA: augmentation, gradient accumulation, EMA teacher update). The data are
 synthetic: JetBatch-es of the configured particle count with a JetClass-like multiplicity (mean 50 real particles,
 clipped to [5, N]), or token sequences of the same lengths for the GPT. Frozen target tokenisers (MPMv1 VQ-VAE, MPMv2
 k-means with 16384 centroids) are untrained, written to a temporary tokenizer.pt and loaded by the method's own loader.
@@ -48,7 +48,8 @@ from common.checkpoint import save_checkpoint  # noqa: E402
 from common.config import load_config  # noqa: E402
 from common.features import get_feature_set  # noqa: E402
 from common.schedules import build_scheduler  # noqa: E402
-from common.train_utils import autocast, build_optimizer, clip_and_step, count_parameters  # noqa: E402
+from common.atomic import write_json  # noqa: E402
+from common.train_utils import accumulate, autocast, build_optimizer, clip_and_step, count_parameters  # noqa: E402
 
 MEAN_PARTICLES = 50  # JetClass averages ~30-60 constituents per jet depending on the class
 
@@ -124,25 +125,27 @@ def _mpm_common(cfg, model, device, batch_size, gen, fs_names, with_pid, num_par
     def make_input():
         return synthetic_batch(batch_size, num_particles, fs_names, gen, with_pid).to(device)
 
-    def step(batch):  # mpm.pretrain.fit
-        with autocast(device, t["autocast"]):
-            loss, _ = model(batch)
-        loss.backward()
-        clip_and_step(model, opt, sched, t["grad_clip"])
-        return loss.detach()
+    def loss_fn(mb):
+        with autocast(device, t["precision"], "train.precision"):
+            return model(mb)
 
-    return make_input, step, t["batch_size"], ("bf16" if t["autocast"] and device.type == "cuda" else "fp32")
+    def step(batch):  # mpm.loop.train
+        loss, _ = accumulate(model, batch, min(t["grad_accum"], len(batch)), loss_fn)
+        clip_and_step(model, opt, sched, t["grad_clip"])
+        return loss
+
+    return make_input, step, t["batch_size"], ("bf16" if t["precision"] == "bf16" and device.type == "cuda" else "fp32")
 
 
 def mpm_runner(cfg_path: str, tmp: str):
     def build(device, batch_size, gen) -> Runner:
-        from mpm.pretrain import build_model
-        from mpm.train_tokenizer import VQVAETraining, build_vqvae, num_features
+        from mpm.build import build_model
+        from mpm.vqvae import VQVAETraining, build_vqvae, num_features
 
         cfg = load_config(ROOT / cfg_path)
         fs = get_feature_set(cfg["data"]["features"])
         N = cfg["data"]["num_particles"]
-        if cfg["method"] == "tokenizer":  # mpm.train_tokenizer (vqvae): VQVAETraining trained by mpm.pretrain.fit
+        if cfg["method"] == "tokenizer":  # mpm.train_tokenizer (vqvae): VQVAETraining trained by mpm.loop.train
             model = VQVAETraining(build_vqvae(cfg))
         else:
             kind = cfg["model"]["target"] if cfg["method"] == "mpmv1" else cfg["model"]["task"]
@@ -179,13 +182,17 @@ def omnijet_tokenizer_runner(cfg_path: str, device, batch_size, gen) -> Runner:
     def make_input():
         return synthetic_batch(batch_size, N, names, gen).to(device)
 
-    def step(batch):  # omnijet.train_tokenizer.train: fp32 on purpose (OJ experiment_tokenization_transformer.yaml)
-        res = model(batch.x, batch.mask)
-        res["loss"].backward()
-        clip_and_step(model, opt, sched, tc["grad_clip"])
-        return res["loss"].detach()
+    def loss_fn(mb):
+        with autocast(device, tc["precision"], "train.precision"):  # fp32 (OJ experiment_tokenization_transformer.yaml)
+            res = model(mb.x, mb.mask)
+        return res["loss"], {}
 
-    return Runner(model, tc["batch_size"], make_input, step, "fp32")
+    def step(batch):  # omnijet.train_tokenizer.train
+        loss, _ = accumulate(model, batch, min(tc["grad_accum"], len(batch)), loss_fn)
+        clip_and_step(model, opt, sched, tc["grad_clip"])
+        return loss
+
+    return Runner(model, tc["batch_size"], make_input, step, tc["precision"] if device.type == "cuda" else "fp32")
 
 
 def omnijet_gpt_runner(cfg_path: str, device, batch_size, gen) -> Runner:
@@ -205,31 +212,32 @@ def omnijet_gpt_runner(cfg_path: str, device, batch_size, gen) -> Runner:
         t, ln = synthetic_tokens(batch_size, N, num_codes, gen)
         return t.to(device), ln.to(device)
 
-    def step(inp):  # omnijet.pretrain.train
-        inp_tok, tgt, mask = shift_tokens(inp[0], inp[1], tc["max_len"])
-        with autocast(device):
+    def loss_fn(part):
+        inp_tok, tgt, mask = shift_tokens(part[0], part[1], tc["max_len"])
+        with autocast(device, tc["precision"], "train.precision"):
             logits = model(inp_tok, mask)
-        loss = next_token_loss(logits, tgt, mask, tc["include_padding_in_loss"])
-        loss.backward()
-        clip_and_step(model, opt, sched, tc["grad_clip"])
-        return loss.detach()
+        return next_token_loss(logits, tgt, mask, tc["include_padding_in_loss"]), {}
 
-    return Runner(model, tc["batch_size"], make_input, step, "bf16" if device.type == "cuda" else "fp32")
+    def step(inp):  # omnijet.pretrain.train
+        loss, _ = accumulate(model, inp, min(tc["grad_accum"], len(inp[0])), loss_fn)
+        clip_and_step(model, opt, sched, tc["grad_clip"])
+        return loss
+
+    return Runner(model, tc["batch_size"], make_input, step, tc["precision"] if device.type == "cuda" else "fp32")
 
 
 def hepjepa_runner(cfg_path: str, device, batch_size, gen) -> Runner:
     from common.data import dataset_info
     from common.ema import momentum_schedule
-    from common.train_utils import micro_batches
     from hepjepa.augment import augment
-    from hepjepa.pretrain import build_model
+    from hepjepa.model import build_model
 
     cfg = load_config(ROOT / cfg_path)
     tc = cfg["train"]
     info = dataset_info(cfg["data"])
     names = info["feature_names"]
     model = build_model(cfg, info).to(device).train()
-    opt = build_optimizer(model, tc["optimizer"])
+    opt = build_optimizer(model, tc)
     sched = build_scheduler(opt, tc["schedule"])
     momentum = momentum_schedule(tc["ema"][0], tc["ema"][1], tc["steps"])
     accum = min(tc["grad_accum"], batch_size)
@@ -238,21 +246,19 @@ def hepjepa_runner(cfg_path: str, device, batch_size, gen) -> Runner:
     def make_input():
         return synthetic_batch(batch_size, info["num_particles"], names, gen).to(device)
 
-    def step(batch):  # hepjepa.pretrain.train (single process: no DDP, no no_sync)
+    def loss_fn(mb):
+        with autocast(device, tc["precision"], "train.precision"):
+            return model(mb.x, mb.mask, mb.p4)["loss"], {}
+
+    def step(batch):  # hepjepa.pretrain.train (single process: no DDP)
         batch = augment(batch, names, cfg["augment"])
-        parts = micro_batches(batch, accum)
-        total = 0.0
-        for mb in parts:
-            with autocast(device):
-                res = model(mb.x, mb.mask, mb.p4)
-                (res["loss"] / len(parts)).backward()
-            total = total + res["loss"].detach() / len(parts)
-        clip_and_step(model, opt, sched, tc["clip"])
+        loss, _ = accumulate(model, batch, accum, loss_fn)
+        clip_and_step(model, opt, sched, tc["grad_clip"])
         model.update_target(momentum(count[0]))
         count[0] += 1
-        return total
+        return loss
 
-    return Runner(model, tc["batch_size"], make_input, step, "bf16" if device.type == "cuda" else "fp32")
+    return Runner(model, tc["batch_size"], make_input, step, tc["precision"] if device.type == "cuda" else "fp32")
 
 
 # name -> (config file, builder(device, batch_size, generator[, tmp]))
@@ -418,9 +424,7 @@ def main(argv=None) -> list[dict]:
           f"steps per config, synthetic jets (mean {MEAN_PARTICLES} real particles)\n")
     print(format_table(rows))
     if a.json:
-        tmp = Path(a.json).with_name(Path(a.json).name + ".tmp")
-        tmp.write_text(json.dumps(rows, indent=1))
-        os.replace(tmp, a.json)
+        write_json(a.json, rows, indent=1)
     return rows
 
 
