@@ -173,7 +173,7 @@ class Check:
     passed: bool
 
     def line(self) -> str:
-        return (f"{self.name:28s} target {self.target:>12s}  measured {self.measured:8.2f}  tolerance "
+        return (f"{self.name:34s} target {self.target:>12s}  measured {self.measured:8.2f}  tolerance "
                 f"{self.tolerance:24s} {'PASS' if self.passed else 'FAIL'}")
 
 
