@@ -221,6 +221,7 @@ def main(argv=None) -> dict:
                       f"start LR {args.start_lr}, {args.threads} thread(s) on {platform.node() or 'this machine'} "
                       f"({os.cpu_count()} CPUs)."),
             "command": "python -m bench.bench_weaver_part " + shlex.join(sys.argv[1:] if argv is None else argv)}
+    meta["extra_fields"] = sorted(set(row) - set(meta["keys"]) - set(meta["metrics"]))  # per-class AUCs, sizes, ...
     write_result(args.out / f"{TABLE_ID}.json", TABLE_ID, [row], meta)
     print(format_table(row))
     print(f"result file: {args.out / (TABLE_ID + '.json')}; weaver log: {work / 'stdout.log'}")

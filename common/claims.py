@@ -277,10 +277,13 @@ def render_claims(verdicts: list[Verdict]) -> list[str]:
     return lines
 
 
-def claims_section(runs_dir, published: dict | None = None, claims_path=None) -> tuple[list[str], list[Verdict]]:
+def claims_section(runs_dir, published: dict | None = None, claims_path=None,
+                   results: dict | None = None) -> tuple[list[str], list[Verdict]]:
+    """The Claims section's lines and verdicts; results: the tables to decide from (default: every valid result
+    file of runs_dir; the report passes the tables it accepted, without those it refused as stale)."""
     published = load_published() if published is None else published
     claims = load_claims(claims_path, published)
-    verdicts = evaluate(collect_results(runs_dir), claims, published)
+    verdicts = evaluate(collect_results(runs_dir, published) if results is None else results, claims, published)
     return render_claims(verdicts), verdicts
 
 

@@ -16,7 +16,11 @@ import shutil
 import sys
 from pathlib import Path
 
-from common.results import all_table_ids, collect_results, load_published, merge_meta, render_table_counted
+from common.results import (all_table_ids, changed_sources, collect_results, load_published, merge_meta,
+                            render_table_counted)
+
+FAILED = ("failed", "skipped-after-failure", "started", "interrupted")  # step states that produced no valid output
+STALE = "stale: built from runs that changed or failed"
 
 
 def sections(known: list[str], extra: list[str]) -> list[str]:
@@ -63,14 +67,31 @@ def _missing_reason(table_id: str, status: dict[str, dict]) -> tuple[str, bool]:
     steps = [(name, s) for name, s in status.items() if table_id in s["tables"] and not s["always"]]
     if not steps:
         return "no step of this profile produces this table", False
-    failed = [n for n, s in steps if s["status"] in ("failed", "skipped-after-failure", "started", "interrupted")]
+    failed = [n for n, s in steps if s["status"] in FAILED]
     if failed:
-        s = status[failed[0]]
-        return f"step {failed[0]} {s['status'].replace('started', 'did not finish')}; log: {s['log']}", True
+        return _step_failure(failed[0], status[failed[0]]), True
     unselected = [n for n, s in steps if s["status"] == "not-selected"]
     if unselected:
         return f"step {unselected[0]} was not selected in this run (--table / --only)", True
     return f"step {steps[-1][0]} ran but no result file for this table exists", True
+
+
+def _step_failure(name: str, s: dict) -> str:
+    return f"step {name} {s['status'].replace('started', 'did not finish')}; log: {s['log']}"
+
+
+def stale_reason(table_id: str, res: dict, status: dict[str, dict], runs_dir) -> str | None:
+    """Why a table's result files cannot stand for this run, or None: a step that declares the table (its table
+    writer included) failed or did not finish in this run, or a step output a file was built from (meta.sources)
+    is gone or changed since the file was written."""
+    failed = [n for n, s in status.items() if table_id in s["tables"] and s["status"] in FAILED]
+    if failed:
+        return f"{STALE}: {_step_failure(failed[0], status[failed[0]])}"
+    for path, meta in zip(res["files"], res["metas"]):
+        changed = changed_sources(path, meta)
+        if changed:
+            return f"{STALE}: {changed[0]} is missing or changed since {os.path.relpath(path, runs_dir)} was written"
+    return None
 
 
 def build_results_md(runs_dir, profile: str, out_dir, published: dict | None = None,
@@ -81,8 +102,13 @@ def build_results_md(runs_dir, profile: str, out_dir, published: dict | None = N
     section (default common/claims.yaml; False: no Claims section)."""
     published = load_published() if published is None else published
     runs_dir, out_dir = Path(runs_dir), Path(out_dir)
-    results = collect_results(runs_dir)
+    problems: list = []
+    results = collect_results(runs_dir, published, problems)
+    invalid = {t: path for t, path, _ in problems if t is not None}
     status = read_status(runs_dir)
+    refused = {t: r for t, res in results.items() if (r := stale_reason(t, res, status, runs_dir))}
+    refused.update({t: f"invalid result file {os.path.relpath(path, runs_dir)} (see 'Result files not read')"
+                    for t, path in invalid.items()})
     out_dir.mkdir(parents=True, exist_ok=True)
 
     body: list[str] = []
@@ -90,13 +116,20 @@ def build_results_md(runs_dir, profile: str, out_dir, published: dict | None = N
     not_produced: list[str] = []
     total_missing = 0
     known = all_table_ids(published)
-    extra = [t for t in results if t not in known]
+    extra = sorted({t for t in [*results, *invalid] if t not in known and "." in t},
+                   key=[*results, *invalid].index)
     for method in sections(known, extra):
         ids = [t for t in known + extra if t.partition(".")[0] == method]
         body.append(f"## {method}\n")
         for table_id in ids:
             res = results.get(table_id)
-            if res:
+            if table_id in refused:
+                metas = res["metas"] if res else []
+                text, n = render_table_counted(table_id, [], {"profile": profile,
+                                                              **merge_meta([{"expected_rows": m.get("expected_rows")
+                                                                             or []} for m in metas])},
+                                               published=published, missing_reason=refused[table_id])
+            elif res:
                 meta = merge_meta(res["metas"])
                 meta.setdefault("profile", profile)
                 text, n = render_table_counted(table_id, res["rows"], meta, published=published)
@@ -111,7 +144,8 @@ def build_results_md(runs_dir, profile: str, out_dir, published: dict | None = N
             total_missing += n
             if per_table is not None:
                 per_table[table_id] = n
-            summary.append(f"| {table_id} | {'yes' if res else 'no'} | {n} |")
+            state = "refused" if table_id in refused else "yes" if res else "no"
+            summary.append(f"| {table_id} | {state} | {n} |")
             body.append(text)
 
     plots = _copy_plots(runs_dir, out_dir)
@@ -126,11 +160,16 @@ def build_results_md(runs_dir, profile: str, out_dir, published: dict | None = N
                   "See README.md, section 'The simulated data'.", ""]
     if claims_path is not False:
         from common.claims import claims_section  # claims.py reads result files through common.results
-        lines += claims_section(runs_dir, published, claims_path)[0]
+        accepted = {t: res for t, res in results.items() if t not in refused}
+        lines += claims_section(runs_dir, published, claims_path, accepted)[0]
     lines += ["## Summary", "", f"Flagged missing cells: **{total_missing}**.", "",
               "| table | result file | missing cells |", "|---|---|---|", *summary, ""]
     if not_produced:
         lines += [f"Tables no step of the `{profile}` profile produces: " + ", ".join(not_produced) + ".", ""]
+    if problems:
+        lines += ["## Result files not read", "", "Invalid files refuse their table (its cells are flagged); other "
+                  "files in the result format are not read (only <table_id>.json files are).", ""]
+        lines += [f"- {message}" for _, _, message in problems] + [""]
     if status:
         lines += ["## Steps", "", "Wall seconds per step, and the training throughput (jets/s) that a training loop "
                   "recorded in its done.json, measured inside this run.", "",

@@ -15,6 +15,7 @@ Units: ours are in natural units (accuracy as a fraction, as common.metrics retu
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -82,16 +83,147 @@ def all_table_ids(published: dict | None = None) -> list[str]:
 # result files
 
 
-def write_result(path, table_id: str, rows: list[dict], meta: dict) -> None:
-    """Write one result file atomically. meta should state profile, dataset, scale (jets), seeds and class order."""
+# The only strings a metric cell may hold: a value deliberately not produced, shown as "– (<reason>)" and never
+# flagged missing. A writer uses these constants; a non-finite value kept as a note is "<inf|-inf|nan>: <reason>"
+# (non_finite_note).
+NOT_RUN_BY_KIT = "not run by the kit"
+NO_CODEBOOK = "no codebook"
+CLASSIFIER_DISABLED = "classifier disabled in this profile"
+NO_FINITE_DIFFERENCE = "no finite difference"
+TOO_FEW_TOP_QCD = "too few top/QCD jets in this seed's subset"
+NO_BACKGROUND_PASSES = "no background jet passes at this signal efficiency in the test set"
+REASONS = (NOT_RUN_BY_KIT, NO_CODEBOOK, CLASSIFIER_DISABLED, NO_FINITE_DIFFERENCE, TOO_FEW_TOP_QCD,
+           NO_BACKGROUND_PASSES)
+
+# Allowed values of our metrics, in our units (fractions, not percent): (low, high, +-inf allowed). Looked up by the
+# metric's name, then by its first word (auc_macro -> auc, rejection_50 -> rejection, kl_top_vs_qcd -> kl), then
+# *_resolution; any other metric must be finite. inf: 1/eps_B or a SIC with no background jet left after the cut,
+# and a run that never reaches its target (HEP-JEPA arXiv:2502.03933, Figure 2).
+METRIC_RANGES = {
+    "accuracy": (0.0, 1.0, False), "balanced_accuracy": (0.0, 1.0, False), "auc": (0.0, 1.0, False),
+    "codebook_utilisation": (0.0, 1.0, False), "fraction_outside_reference": (0.0, 1.0, False),
+    "ari": (-1.0, 1.0, False),  # adjusted Rand index
+    "rejection": (0.0, math.inf, True), "sic": (0.0, math.inf, True), "steps_to_scratch_min": (0.0, math.inf, True),
+    "kl": (0.0, math.inf, False), "w1": (0.0, math.inf, False), "resolution": (0.0, math.inf, False),
+}
+ROW_FIELDS = ("seed",)  # allowed in every row besides the table's keys and metrics
+
+
+def metric_range(name: str) -> tuple[float, float, bool]:
+    """(low, high, inf allowed) of a metric; unknown names: any finite value."""
+    for key in (name, name.split("_")[0], "resolution" if name.endswith("_resolution") else None):
+        if key in METRIC_RANGES:
+            return METRIC_RANGES[key]
+    return -math.inf, math.inf, False
+
+
+def non_finite_note(v, reason: str):
+    """A metric value for a table: a finite number as it is; inf / nan become "<v>: <reason>" (a note shown as such,
+    not a missing cell)."""
+    if reason not in REASONS:
+        raise ValueError(f"non_finite_note: {reason!r} is not one of results.REASONS")
+    if isinstance(v, (int, float)) and not math.isfinite(v):
+        return f"{v}: {reason}"
+    return v
+
+
+def _is_reason(text: str) -> bool:
+    head, sep, tail = text.partition(": ")
+    return text in REASONS or (bool(sep) and head in ("inf", "-inf", "nan") and tail in REASONS)
+
+
+def table_schema(table_id, meta: dict, published: dict | None = None) -> tuple[list, list, list] | None:
+    """(keys, metrics, extra fields) of a table: published.yaml's keys and metrics, or, for a table of ours, those
+    its writer declares in meta (keys, metrics); meta.extra_fields: further columns the writer keeps in its rows.
+    None when the table is neither."""
+    entry = published_table(str(table_id), published)
+    if entry is None:
+        if not (isinstance(meta.get("keys"), list) and isinstance(meta.get("metrics"), list)):
+            return None
+        entry = meta
+    return list(entry["keys"]), list(entry["metrics"]), list(meta.get("extra_fields") or [])
+
+
+def _check_value(name: str, v) -> str | None:
+    """Why a metric value is invalid, or None."""
+    if v is None or (isinstance(v, str) and _is_reason(v)):
+        return None
+    if isinstance(v, str):
+        return f"expected a number, a list of numbers, null or one of the reasons {list(REASONS)}"
+    for x in (v if isinstance(v, list) else [v]):
+        if x is None:
+            continue
+        if isinstance(x, bool) or not isinstance(x, (int, float)):
+            return "expected a number, a list of numbers, null or a reason string (results.REASONS)"
+        if math.isnan(x):
+            continue
+        lo, hi, inf_ok = metric_range(name)
+        if math.isinf(x) and not inf_ok:
+            return f"expected a finite number (in [{lo:g}, {hi:g}])"
+        if not lo <= x <= hi:
+            return f"expected a value in [{lo:g}, {hi:g}]"
+    return None
+
+
+def validate_result(path, data, published: dict | None = None) -> None:
+    """Check a result file's content against the schema of its table; ValueError naming the file, row, key, value
+    and what was expected, on one line."""
+    if not isinstance(data, dict) or data.get("format") != RESULT_FORMAT:
+        raise ValueError(f"{path}: not a result file (format {RESULT_FORMAT!r})")
+    table_id, rows, meta = data.get("table_id"), data.get("rows"), data.get("meta")
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: meta: expected a mapping, got {type(meta).__name__}")
+    schema = table_schema(table_id, meta, published)
+    if schema is None:
+        raise ValueError(f"{path}: table_id {table_id!r}: expected a table of common/published.yaml or one whose "
+                         "meta declares keys and metrics")
+    keys, metrics, extra = schema
+    if not isinstance(rows, list):
+        raise ValueError(f"{path}: rows: expected a list of rows, got {type(rows).__name__}")
+    allowed = set(keys) | set(metrics) | set(extra) | set(ROW_FIELDS)
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}: row {i}: expected a mapping of keys and metrics, got {row!r}")
+        for name, v in row.items():
+            if name not in allowed:
+                raise ValueError(f"{path}: row {i}: {name} = {v!r}: expected one of the keys {keys}, "
+                                 f"metrics {metrics} or declared fields {extra + list(ROW_FIELDS)} of {table_id}")
+            if name in keys or name == "seed":
+                bad = isinstance(v, (list, dict))
+                why = "expected a key value (string, number or null)" if bad else None
+            else:
+                why = _check_value(name, v)
+            if why:
+                raise ValueError(f"{path}: row {i}: {name} = {v!r}: {why}")
+    for i, k in enumerate(meta.get("expected_rows") or []):
+        if not isinstance(k, dict) or set(k) - set(keys):
+            raise ValueError(f"{path}: meta.expected_rows[{i}] = {k!r}: expected a mapping of the keys {keys}")
+
+
+def write_result(path, table_id: str, rows: list[dict], meta: dict, published: dict | None = None) -> None:
+    """Write one result file atomically, after checking it against its table's schema (validate_result).
+
+    meta should state profile, dataset, scale (jets), seeds and class order. Recorded with it:
+    expected_rows: the key values of every row written (plus any the writer passes), so that a row that goes
+    missing from the file is flagged, never dropped; sources: the step outputs the rows were read from (paths, as
+    the writer passes them), stored with their SHA-256, so that the report can refuse a table whose runs changed."""
     if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
         raise TypeError(f"write_result({path}): rows must be a list of dicts")
-    payload = {"format": RESULT_FORMAT, "table_id": table_id, "rows": rows, "meta": meta}
     path = Path(path)
+    meta = dict(meta)
+    schema = table_schema(table_id, meta, published)
+    if schema is not None:
+        expected = [{k: r.get(k) for k in schema[0]} for r in list(meta.get("expected_rows") or []) + rows]
+        meta["expected_rows"] = list({json.dumps(e, sort_keys=True, default=str): e for e in expected}.values())
+    if "sources" in meta:
+        meta["sources"] = [source_stamp(p, path.parent) for p in meta["sources"]]
+    payload = json.loads(json.dumps({"format": RESULT_FORMAT, "table_id": table_id, "rows": rows, "meta": meta},
+                                    default=_json_default))
+    validate_result(path, payload, published)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w") as f:
-        json.dump(payload, f, indent=1, default=_json_default)
+        json.dump(payload, f, indent=1)
     os.replace(tmp, path)
 
 
@@ -110,35 +242,89 @@ def write_table(out_dir, table_id: str, rows: list[dict], meta: dict) -> str:
 def _json_default(x):
     if hasattr(x, "tolist"):  # numpy scalars and arrays, torch tensors
         return x.tolist()
+    if isinstance(x, os.PathLike):
+        return os.fspath(x)
     raise TypeError(f"not JSON serialisable: {type(x).__name__}")
 
 
-def read_result(path) -> dict | None:
-    """A result file's content, or None when the JSON file is not one of ours."""
+def read_json(path, what: str):
+    """A step's JSON output (summary.json, result.json, done.json, ...): its content, None when the file does not
+    exist, a ValueError naming the file when it cannot be read or is not valid JSON (e.g. truncated)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
     try:
-        with open(path) as f:
-            data = json.load(f)
-    except (OSError, json.JSONDecodeError):
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: {what} is not valid JSON ({e})") from e
+
+
+def source_stamp(path, base) -> dict:
+    """{path (relative to base, the result file's folder), sha256} of one step output a table was built from."""
+    path = Path(path)
+    return {"path": os.path.relpath(path, base), "sha256": _sha256(path)}
+
+
+def _sha256(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def changed_sources(result_path, meta: dict) -> list[str]:
+    """The recorded sources of a result file that no longer exist or whose content changed since it was written."""
+    base = Path(result_path).parent
+    return [s["path"] for s in meta.get("sources") or [] if _sha256(base / s["path"]) != s.get("sha256")]
+
+
+def read_result(path, published: dict | None = None) -> dict | None:
+    """A result file's content, None when the file is not one of ours (other JSON), a ValueError naming the file
+    when it is one of ours (or named <published table id>.json) but unreadable or outside its table's schema."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        if path.name[:-len(".json")] in all_table_ids(published):
+            raise ValueError(f"{path}: result file is not valid JSON ({e})") from e
         return None
     if not isinstance(data, dict) or data.get("format") != RESULT_FORMAT:
         return None
+    validate_result(path, data, published)
     return data
 
 
-def collect_results(runs_dir) -> dict[str, dict]:
-    """Every result file under runs_dir merged per table: {table_id: {rows, metas, files}}."""
+def collect_results(runs_dir, published: dict | None = None, problems: list | None = None) -> dict[str, dict]:
+    """Every valid result file under runs_dir merged per table: {table_id: {rows, metas, files}}.
+
+    Only files named <table_id>.json (as write_table and the kit's writers name them) are read; another file in the
+    result format (e.g. a stray copy x.old.json) is ignored. A table with an invalid file is left out whole.
+    problems, when given, receives (table_id or None, path, message) for every ignored or invalid file."""
+    published = load_published() if published is None else published
     found: dict[str, dict] = {}
+    invalid: set[str] = set()
     for path in sorted(Path(runs_dir).rglob("*.json")):
         if path.name == "done.json" or path.stat().st_size > 50_000_000:
             continue
-        data = read_result(path)
+        try:
+            data = read_result(path, published)
+        except ValueError as e:
+            invalid.add(path.name[:-len(".json")])
+            if problems is not None:
+                problems.append((path.name[:-len(".json")], str(path), str(e)))
+            continue
         if data is None:
+            continue
+        if path.name != f"{data['table_id']}.json":
+            if problems is not None:
+                problems.append((None, str(path), f"{path}: ignored: a result file of {data['table_id']} must be "
+                                                  f"named {data['table_id']}.json"))
             continue
         entry = found.setdefault(data["table_id"], {"rows": [], "metas": [], "files": []})
         entry["rows"].extend(data["rows"])
         entry["metas"].append(data.get("meta") or {})
         entry["files"].append(str(path))
-    return found
+    return {t: e for t, e in found.items() if t not in invalid}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -260,6 +446,8 @@ def render_table_counted(table_id: str, rows: list[dict], meta: dict, *, publish
     meta: profile, dataset, scale, seeds, class_order, notes.
     At paper scale every published row is expected, and one we did not produce is flagged missing. The reduced
     profiles run smaller label grids; published rows outside them are listed in a second, published-only table.
+    At any scale, a row that meta.expected_rows lists (write_result records every row it writes) and that the rows
+    do not hold is flagged missing in the main table.
     """
     entry = published_table(table_id, published)
     if entry is None:  # a table of ours with no published counterpart: derive columns from the rows
@@ -277,9 +465,12 @@ def render_table_counted(table_id: str, rows: list[dict], meta: dict, *, publish
     ref_maps = [{tuple(canon_key(r.get(k)) for k in keys): r for r in ref.get("rows") or []} for ref in refs]
     paper = profile == "paper"
     expected = [k for k in pub if pub[k].get("ours") is not False]  # rows the paper-scale run must produce
+    written = OrderedDict((tuple(canon_key(r.get(k)) for k in keys), r) for r in meta.get("expected_rows") or [])
 
-    # Main table: our rows (at paper scale also every expected published row, flagged when absent).
-    main = list(ours) + ([k for k in expected if k not in ours] if paper and (rows or missing_reason) else [])
+    # Main table: our rows, every row the result files say they hold (write_result records them: a row gone from
+    # a file is flagged at any scale), and at paper scale every expected published row, flagged when absent.
+    main = list(ours) + [k for k in written if k not in ours]
+    main += [k for k in expected if k not in main] if paper and (rows or missing_reason) else []
     placeholder = not rows and missing_reason is not None and not main  # failed, and no grid to show: one row
 
     cite = _short_cite(entry)
@@ -306,7 +497,7 @@ def render_table_counted(table_id: str, rows: list[dict], meta: dict, *, publish
         lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for k in main or [None]:
             o_row, p_row = ours.get(k), pub.get(k, {})
-            key_vals = o_row["_keys"] if o_row else {kk: p_row.get(kk) for kk in keys}
+            key_vals = o_row["_keys"] if o_row else written.get(k) or {kk: p_row.get(kk) for kk in keys}
             cells = [_fmt_key(key_vals.get(kk)) for kk in keys]
             for m in metrics:
                 cell = _fmt_ours(o_row[m], m in percent) if o_row is not None else None
@@ -367,21 +558,21 @@ def _meta_line(meta: dict) -> str:
 
 
 def merge_meta(metas: list[dict]) -> dict:
-    """One meta for several result files of a table: seeds united, other fields from the first that has them."""
+    """One meta for several result files of a table: seeds, expected_rows and sources united, other fields from
+    the first that has them."""
     if not metas:
         return {}
     out: dict = {}
-    seeds: list = []
+    united: dict[str, list] = {"seeds": [], "expected_rows": [], "sources": []}
     for m in metas:
         for k, v in m.items():
-            if k == "seeds":
+            if k in united:
                 for s in (v if isinstance(v, (list, tuple)) else [v]):
-                    if s not in seeds:
-                        seeds.append(s)
+                    if s not in united[k]:
+                        united[k].append(s)
             else:
                 out.setdefault(k, v)
-    if seeds:
-        out["seeds"] = seeds
+    out.update({k: v for k, v in united.items() if v})
     return out
 
 

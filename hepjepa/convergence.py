@@ -13,9 +13,10 @@ The curves are the `val_curve` ([[step, loss], ...]) that common.finetune keeps 
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
+
+from common.results import read_json
 
 FIGURE2_PERCENT = 0.5  # label fraction (%) of Figure 2 (arXiv:2502.03933)
 
@@ -29,7 +30,7 @@ def seed_curves(finetune_dir, mode: str, pct=FIGURE2_PERCENT) -> dict[int, list]
     """{seed: val_curve} of the runs <finetune_dir>/<mode>/pct<pct>/n*/seed*/result.json."""
     out = {}
     for path in sorted(Path(finetune_dir, mode, f"pct{pct}").glob("n*/seed*/result.json")):
-        res = json.loads(path.read_text())
+        res = read_json(path, "fine-tuning result")
         out[int(res["seed"])] = res["val_curve"]
     return out
 

@@ -16,13 +16,12 @@ and the pretraining run (pretrain/) for the scale line. Writes <out>/<table_id>.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import yaml
 
-from common.results import render_table, write_result
+from common.results import read_json, render_table, write_result
 
 from .convergence import FIGURE2_PERCENT, convergence_rows
 
@@ -50,7 +49,7 @@ def patching_label(model: dict) -> str:
 
 
 def _read(path: Path):
-    return json.loads(path.read_text()) if path.is_file() else None
+    return read_json(path, "fine-tuning summary")
 
 
 def _pretrain_scale(runs: Path, name: str = "pretrain") -> str:
@@ -63,11 +62,14 @@ def _pretrain_scale(runs: Path, name: str = "pretrain") -> str:
             f"({cfg['data']['root']}), d={cfg['model']['dim']}, depth {cfg['model']['depth']}")
 
 
-def _meta(summary: dict, profile: str, scale: str, notes: str = "") -> dict:
+def _meta(summary: dict, profile: str, scale: str, notes: str = "", sources: list | None = None,
+          extra_fields: list | None = None) -> dict:
+    """sources: the summary.json files the rows come from (the report refuses the table when one changes);
+    extra_fields: columns kept in the rows beyond the table's keys and metrics."""
     n_train = summary["rows"][0]["n_train_total"] if summary["rows"] else None
     return {"profile": profile, "dataset": summary["dataset"], "class_order": summary["class_names"],
             "seeds": summary["seeds"], "scale": f"{scale}; fine-tuning pool {n_train} labelled jets (100 %)",
-            "notes": notes}
+            "notes": notes, "sources": list(sources or []), "extra_fields": list(extra_fields or [])}
 
 
 def _metric_cols(row: dict) -> dict:
@@ -119,7 +121,11 @@ def write_tables(runs, out, profile: str) -> list[str]:
         summary = _read(folder / "summary.json")
         if summary is None:
             continue
-        rows, meta = to_rows(summary), _meta(summary, profile, scale, notes)
+        rows = to_rows(summary)
+        meta = _meta(summary, profile, scale, notes, [folder / "summary.json"],
+                     # the few-shot table prints accuracy; the other metrics and the class count stay in the rows
+                     sorted({f for r in rows for f in r} - {"mode", "label_percent", "accuracy"})
+                     if table_id == "hepjepa.jetclass_fewshot" else [])
         write_result(out / f"{table_id}.json", table_id, rows, meta)
         md.append(render_table(table_id, rows, meta))
         written.append(table_id)
@@ -129,7 +135,9 @@ def write_tables(runs, out, profile: str) -> list[str]:
         meta = _meta(fewshot, profile, scale,
                      f"Figure 2 at {FIGURE2_PERCENT:g} % labels, one row per seed: the first validated fine-tuning "
                      "step at which the val loss <= the same seed's scratch minimum (scratch: the step of that "
-                     "minimum); inf = never reached in the run.")
+                     "minimum); inf = never reached in the run.",
+                     sorted((runs / "ft_jetclass").glob(f"*/pct{FIGURE2_PERCENT}/n*/seed*/result.json")),
+                     ["label_percent", "scratch_min_val_loss"])
         write_result(out / "hepjepa.convergence.json", "hepjepa.convergence", conv, meta)
         md.append(render_table("hepjepa.convergence", conv, meta))
         written.append("hepjepa.convergence")
@@ -137,10 +145,12 @@ def write_tables(runs, out, profile: str) -> list[str]:
     if abl:
         base = _read(runs / "ablation" / "base" / "probe" / "summary.json")
         r0 = base["rows"][0]
+        probes = sorted((runs / "ablation").glob("*/probe/summary.json"))  # each row is matched against the base
         for table_id, rows in abl.items():
             meta = _meta(base, profile, _pretrain_scale(runs / "ablation" / "base", "pretrain"),
                          f"Frozen-backbone probe ({r0['mode']}) at {r0['label_percent']} % labels after the shortened "
-                         f"ablation pretraining; one switch changed per row.")
+                         f"ablation pretraining; one switch changed per row.", probes,
+                         [] if table_id in KIT_TABLES else ["auc"])
             meta.update(KIT_TABLES.get(table_id, {}))
             write_result(out / f"{table_id}.json", table_id, rows, meta)
             md.append(render_table(table_id, rows, meta))

@@ -21,12 +21,11 @@ Each table is written as <out>/<table_id>.json (common.results.write_result) and
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import yaml
 
-from common.results import write_table
+from common.results import read_json, write_table
 
 # pretraining-table row labels (published.yaml keys) from a pretraining config
 APE = {"head_input": "head", "backbone_input": "backbone", "none": "none"}
@@ -35,10 +34,15 @@ V1_MODES = ("fixed", "finetune", "scratch")
 
 
 def _read(path: Path):
+    """A step's JSON output (read_json: an unreadable file is an error naming it) or YAML config (None if absent)."""
+    if path.suffix == ".json":
+        return read_json(path, "step output")
     try:
-        return json.loads(path.read_text()) if path.suffix == ".json" else yaml.safe_load(path.read_text())
-    except (OSError, ValueError, yaml.YAMLError):
+        return yaml.safe_load(path.read_text())
+    except OSError:
         return None
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: not valid YAML ({e})") from e
 
 
 def _pretrain_cfg(run_dir: Path) -> dict | None:
@@ -97,7 +101,8 @@ def sweep_rows(run_dir: Path, keys: dict, metrics: dict, n_key: str = "n_train")
 def _meta(profile: str, runs: list[Path], extra: dict | None = None) -> dict:
     cfgs = [c for c in (_read(r / "config.yaml") for r in runs) if c]
     pcfgs = [p for p in (_pretrain_cfg(r) for r in runs) if p]
-    meta = {"profile": profile}
+    # the step outputs the rows come from: the report refuses the table when one of them changes (common/report.py)
+    meta = {"profile": profile, "sources": [r / "summary.json" for r in runs if (r / "summary.json").is_file()]}
     if cfgs:
         d = cfgs[0]["data"]
         meta["dataset"] = f"{d['dataset']} at {d['root']} ({'real' if profile == 'paper' else 'simulated'})"
@@ -143,6 +148,7 @@ def collect(runs: Path, profile: str) -> dict[str, tuple[list, dict]]:
             return
         if table in tables:  # a second panel of the same table
             tables[table][0].extend(rows)
+            tables[table][1]["sources"] += _meta(profile, dirs)["sources"]
         else:
             tables[table] = (rows, _meta(profile, dirs))
 

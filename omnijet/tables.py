@@ -14,28 +14,15 @@ A table whose inputs are missing is skipped with a message (RESULTS.md then flag
 from __future__ import annotations
 
 import argparse
-import json
-import math
 from pathlib import Path
 
-from common.results import write_table
+from common.results import (CLASSIFIER_DISABLED, NO_BACKGROUND_PASSES, NO_CODEBOOK, NO_FINITE_DIFFERENCE,
+                            TOO_FEW_TOP_QCD, non_finite_note, read_json, write_table)
 
 TOKEN_METRICS = ("particle_pt_resolution", "etaphi_resolution", "eta_resolution", "phi_resolution",
                  "jet_mass_resolution", "jet_pt_resolution", "tau21_resolution", "tau32_resolution",
                  "codebook_utilisation")
 CLASS_METRICS = ("accuracy", "auc", "rejection_30", "rejection_50")
-
-
-def _finite_or_note(v, note: str):
-    """A metric value for the table: finite numbers as they are; inf / nan become a short note (shown as such,
-    not as a missing cell), e.g. a rejection when no background jet passes the cut of a tiny test set."""
-    if isinstance(v, (int, float)) and not math.isfinite(v):
-        return f"{v}: {note}"
-    return v
-
-
-def _read_json(path: Path):
-    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def _config_value(run_dir: Path, dotted: str):
@@ -54,18 +41,20 @@ def _data_meta(run_dir: Path) -> str:
 
 
 def token_quality_table(runs: Path, profile: str):
-    res = _read_json(runs / "token_quality" / "metrics.json")
+    source = runs / "token_quality" / "metrics.json"
+    res = read_json(source, "token-quality metrics")
     if res is None:
         return None
     rows = [{"tokenisation": r["tokenisation"], "num_tokens": r["num_tokens"], "seed": r.get("seed"),
-             **{m: _finite_or_note(r.get(m), "no finite difference") for m in TOKEN_METRICS},
+             **{m: non_finite_note(r.get(m), NO_FINITE_DIFFERENCE) for m in TOKEN_METRICS},
              "accuracy_reco": r.get("accuracy_reco")} for r in res["rows"]]
     for r in rows:
         if r["tokenisation"] == "original":
-            r["codebook_utilisation"] = "no codebook"
+            r["codebook_utilisation"] = NO_CODEBOOK
         if r["accuracy_reco"] is None:
-            r["accuracy_reco"] = "classifier disabled in this profile"
-    meta = {"profile": profile, "dataset": _data_meta(runs / "token_quality"),
+            r["accuracy_reco"] = CLASSIFIER_DISABLED
+    meta = {"profile": profile, "dataset": _data_meta(runs / "token_quality"), "sources": [source],
+            "extra_fields": ["eta_resolution", "phi_resolution"],  # kept beside the paper's combined eta-phi one
             "seeds": sorted({r["seed"] for r in rows if r["seed"] is not None}),
             "scale": f"{res['n_jets']} test jets (>= 3 constituents); tokenisers trained "
                      f"{_tokenizer_steps(runs, res['rows'])}",
@@ -80,13 +69,14 @@ def _tokenizer_steps(runs: Path, rows) -> str:
     for r in rows:
         if r["run"] is None:
             continue
-        done = _read_json(runs / r["run"] / "done.json") or {}
+        done = read_json(runs / r["run"] / "done.json", "tokeniser done.json") or {}
         parts.append(f"{r['run']}: {done.get('steps', '?')} steps of batch {_config_value(runs / r['run'], 'train.batch_size')}")
     return "; ".join(parts)
 
 
 def generation_table(runs: Path, profile: str):
-    res = _read_json(runs / "eval_generation" / "metrics.json")
+    source = runs / "eval_generation" / "metrics.json"
+    res = read_json(source, "generation metrics")
     if res is None:
         return None
     floor = res["reference_half_vs_half"]
@@ -95,15 +85,14 @@ def generation_table(runs: Path, profile: str):
         for name, m in r["generated_vs_reference"].items():
             rows.append({"observable": name, "seed": r["seed"], "kl_divergence": m["kl_divergence"], "w1": m["w1"],
                          "fraction_outside_reference": m.get("fraction_outside_reference"),
-                         "kl_top_vs_qcd": _finite_or_note(r["kl_top_vs_qcd"].get(name),
-                                                          "too few top/QCD jets in this seed's subset"),
+                         "kl_top_vs_qcd": non_finite_note(r["kl_top_vs_qcd"].get(name), TOO_FEW_TOP_QCD),
                          # one reference split, not per seed: given once
                          "kl_reference_halves": floor[name]["kl_divergence"] if i == 0 else None,
                          "w1_reference_halves": floor[name]["w1"] if i == 0 else None})
-    pre = _read_json(runs / "pretrain" / "done.json") or {}
+    pre = read_json(runs / "pretrain" / "done.json", "pretraining done.json") or {}
     r0 = res["per_seed"][0]
-    meta = {"profile": profile, "dataset": _data_meta(runs / "eval_generation"),
-            "seeds": [r["seed"] for r in res["per_seed"]],
+    meta = {"profile": profile, "dataset": _data_meta(runs / "eval_generation"), "sources": [source],
+            "extra_fields": ["w1_reference_halves"], "seeds": [r["seed"] for r in res["per_seed"]],
             "scale": f"{r0['n_generated_jets']} generated jets per sampling seed vs {res['n_reference_jets']} "
                      f"tokenised+reconstructed test jets; GPT trained {pre.get('steps', '?')} steps "
                      f"({pre.get('jets_seen', '?')} jets seen)",
@@ -133,22 +122,24 @@ def _run_config_dir(path: Path) -> Path:
 def classification_tables(runs: Path, profile: str) -> dict[str, tuple]:
     tables: dict[str, tuple[list, dict]] = {}
     for path in sorted((runs / "finetune").glob("**/result.json")):
-        result = _read_json(path)
+        result = read_json(path, "fine-tuning result")
         head = ((result.get("finetune") or {}).get("head") or {}).get("kind", "sum")
         table_id = "omnijet.classification" if head == "sum" else f"omnijet.classification_{head}"
         row = {"mode": result["mode"], "n_per_class": result["n_per_class"], "seed": result["seed"],
-               **{m: _finite_or_note((result.get("test") or {}).get(m), "no background jet passes at this "
-                                     "signal efficiency in the test set") for m in CLASS_METRICS}}
+               **{m: non_finite_note((result.get("test") or {}).get(m), NO_BACKGROUND_PASSES)
+                  for m in CLASS_METRICS}}
         step_dir = _run_config_dir(path)
         rows, meta = tables.setdefault(table_id, ([], {"profile": profile, "dataset": _data_meta(step_dir),
                                                        "class_order": result.get("class_names"), "seeds": [],
                                                        "keys": ["mode", "n_per_class"],
-                                                       "metrics": list(CLASS_METRICS), "_test": set()}))
+                                                       "metrics": list(CLASS_METRICS), "_test": set(),
+                                                       "sources": []}))
         rows.append(row)
+        meta["sources"].append(path)
         meta["_test"].add(result.get("n_test_jets"))
         if row["seed"] not in meta["seeds"]:
             meta["seeds"].append(row["seed"])
-    pre = _read_json(runs / "pretrain" / "done.json") or {}
+    pre = read_json(runs / "pretrain" / "done.json", "pretraining done.json") or {}
     order = {"scratch": 0, "fixed": 1, "finetune": 2}
     for table_id, (rows, meta) in tables.items():
         rows.sort(key=lambda r: (order.get(r["mode"], 3), r["n_per_class"] or 0, r["seed"] or 0))

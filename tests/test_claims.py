@@ -122,7 +122,7 @@ def test_results_md_starts_with_the_claims_section(tmp_path):
     runs = tmp_path / "runs"
     rows = [{"mode": m, "n_train": 1000, "accuracy": acc + 0.01 * s, "seed": s}
             for m, acc in (("finetune", 0.5), ("scratch", 0.3)) for s in range(3)]
-    R.write_result(runs / "mpm" / "t.json", "mpm.toy", rows, {"profile": "mini"})
+    R.write_result(runs / "mpm" / "mpm.toy.json", "mpm.toy", rows, {"profile": "mini"}, published=PUB)
     cpath = tmp_path / "claims.yaml"
     cpath.write_text(yaml.safe_dump({"claims": [CLAIM]}))
     path, _ = report.build_results_md(runs, "mini", tmp_path / "res", published=PUB, claims_path=cpath)

@@ -2,6 +2,7 @@
 produced before it moved out of common/results.py (tests/fixtures/report_RESULTS.md, generated once by that code)."""
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -30,7 +31,7 @@ def make_run(runs: Path, write_result) -> None:
     failed step, one step not selected, a table no step produces, a training rate and a plot."""
     rows = [{"mode": "fixed", "n_train": 1000, "accuracy": a, "auc": u, "seed": s}
             for s, (a, u) in enumerate(((0.30, 0.70), (0.32, 0.72), (0.31, 0.71)))]
-    rows.append({"mode": "scratch", "n_train": 100, "accuracy": [0.2, 0.25], "auc": [float("inf"), 3.0]})
+    rows.append({"mode": "scratch", "n_train": 100, "accuracy": [0.2, 0.25], "auc": [0.9, 0.8]})
     write_result(runs / "mpm" / "tables" / "mpm.toy.json", "mpm.toy", rows,
                  {"profile": "mini", "dataset": "simulated JetClass", "scale": {"train": 500}, "seeds": [0, 1, 2],
                   "class_order": ["QCD", "Tbqq"], "notes": "A note."})
@@ -56,7 +57,7 @@ def test_results_md_is_byte_identical_to_the_builder_before_the_split(tmp_path):
     from common import report, results
 
     runs = tmp_path / "runs"
-    make_run(runs, results.write_result)
+    make_run(runs, functools.partial(results.write_result, published=PUB))
     path, n_missing = report.build_results_md(runs, "mini", tmp_path / "res", published=PUB, claims_path=False)
     # the one intended difference: the command line that names the builder
     expected = FIXTURE.read_text().replace("python -m common.results", "python -m common.report")

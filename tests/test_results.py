@@ -109,27 +109,30 @@ def test_ours_rows_without_published_counterpart_say_not_published():
 
 
 def test_write_result_is_atomic_json_and_collected(tmp_path):
-    path = tmp_path / "run" / "ft" / "result.json"
-    R.write_result(path, "mpm.toy", [{"mode": "fixed", "n_train": 1000, "accuracy": 0.5}], {"profile": "smoke"})
-    assert not (path.parent / "result.json.tmp").exists()
+    path = tmp_path / "run" / "ft" / "mpm.toy.json"
+    R.write_result(path, "mpm.toy", [{"mode": "fixed", "n_train": 1000, "accuracy": 0.5}], {"profile": "smoke"},
+                   published=PUB)
+    assert not (path.parent / "mpm.toy.json.tmp").exists()
     data = json.loads(path.read_text())
     assert data["table_id"] == "mpm.toy" and data["rows"][0]["accuracy"] == 0.5
     (tmp_path / "run" / "config.json").write_text(json.dumps({"table_id": "mpm.toy", "rows": []}))  # not ours
     (tmp_path / "run" / "done.json").write_text("{}")
-    R.write_result(tmp_path / "run" / "b.json", "mpm.toy", [{"mode": "scratch", "n_train": 1000, "accuracy": 0.4}],
-                   {"profile": "smoke", "seeds": [3]})
-    found = R.collect_results(tmp_path / "run")
+    R.write_result(tmp_path / "run" / "b" / "mpm.toy.json", "mpm.toy",
+                   [{"mode": "scratch", "n_train": 1000, "accuracy": 0.4}], {"profile": "smoke", "seeds": [3]},
+                   published=PUB)
+    found = R.collect_results(tmp_path / "run", PUB)
     assert list(found) == ["mpm.toy"] and len(found["mpm.toy"]["rows"]) == 2 and len(found["mpm.toy"]["files"]) == 2
     with pytest.raises(TypeError):
-        R.write_result(tmp_path / "bad.json", "mpm.toy", {"not": "a list"}, {})
+        R.write_result(tmp_path / "bad.json", "mpm.toy", {"not": "a list"}, {}, published=PUB)
 
 
 def test_build_results_md_every_table_missing_reasons_and_plots(tmp_path):
     runs = tmp_path / "runs"
     (runs / "mpm" / "ft").mkdir(parents=True)
-    R.write_result(runs / "mpm" / "ft" / "result.json", "mpm.toy",
+    R.write_result(runs / "mpm" / "ft" / "mpm.toy.json", "mpm.toy",
                    [{"mode": "fixed", "n_train": 1000, "accuracy": 0.3, "auc": 0.7}],
-                   {"profile": "smoke", "dataset": "simulated JetClass", "scale": {"train": 500}, "seeds": [0]})
+                   {"profile": "smoke", "dataset": "simulated JetClass", "scale": {"train": 500}, "seeds": [0]},
+                   published=PUB)
     (runs / "mpm" / "ft" / "roc.png").write_bytes(b"\x89PNG fake")
     (runs / "logs").mkdir()
     (runs / "status.tsv").write_text("hepjepa/finetune\tstarted\t0\tlogs/h.log\thepjepa.other\tstep\n"
@@ -201,12 +204,13 @@ def test_published_yaml_is_complete_and_cited():
 
 
 def test_write_table_writes_result_json_and_markdown(tmp_path):
-    rows, meta = [{"mode": "fixed", "n_train": 1000, "accuracy": 0.4}], {"profile": "smoke"}
+    rows = [{"mode": "fixed", "n_train": 1000, "accuracy": 0.4}]
+    meta = {"profile": "smoke", "keys": ["mode", "n_train"], "metrics": ["accuracy"]}  # a table of ours
     md = R.write_table(tmp_path / "tables", "mpm.nonexistent_table", rows, meta)
     assert md == R.render_table("mpm.nonexistent_table", rows, meta)
     assert (tmp_path / "tables/mpm.nonexistent_table.md").read_text() == md
     res = R.read_result(tmp_path / "tables/mpm.nonexistent_table.json")
-    assert res["rows"] == rows and res["meta"] == meta
+    assert res["rows"] == rows and res["meta"] == {**meta, "expected_rows": [{"mode": "fixed", "n_train": 1000}]}
     assert sorted(p.name for p in (tmp_path / "tables").iterdir()) == ["mpm.nonexistent_table.json",
                                                                          "mpm.nonexistent_table.md"]
 

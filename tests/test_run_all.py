@@ -35,7 +35,7 @@ for s in range(start, a.steps):
 if a.fail:
     print("fake failure", file=sys.stderr); sys.exit(3)
 if a.table:
-    write_result(os.path.join(a.out, "result.json"), a.table,
+    write_result(os.path.join(a.out, a.table + ".json"), a.table,
                  [{"mode": "fixed", "n_train": 1000, "accuracy": [0.5, 0.6]}], {"profile": "smoke", "seeds": [0, 1]})
 json.dump({"ok": True}, open(os.path.join(a.out, "done.json"), "w"))
 '''
