@@ -177,11 +177,8 @@ def test_jetclass_d0_and_dz_resolutions_differ():
     from common.simulate.writers import jetclass_branches
 
     jets, _ = generate(GenConfig(jetclass_process("Wqq")), 3, 2)
-    part = jetclass_branches(jets)["part"]
-
+    part = jetclass_branches(jets)["part"]  # the JetClass writer's part_d0err / part_dzerr
     d0err, dzerr = ak.to_numpy(ak.flatten(part.d0err)), ak.to_numpy(ak.flatten(part.dzerr))
-    eta = np.abs(np.arcsinh(ak.to_numpy(ak.flatten(part.pz)) / np.hypot(ak.to_numpy(ak.flatten(part.px)),
-                                                                          ak.to_numpy(ak.flatten(part.py)))))
     trk = d0err > 0
     assert trk.sum() > 20 and (dzerr[trk] > d0err[trk]).all()
     from common.simulate.detector import ATLAS, CMS

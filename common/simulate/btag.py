@@ -156,7 +156,7 @@ class BTagGenerator:
     def _hadrons(self, qs, ids) -> np.ndarray:
         """(H, 7) pdg, pT, eta, phi, x, y, z of the decay vertex of the weakly decaying b and c hadrons (a hadron
         none of whose daughters is a hadron of the same flavour)."""
-        P, rows = self.P, []
+        rows = []
         for i in np.flatnonzero(is_b_hadron(ids) | is_c_hadron(ids)):
             same = is_b_hadron if is_b_hadron(ids[i]) else is_c_hadron
             q = qs[i]
