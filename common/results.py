@@ -1,11 +1,12 @@
 """Result files and results tables: our numbers beside the published ones.
 
-- `write_result(path, table_id, rows, meta)`: one JSON file per (partial) table, written atomically by a method's
-  evaluation or table script. A row is a dict of key columns and metric values; a metric value may be a float, a list
-  of floats (one per seed), None (the run should have produced it and did not: flagged **missing**) or a string
-  (deliberately not produced, e.g. "not run by the kit": printed as "– (<string>)"). Several files, or several rows
-  with the same keys (one per seed), are merged and shown as mean ± std. Write each row once: either per-step files
-  or one file from the method's table script, not both.
+- `write_result(path, table_id, rows, meta)`: one JSON file per (partial) table, <table_id>.json, written
+  atomically by a method's evaluation or table script. A row is a dict of key columns and metric values; a metric
+  value may be a float (within METRIC_RANGES), a list of floats (one per seed), None (the run should have produced it
+  and did not: flagged **missing**) or one of REASONS (deliberately not produced: printed as "– (<reason>)"). Every
+  file is checked against its table's schema when written and when read (validate_result). Several files, or
+  several rows with the same keys (one per seed), are merged and shown as mean ± std. Write each row once: either
+  per-step files or one file from the method's table script, not both.
 - `render_table(table_id, rows, meta)`: a Markdown table with, for every metric, an "ours" column and a
   "published (source)" column taken from `common/published.yaml`, the one cited data file of published numbers.
 The report of a whole run (RESULTS.md) is built from these files by common/report.py.
@@ -278,9 +279,10 @@ def changed_sources(result_path, meta: dict) -> list[str]:
     return [s["path"] for s in meta.get("sources") or [] if _sha256(base / s["path"]) != s.get("sha256")]
 
 
-def read_result(path, published: dict | None = None) -> dict | None:
+def read_result(path, published: dict | None = None, *, validate: bool = True) -> dict | None:
     """A result file's content, None when the file is not one of ours (other JSON), a ValueError naming the file
-    when it is one of ours (or named <published table id>.json) but unreadable or outside its table's schema."""
+    when it is one of ours (or named <published table id>.json) but unreadable or (validate) outside its table's
+    schema."""
     path = Path(path)
     try:
         data = json.loads(path.read_text())
@@ -290,7 +292,8 @@ def read_result(path, published: dict | None = None) -> dict | None:
         return None
     if not isinstance(data, dict) or data.get("format") != RESULT_FORMAT:
         return None
-    validate_result(path, data, published)
+    if validate:
+        validate_result(path, data, published)
     return data
 
 
@@ -307,18 +310,20 @@ def collect_results(runs_dir, published: dict | None = None, problems: list | No
         if path.name == "done.json" or path.stat().st_size > 50_000_000:
             continue
         try:
-            data = read_result(path, published)
+            data = read_result(path, published, validate=False)
+            if data is not None and path.name != f"{data.get('table_id')}.json":
+                if problems is not None:
+                    problems.append((None, str(path), f"{path}: ignored: a result file of {data.get('table_id')} "
+                                                      f"must be named {data.get('table_id')}.json"))
+                continue
+            if data is not None:
+                validate_result(path, data, published)
         except ValueError as e:
             invalid.add(path.name[:-len(".json")])
             if problems is not None:
                 problems.append((path.name[:-len(".json")], str(path), str(e)))
             continue
         if data is None:
-            continue
-        if path.name != f"{data['table_id']}.json":
-            if problems is not None:
-                problems.append((None, str(path), f"{path}: ignored: a result file of {data['table_id']} must be "
-                                                  f"named {data['table_id']}.json"))
             continue
         entry = found.setdefault(data["table_id"], {"rows": [], "metas": [], "files": []})
         entry["rows"].extend(data["rows"])

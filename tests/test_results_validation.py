@@ -183,3 +183,12 @@ def test_a_table_writer_ties_its_table_to_the_summaries_it_read(tmp_path):
     text = path.read_text()
     assert before["hepjepa.top_tagging"] == 0 and after["hepjepa.top_tagging"] > 0
     assert "stale: built from runs that changed or failed: ../ft_top/summary.json" in text
+
+
+def test_an_invalid_stray_copy_is_only_listed_not_a_table(tmp_path):
+    runs, path = _run(tmp_path)
+    stray = path.with_name("mpm.toy.old.json")
+    stray.write_text(path.read_text().replace('"accuracy": 0.5', '"accuracy": "x"'))
+    text, n_missing = _report(runs, tmp_path)
+    assert "### mpm.toy.old" not in text and "| mpm.toy | yes | 0 |" in text and n_missing == 0
+    assert f"- {stray}: ignored" in text

@@ -16,7 +16,7 @@ import pytest
 
 WORK_PY = '''
 import argparse, json, os, sys, time
-from common.results import write_result
+from common.results import published_table, write_result
 ap = argparse.ArgumentParser()
 ap.add_argument("--out"); ap.add_argument("--steps", type=int, default=2); ap.add_argument("--sleep", type=float, default=0)
 ap.add_argument("--table", default=None); ap.add_argument("--fail", action="store_true")
@@ -35,8 +35,9 @@ for s in range(start, a.steps):
 if a.fail:
     print("fake failure", file=sys.stderr); sys.exit(3)
 if a.table:
-    write_result(os.path.join(a.out, a.table + ".json"), a.table,
-                 [{"mode": "fixed", "n_train": 1000, "accuracy": [0.5, 0.6]}], {"profile": "smoke", "seeds": [0, 1]})
+    keys = {k: "fixed" if k == "mode" else 1000 for k in published_table(a.table)["keys"]}
+    write_result(os.path.join(a.out, a.table + ".json"), a.table, [{**keys, "accuracy": [0.5, 0.6]}],
+                 {"profile": "smoke", "seeds": [0, 1]})
 json.dump({"ok": True}, open(os.path.join(a.out, "done.json"), "w"))
 '''
 
