@@ -17,7 +17,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from omnijet.generate import sample  # noqa: E402
+from omnijet.sampling import sample  # noqa: E402
 from omnijet.model import OmniJetGPT  # noqa: E402
 
 

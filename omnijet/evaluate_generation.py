@@ -30,6 +30,7 @@ from common.metrics import kl_quantile_binned, wasserstein1
 from common.plots import hist_ratio
 from common.train_utils import mark_done, start_run, write_json
 from omnijet.jets import JET_OBSERVABLES, observables, particle_values
+from omnijet.vqvae import load_tokenizer
 
 # names used in the results table (omnijet.generation in common/published.yaml)
 TABLE_NAMES = {"pt": "jet_pt", "eta": "jet_eta", "phi": "jet_phi", "mass": "jet_mass", "nparticles":
@@ -86,18 +87,16 @@ def kl_top_vs_qcd(x: np.ndarray, mask: np.ndarray, qcd: np.ndarray, top: np.ndar
 
 @torch.no_grad()
 def tokenised_reference(tokenizer, x: np.ndarray, mask: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-    """Real jets encoded and decoded by the tokeniser (the OJ "JetClass (tokenized+reconstructed)" reference)."""
+    """Real jets tokenised and decoded by the tokeniser (the OJ "JetClass (tokenized+reconstructed)" reference)."""
     out = []
     for i in range(0, len(x), batch_size):
         xb = torch.as_tensor(x[i:i + batch_size], dtype=torch.float32)
         mb = torch.as_tensor(mask[i:i + batch_size], dtype=torch.bool)
-        out.append(tokenizer.decode(tokenizer.encode(xb, mb), mb).numpy())
+        out.append(tokenizer.decode(tokenizer.tokenize(xb, mb), mb).numpy())
     return np.concatenate(out)
 
 
 def main(argv=None) -> None:
-    from omnijet.train_tokenizer import load_tokenizer
-
     run = start_run(__doc__, argv)
     if run is None:
         return

@@ -15,16 +15,14 @@ Runs every N in finetune.n_per_class and every seed (common.finetune.run_sweep) 
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import torch
 
-from common.checkpoint import load_checkpoint
 from common.config import save_config
 from common.distributed import cleanup, init_distributed
-from common.finetune import run_sweep
+from common.sweep import run_sweep
 from common.train_utils import mark_done, start_run
-from omnijet.model import OmniJetBackbone, build_gpt
+from omnijet.model import backbone_fns
 
 
 def harness_config(cfg: dict) -> dict:
@@ -36,46 +34,24 @@ def harness_config(cfg: dict) -> dict:
     return out
 
 
-def backbone_factory(cfg: dict):
-    """build_backbone() for the harness: a fresh GPT of the pretraining architecture around the frozen tokeniser."""
-    from omnijet.pretrain import load_gpt
-    from omnijet.train_tokenizer import load_tokenizer
-
-    tokenizer = load_tokenizer(cfg["tokenizer_dir"])
-    _, pre_cfg = load_gpt(cfg["pretrain_dir"])  # the architecture of the pretraining run
-
-    def build() -> OmniJetBackbone:
-        return OmniJetBackbone(build_gpt(pre_cfg["model"], tokenizer.num_codes).backbone, tokenizer, cfg["precision"])
-
-    def load_pretrained(backbone: OmniJetBackbone) -> None:
-        """Weights of the generative backbone (embedding + GPT blocks), without the next-token head (OJ loads it with
-        strict=False)."""
-        path = Path(cfg["pretrain_dir"]) / "best.pt"
-        if not path.is_file():
-            path = Path(cfg["pretrain_dir"]) / "checkpoint.pt"
-        state = load_checkpoint(path)["model"]
-        gpt_state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
-        backbone.gpt.load_state_dict(gpt_state)
-
-    return build, load_pretrained
-
-
 def main(argv=None) -> None:
     run = start_run(__doc__, argv, save=False)  # the harness config (head filled in) is saved below
     if run is None:
         return
     cfg, out = harness_config(run.cfg), run.out
     dist = init_distributed(cfg["device"])
-    if dist.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / "config.yaml")
-    torch.manual_seed(cfg["seed"])
-    build, load_pretrained = backbone_factory(cfg)
-    summary = run_sweep(cfg, build, None if cfg["finetune"]["mode"] == "scratch" else load_pretrained, out, dist)
-    if dist.is_main:
-        mark_done(out, {"mode": summary["mode"], "head": cfg["head"], "seeds": summary["seeds"],
-                        "n_per_class": list(summary["per_n"])})
-    cleanup()
+    try:
+        if dist.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, out / "config.yaml")
+        torch.manual_seed(cfg["seed"])
+        build, load = backbone_fns(cfg)
+        summary = run_sweep(cfg, build, None if cfg["finetune"]["mode"] == "scratch" else load, out, dist)
+        if dist.is_main:
+            mark_done(out, {"mode": summary["mode"], "head": cfg["head"], "seeds": summary["seeds"],
+                            "n_per_class": list(summary["per_n"])})
+    finally:
+        cleanup()
 
 
 if __name__ == "__main__":

@@ -11,26 +11,18 @@ no switch removes the causal mask).
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.checkpoint import load_checkpoint
+from common.config import load_config
 from common.train_utils import autocast
 from common.transformer import GPT
-from omnijet.tokenize_dataset import START, stop_token
-
-PRECISIONS = ("fp32", "bf16")
-
-
-def gpt_precision(device, precision: str, key: str = "precision"):
-    """The context the GPT runs in: "fp32" (OJ trains the generative and classification models in fp32, Lightning's
-    default precision in uhh-pd-ml/omnijet_alpha configs/trainer) switches any outer autocast off; "bf16" is bf16
-    autocast on CUDA (common.train_utils.autocast). `key` names the config key in the error."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"config: {key} = {precision!r}; expected one of {', '.join(PRECISIONS)}")
-    if precision == "bf16":
-        return autocast(device)
-    return torch.autocast(device_type=torch.device(device).type, enabled=False)
+from omnijet.tokens import START, stop_token
+from omnijet.vqvae import load_tokenizer
 
 
 class OmniJetGPT(nn.Module):
@@ -50,6 +42,21 @@ class OmniJetGPT(nn.Module):
 def build_gpt(model_cfg: dict, num_codes: int) -> OmniJetGPT:
     return OmniJetGPT(num_codes + 2, model_cfg["dim"], model_cfg["depth"], model_cfg["num_heads"],
                       model_cfg["ff_hidden"], model_cfg["attention_dropout"])
+
+
+def load_gpt(run_dir, device="cpu", which: str = "best") -> tuple[OmniJetGPT, dict]:
+    """A trained GPT from an omnijet.pretrain run directory (<which>.pt, else checkpoint.pt) and its config."""
+    run_dir = Path(run_dir)
+    cfg = load_config(run_dir / "config.yaml")
+    path = run_dir / f"{which}.pt"
+    if not path.is_file():
+        path = run_dir / "checkpoint.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir}: no {which}.pt or checkpoint.pt (run omnijet.pretrain first)")
+    ckpt = load_checkpoint(path)
+    model = build_gpt(cfg["model"], int(ckpt["num_codes"]))
+    model.load_state_dict(ckpt["model"])
+    return model.to(device).eval(), cfg
 
 
 def shift_tokens(tokens: torch.Tensor, lengths: torch.Tensor, max_len: int):
@@ -80,11 +87,13 @@ class OmniJetBackbone(nn.Module):
     """Generative backbone for classification: forward(batch: JetBatch) -> (h (B, N+2, D), mask (B, N+2)).
 
     The tokeniser is frozen and not part of the trainable parameters (it is held outside the module tree, so
-    "scratch" re-initialisation and optimiser groups see only the GPT)."""
+    "scratch" re-initialisation and optimiser groups see only the GPT). `precision` is the GPT's context
+    (common.train_utils.autocast): fp32 as OJ (Lightning's default precision, uhh-pd-ml/omnijet_alpha configs/trainer),
+    also inside the harness's outer autocast; bf16 = bf16 autocast on CUDA."""
 
     def __init__(self, gpt: GPT, tokenizer: nn.Module, precision: str = "fp32"):
         super().__init__()
-        gpt_precision("cpu", precision)  # checks the value
+        autocast("cpu", precision)  # checks the value
         self.gpt = gpt
         self.dim = gpt.dim
         self.precision = precision
@@ -97,7 +106,7 @@ class OmniJetBackbone(nn.Module):
         # fp32 with autocast off, whatever context the harness runs in: the pretraining tokens were written in fp32
         # (omnijet.tokenize_dataset), and a bf16 encoder moves latents across code boundaries
         with torch.autocast(device_type=x.device.type, enabled=False):
-            codes = tok.encode(x.float(), mask)
+            codes = tok.tokenize(x.float(), mask)
         B, N = mask.shape
         n = mask.sum(1)
         tokens = torch.zeros(B, N + 2, dtype=torch.long, device=x.device)
@@ -109,6 +118,23 @@ class OmniJetBackbone(nn.Module):
 
     def forward(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         tokens, mask = self.tokenize(batch.x, batch.mask)
-        with gpt_precision(tokens.device, self.precision):
+        with autocast(tokens.device, self.precision):
             h = self.gpt(tokens, mask)
         return h * mask.unsqueeze(-1).to(h.dtype), mask
+
+
+def backbone_fns(cfg: dict):
+    """(build, load) for common.finetune from a fine-tuning config: build() = a fresh GPT of the pretraining run's
+    architecture (pretrain_dir) around the frozen tokeniser (tokenizer_dir); load(backbone) = the pretrained weights
+    of the generative backbone (embedding + GPT blocks) without the next-token head, which OJ loads with
+    strict=False (gabbro/models/backbone.py)."""
+    tokenizer = load_tokenizer(cfg["tokenizer_dir"])
+    pretrained, pre_cfg = load_gpt(cfg["pretrain_dir"])
+
+    def build() -> OmniJetBackbone:
+        return OmniJetBackbone(build_gpt(pre_cfg["model"], tokenizer.num_codes).backbone, tokenizer, cfg["precision"])
+
+    def load(backbone: OmniJetBackbone) -> None:
+        backbone.gpt.load_state_dict(pretrained.backbone.state_dict())
+
+    return build, load

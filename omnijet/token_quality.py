@@ -1,5 +1,5 @@
 """Token-quality study of OmniJet-alpha (arXiv:2403.05618; OJ scripts/evaluate_tokenization_ckpt.py): how well do jets
-survive encode -> decode?
+survive tokenize -> decode?
 
     python -m omnijet.token_quality --config omnijet/configs/token_quality.yaml --out runs/omnijet/token_quality \
         runs_dir=runs/omnijet
@@ -30,6 +30,7 @@ from common.plots import save_figure
 from common.train_utils import mark_done, start_run, write_json
 from omnijet.deepsets import train_and_score
 from omnijet.jets import observables, particles
+from omnijet.vqvae import load_tokenizer
 
 TOKENISATION_NAMES = {"conditional": "conditional_vqvae", "mlp": "unconditional_vqvae", "binned": "binned"}
 # (quantity, x-axis label, histogram range): the ranges of the OJ comparison script where it gives them
@@ -46,12 +47,12 @@ PLOT_PANELS = [
 
 @torch.no_grad()
 def reconstruct(tokenizer, x: np.ndarray, mask: np.ndarray, batch_size: int = 1024):
-    """(x_reco, codes) of padded jets through encode -> decode."""
+    """(x_reco, codes) of padded jets through tokenize -> decode."""
     xs, cs = [], []
     for i in range(0, len(x), batch_size):
         xb = torch.as_tensor(x[i:i + batch_size], dtype=torch.float32)
         mb = torch.as_tensor(mask[i:i + batch_size], dtype=torch.bool)
-        codes = tokenizer.encode(xb, mb)
+        codes = tokenizer.tokenize(xb, mb)
         xs.append(tokenizer.decode(codes, mb).numpy()), cs.append(codes.numpy())
     return np.concatenate(xs), np.concatenate(cs)
 
@@ -107,8 +108,6 @@ def plot_resolutions(all_diffs: dict[str, dict], path: Path) -> None:
 
 
 def main(argv=None) -> None:
-    from omnijet.train_tokenizer import load_tokenizer
-
     run = start_run(__doc__, argv)
     if run is None:
         return

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from common.data import ShardedBatchSampler, build_dataset, JetDataset
+from common.data import JetDataset, build_dataset
+from common.sampler import ShardedBatchSampler
 
 SEED = 3838  # OJ seed_shuffle_data
 

@@ -2,9 +2,10 @@
 
 All three map the `omnijet` particle features x = (log pT - 1.8, 3 eta_rel, 3 phi_rel) (OJ gabbro/data/loading.py
 read_jetclass_file; feature_dict of the configs) of a padded jet
-to one integer code per particle and back:
+to one integer code per particle and back (the OmniJet paper's "tokenisation", arXiv:2403.05618 Sec. 3; the name
+MPM's tokenisers use too):
 
-    encode(x, mask) -> codes (B, N) long          decode(codes, mask) -> x_reco (B, N, 3)
+    tokenize(x, mask) -> codes (B, N) long          decode(codes, mask) -> x_reco (B, N, 3)
 
 - ConditionalVQVAE (the paper's tokeniser, OJ gabbro/models/vqvae.py "VQVAENormFormer"): Linear(3 -> 128),
   4 NormformerBlockOJ, Linear(128 -> 4), vector quantiser (8192 codes), Linear(4 -> 128), 4 NormformerBlockOJ,
@@ -19,9 +20,13 @@ over padded positions too (they are zero on both sides); `exclude_padding` switc
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
+from common.checkpoint import load_checkpoint
+from common.config import load_config
 from common.transformer import Attention, EncoderBlock, zero_padded
 from common.vq import VectorQuantizer
 
@@ -81,7 +86,7 @@ class _VQVAEBase(nn.Module):
         )
 
     @torch.no_grad()
-    def encode(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def tokenize(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Code index per particle, 0 at padding (the mask tells them apart)."""
         z = self._encode(x, mask)
         return self.vq(z, mask).codes.masked_fill(~mask, 0)
@@ -219,7 +224,7 @@ class BinnedTokenizer(nn.Module):
     def num_codes(self) -> int:
         return int(torch.prod(self.n))
 
-    def encode(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def tokenize(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         width = (self.hi - self.lo) / self.n
         idx = torch.floor((x - self.lo) / width).long()
         idx = torch.minimum(idx.clamp_min(0), self.n - 1)
@@ -251,3 +256,15 @@ def build_tokenizer(model_cfg: dict) -> nn.Module:
     if kind == "binned":
         return BinnedTokenizer(model_cfg["bin_ranges"], model_cfg["bin_counts"])
     raise ValueError(f"model.kind must be conditional | mlp | binned, got {kind!r}")
+
+
+def load_tokenizer(run_dir, device="cpu") -> nn.Module:
+    """A trained tokeniser from its omnijet.train_tokenizer run directory (config.yaml + checkpoint.pt), in eval
+    mode."""
+    run_dir = Path(run_dir)
+    model = build_tokenizer(load_config(run_dir / "config.yaml")["model"])
+    ckpt_path = run_dir / "checkpoint.pt"
+    if not ckpt_path.is_file():
+        raise FileNotFoundError(f"{ckpt_path}: no tokeniser checkpoint (run omnijet.train_tokenizer first)")
+    model.load_state_dict(load_checkpoint(ckpt_path)["model"])
+    return model.to(device).eval()

@@ -69,14 +69,15 @@ def _capture(monkeypatch, module, name, keep):
 def test_tokenizer_validation_sees_both_classes_equally_at_every_validation(fake_root, tmp_path, monkeypatch):
     """Old behaviour: the first val_batches x batch_size jets of the split in file order (one class only)."""
     from common.config import load_config
+    from common.distributed import init_distributed
     from omnijet import train_tokenizer
 
     cfg = load_config(f"{REPO}/omnijet/configs/smoke/tokenizer.yaml")
     cfg["data"].update(_data_cfg(fake_root))
-    cfg["train"].update(batch_size=4, max_steps=4, val_every=2, val_batches=2, log_every=2, checkpoint_every=4)
+    cfg["train"].update(batch_size=4, steps=4, val_every=2, val_batches=2, log_every=2, ckpt_every=4)
     seen = _capture(monkeypatch, train_tokenizer, "validate",
-                    lambda model, loader, device, n: np.concatenate([b.label.numpy() for b in loader][:n]))
-    train_tokenizer.train(cfg, tmp_path)
+                    lambda model, loader, device, n, precision: np.concatenate([b.label.numpy() for b in loader][:n]))
+    train_tokenizer.train(cfg, tmp_path, init_distributed("cpu"))
     assert len(seen) == 2
     for labels in seen:
         assert np.bincount(labels, minlength=2).tolist() == [4, 4]
@@ -86,8 +87,9 @@ def test_tokenizer_validation_sees_both_classes_equally_at_every_validation(fake
 def test_gpt_validation_sees_top_and_qcd_equally(tmp_path, monkeypatch):
     """Old behaviour: the first val_batches x batch sequences of the val split, stored class after class."""
     from common.config import load_config
+    from common.distributed import init_distributed
     from omnijet import pretrain
-    from omnijet.tokenize_dataset import codes_to_sequences, save_npy
+    from omnijet.tokens import codes_to_sequences, save_npy
 
     rng = np.random.default_rng(0)
     for split, n in (("train", 32), ("val", 40)):
@@ -100,10 +102,9 @@ def test_gpt_validation_sees_top_and_qcd_equally(tmp_path, monkeypatch):
     (tmp_path / "done.json").write_text('{"num_codes": 8}')
     cfg = load_config(f"{REPO}/omnijet/configs/smoke/pretrain.yaml")
     cfg["tokens_dir"] = str(tmp_path)
-    cfg["train"].update(batch_size=4, max_steps=4, val_every=2, val_batches=3, max_len=7, log_every=2,
-                        checkpoint_every=4)
+    cfg["train"].update(batch_size=4, steps=4, val_every=2, val_batches=3, max_len=7, log_every=2, ckpt_every=4)
     seen = _capture(monkeypatch, pretrain, "validate", lambda model, tokens, *rest: np.array(tokens))
-    pretrain.train(cfg, tmp_path / "run")
+    pretrain.train(cfg, tmp_path / "run", init_distributed("cpu"))
     assert len(seen) == 2 and np.array_equal(seen[0], seen[1])
     is_second = seen[0][:, 1] == 9
     assert len(seen[0]) == 12 and is_second.sum() == 6
@@ -179,8 +180,9 @@ def test_gpt_runs_in_fp32_by_default_even_inside_autocast():
     """OJ trains the GPT in fp32; the fine-tuning harness wraps the backbone in autocast, the backbone switches it off
     for precision fp32 (and the pretraining loop uses the same context)."""
     from common.config import load_config
+    from common.train_utils import autocast
     from common.transformer import GPT
-    from omnijet.model import OmniJetBackbone, gpt_precision
+    from omnijet.model import OmniJetBackbone
     from omnijet.vqvae import build_tokenizer
 
     assert load_config(f"{REPO}/omnijet/configs/pretrain.yaml")["train"]["precision"] == "fp32"
@@ -194,11 +196,11 @@ def test_gpt_runs_in_fp32_by_default_even_inside_autocast():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         h, _ = backbone(batch)
         assert (x[0] @ x[0].T).dtype == torch.bfloat16
-        with gpt_precision("cpu", "fp32"):
+        with autocast("cpu", "fp32"):
             assert (x[0] @ x[0].T).dtype == torch.float32
     assert h.dtype == torch.float32 and torch.equal(h, ref)
-    with pytest.raises(ValueError, match="train.precision"):
-        gpt_precision("cpu", "fp16", "train.precision")
+    with pytest.raises(ValueError, match="precision"):
+        OmniJetBackbone(GPT(16, 1, 2, 32, tok.num_codes + 2), tok, "fp16")
 
 
 def test_mlp_baseline_encodes_padding_as_oj():
@@ -222,4 +224,4 @@ def test_mlp_baseline_encodes_padding_as_oj():
     torch.testing.assert_close(out["x_reco"][1, 3], pad_reco)
     torch.testing.assert_close(out["reco_loss"], ((out["x_reco"] - x) ** 2).mean())
     assert out["x_reco"][1, 2:].abs().sum() > 0
-    assert (model.decode(model.encode(x, mask), mask)[~mask] == 0).all()  # decoded jets: padding stays zero
+    assert (model.decode(model.tokenize(x, mask), mask)[~mask] == 0).all()  # decoded jets: padding stays zero

@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 import torch
 
-from omnijet.generate import sample
+from omnijet.sampling import sample
 from omnijet.model import OmniJetGPT, next_token_loss, shift_tokens
-from omnijet.tokenize_dataset import (codes_to_sequences, load_split, save_npy, sequences_to_codes, stop_token,
-                                      token_dtype, vocab_size)
+from omnijet.tokens import (codes_to_sequences, load_split, save_npy, sequences_to_codes, stop_token, token_dtype,
+                            vocab_size)
 
 NUM_CODES = 30
 

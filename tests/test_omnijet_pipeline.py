@@ -87,7 +87,7 @@ def test_vqvae_reconstruction_improves_and_ignores_padding(fake_root):
     def reco_error():
         model.eval()
         with torch.no_grad():
-            err = ((model.decode(model.encode(x, mask), mask) - x) ** 2)[mask].mean().item()
+            err = ((model.decode(model.tokenize(x, mask), mask) - x) ** 2)[mask].mean().item()
         model.train()
         return err
 
@@ -104,8 +104,8 @@ def test_vqvae_reconstruction_improves_and_ignores_padding(fake_root):
     model.eval()
     x2 = x.clone()
     x2[~mask] = 5.0
-    assert torch.equal(model.encode(x, mask), model.encode(x2, mask))
-    assert torch.allclose(model.decode(model.encode(x, mask), mask), model.decode(model.encode(x2, mask), mask))
+    assert torch.equal(model.tokenize(x, mask), model.tokenize(x2, mask))
+    assert torch.allclose(model.decode(model.tokenize(x, mask), mask), model.decode(model.tokenize(x2, mask), mask))
 
 
 def test_mlp_tokens_are_per_particle_and_conditional_tokens_are_not():
@@ -128,13 +128,13 @@ def test_binned_tokenizer_round_trip_within_half_a_bin():
     assert tok.num_codes == 120
     x = torch.rand(3, 7, 3) * torch.tensor([2.0, 2.0, 6.0]) + torch.tensor([-1.0, 0.0, -3.0])
     mask = torch.rand(3, 7) > 0.3
-    codes = tok.encode(x, mask)
+    codes = tok.tokenize(x, mask)
     assert codes.min() >= 0 and codes.max() < 120
     back = tok.decode(codes, mask)
     half = torch.tensor([0.25, 0.2, 0.5])
     assert ((back - x).abs()[mask] <= half + 1e-6).all()
     assert (back[~mask] == 0).all()
-    assert torch.equal(tok.encode(back, mask), codes)
+    assert torch.equal(tok.tokenize(back, mask), codes)
 
 
 def test_generation_metrics_zero_for_same_jets_and_large_for_top_vs_qcd(fake_root):
@@ -178,7 +178,7 @@ def test_every_config_loads_and_runs_one_step(path):
         m["vq"] = dict(m["vq"], num_codes=min(m["vq"]["num_codes"], 16))
         model = build_tokenizer(m)
         if m["kind"] == "binned":
-            assert torch.equal(model.encode(model.decode(model.encode(x, mask), mask), mask), model.encode(x, mask))
+            assert torch.equal(model.tokenize(model.decode(model.tokenize(x, mask), mask), mask), model.tokenize(x, mask))
             return
         out = model(x, mask)
         out["loss"].backward()
@@ -208,7 +208,7 @@ def test_every_config_loads_and_runs_one_step(path):
             assert h.shape == (4, 12, 16) and hm.sum(1).tolist() == [12, 9, 5, 7]
             head(h, hm).sum().backward()
     elif name == "generate.yaml":
-        from omnijet.generate import sample
+        from omnijet.sampling import sample
 
         gpt = build_gpt({"dim": 16, "depth": 1, "num_heads": 2, "ff_hidden": 32, "attention_dropout": 0.0}, 16)
         sc = cfg["sample"]
@@ -235,7 +235,7 @@ def test_scripts_end_to_end_on_fake_jetclass(fake_root, tmp_path):
     cfg = os.path.join(REPO, "omnijet/configs/smoke")
     d = [f"data.root={fake_root}", f"data.cache_dir={fake_root}/.cache"]
     out = tmp_path
-    small = ["train.max_steps=6", "train.val_every=6", "train.checkpoint_every=3"]
+    small = ["train.steps=6", "train.val_every=6", "train.ckpt_every=3"]
     _run("omnijet.train_tokenizer", "--config", f"{cfg}/tokenizer.yaml", "--out", f"{out}/tokenizer", *d, *small)
     _run("omnijet.train_tokenizer", "--config", f"{cfg}/tokenizer_binned.yaml", "--out", f"{out}/tokenizer_binned", *d)
     _run("omnijet.token_quality", "--config", f"{cfg}/token_quality.yaml", "--out", f"{out}/token_quality", *d,
@@ -251,11 +251,11 @@ def test_scripts_end_to_end_on_fake_jetclass(fake_root, tmp_path):
     assert tokens.dtype == np.int16 and (tokens[:, 0] == 0).all() and tokens.max() == 65
 
     pre = [f"--config={cfg}/pretrain.yaml", f"--out={out}/pretrain", *d, f"tokens_dir={out}/tokens",
-           "train.val_every=4", "train.checkpoint_every=4"]
-    _run("omnijet.pretrain", *pre, "train.max_steps=4")
+           "train.val_every=4", "train.ckpt_every=4"]
+    _run("omnijet.pretrain", *pre, "train.steps=4")
     assert (out / "pretrain/done.json").is_file()
     os.remove(out / "pretrain/done.json")  # resume from the step-4 checkpoint and go on to step 8
-    _run("omnijet.pretrain", *pre, "train.max_steps=8")
+    _run("omnijet.pretrain", *pre, "train.steps=8")
     log = [json.loads(line) for line in (out / "pretrain/log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if "val_loss" in r] == [4, 8]
     assert json.loads((out / "pretrain/done.json").read_text())["steps"] == 8
@@ -279,7 +279,7 @@ def test_scripts_end_to_end_on_fake_jetclass(fake_root, tmp_path):
 
     _run("omnijet.finetune", "--config", f"{cfg}/finetune.yaml", "--out", f"{out}/finetune/fixed", *d,
          "finetune.mode=fixed", f"pretrain_dir={out}/pretrain", f"tokenizer_dir={out}/tokenizer",
-         "finetune.max_steps=3", "data.train=train/*.root")
+         "finetune.steps=3", "data.train=train/*.root")
     result = json.loads((out / "finetune/fixed/n10/seed0/result.json").read_text())
     assert result["mode"] == "fixed" and 0 <= result["test"]["auc"] <= 1
 
