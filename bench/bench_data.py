@@ -15,6 +15,7 @@ import time
 import torch
 import uproot
 
+from common.cli import cli
 from common.data import cached_entries, make_loader
 from common.jetclass import iter_jetclass
 from tests.data_factory import write_jetclass
@@ -96,4 +97,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

@@ -39,6 +39,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from common.cli import cli  # noqa: E402
 from common.simulate.generate import JetGenerator, derive_seed, make_pythia  # noqa: E402
 from common.simulate.processes import JETCLASS_CLASSES  # noqa: E402
 from common.simulate.run import gen_config  # noqa: E402
@@ -183,4 +184,4 @@ def main(argv=None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

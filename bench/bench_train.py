@@ -45,6 +45,7 @@ import torch  # noqa: E402
 
 from common.batch import JET_FIELDS, JetBatch  # noqa: E402
 from common.checkpoint import save_checkpoint  # noqa: E402
+from common.cli import cli  # noqa: E402
 from common.config import load_config  # noqa: E402
 from common.features import get_feature_set  # noqa: E402
 from common.schedules import build_scheduler  # noqa: E402
@@ -429,4 +430,4 @@ def main(argv=None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

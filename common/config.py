@@ -222,12 +222,118 @@ def apply_override(cfg: dict, item: str, free: set[tuple] = frozenset()) -> None
     node[last] = value
 
 
+# ---------------------------------------------------------------------------------------------------------------------
+# value checks: every value has the type its root value (the schema) implies, and a sensible range
+
+# by key name (the last component), across every section
+COUNTS = {"steps", "batch_size", "eval_batch_size", "log_every", "ckpt_every", "grad_accum", "val_batches",
+          "num_particles", "dim", "depth", "num_heads", "ff_hidden", "num_codes", "max_epochs", "patience",
+          "n_clusters", "fit_jets"}                   # integers >= 1
+NOT_NULL = {"steps", "batch_size", "lr", "weight_decay", "log_every", "ckpt_every", "grad_accum", "seed", "device",
+            "precision", "method", "mode"}           # null only where the root says so
+UNIT_INTERVAL = ("dropout", "fraction", "smoothing")  # a key containing one of these: a float in [0, 1]
+CHOICES = {"device": "auto | cpu | cuda | cuda:<n>", "precision": ("bf16", "fp32"),
+           "mode": ("fixed", "finetune", "scratch"), "select": ("best_val", "last")}
+
+
+def _kind(v) -> str:
+    return "bool" if isinstance(v, bool) else "int" if isinstance(v, int) else "float" if isinstance(v, float) \
+        else "str" if isinstance(v, str) else "list" if isinstance(v, list) else "mapping" if isinstance(v, dict) \
+        else "null" if v is None else type(v).__name__
+
+
+def _expected(key: str, root) -> str | None:
+    """What a value of `key` must be, given its root value; None when `value` fits."""
+    return {"bool": "true or false", "int": "an integer" + (" >= 1" if key in COUNTS else " >= 0"),
+            "float": "a number" + (" > 0" if key == "lr" else ""),
+            "str": "a string", "list": "a list"}.get(_kind(root))
+
+
+def _bad_value(key: str, root, v) -> str | None:
+    """The expectation `v` violates (None: fine)."""
+    kr, kv = _kind(root), _kind(v)
+    if v is None:
+        return _expected(key, root) if key in NOT_NULL else None
+    if kr == "bool" and kv != "bool":
+        return "true or false"
+    if kr == "int" and kv != "int" and not (kv == "list" and all(_kind(x) == "int" for x in v)):
+        return _expected(key, root)
+    if kr == "float" and kv not in ("int", "float"):
+        return _expected(key, root)
+    if kr == "str" and kv != "str":
+        return "a string" if key not in CHOICES else "one of " + _choices(key)
+    if kr == "list" and kv not in ("list", "int", "float"):
+        return "a list"
+    if kv == "int" and (v < 1 if key in COUNTS else v < 0):
+        return _expected(key, 0)
+    if kv in ("int", "float") and kr in ("int", "float"):
+        if v != v or v in (float("inf"), float("-inf")):
+            return "a finite number"
+        if key == "lr" and v <= 0:
+            return "a number > 0"
+        if any(w in key for w in UNIT_INTERVAL) and not 0 <= v <= 1:
+            return "a number in [0, 1]"
+    if kv == "str" and key in CHOICES:
+        ok = v in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", v) if key == "device" else v in CHOICES[key]
+        if not ok:
+            return "one of " + _choices(key)
+    return None
+
+
+def _choices(key: str) -> str:
+    c = CHOICES[key]
+    return c if isinstance(c, str) else ", ".join(c)
+
+
+def _origin(path: tuple, chain: list[Path], overrides) -> str:
+    """Where a value came from: the last override or chain file that sets it."""
+    key = ".".join(path)
+    for item in reversed(list(overrides)):
+        if item.split("=", 1)[0].strip() == key:
+            return f"override '{item}'"
+    for f in reversed(chain):
+        node = _read_yaml(f)
+        for p in path:
+            if not isinstance(node, dict) or p not in node:
+                break
+            node = node[p]
+        else:
+            return str(f)
+    return str(chain[-1])
+
+
+def check_values(cfg: dict, root: dict, where) -> None:
+    """Every value against its root value: type (bool, int, float, string, list), counts >= 1, rates > 0, fractions
+    in [0, 1], the allowed strings of a choice. ConfigError naming where the value was set, the key, the value and the
+    expectation. `where`: callable(path) -> file or override."""
+    def walk(node, schema, prefix):
+        for k, v in node.items():
+            if not isinstance(schema, dict) or k not in schema or schema[k] is None:
+                continue
+            r, path = schema[k], prefix + (k,)
+            if isinstance(r, dict):
+                if r and isinstance(v, dict):
+                    walk(v, r, path)
+                elif r and v is not None:
+                    raise ConfigError(f"{where(path)}: {'.'.join(path)} = {v!r}: expected a mapping "
+                                      f"(keys {', '.join(map(str, r))})")
+                continue
+            bad = _bad_value(str(k), r, v)
+            if bad:
+                raise ConfigError(f"{where(path)}: {'.'.join(path)} = {v!r}: expected {bad}")
+    walk(cfg, root, ())
+
+
 def load_config(path, overrides=()) -> dict:
-    """Load a YAML config with its `base:` chain and apply `a.b=value` overrides. See the module docstring."""
-    cfg, free, _ = _load_chain(Path(path))
+    """Load a YAML config with its `base:` chain and apply `a.b=value` overrides; check every value against the root
+    file's (check_values). See the module docstring."""
+    cfg, free, chain = _load_chain(Path(path))
     check_renamed(cfg, str(path))
     for item in overrides:
         apply_override(cfg, item, free)
+    root = _read_yaml(chain[0])
+    root.pop("base", None)
+    check_values(cfg, root, lambda p: _origin(p, chain, overrides))
     return cfg
 
 
@@ -243,7 +349,21 @@ def add_config_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--config", required=True, help="YAML config file (may use `base:`)")
     parser.add_argument("--out", required=True, help="output directory of the run")
     parser.add_argument("overrides", nargs="*", default=[], help="config overrides of the form a.b=value")
+    parser.add_argument("--restart", action="store_true",
+                        help="start over: delete an earlier run in --out (finished or not) instead of resuming it")
     return parser
+
+
+def config_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """`key: old -> new` for every leaf that differs between two resolved configs."""
+    out = []
+    for k in sorted(set(old) | set(new), key=str):
+        a, b, key = old.get(k, "<absent>"), new.get(k, "<absent>"), f"{prefix}{k}"
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_diff(a, b, key + ".")
+        elif a != b:
+            out.append(f"{key}: {a!r} -> {b!r}")
+    return out
 
 
 def config_from_args(args: argparse.Namespace) -> dict:

@@ -28,6 +28,7 @@ from common import jetclass, quarkgluon, toptagging
 from common.atomic import write_json
 from common.batch import JetBatch
 from common.cache import atomic_pickle, file_lock, get_or_build, source_stat
+from common.cli import cli
 from common.features import DataError, FeatureSet, RawJets, fit_mpmv2_quantiles, get_feature_set
 from common.sampler import ShardedBatchSampler
 
@@ -387,4 +388,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

@@ -29,6 +29,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from common.cli import cli
+
 ZENODO = "https://zenodo.org"
 CHUNK = 1 << 20
 RETRY_BACKOFF_S = 2.0  # first wait before resuming after a network error; doubles per attempt, capped at 30 s
@@ -250,4 +252,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli(main)

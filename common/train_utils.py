@@ -7,16 +7,18 @@ import argparse
 import contextlib
 import os
 import random
+import shutil
 import time
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import torch
+import yaml
 from torch.nn.parallel import DistributedDataParallel
 
 from common.atomic import write_json
-from common.config import add_config_args, load_config, save_config
+from common.config import ConfigError, add_config_args, config_diff, load_config, save_config
 from common.distributed import get_rank
 
 
@@ -264,23 +266,37 @@ def set_torch_threads() -> int:
 
 
 def start_run(description: str, argv=None, *, save: bool = True) -> RunStart | None:
-    """Parse `--config <yaml> --out <dir> [a.b=value ...]` and load the config (common.config rules: an unknown key is
-    a ConfigError naming the file and the key).
+    """Parse `--config <yaml> --out <dir> [--restart] [a.b=value ...]` and load the config (common.config rules: an
+    unknown key or a value of the wrong type is a ConfigError naming the file, the key and what was expected).
 
-    Returns None, printing one line (rank 0), when <out>/done.json exists: the caller returns at once.
+    An earlier run in <out>: finished (done.json) -> returns None, printing one line (rank 0), and the caller returns
+    at once; unfinished -> it is resumed, but only if its config.yaml equals the resolved config, else a ConfigError
+    names the differing keys (a resumed optimiser and schedule would not match the recorded config). `--restart`
+    deletes the earlier run (a directory holding config.yaml) and starts over.
     Otherwise, with save=True, creates <out> and writes the resolved <out>/config.yaml (on rank 0 only); save=False
-    leaves both to the caller (scripts that validate the config first, or save a derived config)."""
+    leaves both to the caller."""
     args = add_config_args(argparse.ArgumentParser(description=description)).parse_args(argv)
     cfg = load_config(args.config, args.overrides)
     set_torch_threads()
     out = Path(args.out)
     rank0 = launch_rank() == 0
-    if is_done(out):
+    saved = out / "config.yaml"
+    if args.restart and saved.is_file():
         if rank0:
-            print(f"{out}: done.json exists, nothing to do", flush=True)
+            shutil.rmtree(out)
+            print(f"{out}: --restart, the earlier run was deleted", flush=True)
+    elif is_done(out):
+        if rank0:
+            print(f"{out}: done.json exists, nothing to do (--restart to redo it)", flush=True)
         return None
+    elif saved.is_file():
+        diff = config_diff(yaml.safe_load(saved.read_text()) or {}, cfg)
+        if diff:
+            raise ConfigError(f"{saved}: the unfinished run there has another config ({'; '.join(diff[:8])}"
+                              f"{'; ...' if len(diff) > 8 else ''}); rerun with --restart to start over, or use "
+                              "another --out")
     if save:
         out.mkdir(parents=True, exist_ok=True)
         if rank0:
-            save_config(cfg, out / "config.yaml")
+            save_config(cfg, saved)
     return RunStart(cfg, out, args.config)

@@ -15,11 +15,11 @@ round(P/100 * N_train / C), at least 1); 100 % = the whole split. In the mini pr
 from __future__ import annotations
 
 import copy
-import sys
 from pathlib import Path
 
 import torch
 
+from common.cli import cli
 from common.data import build_dataset, dataset_info, make_loader
 from common.distributed import cleanup, init_distributed
 from common.sweep import run_sweep
@@ -84,4 +84,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    cli(main)

@@ -10,12 +10,12 @@ done.json in --out.
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import torch
 
 from common.checkpoint import ResumableLoader, load_checkpoint, make_state, restore_state, save_checkpoint
+from common.cli import cli
 from common.data import dataset_info, make_loader
 from common.distributed import Dist, all_reduce_mean, barrier, cleanup, init_distributed, wrap_ddp
 from common.ema import momentum_schedule
@@ -141,4 +141,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    cli(main)

@@ -26,6 +26,7 @@ from common import metrics
 from common.batch import JetBatch
 from common.checkpoint import load_checkpoint
 from common.classifier import build_classifier
+from common.cli import cli
 from common.data import build_dataset, load_arrays
 from common.distributed import cleanup, init_distributed
 from common.features import DataError, FeatureSet, get_feature_set
@@ -205,4 +206,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

@@ -14,6 +14,7 @@ scratch (mpm/build.py backbone_fns).
 """
 from __future__ import annotations
 
+from common.cli import cli
 from common.distributed import cleanup, init_distributed
 from common.finetune_config import finetune_settings
 from common.sweep import run_sweep
@@ -43,4 +44,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

@@ -9,6 +9,7 @@ log.jsonl and done.json.
 """
 from __future__ import annotations
 
+from common.cli import cli
 from common.distributed import cleanup, init_distributed
 from common.train_utils import seed_everything, start_run
 
@@ -29,4 +30,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

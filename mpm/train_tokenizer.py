@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from common.checkpoint import save_checkpoint
+from common.cli import cli
 from common.data import make_loader
 from common.distributed import cleanup, init_distributed
 from common.kmeans import KMeans
@@ -76,4 +77,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

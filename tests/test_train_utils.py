@@ -177,7 +177,7 @@ def test_start_run_done_returns_none(tmp_path, capsys, monkeypatch):
     out = tmp_path / "c"
     mark_done(out)
     assert start_run("test", ["--config", str(_run_config(tmp_path)), "--out", str(out)]) is None
-    assert capsys.readouterr().out.strip() == f"{out}: done.json exists, nothing to do"
+    assert capsys.readouterr().out.strip() == f"{out}: done.json exists, nothing to do (--restart to redo it)"
     assert not (out / "config.yaml").exists()
 
 
