@@ -78,6 +78,10 @@ def test_valid_values_pass_inf_where_the_metric_allows_it_and_reasons(tmp_path):
     with pytest.raises(ValueError, match="REASONS"):
         R.non_finite_note(math.inf, "some made-up reason")
     assert R.non_finite_note(math.inf, R.NO_BACKGROUND_PASSES) == f"inf: {R.NO_BACKGROUND_PASSES}"
+    # the range of a metric by its name, its first word, or *_resolution
+    assert R.metric_range("auc_macro") == (0.0, 1.0, False) and R.metric_range("rejection_30") == (0, math.inf, True)
+    assert R.metric_range("kl_top_vs_qcd")[2] and R.metric_range("particle_pt_resolution") == (0, math.inf, False)
+    assert R.metric_range("scratch_min_val_loss") == (-math.inf, math.inf, False)  # any finite value
 
 
 def test_a_row_deleted_from_a_file_is_flagged_missing_not_moved_to_published_only(tmp_path):
