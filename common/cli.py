@@ -1,7 +1,7 @@
 """The one way every entry point ends on bad input: a single line naming the file, the key and what was expected.
 
     if __name__ == "__main__":
-        cli(main)            # main(argv) -> exit status (None = 0)
+        cli(main)            # main(argv) -> exit status (an int; anything else, e.g. None or rows, = 0)
 
 A config, data or result-file error (ConfigError, DataError, any ValueError, a missing file, a non-finite loss) is
 printed as `error: <message>` on stderr and the process exits with status 2, instead of the same message at the
@@ -31,4 +31,4 @@ def cli(main, argv=None) -> None:
             raise
         print(f"error: {e}  (rerun with --debug for the traceback)", file=sys.stderr, flush=True)
         sys.exit(2)
-    sys.exit(status or 0)
+    sys.exit(status if isinstance(status, int) and not isinstance(status, bool) else 0)

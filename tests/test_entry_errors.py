@@ -80,3 +80,11 @@ def test_entry_point_ends_bad_input_in_one_line(tmp_path):
     for debug in (["--debug"], []):
         p = _cli("--out", str(tmp_path / "r"), "train.lr=fast", *debug, env={} if debug else {"JETFM_DEBUG": "1"})
         assert p.returncode == 1 and "Traceback" in p.stderr and "ConfigError" in p.stderr
+
+
+def test_cli_exit_status(monkeypatch):
+    from common.cli import cli
+    for ret, code in ((None, 0), (3, 3), ([{"row": 1}], 0)):  # a bench main returns its rows: still success
+        with pytest.raises(SystemExit) as e:
+            cli(lambda argv: ret, [])
+        assert e.value.code == code
