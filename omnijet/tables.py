@@ -104,13 +104,6 @@ def generation_table(runs: Path, profile: str):
     return rows, meta
 
 
-def _metric(result: dict, name: str):
-    for scope in (result, result.get("test") or {}, result.get("metrics") or {}):
-        if isinstance(scope, dict) and name in scope:
-            return scope[name]
-    return None
-
-
 def _run_config_dir(path: Path) -> Path:
     """The fine-tuning step directory (holding config.yaml) above a per-N, per-seed result."""
     for parent in path.parents:
