@@ -5,6 +5,9 @@ and run_all.sh's step status (<runs>/status.tsv), with the run's plots copied be
 
 Sections: the papers' methods in common/published.yaml order, then any other table prefix of our result files
 (e.g. "reference", the supervised baselines of bench/bench_weaver_part.py) alphabetically.
+A table is refused (its cells flagged **missing**, with the reason) when one of its result files is invalid, when
+a step that declares it failed or did not finish in this run, or when a step output it was built from
+(meta.sources) is gone or changed since; result files not read are listed.
 """
 from __future__ import annotations
 
@@ -116,19 +119,19 @@ def build_results_md(runs_dir, profile: str, out_dir, published: dict | None = N
     not_produced: list[str] = []
     total_missing = 0
     known = all_table_ids(published)
-    extra = sorted({t for t in [*results, *invalid] if t not in known and "." in t},
-                   key=[*results, *invalid].index)
+    extra = list(dict.fromkeys(t for t in [*results, *invalid] if t not in known and "." in t))
     for method in sections(known, extra):
         ids = [t for t in known + extra if t.partition(".")[0] == method]
         body.append(f"## {method}\n")
         for table_id in ids:
             res = results.get(table_id)
-            if table_id in refused:
-                metas = res["metas"] if res else []
-                text, n = render_table_counted(table_id, [], {"profile": profile,
-                                                              **merge_meta([{"expected_rows": m.get("expected_rows")
-                                                                             or []} for m in metas])},
+            if table_id in refused:  # every row the refused files hold is flagged, with the reason
+                rows = [k for m in (res["metas"] if res else []) for k in m.get("expected_rows") or []]
+                text, n = render_table_counted(table_id, [], {"profile": profile, "expected_rows": rows},
                                                published=published, missing_reason=refused[table_id])
+                if res:
+                    files = ", ".join(os.path.relpath(f, runs_dir) for f in res["files"])
+                    text += f"\nRefused result files (under {runs_dir}): {files}\n"
             elif res:
                 meta = merge_meta(res["metas"])
                 meta.setdefault("profile", profile)
