@@ -70,7 +70,6 @@ def train(cfg: dict, out: Path, dist: Dist) -> dict:
     autocast("cpu", tc["precision"], "train.precision")  # a bad value fails before the data is read
     micro = micro_batch_size(tc["batch_size"], dist.world_size, tc["grad_accum"])
     per_rank = micro * tc["grad_accum"]
-    seed_everything(cfg["seed"] + dist.rank)
 
     # data
     num_codes = num_codes_of(cfg["tokens_dir"])
@@ -85,6 +84,7 @@ def train(cfg: dict, out: Path, dist: Dist) -> dict:
                             dist.world_size)
 
     # model
+    seed_everything(cfg["seed"] + dist.rank)
     model = build_gpt(cfg["model"], num_codes).to(dist.device)
 
     # optimiser and schedule: OJ ConstantLR(total_iters=1) stepped per epoch -> the first epoch at lr x 1/3 (torch
@@ -93,12 +93,14 @@ def train(cfg: dict, out: Path, dist: Dist) -> dict:
     scheduler = build_scheduler(optimizer, tc["schedule"])
 
     # resume
+    ckpt_path = out / "checkpoint.pt"
     step, best, bad_evals = 0, float("inf"), 0
-    if (out / "checkpoint.pt").is_file():
-        ckpt = load_checkpoint(out / "checkpoint.pt")
+    if ckpt_path.is_file():
+        ckpt = load_checkpoint(ckpt_path)
         step = restore_state(ckpt, model=model, optimizer=optimizer, scheduler=scheduler, loader=batches)
         best, bad_evals = ckpt["best_val"], ckpt["bad_evals"]
-    ddp_model = maybe_compile(wrap_ddp(model, dist), cfg["compile"])
+    ddp = wrap_ddp(model, dist)
+    net = maybe_compile(ddp, cfg["compile"])
     logger = MetricLogger(out, enabled=dist.is_main)
     logger.truncate_after(step)  # a resumed run logs each step once
 
@@ -110,7 +112,7 @@ def train(cfg: dict, out: Path, dist: Dist) -> dict:
         tokens, lengths = micro_batch
         inp, tgt, mask = shift_tokens(tokens, lengths, tc["max_len"])
         with autocast(dist.device, tc["precision"], "train.precision"):
-            logits = ddp_model(inp, mask)
+            logits = net(inp, mask)
         return next_token_loss(logits, tgt, mask, tc["include_padding_in_loss"]), {}
 
     # loop
@@ -120,7 +122,7 @@ def train(cfg: dict, out: Path, dist: Dist) -> dict:
     while step < tc["steps"] and not stop:
         tokens, lengths = next(batches)
         batch = (tokens.to(dist.device).long(), lengths.to(dist.device).long())
-        loss, _ = accumulate(ddp_model, batch, tc["grad_accum"], loss_fn)
+        loss, _ = accumulate(ddp, batch, tc["grad_accum"], loss_fn)
         clip_and_step(model, optimizer, scheduler, tc["grad_clip"])
         step += 1
         bar.update(jets=tc["batch_size"], loss=loss.item())
@@ -139,10 +141,10 @@ def train(cfg: dict, out: Path, dist: Dist) -> dict:
                 stop = bad_evals >= tc["patience"]
         # checkpoint
         if step % tc["ckpt_every"] == 0 and dist.is_main:
-            save_checkpoint(out / "checkpoint.pt", state())
+            save_checkpoint(ckpt_path, state())
     bar.close()
     if dist.is_main:
-        save_checkpoint(out / "checkpoint.pt", state())
+        save_checkpoint(ckpt_path, state())
 
     # done
     summary = {"steps": step, "jets_per_s": bar.jets_per_second, "best_val_loss": best, "early_stopped": stop,

@@ -65,8 +65,8 @@ def train(cfg: dict, out: Path, dist: Dist) -> dict:
         return summary
 
     # data
-    loader = ResumableLoader(make_loader(cfg["data"], "train", per_rank, shuffle=True, seed=cfg["seed"],
-                                         rank=dist.rank, world_size=dist.world_size, drop_last=True))
+    batches = ResumableLoader(make_loader(cfg["data"], "train", per_rank, shuffle=True, seed=cfg["seed"],
+                                          rank=dist.rank, world_size=dist.world_size, drop_last=True))
     # every jet type in equal numbers, the same jets at every validation (omnijet/validation.py)
     val_loader = validation_loader(cfg["data"], per_rank, tc["val_batches"] * tc["batch_size"], rank=dist.rank,
                                    world_size=dist.world_size)
@@ -80,32 +80,34 @@ def train(cfg: dict, out: Path, dist: Dist) -> dict:
     scheduler = build_scheduler(optimizer, tc["schedule"])
 
     # resume
+    ckpt_path = out / "checkpoint.pt"
     step = 0
-    if (out / "checkpoint.pt").is_file():
-        step = restore_state(load_checkpoint(out / "checkpoint.pt"), model=model, optimizer=optimizer,
-                             scheduler=scheduler, loader=loader)
-    ddp_model = maybe_compile(wrap_ddp(model, dist), cfg["compile"])
+    if ckpt_path.is_file():
+        step = restore_state(load_checkpoint(ckpt_path), model=model, optimizer=optimizer, scheduler=scheduler,
+                             loader=batches)
+    ddp = wrap_ddp(model, dist)
+    net = maybe_compile(ddp, cfg["compile"])
     logger = MetricLogger(out, enabled=dist.is_main)
     logger.truncate_after(step)  # a resumed run logs each step once
 
     def checkpoint():
         if dist.is_main:
-            save_checkpoint(out / "checkpoint.pt", make_state(model=model, step=step, optimizer=optimizer,
-                                                              scheduler=scheduler, config=cfg, loader=loader))
+            save_checkpoint(ckpt_path, make_state(model=model, step=step, optimizer=optimizer, scheduler=scheduler,
+                                                  config=cfg, loader=batches))
 
     def loss_fn(batch):
         # train.precision fp32 by default: OJ found mixed precision breaks the VQ layer
         # (experiment_tokenization_transformer.yaml comments out 16-mixed)
         with autocast(dist.device, tc["precision"], "train.precision"):
-            res = ddp_model(batch.x, batch.mask)
+            res = net(batch.x, batch.mask)
         return res["loss"], {k: res[k] for k in ("reco_loss", "vq_loss", "utilisation")}
 
     # loop
     bar = progress(tc["steps"], "tokenizer", dist.is_main, initial=step)
     model.train()
     while step < tc["steps"]:
-        batch = next(loader).to(dist.device)
-        loss, metrics = accumulate(ddp_model, batch, tc["grad_accum"], loss_fn)
+        batch = next(batches).to(dist.device)
+        loss, metrics = accumulate(ddp, batch, tc["grad_accum"], loss_fn)
         clip_and_step(model, optimizer, scheduler, tc["grad_clip"])
         step += 1
         bar.update(jets=tc["batch_size"], loss=loss.item())
