@@ -83,7 +83,7 @@ class KVCache:
 class Attention(nn.Module):
     """Multi-head self-attention through SDPA.
 
-    out_norm: an extra LayerNorm on the concatenated heads before the output projection (Normformer, MPMv1 4).
+    out_norm: an extra LayerNorm on the concatenated heads before the output projection (Normformer, MPMv1: arXiv:2401.13537).
     qkv_bias: bias of the fused QKV projection (OmniJet's GPT has none).
     """
 
@@ -177,9 +177,9 @@ class EncoderBlock(nn.Module):
     style "preln":      x += Attn(LN(x)); x += MLP(LN(x)), MLP = Linear -> act -> Linear           (ViT / I-JEPA)
     style "normformer": x += Attn(LN(x)) with an LN before the output projection;
                         x += MLP(LN(x)), MLP = Linear -> act -> LN -> Linear;
-                        both output projections zero-initialised, so a fresh block is the identity (MPMv1 4;
-                        OmniJet 2.1 also uses a Normformer block)
-    style "swiglu":     pre-LN, SwiGLU MLP, LayerScale on both residuals (MPMv2 4)
+                        both output projections zero-initialised, so a fresh block is the identity
+                        (MPMv1, arXiv:2401.13537; OmniJet-alpha, arXiv:2403.05618, also uses a Normformer block)
+    style "swiglu":     pre-LN, SwiGLU MLP, LayerScale on both residuals (MPMv2, arXiv:2409.12589)
 
     layerscale_init: None -> style default (1e-3 for "swiglu", off otherwise); a float > 0 -> LayerScale with that init;
     0 -> off. act: MLP activation (default "gelu" for preln, "silu" for normformer; MPMv1 used "leaky_relu").
@@ -210,9 +210,9 @@ class EncoderBlock(nn.Module):
                 layers.append(nn.LayerNorm(ff_hidden))
             layers += [nn.Dropout(dropout), nn.Linear(ff_hidden, dim)]
             self.mlp = nn.Sequential(*layers)
-        if style == "swiglu":  # fused QKV with Xavier init (MPMv2 4)
+        if style == "swiglu":  # fused QKV with Xavier init (MPMv2, arXiv:2409.12589)
             nn.init.xavier_uniform_(self.attn.qkv.weight)
-        if style == "normformer":  # zero-initialised output projections (MPMv1 4)
+        if style == "normformer":  # zero-initialised output projections (MPMv1, arXiv:2401.13537)
             for lin in (self.attn.proj, self.mlp[-1]):
                 nn.init.zeros_(lin.weight)
                 nn.init.zeros_(lin.bias)
@@ -230,7 +230,7 @@ class EncoderBlock(nn.Module):
 class Encoder(nn.Module):
     """Stack of EncoderBlocks; forward(x (B,N,D), mask (B,N), attn_bias (B,H,N,N) | None) -> (h (B,R+N,D), mask).
 
-    num_registers R learnable tokens (init N(0,1)*1e-3, MPMv2 4) are prepended; they are real (mask True) and get a
+    num_registers R learnable tokens (init N(0,1)*1e-3, MPMv2: arXiv:2409.12589) are prepended; they are real (mask True) and get a
     zero attention bias. Padded outputs are zeroed. pos (B,N,D) | None: added to the (non-register) tokens before every block (Point-JEPA
     `add_pos_at_every_layer`, pointjepa/modules/transformer.py).
     """

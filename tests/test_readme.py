@@ -59,7 +59,9 @@ def test_ci_runs_the_readme_test_command():
 SPEC_CITATION = re.compile(
     r"\b(?:mpm|omnijet|hepjepa|datasets|btag)\.md\b"
     r"|\bspec(?:s|'s|s')?\s+(?:section|§|\d|quirk|summar)"
-    r"|\(spec(?:s|'s)?\s|\bthe specs?\b|\bquirks?\s+\d|project workspace",
+    r"|\(spec(?:s|'s)?\s|\bthe specs?\b|\bquirks?\s+\d|project workspace"
+    # a section number without a source ("MPMv2 4": the section of a note, not of a paper) and workspace paths
+    r"|\b(?:MPMv[12]|OmniJet|HEP-JEPA)\s+\d{1,2}(?:\.\d+)*\s*[;)]|\.\./shared/|shared/specs|/work/",
     re.IGNORECASE)
 # The HEP-JEPA table script writes its own output file `hepjepa.md`; these lines name that file, not a spec.
 GENERATED_FILE_NAME = {"hepjepa/tables.py", "tests/test_hepjepa_tables.py", "tests/test_hepjepa_configs.py"}
@@ -67,11 +69,13 @@ GENERATED_FILE_NAME = {"hepjepa/tables.py", "tests/test_hepjepa_tables.py", "tes
 
 def test_spec_citation_pattern_is_not_vacuous():
     for cited in ["see mpm.md 4", "spec quirk 7.5", "(omnijet.md section 4.4)", "spec section 9", "(spec 5)",
-                  "datasets.md §A1", "quirk 7.2", "as in the spec", "in the project workspace", "btag.md"]:
+                  "datasets.md §A1", "quirk 7.2", "as in the spec", "in the project workspace", "btag.md",
+                  "(MPMv2 4)", "(Normformer, MPMv1 4;", "OmniJet 2.1)", "see ../shared/specs/x", "/work/shared/seeds"]:
         assert SPEC_CITATION.search(cited), cited
     for fine in ["spectrum", "specify", "inspect", "spec = dataset_spec(name)", "spec_from_file_location",
                  "module_from_spec(spec)", "zenodo_md5s(spec.record, base)",
-                 "the ConstantLR quirk", "arXiv:2403.05618 Sec. 4"]:
+                 "the ConstantLR quirk", "arXiv:2403.05618 Sec. 4", "(MPMv2, arXiv:2409.12589)",
+                 "MPMv1 (arXiv:2401.13537)", "OmniJet-alpha, arXiv:2403.05618"]:
         assert not SPEC_CITATION.search(fine), fine
 
 
