@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
+from common.cli import cli
 from common.results import (MIN_SEEDS, aggregate_rows, canon_key, collect_results, load_published, metric_values,
                             published_table)
 
@@ -298,4 +298,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli(main)

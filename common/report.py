@@ -19,6 +19,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from common.cli import cli
 from common.results import (all_table_ids, changed_sources, collect_results, load_published, merge_meta,
                             render_table_counted)
 
@@ -232,4 +233,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli(main)

@@ -16,11 +16,11 @@ and the pretraining run (pretrain/) for the scale line. Writes <out>/<table_id>.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import yaml
 
+from common.cli import cli
 from common.results import read_json, render_table, write_result
 
 from .convergence import FIGURE2_PERCENT, convergence_rows
@@ -171,4 +171,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    cli(main)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import yaml
 
+from common.cli import cli
 from common.results import read_json, write_table
 
 # pretraining-table row labels (published.yaml keys) from a pretraining config
@@ -231,4 +232,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)
