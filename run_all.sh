@@ -40,7 +40,7 @@
 #   It is sourced by run_all.sh and defines a function <method>_steps that declares the method's steps in order:
 #
 #     mpm_steps() {
-#       need_data jetclass jetclass_atlas=QCD,Tbqq  # datasets read: jetclass jetclass_atlas toptagging qg (=classes: subset)
+#       need_data jetclass jetclass_atlas=QCD,Tbqq  # datasets read: jetclass jetclass_atlas toptagging qg btag (=classes: subset)
 #       step tokenizer -- $PY -m mpm.train_tokenizer --config $CFG/vqvae.yaml --out $OUT/tokenizer data.root=$JETCLASS
 #       step pretrain  -- $PY -m mpm.pretrain --config $CFG/pretrain.yaml --out $OUT/pretrain data.root=$JETCLASS
 #       step finetune --tables mpm.v1_jetclass -- $PY -m mpm.finetune --config $CFG/finetune.yaml --out $OUT/finetune ...
@@ -60,7 +60,7 @@
 #     PROFILE   smoke | mini | paper
 #     CFG       <method>/configs/<profile> for smoke and mini, <method>/configs for paper
 #     OUT       <out-dir>/<method>  (put each step's --out under it)
-#     JETCLASS JETCLASS_ATLAS TOPTAGGING QG   dataset roots to pass as data.root=... overrides
+#     JETCLASS JETCLASS_ATLAS TOPTAGGING QG BTAG   dataset roots to pass as data.root=... overrides
 #     WORKERS   number of workers; PY: `python` or the torchrun launcher (use `$PY -m pkg.module`); PY1: always python
 #   A failing step stops the rest of its method (the other methods go on); RESULTS.md flags what is missing.
 # ------------------------------------------------------------------------------------------------------------------
@@ -111,13 +111,15 @@ METHODS="${ONLY:-$ALL_METHODS}"
 # Simulated jets per profile. Simulation runs at about 75-170 jets/s per core (BENCHMARKS.md), so mini's ~38k jets
 # take a few minutes on 2 cores; the rest of the 2 hours is training.
 case "$PROFILE" in
-  smoke) SIM_JETCLASS=60;   SIM_ATLAS=30;  SIM_TOP=300;  SIM_QG=300;  DEFAULT_DATA=data/sim-smoke ;;
-  mini)  SIM_JETCLASS=3000; SIM_ATLAS=1000; SIM_TOP=3000; SIM_QG=3000; DEFAULT_DATA=data/sim ;;
+  smoke) SIM_JETCLASS=60;   SIM_ATLAS=30;  SIM_TOP=300;  SIM_QG=300;  SIM_BTAG=60;   DEFAULT_DATA=data/sim-smoke ;;
+  mini)  SIM_JETCLASS=3000; SIM_ATLAS=1000; SIM_TOP=3000; SIM_QG=3000; SIM_BTAG=2000; DEFAULT_DATA=data/sim ;;
   paper) SIM_ATLAS=20000; DEFAULT_DATA=data/real ;;  # only the second-detector sample is simulated at paper scale
 esac
-# Environment overrides: RUN_ALL_SIM_JETCLASS (jets per class), RUN_ALL_SIM_ATLAS, RUN_ALL_SIM_TOP, RUN_ALL_SIM_QG, RUN_ALL_SIM_SEED.
+# Environment overrides: RUN_ALL_SIM_JETCLASS (jets per class), RUN_ALL_SIM_ATLAS, RUN_ALL_SIM_TOP, RUN_ALL_SIM_QG,
+# RUN_ALL_SIM_BTAG (jets per flavour), RUN_ALL_SIM_SEED.
 SIM_JETCLASS="${RUN_ALL_SIM_JETCLASS:-${SIM_JETCLASS:-0}}"; SIM_ATLAS="${RUN_ALL_SIM_ATLAS:-$SIM_ATLAS}"
 SIM_TOP="${RUN_ALL_SIM_TOP:-${SIM_TOP:-0}}"; SIM_QG="${RUN_ALL_SIM_QG:-${SIM_QG:-0}}"
+SIM_BTAG="${RUN_ALL_SIM_BTAG:-${SIM_BTAG:-0}}"
 SIM_SEED="${RUN_ALL_SIM_SEED:-1}"
 # Paths given on the command line are relative to where run_all.sh was called; defaults to the repository root.
 abspath() { case "$1" in /*) echo "$1" ;; *) echo "$CALLER_PWD/$1" ;; esac; }
@@ -131,9 +133,11 @@ OUT_DIR="$(cd "$OUT_DIR" && pwd)"; DATA="$(cd "$DATA" && pwd)"
 
 if [[ "$PROFILE" == paper ]]; then
   JETCLASS="$DATA/JetClass/Pythia"; TOPTAGGING="$DATA/toptagging"; QG="$DATA/qg"; JETCLASS_ATLAS="$DATA/sim/jetclass_atlas"
+  BTAG="$DATA/btag"
   CFG_SUB=""
 else
   JETCLASS="$DATA/jetclass"; TOPTAGGING="$DATA/toptagging"; QG="$DATA/qg"; JETCLASS_ATLAS="$DATA/jetclass_atlas"
+  BTAG="$DATA/btag"
   CFG_SUB="/$PROFILE"
 fi
 
@@ -170,7 +174,7 @@ CUR_METHOD=""
 declare -A DATA_CLASSES=()  # dataset -> comma-separated class subset to simulate ("" = all classes)
 need_data() { local arg d cls c; for arg in "$@"; do
   d="${arg%%=*}"; cls=""; [[ "$arg" == *=* ]] && cls="${arg#*=}"
-  case "$d" in jetclass|jetclass_atlas|toptagging|qg) ;; *) die "need_data: unknown dataset '$d'" ;; esac
+  case "$d" in jetclass|jetclass_atlas|toptagging|qg|btag) ;; *) die "need_data: unknown dataset '$d'" ;; esac
   if [[ "$NEEDED_DATA" != *" $d "* ]]; then
     NEEDED_DATA="$NEEDED_DATA$d "; DATA_CLASSES[$d]="$cls"
   elif [[ -z "$cls" ]]; then
@@ -252,12 +256,13 @@ M_COUNT=${#S_ID[@]}
 
 CUR_METHOD="data"; CFG=""; OUT="$OUT_DIR/data"
 if [[ "$PROFILE" == paper ]]; then
-  for d in jetclass toptagging qg; do
+  for d in jetclass toptagging qg btag; do
     [[ "$NEEDED_DATA" == *" $d "* ]] || continue
     case "$d" in
       jetclass) root="$JETCLASS"; probe="train_100M" ;;
       toptagging) root="$TOPTAGGING"; probe="train.h5" ;;
       qg) root="$QG"; probe="QG_jets.npz" ;;
+      btag) root="$BTAG"; probe="train_0.h5" ;;  # jetssl's HDF5 (scripts/make_shlomi.py) or the Zenodo ROOT files
     esac
     # Locating real data: a cheap check that runs every time (--always), so a missing dataset fails early and clearly.
     step "locate_$d" --always --data -- bash -c "test -e '$root/$probe' || { echo 'missing $root/$probe: run python -m common.download $d --out $DATA' >&2; exit 1; }"
@@ -275,6 +280,8 @@ else
     --jets "$SIM_TOP" --out "$TOPTAGGING" --workers "$WORKERS" --seed $((SIM_SEED + 2))
   [[ "$NEEDED_DATA" == *" qg "* ]] && step sim_qg --data -- python -m common.simulate qg \
     --jets "$SIM_QG" --out "$QG" --workers "$WORKERS" --seed $((SIM_SEED + 3))
+  [[ "$NEEDED_DATA" == *" btag "* ]] && step sim_btag --data -- python -m common.simulate btag \
+    --jets-per-flavour "$SIM_BTAG" --out "$BTAG" --workers "$WORKERS" --seed $((SIM_SEED + 4))
 fi
 D_END=${#S_ID[@]}
 # Physics check of the simulated JetClass sample (mass peaks, substructure plots); runs after the methods so that a
