@@ -15,7 +15,7 @@ import pytest
 import torch
 import uproot
 
-from common.config import load_config
+from common.config import load_config, save_config
 from common.jetclass import AUX_BRANCHES, FILE_PREFIX, JET_BRANCHES, LABELS, PARTICLE_FLOAT, PARTICLE_INT
 from omnijet.evaluate_generation import compare, sample_values
 from omnijet.vqvae import BinnedTokenizer, build_tokenizer
@@ -254,7 +254,11 @@ def test_scripts_end_to_end_on_fake_jetclass(fake_root, tmp_path):
            "train.val_every=4", "train.ckpt_every=4"]
     _run("omnijet.pretrain", *pre, "train.steps=4")
     assert (out / "pretrain/done.json").is_file()
-    os.remove(out / "pretrain/done.json")  # resume from the step-4 checkpoint and go on to step 8
+    # as if an 8-step run had stopped after its step-4 checkpoint: it resumes there and goes on to step 8
+    os.remove(out / "pretrain/done.json")
+    interrupted = load_config(out / "pretrain/config.yaml")
+    interrupted["train"]["steps"] = 8
+    save_config(interrupted, out / "pretrain/config.yaml")
     _run("omnijet.pretrain", *pre, "train.steps=8")
     log = [json.loads(line) for line in (out / "pretrain/log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if "val_loss" in r] == [4, 8]
