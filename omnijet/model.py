@@ -8,6 +8,9 @@ OmniJetBackbone wraps the GPT backbone (no head) for common.finetune: it tokenis
 frozen tokeniser (so the fine-tuning harness can read raw jets with n_per_class subsets) and returns the hidden states
 of the whole sequence [start, t1 ... tn, stop] with the causal mask kept on, as in OJ (gabbro/models/backbone.py:
 no switch removes the causal mask).
+
+Builders and loaders beside them: build_gpt, load_gpt (a pretraining run directory), backbone_fns (build / load of
+the backbone for common.finetune).
 """
 from __future__ import annotations
 
