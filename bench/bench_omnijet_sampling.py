@@ -17,8 +17,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from omnijet.sampling import sample  # noqa: E402
+from common.cli import cli  # noqa: E402
 from omnijet.model import OmniJetGPT  # noqa: E402
+from omnijet.sampling import sample  # noqa: E402
 
 
 def bench(model, jets: int, max_len: int, use_cache: bool, device) -> float:
@@ -61,4 +62,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

@@ -48,6 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
+from common.cli import cli
 from common.jetclass import CLASS_NAMES, FILE_PREFIX
 from common.metrics import accuracy, auc
 from common.results import write_result
@@ -229,4 +230,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

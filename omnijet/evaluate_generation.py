@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from common.cli import cli
 from common.data import load_arrays
 from common.metrics import kl_quantile_binned, wasserstein1
 from common.plots import hist_ratio
@@ -145,4 +146,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

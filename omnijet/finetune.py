@@ -18,7 +18,7 @@ import copy
 
 import torch
 
-from common.config import save_config
+from common.cli import cli
 from common.distributed import cleanup, init_distributed
 from common.sweep import run_sweep
 from common.train_utils import mark_done, start_run
@@ -35,15 +35,12 @@ def harness_config(cfg: dict) -> dict:
 
 
 def main(argv=None) -> None:
-    run = start_run(__doc__, argv, save=False)  # the harness config (head filled in) is saved below
+    run = start_run(__doc__, argv)
     if run is None:
         return
-    cfg, out = harness_config(run.cfg), run.out
+    cfg, out = harness_config(run.cfg), run.out  # the head of `heads` chosen by `head`, filled into finetune.head
     dist = init_distributed(cfg["device"])
     try:
-        if dist.is_main:
-            out.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, out / "config.yaml")
         torch.manual_seed(cfg["seed"])
         build, load = backbone_fns(cfg)
         summary = run_sweep(cfg, build, None if cfg["finetune"]["mode"] == "scratch" else load, out, dist)
@@ -55,4 +52,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

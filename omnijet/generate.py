@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from common.cli import cli
 from common.train_utils import mark_done, progress, seed_everything, start_run
 from omnijet.model import load_gpt
 from omnijet.sampling import sample
@@ -98,4 +99,4 @@ def sampling_seeds(sc: dict) -> list[int]:
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

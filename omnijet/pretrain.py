@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from common.checkpoint import ResumableLoader, load_checkpoint, make_state, restore_state, save_checkpoint
+from common.cli import cli
 from common.distributed import Dist, all_reduce_mean, cleanup, init_distributed, wrap_ddp
 from common.logger import MetricLogger
 from common.sampler import ShardedBatchSampler
@@ -166,4 +167,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from common.cli import cli
 from common.results import (CLASSIFIER_DISABLED, NO_BACKGROUND_PASSES, NO_CODEBOOK, NO_FINITE_DIFFERENCE,
                             TOO_FEW_TOP_QCD, non_finite_note, read_json, write_table)
 
@@ -166,4 +167,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

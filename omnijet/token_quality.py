@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from common.cli import cli
 from common.config import load_config
 from common.data import load_arrays
 from common.plots import save_figure
@@ -155,4 +156,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from common.cli import cli
 from common.data import make_loader
 from common.train_utils import mark_done, progress, start_run
 from omnijet.tokens import codes_to_sequences, save_npy
@@ -53,4 +54,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)

@@ -13,11 +13,12 @@ and <dir>/done.json holds the codebook size (`num_codes`).
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from common.atomic import atomic_path
 
 START = 0
 
@@ -61,11 +62,9 @@ def sequences_to_codes(tokens, num_codes: int) -> tuple[torch.Tensor, torch.Tens
 
 
 def save_npy(path: Path, array: np.ndarray) -> None:
-    """Atomic .npy write (path.tmp, then os.replace)."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
+    """Atomic .npy write (common.atomic)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.save(f, array)
-    os.replace(tmp, path)
 
 
 def load_split(tokens_dir, split: str) -> dict:

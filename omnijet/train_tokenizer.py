@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from common.checkpoint import ResumableLoader, load_checkpoint, make_state, restore_state, save_checkpoint
+from common.cli import cli
 from common.data import make_loader
 from common.distributed import Dist, all_reduce_mean, cleanup, init_distributed, unwrap_model, wrap_ddp
 from common.logger import MetricLogger
@@ -141,4 +142,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli(main)
