@@ -5,6 +5,8 @@ Classification (binary scores = signal probability, label 1 = signal):
   one_vs_rest_rejection (JetClass, per class name), multiclass_metrics.
 Generation (arXiv:2403.05618; omnijet_alpha gabbro/metrics/utils.py):
   kl_quantile_binned (KL(real || generated) on bins from the quantiles of the reference), wasserstein1.
+Per-track BTag tasks (arXiv:2409.12589, out-of-domain studies; mattcleigh/jetssl):
+  balanced_accuracy (track origin), bell_numbers, adjusted_rand_index_onesided (secondary-vertex finding).
 """
 from __future__ import annotations
 
@@ -157,3 +159,59 @@ def wasserstein1(p, q) -> float:
     cdf_p = np.searchsorted(p, grid[:-1], side="right") / len(p)
     cdf_q = np.searchsorted(q, grid[:-1], side="right") / len(q)
     return float(np.sum(np.abs(cdf_p - cdf_q) * widths))
+
+
+def balanced_accuracy(y, pred) -> float:
+    """Mean over the classes present in y of the recall (correct / true of that class), as sklearn's
+    balanced_accuracy_score, which jetssl plotting/trk_perf.py uses for the track origin."""
+    y, pred = np.asarray(y), np.asarray(pred)
+    if y.shape != pred.shape or y.ndim != 1:
+        raise ValueError(f"balanced_accuracy: labels {y.shape} and predictions {pred.shape} must be equal 1-d shapes")
+    if len(y) == 0:
+        raise ValueError("balanced_accuracy: empty input")
+    return float(np.mean([np.mean(pred[y == c] == c) for c in np.unique(y)]))
+
+
+def bell_numbers(n_max: int) -> list[int]:
+    """Bell numbers B_0 .. B_n_max (partitions of a set of n elements), by the Bell triangle."""
+    bell, row = [1], [1]
+    for _ in range(n_max):
+        new = [row[-1]]
+        for v in row:
+            new.append(new[-1] + v)
+        row = new
+        bell.append(row[0])
+    return bell
+
+
+def adjusted_rand_index_onesided(mask, vtx_id, same) -> np.ndarray:
+    """One-sided adjusted Rand index per jet (Shlomi et al., arXiv:2008.02831, "adjustedRI_onesided"; jetssl
+    src/models/vertexer.py get_ari): the truth partition is fixed, the prediction is compared with a uniformly random
+    partition of the n tracks.
+
+    mask (J, T) real tracks; vtx_id (J, T) true vertex of each track; same (J, T, T) predicted "same vertex" per pair
+    (edge logit > 0; only the upper triangle i < j is read, no clustering). With P = n (n - 1) / 2 pairs:
+      RI  = pairs whose prediction equals the truth / P
+      E   = r g / P + (1 - r) (1 - g / P),  r = B(n - 1) / B(n) (Bell numbers), g = sum over vertices C(n_v, 2)
+      ARI = (RI - E) / (1 - E)
+    Jets with fewer than 2 tracks have no pair: NaN."""
+    mask = np.asarray(mask, bool)
+    vtx_id, same = np.asarray(vtx_id), np.asarray(same, bool)
+    J, T = mask.shape
+    if vtx_id.shape != (J, T) or same.shape != (J, T, T):
+        raise ValueError(f"adjusted_rand_index_onesided: mask {mask.shape}, vtx_id {vtx_id.shape} and same "
+                         f"{same.shape} must be (J, T), (J, T) and (J, T, T)")
+    pairs = np.triu(mask[:, :, None] & mask[:, None, :], 1)
+    truth = vtx_id[:, :, None] == vtx_id[:, None, :]
+    n = mask.sum(1)
+    n_pairs = n * (n - 1) / 2
+    bell = np.asarray(bell_numbers(max(int(n.max(initial=0)), 1)), dtype=np.float64)
+    r = bell[np.maximum(n - 1, 0)] / bell[n]
+    ids = np.where(mask, vtx_id, -1)
+    g = sum((k * (k - 1) / 2) for k in ((ids == v).sum(1) for v in np.unique(vtx_id[mask])))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ri = ((same == truth) & pairs).sum((1, 2)) / n_pairs
+        g_ratio = g / n_pairs
+        expected = r * g_ratio + (1 - r) * (1 - g_ratio)
+        ari = (ri - expected) / (1 - expected)
+    return np.where(n >= 2, ari, np.nan)
