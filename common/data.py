@@ -171,6 +171,12 @@ def _mpmv2_state(cfg: dict):
         return pickle.load(f), key
 
 
+def mpmv2_quantiles(cfg: dict):
+    """The MPMv2 quantile transformer of a data config (_mpmv2_state): the input scale a backbone pretrained on that
+    data saw (mpm.btag_data applies it to other datasets' tracks)."""
+    return _mpmv2_state(cfg)[0]
+
+
 def _fit_mpmv2(cfg, train, fs):
     per_file = max(1, MPMV2_FIT_JETS // len(train))
     raws = []

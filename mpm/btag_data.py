@@ -1,0 +1,124 @@
+"""BTag jets (Zenodo 13350327, read by common.btag) as inputs of a JetClass-pretrained MPMv2 encoder, for the
+out-of-domain tasks of arXiv:2409.12589 (flavour tagging, track origin, secondary-vertex finding).
+
+The BTag tracks carry the 7 continuous features MPMv2 uses on JetClass (pT, deta, dphi, lifetime-signed d0, d0err,
+z0, z0err; mm and GeV) and the same 8-class particle ID (common.btag.particle_class). jetssl applies the
+quantile transformer fitted on JetClass (resources/cst_quant.joblib, the collate_fn of configs/datamodule/btag.yaml,
+src/datamodules/preprocessing.py batch_preprocess) to them unchanged. Here the transformer is the one of the
+pretraining run's own data config (common.data.mpmv2_quantiles), so the encoder sees the tracks on the scale it was
+trained on, and the columns are reordered to the kit's MPMv2 order (common.features.MPMV2_NAMES).
+
+`load_btag_split` reads a split into arrays: x (quantile-normalised), mask, p4, jet (JetBatch order), label
+(flavour: 0 light, 1 c, 2 b), pid, and the per-track targets track_type and vtx_id. `BTagLoader` serves them as
+JetBatch (label = flavour), or as (JetBatch, per-track target) for the per-track tasks.
+"""
+from __future__ import annotations
+
+import glob
+import os
+
+import numpy as np
+import torch
+
+from common.batch import JetBatch
+from common.btag import read_btag
+from common.data import mpmv2_quantiles
+from common.features import MPMV2_PID_NAMES, DataError, get_feature_set
+from common.sampler import ShardedBatchSampler
+
+# BTag csts columns (pT, deta, dphi, d0, d0err, z0, z0err; jetssl scripts/make_shlomi.py) -> the kit's MPMv2 order
+# (pt, deta, dphi, d0, z0, d0err, z0err; common.features.MPMV2_NAMES)
+BTAG_TO_MPMV2 = (0, 1, 2, 3, 5, 4, 6)
+TARGETS = ("track_type", "vtx_id")
+FLAVOURS = ("light", "c", "b")  # labels 0, 1, 2 (make_shlomi.py)
+
+
+def split_files(data_cfg: dict, split: str) -> list[str]:
+    """The files of data.<split> (a glob under data.root), sorted."""
+    pattern = data_cfg.get(split)
+    if not isinstance(pattern, str):
+        raise DataError(f"data.{split} must be a glob under data.root (e.g. 'train*.h5'), got {pattern!r}")
+    files = sorted(glob.glob(os.path.join(data_cfg["root"], pattern)))
+    if not files:
+        raise DataError(f"data.{split}: {pattern!r} matches no file under {data_cfg['root']!r}")
+    return files
+
+
+def mpmv2_inputs(raw: dict, quantiles) -> dict[str, np.ndarray]:
+    """common.btag arrays -> the arrays of a JetBatch with MPMv2 inputs, plus track_type and vtx_id."""
+    mask = raw["mask"].astype(bool)
+    pid = raw["csts_id"].astype(np.int64)
+    if (pid[mask] < 0).any() or (pid[mask] >= len(MPMV2_PID_NAMES)).any():
+        raise DataError(f"BTag csts_id holds values outside the 8-class ID 0..{len(MPMV2_PID_NAMES) - 1}")
+    csts = raw["csts"].astype(np.float64)
+    x = np.zeros(csts.shape, np.float32)
+    if mask.any():
+        x[mask] = quantiles.transform(csts[mask][:, BTAG_TO_MPMV2])
+    jets = raw["jets"].astype(np.float64)  # jet_pt, jet_eta, jet_phi, jet_M, n_trks
+    pt, eta, phi = csts[..., 0], csts[..., 1] + jets[:, 1:2], csts[..., 2] + jets[:, 2:3]
+    p4 = np.stack([pt * np.cos(phi), pt * np.sin(phi), pt * np.sinh(eta), pt * np.cosh(eta)], -1) * mask[..., None]
+    energy = np.hypot(jets[:, 0] * np.cosh(jets[:, 1]), jets[:, 3])
+    jet = np.stack([jets[:, 0], jets[:, 1], jets[:, 2], energy, jets[:, 3], mask.sum(1)], 1)  # common.batch order
+    return {"x": x, "mask": mask, "p4": p4.astype(np.float32), "jet": jet.astype(np.float32),
+            "label": raw["labels"].astype(np.int64), "pid": np.where(mask, pid, 0),
+            "track_type": raw["track_type"].astype(np.int64), "vtx_id": raw["vtx_id"].astype(np.int64)}
+
+
+def load_btag_split(data_cfg: dict, split: str, quantiles, max_jets: int | None = None) -> dict[str, np.ndarray]:
+    """Every file of a split (common.btag.read_btag), concatenated, as mpmv2_inputs; the first max_jets jets."""
+    parts = [read_btag(f) for f in split_files(data_cfg, split)]
+    raw = {k: np.concatenate([p[k] for p in parts]) for k in ("csts", "mask", "csts_id", "labels", "vtx_id",
+                                                               "track_type", "jets")}
+    if max_jets is not None:
+        raw = {k: v[:max_jets] for k, v in raw.items()}
+    return mpmv2_inputs(raw, quantiles)
+
+
+def pretraining_quantiles(pcfg: dict):
+    """The quantile transformer of the pretraining run's data (fitted on its training split, cached there)."""
+    if pcfg["data"]["features"] != "mpmv2":
+        raise ValueError(f"the BTag tasks need an MPMv2 backbone (data.features mpmv2); the pretraining config has "
+                         f"data.features = {pcfg['data']['features']!r}")
+    return mpmv2_quantiles(pcfg["data"])
+
+
+def subset(arrays: dict, n: int | None, seed: int, where: str) -> dict:
+    """n jets drawn without replacement (seeded); all of them for n = None."""
+    total = len(arrays["label"])
+    if n is None:
+        return arrays
+    if n > total:
+        raise ValueError(f"BTag {where}: {n} labelled jets requested, the split holds {total}")
+    idx = np.sort(np.random.default_rng(seed).permutation(total)[:n])
+    return {k: v[idx] for k, v in arrays.items()}
+
+
+class BTagLoader:
+    """Batches of in-memory BTag arrays in the order of the kit's sampler (common.sampler.ShardedBatchSampler: a
+    permutation per (seed, epoch), sharded over ranks), with the MPMv2 per-batch step (neutral-IP noise; BTag holds
+    tracks only). Yields JetBatch, or (JetBatch, target (B, T) long) when `target` names a per-track array."""
+
+    def __init__(self, arrays: dict, batch_size: int, *, shuffle: bool, seed: int = 0, rank: int = 0,
+                 world_size: int = 1, target: str | None = None):
+        if target is not None and target not in TARGETS:
+            raise ValueError(f"BTagLoader: target {target!r}; expected one of {TARGETS}")
+        self.arrays, self.target = arrays, target
+        self.features = get_feature_set("mpmv2")
+        self.sampler = ShardedBatchSampler(len(arrays["label"]), batch_size, shuffle=shuffle, seed=seed, rank=rank,
+                                           world_size=world_size)
+        self.dataset = range(len(arrays["label"]))
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self):
+        for idx in self.sampler:
+            idx = np.sort(idx)
+            a = self.features.per_batch({k: v[idx].copy() for k, v in self.arrays.items()}, idx)
+            t = {k: torch.from_numpy(v) for k, v in a.items()}
+            batch = JetBatch(t["x"].float(), t["mask"].bool(), t["p4"].float(), t["jet"].float(), t["label"].long(),
+                             t["pid"].long())
+            yield batch if self.target is None else (batch, t[self.target].long())
