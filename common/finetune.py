@@ -115,15 +115,14 @@ def run_finetune(cfg: dict, build_backbone: Callable[[], nn.Module],
     class_names = list(class_names) if class_names is not None else _default_class_names(cfg)
     if n_total == "n_per_class":
         n_total = None if n is None else int(n) * len(class_names)
+    # config: the finetune section with the per_n rules of this N
     fc = finetune_settings(cfg, n_total)
     seed = int(fc["seeds"][0] if seed is None else seed)
     loader_fn = loader_fn or _default_loader_fn()
     device, world = dist.device, dist.world_size
     if fc["batch_size"] % world:
         raise ValueError(f"finetune.batch_size {fc['batch_size']} is not divisible by the {world} processes")
-
-    seed_everything(seed)
-    model = build_classifier(fc, build_backbone, load_pretrained, len(class_names)).to(device)
+    # data (the subset of n labelled jets per class is drawn with its own seed)
     bs, ebs = fc["batch_size"] // world, (fc["eval_batch_size"] or fc["batch_size"]) // world
     train = loader_fn(cfg["data"], "train", bs, shuffle=True, seed=seed, rank=dist.rank, world_size=world,
                       n_per_class=n, subset_seed=seed)
@@ -132,14 +131,18 @@ def run_finetune(cfg: dict, build_backbone: Callable[[], nn.Module],
     steps_per_epoch = len(train)
     if steps_per_epoch == 0:
         raise RuntimeError(f"fine-tuning train loader is empty (n_per_class={n}, batch_size={fc['batch_size']})")
-    steps = run_steps(fc, steps_per_epoch)
-    fc["schedule"] = run_schedule(fc["schedule"], steps)  # as run (result.json)
-    opt = build_classifier_optimizer(model, fc)
-    sched = build_finetune_scheduler(opt, fc, steps)
+    # model
+    seed_everything(seed)
+    model = build_classifier(fc, build_backbone, load_pretrained, len(class_names)).to(device)
     # backbone parameters get no gradient before unfreeze_step: DDP must be told to expect unused parameters
     frozen_phase = fc["unfreeze_step"] is not None and fc["unfreeze_step"] > 0
     ddp = wrap_ddp(model, dist, find_unused_parameters=frozen_phase)  # the model itself on one process
     net = maybe_compile(ddp, fc["compile"])
+    # optimiser and schedule
+    steps = run_steps(fc, steps_per_epoch)
+    fc["schedule"] = run_schedule(fc["schedule"], steps)  # as run (result.json)
+    opt = build_classifier_optimizer(model, fc)
+    sched = build_finetune_scheduler(opt, fc, steps)
 
     val_every = int(fc["val_every"]) or steps_per_epoch
     if fc["val_every_epochs"]:
@@ -150,22 +153,25 @@ def run_finetune(cfg: dict, build_backbone: Callable[[], nn.Module],
         print(f"finetune[{fc['mode']}] N/class={n} seed={seed}: {count_parameters(model)} parameters "
               f"({count_parameters(model, trainable_only=True)} trainable), {steps_per_epoch} steps/epoch, "
               f"<= {steps} steps", flush=True)
+
     def loss_fn(mb):
         with autocast(device, fc["precision"], "finetune.precision"):
             logits = net(mb)
         return F.cross_entropy(logits.float(), mb.label, label_smoothing=float(fc["label_smoothing"])), {}
 
+    # resume (a killed run continues from its last validation)
     log = MetricLogger(out_dir, enabled=dist.is_main)
     it = ResumableLoader(train)
     best = {"loss": math.inf, "step": 0, "state": copy.deepcopy(model.state_dict())}
     val_curve, train_curve, bad, stopped_early, start, running = [], [], 0, False, 0, []
     ckpt_path = out_dir / "checkpoint.pt"
-    if fc["checkpoint"] and ckpt_path.is_file():  # a killed run continues from its last validation
+    if fc["checkpoint"] and ckpt_path.is_file():
         ckpt = load_checkpoint(ckpt_path, map_location=device)
         start = restore_state(ckpt, model=model, optimizer=opt, scheduler=sched, loader=it)
         best, val_curve, train_curve, bad, running = (ckpt["harness"][k] for k in
                                                       ("best", "val_curve", "train_curve", "bad", "running"))
         log.truncate_after(start)
+    # loop
     t0 = time.time()
     bar = progress(steps, f"finetune {fc['mode']}", enabled=dist.is_main, initial=start)
     model.train()
@@ -197,6 +203,7 @@ def run_finetune(cfg: dict, build_backbone: Callable[[], nn.Module],
                 if fc["patience"] is not None and bad >= int(fc["patience"]):
                     stopped_early = True
                     break
+            # checkpoint (at every validation)
             if fc["checkpoint"] and dist.is_main and step + 1 < steps:
                 harness = {"best": best, "val_curve": val_curve, "train_curve": train_curve, "bad": bad,
                            "running": running}
@@ -204,6 +211,7 @@ def run_finetune(cfg: dict, build_backbone: Callable[[], nn.Module],
                                                       loader=it, harness=harness))
     bar.close()
     steps_done = step + 1
+    # done: the selected weights on the test split
 
     if fc["select"] == "best_val":
         model.load_state_dict(best["state"])
