@@ -12,7 +12,9 @@ Every head acts on the decoder outputs of the dropped particles only, d (M, dec_
                   coupling flow (6 layers, 8 bins, tail bound 4; mpm/flow.py) conditioned on it; loss = negative
                   log-likelihood of the features, +0.05 N(0,1) noise on the 4 impact-parameter features in training;
                   computed in fp32
-SSFM (set-to-set flow matching, a separate transformer decoder) is not implemented.
+SSFMTask (set-to-set flow matching) is not a head on the MAE decoder: it replaces the decoder, the null tokens and the ID
+task by its own cross-attention decoder (mpm/ssfm.py) reading the encoder outputs, and is called as
+task(h, hmask, x, pid, dropped) (mpm/mpmv2.py).
 """
 from __future__ import annotations
 
@@ -24,6 +26,8 @@ from torch import nn
 
 from common.features import MPMV2_IP
 from mpm.flow import ConditionalSplineFlow
+from mpm.masking import random_uniform_masking
+from mpm.ssfm import SSFMDecoder, cosine_encoding
 
 
 class IDTask(nn.Module):
@@ -127,7 +131,52 @@ class CNFTask(nn.Module):
             return -self.flow.log_prob(x, ctx).mean(), {}
 
 
-def build_task(kind: str, dim: int, num_features: int, tokenizer=None, cfg: dict | None = None) -> nn.Module:
+class SSFMTask(nn.Module):
+    """Set-to-set flow matching ("Full-Diffusion" in arXiv v1/v2 of arXiv:2409.12589; mattcleigh/jetssl
+    src/models/sdm.py). The dropped set T, each particle y = [x_c (7), one-hot ID (8)], is generated jointly by a
+    time-conditioned transformer decoder that cross-attends to Linear(enc -> dec) of the encoder outputs of the kept
+    particles and the registers. One time per jet, t = sigmoid(N(0,1)); y_t = (1 - t) y + t eps; loss = mean over the
+    dropped particles of the batch and the 15 features of (v_hat - (eps - y))^2. Unlike CFMTask (one particle at a
+    time, an MLP on the MAE decoder output) the dropped particles attend to each other, so no null tokens or
+    positional encoding are needed. The number dropped per jet is drawn uniformly in [frac_min, frac_max] of its
+    particles (draw_dropped)."""
+
+    def __init__(self, enc_dim: int, num_features: int = 7, num_ids: int = 8, *, dim: int = 256, depth: int = 4,
+                 num_heads: int = 8, ff_hidden: int = 512, final_norm: bool = False, time_dim: int = 32,
+                 frac_min: float = 0.2, frac_max: float = 1.0):
+        super().__init__()
+        if not 0.0 <= frac_min <= frac_max <= 1.0:
+            raise ValueError(f"model.task_cfg.frac_min / frac_max need 0 <= frac_min <= frac_max <= 1, "
+                             f"got {frac_min}, {frac_max}")
+        self.num_ids, self.time_dim = num_ids, int(time_dim)
+        self.frac_min, self.frac_max = float(frac_min), float(frac_max)
+        self.enc_to_dec = nn.Linear(enc_dim, dim)
+        self.decoder = SSFMDecoder(num_features + num_ids, dim, depth, num_heads, ff_hidden, self.time_dim,
+                                   final_norm)
+
+    def draw_dropped(self, mask: torch.Tensor) -> torch.Tensor:
+        return random_uniform_masking(mask, self.frac_min, self.frac_max)
+
+    def forward(self, h, hmask, x, pid, dropped):
+        """h (B,R+N,enc), hmask (B,R+N): encoder outputs and their mask (registers + kept particles); x (B,N,7),
+        pid (B,N), dropped (B,N) bool: the set to generate."""
+        y = torch.cat([x.float(), F.one_hot(pid.clamp(min=0), self.num_ids).float()], dim=-1)
+        t = torch.sigmoid(torch.randn(y.shape[0], device=y.device))  # logit-normal time, one per jet
+        eps = torch.randn_like(y)
+        y_t = (1 - t[:, None, None]) * y + t[:, None, None] * eps
+        v = self.decoder(y_t, dropped, cosine_encoding(t, self.time_dim), self.enc_to_dec(h), hmask)
+        if not dropped.any():  # nothing dropped: a zero loss that still touches every parameter
+            return sum(p.sum() for p in self.parameters()) * 0.0, {}
+        return ((v.float() - (eps - y)) ** 2)[dropped].mean(), {}
+
+
+SSFM_KEYS = ("time_dim", "frac_min", "frac_max")
+
+
+def build_task(kind: str, dim: int, num_features: int, tokenizer=None, cfg: dict | None = None,
+               decoder: dict | None = None) -> nn.Module:
+    """decoder: for ssfm only, the sizes of its own decoder (enc_dim, num_ids, depth, num_heads, ff_hidden,
+    final_norm; `dim` is its width)."""
     cfg = dict(cfg or {})
     if kind == "regression":
         return RegressionTask(dim, num_features)
@@ -147,7 +196,11 @@ def build_task(kind: str, dim: int, num_features: int, tokenizer=None, cfg: dict
             raise ValueError(f"model.task_cfg: unknown key(s) {unknown} for task 'cnf' (known: {', '.join(keys)})")
         return CNFTask(dim, num_features, **cfg)
     if kind == "ssfm":
-        raise NotImplementedError("MPMv2 task 'ssfm' (set-to-set flow matching with its own cross-attention decoder, "
-                                  "arXiv:2409.12589) is not implemented in this kit; "
-                                  "use regression, kmeans, vqvae, cnf or cfm")
-    raise ValueError(f"model.task must be regression | kmeans | vqvae | cnf | cfm, got {kind!r}")
+        unknown = sorted(set(cfg) - set(SSFM_KEYS))
+        if unknown:
+            raise ValueError(f"model.task_cfg: unknown key(s) {unknown} for task 'ssfm' (known: {', '.join(SSFM_KEYS)})")
+        if decoder is None:
+            raise ValueError("task 'ssfm' needs its decoder sizes (build it through mpm.mpmv2.MPMv2)")
+        d = dict(decoder)
+        return SSFMTask(d.pop("enc_dim"), num_features, d.pop("num_ids"), dim=dim, **d, **cfg)
+    raise ValueError(f"model.task must be regression | kmeans | vqvae | cnf | cfm | ssfm, got {kind!r}")

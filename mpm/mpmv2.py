@@ -7,7 +7,9 @@ MAE-style pretraining: floor(0.4 * N_real) real particles per jet are dropped fr
 masked, which for a set model is the same as removing them). The encoder output goes through Linear(enc -> dec); each
 dropped position receives a learned null token in pT order (the k-th dropped particle gets null_token[k]); a 4-layer
 decoder sees the 8 encoder registers plus all particle slots; heads read the decoder outputs at the dropped
-positions: the ID task (weight 0.3) plus one reconstruction task (mpm/heads.py).
+positions: the ID task (weight 0.3) plus one reconstruction task (mpm/heads.py). Task "ssfm" (set-to-set flow
+matching) instead hands the encoder outputs of the kept particles to its own cross-attention decoder (mpm/heads.py
+SSFMTask, mpm/ssfm.py), which generates the dropped set jointly; the number dropped is drawn per jet.
 
 Token targets (kmeans / vqvae tasks): `targets_from="dropped"` runs the frozen tokeniser on the dropped particles alone,
 as one set (the official code's VQVAETask calls the VQ-VAE with the null mask: mattcleigh/jetssl
@@ -63,6 +65,11 @@ class MPMv2(nn.Module):
         self.tokenizer = tokenizer
         if tokenizer is not None:
             tokenizer.requires_grad_(False)
+        if task == "ssfm":  # its own cross-attention decoder; no null tokens, no ID task (jetssl src/models/sdm.py)
+            self.task = build_task(task, dec_dim, num_features, cfg=task_cfg, decoder=dict(
+                enc_dim=encoder.dim, num_ids=num_ids, depth=dec_depth, num_heads=dec_heads, ff_hidden=dec_ff_hidden,
+                final_norm=dec_final_norm))
+            return
         self.enc_to_dec = nn.Linear(encoder.dim, dec_dim)
         self.null_tokens = nn.Parameter(torch.randn(max_particles, dec_dim) * 1e-3)  # as jetssl src/models/mpm.py
         # no final LayerNorm: do_final_norm False in jetssl configs/model/decoder_config/small.yaml
@@ -92,6 +99,11 @@ class MPMv2(nn.Module):
 
     def loss(self, batch: JetBatch, dropped: torch.Tensor | None = None):
         mask = batch.mask
+        if self.task_kind == "ssfm":
+            dropped = self.task.draw_dropped(mask) if dropped is None else dropped
+            h, hmask = self.encoder.encode(batch.x, batch.pid, mask & ~dropped)
+            loss, metrics = self.task(h, hmask, batch.x, batch.pid, dropped)
+            return loss, {**metrics, "task_loss": loss.detach()}
         if mask.shape[1] > self.null_tokens.shape[0]:
             raise ValueError(f"jets have {mask.shape[1]} particle slots but model.max_particles is "
                              f"{self.null_tokens.shape[0]}")

@@ -218,7 +218,7 @@ def test_build_task_cnf_reads_task_cfg_and_rejects_unknown_keys():
     assert layer.net[-1].out_features == int(layer.mask.sum()) * (3 * 5 - 1)
     with pytest.raises(ValueError, match="unknown key"):
         build_task("cnf", 8, 7, cfg={"hiden": 64})
-    with pytest.raises(NotImplementedError, match="ssfm"):
+    with pytest.raises(ValueError, match="ssfm"):  # ssfm needs its own decoder sizes (tests/test_mpm_ssfm.py)
         build_task("ssfm", 8, 7)
 
 
