@@ -148,6 +148,8 @@ class SSFMTask(nn.Module):
         if not 0.0 <= frac_min <= frac_max <= 1.0:
             raise ValueError(f"model.task_cfg.frac_min / frac_max need 0 <= frac_min <= frac_max <= 1, "
                              f"got {frac_min}, {frac_max}")
+        if int(time_dim) < 1:
+            raise ValueError(f"model.task_cfg.time_dim must be >= 1, got {time_dim}")
         self.num_ids, self.time_dim = num_ids, int(time_dim)
         self.frac_min, self.frac_max = float(frac_min), float(frac_max)
         self.enc_to_dec = nn.Linear(enc_dim, dim)

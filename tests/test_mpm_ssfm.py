@@ -165,8 +165,13 @@ def test_paper_config_builds_the_thesis_decoder():
     assert task.decoder.embed.in_features == 15 and task.decoder.out.out_features == 15
     assert task.decoder.blocks[0].cross_attn.fn.num_heads == 8 and task.time_dim == 32
     assert (task.frac_min, task.frac_max) == (0.2, 1.0)
+    dec = {"enc_dim": 8, "num_ids": 8, "depth": 1, "num_heads": 2, "ff_hidden": 8}
     with pytest.raises(ValueError, match="unknown key"):
-        build_task("ssfm", 8, 7, cfg={"hidden": 3}, decoder={"enc_dim": 8, "num_ids": 8})
+        build_task("ssfm", 8, 7, cfg={"hidden": 3}, decoder=dec)
+    with pytest.raises(ValueError, match="model.task_cfg.frac_min"):
+        build_task("ssfm", 8, 7, cfg={"frac_min": 0.5, "frac_max": 0.3}, decoder=dec)
+    with pytest.raises(ValueError, match="model.task_cfg.time_dim"):
+        build_task("ssfm", 8, 7, cfg={"time_dim": 0}, decoder=dec)
 
 
 def test_smoke_config_runs_two_steps_through_the_loop_and_its_backbone_fine_tunes(tmp_path):
