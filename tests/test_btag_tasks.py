@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from common.btag import H5_KEYS, MAX_TRACKS, finalise, write_h5
+from common.btag import MAX_TRACKS, finalise, write_h5
 from common.checkpoint import save_checkpoint
 from common.config import load_config, save_config
 from common.metrics import adjusted_rand_index_onesided, balanced_accuracy, bell_numbers
@@ -147,3 +147,188 @@ def test_flavour_tagging_script_writes_a_valid_result(pretrained_v2, btag_dir, t
     import json
     r = json.loads((out / "n30" / "seed0" / "result.json").read_text())
     assert r["n_train_jets"] == 30 and r["class_names"] == ["light", "c", "b"] and r["steps"] == 3
+
+
+def test_published_mode_and_task_keys():
+    from mpm.btag_results import table_keys
+
+    cfg = {"btag": {"table_mode": None, "table_task": None}}
+    pcfg = {"model": {"task": "kmeans"}}
+    assert table_keys(cfg, {"mode": "fixed"}, pcfg) == {"mode": "frozen", "task": "kmeans"}
+    assert table_keys(cfg, {"mode": "finetune"}, pcfg) == {"mode": "finetune", "task": "kmeans"}
+    assert table_keys(cfg, {"mode": "scratch"}, pcfg) == {"mode": "finetune", "task": "scratch"}
+    nobackbone = {"btag": {"table_mode": "frozen", "table_task": "nobackbone"}}
+    assert table_keys(nobackbone, {"mode": "scratch"}, pcfg) == {"mode": "frozen", "task": "nobackbone"}
+
+
+# ------------------------------------------------------------------------------------------------------ heads, loss
+
+def test_focal_loss_by_hand():
+    from mpm.focal_loss import focal_loss
+
+    logits, y = torch.tensor([2.0, -1.0, 0.5]), torch.tensor([1.0, 0.0, 0.0])
+    p = torch.sigmoid(logits)
+    # y = 1: 0.778 * -log p (1 - p)^3; y = 0: -log(1 - p) p^3
+    want = (0.778 * -torch.log(p[0]) * (1 - p[0]) ** 3 + -torch.log(1 - p[1]) * p[1] ** 3
+            + -torch.log(1 - p[2]) * p[2] ** 3) / 3
+    assert float(focal_loss(logits, y, gamma=3.0, pos_weight=0.778)) == pytest.approx(float(want), rel=1e-6)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, y)
+    assert float(focal_loss(logits, y, gamma=0.0, pos_weight=1.0)) == pytest.approx(float(bce), rel=1e-6)
+
+
+def test_heads_drop_registers_and_edge_logit_is_linear_in_the_l1_difference():
+    from mpm.track_heads import EdgeHead, TrackOriginHead
+
+    torch.manual_seed(0)
+    h, mask = torch.randn(2, 3 + 5, 16), torch.ones(2, 8, dtype=torch.bool)
+    origin = TrackOriginHead(16, 3, 4, hidden=8, num_blocks=3, dropout=0.2).eval()
+    assert origin(h, mask).shape == (2, 5, 4)
+    assert sum(isinstance(m, torch.nn.LayerNorm) for m in origin.mlp) == 3  # 3 blocks Linear-SiLU-LN-Dropout
+    edge = EdgeHead(16, 3, hidden=8, num_blocks=3, dropout=0.2).eval()
+    out = edge(h, mask)
+    x = edge.mlp(h[:, 3:])
+    want = edge.dist((x[:, 1] - x[:, 4]).abs()).squeeze(-1)
+    assert out.shape == (2, 5, 5)
+    torch.testing.assert_close(out[:, 1, 4], want)
+    torch.testing.assert_close(out, out.transpose(1, 2))
+
+
+def test_vertexing_loss_reads_only_real_pairs_of_the_upper_triangle():
+    from mpm.focal_loss import focal_loss
+    from mpm.vertexing import vertex_task
+
+    task = vertex_task(load_config("mpm/configs/smoke/vertexing_v2.yaml"))
+    mask = torch.tensor([[True, True, True, False]])
+    vtx = torch.tensor([[0, 0, 1, 0]])
+    out = torch.randn(1, 4, 4)
+    pairs = [(0, 1, 1.0), (0, 2, 0.0), (1, 2, 0.0)]
+    want = focal_loss(torch.stack([out[0, i, j] for i, j, _ in pairs]), torch.tensor([t for *_, t in pairs]),
+                      gamma=3.0, pos_weight=0.778)
+    assert float(task.loss(out, vtx, mask)) == pytest.approx(float(want), rel=1e-6)
+
+
+def test_track_origin_loss_is_weighted_smoothed_ce_over_real_tracks():
+    from mpm.track_origin import origin_task
+
+    task = origin_task(load_config("mpm/configs/smoke/track_origin_v2.yaml"))
+    out, target = torch.randn(1, 3, 4), torch.tensor([[0, 2, 3]])
+    mask = torch.tensor([[True, True, False]])
+    w = torch.tensor([0.3868, 1.4342, 3.3482, 2.3896])
+    want = torch.nn.functional.cross_entropy(out[0, :2], target[0, :2], weight=w, label_smoothing=0.1)
+    assert float(task.loss(out, target, mask)) == pytest.approx(float(want), rel=1e-6)
+    # score: balanced accuracy per number of tracks over the real tracks only
+    test = {"mask": np.array([[1, 1, 0], [1, 1, 0]], bool), "target": np.array([[0, 2, 3], [0, 0, 1]]),
+            "pred": np.array([[0, 1, 3], [0, 0, 0]])}
+    cfg = load_config("mpm/configs/smoke/track_origin_v2.yaml", ["btag.n_tracks=[2,3]"])
+    assert origin_task(cfg).score(test) == {2: pytest.approx((1.0 + 0.0) / 2)}  # class 0: 3/3, class 2: 0/1
+
+
+def test_track_origin_script_writes_a_valid_result(pretrained_v2, btag_dir, tmp_path):
+    from mpm import track_origin
+
+    out = tmp_path / "to"
+    track_origin.main(_args("mpm/configs/smoke/track_origin_v2.yaml", out, pretrained_v2, btag_dir,
+                            "finetune.steps=3", "finetune.mode=finetune"))
+    res = read_result(out / "mpm.v2_track_origin.json")
+    assert {r["n_tracks"] for r in res["rows"]} <= set(range(5, 16)) and len(res["rows"]) >= 3
+    assert all(r["mode"] == "finetune" and r["task"] == "regression" for r in res["rows"])
+    assert all(0 <= r["balanced_accuracy"][0] <= 1 for r in res["rows"])
+    import json
+    assert json.loads((out / "seed0" / "result.json").read_text())["steps"] == 3
+
+
+def test_vertexing_script_writes_a_valid_result(pretrained_v2, btag_dir, tmp_path):
+    from mpm import vertexing
+
+    out = tmp_path / "vx"
+    vertexing.main(_args("mpm/configs/smoke/vertexing_v2.yaml", out, pretrained_v2, btag_dir,
+                         "finetune.steps=3", "finetune.mode=scratch"))
+    res = read_result(out / "mpm.v2_vertexing.json")
+    from common.btag import read_btag
+    raw = read_btag(str(btag_dir / "test_0.h5"))
+    n_sv = np.where(raw["mask"], raw["vtx_id"], 0).max(1)
+    assert {r["n_sv"] for r in res["rows"]} == set(n_sv[raw["mask"].sum(1) >= 2].tolist()) - {0}
+    assert all(r["mode"] == "finetune" and r["task"] == "scratch" for r in res["rows"])
+    assert all(-1 <= r["ari"][0] <= 1 for r in res["rows"])
+
+
+# ------------------------------------------------------------------------------------------------------ configs
+
+def _fc(path, n=None, mode="finetune", over=()):
+    from common.finetune_config import finetune_settings
+    cfg = load_config(path, [f"finetune.mode={mode}", *over])
+    return finetune_settings(cfg, n)
+
+
+def test_btag_paper_settings_follow_the_workflow():
+    cfg = load_config("mpm/configs/btag_v2.yaml")
+    assert cfg["btag"]["n_train"] == [2000, 20000, 200000, 2023331]
+    for n, patience in ((2000, 5), (20000, 10), (200000, 10), (2023331, 5)):
+        ft, fixed, scratch = (_fc("mpm/configs/btag_v2.yaml", n, m) for m in ("finetune", "fixed", "scratch"))
+        assert ft["patience"] == fixed["patience"] == scratch["patience"] == patience, n
+        assert (ft["unfreeze_step"], ft["catchup_steps"], fixed["unfreeze_step"]) == (5000, 5000, None)
+        assert ft["lr"] == scratch["lr"] == 1e-4 and ft["schedule"]["warmup_steps"] == 10000
+        assert (ft["batch_size"], ft["label_smoothing"], ft["head"]["kind"], ft["head"]["depth"],
+                ft["head"]["hidden"]) == (500, 0.1, "class_attention", 2, 128)
+    assert _fc("mpm/configs/btag_v2.yaml", 2000)["val_every_epochs"] == 10
+
+
+@pytest.mark.parametrize("name", ["track_origin_v2", "vertexing_v2"])
+def test_per_track_paper_settings_and_twins(name):
+    paper = load_config(f"mpm/configs/{name}.yaml")
+    fc = _fc(f"mpm/configs/{name}.yaml", 2023331)
+    assert (fc["steps"], fc["lr"], fc["schedule"]["warmup_steps"], fc["patience"], fc["batch_size"]) == \
+        (100000, 1e-4, 5000, 25, 500)
+    assert (fc["head"]["num_blocks"], fc["head"]["hidden"], fc["head"]["dropout"]) == (3, 128, 0.2)
+    assert _fc(f"mpm/configs/{name}.yaml", 2023331, "fixed")["unfreeze_step"] is None
+    if name == "vertexing_v2":
+        assert (paper["btag"]["gamma"], paper["btag"]["pos_weight"], paper["btag"]["n_sv"]) == (3.0, 0.778,
+                                                                                                [1, 2, 3, 4, 5, 6])
+    else:
+        assert paper["btag"]["class_weights"] == [0.3868, 1.4342, 3.3482, 2.3896] and fc["label_smoothing"] == 0.1
+        assert paper["btag"]["n_tracks"] == list(range(5, 16))
+    for profile in ("mini", "smoke"):
+        twin = load_config(f"mpm/configs/{profile}/{name}.yaml")
+        assert twin["finetune"]["head"]["kind"] == paper["finetune"]["head"]["kind"], profile
+        assert {k: v for k, v in twin["btag"].items() if k != "profile"} == \
+            {k: v for k, v in paper["btag"].items() if k != "profile"}, profile
+        assert twin["btag"]["profile"] == profile
+
+
+@pytest.mark.parametrize("name", ["track_origin_v2", "vertexing_v2"])
+def test_per_track_paper_config_builds_and_steps(name, tmp_path):
+    from mpm.build import backbone_fns
+    from mpm.track_loop import build_track_model
+    from mpm.track_origin import origin_task
+    from mpm.vertexing import vertex_task
+
+    cfg = load_config(f"mpm/configs/{name}.yaml", [f"pretrained.overrides={SHRINK}", "finetune.mode=scratch"])
+    task = (origin_task if name == "track_origin_v2" else vertex_task)(cfg)
+    fc = _fc(f"mpm/configs/{name}.yaml", None, "scratch", [f"pretrained.overrides={SHRINK}"])
+    build, _, _ = backbone_fns(cfg)
+    model = build_track_model(fc, build, None, task)
+    from mpm.btag_data import BTagLoader, mpmv2_inputs
+
+    class Identity:
+        def transform(self, x):
+            return x
+
+    batch, target = next(iter(BTagLoader(mpmv2_inputs(btag_arrays(4, 0), Identity()), 4, shuffle=False,
+                                         target=task.target)))
+    out = model(batch)
+    assert out.shape == ((4, MAX_TRACKS, 4) if name == "track_origin_v2" else (4, MAX_TRACKS, MAX_TRACKS))
+    task.loss(out, target, batch.mask).backward()
+    with pytest.raises(ValueError, match="finetune.head.kind"):
+        build_track_model({**fc, "head": {"kind": "class_attention"}}, build, None, task)
+
+
+def test_vertexing_score_averages_the_ari_per_number_of_secondary_vertices():
+    from mpm.vertexing import vertex_task
+
+    task = vertex_task(load_config("mpm/configs/smoke/vertexing_v2.yaml"))
+    mask = np.array([[1, 1, 1, 1], [1, 1, 1, 0], [1, 1, 1, 0], [1, 0, 0, 0]], bool)
+    vtx = np.array([[0, 0, 1, 1], [0, 0, 1, 0], [0, 1, 1, 0], [2, 0, 0, 0]])
+    truth = vtx[:, :, None] == vtx[:, None, :]
+    pred = truth.copy()
+    pred[1] = False  # jet 1: all apart -> ARI 2/7 (test_ari_is_one_sided...); jet 2 perfect; jet 3: one track
+    assert task.score({"mask": mask, "target": vtx, "pred": pred}) == {1: pytest.approx((1 + 2 / 7 + 1) / 3)}
