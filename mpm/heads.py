@@ -12,8 +12,8 @@ Every head acts on the decoder outputs of the dropped particles only, d (M, dec_
                   coupling flow (6 layers, 8 bins, tail bound 4; mpm/flow.py) conditioned on it; loss = negative
                   log-likelihood of the features, +0.05 N(0,1) noise on the 4 impact-parameter features in training;
                   computed in fp32
-SSFMTask (set-to-set flow matching) is not a head on the MAE decoder: it replaces the decoder, the null tokens and the ID
-task by its own cross-attention decoder (mpm/ssfm.py) reading the encoder outputs, and is called as
+SSFMTask (set-to-set flow matching) is not a head on the MAE decoder: it replaces the decoder, the null tokens and
+the ID task by its own cross-attention decoder (mpm/ssfm.py) reading the encoder outputs, and is called as
 task(h, hmask, x, pid, dropped) (mpm/mpmv2.py).
 """
 from __future__ import annotations
@@ -200,7 +200,8 @@ def build_task(kind: str, dim: int, num_features: int, tokenizer=None, cfg: dict
     if kind == "ssfm":
         unknown = sorted(set(cfg) - set(SSFM_KEYS))
         if unknown:
-            raise ValueError(f"model.task_cfg: unknown key(s) {unknown} for task 'ssfm' (known: {', '.join(SSFM_KEYS)})")
+            raise ValueError(f"model.task_cfg: unknown key(s) {unknown} for task 'ssfm' "
+                             f"(known: {', '.join(SSFM_KEYS)})")
         if decoder is None:
             raise ValueError("task 'ssfm' needs its decoder sizes (build it through mpm.mpmv2.MPMv2)")
         d = dict(decoder)

@@ -3,10 +3,10 @@ v1/v2 of arXiv:2409.12589; mattcleigh/jetssl src/models/sdm.py with the mltools 
 
 It denoises the whole set of dropped particles jointly: self-attention among the dropped particles of a jet,
 cross-attention to the projected encoder outputs of the kept particles (and registers), and a SwiGLU feed-forward.
-The diffusion time enters every residual branch through adaptive LayerNorm (arXiv:2409.12589 sec. "Model Architecture":
-"The method described in DiT is used for time injection"; mltools transformers.py Residual): a LayerNorm without affine
-parameters, modulated as LN(x) (1 + scale) + shift, and the branch output multiplied by a gate, with
-(scale, shift, gate) = Linear(SiLU(time embedding)) per branch (default Linear init, not DiT's zero init).
+The diffusion time enters every residual branch through adaptive LayerNorm, as in DiT (arXiv:2212.09748, the time
+injection arXiv:2409.12589 names; mltools transformers.py Residual): a LayerNorm without affine parameters, modulated
+as LN(x) (1 + scale) + shift, and the branch output multiplied by a gate, with (scale, shift, gate) =
+Linear(SiLU(time embedding)) per branch (default Linear init, not DiT's zero init).
 """
 from __future__ import annotations
 

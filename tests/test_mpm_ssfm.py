@@ -1,6 +1,7 @@
 """MPMv2's set-to-set flow matching (SSFM; arXiv:2409.12589, mattcleigh/jetssl src/models/sdm.py): drop sampling,
 time embedding, the flow-matching loss by hand, padding invariance, conditioning on the kept set, gradients, a few
-training steps, and a 2-step run of the smoke config through mpm.loop.train with a fine-tuning backbone loaded from it."""
+training steps, and a 2-step run of the smoke config through mpm.loop.train with a fine-tuning backbone loaded from
+it."""
 from __future__ import annotations
 
 import json
