@@ -20,6 +20,10 @@ Columns (per class):
 - end-to-end: our CPU time over the bare twins' CPU time for the same events, minus 1: the shares above plus whatever
   Pythia loses by running between our Python steps (caches). Target: <= 20% for every class, on both measures.
 
+--btag N instead measures the flavour-tagging simulation (common.simulate.btag.generate_btag): N light, c and b jets
+each with matched (pT, |eta|, tracks) bins, and its CPU time inside and outside Pythia (initialisation excluded); the
+jets per CPU-second count the balanced jets kept (the flavour balance discards most light jets).
+
 --veto-study adds what a parton-level veto (a Python UserHooks.doVetoPartonLevel rejecting events in which no
 resonance can give a matched jet, before hadronisation) would save and cost, for the choice in generate.py:
 - unmatchable: share of events in which no resonance can give a matched jet (the events such a veto would reject);
@@ -149,6 +153,19 @@ def bench_class(cls: str, n_jets: int, seed: int, chunk: int = 5, veto_study: bo
     return r
 
 
+def bench_btag(n_per_flavour: int, seed: int) -> dict:
+    """CPU time of the BTag simulation of n_per_flavour jets per flavour (one process, one thread)."""
+    from common.simulate.btag import generate_btag
+
+    jets, stats = generate_btag(seed, n_per_flavour)
+    cpu = stats["pythia_cpu_s"] + stats["ours_cpu_s"]
+    r = dict(jets=stats["jets"], events=stats["events"], jets_per_cpu_s=stats["jets"] / cpu,
+             pythia_share=stats["pythia_cpu_s"] / cpu)
+    print("| jets (balanced) | events | jets per CPU-s | share of CPU in Pythia |\n|---|---|---|---|")
+    print(f"| {r['jets']} | {r['events']} | {r['jets_per_cpu_s']:.1f} | {100 * r['pythia_share']:.0f}% |")
+    return r
+
+
 def main(argv=None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--classes", default="Tbqq", help="comma-separated JetClass classes, or 'all'")
@@ -156,7 +173,10 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--chunk", type=int, default=5, help="jets between two catch-ups of the bare twins (default 5)")
     ap.add_argument("--veto-study", action="store_true", help="also measure what a parton-level veto saves and costs")
+    ap.add_argument("--btag", type=int, default=0, metavar="N", help="measure the BTag simulation (N jets per flavour)")
     a = ap.parse_args(argv)
+    if a.btag:
+        return [bench_btag(a.btag, a.seed)]
     classes = JETCLASS_CLASSES if a.classes == "all" else a.classes.split(",")
     pct = lambda x: f"{100 * x:.1f}%"  # noqa: E731
     head = ["class", "jets", "events", "bare Pythia j/s", "ours j/s", "Pythia ms/jet", *STAGE_COLUMNS, "write",

@@ -39,3 +39,10 @@ def test_twins_replay_our_events_and_another_seed_does_not():
     other = Twins(gen, 4)  # another seed: other events, which bench_class's check must catch
     other.catch_up(gen.events)
     assert not _same_event(gen.pythias[0], other.pythias[0])
+
+
+def test_bench_btag_row():
+    from bench.bench_simulate import bench_btag
+
+    r = bench_btag(5, seed=3)
+    assert r["jets"] == 15 and r["events"] > 0 and r["jets_per_cpu_s"] > 0 and 0 < r["pythia_share"] < 1
