@@ -1,8 +1,9 @@
 # MPM steps for run_all.sh (sourced; see "HOW A METHOD PLUGS IN" there). Order: tokenisers -> pretraining ->
 # probes / fine-tuning / CWoLa -> table writer. smoke runs a subset (one tokeniser, two pretraining-table rows,
-# MPMv2 regression, one mode of the new-domain and CWoLa experiments); paper runs every step. mini spends its
+# MPMv2 regression and SSFM, one mode of the new-domain and CWoLa experiments); paper runs every step. mini spends its
 # compute where the papers' claims are (common/claims.yaml): the five pretraining rows the claims compare, MPMv2's
-# ID + regression task, every downstream study of those with three seeds; the other rows are paper-only.
+# ID + regression task, every downstream study of those with three seeds; SSFM with one seed; the other rows are
+# paper-only.
 
 mpm_steps() {
   need_data jetclass jetclass_atlas=QCD,Tbqq
@@ -43,8 +44,8 @@ mpm_steps() {
     --out $OUT/pretrain/mpmv1_6class $J tokenizer.checkpoint=$OUT/tokenizer_v1_6class
 
   # --- MPMv2 pretraining: one run per reconstruction task (+ ID task) ---------------------------------------------
-  v2tasks="regression"
-  [[ "$PROFILE" == paper ]] && v2tasks="regression kmeans vqvae cnf cfm"
+  v2tasks="regression ssfm"  # smoke / mini: the ID + regression task the claims use, and set-to-set flow matching
+  [[ "$PROFILE" == paper ]] && v2tasks="regression kmeans vqvae cnf cfm ssfm"
   for task in $v2tasks; do
     case "$task" in
       kmeans) tok="tokenizer.checkpoint=$OUT/tokenizer_v2_kmeans"; after=tokenizer_v2_kmeans ;;
@@ -99,9 +100,11 @@ mpm_steps() {
 
   # --- MPMv2 downstream: fine-tuned and frozen per task, from scratch, no backbone --------------------------------
   for task in $v2tasks; do
+    local seeds1=""  # mini: one seed for the SSFM rows, which no claim compares
+    [[ "$PROFILE" == mini && "$task" == ssfm ]] && seeds1="finetune.seeds=[0]"
     for mode in $( ((full)) && echo "finetune fixed" || echo finetune ); do
       step v2_jetclass_${task}_$mode --tables mpm.v2_jetclass --after pretrain_mpmv2_$task -- $PY -m mpm.finetune --config $CFG/finetune_v2.yaml \
-        --out $OUT/v2_jetclass/${task}_$mode $J pretrained.run=$OUT/pretrain/mpmv2_$task finetune.mode=$mode
+        --out $OUT/v2_jetclass/${task}_$mode $J pretrained.run=$OUT/pretrain/mpmv2_$task finetune.mode=$mode $seeds1
     done
   done
   if ((full)); then

@@ -11,7 +11,7 @@ Run layout (mpm/run_steps.sh):
   v1_new_domain_jetclass/<mode>/summary.json  same task in the CMS-like pretraining domain (panel "right")
                                               -> mpm.v1_new_domain_auc, mpm.v1_new_domain_rejection
   v1_cwola/<mode>[_nosched]/summary.json      with / without the learning-rate schedule            -> mpm.v1_cwola
-  v2_jetclass/<task>_<mode>/summary.json      task = regression | kmeans | vqvae | cnf | cfm | scratch | nobackbone
+  v2_jetclass/<task>_<mode>/summary.json      task = regression | kmeans | vqvae | cnf | cfm | ssfm | scratch | nobackbone
                                                                                                    -> mpm.v2_jetclass
   v2_cwola/<task>_<mode>/summary.json                                                              -> mpm.v2_cwola
   v2_probe/<task>/summary.json                frozen class-attention probe (final row of Table B)  -> mpm.v2_construction
