@@ -27,7 +27,7 @@ def write_btag_result(out, table_id: str, rows: list[dict], cfg: dict, pcfg: dic
     """<out>/<table_id>.json with the run's meta (profile, data, pretraining scale, seeds)."""
     path = Path(out) / f"{table_id}.json"
     t = pcfg.get("train") or {}
-    meta = {"profile": cfg["btag"]["profile"], "dataset": f"btag at {cfg['data']['root']}",
+    meta = {"profile": cfg["btag"]["profile"], "dataset": f"{cfg['data']['dataset']} at {cfg['data']['root']}",
             "seeds": cfg["finetune"]["seeds"], "class_order": "light, c, b", "sources": sources,
             "scale": f"pretraining {t.get('steps')} steps x batch {t.get('batch_size')}"}
     write_result(path, table_id, rows, meta)
