@@ -262,7 +262,6 @@ def test_cwola_redraws_the_neutral_ip_noise_per_batch(monkeypatch, tmp_path):
     import numpy as np
 
     import mpm.cwola as cwola
-    from common import data
     from common.config import load_config
     from common.distributed import Dist
 

@@ -229,3 +229,12 @@ def test_set_torch_threads_from_env_and_rejects_bad_values(monkeypatch):
                 set_torch_threads()
     finally:
         torch.set_num_threads(n0)
+
+
+def test_micro_batches_split_tuples_alike():
+    tokens, lengths = torch.arange(10).reshape(5, 2), torch.arange(5)
+    parts = micro_batches((tokens, lengths), 2)
+    assert [len(p[0]) for p in parts] == [2, 3] and [len(p[1]) for p in parts] == [2, 3]
+    assert torch.equal(torch.cat([p[0] for p in parts]), tokens) and torch.equal(parts[1][1], lengths[2:])
+    with pytest.raises(ValueError, match="cannot split a batch of 5 into 6"):
+        micro_batches(lengths, 6)
