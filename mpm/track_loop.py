@@ -42,10 +42,10 @@ from mpm.build import backbone_fns
 
 @dataclass
 class TrackTask:
-    """head_kind: finetune.head.kind of the task; target: the per-track array (mpm.btag_data.TARGETS); head(dim, num_registers, head_cfg) -> nn.Module;
-    loss(out, target, mask) -> scalar; predict(out, mask) -> per-jet predictions (e.g. class (B, T));
-    score(test) -> {cell: metric} from evaluate()'s output; table_id, key, metric: the result file's table, its
-    cell key and metric (common/published.yaml)."""
+    """head_kind: finetune.head.kind of the task; target: the per-track array (mpm.btag_data.TARGETS);
+    head(dim, num_registers, head_cfg) -> nn.Module; loss(out, target, mask) -> scalar; predict(out, mask) ->
+    per-jet predictions (e.g. class (B, T)); score(test) -> {cell: metric} from evaluate()'s output; table_id, key,
+    metric: the result file's table, its cell key and metric (common/published.yaml)."""
     name: str
     head_kind: str
     target: str

@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch.nn.functional as F
 
+from common.btag import ORIGIN_NAMES
 from common.cli import cli
 from common.distributed import cleanup, init_distributed
 from common.finetune_config import finetune_settings
@@ -24,7 +25,7 @@ from common.train_utils import mark_done, start_run
 from mpm.track_heads import TrackOriginHead
 from mpm.track_loop import TrackTask, run_seeds
 
-N_ORIGINS = 4  # common.btag.ORIGIN_NAMES
+N_ORIGINS = len(ORIGIN_NAMES)  # PV, C, B, other
 
 
 def origin_task(cfg: dict) -> TrackTask:

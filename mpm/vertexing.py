@@ -51,8 +51,8 @@ def vertex_task(cfg: dict) -> TrackTask:
         return {k: float(np.mean(ari[sel])) for k in b["n_sv"]
                 if (sel := (n_sv == k) & np.isfinite(ari)).any()}
 
-    return TrackTask(name="vertexing", head_kind="edge_mlp", target="vtx_id", head=lambda dim, regs, h: EdgeHead(dim, regs, **h),
-                     loss=loss, predict=lambda out, mask: out > 0, score=score, table_id="mpm.v2_vertexing",
+    return TrackTask(name="vertexing", head_kind="edge_mlp", target="vtx_id",
+                     head=lambda dim, regs, h: EdgeHead(dim, regs, **h), loss=loss, predict=lambda out, mask: out > 0, score=score, table_id="mpm.v2_vertexing",
                      key="n_sv", metric="ari")
 
 
