@@ -291,6 +291,11 @@ if [[ "$PROFILE" != paper && "$NEEDED_DATA" == *" jetclass "* ]]; then
   step validate_jetclass --after "" -- python -m common.simulate validate "$JETCLASS" --max-jets 2000 \
     --out "$OUT_DIR/data_check/jetclass"
 fi
+# BTag calibration (track-origin fractions, vertex-sharing pairs, d0-significance order); mini only: the smoke sample
+# is too small for its tolerances
+if [[ "$PROFILE" == mini && "$NEEDED_DATA" == *" btag "* ]]; then
+  step validate_btag --after "" -- python -m common.simulate validate "$BTAG" --out "$OUT_DIR/data_check/btag"
+fi
 # Order: data steps (declared after the methods' steps) first, then the methods, then the data check.
 N=${#S_ID[@]}
 order=()

@@ -6,7 +6,7 @@
 # paper-only.
 
 mpm_steps() {
-  need_data jetclass jetclass_atlas=QCD,Tbqq
+  need_data jetclass jetclass_atlas=QCD,Tbqq btag
   local J="data.root=$JETCLASS" A="data.root=$JETCLASS_ATLAS" full=1 row tok mode task modes v2tasks
   [[ "$PROFILE" == smoke ]] && full=0
 
@@ -129,6 +129,31 @@ mpm_steps() {
     step v2_cwola_scratch --tables mpm.v2_cwola --after "" -- $PY -m mpm.cwola --config $CFG/cwola_v2.yaml \
       --out $OUT/v2_cwola/scratch $J finetune.mode=scratch   # lr 1e-4: the workflow's 1e-3 is for JetClass only
   fi
+
+  # --- MPMv2 out of domain on BTag (arXiv:2409.12589): flavour tagging, track origin, secondary-vertex finding ------
+  # Each step writes its table's result file itself (mpm/btag_results.py). Scratch and No Backbone scale their inputs
+  # with quantiles fitted on the JetClass data, as the pretrained encoders do (jetssl applies the JetClass transform).
+  local B="data.root=$BTAG" spec name script conf table btasks="regression ssfm" bmodes="finetune fixed" seeds
+  [[ "$PROFILE" == paper ]] && btasks="$v2tasks"
+  [[ "$PROFILE" == smoke ]] && btasks="regression" && bmodes="finetune"
+  for spec in "btag mpm.btag btag_v2 mpm.v2_btag" "track_origin mpm.track_origin track_origin_v2 mpm.v2_track_origin" \
+              "vertexing mpm.vertexing vertexing_v2 mpm.v2_vertexing"; do
+    read -r name script conf table <<< "$spec"
+    for task in $btasks; do
+      seeds=""  # mini: one seed for the SSFM rows, which no claim compares
+      [[ "$PROFILE" == mini && "$task" == ssfm ]] && seeds="finetune.seeds=[0]"
+      for mode in $bmodes; do
+        step v2_${name}_${task}_$mode --tables $table --after pretrain_mpmv2_$task -- $PY -m $script \
+          --config $CFG/$conf.yaml --out $OUT/v2_$name/${task}_$mode $B pretrained.run=$OUT/pretrain/mpmv2_$task \
+          finetune.mode=$mode $seeds
+      done
+    done
+    step v2_${name}_scratch --tables $table --after "" -- $PY -m $script --config $CFG/$conf.yaml \
+      --out $OUT/v2_$name/scratch $B finetune.mode=scratch "pretrained.overrides=[data.root=$JETCLASS]"
+    ((full)) && step v2_${name}_nobackbone --tables $table --after "" -- $PY -m $script --config $CFG/$conf.yaml \
+      --out $OUT/v2_$name/nobackbone $B finetune.mode=scratch "pretrained.overrides=[model.depth=0,data.root=$JETCLASS]" \
+      btag.table_mode=frozen btag.table_task=nobackbone
+  done
 
   # --- MPMv2 frozen probes: Table B's final row (regression, k-means) and, paper only, the decoder / mask sweeps ----
   if ((full)); then
