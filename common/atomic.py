@@ -14,8 +14,6 @@ import json
 import os
 import uuid
 from contextlib import contextmanager
-from pathlib import Path
-
 import numpy as np
 import torch
 
@@ -36,14 +34,10 @@ def atomic_path(path, unique: bool = False):
 
 def json_default(o):
     """JSON for what the kit writes besides plain Python: numpy / torch scalars and arrays, paths."""
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, (np.ndarray, torch.Tensor)):
+    if isinstance(o, (np.generic, np.ndarray, torch.Tensor)):
         return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
+    if isinstance(o, os.PathLike):
+        return os.fspath(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 

@@ -19,6 +19,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from common.atomic import write_text
 from common.cli import cli
 from common.results import (all_table_ids, changed_sources, collect_results, load_published, merge_meta,
                             render_table_counted)
@@ -185,9 +186,7 @@ def build_results_md(runs_dir, profile: str, out_dir, published: dict | None = N
     lines += ["## Plots", ""]
     lines += [f"- [{p}]({p})" for p in plots] or ["(no plots were produced)"]
     path = out_dir / "RESULTS.md"
-    tmp = path.with_name("RESULTS.md.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, path)
+    write_text(path, "\n".join(lines) + "\n")
     return path, total_missing
 
 

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import yaml
 
+from common.atomic import json_default, write_json, write_text
+
 PUBLISHED_PATH = Path(__file__).with_name("published.yaml")
 RESULT_FORMAT = "jetfm-result-v1"  # marks our result JSON files among other JSON in a run directory
 MIN_SEEDS = 3  # seeds per cell that a comparison needs (the claims rule, common/claims.py)
@@ -221,13 +223,9 @@ def write_result(path, table_id: str, rows: list[dict], meta: dict, published: d
     if "sources" in meta:
         meta["sources"] = [source_stamp(p, path.parent) for p in meta["sources"]]
     payload = json.loads(json.dumps({"format": RESULT_FORMAT, "table_id": table_id, "rows": rows, "meta": meta},
-                                    default=_json_default))
+                                    default=json_default))
     validate_result(path, payload, published)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(payload, f, indent=1)
-    os.replace(tmp, path)
+    write_json(path, payload, indent=1)
 
 
 def write_table(out_dir, table_id: str, rows: list[dict], meta: dict) -> str:
@@ -236,18 +234,8 @@ def write_table(out_dir, table_id: str, rows: list[dict], meta: dict) -> str:
     out_dir = Path(out_dir)
     write_result(out_dir / f"{table_id}.json", table_id, rows, meta)
     md = render_table(table_id, rows, meta)
-    tmp = out_dir / f"{table_id}.md.tmp"
-    tmp.write_text(md)
-    os.replace(tmp, out_dir / f"{table_id}.md")
+    write_text(out_dir / f"{table_id}.md", md)
     return md
-
-
-def _json_default(x):
-    if hasattr(x, "tolist"):  # numpy scalars and arrays, torch tensors
-        return x.tolist()
-    if isinstance(x, os.PathLike):
-        return os.fspath(x)
-    raise TypeError(f"not JSON serialisable: {type(x).__name__}")
 
 
 def read_json(path, what: str):

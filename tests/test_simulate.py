@@ -131,7 +131,7 @@ def test_killed_run_leaves_no_half_file_and_resumes(tmp_path):
 
 
 def test_atomic_write_failure_leaves_nothing(tmp_path):
-    from common.simulate.writers import atomic_path
+    from common.atomic import atomic_path
 
     target = tmp_path / "x.root"
     with pytest.raises(RuntimeError):

@@ -33,12 +33,16 @@ jets per CPU-second.
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
-from common.btag import MAX_TRACKS, N_VERTICES_MAX, is_b_hadron, is_c_hadron, root_to_arrays, write_h5
+from common.atomic import atomic_path
+from common.btag import (MAX_TRACKS, N_VERTICES_MAX, READ_BRANCHES, is_b_hadron, is_c_hadron, root_to_arrays,
+                         write_h5)
+
 from .detector import ATLAS, impact_parameters
 from .generate import _quiet_fjcore, derive_seed, make_pythia
 from .processes import TT
@@ -280,8 +284,6 @@ def write_root(path: str, jets: list[dict]) -> None:
     """TTree "tree" (uproot adds the counters ntrk, nhadron, ntrue_vtx), LZ4 level 4, atomically."""
     import uproot
 
-    from .writers import atomic_path
-
     branches = root_branches(jets)
     types = {k: (v.type.content if k in ("trk", "hadron", "true_vtx") else v.dtype) for k, v in branches.items()}
     with atomic_path(path) as tmp:
@@ -293,13 +295,7 @@ def write_root(path: str, jets: list[dict]) -> None:
 def run_btag_task(task, progress=None) -> dict:
     """One split file: DIR/root/<split>_<k>.root, then (task.path) DIR/<split>_<k>.h5 converted from it as
     jetssl's make_shlomi.py converts the Zenodo files (common/btag.py)."""
-    import os
-
     import uproot
-
-    from common.btag import READ_BRANCHES
-
-    from .writers import atomic_path
 
     jets, stats = generate_btag(task.seed, task.n // 3, progress=progress)  # task.n: all three flavours
     root = os.path.join(os.path.dirname(task.path), "root", os.path.basename(task.path)[:-3] + ".root")

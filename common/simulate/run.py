@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..atomic import atomic_path, write_json
 from .generate import GenConfig, derive_seed, generate
 from .processes import JETCLASS_CLASSES, JETCLASS_PREFIX, jetclass_process, qg_process, toptagging_process
 
@@ -86,7 +87,7 @@ def run_task(task: Task) -> dict:
         writers.write_jetclass_root(task.path, jets)
     else:
         label = {"QCD": 0, "Top": 1, "Gluon": 0, "Quark": 1}[task.cls]
-        with writers.atomic_path(task.path) as tmp, open(tmp, "wb") as fh:
+        with atomic_path(task.path) as tmp, open(tmp, "wb") as fh:
             if task.dataset == "toptagging":
                 frame = writers.toptagging_frame(jets, np.full(len(jets), label), 0)
                 np.savez(fh, data=frame.to_numpy(np.float32), columns=np.array(frame.columns, dtype=str))
@@ -182,10 +183,7 @@ def check_settings(out: str, settings: dict) -> None:
                              "Use another --out directory or delete the old one.")
         return
     os.makedirs(out, exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as fh:
-        json.dump(settings, fh, indent=1)
-    os.replace(tmp, path)
+    write_json(path, settings, indent=1)
 
 
 def jetclass_tasks(out: str, n_per_class: int, seed: int, classes: list[str], splits, per_file: int,

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..atomic import atomic_path
 from ..observables import jet_observables, ptetaphi_to_p4, softdrop_mass
 from .processes import JETCLASS_CLASSES, JETCLASS_PREFIX
 
@@ -137,8 +138,8 @@ def validate(directory: str, out: str | None = None, max_jets: int = 20000) -> d
     fig.suptitle(f"{directory}")
     fig.tight_layout()
     png = os.path.join(out, "observables.png")
-    fig.savefig(png + ".tmp.png", dpi=90)
-    os.replace(png + ".tmp.png", png)
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
     plt.close(fig)
 
     peaks = {}
