@@ -13,15 +13,14 @@ features (S * J, max_len, 3), mask, seed: the sampling seed of every jet) and do
 """
 from __future__ import annotations
 
-import io
 import itertools
-import os
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from common.atomic import atomic_path
 from common.cli import cli
 from common.train_utils import mark_done, progress, seed_everything, start_run
 from omnijet.model import load_gpt
@@ -40,12 +39,9 @@ def decode_sequences(tokens: torch.Tensor, tokenizer) -> tuple[torch.Tensor, tor
 
 
 def save_npz(path: Path, **arrays) -> None:
-    """Atomic .npz write."""
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(buf.getvalue())
-    os.replace(tmp, path)
+    """Atomic .npz write (common.atomic)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
 
 
 def main(argv=None) -> None:
