@@ -18,7 +18,6 @@ task(h, hmask, x, pid, dropped) (mpm/mpmv2.py).
 """
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F
@@ -63,14 +62,6 @@ class TokenTask(nn.Module):
         return loss, {"code_acc": (logits.argmax(-1) == codes).float().mean()}
 
 
-def cosine_time_embedding(t: torch.Tensor, dim: int = 16) -> torch.Tensor:
-    """t (M,) in [0, 1] -> (M, dim) [cos(2 pi f t), sin(2 pi f t)] over log-spaced frequencies."""
-    half = dim // 2
-    freqs = torch.exp(torch.linspace(0.0, math.log(1000.0), half, device=t.device))
-    ang = 2 * math.pi * t[:, None] * freqs[None]
-    return torch.cat([ang.cos(), ang.sin()], dim=-1)
-
-
 class CFMTask(nn.Module):
     """Conditional flow matching per dropped particle ("Diffusion" in arXiv v1/v2). Sampling (EMA copy, midpoint ODE
     solver) is not needed to pretrain and is not implemented here."""
@@ -87,7 +78,8 @@ class CFMTask(nn.Module):
         self.net = nn.Sequential(*layers, nn.Linear(hidden, num_features))
 
     def velocity(self, x_t, t, ctx):
-        return self.net(torch.cat([x_t, ctx, cosine_time_embedding(t, self.time_dim)], dim=-1))
+        # the time as cos(pi t e^k), k < time_dim: jetssl VectorDiffuser's mltools CosineEncodingLayer (cosines only)
+        return self.net(torch.cat([x_t, ctx, cosine_encoding(t, self.time_dim)], dim=-1))
 
     def forward(self, d, x, codes=None):
         x0 = x.float()

@@ -253,3 +253,19 @@ def test_mpmv2_with_cnf_task_and_nothing_to_drop_gives_zero_loss():
     small = b.mask & (torch.arange(b.mask.shape[1])[None] < 2)  # floor(0.4 * 2) = 0 dropped per jet
     loss, _ = _tiny_mpmv2()(JetBatch(b.x, small, b.p4, b.jet, b.label, b.pid))
     assert loss.item() == 0.0
+
+
+def test_cfm_time_embedding_is_the_official_cosine_encoding():
+    # jetssl's VectorDiffuser embeds t with mltools' CosineEncodingLayer: cos(pi t e^k), k < time_dim, no sines
+    # (the kit used [cos, sin](2 pi f t) over log-spaced f before)
+    from mpm.heads import CFMTask
+
+    task = CFMTask(dim=8, num_features=7, context_dim=4, hidden=16, depth=2, time_dim=5)
+    seen = []
+    task.net[0].register_forward_hook(lambda m, inp, out: seen.append(inp[0]))
+    t = torch.tensor([0.0, 0.3])
+    task.velocity(torch.zeros(2, 7), t, torch.zeros(2, 4))
+    emb = seen[0][:, 7 + 4:]
+    want = torch.cos(math.pi * t[:, None] * torch.exp(torch.arange(5.0))[None])
+    torch.testing.assert_close(emb, want)
+    assert emb.shape == (2, 5) and torch.allclose(emb[0], torch.ones(5))  # t = 0: every cosine is 1
