@@ -262,7 +262,7 @@ if [[ "$PROFILE" == paper ]]; then
       jetclass) root="$JETCLASS"; probe="train_100M" ;;
       toptagging) root="$TOPTAGGING"; probe="train.h5" ;;
       qg) root="$QG"; probe="QG_jets.npz" ;;
-      btag) root="$BTAG"; probe="train_0.h5" ;;  # jetssl's HDF5 (scripts/make_shlomi.py) or the Zenodo ROOT files
+      btag) root="$BTAG"; probe="validate.root" ;;  # the Zenodo ROOT files (python -m common.download btag)
     esac
     # Locating real data: a cheap check that runs every time (--always), so a missing dataset fails early and clearly.
     step "locate_$d" --always --data -- bash -c "test -e '$root/$probe' || { echo 'missing $root/$probe: run python -m common.download $d --out $DATA' >&2; exit 1; }"

@@ -3,11 +3,14 @@
     python -m common.download jetclass   --out data/real [--parts part0,val,test]   # JetClass (Zenodo 6619768)
     python -m common.download toptagging --out data/real                            # Top tagging (Zenodo 2603256)
     python -m common.download qg         --out data/real [--withbc]                 # quark-gluon (Zenodo 3164691)
+    python -m common.download btag       --out data/real                            # BTag (Zenodo 13350327)
 
 Layout under --out (what `run_all.sh --profile paper` and the paper configs expect):
     JetClass/Pythia/{train_100M,val_5M,test_20M}/<proc>_NNN.root
     toptagging/{train,val,test}.h5
     qg/QG_jets.npz, QG_jets_1.npz, ... QG_jets_19.npz
+    btag/train_*.root, validate.root, test.root   (the ROOT files of the record; its *_small* copies are skipped;
+                                                   common/btag.py reads them as it reads jetssl's HDF5)
 
 Each file is fetched to `<name>.part` with HTTP Range requests, so an interrupted download continues where it stopped;
 it is renamed to its final name only after its md5 matches. JetClass md5 sums are the ones published with the
@@ -58,6 +61,8 @@ class RemoteFile:
 class Dataset:
     record: str
     files: list[RemoteFile] = field(default_factory=list)
+    listed: tuple[str, str] | None = None  # (subdir, suffix): every file of the record with this suffix, from its
+                                          # metadata (names not fixed in advance; names with "_small" skipped)
 
 
 def dataset_spec(name: str, withbc: bool = False) -> Dataset:
@@ -77,7 +82,9 @@ def dataset_spec(name: str, withbc: bool = False) -> Dataset:
         names = ([f"QG_jets_withbc_{i}.npz" for i in range(20)] if withbc
                  else ["QG_jets.npz"] + [f"QG_jets_{i}.npz" for i in range(1, 20)])
         return Dataset("3164691", [RemoteFile(n, None, "qg", False, n.removesuffix(".npz")) for n in names])
-    raise ValueError(f"unknown dataset '{name}': expected jetclass, toptagging or qg")
+    if name == "btag":
+        return Dataset("13350327", listed=("btag", ".root"))
+    raise ValueError(f"unknown dataset '{name}': expected jetclass, toptagging, qg or btag")
 
 
 def file_url(record: str, name: str, base: str = ZENODO) -> str:
@@ -195,10 +202,15 @@ def download(name: str, out, *, parts: list[str] | None = None, withbc: bool = F
              md5_override: dict[str, str] | None = None) -> list[Path]:
     """Download (and extract) one dataset under `out`; returns the final paths (directories for tars)."""
     spec = dataset_spec(name, withbc)
+    md5s = dict(md5_override or {})
+    if spec.listed is not None:  # the record's file list is its metadata
+        md5s.update(zenodo_md5s(spec.record, base))
+        subdir, suffix = spec.listed
+        spec.files = [RemoteFile(n, md5s[n], subdir, False, n.removesuffix(suffix)) for n in sorted(md5s)
+                      if n.endswith(suffix) and "_small" not in n]
     files = [f for f in spec.files if not parts or f.part in parts or f.name in parts]
     if parts and not files:
         raise ValueError(f"--parts {parts}: none of {[f.part for f in spec.files]}")
-    md5s = dict(md5_override or {})
     if any(f.md5 is None and f.name not in md5s for f in files):
         md5s.update(zenodo_md5s(spec.record, base))
     out = Path(out)
@@ -231,11 +243,11 @@ def download(name: str, out, *, parts: list[str] | None = None, withbc: bool = F
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("dataset", choices=["jetclass", "toptagging", "qg"])
+    ap.add_argument("dataset", choices=["jetclass", "toptagging", "qg", "btag"])
     ap.add_argument("--out", default="data/real", help="data root (default data/real)")
     ap.add_argument("--parts", default=None,
                     help="comma-separated subset: jetclass part0..part9,val,test; toptagging train,val,test; "
-                         "qg file stems (e.g. QG_jets,QG_jets_1)")
+                         "qg file stems (e.g. QG_jets,QG_jets_1); btag file stems (e.g. train_1,validate,test)")
     ap.add_argument("--withbc", action="store_true", help="qg: the udscb variant (QG_jets_withbc_*.npz)")
     ap.add_argument("--keep-archives", action="store_true", help="keep the tar files after extraction")
     ap.add_argument("--retries", type=int, default=3)

@@ -168,3 +168,15 @@ def test_extract_refuses_members_outside_the_target(tmp_path):
     with pytest.raises(RuntimeError, match="unsafe"):
         D.extract(evil, tmp_path / "into")
     assert not (tmp_path / "escape.txt").exists()
+
+
+def test_btag_files_come_from_the_record_metadata(mirror, tmp_path):
+    bodies = {"train_1.root": b"t1" * 50, "validate.root": b"v" * 50, "test.root": b"t" * 50,
+              "train_1_small.root": b"s" * 10, "README.md": b"r"}
+    mirror.files.update(bodies)
+    mirror.api["13350327"] = {"files": [{"key": k, "checksum": f"md5:{_md5(v)}"} for k, v in bodies.items()]}
+    paths = D.download("btag", tmp_path, base=mirror.base, progress=False)
+    assert sorted(p.name for p in paths) == ["test.root", "train_1.root", "validate.root"]  # no _small, no README
+    assert all(p.parent == tmp_path / "btag" and p.read_bytes() == bodies[p.name] for p in paths)
+    (path,) = D.download("btag", tmp_path / "one", parts=["validate"], base=mirror.base, progress=False)
+    assert path.name == "validate.root"
