@@ -227,7 +227,7 @@ def apply_override(cfg: dict, item: str, free: set[tuple] = frozenset()) -> None
 
 # by key name (the last component), across every section
 COUNTS = {"steps", "batch_size", "eval_batch_size", "log_every", "ckpt_every", "grad_accum", "val_batches",
-          "num_particles", "dim", "depth", "num_heads", "ff_hidden", "num_codes", "max_epochs", "patience",
+          "num_particles", "dim", "num_heads", "ff_hidden", "num_codes", "max_epochs", "patience",
           "n_clusters", "fit_jets"}                   # integers >= 1
 NOT_NULL = {"steps", "batch_size", "lr", "weight_decay", "log_every", "ckpt_every", "grad_accum", "seed", "device",
             "precision", "method", "mode"}           # null only where the root says so

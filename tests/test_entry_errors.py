@@ -88,3 +88,17 @@ def test_cli_exit_status(monkeypatch):
         with pytest.raises(SystemExit) as e:
             cli(lambda argv: ret, [])
         assert e.value.code == code
+
+
+def test_every_shipped_pretrained_override_loads():
+    # a fine-tuning config's pretrained.overrides are applied to its pretraining config (mpm/build.py backbone_fns);
+    # e.g. the No-Backbone baseline's model.depth=0 is a valid value, not a count that must be >= 1
+    n = 0
+    for f in sorted(ROOT.glob("*/configs/**/*.yaml")):
+        cfg = load_config(f)
+        p = cfg.get("pretrained") if isinstance(cfg.get("pretrained"), dict) else None
+        if p and p.get("config") and p.get("overrides"):
+            load_config(p["config"], p["overrides"])
+            n += 1
+    assert n >= 1
+    assert load_config(ROOT / "mpm/configs/mini/mpmv2.yaml", ["model.depth=0"])["model"]["depth"] == 0
