@@ -24,7 +24,7 @@ from common.train_utils import mark_done, start_run, write_json
 
 from mpm.btag_data import FLAVOURS, BTagLoader, load_btag_split, pretraining_quantiles, subset
 from mpm.btag_results import table_keys, write_btag_result
-from mpm.build import backbone_fns
+from mpm.build import backbone_fns, require_pretrained_run
 
 TABLE_ID = "mpm.v2_btag"
 
@@ -78,8 +78,7 @@ def main(argv=None):
         return
     cfg, out, config_path = run
     fc = finetune_settings(cfg)
-    if fc["mode"] != "scratch" and cfg["pretrained"]["run"] is None:
-        raise ValueError(f"{config_path}: finetune.mode={fc['mode']} needs pretrained.run (a mpm.pretrain run dir)")
+    require_pretrained_run(cfg, fc["mode"], config_path)
     dist = init_distributed(cfg["device"])
     try:
         summary = run_btag(cfg, out, dist)

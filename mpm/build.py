@@ -118,3 +118,9 @@ def backbone_fns(cfg: dict):
             backbone.norm.freeze()  # MPMv1 input normalisation keeps the pretraining statistics
 
     return build, (load if run is not None else None), pcfg
+
+
+def require_pretrained_run(cfg: dict, mode: str, where) -> None:
+    """Every fine-tuning mode but scratch loads a pretraining run: pretrained.run must be set."""
+    if mode != "scratch" and cfg["pretrained"]["run"] is None:
+        raise ValueError(f"{where}: finetune.mode={mode} needs pretrained.run (a mpm.pretrain run dir)")

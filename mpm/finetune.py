@@ -20,7 +20,7 @@ from common.finetune_config import finetune_settings
 from common.sweep import run_sweep
 from common.train_utils import mark_done, start_run
 
-from mpm.build import backbone_fns
+from mpm.build import backbone_fns, require_pretrained_run
 
 
 def main(argv=None):
@@ -29,8 +29,7 @@ def main(argv=None):
         return
     cfg, out, config_path = run
     fc = finetune_settings(cfg)
-    if fc["mode"] != "scratch" and cfg["pretrained"]["run"] is None:
-        raise ValueError(f"{config_path}: finetune.mode={fc['mode']} needs pretrained.run (a mpm.pretrain run dir)")
+    require_pretrained_run(cfg, fc["mode"], config_path)
     dist = init_distributed(cfg["device"])
     try:
         build, load, pcfg = backbone_fns(cfg)

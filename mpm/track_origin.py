@@ -22,6 +22,7 @@ from common.finetune_config import finetune_settings
 from common.metrics import balanced_accuracy
 from common.train_utils import mark_done, start_run
 
+from mpm.build import require_pretrained_run
 from mpm.track_heads import TrackOriginHead
 from mpm.track_loop import TrackTask, run_seeds
 
@@ -57,8 +58,7 @@ def main(argv=None):
         return
     cfg, out, config_path = run
     fc = finetune_settings(cfg)
-    if fc["mode"] != "scratch" and cfg["pretrained"]["run"] is None:
-        raise ValueError(f"{config_path}: finetune.mode={fc['mode']} needs pretrained.run (a mpm.pretrain run dir)")
+    require_pretrained_run(cfg, fc["mode"], config_path)
     task = origin_task(cfg)
     dist = init_distributed(cfg["device"])
     try:

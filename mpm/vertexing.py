@@ -23,6 +23,7 @@ from common.finetune_config import finetune_settings
 from common.metrics import adjusted_rand_index_onesided
 from common.train_utils import mark_done, start_run
 
+from mpm.build import require_pretrained_run
 from mpm.focal_loss import focal_loss
 from mpm.track_heads import EdgeHead
 from mpm.track_loop import TrackTask, run_seeds
@@ -52,7 +53,8 @@ def vertex_task(cfg: dict) -> TrackTask:
                 if (sel := (n_sv == k) & np.isfinite(ari)).any()}
 
     return TrackTask(name="vertexing", head_kind="edge_mlp", target="vtx_id",
-                     head=lambda dim, regs, h: EdgeHead(dim, regs, **h), loss=loss, predict=lambda out, mask: out > 0, score=score, table_id="mpm.v2_vertexing",
+                     head=lambda dim, regs, h: EdgeHead(dim, regs, **h), loss=loss,
+                     predict=lambda out, mask: out > 0, score=score, table_id="mpm.v2_vertexing",
                      key="n_sv", metric="ari")
 
 
@@ -62,8 +64,7 @@ def main(argv=None):
         return
     cfg, out, config_path = run
     fc = finetune_settings(cfg)
-    if fc["mode"] != "scratch" and cfg["pretrained"]["run"] is None:
-        raise ValueError(f"{config_path}: finetune.mode={fc['mode']} needs pretrained.run (a mpm.pretrain run dir)")
+    require_pretrained_run(cfg, fc["mode"], config_path)
     task = vertex_task(cfg)
     dist = init_distributed(cfg["device"])
     try:

@@ -117,3 +117,13 @@ def test_mpmv2_size_dependent_finetune_settings():
     assert (mid["unfreeze_step"], mid["patience"]) == (5000, 25)
     assert (big["unfreeze_step"], big["catchup_steps"], big["schedule"]["warmup_steps"]) == (20000, 20000, 40000)
     assert big["schedule"]["kind"] == "warmup_cosine" and big["lr"] == 1e-4 and huge["lr"] == 1e-3
+
+
+def test_every_mode_but_scratch_needs_a_pretraining_run():
+    from mpm.build import require_pretrained_run
+
+    cfg = {"pretrained": {"run": None}}
+    require_pretrained_run(cfg, "scratch", "x.yaml")
+    for mode in ("fixed", "finetune"):
+        with pytest.raises(ValueError, match=f"x.yaml: finetune.mode={mode} needs pretrained.run"):
+            require_pretrained_run(cfg, mode, "x.yaml")
