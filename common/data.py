@@ -30,6 +30,7 @@ from common.batch import JetBatch
 from common.cache import atomic_pickle, file_lock, get_or_build, source_stat
 from common.cli import cli
 from common.features import DataError, FeatureSet, RawJets, fit_mpmv2_quantiles, get_feature_set
+from common.probe import per_class_subset
 from common.sampler import ShardedBatchSampler
 
 DATASETS = ("jetclass", "toptagging", "qg")
@@ -298,15 +299,12 @@ def build_dataset(cfg: dict, split: str, *, max_jets=None, n_per_class=None, sub
         labels = np.concatenate([label_map[np.asarray(e.arrays["label"])].astype(np.int16) for e in entries])
         index = None if (labels >= 0).all() else np.nonzero(labels >= 0)[0]    # top/qg class subsets
     if n_per_class is not None:
-        rng = np.random.default_rng(subset_seed)
-        pick = []
         for c in range(len(chosen)):
-            have = np.nonzero(labels == c)[0]
-            if len(have) < n_per_class:
-                raise DataError(f"data: {split} split has {len(have)} jets of class {chosen[c]}, "
+            have = int((labels == c).sum())
+            if have < n_per_class:
+                raise DataError(f"data: {split} split has {have} jets of class {chosen[c]}, "
                                 f"n_per_class={n_per_class} requested")
-            pick.append(rng.choice(have, n_per_class, replace=False))
-        index = np.sort(np.concatenate(pick))
+        index = per_class_subset(labels, n_per_class, subset_seed, len(chosen))
     n = sum(len(e) for e in entries) if index is None else len(index)
     if max_jets is not None and max_jets < n:
         pick = np.sort(np.random.default_rng([subset_seed, 1]).choice(n, max_jets, replace=False))

@@ -1,0 +1,59 @@
+"""common/probe.py: the shared frozen-encoder probe (subsets, pooling, BatchNorm statistics, logistic regression)."""
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from common.probe import linear_probe, per_class_subset, pool_mean_max, set_norm_stats
+
+
+def test_per_class_subset_is_the_finetuning_draw():
+    labels = np.repeat(np.arange(3), 20).astype(np.int16)
+    a = per_class_subset(labels, 5, seed=7, n_classes=3)
+    assert len(a) == 15 and np.all(np.bincount(labels[a]) == 5)
+    assert np.array_equal(a, per_class_subset(labels, 5, seed=7, n_classes=3))
+    assert not np.array_equal(a, per_class_subset(labels, 5, seed=8, n_classes=3))
+    # the draw the harness made before it was factored out: one generator, classes in order
+    rng = np.random.default_rng(7)
+    ref = np.sort(np.concatenate([rng.choice(np.nonzero(labels == c)[0], 5, replace=False) for c in range(3)]))
+    assert np.array_equal(a, ref)
+    with pytest.raises(ValueError, match="class 0 has 20 jets"):
+        per_class_subset(labels, 21, seed=0)
+
+
+def test_pool_mean_max_ignores_padding():
+    h = torch.tensor([[[1.0, -2.0], [3.0, 4.0], [100.0, 100.0]]])
+    mask = torch.tensor([[True, True, False]])
+    out = pool_mean_max(h, mask)
+    assert torch.allclose(out, torch.tensor([[2.0, 1.0, 3.0, 4.0]]))
+    empty = pool_mean_max(h, torch.zeros(1, 3, dtype=torch.bool))
+    assert torch.equal(empty, torch.zeros(1, 4))
+
+
+def test_set_norm_stats_from_data_only():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+    w = net[0].weight.clone()
+    batches = [torch.randn(64, 3) * 5 + 2 for _ in range(10)]
+    n = set_norm_stats(net, batches, lambda m, b: m(b))
+    assert n == 10 and not net.training
+    assert torch.equal(net[0].weight, w)
+    ref = net[0](torch.cat(batches)).detach()
+    assert torch.allclose(net[1].running_mean, ref.mean(0), atol=1e-4)
+    assert net[1].momentum == 0.1                              # restored
+    # at random init (no statistics) the eval-mode output is not normalised; after, it is
+    out = net(torch.cat(batches)).detach()
+    assert out.mean(0).abs().max() < 1e-3 and (out.std(0) - 1).abs().max() < 0.05
+
+
+def test_linear_probe_separates_and_refuses_nan():
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 100)
+    x = rng.normal(size=(200, 3)) + y[:, None] * 3.0
+    res = linear_probe(x[::2], y[::2], x[1::2], y[1::2])
+    assert res["accuracy"] > 0.95 and res["n_train"] == 100
+    noise = linear_probe(rng.normal(size=(100, 3)), y[::2], rng.normal(size=(100, 3)), y[1::2])
+    assert noise["accuracy"] < 0.75
+    x[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        linear_probe(x[::2], y[::2], x[1::2], y[1::2])
