@@ -7,8 +7,8 @@ common.results.write_result (<out>/<table_id>.json) plus a Markdown rendering (<
   omnijet.token_quality    token_quality/metrics.json     resolutions and codebook utilisation per tokeniser
   omnijet.generation       eval_generation/metrics.json   KL and W1 of generated vs tokenised+reconstructed jets
   omnijet.classification   finetune/**/result.json        top vs QCD vs labelled jets per class, per mode
-                                                          (the class-attention head, when run, goes to
-                                                          omnijet.classification_class_attention)
+                                                          (the paper-era class-attention head; the summation
+                                                          head, when run, goes to omnijet.classification_sum)
 A table whose inputs are missing is skipped with a message (RESULTS.md then flags it as not produced).
 """
 from __future__ import annotations
@@ -24,6 +24,7 @@ TOKEN_METRICS = ("particle_pt_resolution", "etaphi_resolution", "eta_resolution"
                  "jet_mass_resolution", "jet_pt_resolution", "tau21_resolution", "tau32_resolution",
                  "codebook_utilisation")
 CLASS_METRICS = ("accuracy", "auc", "rejection_30", "rejection_50")
+MAIN_HEAD = "class_attention_oj"  # the head of the paper-era config (omnijet/configs/finetune.yaml `head`)
 
 
 def _config_value(run_dir: Path, dotted: str):
@@ -117,8 +118,8 @@ def classification_tables(runs: Path, profile: str) -> dict[str, tuple]:
     tables: dict[str, tuple[list, dict]] = {}
     for path in sorted((runs / "finetune").glob("**/result.json")):
         result = read_json(path, "fine-tuning result")
-        head = ((result.get("finetune") or {}).get("head") or {}).get("kind", "sum")
-        table_id = "omnijet.classification" if head == "sum" else f"omnijet.classification_{head}"
+        head = ((result.get("finetune") or {}).get("head") or {}).get("kind", MAIN_HEAD)
+        table_id = "omnijet.classification" if head == MAIN_HEAD else f"omnijet.classification_{head}"
         row = {"mode": result["mode"], "n_per_class": result["n_per_class"], "seed": result["seed"],
                **{m: non_finite_note((result.get("test") or {}).get(m), NO_BACKGROUND_PASSES)
                   for m in CLASS_METRICS}}
@@ -138,7 +139,7 @@ def classification_tables(runs: Path, profile: str) -> dict[str, tuple]:
     for table_id, (rows, meta) in tables.items():
         rows.sort(key=lambda r: (order.get(r["mode"], 3), r["n_per_class"] or 0, r["seed"] or 0))
         n_test = sorted(x for x in meta.pop("_test") if x is not None)
-        head = table_id.split("classification_", 1)[1] if "classification_" in table_id else "sum"
+        head = table_id.split("classification_", 1)[1] if "classification_" in table_id else MAIN_HEAD
         meta["scale"] = (f"labelled jets per class {sorted({r['n_per_class'] for r in rows if r['n_per_class']})}, "
                          f"{n_test} test jets, head '{head}'; backbone pretrained {pre.get('steps', '?')} steps "
                          f"({pre.get('jets_seen', '?')} jets seen)")

@@ -79,5 +79,5 @@ def test_mini_finetune_compares_scratch_and_finetune_over_three_seeds_and_runs_t
     assert load_config(repo_root / "omnijet/configs/mini/finetune.yaml")["finetune"]["seeds"] == [0, 1, 2]
     for mode in ("scratch", "finetune"):
         assert "finetune.seeds" not in steps[f"finetune_{mode}"]
-    for step in ("finetune_fixed", "finetune_class_attention"):  # no claim compares these
+    for step in ("finetune_fixed", "finetune_sum"):  # no claim compares these
         assert steps[step].replace("\\", "").endswith("finetune.seeds=[0]"), steps[step]
