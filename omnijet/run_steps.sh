@@ -8,9 +8,10 @@ omnijet_steps() {
   local d="data.root=$JETCLASS"
   local f name s tokenizers=""
   # mini: the tokenisers that the token-quality claims compare (smallest and largest conditional codebook, the
-  # unconditional MLP) are trained with seeds 0 (their config), 1 and 2; every other tokeniser once
+  # unconditional MLP and the conditional one of its codebook size, 512) are trained with seeds 0 (their config), 1
+  # and 2; every other tokeniser once
   local seeded=""
-  [[ "$PROFILE" == mini ]] && seeded=" tokenizer_128 tokenizer_2048 tokenizer_mlp "
+  [[ "$PROFILE" == mini ]] && seeded=" tokenizer tokenizer_128 tokenizer_2048 tokenizer_mlp "
   for f in "$CFG"/tokenizer*.yaml; do
     name="$(basename "$f" .yaml)"
     tokenizers="$tokenizers,$name"
