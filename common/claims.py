@@ -268,6 +268,8 @@ def _count(n_a: int, n_b: int) -> str:
 
 def _replicated(claim: dict, a: list, b: list, probes_a: list, probes_b: list) -> str:
     """The `replicated` column: what one value of a side stands for, with the counts of this run."""
+    if not a and not b:
+        return "–"
     if claim.get("unit") == "pretraining":
         k = sorted(set(probes_a + probes_b))
         probe = "–" if not k else str(k[0]) if len(k) == 1 else f"{k[0]}-{k[-1]}"
