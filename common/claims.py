@@ -13,6 +13,15 @@ for the selected row. The verdict comes from one rule, applied to every claim al
     A side holding an infinite value (a run that never reached its target) has no mean; then the claim is reproduced
     only if every seed of a is better than every seed of b, contradicted if every seed of b beats every seed of a.
 
+A claim marked `test: not_worse` (a criterion of ours, said in its text) asks only that a be no worse than b: it is
+contradicted if d < -Z * SE and reproduced otherwise (with enough seeds). `each: <key>` decides the claim for every
+value of that key both sides have (e.g. per observable): contradicted if one is, reproduced if all are.
+
+Unit of replication (the `replicated` column): a claim that compares pretraining configurations (`unit:
+pretraining`) is decided over pretraining runs: one value per run (row field `pretrain_seed`), the mean over that
+run's probe seeds, so that MIN_SEEDS pretraining runs are needed; any other claim states its unit in `replicated`
+(e.g. "1 pretraining run x {n} fine-tuning seeds", {n} = the seeds per side).
+
 The published value of the same comparison is read from common/published.yaml (never typed here).
 
     python -m common.claims --runs runs/mini          # print the Claims section of a run
@@ -48,6 +57,7 @@ class Verdict:
     verdict: str
     why: str
     published: str   # the published comparison, as text
+    replicated: str = ""  # what the values of a side replicate (pretraining runs, fine-tuning seeds, ...)
 
 
 def rule_text() -> str:
@@ -56,6 +66,9 @@ def rule_text() -> str:
             f"d < −{Z:g}·SE, otherwise **inconclusive**; a side with fewer than {MIN_SEEDS} seeds is inconclusive. "
             "Where a seed's value is infinite (e.g. a run that never reached its target) means do not exist: then "
             "reproduced only if every seed of a beats every seed of b, contradicted if the reverse. "
+            "A claim marked *no worse* (our criterion, said in its text) is contradicted if d < "
+            f"−{Z:g}·SE and otherwise reproduced. A claim that compares pretraining configurations takes one value "
+            "per pretraining run (the mean over its probe seeds), so it needs three pretraining runs per side. "
             "The same rule for every claim; the seeds are fixed in the configs before the run.")
 
 
@@ -76,7 +89,8 @@ def load_claims(path=None, published: dict | None = None) -> list[dict]:
         missing = {"id", "claim", "source", "table", "metric", "better", "a", "b"} - set(c)
         if missing:
             raise ValueError(f"{where}: missing {sorted(missing)}")
-        unknown = set(c) - {"id", "claim", "source", "table", "metric", "better", "a", "b", "at", "note"}
+        unknown = set(c) - {"id", "claim", "source", "table", "metric", "better", "a", "b", "at", "note", "unit",
+                            "replicated", "test", "each"}
         if unknown:
             raise ValueError(f"{where}: unknown fields {sorted(unknown)}")
         if c["id"] in seen:
@@ -84,6 +98,13 @@ def load_claims(path=None, published: dict | None = None) -> list[dict]:
         seen.add(c["id"])
         if c["better"] not in ("higher", "lower"):
             raise ValueError(f"{where}: better must be 'higher' or 'lower', got {c['better']!r}")
+        if c.get("unit") not in (None, "pretraining"):
+            raise ValueError(f"{where}: unit must be 'pretraining' or absent, got {c['unit']!r}")
+        if c.get("replicated") is not None and not isinstance(c["replicated"], str):
+            raise ValueError(f"{where}: replicated: expected the text of what a side's values replicate (e.g. "
+                             "'1 pretraining run × {n} fine-tuning seeds')")
+        if c.get("test") not in (None, "not_worse"):
+            raise ValueError(f"{where}: test must be 'not_worse' or absent, got {c['test']!r}")
         entry = published_table(c["table"], published)
         if entry is None:
             raise ValueError(f"{where}: table {c['table']!r} is not in common/published.yaml")
@@ -101,6 +122,8 @@ def load_claims(path=None, published: dict | None = None) -> list[dict]:
         bad = set(c.get("at") or {}) - set(entry["keys"])
         if bad:
             raise ValueError(f"{where}: at names {sorted(bad)}, not key columns of {c['table']} {entry['keys']}")
+        if c.get("each") is not None and c["each"] not in entry["keys"]:
+            raise ValueError(f"{where}: each = {c['each']!r}, not a key column of {c['table']} {entry['keys']}")
     return claims
 
 
@@ -166,8 +189,9 @@ def _side_values(row, claim: dict, side: str) -> list[float]:
     return metric_values(row.get(claim[side].get("metric", claim["metric"])))  # NaN dropped, +-inf kept (see decide)
 
 
-def decide(a: list[float], b: list[float], better: str) -> tuple[str, float | None, float | None, str]:
-    """The one rule: (verdict, d, SE, reason)."""
+def decide(a: list[float], b: list[float], better: str,
+           test: str | None = None) -> tuple[str, float | None, float | None, str]:
+    """The one rule: (verdict, d, SE, reason); test "not_worse": reproduced unless d < -Z SE."""
     if not a or not b:
         return "not measured", None, None, "no result for " + ("either side" if not a and not b else
                                                               "side a" if not a else "side b")
@@ -179,6 +203,8 @@ def decide(a: list[float], b: list[float], better: str) -> tuple[str, float | No
         sign = 1.0 if better == "higher" else -1.0
         if min(sign * x for x in a) > max(sign * x for x in b):
             return "reproduced", None, None, "infinite values: every seed of a better than every seed of b"
+        if test == "not_worse" and not max(sign * x for x in a) < min(sign * x for x in b):
+            return "reproduced", None, None, "infinite values: a not worse than b on every seed pair"
         if max(sign * x for x in a) < min(sign * x for x in b):
             return "contradicted", None, None, "infinite values: every seed of b better than every seed of a"
         return "inconclusive", None, None, "infinite values and the two sides overlap"
@@ -188,10 +214,12 @@ def decide(a: list[float], b: list[float], better: str) -> tuple[str, float | No
     se = math.sqrt(var(a, ma) / len(a) + var(b, mb) / len(b)) if min(len(a), len(b)) > 1 else None
     if min(len(a), len(b)) < MIN_SEEDS:
         return "inconclusive", d, se, f"fewer than {MIN_SEEDS} seeds (n_a={len(a)}, n_b={len(b)})"
-    if d > Z * se:
-        return "reproduced", d, se, f"d > {Z:g} SE"
     if d < -Z * se:
         return "contradicted", d, se, f"d < -{Z:g} SE"
+    if test == "not_worse":
+        return "reproduced", d, se, f"d >= -{Z:g} SE (no worse)"
+    if d > Z * se:
+        return "reproduced", d, se, f"d > {Z:g} SE"
     return "inconclusive", d, se, f"|d| <= {Z:g} SE"
 
 
@@ -213,26 +241,97 @@ def _fmt_key(v):
     return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
 
 
+def per_pretraining_run(rows: list[dict], keys: list[str], metrics: list[str]) -> tuple[list[dict], dict]:
+    """Rows -> one row per (key values, pretrain_seed) whose metrics are the mean over that pretraining run's probe
+    seeds, with seed = pretrain_seed; and {key values: probe seeds per run} (a row without pretrain_seed is one
+    pretraining run)."""
+    groups: dict = {}
+    for row in rows:
+        k = tuple(canon_key(row.get(key)) for key in keys) + (canon_key(row.get("pretrain_seed")),)
+        g = groups.setdefault(k, {"row": {key: row.get(key) for key in keys}, **{m: [] for m in metrics}})
+        g["row"]["seed"] = row.get("pretrain_seed")
+        for m in metrics:
+            g[m].extend(metric_values(row.get(m)))
+    out, probes = [], {}
+    for k, g in groups.items():
+        r = dict(g["row"])
+        for m in metrics:
+            r[m] = sum(g[m]) / len(g[m]) if g[m] else None  # an infinite probe value makes the run's value infinite
+            probes.setdefault(k[:-1], []).append(len(g[m]))
+        out.append(r)
+    return out, probes
+
+
+def _count(n_a: int, n_b: int) -> str:
+    return str(n_a) if n_a == n_b else f"{n_a}/{n_b}"
+
+
+def _replicated(claim: dict, a: list, b: list, probes_a: list, probes_b: list) -> str:
+    """The `replicated` column: what one value of a side stands for, with the counts of this run."""
+    if not a and not b:
+        return "–"
+    if claim.get("unit") == "pretraining":
+        k = sorted(set(probes_a + probes_b))
+        probe = "–" if not k else str(k[0]) if len(k) == 1 else f"{k[0]}-{k[-1]}"
+        return f"{_count(len(a), len(b))} pretraining × {probe} probe seeds"
+    return claim.get("replicated", "{n} seeds").replace("{n}", _count(len(a), len(b)))
+
+
+def _decide_one(claim: dict, res: dict | None, entry: dict, published: dict) -> Verdict:
+    keys = entry["keys"]
+    metrics = sorted({claim["metric"], claim["a"].get("metric", claim["metric"]),
+                      claim["b"].get("metric", claim["metric"])})
+    groups, probes = [], {}
+    if res:
+        rows = res["rows"]
+        if claim.get("unit") == "pretraining":  # one value per pretraining run
+            rows, probes = per_pretraining_run(rows, keys, metrics)
+        groups = [(g["_keys"], g) for g in aggregate_rows(rows, keys, metrics).values()]
+    a_row, b_row, at = _pick(groups, claim)
+    # ours in the published table's units (a metric listed under `percent:` is shown in percent, as published)
+    pct = set(entry.get("percent") or [])
+    a, b = ([x * (100.0 if claim[s].get("metric", claim["metric"]) in pct else 1.0) for x in _side_values(row, claim, s)]
+            for s, row in (("a", a_row), ("b", b_row)))
+    verdict, d, se, why = decide(a, b, claim["better"], claim.get("test"))
+    if claim.get("unit") == "pretraining" and verdict == "inconclusive" and "fewer than" in why:
+        why = (f"fewer than {MIN_SEEDS} pretraining runs per side (n_a={len(a)}, n_b={len(b)}): this claim compares "
+               "pretraining configurations, probe seeds do not replicate them")
+    if not res:
+        why = f"table {claim['table']} has no result in this run"
+    pk = lambda row: probes.get(tuple(canon_key(row["_keys"].get(k)) for k in keys), []) if row else []
+    return Verdict(claim, a, b, at, d, se, verdict, why, _published_text(claim, published),
+                   _replicated(claim, a, b, pk(a_row), pk(b_row)))
+
+
 def evaluate(results: dict, claims: list[dict], published: dict) -> list[Verdict]:
     """One Verdict per claim from collect_results' {table_id: {rows, ...}}."""
     out = []
     for c in claims:
         entry = published_table(c["table"], published)
-        keys = entry["keys"]
-        metrics = sorted({c["metric"], c["a"].get("metric", c["metric"]), c["b"].get("metric", c["metric"])})
         res = results.get(c["table"])
-        groups = []
-        if res:
-            groups = [(g["_keys"], g) for g in aggregate_rows(res["rows"], keys, metrics).values()]
-        a_row, b_row, at = _pick(groups, c)
-        # ours in the published table's units (a metric listed under `percent:` is shown in percent, as published)
-        pct = set(entry.get("percent") or [])
-        a, b = ([x * (100.0 if c[s].get("metric", c["metric"]) in pct else 1.0) for x in _side_values(row, c, s)]
-                for s, row in (("a", a_row), ("b", b_row)))
-        verdict, d, se, why = decide(a, b, c["better"])
-        if not res:
-            why = f"table {c['table']} has no result in this run"
-        out.append(Verdict(c, a, b, at, d, se, verdict, why, _published_text(c, published)))
+        if not c.get("each"):
+            out.append(_decide_one(c, res, entry, published))
+            continue
+        # decided for every value of `each` that both sides have; the row shows the worst one
+        key = c["each"]
+        values = []
+        for r in (res or {}).get("rows", []):
+            if r.get(key) is not None and r.get(key) not in values:
+                values.append(r.get(key))
+        subs = [(v, _decide_one({**c, "a": {**c["a"], key: v}, "b": {**c["b"], key: v}}, res, entry, published))
+                for v in values]
+        subs = [(v, x) for v, x in subs if x.verdict != "not measured"]
+        if not subs:
+            out.append(_decide_one(c, res, entry, published))
+            continue
+        rank = {"contradicted": 0, "inconclusive": 1, "reproduced": 2}
+        worst_v, worst = min(subs, key=lambda t: (rank[t[1].verdict], t[1].d if t[1].d is not None else 0.0))
+        verdicts = {x.verdict for _, x in subs}
+        verdict = ("contradicted" if "contradicted" in verdicts else
+                   "reproduced" if verdicts == {"reproduced"} else "inconclusive")
+        why = f"per {key}: " + ", ".join(f"{v} {x.verdict}" for v, x in subs)
+        out.append(Verdict(c, worst.a, worst.b, {key: worst_v, **worst.at}, worst.d, worst.se, verdict, why,
+                           worst.published, worst.replicated + f", {len(subs)} {key}s"))
     return out
 
 
@@ -261,18 +360,20 @@ def render_claims(verdicts: list[Verdict]) -> list[str]:
     counts = {v: sum(x.verdict == v for x in verdicts) for v in VERDICTS}
     lines = ["## Claims", "",
              "Each claim of the papers compared on this run. a is the side the paper says is better, b the side it "
-             "beats; values are mean ± sample std over seeds (n = seeds). Rule: " + rule_text(), "",
+             "beats; values are mean ± sample std over the side's replicates (n; the replicated column says what "
+             "one value stands for). Rule: " + rule_text(), "",
              "Verdicts: " + ", ".join(f"{counts[v]} {v}" for v in VERDICTS) + ".", "",
-             "| claim | table, metric | a | b | at | ours a | ours b | d ± SE | published (a vs b) | verdict |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| claim | table, metric | a | b | at | ours a | ours b | d ± SE | replicated | published (a vs b) | "
+             "verdict |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for v in verdicts:
         c = v.claim
         at = ", ".join(f"{k}={_fmt_key(x)}" for k, x in v.at.items()) or "–"
         d = "–" if v.d is None else (f"{v.d:+.3g}" + ("" if v.se is None else f" ± {v.se:.2g}"))
-        verdict = f"**{v.verdict}**" + (f" ({v.why})" if v.verdict != "reproduced" else "")
+        verdict = f"**{v.verdict}**" + (f" ({v.why})" if v.verdict != "reproduced" or c.get("each") else "")
         lines.append(f"| {c['claim']} ({c['source']}) | {c['table']}, {c['metric']} ({c['better']} is better) | "
                      f"{_side_label(c['a'])} | {_side_label(c['b'])} | {at} | {_mean_std(v.a)} | {_mean_std(v.b)} | "
-                     f"{d} | {v.published} | {verdict} |")
+                     f"{d} | {v.replicated or '–'} | {v.published} | {verdict} |")
     lines.append("")
     return lines
 

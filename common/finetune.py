@@ -140,7 +140,7 @@ def run_finetune(cfg: dict, build_backbone: Callable[[], nn.Module],
     net = maybe_compile(ddp, fc["compile"])
     # optimiser and schedule
     steps = run_steps(fc, steps_per_epoch)
-    fc["schedule"] = run_schedule(fc["schedule"], steps)  # as run (result.json)
+    fc["schedule"] = run_schedule(fc["schedule"], steps, steps_per_epoch)  # as run (result.json)
     opt = build_classifier_optimizer(model, fc)
     sched = build_finetune_scheduler(opt, fc, steps)
 

@@ -6,7 +6,10 @@ Every head has forward(h (B,T,D), mask (B,T) bool) -> logits (B,C) and ignores p
                    (arXiv:2401.13537; rodem-hep/mpm FineTuner, MPMv1 fine-tuning head)
   sum              OmniJet-alpha summation head: Linear(sum_t mask_t ReLU(Linear(h_t)))  (omnijet_alpha backbone.py)
   class_attention  MPMv2: Linear(D, hidden) -> ClassAttentionPooling (2 layers) -> Linear, trunc-normal std 0.01
-                   (mattcleigh/mltools ClassAttentionPooling, MPMv2 fine-tuning heads)
+                   (mattcleigh/mltools transformers.py ClassAttentionPooling as mattcleigh/jetssl
+                   configs/model/class_head/ca.yaml builds it: no norm on keys/values, no final norm, SwiGLU MLP,
+                   dropout only on attention probabilities and the SwiGLU hidden layer, N(0, 1) global token).
+                   Only MPMv2 uses it (MPMv1: weighted_mean, HEP-JEPA: mean_max, OmniJet: class_attention_oj / sum)
   mean_max         Point-JEPA: [masked mean, masked max] -> MLP with BatchNorm (Point-JEPA fine-tuning head)
   class_attention_oj  OmniJet-alpha's "ClassifierNormformer" (gabbro/models/backbone.py): a class token through 3
                    cross-attention blocks over LN([class token, tokens]) that return only the attention output (no
@@ -61,39 +64,66 @@ class CrossAttention(nn.Module):
         return self.proj(out)
 
 
+class SwiGLU(nn.Module):
+    """Gated feed-forward network: Linear(D, 2H) -> SiLU(x1) * x2 -> Dropout -> Linear(H, D)
+    (mattcleigh/mltools transformers.py SwiGLUNet; dropout only on the hidden layer)."""
+
+    def __init__(self, dim: int, hidden: int, dropout: float = 0.0):
+        super().__init__()
+        self.lin1 = nn.Linear(dim, 2 * hidden)
+        self.lin2 = nn.Linear(hidden, dim)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x):
+        x1, x2 = self.lin1(x).chunk(2, dim=-1)
+        return self.lin2(self.drop(F.silu(x1) * x2))
+
+
+def init_fused_in_projection(attn: CrossAttention) -> None:
+    """Initialise q / kv as one fused (3D, D) in-projection with xavier_uniform_ and zero biases (torch's
+    nn.MultiheadAttention, mltools' Attention)."""
+    dim = attn.q.in_features
+    bound = (6.0 / (dim + 3 * dim)) ** 0.5
+    for lin in (attn.q, attn.kv):
+        nn.init.uniform_(lin.weight, -bound, bound)
+        nn.init.zeros_(lin.bias)
+
+
 class ClassAttentionLayer(nn.Module):
-    """Class-attention (CaiT, Touvron et al. 2021): only the global token is updated.
-    c += CrossAttn(LN(c), LN(h)); c += MLP(LN(c))."""
+    """Class-attention (CaiT, Touvron et al. 2021) as mltools' ClassAttentionPooling runs its EncoderBlocks (the
+    version mattcleigh/jetssl pins at the paper commit, layerscale off): only the global token is updated,
+    c += CrossAttn(LN(c), h) with the tokens h un-normalised, c += SwiGLU(LN(c)); dropout on the attention
+    probabilities and inside the SwiGLU, none on the residual branches. The q / kv projections are initialised as
+    mltools' Attention (Xavier over the fused (3D, D) in-projection, zero biases)."""
 
     def __init__(self, dim: int, num_heads: int, ff_mult: int = 1, dropout: float = 0.0):
         super().__init__()
-        self.norm_q, self.norm_kv = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.norm_q = nn.LayerNorm(dim)
         self.attn = CrossAttention(dim, num_heads, dropout)
+        init_fused_in_projection(self.attn)
         self.norm2 = nn.LayerNorm(dim)
-        self.mlp = nn.Sequential(nn.Linear(dim, ff_mult * dim), nn.SiLU(), nn.Dropout(dropout),
-                                 nn.Linear(ff_mult * dim, dim))
-        self.drop = nn.Dropout(dropout)
+        self.mlp = SwiGLU(dim, ff_mult * dim, dropout)
 
     def forward(self, c, h, mask):
-        c = c + self.drop(self.attn(self.norm_q(c), self.norm_kv(h), mask))
-        return c + self.drop(self.mlp(self.norm2(c)))
+        c = c + self.attn(self.norm_q(c), h, mask)
+        return c + self.mlp(self.norm2(c))
 
 
 class ClassAttentionPooling(nn.Module):
-    """A learnable global token cross-attends to all real tokens through `depth` class-attention layers
-    (MPMv2 fine-tuning head, jetssl src/models/classifier.py). forward(h (B,T,D), mask (B,T)) -> (B,D)."""
+    """A learnable global token (drawn from N(0, 1)) cross-attends to all real tokens through `depth`
+    class-attention layers; no final norm (mltools ClassAttentionPooling with do_final_norm false, as
+    mattcleigh/jetssl configs/model/class_head/ca.yaml builds it). forward(h (B,T,D), mask (B,T)) -> (B,D)."""
 
     def __init__(self, dim: int, num_heads: int, depth: int = 2, ff_mult: int = 1, dropout: float = 0.0):
         super().__init__()
-        self.global_token = nn.Parameter(torch.randn(1, 1, dim) * 1e-3)
+        self.global_token = nn.Parameter(torch.randn(1, 1, dim))
         self.layers = nn.ModuleList(ClassAttentionLayer(dim, num_heads, ff_mult, dropout) for _ in range(depth))
-        self.norm = nn.LayerNorm(dim)
 
     def forward(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         c = self.global_token.expand(h.shape[0], -1, -1).to(h.dtype)
         for layer in self.layers:
             c = layer(c, h, mask)
-        return self.norm(c[:, 0])
+        return c[:, 0]
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -178,10 +208,7 @@ class OmniJetCrossBlock(nn.Module):
         self.norm = nn.LayerNorm(dim)
         nn.init.zeros_(self.norm.weight)
         self.attn = CrossAttention(dim, num_heads, dropout)
-        bound = (6.0 / (dim + 3 * dim)) ** 0.5  # xavier_uniform_ of the fused (3 dim, dim) in-projection
-        for lin in (self.attn.q, self.attn.kv):
-            nn.init.uniform_(lin.weight, -bound, bound)
-            nn.init.zeros_(lin.bias)
+        init_fused_in_projection(self.attn)
         nn.init.zeros_(self.attn.proj.bias)
 
     def forward(self, c: torch.Tensor, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -2,8 +2,10 @@
 optimiser step. `lr_factor(cfg, step)` is the pure function; `build_scheduler(optimizer, cfg)` wraps it.
 
 kinds and their keys (defaults in brackets):
-  constant             warmup_steps [0], start_factor [0]; hold_steps [0], hold_factor [1]
-                       (OmniJet's ConstantLR, factor 1/3 in the first epoch: hold_steps=<epoch>, hold_factor=1/3)
+  constant             warmup_steps [0], start_factor [0]; hold_steps [0] or hold_epochs, hold_factor [1]
+                       (OmniJet's ConstantLR(total_iters=1), torch's default factor 1/3 in the first epoch:
+                       hold_steps=<steps of an epoch> or hold_epochs=1, hold_factor=1/3; hold_epochs is turned into
+                       hold_steps by run_schedule once the epoch length is known)
   warmup_cosine        warmup_steps, total_steps, start_factor [0], min_factor [0]
                        (MPMv2 fine-tuning: 10k warmup from 0.1, cosine to 1e-3 at 200k)
   warmup_exp           warmup_steps, half_life, start_factor [0], min_factor [0]
@@ -67,6 +69,9 @@ def lr_factor(cfg: dict, step: int) -> float:
         return _lerp(start, 1.0, step / warm)
     floor = float(cfg.get("min_factor", 0.0))
     if kind == "constant":
+        if cfg.get("hold_epochs") is not None and cfg.get("hold_steps") is None:
+            raise ValueError("schedule 'constant': hold_epochs needs the epoch length (common.schedules.run_schedule "
+                             "with steps_per_epoch) before the schedule is used")
         hold = int(cfg.get("hold_steps") or 0)
         return float(cfg.get("hold_factor", 1.0)) if step < hold else 1.0
     if kind == "warmup_exp":
@@ -94,12 +99,15 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: dict) -> torch.optim.
 # ---------------------------------------------------------------------------------------------------------------------
 # fine-tuning: the head follows the schedule, the backbone catches up to it once unfrozen
 
-def run_schedule(sched: dict, steps: int) -> dict:
+def run_schedule(sched: dict, steps: int, steps_per_epoch: int | None = None) -> dict:
     """The schedule with a missing total_steps set to the steps the run can take (mltools linear_warmup_cosine_decay
     takes it from the trainer: get_max_steps: max_steps or else max_epochs x steps per epoch), so that the cosine /
-    linear decay reaches its end at the last step."""
+    linear decay reaches its end at the last step; with steps_per_epoch, hold_epochs becomes hold_steps (OmniJet's
+    ConstantLR stepped per epoch)."""
     if sched.get("total_steps") is None and sched.get("kind") in ("warmup_cosine", "warmup_linear_decay"):
-        return {**sched, "total_steps": steps}
+        sched = {**sched, "total_steps": steps}
+    if steps_per_epoch is not None and sched.get("hold_epochs") is not None and sched.get("hold_steps") is None:
+        sched = {**sched, "hold_steps": int(sched["hold_epochs"]) * int(steps_per_epoch)}
     return sched
 
 

@@ -1,9 +1,10 @@
 # MPM steps for run_all.sh (sourced; see "HOW A METHOD PLUGS IN" there). Order: tokenisers -> pretraining ->
 # probes / fine-tuning / CWoLa -> table writer. smoke runs a subset (one tokeniser, two pretraining-table rows,
 # MPMv2 regression and SSFM, one mode of the new-domain and CWoLa experiments); paper runs every step. mini spends its
-# compute where the papers' claims are (common/claims.yaml): the five pretraining rows the claims compare, MPMv2's
-# ID + regression task, every downstream study of those with three seeds; SSFM with one seed; the other rows are
-# paper-only.
+# compute where the papers' claims are (common/claims.yaml): the five pretraining rows the claims compare, each
+# pretrained with seeds 0, 1, 2 (those claims compare pretraining configurations: one value per pretraining run),
+# MPMv2's ID + regression task, every downstream study of those with three seeds; SSFM (no claim) is smoke / paper
+# only; the other rows are paper-only.
 
 mpm_steps() {
   need_data jetclass jetclass_atlas=QCD,Tbqq btag
@@ -29,6 +30,10 @@ mpm_steps() {
   ((full)) && v1rows="mpmv1 mpmv1_kmeans mpmv1_vqvae_nope mpmv1_vqvae_backbonepe mpmv1_quantised_vqvae
                       mpmv1_quantised_kmeans mpmv1_regression mpmv1_regression_backbonepe"
   [[ "$PROFILE" == mini ]] && v1rows="mpmv1 mpmv1_kmeans mpmv1_vqvae_nope mpmv1_vqvae_backbonepe mpmv1_regression"
+  # mini: the rows the pretraining-configuration claims compare get two more pretraining runs (seeds 1, 2), each
+  # probed like seed 0 (the rows' values: one per pretraining run, common/claims.py unit: pretraining)
+  local pseeds="" s
+  [[ "$PROFILE" == mini ]] && pseeds="1 2"
   local after
   for row in $v1rows; do
     case "$row" in
@@ -39,12 +44,19 @@ mpm_steps() {
       *) tok="tokenizer.checkpoint=$OUT/tokenizer_v1"; after=tokenizer_v1 ;;
     esac
     step pretrain_$row --after "$after" -- $PY -m mpm.pretrain --config $CFG/$row.yaml --out $OUT/pretrain/$row $J $tok
+    for s in $pseeds; do
+      step pretrain_${row}_seed$s --after "$after" -- $PY -m mpm.pretrain --config $CFG/$row.yaml \
+        --out $OUT/pretrain/${row}_seed$s $J $tok seed=$s
+    done
   done
   ((full)) && step pretrain_mpmv1_6class --after tokenizer_v1_6class -- $PY -m mpm.pretrain --config $CFG/mpmv1_6class.yaml \
     --out $OUT/pretrain/mpmv1_6class $J tokenizer.checkpoint=$OUT/tokenizer_v1_6class
 
   # --- MPMv2 pretraining: one run per reconstruction task (+ ID task) ---------------------------------------------
-  v2tasks="regression ssfm"  # smoke / mini: the ID + regression task the claims use, and set-to-set flow matching
+  v2tasks="regression ssfm"  # smoke: the ID + regression task the claims use, and set-to-set flow matching
+  # mini: the regression task only; the SSFM pretraining (~38 min of CPU, no claim uses it) pays for the MPMv1
+  # pretraining seeds above
+  [[ "$PROFILE" == mini ]] && v2tasks="regression"
   [[ "$PROFILE" == paper ]] && v2tasks="regression kmeans vqvae cnf cfm ssfm"
   for task in $v2tasks; do
     case "$task" in
@@ -57,9 +69,13 @@ mpm_steps() {
   done
 
   # --- MPMv1 downstream ---------------------------------------------------------------------------------------------
-  for row in $v1rows; do  # linear probe (frozen backbone) of every pretraining configuration
+  for row in $v1rows; do  # linear probe (frozen backbone) of every pretraining configuration (and pretraining run)
     step probe_$row --tables mpm.v1_pretraining --after pretrain_$row -- $PY -m mpm.finetune --config $CFG/finetune_v1_probe.yaml \
       --out $OUT/probe/$row $J pretrained.run=$OUT/pretrain/$row
+    for s in $pseeds; do
+      step probe_${row}_seed$s --tables mpm.v1_pretraining --after pretrain_${row}_seed$s -- $PY -m mpm.finetune \
+        --config $CFG/finetune_v1_probe.yaml --out $OUT/probe/${row}_seed$s $J pretrained.run=$OUT/pretrain/${row}_seed$s
+    done
   done
   for mode in fixed finetune scratch; do
     step v1_jetclass_$mode --tables mpm.v1_jetclass --after pretrain_mpmv1 -- $PY -m mpm.finetune --config $CFG/finetune_v1.yaml \
@@ -85,7 +101,7 @@ mpm_steps() {
     for mode in $modes; do
       step v1_new_domain_jetclass_$mode --tables mpm.v1_new_domain_auc,mpm.v1_new_domain_rejection --after pretrain_mpmv1 -- $PY -m mpm.finetune \
         --config $CFG/finetune_v1_newdomain.yaml --out $OUT/v1_new_domain_jetclass/$mode $J \
-        pretrained.run=$OUT/pretrain/mpmv1 finetune.mode=$mode $seeds1
+        pretrained.run=$OUT/pretrain/mpmv1 finetune.mode=$mode
     done
   fi
   for mode in $( ((full)) && echo "fixed finetune scratch" || echo fixed ); do
@@ -100,11 +116,9 @@ mpm_steps() {
 
   # --- MPMv2 downstream: fine-tuned and frozen per task, from scratch, no backbone --------------------------------
   for task in $v2tasks; do
-    local seeds1=""  # mini: one seed for the SSFM rows, which no claim compares
-    [[ "$PROFILE" == mini && "$task" == ssfm ]] && seeds1="finetune.seeds=[0]"
     for mode in $( ((full)) && echo "finetune fixed" || echo finetune ); do
       step v2_jetclass_${task}_$mode --tables mpm.v2_jetclass --after pretrain_mpmv2_$task -- $PY -m mpm.finetune --config $CFG/finetune_v2.yaml \
-        --out $OUT/v2_jetclass/${task}_$mode $J pretrained.run=$OUT/pretrain/mpmv2_$task finetune.mode=$mode $seeds1
+        --out $OUT/v2_jetclass/${task}_$mode $J pretrained.run=$OUT/pretrain/mpmv2_$task finetune.mode=$mode
     done
   done
   if ((full)); then
@@ -115,11 +129,8 @@ mpm_steps() {
     # trained at lr 1e-4 (finetune_v2_nobackbone.yaml)
     step v2_jetclass_nobackbone --tables mpm.v2_jetclass --after "" -- $PY -m mpm.finetune \
       --config $CFG/finetune_v2_nobackbone.yaml --out $OUT/v2_jetclass/nobackbone $J
-    if [[ "$PROFILE" == mini ]]; then  # the supervised ceiling beside the label grid: every labelled jet, ~5 epochs
-      step v2_jetclass_scratch_all --tables mpm.v2_jetclass --after "" -- $PY -m mpm.finetune \
-        --config $CFG/finetune_v2.yaml --out $OUT/v2_jetclass/scratch_all $J finetune.mode=scratch \
-        finetune.n_per_class=null "finetune.seeds=[0]" finetune.steps=1500 finetune.val_every=250
-    fi
+    # (the supervised ceiling on every labelled jet, v2_jetclass/scratch_all, decides no claim: no longer in mini; run
+    # it by hand with finetune.mode=scratch finetune.n_per_class=null "finetune.seeds=[0]" finetune.steps=1500)
     local cwtasks="regression"  # mini: one pretrained task against scratch; paper: every task
     [[ "$PROFILE" == paper ]] && cwtasks="$v2tasks"
     for task in $cwtasks; do
@@ -133,19 +144,16 @@ mpm_steps() {
   # --- MPMv2 out of domain on BTag (arXiv:2409.12589): flavour tagging, track origin, secondary-vertex finding ------
   # Each step writes its table's result file itself (mpm/btag_results.py). Scratch and No Backbone scale their inputs
   # with quantiles fitted on the JetClass data, as the pretrained encoders do (jetssl applies the JetClass transform).
-  local B="data.root=$BTAG" spec name script conf table btasks="regression ssfm" bmodes="finetune fixed" seeds
-  [[ "$PROFILE" == paper ]] && btasks="$v2tasks"
+  local B="data.root=$BTAG" spec name script conf table btasks="$v2tasks" bmodes="finetune fixed"
   [[ "$PROFILE" == smoke ]] && btasks="regression" && bmodes="finetune"
   for spec in "btag mpm.btag btag_v2 mpm.v2_btag" "track_origin mpm.track_origin track_origin_v2 mpm.v2_track_origin" \
               "vertexing mpm.vertexing vertexing_v2 mpm.v2_vertexing"; do
     read -r name script conf table <<< "$spec"
     for task in $btasks; do
-      seeds=""  # mini: one seed for the SSFM rows, which no claim compares
-      [[ "$PROFILE" == mini && "$task" == ssfm ]] && seeds="finetune.seeds=[0]"
       for mode in $bmodes; do
         step v2_${name}_${task}_$mode --tables $table --after pretrain_mpmv2_$task -- $PY -m $script \
           --config $CFG/$conf.yaml --out $OUT/v2_$name/${task}_$mode $B pretrained.run=$OUT/pretrain/mpmv2_$task \
-          finetune.mode=$mode $seeds
+          finetune.mode=$mode
       done
     done
     step v2_${name}_scratch --tables $table --after "" -- $PY -m $script --config $CFG/$conf.yaml \

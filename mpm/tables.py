@@ -4,7 +4,8 @@
 
 Run layout (mpm/run_steps.sh):
   pretrain/<config>/                          pretraining runs (config.yaml, log.jsonl, done.json)
-  probe/<config>/summary.json                 frozen-backbone probe of each pretraining-table row  -> mpm.v1_pretraining
+  probe/<config>[_seed<S>]/summary.json      frozen-backbone probe of each pretraining-table row (and of its extra
+                                              pretraining runs, seed S)                            -> mpm.v1_pretraining
   v1_jetclass/<mode>/summary.json             fixed | finetune | scratch                           -> mpm.v1_jetclass
   v1_new_classes/<mode>/summary.json                                                               -> mpm.v1_new_classes
   v1_new_domain/<mode>/summary.json           ATLAS-like target domain (panel "left")
@@ -128,11 +129,18 @@ def collect(runs: Path, profile: str) -> dict[str, tuple[list, dict]]:
         keys = {"inputs": INPUTS[m["inputs"]], "targets": m["target"], "ape": APE[m["positional"]]}
         for r in sweep_rows(d, keys, {"accuracy": "accuracy"}):
             r.pop("n_train", None)
+            r["pretrain_seed"] = p.get("seed")  # one row per pretraining run; its values: the probe seeds
             rows.append(r)
         dirs.append(d)
     if rows:
-        tables["mpm.v1_pretraining"] = (rows, _meta(profile, dirs, {"notes": "linear probe = fixed backbone + "
-                                                                   "weighted-mean head"}))
+        runs_per_row = {}
+        for r in rows:
+            runs_per_row.setdefault((r["inputs"], r["targets"], r["ape"]), set()).add(r["pretrain_seed"])
+        tables["mpm.v1_pretraining"] = (rows, _meta(profile, dirs, {
+            "extra_fields": ["pretrain_seed"],
+            "notes": "linear probe = fixed backbone + weighted-mean head; a row's values pool the probe seeds of "
+                     f"every pretraining run of that configuration ({max(len(v) for v in runs_per_row.values())} "
+                     "at most; the claims comparing these rows take one value per pretraining run)"}))
 
     def by_mode(sub, table, metrics, extra_keys=None, n_key="n_train", suffixes=("",)):
         rows, dirs = [], []

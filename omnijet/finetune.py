@@ -9,7 +9,8 @@ Modes (OJ backbone_weights_path / keep_backbone_fixed): scratch (random GPT), fi
 The backbone (omnijet.model.OmniJetBackbone) tokenises every jet with the frozen tokeniser of the pretraining, feeds
 the full sequence [start, t1 ... tn, stop] to the GPT blocks with the causal mask kept on (as in OJ), and returns
 the hidden states; the next-token head is discarded. The classification head is chosen by the top-level `head` key
-from `heads` (summation head of the 2025 OJ config, or the class-attention head of the first public config).
+from `heads` (the class-attention head of the paper-era public config, default, or the summation head of the
+2025 OJ config). The schedule holds lr/3 for the first epoch (OJ ConstantLR(total_iters=1), hold_epochs).
 Runs every N in finetune.n_per_class and every seed (common.finetune.run_sweep) into <out>/n<N>/seed<S>/.
 """
 from __future__ import annotations

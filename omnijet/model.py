@@ -75,10 +75,10 @@ def shift_tokens(tokens: torch.Tensor, lengths: torch.Tensor, max_len: int):
 
 
 def next_token_loss(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
-                    include_padding: bool = False) -> torch.Tensor:
-    """Cross-entropy of the next token. include_padding=True is the original OJ loss (gabbro/models/backbone.py, no
-    ignore_index): every
-    B x T position counts, padded ones with target 0; the default averages over real positions only."""
+                    include_padding: bool = True) -> torch.Tensor:
+    """Cross-entropy of the next token. include_padding=True (default) is the official OJ loss
+    (gabbro/models/backbone.py nn.CrossEntropyLoss, no ignore_index): every B x T position counts, padded ones with
+    target 0; False averages over real positions only."""
     ce = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten().long(), reduction="none")
     if include_padding:
         return ce.mean()

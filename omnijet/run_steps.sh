@@ -8,9 +8,10 @@ omnijet_steps() {
   local d="data.root=$JETCLASS"
   local f name s tokenizers=""
   # mini: the tokenisers that the token-quality claims compare (smallest and largest conditional codebook, the
-  # unconditional MLP) are trained with seeds 0 (their config), 1 and 2; every other tokeniser once
+  # unconditional MLP and the conditional one of its codebook size, 512) are trained with seeds 0 (their config), 1
+  # and 2; every other tokeniser once
   local seeded=""
-  [[ "$PROFILE" == mini ]] && seeded=" tokenizer_128 tokenizer_2048 tokenizer_mlp "
+  [[ "$PROFILE" == mini ]] && seeded=" tokenizer tokenizer_128 tokenizer_2048 tokenizer_mlp "
   for f in "$CFG"/tokenizer*.yaml; do
     name="$(basename "$f" .yaml)"
     tokenizers="$tokenizers,$name"
@@ -44,10 +45,10 @@ omnijet_steps() {
       "finetune.mode=$mode" "pretrain_dir=$OUT/pretrain" "tokenizer_dir=$OUT/tokenizer" \
       $( [[ "$PROFILE" == mini && "$mode" == fixed ]] && echo "finetune.seeds=[0]" )
   done
-  if [[ "$PROFILE" != smoke ]]; then  # the other head of the OJ configs (which one the paper used is not published)
-    step finetune_class_attention --tables omnijet.classification --after tokenizer,pretrain -- \
-      $PY -m omnijet.finetune --config "$CFG/finetune.yaml" --out "$OUT/finetune/finetune_class_attention" "$d" \
-      "finetune.mode=finetune" "head=class_attention" "pretrain_dir=$OUT/pretrain" "tokenizer_dir=$OUT/tokenizer" \
+  if [[ "$PROFILE" != smoke ]]; then  # the other head of the OJ configs: summation (the 2025 example config)
+    step finetune_sum --tables omnijet.classification --after tokenizer,pretrain -- \
+      $PY -m omnijet.finetune --config "$CFG/finetune.yaml" --out "$OUT/finetune/finetune_sum" "$d" \
+      "finetune.mode=finetune" "head=sum" "pretrain_dir=$OUT/pretrain" "tokenizer_dir=$OUT/tokenizer" \
       $( [[ "$PROFILE" == mini ]] && echo "finetune.seeds=[0]" )
   fi
   step tables --always --tables omnijet.token_quality,omnijet.generation,omnijet.classification -- \

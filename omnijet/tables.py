@@ -7,8 +7,8 @@ common.results.write_result (<out>/<table_id>.json) plus a Markdown rendering (<
   omnijet.token_quality    token_quality/metrics.json     resolutions and codebook utilisation per tokeniser
   omnijet.generation       eval_generation/metrics.json   KL and W1 of generated vs tokenised+reconstructed jets
   omnijet.classification   finetune/**/result.json        top vs QCD vs labelled jets per class, per mode
-                                                          (the class-attention head, when run, goes to
-                                                          omnijet.classification_class_attention)
+                                                          (the paper-era class-attention head; the summation
+                                                          head, when run, goes to omnijet.classification_sum)
 A table whose inputs are missing is skipped with a message (RESULTS.md then flags it as not produced).
 """
 from __future__ import annotations
@@ -24,6 +24,7 @@ TOKEN_METRICS = ("particle_pt_resolution", "etaphi_resolution", "eta_resolution"
                  "jet_mass_resolution", "jet_pt_resolution", "tau21_resolution", "tau32_resolution",
                  "codebook_utilisation")
 CLASS_METRICS = ("accuracy", "auc", "rejection_30", "rejection_50")
+MAIN_HEAD = "class_attention_oj"  # the head of the paper-era config (omnijet/configs/finetune.yaml `head`)
 
 
 def _config_value(run_dir: Path, dotted: str):
@@ -87,8 +88,9 @@ def generation_table(runs: Path, profile: str):
             rows.append({"observable": name, "seed": r["seed"], "kl_divergence": m["kl_divergence"], "w1": m["w1"],
                          "fraction_outside_reference": m.get("fraction_outside_reference"),
                          "kl_top_vs_qcd": non_finite_note(r["kl_top_vs_qcd"].get(name), TOO_FEW_TOP_QCD),
-                         # one reference split, not per seed: given once
-                         "kl_reference_halves": floor[name]["kl_divergence"] if i == 0 else None,
+                         # per seed: KL(half A || half B) and KL(half A || generated) at the same sizes
+                         "kl_reference_halves": _kl(r, "half_vs_half", name, floor if i == 0 else None),
+                         "kl_generated_vs_half": _kl(r, "generated_vs_half", name, None),
                          "w1_reference_halves": floor[name]["w1"] if i == 0 else None})
     pre = read_json(runs / "pretrain" / "done.json", "pretraining done.json") or {}
     r0 = res["per_seed"][0]
@@ -98,11 +100,21 @@ def generation_table(runs: Path, profile: str):
                      f"tokenised+reconstructed test jets; GPT trained {pre.get('steps', '?')} steps "
                      f"({pre.get('jets_seen', '?')} jets seen)",
             "class_order": ["QCD", "Tbqq"],
-            "notes": f"KL quantile-binned with {res['n_bins']} edges; *_reference_halves = the same metric between "
-                     f"two random halves of the reference (a finite-sample yardstick; half-size samples, so it is "
-                     f"noisier); kl_top_vs_qcd = KL(QCD || top) of the reference jets, each seed on its own disjoint "
+            "notes": f"KL quantile-binned with {res['n_bins']} edges; kl_reference_halves = KL(half A || half B) "
+                     f"of the reference split at random per seed, kl_generated_vs_half = KL(half A || as many "
+                     f"generated jets as B holds): the statistical floor at equal sample sizes and the generated "
+                     f"jets on the same footing ({r0.get('n_half_jets', '?')} vs {r0.get('n_compared_jets', '?')} "
+                     f"jets); w1_reference_halves: one split; kl_top_vs_qcd = KL(QCD || top) of the reference jets, each seed on its own disjoint "
                      f"subset (about {r0['n_qcd_jets']} QCD and {r0['n_top_jets']} top jets)."}
     return rows, meta
+
+
+def _kl(seed_result: dict, part: str, name: str, fallback: dict | None):
+    """KL of one observable from a seed's `part` (generated_vs_half, half_vs_half); a metrics.json written before
+    these existed gives the one reference split (fallback) or nothing."""
+    if part in seed_result and name in seed_result[part]:
+        return seed_result[part][name]["kl_divergence"]
+    return fallback[name]["kl_divergence"] if fallback and name in fallback else None
 
 
 def _run_config_dir(path: Path) -> Path:
@@ -117,8 +129,8 @@ def classification_tables(runs: Path, profile: str) -> dict[str, tuple]:
     tables: dict[str, tuple[list, dict]] = {}
     for path in sorted((runs / "finetune").glob("**/result.json")):
         result = read_json(path, "fine-tuning result")
-        head = ((result.get("finetune") or {}).get("head") or {}).get("kind", "sum")
-        table_id = "omnijet.classification" if head == "sum" else f"omnijet.classification_{head}"
+        head = ((result.get("finetune") or {}).get("head") or {}).get("kind", MAIN_HEAD)
+        table_id = "omnijet.classification" if head == MAIN_HEAD else f"omnijet.classification_{head}"
         row = {"mode": result["mode"], "n_per_class": result["n_per_class"], "seed": result["seed"],
                **{m: non_finite_note((result.get("test") or {}).get(m), NO_BACKGROUND_PASSES)
                   for m in CLASS_METRICS}}
@@ -138,7 +150,7 @@ def classification_tables(runs: Path, profile: str) -> dict[str, tuple]:
     for table_id, (rows, meta) in tables.items():
         rows.sort(key=lambda r: (order.get(r["mode"], 3), r["n_per_class"] or 0, r["seed"] or 0))
         n_test = sorted(x for x in meta.pop("_test") if x is not None)
-        head = table_id.split("classification_", 1)[1] if "classification_" in table_id else "sum"
+        head = table_id.split("classification_", 1)[1] if "classification_" in table_id else MAIN_HEAD
         meta["scale"] = (f"labelled jets per class {sorted({r['n_per_class'] for r in rows if r['n_per_class']})}, "
                          f"{n_test} test jets, head '{head}'; backbone pretrained {pre.get('steps', '?')} steps "
                          f"({pre.get('jets_seen', '?')} jets seen)")

@@ -44,7 +44,6 @@ def test_class_attention_pooling_learns_and_handles_empty_jets():
     mask[2] = False
     out = pool(h, mask)
     assert out.shape == (B, D) and torch.isfinite(out).all()
-    # not out.sum(): the final LayerNorm output sums to its bias whatever the input, so that gradient is zero
     (out * torch.randn(generator=torch.Generator().manual_seed(0), size=out.shape)).sum().backward()
     assert pool.global_token.grad.abs().sum() > 0
 
@@ -92,3 +91,50 @@ def test_omnijet_class_attention_head_is_ojs_classifier_normformer():
         x = blk.norm(torch.cat([c, h], dim=1) * kv_mask.unsqueeze(-1))
         c = mha(c, x, x, key_padding_mask=~kv_mask)[0]
     torch.testing.assert_close(head(h, mask), head.mlp(c[:, 0]), rtol=1e-5, atol=1e-5)
+
+
+def _hand_class_attention(pool, h, mask):
+    """mltools ClassAttentionPooling (the version mattcleigh/jetssl pins; ca.yaml: layerscale off, no final norm),
+    one jet at a time: per layer g += attn_out(softmax(q k^T / sqrt(d)) v) with q = LN(g) W_q, (k, v) = h W_kv over
+    the real tokens (h not normalised), then g += lin2(silu(x1) * x2) with (x1, x2) = lin1(LN(g)); output g."""
+    outs = []
+    for b in range(h.shape[0]):
+        g, x = pool.global_token[0], h[b, mask[b]]
+        for layer in pool.layers:
+            a = layer.attn
+            nh, hd = a.num_heads, a.head_dim
+            q = a.q(torch.nn.functional.layer_norm(g, g.shape[-1:], layer.norm_q.weight, layer.norm_q.bias))
+            k, v = a.kv(x).chunk(2, dim=-1)
+            heads = []
+            for i in range(nh):
+                sl = slice(i * hd, (i + 1) * hd)
+                w = torch.softmax(q[:, sl] @ k[:, sl].T / hd ** 0.5, dim=-1)
+                heads.append(w @ v[:, sl])
+            g = g + a.proj(torch.cat(heads, dim=-1))
+            x1, x2 = layer.mlp.lin1(torch.nn.functional.layer_norm(g, g.shape[-1:], layer.norm2.weight,
+                                                                   layer.norm2.bias)).chunk(2, dim=-1)
+            g = g + layer.mlp.lin2(torch.nn.functional.silu(x1) * x2)
+        outs.append(g[0])
+    return torch.stack(outs)
+
+
+def test_class_attention_pooling_is_mltools_as_jetssl_pins_it():
+    """MPMv2 head (mattcleigh/jetssl a8c4f6b configs/model/class_head/ca.yaml -> mltools ClassAttentionPooling):
+    no LayerNorm on keys/values, no final norm, SwiGLU MLP (Linear(D, 2 ff_mult D)), no residual dropout, N(0, 1)
+    global token, Xavier fused in-projection with zero biases; the forward equals a hand computation. The kit's
+    earlier variant (kv LayerNorm, final LayerNorm, SiLU MLP, residual dropout, 1e-3 randn token) fails this."""
+    torch.manual_seed(3)
+    pool = ClassAttentionPooling(D, 2, depth=2, ff_mult=1, dropout=0.2)
+    names = {n for n, _ in pool.named_modules()}
+    assert not any("norm_kv" in n or n == "norm" for n in names)
+    layer = pool.layers[0]
+    assert layer.mlp.lin1.out_features == 2 * D and layer.mlp.lin2.in_features == D
+    assert sum(isinstance(m, torch.nn.Dropout) for m in layer.modules()) == 1  # the SwiGLU's hidden dropout only
+    assert (layer.attn.q.bias == 0).all() and (layer.attn.kv.bias == 0).all()
+    assert 0.85 < ClassAttentionPooling(512, 4).global_token.std().item() < 1.15
+    pool.eval()
+    h, mask = _data()
+    torch.testing.assert_close(pool(h, mask), _hand_class_attention(pool, h, mask), rtol=1e-5, atol=1e-5)
+    head = build_head("class_attention", D, 3, hidden=8, num_heads=2).eval()
+    torch.testing.assert_close(head(h, mask), head.out(_hand_class_attention(head.pool, head.inp(h), mask)),
+                               rtol=1e-5, atol=1e-5)

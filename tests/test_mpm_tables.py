@@ -100,3 +100,37 @@ def test_scratch_on_every_label_is_the_supervised_ceiling_row(tmp_path):
     _write(d / "nall" / "seed0" / "result.json", {"class_names": [f"c{i}" for i in range(10)], "n_train_jets": 21000})
     (row,) = collect(tmp_path, "mini")["mpm.v2_jetclass"][0]
     assert row == {"mode": "finetune", "task": "scratch", "n_train": "all (21000)", "accuracy": [0.7]}
+
+
+def test_pretraining_rows_carry_their_pretraining_run_and_the_claims_take_one_value_per_run(tmp_path):
+    """Extra pretraining runs of a configuration (probe/<row>_seed<S>) give rows with pretrain_seed; a claim that
+    compares pretraining configurations (unit: pretraining) is decided over pretraining runs, one value each (the mean
+    over its probe seeds), not over the pooled probe seeds."""
+    from common import claims as C
+
+    pre = tmp_path / "pretrain"
+    accs = {"mpmv1": (0.30, 0.31, 0.32), "mpmv1_kmeans": (0.27, 0.28, 0.26)}
+    for name, target in (("mpmv1", "vqvae"), ("mpmv1_kmeans", "kmeans")):
+        for s in range(3):
+            run = name + ("" if s == 0 else f"_seed{s}")
+            _write(pre / run / "config.yaml", {"method": "mpmv1", "seed": s, "train": {"steps": 10, "batch_size": 4},
+                                               "model": {"inputs": "original", "target": target,
+                                                         "positional": "head_input"}})
+            a = accs[name][s]
+            _sweep(tmp_path / "probe" / run, pre / run, 10,
+                   {"100": {"accuracy": {"values": [a - 0.01, a, a + 0.01]}}})
+    rows, meta = collect(tmp_path, "mini")["mpm.v1_pretraining"]
+    assert sorted(r["pretrain_seed"] for r in rows if r["targets"] == "vqvae") == [0, 1, 2]
+    assert "pretrain_seed" in meta["extra_fields"]
+    published = load_published()
+    claim = next(c for c in C.load_claims(published=published) if c["id"] == "mpmv1_targets_vqvae_vs_kmeans")
+    assert claim["unit"] == "pretraining"
+    pct = lambda xs: [100 * x for x in xs]
+    (v,) = C.evaluate({"mpm.v1_pretraining": {"rows": rows, "metas": [meta], "files": ["x"]}}, [claim], published)
+    assert v.a == pytest.approx(pct(accs["mpmv1"])) and v.b == pytest.approx(pct(accs["mpmv1_kmeans"]))
+    assert v.replicated == "3 pretraining × 3 probe seeds" and v.verdict == "reproduced"
+    # one pretraining run a side: inconclusive whatever its probe seeds say, with that reason
+    one = [r for r in rows if r["pretrain_seed"] == 0]
+    (v,) = C.evaluate({"mpm.v1_pretraining": {"rows": one, "metas": [meta], "files": ["x"]}}, [claim], published)
+    assert v.verdict == "inconclusive" and "pretraining runs" in v.why and v.a == pytest.approx([30.0])
+    assert v.replicated == "1 pretraining × 3 probe seeds"

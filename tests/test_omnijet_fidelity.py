@@ -225,3 +225,87 @@ def test_mlp_baseline_encodes_padding_as_oj():
     torch.testing.assert_close(out["reco_loss"], ((out["x_reco"] - x) ** 2).mean())
     assert out["x_reco"][1, 2:].abs().sum() > 0
     assert (model.decode(model.tokenize(x, mask), mask)[~mask] == 0).all()  # decoded jets: padding stays zero
+
+
+def test_finetune_head_defaults_to_the_paper_era_class_attention_head():
+    """uhh-pd-ml/omnijet_alpha b7f2fc4 (May 2024) example_experiment_classification.yaml: class_head_type
+    "class_attention" (summation only from a36ccaa, 2025-07): the default head is OJ's ClassifierNormformer, sum is a
+    switch (was: head sum by default)."""
+    from common.config import load_config
+    from common.pooling import OmniJetClassAttentionHead, SumHead, build_head
+    from omnijet.finetune import harness_config
+
+    for profile in ("", "mini/", "smoke/"):
+        cfg = load_config(f"{REPO}/omnijet/configs/{profile}finetune.yaml")
+        assert cfg["head"] == "class_attention"
+        head_cfg = dict(harness_config(cfg)["finetune"]["head"])
+        assert isinstance(build_head(head_cfg.pop("kind"), 16, 2, **head_cfg), OmniJetClassAttentionHead)
+        head_cfg = dict(harness_config({**cfg, "head": "sum"})["finetune"]["head"])
+        assert isinstance(build_head(head_cfg.pop("kind"), 16, 2, **head_cfg), SumHead)
+
+
+def test_finetune_schedule_is_ojs_constantlr_first_epoch_at_a_third():
+    """OJ classifier: torch ConstantLR(total_iters=1) with its default factor, stepped per epoch (gabbro
+    backbone.py configure_optimizers, interval "epoch"): lr/3 for every step of the first epoch, then lr. The kit
+    resolves hold_epochs into the run's epoch length (was: a constant schedule without the warm-up)."""
+    import inspect
+
+    from common.config import load_config
+    from common.schedules import lr_factor, run_schedule
+
+    sched = load_config(f"{REPO}/omnijet/configs/finetune.yaml")["finetune"]["schedule"]
+    factor = inspect.signature(torch.optim.lr_scheduler.ConstantLR).parameters["factor"].default
+    assert sched["hold_factor"] == pytest.approx(factor) == pytest.approx(1 / 3)
+    for spe in (1, 7, 40):  # steps per epoch depend on the labelled-jet budget
+        run = run_schedule(sched, 1000, spe)
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        oj = torch.optim.lr_scheduler.ConstantLR(opt, total_iters=1)
+        for epoch in range(3):
+            for i in range(spe):
+                assert lr_factor(run, epoch * spe + i) == pytest.approx(opt.param_groups[0]["lr"])
+            opt.step()
+            oj.step()
+    with pytest.raises(ValueError, match="hold_epochs"):
+        lr_factor(sched, 0)  # not yet resolved: refused instead of silently ignored
+
+
+def test_gpt_loss_defaults_to_ojs_cross_entropy_over_padded_positions():
+    """gabbro/models/backbone.py (b7f2fc4): nn.CrossEntropyLoss() over all B x T positions, padded ones with target
+    0; the paper's numbers come from it. The kit's default (was: real positions only) and config follow it; the
+    real-positions loss stays a switch."""
+    from common.config import load_config
+    from omnijet.model import next_token_loss, shift_tokens
+
+    for profile in ("", "mini/", "smoke/"):
+        assert load_config(f"{REPO}/omnijet/configs/{profile}pretrain.yaml")["train"]["include_padding_in_loss"] is True
+    torch.manual_seed(0)
+    tokens = torch.zeros(3, 9, dtype=torch.long)
+    lengths = torch.tensor([9, 5, 3])
+    for b, n in enumerate(lengths.tolist()):
+        tokens[b, 1:n - 1] = torch.randint(1, 6, (n - 2,))
+        tokens[b, n - 1] = 6
+    inp, tgt, mask = shift_tokens(tokens, lengths, 8)
+    logits = torch.randn(3, 8, 7)
+    official = torch.nn.CrossEntropyLoss()(logits.view(-1, 7), tgt.contiguous().view(-1))
+    assert (tgt[~mask] == 0).all()
+    torch.testing.assert_close(next_token_loss(logits, tgt, mask), official)
+    real = torch.nn.functional.cross_entropy(logits[mask], tgt[mask])
+    torch.testing.assert_close(next_token_loss(logits, tgt, mask, include_padding=False), real)
+    assert not torch.allclose(official, real)
+
+
+def test_classification_table_of_the_default_head_and_of_the_sum_head(tmp_path):
+    """omnijet.tables: the default head's runs (class_attention_oj) fill omnijet.classification, the summation
+    head's runs omnijet.classification_sum."""
+    import json
+
+    from omnijet.tables import classification_tables
+
+    for sub, kind in (("finetune/n10/seed0", "class_attention_oj"), ("finetune_sum/n10/seed0", "sum")):
+        d = tmp_path / "finetune" / sub
+        d.mkdir(parents=True)
+        (d / "result.json").write_text(json.dumps({"mode": "finetune", "n_per_class": 10, "seed": 0,
+                                                   "finetune": {"head": {"kind": kind}}, "test": {"accuracy": 0.6}}))
+    tables = classification_tables(tmp_path, "smoke")
+    assert set(tables) == {"omnijet.classification", "omnijet.classification_sum"}
+    assert "head 'class_attention_oj'" in tables["omnijet.classification"][1]["scale"]

@@ -286,6 +286,9 @@ def test_scripts_end_to_end_on_fake_jetclass(fake_root, tmp_path):
          "finetune.steps=3", "data.train=train/*.root")
     result = json.loads((out / "finetune/fixed/n10/seed0/result.json").read_text())
     assert result["mode"] == "fixed" and 0 <= result["test"]["auc"] <= 1
+    # the paper-era class-attention head, and OJ's first epoch at lr/3 resolved to this run's epoch length
+    assert result["finetune"]["head"]["kind"] == "class_attention_oj"
+    assert result["finetune"]["schedule"]["hold_steps"] >= 1
 
     _run("omnijet.tables", "--runs", str(out), "--out", f"{out}/tables", "--profile", "smoke")
     for table_id in ("omnijet.token_quality", "omnijet.generation", "omnijet.classification"):

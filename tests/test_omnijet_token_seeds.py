@@ -34,13 +34,17 @@ def test_mini_trains_the_claims_tokenisers_with_three_seeds_and_token_quality_re
     trained = {s for s in steps if s.startswith("tokenizer")}
     assert trained == set(tq)
     assert load_config(repo_root / "omnijet/configs/mini/tokenizer.yaml")["seed"] == 0  # seed 0 of 0, 1, 2
-    for name in ("tokenizer_128", "tokenizer_2048", "tokenizer_mlp"):
+    for name in ("tokenizer", "tokenizer_128", "tokenizer_2048", "tokenizer_mlp"):
         assert load_config(repo_root / f"omnijet/configs/mini/{name}.yaml")["seed"] == 0
         for s in (1, 2):
             cmd = steps[f"{name}_seed{s}"]
             assert f"configs/mini/{name}.yaml" in cmd and cmd.endswith(f"seed={s}"), cmd
-    # the GPT's tokeniser and the binned baseline once
-    assert not any(s.startswith(("tokenizer_seed", "tokenizer_binned_seed")) for s in steps)
+    # the binned baseline once; the GPT's tokeniser (512 codes, the MLP's size: the equal-size pair) three times, the
+    # GPT itself built on seed 0's
+    assert not any(s.startswith("tokenizer_binned_seed") for s in steps)
+    assert load_config(repo_root / "omnijet/configs/mini/tokenizer_mlp.yaml")["model"]["vq"]["num_codes"] == \
+        load_config(repo_root / "omnijet/configs/mini/tokenizer.yaml")["model"]["vq"]["num_codes"] == 512
+    assert "tokenizer_dir=/nonexistent/runs/omnijet/tokenizer" in steps["pretrain"].replace("\\", "")
     # smoke: one seed each
     assert not any("_seed" in s for s in _listed_steps(repo_root, "smoke"))
 
@@ -55,13 +59,15 @@ def test_token_quality_rows_merge_into_per_seed_values_and_decide_the_claims(tmp
             for s in range(3)]
     rows += [_row("tokenizer_2048" + ("" if s == 0 else f"_seed{s}"), "conditional_vqvae", 2048, s, 1.0 + 0.1 * s,
                   5.0 + 0.1 * s) for s in range(3)]
+    rows += [_row("tokenizer" + ("" if s == 0 else f"_seed{s}"), "conditional_vqvae", 512, s, 1.5, 6.0 + 0.1 * s)
+             for s in range(3)]
     rows += [_row("tokenizer_mlp" + ("" if s == 0 else f"_seed{s}"), "unconditional_vqvae", 512, s, 1.5, 8.0 + 0.2 * s)
              for s in range(3)]
     rows += [_row("tokenizer_binned", "binned", 512, 0, 3.0, 20.0)]
     (tmp_path / "token_quality").mkdir()
     (tmp_path / "token_quality" / "metrics.json").write_text(json.dumps({"rows": rows, "n_jets": 100}))
     table_rows, meta = tables.token_quality_table(tmp_path, "mini")
-    assert [r["seed"] for r in table_rows] == [0, 1, 2] * 3 + [0] and meta["seeds"] == [0, 1, 2]
+    assert [r["seed"] for r in table_rows] == [0, 1, 2] * 4 + [0] and meta["seeds"] == [0, 1, 2]
 
     published = load_published()
     claims = {c["id"]: c for c in C.load_claims(published=published)}
@@ -70,8 +76,15 @@ def test_token_quality_rows_merge_into_per_seed_values_and_decide_the_claims(tmp
                             published)
     assert size.a == pytest.approx([1.0, 1.1, 1.2]) and size.b == pytest.approx([2.0, 2.1, 2.2])
     assert size.verdict == "reproduced"
-    assert cond.a == pytest.approx([5.0, 5.1, 5.2]) and cond.b == pytest.approx([8.0, 8.2, 8.4])
-    assert cond.verdict == "reproduced"
+    # equal codebook size (was: the 2048-code conditional run against the 512-code MLP): the 512-code pair
+    assert cond.at == {"num_tokens": 512.0}
+    assert cond.a == pytest.approx([6.0, 6.1, 6.2]) and cond.b == pytest.approx([8.0, 8.2, 8.4])
+    assert cond.verdict == "reproduced" and cond.replicated == "3 tokeniser runs"
+    # without a conditional run of the MLP's size the claim is not measured, never moved to another size
+    res["omnijet.token_quality"]["rows"] = [r for r in table_rows if not (r["tokenisation"] == "conditional_vqvae"
+                                                                          and r["num_tokens"] == 512)]
+    (cond,) = C.evaluate(res, [claims["omnijet_conditional_vs_unconditional"]], published)
+    assert cond.verdict == "not measured"
 
 
 def test_mini_finetune_compares_scratch_and_finetune_over_three_seeds_and_runs_the_rest_once(repo_root):
@@ -79,5 +92,5 @@ def test_mini_finetune_compares_scratch_and_finetune_over_three_seeds_and_runs_t
     assert load_config(repo_root / "omnijet/configs/mini/finetune.yaml")["finetune"]["seeds"] == [0, 1, 2]
     for mode in ("scratch", "finetune"):
         assert "finetune.seeds" not in steps[f"finetune_{mode}"]
-    for step in ("finetune_fixed", "finetune_class_attention"):  # no claim compares these
+    for step in ("finetune_fixed", "finetune_sum"):  # no claim compares these
         assert steps[step].replace("\\", "").endswith("finetune.seeds=[0]"), steps[step]

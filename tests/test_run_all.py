@@ -266,3 +266,31 @@ def test_jobs_two_runs_independent_steps_side_by_side_and_keeps_dependencies(kit
     assert "fakem/late: skipped (an earlier step of fakem failed)" in failed.stdout
     assert kit.invocations("pretrain") == 1
     assert kit.run("--jobs", "x").returncode == 2
+
+
+def _mpm_steps(repo_root, profile):
+    import re
+
+    res = subprocess.run(["bash", "run_all.sh", "--list", "--only", "mpm", "--profile", profile, "--data-dir",
+                          "/nonexistent", "--out-dir", "/nonexistent/runs"], cwd=repo_root, capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    lines = res.stdout.splitlines()
+    return {m.group(1): lines[i + 1].strip() for i, line in enumerate(lines)
+            if (m := re.match(r"\s*\d+\s+\S+\s+mpm/(\S+)", line))}
+
+
+def test_mini_pretrains_the_compared_mpmv1_configurations_three_times_and_drops_ssfm(repo_root):
+    """The claims comparing pretraining configurations are decided over pretraining runs: mini pretrains each of
+    their five rows with seeds 0 (config), 1 and 2 and probes every run; the SSFM pretraining, which no claim uses,
+    runs in smoke and paper only."""
+    steps = _mpm_steps(repo_root, "mini")
+    for row in ("mpmv1", "mpmv1_kmeans", "mpmv1_vqvae_nope", "mpmv1_vqvae_backbonepe", "mpmv1_regression"):
+        assert "seed=" not in steps[f"pretrain_{row}"]
+        for s in (1, 2):
+            cmd = steps[f"pretrain_{row}_seed{s}"]
+            assert f"configs/mini/{row}.yaml" in cmd and f"pretrain/{row}_seed{s} " in cmd and cmd.endswith(f"seed={s}")
+            assert f"pretrained.run=/nonexistent/runs/mpm/pretrain/{row}_seed{s}" in steps[f"probe_{row}_seed{s}"]
+    assert not any("ssfm" in s for s in steps)
+    assert "pretrain_mpmv2_ssfm" in _mpm_steps(repo_root, "smoke")
+    assert not any("_seed" in s for s in _mpm_steps(repo_root, "smoke"))
