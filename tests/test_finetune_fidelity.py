@@ -186,7 +186,7 @@ def test_run_cwola_v2_keeps_the_last_step(tmp_path, monkeypatch):
     assert res["steps"] == 12  # (40 background + 20 signal) jets / batch 16 = 4 steps per epoch, 3 epochs
     assert (res["select"], res["selected_step"], res["stopped_early"]) == ("last", res["steps"], False)
     assert res["finetune"]["schedule"]["total_steps"] == res["steps"]
-    assert summary["per_n"]["20"]["auc"]["values"] == [res["cwola"]["auc"]]
+    assert summary["per_n"]["20"]["auc"]["values"] == [res["test"]["auc"]]
 
 
 @pytest.mark.parametrize("flag", ["bf16", "fp32"])
