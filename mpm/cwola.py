@@ -19,77 +19,23 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from common.batch import JetBatch
+from common.array_loader import ArrayLoader
 from common.cli import cli
 from common.data import build_dataset, load_arrays
 from common.distributed import cleanup, init_distributed
-from common.features import DataError, FeatureSet, get_feature_set
+from common.features import DataError, get_feature_set
 from common.finetune import classification_task, evaluate_metrics, run_finetune
 from common.finetune_config import finetune_settings
 from common.metrics import sic_at_fpr
-from common.sampler import ShardedBatchSampler
 from common.sweep import mean_std
 from common.train_utils import mark_done, start_run, write_json
 
 from mpm.build import backbone_fns
 
-ARRAY_KEYS = ("x", "mask", "p4", "jet", "label", "pid")
 # the pure test set is scored in batches of this many jets (its neutral-IP noise is drawn per batch, seeded by the
 # batch's jets: a fixed batching keeps the scores of a run reproducible across finetune.batch_size settings)
 TEST_BATCH = 1024
-
-
-class ArrayBatches(torch.utils.data.Dataset):
-    """Whole batches gathered from in-memory arrays (one item = one JetBatch), in the order of the kit's sampler
-    (common.sampler.ShardedBatchSampler: a permutation per (seed, epoch), sharded over ranks). The feature set's
-    per-batch step runs on every batch, as in common.data.JetDataset (MPMv2: fresh neutral-IP noise, as jetssl
-    src/datamodules/preprocessing.py draws it at every load); `idx` are the jets' row numbers."""
-
-    def __init__(self, arrays: dict, batch_size: int, shuffle: bool, seed: int, rank: int, world_size: int,
-                 features: FeatureSet | None = None):
-        self.arrays = {k: np.asarray(v) for k, v in arrays.items() if k in ARRAY_KEYS and v is not None}
-        self.features = features
-        self.n = len(self.arrays["label"])
-        self.sampler = ShardedBatchSampler(self.n, batch_size, shuffle=shuffle, seed=seed, rank=rank,
-                                           world_size=world_size)
-        self._epoch, self._batches = None, []
-
-    def set_epoch(self, epoch: int) -> None:
-        self.sampler.set_epoch(epoch)
-
-    def __len__(self) -> int:
-        return len(self.sampler)
-
-    def __getitem__(self, i: int) -> JetBatch:
-        if self._epoch != self.sampler.epoch:
-            self._epoch, self._batches = self.sampler.epoch, list(self.sampler)
-        idx = np.sort(self._batches[i])
-        a = {k: v[idx] for k, v in self.arrays.items()}
-        if self.features is not None:
-            a = self.features.per_batch(a, idx)
-        t = {k: torch.from_numpy(v) for k, v in a.items()}
-        return JetBatch(t["x"].float(), t["mask"].bool(), t["p4"].float(), t["jet"].float(), t["label"].long(),
-                        t["pid"].long() if "pid" in t else None)
-
-
-class ArrayLoader:
-    """Minimal loader over ArrayBatches: len(), iteration, set_epoch(), .dataset (jets) for common.finetune."""
-
-    def __init__(self, arrays: dict, batch_size: int, *, shuffle: bool, seed: int = 0, rank: int = 0,
-                 world_size: int = 1, features: FeatureSet | None = None):
-        self.batches = ArrayBatches(arrays, batch_size, shuffle, seed, rank, world_size, features)
-        self.dataset = range(self.batches.n)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.batches.set_epoch(epoch)
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-    def __iter__(self):
-        return (self.batches[i] for i in range(len(self.batches)))
 
 
 def _take(arrays: dict, idx: np.ndarray) -> dict:

@@ -308,7 +308,9 @@ def test_per_track_paper_settings_and_twins(name):
 def test_per_track_paper_config_builds_and_steps(name, tmp_path):
     from common.classifier import build_classifier
     from mpm.build import backbone_fns
-    from mpm.btag.data import BTagLoader, mpmv2_inputs
+    from common.array_loader import ArrayLoader
+    from common.features import get_feature_set
+    from mpm.btag.data import mpmv2_inputs
     from mpm.btag.track_origin import origin_task
     from mpm.btag.vertexing import vertex_task
 
@@ -323,7 +325,8 @@ def test_per_track_paper_config_builds_and_steps(name, tmp_path):
             return x
 
     target = "track_type" if name == "track_origin_v2" else "vtx_id"
-    batch = next(iter(BTagLoader(mpmv2_inputs(btag_arrays(4, 0), Identity()), 4, shuffle=False, target=target)))
+    batch = next(iter(ArrayLoader(mpmv2_inputs(btag_arrays(4, 0), Identity()), 4, shuffle=False,
+                                  features=get_feature_set("mpmv2"), target=target)))
     out = model(batch[0])
     assert out.shape == ((4, MAX_TRACKS, 4) if name == "track_origin_v2" else (4, MAX_TRACKS, MAX_TRACKS))
     task.loss(out, batch).backward()

@@ -56,7 +56,9 @@ def per_track(tmp_path, run, data, name: str, mode: str) -> dict:
             "best_step": res["best_step"], "val_curve": _curve(res["val_curve"])}
 
 
-def cwola(tmp_path, monkeypatch) -> dict:
+def run_tiny_cwola(tmp_path, monkeypatch, max_epochs: int):
+    """mpm.cwola.run_cwola (smoke config, scratch, one seed, 20 signal jets) on 120 / 60 / 60 simulated jets of 10
+    particles held in memory; returns (summary, result.json of n20/seed0)."""
     import mpm.cwola as cw
 
     n_part, rng = 10, np.random.default_rng(0)
@@ -77,9 +79,13 @@ def cwola(tmp_path, monkeypatch) -> dict:
     cfg = load_config("mpm/configs/smoke/cwola_v2.yaml",
                       ["finetune.mode=scratch", f"data.num_particles={n_part}", f"pretrained.overrides={shrink}",
                        "finetune.head.hidden=8", "finetune.batch_size=16", "finetune.steps=1000",
-                       "finetune.max_epochs=2", "finetune.val_every=2"])
-    cw.run_cwola(cfg, tmp_path, Dist())
-    res = json.loads((tmp_path / "n20" / "seed0" / "result.json").read_text())
+                       f"finetune.max_epochs={max_epochs}", "finetune.val_every=2"])
+    summary = cw.run_cwola(cfg, tmp_path, Dist())
+    return summary, json.loads((tmp_path / "n20" / "seed0" / "result.json").read_text())
+
+
+def cwola(tmp_path, monkeypatch) -> dict:
+    _, res = run_tiny_cwola(tmp_path, monkeypatch, max_epochs=2)
     return {"cwola": {k: res["test"][k] for k in ("auc", "sic", "sic_cut05")}, "best_val_loss": res["best_val_loss"],
             "val_curve": _curve(res["val_curve"])}
 

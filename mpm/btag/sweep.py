@@ -5,13 +5,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from common.array_loader import ArrayLoader
+from common.features import get_feature_set
 from common.finetune import run_finetune
 from common.finetune_config import finetune_settings
 from common.results import write_result
 from common.sweep import mean_std
 from common.train_utils import write_json
 
-from mpm.btag.data import BTagLoader, load_btag_split, pretraining_quantiles, subset
+from mpm.btag.data import TARGETS, load_btag_split, pretraining_quantiles, subset
 from mpm.build import backbone_fns
 
 # the kit's finetune.mode -> the published `mode` key: the frozen study (fixed backbone) and the fine-tuned study,
@@ -38,9 +40,12 @@ def run_btag_task(cfg: dict, task, out: Path, dist, n_values: list, target: str 
     val n_jets = min(1M, n_jets)); finetune.per_n rules compare with N. target: the per-track array the loader
     serves with every batch (mpm.btag.data.TARGETS), None for the flavour label.
     Returns {"runs": {N: [result per seed]}, "sources": result files, "keys": table_keys, "pcfg"}."""
+    if target not in (None, *TARGETS):
+        raise ValueError(f"BTag target {target!r}; expected one of {TARGETS}")
     fc = finetune_settings(cfg)
     build, load, pcfg = backbone_fns(cfg)
     load = load if fc["mode"] != "scratch" else None
+    features = get_feature_set("mpmv2")  # the per-batch step of the encoder's inputs (BTag holds tracks only)
     quantiles = pretraining_quantiles(pcfg)
     data = cfg["data"]
     arrays = {"train": load_btag_split(data, "train", quantiles),
@@ -56,8 +61,8 @@ def run_btag_task(cfg: dict, task, out: Path, dist, n_values: list, target: str 
                 a = subset(arrays["train"], n, subset_seed, "train") if split == "train" else arrays[split]
                 if split == "val" and n is not None:
                     a = {k: v[:min(n, len(v))] for k, v in a.items()}
-                return BTagLoader(a, batch_size, shuffle=shuffle, seed=seed, rank=rank, world_size=world_size,
-                                  target=target)
+                return ArrayLoader(a, batch_size, shuffle=shuffle, seed=seed, rank=rank, world_size=world_size,
+                                   features=features, target=target)
 
             n_total = n if n is not None else len(arrays["train"]["label"])
             runs.setdefault(n, []).append(run_finetune(cfg, build, load, d, dist, task=task, seed=seed,
