@@ -172,3 +172,34 @@ def test_vertexing_gives_the_same_result_as_before(pretrained_v2, btag_dir, tmp_
 
 def test_cwola_gives_the_same_result_as_before(tmp_path, monkeypatch):
     _same(cwola(tmp_path, monkeypatch), PINNED["cwola"])
+
+
+def test_a_new_downstream_task_is_a_small_task_object(tmp_path):
+    """A per-jet regression of the label through the same loop: its head, loss, kept outputs and metrics, and a
+    'better' that never accepts (so best_val selection tests the initial weights, step 0)."""
+    import torch
+    from torch import nn
+
+    from common.finetune import Task, run_finetune
+    from test_finetune import TinyBackbone, _cfg, load_pretrained, make_loader_fn
+
+    class MeanHead(nn.Module):
+        def __init__(self, dim):
+            super().__init__()
+            self.out = nn.Linear(dim, 1)
+
+        def forward(self, h, mask):
+            m = mask.unsqueeze(-1).float()
+            return self.out((h * m).sum(1) / m.sum(1).clamp_min(1)).squeeze(-1)
+
+    task = Task(name="regression", head=lambda backbone, head_cfg: MeanHead(backbone.dim),
+                loss=lambda out, batch: nn.functional.mse_loss(out, batch.label.float()),
+                outputs=lambda out, batch: {"pred": out, "y": batch.label.float()},
+                metrics=lambda t: {"mse": float(np.mean((t["pred"] - t["y"]) ** 2))},
+                better=lambda new, best, min_delta: False)
+    res = run_finetune(_cfg(steps=8, val_every=4, patience=None), TinyBackbone, load_pretrained, tmp_path, Dist(),
+                       task=task, loader_fn=make_loader_fn(), n_total=None)
+    assert res["task"] == "regression" and set(res["test"]) == {"mse"} and res["class_names"] is None
+    assert res["test_loss"] == pytest.approx(res["test"]["mse"], rel=1e-5)  # mean loss x jets / jets = the MSE
+    assert res["best_step"] == 0 and res["selected_step"] == 0 and len(res["val_curve"]) == 2
+    assert torch.isfinite(torch.tensor(res["train_curve"])).all()
