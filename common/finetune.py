@@ -10,7 +10,8 @@ common/sweep.py.
 Binary classification uses two-class cross-entropy (softmax; signal score = p[:, 1]); label smoothing is
 configurable.
 Validation loss is measured every `val_every` steps (0 = once per epoch) or every `val_every_epochs` epochs; training
-stops after `patience` validations without improvement (null = never). The weights evaluated on the test split
+stops after `patience` validations without a better one (Task.better; default: lower by
+`min_delta`; null = never). The weights evaluated on the test split
 (common.metrics) are those of the best validation loss (`select: best_val`, Lightning ModelCheckpoint on the val loss)
 or of the last step (`select: last`, MPMv2 CWoLa: jetssl configs/callbacks/cwola.yaml). The val-loss curve per step is
 kept in result.json (HEP-JEPA-style loss-curve figures).
