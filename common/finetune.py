@@ -8,13 +8,12 @@ The model: common/classifier.py; the head and backbone LR schedules: common/sche
 common/sweep.py.
 
 Binary classification uses two-class cross-entropy (softmax; signal score = p[:, 1]); label smoothing is
-configurable.
-Validation loss is measured every `val_every` steps (0 = once per epoch) or every `val_every_epochs` epochs; training
-stops after `patience` validations without a better one (Task.better; default: lower by
-`min_delta`; null = never). The weights evaluated on the test split
-(common.metrics) are those of the best validation loss (`select: best_val`, Lightning ModelCheckpoint on the val loss)
-or of the last step (`select: last`, MPMv2 CWoLa: jetssl configs/callbacks/cwola.yaml). The val-loss curve per step is
-kept in result.json (HEP-JEPA-style loss-curve figures).
+configurable. Validation loss is measured every `val_every` steps (0 = once per epoch) or every `val_every_epochs`
+epochs; training stops after `patience` validations without a better one (Task.better; default: lower by
+`min_delta`; null = never). The weights evaluated on the test split are those of the best validation loss
+(`select: best_val`, Lightning ModelCheckpoint on the val loss) or of the last step (`select: last`, MPMv2 CWoLa:
+jetssl configs/callbacks/cwola.yaml). The val-loss curve per step is kept in result.json (HEP-JEPA-style loss-curve
+figures).
 
 A cosine / linear-decay schedule without `total_steps` lasts the steps the run can take, min(steps, max_epochs x
 steps per epoch), as mltools' linear_warmup_cosine_decay sizes it from the trainer (get_max_steps).
@@ -33,8 +32,8 @@ import copy
 import json
 import math
 import time
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -170,7 +169,7 @@ def run_finetune(cfg: dict, build_backbone: Callable[[], nn.Module],
     n = finetune_settings(cfg)["n_per_class"] if n_per_class == "config" else n_per_class
     if isinstance(n, (list, tuple)):
         raise ValueError(f"finetune.n_per_class is a list ({n}); run_finetune trains one N: use run_sweep")
-    if task is None or n_total == "n_per_class":
+    if task is None or (n_total == "n_per_class" and n is not None):
         class_names = list(class_names) if class_names is not None else _default_class_names(cfg)
     if n_total == "n_per_class":
         n_total = None if n is None else int(n) * len(class_names)
