@@ -4,8 +4,11 @@
 
 Each row builds the model with the method's own builder, from its paper-scale pretraining YAML, exactly as the
 method's pretrain script does (mpm.build.build_model, mpm.vqvae.build_vqvae, omnijet.vqvae.build_tokenizer,
-omnijet.model.build_gpt, hepjepa.model.build_model), with the loop's optimiser, LR schedule, gradient clipping,
-precision (train.precision), gradient accumulation (common.train_utils.accumulate) and per-step extras (HEP-JEPA: augmentation, gradient accumulation, EMA teacher update). The data are
+omnijet.model.build_gpt, hepjepa.model.build_model), with the loop's optimiser and LR schedule, and times the loop's
+own step function (mpm.loop.train_step, omnijet.train_tokenizer.train_step, omnijet.pretrain.train_step,
+hepjepa.pretrain.train_step: forward and backward under train.precision with gradient accumulation, clipping,
+optimiser and scheduler step, and per-step extras such as HEP-JEPA's augmentation and EMA teacher update); no step
+is written here, so the timing follows every change of the loops. The data are
 synthetic: JetBatch-es of the configured particle count with a JetClass-like multiplicity (mean 50 real particles,
 clipped to [5, N]), or token sequences of the same lengths for the GPT. Frozen target tokenisers (MPMv1 VQ-VAE, MPMv2
 k-means with 16384 centroids) are untrained, written to a temporary tokenizer.pt and loaded by the method's own loader.
@@ -50,7 +53,7 @@ from common.config import load_config  # noqa: E402
 from common.features import get_feature_set  # noqa: E402
 from common.schedules import build_scheduler  # noqa: E402
 from common.atomic import write_json  # noqa: E402
-from common.train_utils import accumulate, autocast, build_optimizer, clip_and_step, count_parameters  # noqa: E402
+from common.train_utils import build_optimizer, count_parameters  # noqa: E402
 
 MEAN_PARTICLES = 50  # JetClass averages ~30-60 constituents per jet depending on the class
 
@@ -118,24 +121,30 @@ class Runner:
     precision: str
 
 
+def _train_cfg(tc: dict, batch_size: int) -> dict:
+    """The config's train section with train.grad_accum capped at the benchmark batch (a CPU batch of 16 jets cannot
+    be split into more micro-batches than jets)."""
+    return {**tc, "grad_accum": min(tc["grad_accum"], batch_size)}
+
+
+def _precision(tc: dict, device) -> str:
+    return tc["precision"] if device.type == "cuda" else "fp32"
+
+
 def _mpm_common(cfg, model, device, batch_size, gen, fs_names, with_pid, num_particles):
-    t = cfg["train"]
+    from mpm.loop import train_step
+
+    t = _train_cfg(cfg["train"], batch_size)
     opt = build_optimizer(model, t)
     sched = build_scheduler(opt, {**t["schedule"], "total_steps": t["steps"]})
 
     def make_input():
         return synthetic_batch(batch_size, num_particles, fs_names, gen, with_pid).to(device)
 
-    def loss_fn(mb):
-        with autocast(device, t["precision"], "train.precision"):
-            return model(mb)
+    def step(batch):  # the step of mpm.loop.train (single process: net = model)
+        return train_step(model, model, opt, sched, batch, t, device)[0]
 
-    def step(batch):  # mpm.loop.train
-        loss, _ = accumulate(model, batch, min(t["grad_accum"], len(batch)), loss_fn)
-        clip_and_step(model, opt, sched, t["grad_clip"])
-        return loss
-
-    return make_input, step, t["batch_size"], ("bf16" if t["precision"] == "bf16" and device.type == "cuda" else "fp32")
+    return make_input, step, t["batch_size"], _precision(t, device)
 
 
 def mpm_runner(cfg_path: str, tmp: str):
@@ -171,10 +180,11 @@ def mpm_runner(cfg_path: str, tmp: str):
 
 
 def omnijet_tokenizer_runner(cfg_path: str, device, batch_size, gen) -> Runner:
+    from omnijet.train_tokenizer import train_step
     from omnijet.vqvae import build_tokenizer
 
     cfg = load_config(ROOT / cfg_path)
-    tc = cfg["train"]
+    tc = _train_cfg(cfg["train"], batch_size)
     model = build_tokenizer(cfg["model"]).to(device).train()
     opt = build_optimizer(model.parameters(), {"lr": tc["lr"], "weight_decay": tc["weight_decay"]})
     sched = build_scheduler(opt, tc["schedule"])
@@ -183,24 +193,18 @@ def omnijet_tokenizer_runner(cfg_path: str, device, batch_size, gen) -> Runner:
     def make_input():
         return synthetic_batch(batch_size, N, names, gen).to(device)
 
-    def loss_fn(mb):
-        with autocast(device, tc["precision"], "train.precision"):  # fp32 (OJ experiment_tokenization_transformer.yaml)
-            res = model(mb.x, mb.mask)
-        return res["loss"], {}
+    def step(batch):  # the step of omnijet.train_tokenizer.train (fp32: OJ experiment_tokenization_transformer.yaml)
+        return train_step(model, model, model, opt, sched, batch, tc, device)[0]
 
-    def step(batch):  # omnijet.train_tokenizer.train
-        loss, _ = accumulate(model, batch, min(tc["grad_accum"], len(batch)), loss_fn)
-        clip_and_step(model, opt, sched, tc["grad_clip"])
-        return loss
-
-    return Runner(model, tc["batch_size"], make_input, step, tc["precision"] if device.type == "cuda" else "fp32")
+    return Runner(model, tc["batch_size"], make_input, step, _precision(tc, device))
 
 
 def omnijet_gpt_runner(cfg_path: str, device, batch_size, gen) -> Runner:
-    from omnijet.model import build_gpt, next_token_loss, shift_tokens
+    from omnijet.model import build_gpt
+    from omnijet.pretrain import train_step
 
     cfg = load_config(ROOT / cfg_path)
-    tc = cfg["train"]
+    tc = _train_cfg(cfg["train"], batch_size)
     # the vocabulary comes from the tokeniser (tokens_dir/done.json in omnijet.pretrain); paper tokeniser: 8192 codes
     tok_path = Path(cfg_path).with_name("tokenizer.yaml")
     num_codes = load_config(ROOT / tok_path)["model"]["vq"]["num_codes"]
@@ -213,53 +217,37 @@ def omnijet_gpt_runner(cfg_path: str, device, batch_size, gen) -> Runner:
         t, ln = synthetic_tokens(batch_size, N, num_codes, gen)
         return t.to(device), ln.to(device)
 
-    def loss_fn(part):
-        inp_tok, tgt, mask = shift_tokens(part[0], part[1], tc["max_len"])
-        with autocast(device, tc["precision"], "train.precision"):
-            logits = model(inp_tok, mask)
-        return next_token_loss(logits, tgt, mask, tc["include_padding_in_loss"]), {}
+    def step(inp):  # the step of omnijet.pretrain.train
+        return train_step(model, model, model, opt, sched, inp, tc, device)
 
-    def step(inp):  # omnijet.pretrain.train
-        loss, _ = accumulate(model, inp, min(tc["grad_accum"], len(inp[0])), loss_fn)
-        clip_and_step(model, opt, sched, tc["grad_clip"])
-        return loss
-
-    return Runner(model, tc["batch_size"], make_input, step, tc["precision"] if device.type == "cuda" else "fp32")
+    return Runner(model, tc["batch_size"], make_input, step, _precision(tc, device))
 
 
 def hepjepa_runner(cfg_path: str, device, batch_size, gen) -> Runner:
     from common.data import dataset_info
     from common.ema import momentum_schedule
-    from hepjepa.augment import augment
     from hepjepa.model import build_model
+    from hepjepa.pretrain import train_step
 
     cfg = load_config(ROOT / cfg_path)
-    tc = cfg["train"]
+    cfg["train"] = tc = _train_cfg(cfg["train"], batch_size)
     info = dataset_info(cfg["data"])
     names = info["feature_names"]
     model = build_model(cfg, info).to(device).train()
     opt = build_optimizer(model, tc)
     sched = build_scheduler(opt, tc["schedule"])
     momentum = momentum_schedule(tc["ema"][0], tc["ema"][1], tc["steps"])
-    accum = min(tc["grad_accum"], batch_size)
     count = [0]
 
     def make_input():
         return synthetic_batch(batch_size, info["num_particles"], names, gen).to(device)
 
-    def loss_fn(mb):
-        with autocast(device, tc["precision"], "train.precision"):
-            return model(mb.x, mb.mask, mb.p4)["loss"], {}
-
-    def step(batch):  # hepjepa.pretrain.train (single process: no DDP)
-        batch = augment(batch, names, cfg["augment"])
-        loss, _ = accumulate(model, batch, accum, loss_fn)
-        clip_and_step(model, opt, sched, tc["grad_clip"])
-        model.update_target(momentum(count[0]))
+    def step(batch):  # the step of hepjepa.pretrain.train (augmentation and EMA update included; single process)
+        loss = train_step(model, model, model, opt, sched, batch, count[0], cfg, names, momentum, device)[0]
         count[0] += 1
         return loss
 
-    return Runner(model, tc["batch_size"], make_input, step, tc["precision"] if device.type == "cuda" else "fp32")
+    return Runner(model, tc["batch_size"], make_input, step, _precision(tc, device))
 
 
 # name -> (config file, builder(device, batch_size, generator[, tmp]))

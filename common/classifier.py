@@ -42,9 +42,21 @@ class Classifier(nn.Module):
         return self.head(h, mask)
 
 
+def pooled_head(n_classes: int) -> Callable[[nn.Module, dict], nn.Module]:
+    """The per-jet head of finetune.head (common.pooling.build_head: kind and its settings) with n_classes logits."""
+
+    def head(backbone: nn.Module, head_cfg: dict) -> nn.Module:
+        cfg = dict(head_cfg)
+        return build_head(cfg.pop("kind"), backbone.dim, n_classes, **cfg)
+
+    return head
+
+
 def build_classifier(fc: dict, build_backbone: Callable[[], nn.Module],
-                     load_pretrained: Callable[[nn.Module], None] | None, n_classes: int) -> Classifier:
-    """Backbone (+ pretrained weights unless scratch) and head, frozen as the mode says."""
+                     load_pretrained: Callable[[nn.Module], None] | None,
+                     head: int | Callable[[nn.Module, dict], nn.Module]) -> Classifier:
+    """Backbone (+ pretrained weights unless scratch) and head, frozen as the mode says. head: a number of classes
+    (pooled_head) or head(backbone, finetune.head) -> module (a task's head, common.finetune.Task)."""
     backbone = build_backbone()
     if not hasattr(backbone, "dim"):
         raise TypeError(f"{type(backbone).__name__}: a fine-tuning backbone needs an attribute `dim` (output width)")
@@ -53,9 +65,8 @@ def build_classifier(fc: dict, build_backbone: Callable[[], nn.Module],
             raise ValueError(f"finetune.mode = {fc['mode']!r} needs pretrained weights (load_pretrained is None); "
                              f"use mode 'scratch' for a randomly initialised backbone")
         load_pretrained(backbone)
-    head_cfg = dict(fc["head"])
-    head = build_head(head_cfg.pop("kind"), backbone.dim, n_classes, **head_cfg)
-    model = Classifier(backbone, head)
+    head = pooled_head(head) if isinstance(head, int) else head
+    model = Classifier(backbone, head(backbone, fc["head"]))
     if fc["unfreeze_step"] is None:  # fixed (or finetune that never unfreezes): not trainable at all
         backbone.requires_grad_(False)
     model.freeze_backbone(fc["unfreeze_step"] is None or fc["unfreeze_step"] > 0)

@@ -174,7 +174,7 @@ def _mpmv2_state(cfg: dict):
 
 def mpmv2_quantiles(cfg: dict):
     """The MPMv2 quantile transformer of a data config (_mpmv2_state): the input scale a backbone pretrained on that
-    data saw (mpm.btag_data applies it to other datasets' tracks)."""
+    data saw (mpm.btag.data applies it to other datasets' tracks)."""
     return _mpmv2_state(cfg)[0]
 
 

@@ -1,15 +1,19 @@
-"""Fine-tuning harness shared by MPM, OmniJet-alpha and HEP-JEPA: a pretrained backbone + a classification head.
+"""The one fine-tuning loop of the kit (MPM, OmniJet-alpha, HEP-JEPA): a pretrained backbone + the head of a
+downstream task. A task (Task) says what the head is, its loss, what is kept of every evaluated jet, the test metrics
+and what a better validation loss is; per-jet classification (classification_task, the default) is one, MPMv2's
+per-track BTag tasks (mpm/btag/track_origin.py, mpm/btag/vertexing.py) and CWoLa (mpm/cwola.py) are others.
 
 The modes (fixed, finetune, scratch), every key of the `finetune:` section and its default: common/finetune_config.py.
 The model: common/classifier.py; the head and backbone LR schedules: common/schedules.py; sweeps over N and seeds:
 common/sweep.py.
 
-Binary tasks use two-class cross-entropy (softmax; signal score = p[:, 1]); label smoothing is configurable.
-Validation loss is measured every `val_every` steps (0 = once per epoch) or every `val_every_epochs` epochs; training
-stops after `patience` validations without improvement (null = never). The weights evaluated on the test split
-(common.metrics) are those of the best validation loss (`select: best_val`, Lightning ModelCheckpoint on the val loss)
-or of the last step (`select: last`, MPMv2 CWoLa: jetssl configs/callbacks/cwola.yaml). The val-loss curve per step is
-kept in result.json (HEP-JEPA-style loss-curve figures).
+Binary classification uses two-class cross-entropy (softmax; signal score = p[:, 1]); label smoothing is
+configurable. Validation loss is measured every `val_every` steps (0 = once per epoch) or every `val_every_epochs`
+epochs; training stops after `patience` validations without a better one (Task.better; default: lower by
+`min_delta`; null = never). The weights evaluated on the test split are those of the best validation loss
+(`select: best_val`, Lightning ModelCheckpoint on the val loss) or of the last step (`select: last`, MPMv2 CWoLa:
+jetssl configs/callbacks/cwola.yaml). The val-loss curve per step is kept in result.json (HEP-JEPA-style loss-curve
+figures).
 
 A cosine / linear-decay schedule without `total_steps` lasts the steps the run can take, min(steps, max_epochs x
 steps per epoch), as mltools' linear_warmup_cosine_decay sizes it from the trainer (get_max_steps).
@@ -28,6 +32,7 @@ import copy
 import json
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -37,7 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from common.checkpoint import ResumableLoader, load_checkpoint, make_state, restore_state, save_checkpoint
-from common.classifier import build_classifier, build_classifier_optimizer
+from common.classifier import build_classifier, build_classifier_optimizer, pooled_head
 from common.distributed import Dist, all_gather_cat, all_reduce_sum, wrap_ddp
 from common.finetune_config import finetune_settings, run_steps
 from common.logger import MetricLogger
@@ -46,30 +51,71 @@ from common.train_utils import (accumulate, autocast, clip_and_step, count_param
                                 maybe_compile, progress, seed_everything, write_json)
 
 
+@dataclass
+class Task:
+    """A downstream task of the loop: the head it puts on the backbone, its loss, what it keeps of every jet of an
+    evaluation split, its test metrics, and what a better validation loss is. A batch is what the task's loader
+    yields: a JetBatch, or a tuple whose first element is the JetBatch the model reads (then per-jet targets).
+
+    head(backbone, finetune.head) -> module on the backbone output; loss(output, batch) -> mean loss (training);
+    loss_sum(output, batch) -> the batch's summed loss (validation and test; default loss x jets);
+    outputs(output, batch) -> {name: per-jet tensor}, gathered over a split; metrics({name: array}) -> result "test";
+    better(val_loss, best_val_loss, min_delta) -> bool (early stopping and best_val selection)."""
+    name: str
+    head: Callable[[nn.Module, dict], nn.Module]
+    loss: Callable
+    outputs: Callable[[torch.Tensor, object], dict]
+    metrics: Callable[[dict], dict]
+    loss_sum: Callable | None = None
+    better: Callable[[float, float, float], bool] = lambda new, best, min_delta: new < best - min_delta
+    class_names: list[str] | None = None
+
+
+def classification_task(class_names: list[str], label_smoothing: float = 0.0, metrics: Callable | None = None,
+                        name: str = "finetune") -> Task:
+    """Per-jet classification: the pooled head of finetune.head (common.pooling.build_head), cross-entropy with label
+    smoothing (softmax; signal score = p[:, 1] for two classes); test metrics evaluate_metrics, or `metrics`
+    ({"labels", "probs"} -> dict)."""
+
+    def loss_sum(logits, batch):
+        return F.cross_entropy(logits, batch.label, reduction="sum", label_smoothing=label_smoothing).double().cpu()
+
+    return Task(name=name, head=pooled_head(len(class_names)), class_names=list(class_names),
+                loss=lambda logits, batch: F.cross_entropy(logits, batch.label, label_smoothing=label_smoothing),
+                loss_sum=loss_sum,
+                outputs=lambda logits, batch: {"probs": logits.softmax(-1), "labels": batch.label},
+                metrics=metrics or (lambda t: evaluate_metrics(t["labels"], t["probs"], class_names)))
+
+
+def jets_of(batch):
+    """The JetBatch the model reads: the batch itself, or the first element of a (JetBatch, targets...) tuple."""
+    return batch[0] if isinstance(batch, tuple) else batch
+
+
+def to_device(batch, device):
+    return tuple(b.to(device) for b in batch) if isinstance(batch, tuple) else batch.to(device)
+
+
 @torch.no_grad()
-def predict(net: nn.Module, loader, device, label_smoothing: float = 0.0, precision: str = "bf16") -> dict:
-    """Loss (all-reduced mean) and, gathered over ranks, probabilities and labels of a whole split."""
+def evaluate(net: nn.Module, loader, task: Task, device, precision: str = "bf16") -> dict:
+    """The loss (all-reduced mean over jets) of a whole split and, gathered over ranks, the task's outputs."""
     net.eval()
     loss_sum = torch.zeros((), dtype=torch.float64)
-    count = 0
-    probs, labels = [], []
+    count, kept = 0, {}
     for batch in loader:
-        batch = batch.to(device)
+        batch = to_device(batch, device)
         with autocast(device, precision, "finetune.precision"):
-            logits = net(batch)
-        logits = logits.float()
-        loss = F.cross_entropy(logits, batch.label, reduction="sum", label_smoothing=label_smoothing)
-        loss_sum += loss.double().cpu()
-        count += len(batch)
-        probs.append(logits.softmax(-1).cpu())
-        labels.append(batch.label.cpu())
+            out = net(jets_of(batch))
+        out = out.float()
+        loss_sum += task.loss_sum(out, batch) if task.loss_sum else float(task.loss(out, batch)) * len(jets_of(batch))
+        count += len(jets_of(batch))
+        for k, v in task.outputs(out, batch).items():
+            kept.setdefault(k, []).append(v.cpu())
     total = float(all_reduce_sum(loss_sum))
     n = int(all_reduce_sum(torch.tensor(count, dtype=torch.float64)))
     if n == 0:
         raise RuntimeError("evaluation split yielded no jets")
-    p = all_gather_cat(torch.cat(probs)) if probs else torch.zeros(0)
-    y = all_gather_cat(torch.cat(labels)) if labels else torch.zeros(0, dtype=torch.long)
-    return {"loss": total / n, "probs": p.numpy(), "labels": y.numpy(), "n": n}
+    return {"loss": total / n, "n": n, **{k: all_gather_cat(torch.cat(v)).numpy() for k, v in kept.items()}}
 
 
 def evaluate_metrics(y: np.ndarray, probs: np.ndarray, class_names: list[str]) -> dict:
@@ -94,17 +140,28 @@ def _default_class_names(cfg: dict) -> list[str]:
     return list(dataset_info(cfg["data"])["class_names"])
 
 
+def train_step(net: nn.Module, ddp: nn.Module, opt, sched, batch, loss_fn, fc: dict) -> torch.Tensor:
+    """One fine-tuning step: forward and backward over finetune.grad_accum micro-batches, clip, optimiser and
+    scheduler step. Returns the batch's loss (detached)."""
+    loss, _ = accumulate(ddp, batch, int(fc["grad_accum"]), loss_fn)
+    clip_and_step(net, opt, sched, max_norm=fc["grad_clip"])
+    return loss
+
+
 def run_finetune(cfg: dict, build_backbone: Callable[[], nn.Module],
                  load_pretrained: Callable[[nn.Module], None] | None, out_dir, dist: Dist, *,
-                 seed: int | None = None, n_per_class: int | None | str = "config", loader_fn=None,
-                 class_names: list[str] | None = None, n_total: int | None | str = "n_per_class") -> dict:
-    """Train one classifier (one N, one seed) with early stopping, evaluate the selected weights (finetune.select) on
-    the test split and write <out_dir>/result.json (+ log.jsonl, done.json). A finished run (done.json) is read back,
-    not redone.
+                 task: Task | Callable[[dict], Task] | None = None, seed: int | None = None,
+                 n_per_class: int | None | str = "config", loader_fn=None, class_names: list[str] | None = None,
+                 n_total: int | None | str = "n_per_class") -> dict:
+    """Train one model (one N, one seed) for a task with early stopping, evaluate the selected weights
+    (finetune.select) on the test split and write <out_dir>/result.json (+ log.jsonl, done.json). A finished run
+    (done.json) is read back, not redone.
 
+    task: a Task, or task(finetune settings of this run) -> Task; default: per-jet classification of class_names
+    (default from dataset_info) with finetune.label_smoothing.
     seed / n_per_class: default to finetune.seeds[0] / finetune.n_per_class (which must then be an int or null).
     n_total: the N that the finetune.per_n rules compare with; default n_per_class x the number of classes.
-    loader_fn: defaults to common.data.make_loader (same signature); class_names: default from dataset_info.
+    loader_fn: defaults to common.data.make_loader (same signature); it yields the task's batches.
     """
     out_dir = Path(out_dir)
     if is_done(out_dir) and (out_dir / "result.json").is_file():
@@ -112,11 +169,16 @@ def run_finetune(cfg: dict, build_backbone: Callable[[], nn.Module],
     n = finetune_settings(cfg)["n_per_class"] if n_per_class == "config" else n_per_class
     if isinstance(n, (list, tuple)):
         raise ValueError(f"finetune.n_per_class is a list ({n}); run_finetune trains one N: use run_sweep")
-    class_names = list(class_names) if class_names is not None else _default_class_names(cfg)
+    if task is None or (n_total == "n_per_class" and n is not None):
+        class_names = list(class_names) if class_names is not None else _default_class_names(cfg)
     if n_total == "n_per_class":
         n_total = None if n is None else int(n) * len(class_names)
     # config: the finetune section with the per_n rules of this N
     fc = finetune_settings(cfg, n_total)
+    if task is None:
+        task = classification_task(class_names, float(fc["label_smoothing"]))
+    elif not isinstance(task, Task):
+        task = task(fc)
     seed = int(fc["seeds"][0] if seed is None else seed)
     loader_fn = loader_fn or _default_loader_fn()
     device, world = dist.device, dist.world_size
@@ -133,7 +195,7 @@ def run_finetune(cfg: dict, build_backbone: Callable[[], nn.Module],
         raise RuntimeError(f"fine-tuning train loader is empty (n_per_class={n}, batch_size={fc['batch_size']})")
     # model
     seed_everything(seed)
-    model = build_classifier(fc, build_backbone, load_pretrained, len(class_names)).to(device)
+    model = build_classifier(fc, build_backbone, load_pretrained, task.head).to(device)
     # backbone parameters get no gradient before unfreeze_step: DDP must be told to expect unused parameters
     frozen_phase = fc["unfreeze_step"] is not None and fc["unfreeze_step"] > 0
     ddp = wrap_ddp(model, dist, find_unused_parameters=frozen_phase)  # the model itself on one process
@@ -150,14 +212,14 @@ def run_finetune(cfg: dict, build_backbone: Callable[[], nn.Module],
     n_train = len(train.dataset) if hasattr(train, "dataset") else None
 
     if dist.is_main:
-        print(f"finetune[{fc['mode']}] N/class={n} seed={seed}: {count_parameters(model)} parameters "
+        print(f"{task.name}[{fc['mode']}] N={n_total} seed={seed}: {count_parameters(model)} parameters "
               f"({count_parameters(model, trainable_only=True)} trainable), {steps_per_epoch} steps/epoch, "
               f"<= {steps} steps", flush=True)
 
     def loss_fn(mb):
         with autocast(device, fc["precision"], "finetune.precision"):
-            logits = net(mb)
-        return F.cross_entropy(logits.float(), mb.label, label_smoothing=float(fc["label_smoothing"])), {}
+            out = net(jets_of(mb))
+        return task.loss(out.float(), mb), {}
 
     # resume (a killed run continues from its last validation)
     log = MetricLogger(out_dir, enabled=dist.is_main)
@@ -173,29 +235,27 @@ def run_finetune(cfg: dict, build_backbone: Callable[[], nn.Module],
         log.truncate_after(start)
     # loop
     t0 = time.time()
-    bar = progress(steps, f"finetune {fc['mode']}", enabled=dist.is_main, initial=start)
+    bar = progress(steps, f"{task.name} {fc['mode']}", enabled=dist.is_main, initial=start)
     model.train()
     step = start - 1
     for step in range(start, steps):
         if model.backbone_frozen and fc["unfreeze_step"] is not None and step >= fc["unfreeze_step"]:
             model.freeze_backbone(False)  # MPMv2 CatchupToLR / MPMv1 unfreezing; its LR ramps from here
-        batch = next(it).to(device)
-        loss, _ = accumulate(ddp, batch, int(fc["grad_accum"]), loss_fn)
-        loss_val = float(loss)
-        clip_and_step(net, opt, sched, max_norm=fc["grad_clip"])
+        batch = to_device(next(it), device)
+        loss_val = float(train_step(net, ddp, opt, sched, batch, loss_fn, fc))
         running.append(loss_val)
-        bar.update(jets=len(batch) * world, loss=loss_val)
+        bar.update(jets=len(jets_of(batch)) * world, loss=loss_val)
         if (step + 1) % int(fc["log_every"]) == 0:
             lrs = {f"lr_{g['tag']}": g["lr"] for g in opt.param_groups}
             log.log(step + 1, train_loss=float(np.mean(running)), **lrs)
             train_curve.append([step + 1, float(np.mean(running))])
             running = []
         if (step + 1) % val_every == 0 or step + 1 == steps:
-            res = predict(net, val, device, float(fc["label_smoothing"]), fc["precision"])
+            res = evaluate(net, val, task, device, fc["precision"])
             model.train()
             val_curve.append([step + 1, res["loss"]])
             log.log(step + 1, val_loss=res["loss"])
-            if res["loss"] < best["loss"] - float(fc["min_delta"]):
+            if task.better(res["loss"], best["loss"], float(fc["min_delta"])):
                 best = {"loss": res["loss"], "step": step + 1, "state": copy.deepcopy(model.state_dict())}
                 bad = 0
             else:
@@ -218,10 +278,11 @@ def run_finetune(cfg: dict, build_backbone: Callable[[], nn.Module],
     selected_step = best["step"] if fc["select"] == "best_val" else steps_done
     test = loader_fn(cfg["data"], "test", ebs, shuffle=False, rank=dist.rank, world_size=world,
                      max_jets=fc["max_test_jets"])
-    res = predict(net, test, device, float(fc["label_smoothing"]), fc["precision"])
-    metrics = evaluate_metrics(res["labels"], res["probs"], class_names)
+    res = evaluate(net, test, task, device, fc["precision"])
+    metrics = task.metrics(res)
     result = {
-        "mode": fc["mode"], "n_per_class": n, "seed": seed, "n_train_jets": n_train, "class_names": class_names,
+        "task": task.name, "mode": fc["mode"], "n_per_class": n, "seed": seed, "n_train_jets": n_train,
+        "class_names": task.class_names,
         "steps": steps_done, "best_step": best["step"], "best_val_loss": best["loss"], "stopped_early": stopped_early,
         "select": fc["select"], "selected_step": selected_step,
         "test_loss": res["loss"], "n_test_jets": res["n"], "test": metrics,

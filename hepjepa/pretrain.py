@@ -50,6 +50,27 @@ def validate(model: HEPJEPA, loader, device, n_batches: int, precision: str = "b
     return {k: all_reduce_mean(v / max(n, 1)) for k, v in tot.items()}
 
 
+def train_step(net, ddp, model, optimizer, scheduler, batch, step: int, cfg: dict, names, momentum, device):
+    """One step of the loop (also what bench/bench_train.py times): augmentation, JEPA loss under train.precision
+    autocast and backward over train.grad_accum micro-batches, clipping, optimiser and scheduler step, then the EMA
+    update of the target encoder (I-JEPA: after the optimiser step). Returns (loss, monitors, grad norm, momentum)."""
+    tc = cfg["train"]
+
+    def loss_fn(mb):
+        with autocast(device, tc["precision"], "train.precision"):
+            res = net(mb.x, mb.mask, mb.p4)
+        # monitors stay tensors until logged; target_in_context: share of target-patch particles also in a context
+        # patch (hepjepa.overlap)
+        return res["loss"], {k: res[k] for k in ("pred_std", "target_std", "target_in_context", "context_tokens")}
+
+    batch = augment(batch, names, cfg["augment"])
+    loss, stats = accumulate(ddp, batch, tc["grad_accum"], loss_fn)
+    gnorm = clip_and_step(model, optimizer, scheduler, tc["grad_clip"])
+    m = momentum(step)
+    model.update_target(m)  # after the optimiser step (I-JEPA)
+    return loss, stats, gnorm, m
+
+
 def train(cfg: dict, out: Path, dist: Dist) -> dict:
     """Run (or resume) pretraining into `out`. Returns the summary (also written to done.json)."""
     # config
@@ -88,23 +109,13 @@ def train(cfg: dict, out: Path, dist: Dist) -> dict:
         print(f"[hepjepa.pretrain] context encoder + tokeniser: {n_backbone:,} params; predictor "
               f"{count_parameters(model.predictor):,}; device {dev}; world {dist.world_size}", flush=True)
 
-    def loss_fn(mb):
-        with autocast(dev, tc["precision"], "train.precision"):
-            res = net(mb.x, mb.mask, mb.p4)
-        # monitors stay tensors until logged; target_in_context: share of target-patch particles also in a context
-        # patch (hepjepa.overlap)
-        return res["loss"], {k: res[k] for k in ("pred_std", "target_std", "target_in_context", "context_tokens")}
-
     # loop
     bar = progress(tc["steps"], "hepjepa pretrain", enabled=dist.is_main, initial=step)
     model.train()
     while step < tc["steps"]:
         batch = next(batches).to(dev, non_blocking=True)
-        batch = augment(batch, names, cfg["augment"])
-        loss, stats = accumulate(ddp, batch, tc["grad_accum"], loss_fn)
-        gnorm = clip_and_step(model, optimizer, scheduler, tc["grad_clip"])
-        m = momentum(step)
-        model.update_target(m)  # after the optimiser step (I-JEPA)
+        loss, stats, gnorm, m = train_step(net, ddp, model, optimizer, scheduler, batch, step, cfg, names, momentum,
+                                           dev)
         step += 1
         if step % tc["log_every"] == 0 or step == tc["steps"]:  # monitors leave the device only here
             loss = all_reduce_mean(float(loss))

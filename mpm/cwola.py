@@ -12,83 +12,30 @@ on the number of signal jets are finetune.per_n rules with N = n_signal. On a pu
 report
   sic        TPR / sqrt(FPR) at FPR = 1 % (MPMv2 definition, common.metrics.sic_at_fpr)
   sic_cut05  (S/sqrt(B) after a cut at score 0.5) / (S/sqrt(B) before) = eff_S / sqrt(eff_B) (MPMv1 definition)
-plus the AUC. Results: <out>/n<N>/seed<S>/result.json and <out>/summary.json.
+plus the AUC. Results: <out>/n<N>/seed<S>/result.json ("test") and <out>/summary.json.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from common import metrics
-from common.batch import JetBatch
-from common.checkpoint import load_checkpoint
-from common.classifier import build_classifier
+from common.array_loader import ArrayLoader
 from common.cli import cli
 from common.data import build_dataset, load_arrays
 from common.distributed import cleanup, init_distributed
-from common.features import DataError, FeatureSet, get_feature_set
-from common.finetune import predict, run_finetune
+from common.features import DataError, get_feature_set
+from common.finetune import classification_task, evaluate_metrics, run_finetune
 from common.finetune_config import finetune_settings
-from common.sampler import ShardedBatchSampler
-from common.train_utils import is_done, mark_done, start_run, write_json
+from common.metrics import sic_at_fpr
+from common.sweep import mean_std
+from common.train_utils import mark_done, start_run, write_json
 
 from mpm.build import backbone_fns
 
-ARRAY_KEYS = ("x", "mask", "p4", "jet", "label", "pid")
-
-
-class ArrayBatches(torch.utils.data.Dataset):
-    """Whole batches gathered from in-memory arrays (one item = one JetBatch), in the order of the kit's sampler
-    (common.sampler.ShardedBatchSampler: a permutation per (seed, epoch), sharded over ranks). The feature set's
-    per-batch step runs on every batch, as in common.data.JetDataset (MPMv2: fresh neutral-IP noise, as jetssl
-    src/datamodules/preprocessing.py draws it at every load); `idx` are the jets' row numbers."""
-
-    def __init__(self, arrays: dict, batch_size: int, shuffle: bool, seed: int, rank: int, world_size: int,
-                 features: FeatureSet | None = None):
-        self.arrays = {k: np.asarray(v) for k, v in arrays.items() if k in ARRAY_KEYS and v is not None}
-        self.features = features
-        self.n = len(self.arrays["label"])
-        self.sampler = ShardedBatchSampler(self.n, batch_size, shuffle=shuffle, seed=seed, rank=rank,
-                                           world_size=world_size)
-        self._epoch, self._batches = None, []
-
-    def set_epoch(self, epoch: int) -> None:
-        self.sampler.set_epoch(epoch)
-
-    def __len__(self) -> int:
-        return len(self.sampler)
-
-    def __getitem__(self, i: int) -> JetBatch:
-        if self._epoch != self.sampler.epoch:
-            self._epoch, self._batches = self.sampler.epoch, list(self.sampler)
-        idx = np.sort(self._batches[i])
-        a = {k: v[idx] for k, v in self.arrays.items()}
-        if self.features is not None:
-            a = self.features.per_batch(a, idx)
-        t = {k: torch.from_numpy(v) for k, v in a.items()}
-        return JetBatch(t["x"].float(), t["mask"].bool(), t["p4"].float(), t["jet"].float(), t["label"].long(),
-                        t["pid"].long() if "pid" in t else None)
-
-
-class ArrayLoader:
-    """Minimal loader over ArrayBatches: len(), iteration, set_epoch(), .dataset (jets) for common.finetune."""
-
-    def __init__(self, arrays: dict, batch_size: int, *, shuffle: bool, seed: int = 0, rank: int = 0,
-                 world_size: int = 1, features: FeatureSet | None = None):
-        self.batches = ArrayBatches(arrays, batch_size, shuffle, seed, rank, world_size, features)
-        self.dataset = range(self.batches.n)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.batches.set_epoch(epoch)
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-    def __iter__(self):
-        return (self.batches[i] for i in range(len(self.batches)))
+# the pure test set is scored in batches of this many jets (its neutral-IP noise is drawn per batch, seeded by the
+# batch's jets: a fixed batching keeps the scores of a run reproducible across finetune.batch_size settings)
+TEST_BATCH = 1024
 
 
 def _take(arrays: dict, idx: np.ndarray) -> dict:
@@ -133,8 +80,19 @@ def sic_cut(y: np.ndarray, s: np.ndarray, cut: float = 0.5) -> float:
     return float("nan") if eff_b == 0 else eff_s / np.sqrt(eff_b)
 
 
-def run_cwola(cfg: dict, out: Path, dist) -> dict:
+def cwola_metrics(fpr: float):
+    """The test metrics of a CWoLa classifier on the pure test set (true labels, signal score p[:, 1]): those of every
+    binary classifier (common.finetune.evaluate_metrics) plus sic (at FPR = cwola.fpr) and sic_cut05."""
 
+    def metrics(test):
+        y, s = test["labels"], test["probs"][:, 1]
+        return {**evaluate_metrics(y, test["probs"], ["background", "signal"]),
+                "sic": sic_at_fpr(y, s, fpr), "sic_cut05": sic_cut(y, s)}
+
+    return metrics
+
+
+def run_cwola(cfg: dict, out: Path, dist) -> dict:
     c = cfg["cwola"]
     fc = finetune_settings(cfg)
     build, load, _ = backbone_fns(cfg)
@@ -146,41 +104,29 @@ def run_cwola(cfg: dict, out: Path, dist) -> dict:
     val_all = _load_split(data, "val", max(n_val_bkg, int(round(n_sig_max * c["val_fraction"]))))
     test = load_arrays(data, "test", max_jets=c["test_jets"])
     features = get_feature_set(data["features"])
+
+    def task(f):  # trained on the pseudo-labels set0 / set1, scored on the true labels of the test set
+        return classification_task(["set0", "set1"], float(f["label_smoothing"]), cwola_metrics(c["fpr"]))
+
     summary = {"mode": fc["mode"], "rows": [], "per_n": {}}
     for n_sig in c["n_signal"]:
         runs = []
         for seed in fc["seeds"]:
-            d = out / f"n{n_sig}" / f"seed{seed}"
-            if is_done(d) and (d / "result.json").is_file():
-                runs.append(json.loads((d / "result.json").read_text()))
-                continue
             splits = {"train": cwola_split(train_all, c["n_background"], n_sig, seed, "train"),
                       "val": cwola_split(val_all, n_val_bkg, int(round(n_sig * c["val_fraction"])), seed, "val"),
                       "test": test}
 
             def loader_fn(data_cfg, split, batch_size, *, shuffle, seed=0, rank=0, world_size=1, **kw):
+                batch_size = TEST_BATCH // world_size if split == "test" else batch_size
                 return ArrayLoader(splits[split], batch_size, shuffle=shuffle, seed=seed, rank=rank,
                                    world_size=world_size, features=features)
 
-            cfg_run = {**cfg, "finetune": {**cfg["finetune"], "save_model": True}}
-            # finetune.per_n rules compare with the signal jets (jetssl workflow/full_pipeline.smk: n_jets = num_signal)
-            result = run_finetune(cfg_run, build, load, d, dist, seed=seed, n_per_class=None, loader_fn=loader_fn,
-                                  class_names=["set0", "set1"], n_total=n_sig)
-            # score the pure test set with the selected classifier (finetune.select; MPMv2: the last step)
-            model = build_classifier(fc, build, (lambda m: None), 2).to(dist.device)
-            model.load_state_dict(load_checkpoint(d / "classifier.pt")["model"])
-            pred = predict(model, loader_fn(data, "test", 1024, shuffle=False), dist.device, precision=fc["precision"])
-            y, s = pred["labels"], pred["probs"][:, 1]
-            result["cwola"] = {"n_signal": n_sig, "n_background": c["n_background"],
-                               "sic": metrics.sic_at_fpr(y, s, c["fpr"]), "sic_cut05": sic_cut(y, s),
-                               "auc": metrics.auc(y, s)}
-            if dist.is_main:
-                write_json(d / "result.json", result)
-                (d / "classifier.pt").unlink(missing_ok=True)
-            runs.append(result)
-        vals = {k: [r["cwola"][k] for r in runs] for k in ("sic", "sic_cut05", "auc")}
-        summary["per_n"][str(n_sig)] = {k: {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)) if len(v) > 1
-                                            else 0.0, "values": v} for k, v in vals.items()}
+            # finetune.per_n rules compare with the signal jets (jetssl workflow/full_pipeline.smk:
+            # n_jets = num_signal); the pure test set is scored with the selected weights (finetune.select; MPMv2: the last step)
+            runs.append(run_finetune(cfg, build, load, out / f"n{n_sig}" / f"seed{seed}", dist, task=task, seed=seed,
+                                     n_per_class=None, loader_fn=loader_fn, n_total=n_sig))
+        vals = {k: [r["test"][k] for r in runs] for k in ("sic", "sic_cut05", "auc")}
+        summary["per_n"][str(n_sig)] = {k: mean_std(v) for k, v in vals.items()}
         summary["rows"].append({"mode": fc["mode"], "n_signal": n_sig, **vals})
     if dist.is_main:
         write_json(out / "summary.json", summary)

@@ -21,6 +21,22 @@ from common.train_utils import (accumulate, autocast, build_optimizer, clip_and_
                                 maybe_compile, micro_batch_size, progress, seed_everything)
 
 
+def train_step(net: torch.nn.Module, model: torch.nn.Module, optimizer, scheduler, batch, t: dict, device):
+    """One step of the loop (also what bench/bench_train.py times): forward under train.precision autocast and backward
+    over train.grad_accum micro-batches, clipping at train.grad_clip, optimiser and scheduler step.
+    net: the model as run (DDP, compiled); model: the module whose parameters are clipped. Returns (loss, metrics,
+    grad norm before clipping)."""
+
+    def loss_fn(mb):
+        with autocast(device, t["precision"], "train.precision"):
+            return net(mb)
+
+    loss, metrics = accumulate(net, batch, t["grad_accum"], loss_fn)
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"non-finite loss {loss.item()}")
+    return loss, metrics, clip_and_step(model, optimizer, scheduler, t["grad_clip"])
+
+
 def train(cfg: dict, model: torch.nn.Module, out: Path, dist: Dist, desc: str = "pretrain", mark: bool = True,
           loader=None) -> dict:
     """Train `model` for train.steps optimiser steps into `out`; returns the summary (written to done.json when
@@ -56,10 +72,6 @@ def train(cfg: dict, model: torch.nn.Module, out: Path, dist: Dist, desc: str = 
     if dist.is_main:
         print(f"{desc}: {count_parameters(model, trainable_only=True):,} trainable parameters, device {dist.device}")
 
-    def loss_fn(mb):
-        with autocast(dist.device, t["precision"], "train.precision"):
-            return net(mb)
-
     def checkpoint():
         if dist.is_main:
             save_checkpoint(ckpt_path, make_state(model=model, optimizer=optimizer, scheduler=scheduler, step=step,
@@ -71,10 +83,10 @@ def train(cfg: dict, model: torch.nn.Module, out: Path, dist: Dist, desc: str = 
     model.train()
     while step < t["steps"]:
         batch = next(batches).to(dist.device, non_blocking=True)
-        loss, metrics = accumulate(net, batch, t["grad_accum"], loss_fn)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"{desc}: non-finite loss {loss.item()} at step {step} (config {out/'config.yaml'})")
-        grad_norm = clip_and_step(model, optimizer, scheduler, t["grad_clip"])
+        try:
+            loss, metrics, grad_norm = train_step(net, model, optimizer, scheduler, batch, t, dist.device)
+        except FloatingPointError as e:
+            raise FloatingPointError(f"{desc}: {e} at step {step} (config {out/'config.yaml'})") from None
         step += 1
         vals = {"loss": float(loss), **{k: float(v) for k, v in metrics.items()}}
         first_loss = vals["loss"] if first_loss is None else first_loss

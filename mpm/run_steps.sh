@@ -142,12 +142,12 @@ mpm_steps() {
   fi
 
   # --- MPMv2 out of domain on BTag (arXiv:2409.12589): flavour tagging, track origin, secondary-vertex finding ------
-  # Each step writes its table's result file itself (mpm/btag_results.py). Scratch and No Backbone scale their inputs
+  # Each step writes its table's result file itself (mpm/btag/sweep.py). Scratch and No Backbone scale their inputs
   # with quantiles fitted on the JetClass data, as the pretrained encoders do (jetssl applies the JetClass transform).
   local B="data.root=$BTAG" spec name script conf table btasks="$v2tasks" bmodes="finetune fixed"
   [[ "$PROFILE" == smoke ]] && btasks="regression" && bmodes="finetune"
-  for spec in "btag mpm.btag btag_v2 mpm.v2_btag" "track_origin mpm.track_origin track_origin_v2 mpm.v2_track_origin" \
-              "vertexing mpm.vertexing vertexing_v2 mpm.v2_vertexing"; do
+  for spec in "btag mpm.btag.flavour btag_v2 mpm.v2_btag" "track_origin mpm.btag.track_origin track_origin_v2 mpm.v2_track_origin" \
+              "vertexing mpm.btag.vertexing vertexing_v2 mpm.v2_vertexing"; do
     read -r name script conf table <<< "$spec"
     for task in $btasks; do
       for mode in $bmodes; do

@@ -63,6 +63,22 @@ def validate(model, tokens, lengths, batch_size, max_len, include_padding, devic
     return float(all_reduce_mean(torch.tensor(total / max(n, 1), device=device)))
 
 
+def train_step(net, ddp, model, optimizer, scheduler, batch, tc: dict, device):
+    """One step of the loop (also what bench/bench_train.py times): next-token loss under train.precision autocast,
+    backward over train.grad_accum micro-batches of (tokens, lengths), clipping, optimiser and scheduler step."""
+
+    def loss_fn(micro_batch):
+        tokens, lengths = micro_batch
+        inp, tgt, mask = shift_tokens(tokens, lengths, tc["max_len"])
+        with autocast(device, tc["precision"], "train.precision"):
+            logits = net(inp, mask)
+        return next_token_loss(logits, tgt, mask, tc["include_padding_in_loss"]), {}
+
+    loss, _ = accumulate(ddp, batch, tc["grad_accum"], loss_fn)
+    clip_and_step(model, optimizer, scheduler, tc["grad_clip"])
+    return loss
+
+
 def train(cfg: dict, out: Path, dist: Dist) -> dict:
     """Train into `out` (opened by start_run: config.yaml saved, not done yet); resumes from out/checkpoint.pt.
     Returns the summary written to done.json."""
@@ -109,13 +125,6 @@ def train(cfg: dict, out: Path, dist: Dist) -> dict:
         return make_state(model=model, step=step, optimizer=optimizer, scheduler=scheduler, config=cfg,
                           loader=batches, num_codes=num_codes, best_val=best, bad_evals=bad_evals)
 
-    def loss_fn(micro_batch):
-        tokens, lengths = micro_batch
-        inp, tgt, mask = shift_tokens(tokens, lengths, tc["max_len"])
-        with autocast(dist.device, tc["precision"], "train.precision"):
-            logits = net(inp, mask)
-        return next_token_loss(logits, tgt, mask, tc["include_padding_in_loss"]), {}
-
     # loop
     bar = progress(tc["steps"], "omnijet pretrain", dist.is_main, initial=step)
     model.train()
@@ -123,8 +132,7 @@ def train(cfg: dict, out: Path, dist: Dist) -> dict:
     while step < tc["steps"] and not stop:
         tokens, lengths = next(batches)
         batch = (tokens.to(dist.device).long(), lengths.to(dist.device).long())
-        loss, _ = accumulate(ddp, batch, tc["grad_accum"], loss_fn)
-        clip_and_step(model, optimizer, scheduler, tc["grad_clip"])
+        loss = train_step(net, ddp, model, optimizer, scheduler, batch, tc, dist.device)
         step += 1
         bar.update(jets=tc["batch_size"], loss=loss.item())
         if step % tc["log_every"] == 0:

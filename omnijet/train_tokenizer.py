@@ -49,6 +49,22 @@ def validate(model, loader, device, max_batches: int, precision: str) -> dict:
     return res
 
 
+def train_step(net, ddp, model, optimizer, scheduler, batch, tc: dict, device):
+    """One step of the loop (also what bench/bench_train.py times): VQ-VAE loss under train.precision autocast,
+    backward over train.grad_accum micro-batches, clipping, optimiser and scheduler step. Returns (loss, metrics)."""
+
+    def loss_fn(mb):
+        # train.precision fp32 by default: OJ found mixed precision breaks the VQ layer
+        # (experiment_tokenization_transformer.yaml comments out 16-mixed)
+        with autocast(device, tc["precision"], "train.precision"):
+            res = net(mb.x, mb.mask)
+        return res["loss"], {k: res[k] for k in ("reco_loss", "vq_loss", "utilisation")}
+
+    loss, metrics = accumulate(ddp, batch, tc["grad_accum"], loss_fn)
+    clip_and_step(model, optimizer, scheduler, tc["grad_clip"])
+    return loss, metrics
+
+
 def train(cfg: dict, out: Path, dist: Dist) -> dict:
     """Train into `out` (opened by start_run: config.yaml saved, not done yet); resumes from out/checkpoint.pt.
     Returns the summary written to done.json."""
@@ -96,20 +112,12 @@ def train(cfg: dict, out: Path, dist: Dist) -> dict:
             save_checkpoint(ckpt_path, make_state(model=model, step=step, optimizer=optimizer, scheduler=scheduler,
                                                   config=cfg, loader=batches))
 
-    def loss_fn(batch):
-        # train.precision fp32 by default: OJ found mixed precision breaks the VQ layer
-        # (experiment_tokenization_transformer.yaml comments out 16-mixed)
-        with autocast(dist.device, tc["precision"], "train.precision"):
-            res = net(batch.x, batch.mask)
-        return res["loss"], {k: res[k] for k in ("reco_loss", "vq_loss", "utilisation")}
-
     # loop
     bar = progress(tc["steps"], "tokenizer", dist.is_main, initial=step)
     model.train()
     while step < tc["steps"]:
         batch = next(batches).to(dist.device)
-        loss, metrics = accumulate(ddp, batch, tc["grad_accum"], loss_fn)
-        clip_and_step(model, optimizer, scheduler, tc["grad_clip"])
+        loss, metrics = train_step(net, ddp, model, optimizer, scheduler, batch, tc, dist.device)
         step += 1
         bar.update(jets=tc["batch_size"], loss=loss.item())
         if step % tc["log_every"] == 0 or step == tc["steps"]:

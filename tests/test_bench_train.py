@@ -1,7 +1,18 @@
-"""bench/bench_train.py keeps working: one paper-size config, one optimiser step at a tiny batch."""
+"""bench/bench_train.py keeps working: one paper-size config, one optimiser step at a tiny batch; and it times the
+loops' own step functions (it writes no step of its own)."""
+import ast
+import importlib
+from pathlib import Path
+
+import pytest
 import torch
 
-from bench.bench_train import bench_config, format_table, synthetic_tokens
+from bench.bench_train import CONFIGS, bench_config, format_table, synthetic_tokens
+
+# config -> the module whose train_step the pretraining loop of that config runs
+LOOPS = {"mpm_tokenizer_v1": "mpm.loop", "mpmv1": "mpm.loop", "mpmv2": "mpm.loop",
+         "omnijet_tokenizer": "omnijet.train_tokenizer", "omnijet_gpt": "omnijet.pretrain",
+         "hepjepa": "hepjepa.pretrain"}
 
 
 def test_bench_train_one_step_row():
@@ -36,3 +47,37 @@ def test_bench_train_mini_profile_builds_the_mini_config_at_its_own_batch():
     assert row["file"] == "mpm/configs/mini/mpmv1.yaml"
     assert row["batch"] == row["paper_batch"]  # the mini config's own batch size, not the CPU default of 16
     assert row["params"] < 1_000_000 and row["threads"] == 1
+
+
+def test_every_config_names_its_loop():
+    assert set(LOOPS) == set(CONFIGS)
+
+
+@pytest.mark.parametrize("name", ["hepjepa", "omnijet_tokenizer", "omnijet_gpt", "mpmv1"])
+def test_bench_times_the_loops_own_step_function(name, monkeypatch):
+    """Each timed (and warm-up) step is one call of the loop's train_step, and the loop itself calls that function."""
+    module = importlib.import_module(LOOPS[name])
+    real, calls = module.train_step, []
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, "train_step", counting)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        bench_config(name, steps=2, warmup=1, device="cpu", profile="mini")
+    finally:
+        torch.set_num_threads(threads)
+    assert len(calls) == 3
+    loop = ast.parse(Path(module.__file__).read_text())
+    train = next(f for f in loop.body if isinstance(f, ast.FunctionDef) and f.name == "train")
+    assert any(isinstance(n, ast.Call) and getattr(n.func, "id", None) == "train_step" for n in ast.walk(train))
+
+
+def test_bench_writes_no_step_of_its_own():
+    src = Path("bench/bench_train.py").read_text()
+    called = {getattr(n.func, "id", None) or getattr(n.func, "attr", None)
+              for n in ast.walk(ast.parse(src)) if isinstance(n, ast.Call)}
+    assert not called & {"accumulate", "clip_and_step", "backward", "update_target", "augment", "autocast"}

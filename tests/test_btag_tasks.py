@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -66,6 +67,14 @@ def pretrained_v2(tmp_path_factory):
     return d
 
 
+def _task(builder, path, over=()):
+    """A per-track task (common.finetune.Task) from a config: its btag section and finetune settings."""
+    from common.finetune_config import finetune_settings
+
+    cfg = load_config(path, list(over))
+    return builder(cfg["btag"], finetune_settings(cfg))
+
+
 def _args(config, out, run, btag_dir, *extra):
     return ["--config", config, "--out", str(out), f"pretrained.run={run}", f"data.root={btag_dir}", *extra]
 
@@ -115,7 +124,7 @@ def test_inputs_use_the_pretraining_quantiles_in_the_mpmv2_column_order(pretrain
     from common.btag import read_btag
     from common.config import load_config as load
     from common.data import mpmv2_quantiles
-    from mpm.btag_data import load_btag_split
+    from mpm.btag.data import load_btag_split
 
     pcfg = load(pretrained_v2 / "config.yaml")
     qt = mpmv2_quantiles(pcfg["data"])
@@ -133,10 +142,10 @@ def test_inputs_use_the_pretraining_quantiles_in_the_mpmv2_column_order(pretrain
 # ------------------------------------------------------------------------------------------------------ scripts
 
 def test_flavour_tagging_script_writes_a_valid_result(pretrained_v2, btag_dir, tmp_path):
-    from mpm import btag
+    from mpm.btag import flavour
 
     out = tmp_path / "ft"
-    btag.main(_args("mpm/configs/smoke/btag_v2.yaml", out, pretrained_v2, btag_dir, "finetune.steps=3",
+    flavour.main(_args("mpm/configs/smoke/btag_v2.yaml", out, pretrained_v2, btag_dir, "finetune.steps=3",
                     "btag.n_train=[30,60]", "finetune.mode=fixed"))
     res = read_result(out / "mpm.v2_btag.json")
     rows = {r["n_train"]: r for r in res["rows"]}
@@ -150,7 +159,7 @@ def test_flavour_tagging_script_writes_a_valid_result(pretrained_v2, btag_dir, t
 
 
 def test_published_mode_and_task_keys():
-    from mpm.btag_results import table_keys
+    from mpm.btag.sweep import table_keys
 
     cfg = {"btag": {"table_mode": None, "table_task": None}}
     pcfg = {"model": {"task": "kmeans"}}
@@ -164,7 +173,7 @@ def test_published_mode_and_task_keys():
 # ------------------------------------------------------------------------------------------------------ heads, loss
 
 def test_focal_loss_by_hand():
-    from mpm.focal_loss import focal_loss
+    from mpm.btag.focal_loss import focal_loss
 
     logits, y = torch.tensor([2.0, -1.0, 0.5]), torch.tensor([1.0, 0.0, 0.0])
     p = torch.sigmoid(logits)
@@ -177,7 +186,7 @@ def test_focal_loss_by_hand():
 
 
 def test_heads_drop_registers_and_edge_logit_is_linear_in_the_l1_difference():
-    from mpm.track_heads import EdgeHead, TrackOriginHead
+    from mpm.btag.track_heads import EdgeHead, TrackOriginHead
 
     torch.manual_seed(0)
     h, mask = torch.randn(2, 3 + 5, 16), torch.ones(2, 8, dtype=torch.bool)
@@ -194,37 +203,37 @@ def test_heads_drop_registers_and_edge_logit_is_linear_in_the_l1_difference():
 
 
 def test_vertexing_loss_reads_only_real_pairs_of_the_upper_triangle():
-    from mpm.focal_loss import focal_loss
-    from mpm.vertexing import vertex_task
+    from mpm.btag.focal_loss import focal_loss
+    from mpm.btag.vertexing import vertex_task
 
-    task = vertex_task(load_config("mpm/configs/smoke/vertexing_v2.yaml"))
+    task = _task(vertex_task, "mpm/configs/smoke/vertexing_v2.yaml")
     mask = torch.tensor([[True, True, True, False]])
     vtx = torch.tensor([[0, 0, 1, 0]])
     out = torch.randn(1, 4, 4)
     pairs = [(0, 1, 1.0), (0, 2, 0.0), (1, 2, 0.0)]
     want = focal_loss(torch.stack([out[0, i, j] for i, j, _ in pairs]), torch.tensor([t for *_, t in pairs]),
                       gamma=3.0, pos_weight=0.778)
-    assert float(task.loss(out, vtx, mask)) == pytest.approx(float(want), rel=1e-6)
+    assert float(task.loss(out, (SimpleNamespace(mask=mask), vtx))) == pytest.approx(float(want), rel=1e-6)
 
 
 def test_track_origin_loss_is_weighted_smoothed_ce_over_real_tracks():
-    from mpm.track_origin import origin_task
+    from mpm.btag.track_origin import origin_task
 
-    task = origin_task(load_config("mpm/configs/smoke/track_origin_v2.yaml"))
+    task = _task(origin_task, "mpm/configs/smoke/track_origin_v2.yaml")
     out, target = torch.randn(1, 3, 4), torch.tensor([[0, 2, 3]])
     mask = torch.tensor([[True, True, False]])
     w = torch.tensor([0.3868, 1.4342, 3.3482, 2.3896])
     want = torch.nn.functional.cross_entropy(out[0, :2], target[0, :2], weight=w, label_smoothing=0.1)
-    assert float(task.loss(out, target, mask)) == pytest.approx(float(want), rel=1e-6)
+    assert float(task.loss(out, (SimpleNamespace(mask=mask), target))) == pytest.approx(float(want), rel=1e-6)
     # score: balanced accuracy per number of tracks over the real tracks only
     test = {"mask": np.array([[1, 1, 0], [1, 1, 0]], bool), "target": np.array([[0, 2, 3], [0, 0, 1]]),
             "pred": np.array([[0, 1, 3], [0, 0, 0]])}
-    cfg = load_config("mpm/configs/smoke/track_origin_v2.yaml", ["btag.n_tracks=[2,3]"])
-    assert origin_task(cfg).score(test) == {2: pytest.approx((1.0 + 0.0) / 2)}  # class 0: 3/3, class 2: 0/1
+    task = _task(origin_task, "mpm/configs/smoke/track_origin_v2.yaml", ["btag.n_tracks=[2,3]"])
+    assert task.metrics(test) == {"2": pytest.approx((1.0 + 0.0) / 2)}  # class 0: 3/3, class 2: 0/1
 
 
 def test_track_origin_script_writes_a_valid_result(pretrained_v2, btag_dir, tmp_path):
-    from mpm import track_origin
+    from mpm.btag import track_origin
 
     out = tmp_path / "to"
     track_origin.main(_args("mpm/configs/smoke/track_origin_v2.yaml", out, pretrained_v2, btag_dir,
@@ -238,7 +247,7 @@ def test_track_origin_script_writes_a_valid_result(pretrained_v2, btag_dir, tmp_
 
 
 def test_vertexing_script_writes_a_valid_result(pretrained_v2, btag_dir, tmp_path):
-    from mpm import vertexing
+    from mpm.btag import vertexing
 
     out = tmp_path / "vx"
     vertexing.main(_args("mpm/configs/smoke/vertexing_v2.yaml", out, pretrained_v2, btag_dir,
@@ -297,41 +306,44 @@ def test_per_track_paper_settings_and_twins(name):
 
 @pytest.mark.parametrize("name", ["track_origin_v2", "vertexing_v2"])
 def test_per_track_paper_config_builds_and_steps(name, tmp_path):
+    from common.classifier import build_classifier
     from mpm.build import backbone_fns
-    from mpm.track_loop import build_track_model
-    from mpm.track_origin import origin_task
-    from mpm.vertexing import vertex_task
+    from common.array_loader import ArrayLoader
+    from common.features import get_feature_set
+    from mpm.btag.data import mpmv2_inputs
+    from mpm.btag.track_origin import origin_task
+    from mpm.btag.vertexing import vertex_task
 
     cfg = load_config(f"mpm/configs/{name}.yaml", [f"pretrained.overrides={SHRINK}", "finetune.mode=scratch"])
-    task = (origin_task if name == "track_origin_v2" else vertex_task)(cfg)
     fc = _fc(f"mpm/configs/{name}.yaml", None, "scratch", [f"pretrained.overrides={SHRINK}"])
+    task = (origin_task if name == "track_origin_v2" else vertex_task)(cfg["btag"], fc)
     build, _, _ = backbone_fns(cfg)
-    model = build_track_model(fc, build, None, task)
-    from mpm.btag_data import BTagLoader, mpmv2_inputs
+    model = build_classifier(fc, build, None, task.head)
 
     class Identity:
         def transform(self, x):
             return x
 
-    batch, target = next(iter(BTagLoader(mpmv2_inputs(btag_arrays(4, 0), Identity()), 4, shuffle=False,
-                                         target=task.target)))
-    out = model(batch)
+    target = "track_type" if name == "track_origin_v2" else "vtx_id"
+    batch = next(iter(ArrayLoader(mpmv2_inputs(btag_arrays(4, 0), Identity()), 4, shuffle=False,
+                                  features=get_feature_set("mpmv2"), target=target)))
+    out = model(batch[0])
     assert out.shape == ((4, MAX_TRACKS, 4) if name == "track_origin_v2" else (4, MAX_TRACKS, MAX_TRACKS))
-    task.loss(out, target, batch.mask).backward()
+    task.loss(out, batch).backward()
     with pytest.raises(ValueError, match="finetune.head.kind"):
-        build_track_model({**fc, "head": {"kind": "class_attention"}}, build, None, task)
+        build_classifier({**fc, "head": {"kind": "class_attention"}}, build, None, task.head)
 
 
 def test_vertexing_score_averages_the_ari_per_number_of_secondary_vertices():
-    from mpm.vertexing import vertex_task
+    from mpm.btag.vertexing import vertex_task
 
-    task = vertex_task(load_config("mpm/configs/smoke/vertexing_v2.yaml"))
+    task = _task(vertex_task, "mpm/configs/smoke/vertexing_v2.yaml")
     mask = np.array([[1, 1, 1, 1], [1, 1, 1, 0], [1, 1, 1, 0], [1, 0, 0, 0]], bool)
     vtx = np.array([[0, 0, 1, 1], [0, 0, 1, 0], [0, 1, 1, 0], [2, 0, 0, 0]])
     truth = vtx[:, :, None] == vtx[:, None, :]
     pred = truth.copy()
     pred[1] = False  # jet 1: all apart -> ARI 2/7 (test_ari_is_one_sided...); jet 2 perfect; jet 3: one track
-    assert task.score({"mask": mask, "target": vtx, "pred": pred}) == {1: pytest.approx((1 + 2 / 7 + 1) / 3)}
+    assert task.metrics({"mask": mask, "target": vtx, "pred": pred}) == {"1": pytest.approx((1 + 2 / 7 + 1) / 3)}
 
 
 # ------------------------------------------------------------------------------------------------------ claims

@@ -7,7 +7,6 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -159,34 +158,13 @@ def test_cwola_v2_settings_follow_the_workflow():
 
 
 def test_run_cwola_v2_keeps_the_last_step(tmp_path, monkeypatch):
-    import mpm.cwola as cwola
+    from test_finetune_tasks import run_tiny_cwola
 
-    n_part, rng = 10, np.random.default_rng(0)
-
-    def split(n):
-        mask = np.arange(n_part)[None] < rng.integers(3, n_part + 1, n)[:, None]
-        label = (np.arange(n) % 3 == 0).astype(np.int64)
-        x = (rng.normal(size=(n, n_part, 7)) + label[:, None, None]) * mask[..., None]
-        return {"x": x.astype(np.float32), "mask": mask, "p4": np.zeros((n, n_part, 4), np.float32),
-                "jet": np.zeros((n, 6), np.float32), "label": label,
-                "pid": rng.integers(0, 8, (n, n_part)) * mask}
-
-    arrays = {"train": split(120), "val": split(60), "test": split(60)}
-    monkeypatch.setattr(cwola, "_load_split", lambda data_cfg, s, n: arrays[s])
-    monkeypatch.setattr(cwola, "load_arrays", lambda data_cfg, s, max_jets=None: arrays[s])
-    shrink = ["model.dim=16", "model.depth=1", "model.num_heads=2", "model.ff_hidden=16", "model.num_registers=2",
-              "model.decoder.dim=8", "model.decoder.depth=1", "model.decoder.num_heads=2",
-              "model.decoder.ff_hidden=8", f"data.num_particles={n_part}"]
-    cfg = load_config("mpm/configs/smoke/cwola_v2.yaml",
-                      ["finetune.mode=scratch", f"data.num_particles={n_part}", f"pretrained.overrides={shrink}",
-                       "finetune.head.hidden=8", "finetune.batch_size=16", "finetune.steps=1000",
-                       "finetune.max_epochs=3", "finetune.val_every=2"])
-    summary = cwola.run_cwola(cfg, tmp_path, Dist())
-    res = json.loads((tmp_path / "n20" / "seed0" / "result.json").read_text())
+    summary, res = run_tiny_cwola(tmp_path, monkeypatch, max_epochs=3)
     assert res["steps"] == 12  # (40 background + 20 signal) jets / batch 16 = 4 steps per epoch, 3 epochs
     assert (res["select"], res["selected_step"], res["stopped_early"]) == ("last", res["steps"], False)
     assert res["finetune"]["schedule"]["total_steps"] == res["steps"]
-    assert summary["per_n"]["20"]["auc"]["values"] == [res["cwola"]["auc"]]
+    assert summary["per_n"]["20"]["auc"]["values"] == [res["test"]["auc"]]
 
 
 @pytest.mark.parametrize("flag", ["bf16", "fp32"])

@@ -43,6 +43,55 @@ def test_rejection_and_sic_from_sklearn_curve():
     assert M.rejection_at(rng.integers(0, 2, 200000), rng.random(200000), 0.5) == pytest.approx(2.0, rel=0.02)
 
 
+def test_rejection_and_sic_by_hand():
+    # scores 0.9 (S), 0.5 (S and B tied), 0.1 (B): ROC points (0, 0), (0, 1/2), (1/2, 1), (1, 1); the tie is a
+    # diagonal segment, so eps_S = 3/4 sits at eps_B = 1/4 and FPR = 1/4 at TPR = 3/4
+    y, s = [1, 1, 0, 0], [0.9, 0.5, 0.5, 0.1]
+    assert M.rejection_at(y, s, 0.75) == pytest.approx(4.0)
+    assert M.rejection_at(y, s, 0.5) == float("inf")        # no background passes at eps_S = 1/2
+    assert M.sic_at_fpr(y, s, 0.25) == pytest.approx(0.75 / 0.5)
+    assert M.sic_at_fpr(y, s, 0.5) == pytest.approx(1.0 / np.sqrt(0.5))
+
+
+def test_kl_quantile_binned_by_hand():
+    # reference 0..4, 3 quantile edges at 0, 2, 4: bins [0, 2) and [2, 4] hold 2 and 3 of 5 reference values, so
+    # p = (0.4, 0.6); the generated 0.5, 3, 3.5 (5.0 lies outside and is dropped) give q = (1/3, 2/3)
+    got = M.kl_quantile_binned([0, 1, 2, 3, 4], [0.5, 3, 3.5, 5.0], n_bins=3, q_low=0.0, q_high=1.0)
+    assert got == pytest.approx(0.4 * np.log(0.4 * 3) + 0.6 * np.log(0.6 * 3 / 2), rel=1e-6)
+
+
+def test_onesided_ari_of_a_partition_matches_sklearn_rand_index():
+    """For a predicted partition the pair agreement RI is sklearn's rand_score; the expectation is that of a uniformly
+    random partition (Bell numbers from the recurrence B(n+1) = sum_k C(n, k) B(k), not the Bell triangle)."""
+    from math import comb
+
+    from sklearn.metrics import rand_score
+
+    bell = [1]
+    for n in range(8):
+        bell.append(sum(comb(n, k) * bell[k] for k in range(n + 1)))
+    assert M.bell_numbers(8) == bell
+    rng = np.random.default_rng(0)
+    for n in (2, 3, 5, 8):
+        truth, pred = rng.integers(0, 3, n), rng.integers(0, 3, n)
+        mask = np.ones((1, n), bool)
+        same = (pred[:, None] == pred[None, :])[None]
+        pairs = n * (n - 1) / 2
+        g = sum(comb(int(k), 2) for k in np.bincount(truth)) / pairs
+        r = bell[n - 1] / bell[n]
+        expected = r * g + (1 - r) * (1 - g)
+        want = (rand_score(truth, pred) - expected) / (1 - expected)
+        assert M.adjusted_rand_index_onesided(mask, truth[None], same)[0] == pytest.approx(want, rel=1e-12)
+
+
+def test_balanced_accuracy_matches_sklearn_and_ignores_predicted_absent_classes():
+    from sklearn.metrics import balanced_accuracy_score
+
+    y, p = np.array([0, 0, 1, 1, 1, 2]), np.array([0, 1, 1, 1, 0, 3])   # class 3 predicted, never true
+    assert M.balanced_accuracy(y, p) == pytest.approx((1 / 2 + 2 / 3 + 0) / 3)
+    assert M.balanced_accuracy(y[:5], p[:5]) == pytest.approx(balanced_accuracy_score(y[:5], p[:5]))
+
+
 def test_accuracy():
     assert M.accuracy([1, 0, 1], [0.9, 0.4, 0.2]) == pytest.approx(2 / 3)
     assert M.accuracy([2, 0], [[0.1, 0.2, 0.7], [0.3, 0.6, 0.1]]) == 0.5

@@ -9,7 +9,8 @@ from common.checkpoint import save_checkpoint
 from common.config import load_config, save_config
 from common.distributed import Dist
 from common.finetune import run_finetune
-from mpm.cwola import ArrayLoader, cwola_split, sic_cut
+from common.array_loader import ArrayLoader
+from mpm.cwola import cwola_split, sic_cut
 from mpm.build import backbone_fns, build_model
 
 

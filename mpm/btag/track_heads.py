@@ -44,3 +44,16 @@ class EdgeHead(nn.Module):
     def forward(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         x = self.mlp(h[:, self.num_registers:])
         return self.dist((x.unsqueeze(1) - x.unsqueeze(2)).abs()).squeeze(-1)
+
+
+def per_track_head(task: str, kind: str, head_cls, **kwargs):
+    """head(backbone, finetune.head) of a per-track task (common.finetune.Task): head_cls on the backbone width and
+    registers with the settings of finetune.head, whose kind must be the task's."""
+
+    def head(backbone: nn.Module, head_cfg: dict) -> nn.Module:
+        if head_cfg["kind"] != kind:
+            raise ValueError(f"config: finetune.head.kind = {head_cfg['kind']!r}; {task} uses {kind!r}")
+        return head_cls(backbone.dim, backbone.num_registers, **kwargs,
+                        **{k: v for k, v in head_cfg.items() if k != "kind"})
+
+    return head

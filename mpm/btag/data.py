@@ -9,8 +9,9 @@ pretraining run's own data config (common.data.mpmv2_quantiles), so the encoder 
 trained on, and the columns are reordered to the kit's MPMv2 order (common.features.MPMV2_NAMES).
 
 `load_btag_split` reads a split into arrays: x (quantile-normalised), mask, p4, jet (JetBatch order), label
-(flavour: 0 light, 1 c, 2 b), pid, and the per-track targets track_type and vtx_id. `BTagLoader` serves them as
-JetBatch (label = flavour), or as (JetBatch, per-track target) for the per-track tasks.
+(flavour: 0 light, 1 c, 2 b), pid, and the per-track targets track_type and vtx_id; common.array_loader.ArrayLoader
+serves them (with the MPMv2 per-batch step) as JetBatch (label = flavour), or as (JetBatch, per-track target) for
+the per-track tasks.
 """
 from __future__ import annotations
 
@@ -18,13 +19,10 @@ import glob
 import os
 
 import numpy as np
-import torch
 
-from common.batch import JetBatch
 from common.btag import read_btag
 from common.data import mpmv2_quantiles
-from common.features import MPMV2_PID_NAMES, DataError, get_feature_set
-from common.sampler import ShardedBatchSampler
+from common.features import MPMV2_PID_NAMES, DataError
 
 # BTag csts columns (pT, deta, dphi, d0, d0err, z0, z0err; jetssl scripts/make_shlomi.py) -> the kit's MPMv2 order
 # (pt, deta, dphi, d0, z0, d0err, z0err; common.features.MPMV2_NAMES)
@@ -91,34 +89,3 @@ def subset(arrays: dict, n: int | None, seed: int, where: str) -> dict:
         raise ValueError(f"BTag {where}: {n} labelled jets requested, the split holds {total}")
     idx = np.sort(np.random.default_rng(seed).permutation(total)[:n])
     return {k: v[idx] for k, v in arrays.items()}
-
-
-class BTagLoader:
-    """Batches of in-memory BTag arrays in the order of the kit's sampler (common.sampler.ShardedBatchSampler: a
-    permutation per (seed, epoch), sharded over ranks), with the MPMv2 per-batch step (neutral-IP noise; BTag holds
-    tracks only). Yields JetBatch, or (JetBatch, target (B, T) long) when `target` names a per-track array."""
-
-    def __init__(self, arrays: dict, batch_size: int, *, shuffle: bool, seed: int = 0, rank: int = 0,
-                 world_size: int = 1, target: str | None = None):
-        if target is not None and target not in TARGETS:
-            raise ValueError(f"BTagLoader: target {target!r}; expected one of {TARGETS}")
-        self.arrays, self.target = arrays, target
-        self.features = get_feature_set("mpmv2")
-        self.sampler = ShardedBatchSampler(len(arrays["label"]), batch_size, shuffle=shuffle, seed=seed, rank=rank,
-                                           world_size=world_size)
-        self.dataset = range(len(arrays["label"]))
-
-    def set_epoch(self, epoch: int) -> None:
-        self.sampler.set_epoch(epoch)
-
-    def __len__(self) -> int:
-        return len(self.sampler)
-
-    def __iter__(self):
-        for idx in self.sampler:
-            idx = np.sort(idx)
-            a = self.features.per_batch({k: v[idx].copy() for k, v in self.arrays.items()}, idx)
-            t = {k: torch.from_numpy(v) for k, v in a.items()}
-            batch = JetBatch(t["x"].float(), t["mask"].bool(), t["p4"].float(), t["jet"].float(), t["label"].long(),
-                             t["pid"].long())
-            yield batch if self.target is None else (batch, t[self.target].long())
