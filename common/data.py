@@ -18,16 +18,15 @@ import hashlib
 import json
 import math
 import os
-import pickle
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
 from common import jetclass, quarkgluon, toptagging
-from common.atomic import write_json
+from common.atomic import atomic_path, write_json
 from common.batch import JetBatch
-from common.cache import atomic_pickle, file_lock, get_or_build, source_stat
+from common.cache import file_lock, get_or_build, source_stat
 from common.cli import cli
 from common.features import DataError, FeatureSet, RawJets, fit_mpmv2_quantiles, get_feature_set
 from common.sampler import ShardedBatchSampler
@@ -162,13 +161,33 @@ def _mpmv2_state(cfg: dict):
     fp = {"files": [source_stat(f) | {"range": [a, b]} for f, a, b in train], "params": fs.key(),
           "fit_jets": MPMV2_FIT_JETS, "classes": _class_names(cfg)[1]}
     key = hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()[:20]
-    path = os.path.join(_cache_dir(cfg), f"mpmv2_quantiles.{key}.pkl")
+    path = os.path.join(_cache_dir(cfg), f"mpmv2_quantiles.{key}.npz")
     os.makedirs(_cache_dir(cfg), exist_ok=True)
     with file_lock(path + ".lock"):
         if not os.path.exists(path):
-            atomic_pickle(_fit_mpmv2(cfg, train, fs), path)
-    with open(path, "rb") as f:
-        return pickle.load(f), key
+            qt = _fit_mpmv2(cfg, train, fs)
+            with atomic_path(path, unique=True) as tmp, open(tmp, "wb") as f:
+                np.savez(f, quantiles=qt.quantiles_, references=qt.references_)
+    return _load_quantiles(path), key
+
+
+def _load_quantiles(path: str):
+    """The fitted QuantileTransformer from its arrays (an npz of plain arrays, never a pickle: a cache file cannot
+    run code)."""
+    from sklearn.preprocessing import QuantileTransformer
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            quantiles, references = np.asarray(z["quantiles"], np.float64), np.asarray(z["references"], np.float64)
+    except (OSError, KeyError, ValueError) as e:
+        raise DataError(f"{path}: cannot read the cached quantile transformer ({e}); delete it to refit") from e
+    if quantiles.ndim != 2 or references.shape != (quantiles.shape[0],):
+        raise DataError(f"{path}: quantiles {quantiles.shape} and references {references.shape} do not match; "
+                        "delete it to refit")
+    qt = QuantileTransformer(n_quantiles=len(references), output_distribution="normal")
+    qt.quantiles_, qt.references_ = quantiles, references
+    qt.n_quantiles_, qt.n_features_in_ = len(references), quantiles.shape[1]
+    return qt
 
 
 def mpmv2_quantiles(cfg: dict):

@@ -231,7 +231,7 @@ def test_mpmv2_through_loader(jc_root):
     b = next(iter(make_loader(cfg, "val", 80, shuffle=False)))
     assert b.x.shape == (80, 32, 7) and b.pid.shape == (80, 32) and b.pid.dtype == torch.int64
     assert int(b.pid.max()) <= 7 and (b.pid[~b.mask] == 0).all()
-    assert glob.glob(os.path.join(jc_root, ".cache", "mpmv2_quantiles.*.pkl"))
+    assert glob.glob(os.path.join(jc_root, ".cache", "mpmv2_quantiles.*.npz"))
     x = b.x[b.mask]
     assert abs(float(x[:, 0].mean())) < 0.5 and 0.5 < float(x[:, 0].std()) < 1.5     # ~N(0,1) pT
 
