@@ -81,3 +81,71 @@ def test_quantile_cache_is_not_a_pickle(tmp_path):
     np.testing.assert_allclose(qt.transform(x), fresh.transform(x))
     with np.load(root / ".cache" / f"mpmv2_quantiles.{key}.npz", allow_pickle=False) as z:
         assert set(z.files) == {"quantiles", "references"}
+
+
+# ------------------------------------------------------------------------------------------- 2. --restart
+def _run_config(tmp_path):
+    p = tmp_path / "cfg.yaml"
+    p.write_text("seed: 1\ntrain:\n  lr: 0.001\n  steps: 3\n")
+    return str(p)
+
+
+def test_restart_refuses_a_folder_the_kit_did_not_make(tmp_path, monkeypatch):
+    from common.config import ConfigError
+    from common.train_utils import start_run
+    monkeypatch.delenv("RANK", raising=False)
+    out = tmp_path / "mine"
+    (out / "data").mkdir(parents=True)
+    (out / "thesis.tex").write_text("years of work")
+    (out / "data" / "important.npz").write_bytes(b"x")
+    (out / "config.yaml").write_text("seed: 1\ntrain:\n  lr: 0.001\n  steps: 3\n")
+    with pytest.raises(ConfigError, match=r"--restart refused: the folder has no valid \.jetfm-run marker"):
+        start_run("t", ["--config", _run_config(tmp_path), "--out", str(out), "--restart"])
+    assert (out / "thesis.tex").read_text() == "years of work" and (out / "data" / "important.npz").exists()
+
+
+def test_restart_deletes_only_what_the_run_wrote(tmp_path, monkeypatch):
+    from common.config import ConfigError
+    from common.train_utils import mark_done, start_run
+    monkeypatch.delenv("RANK", raising=False)
+    out = tmp_path / "run"
+    (out / "data").mkdir(parents=True)
+    (out / "thesis.tex").write_text("mine")                      # there before the run: kept
+    (out / "data" / "important.npz").write_bytes(b"x")
+    argv = ["--config", _run_config(tmp_path), "--out", str(out)]
+    assert start_run("t", argv) is not None
+    (out / "seed0").mkdir()
+    (out / "seed0" / "result.json").write_text("{}")              # a sub-run the kit made
+    (out / "checkpoint.pt").write_bytes(b"x")
+    mark_done(out)
+    assert start_run("t", argv + ["--restart"]) is not None
+    assert sorted(p.name for p in out.iterdir()) == [".jetfm-lock", ".jetfm-run", "config.yaml", "data", "thesis.tex"]
+    assert (out / "data" / "important.npz").exists()
+    # a foreign file that appeared inside the run folder later: refused, nothing deleted
+    (out / "notes.tex").write_text("mine too")
+    mark_done(out)
+    with pytest.raises(ConfigError, match=r"notes\.tex was not written by the kit"):
+        start_run("t", argv + ["--restart"])
+    assert (out / "notes.tex").exists() and (out / "done.json").exists()
+
+
+# ------------------------------------------------------------------------------------------- 4. two writers
+def test_second_writer_of_one_run_is_refused_naming_the_holder(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+    from common.config import ConfigError
+    from common.train_utils import start_run
+    monkeypatch.delenv("RANK", raising=False)
+    out, cfg = tmp_path / "run", _run_config(tmp_path)
+    code = ("import sys, time; from common.train_utils import start_run; "
+            f"start_run('t', ['--config', {cfg!r}, '--out', {str(out)!r}]); print('ready', flush=True); time.sleep(60)")
+    first = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    try:
+        assert first.stdout.readline().strip() == "ready"
+        with pytest.raises(ConfigError, match=rf"another process is writing this run \(pid {first.pid} on host "):
+            start_run("t", ["--config", cfg, "--out", str(out)])
+    finally:
+        first.kill()
+        first.wait()
+    assert start_run("t", ["--config", cfg, "--out", str(out)]) is not None   # the holder is gone: free again
