@@ -57,16 +57,20 @@ def _results(rows):
     return {"mpm.toy": {"rows": rows, "metas": [{}], "files": ["x"]}}
 
 
-def test_at_min_takes_the_smallest_n_both_sides_have_and_published_side_from_published():
+def test_at_min_takes_the_smallest_n_either_side_has_and_published_side_from_published():
     rows = [{"mode": "finetune", "n_train": n, "accuracy": acc, "seed": s}
             for n, acc in ((100, 0.3), (1000, 0.5)) for s in range(3)]
     rows += [{"mode": "scratch", "n_train": n, "accuracy": acc - 0.001 * s, "seed": s}
              for n, acc in ((10, 0.9), (1000, 0.4)) for s in range(3)]  # scratch has no N=100; finetune no N=10
     (v,) = C.evaluate(_results(rows), [CLAIM], PUB)
-    assert v.at == {"n_train": 1000.0}
+    # the smallest N of either side: finetune's cell there is missing, and the claim does not move to N=1000
+    assert v.at == {"n_train": 10.0} and v.a == [] and v.verdict == "not measured"
+    assert "side a (mode=finetune, n_train=10): no such row in the results" in v.why
+    both = [r for r in rows if r["n_train"] == 1000]
+    (v,) = C.evaluate(_results(both), [CLAIM], PUB)
+    assert v.at == {"n_train": 1000.0} and v.verdict == "reproduced"
     assert v.a == [0.5, 0.5, 0.5] and v.b == pytest.approx([0.4, 0.399, 0.398])
-    assert v.verdict == "reproduced"
-    assert v.published.startswith("49.1 vs 39.7") and "n_train=1000" in v.published
+    assert v.published.startswith("49.1 vs 39.7") and "n_train=1000" in v.published  # published: shared grid
 
 
 def test_missing_table_or_side_is_not_measured_and_rendered():
@@ -132,15 +136,15 @@ def test_results_md_starts_with_the_claims_section(tmp_path):
     assert "**reproduced**" in claim_line and "49.1 vs 39.7" in claim_line
 
 
-def test_at_second_min_takes_the_second_smallest_value_both_sides_have():
+def test_at_second_min_takes_the_second_smallest_value_either_side_has():
     claim = {**CLAIM, "at": {"n_train": "second_min"}}
     rows = [{"mode": m, "n_train": n, "accuracy": acc + 0.001 * s, "seed": s}
             for m, grid in (("finetune", ((10, 0.1), (100, 0.6), (1000, 0.7))),
                             ("scratch", ((100, 0.5), (1000, 0.65), (5000, 0.9))))
-            for n, acc in grid for s in range(3)]  # both sides have 100 and 1000: the second smallest is 1000
+            for n, acc in grid for s in range(3)]  # values 10, 100, 1000, 5000: the second smallest is 100
     (v,) = C.evaluate(_results(rows), [claim], PUB)
-    assert v.at == {"n_train": 1000.0}
-    assert v.a == pytest.approx([0.7, 0.701, 0.702]) and v.b == pytest.approx([0.65, 0.651, 0.652])
+    assert v.at == {"n_train": 100.0}
+    assert v.a == pytest.approx([0.6, 0.601, 0.602]) and v.b == pytest.approx([0.5, 0.501, 0.502])
     assert v.published.startswith("57.9 vs 49.6")  # the published grid's second smallest (10000)
     (one,) = C.evaluate(_results([r for r in rows if r["n_train"] == 100]), [claim], PUB)
     assert one.verdict == "not measured"  # a single shared value has no second smallest

@@ -149,3 +149,76 @@ def test_second_writer_of_one_run_is_refused_naming_the_holder(tmp_path, monkeyp
         first.kill()
         first.wait()
     assert start_run("t", ["--config", cfg, "--out", str(out)]) is not None   # the holder is gone: free again
+
+
+# ------------------------------------------------------------------------------------------- 5. claims and results
+def _toy_run(tmp_path, seeds=(0, 1)):
+    from common import results as R
+    from tests.test_claims import PUB
+    runs = tmp_path / "runs"
+    rows = [{"mode": m, "n_train": n, "accuracy": acc + 0.01 * s, "seed": s}
+            for m, grid in (("finetune", ((100, 0.3), (1000, 0.6))), ("scratch", ((100, 0.5), (1000, 0.4))))
+            for n, acc in grid for s in seeds]
+    path = runs / "mpm" / "tables" / "mpm.toy.json"
+    R.write_result(path, "mpm.toy", rows, {"profile": "mini", "seeds": list(seeds)}, published=PUB)
+    return runs, path, PUB
+
+
+def test_a_backup_copy_of_a_tables_folder_is_refused_not_read_as_more_seeds(tmp_path):
+    import shutil
+    from common import claims as C
+    from common import report
+    from common import results as R
+    from tests.test_claims import CLAIM
+    runs, path, pub = _toy_run(tmp_path)
+    shutil.copytree(path.parent, path.parent.with_name("tables.bak"))
+    problems = []
+    assert "mpm.toy" not in R.collect_results(runs, pub, problems)
+    (_, where, msg), = problems
+    assert "tables.bak/mpm.toy.json" in msg and "tables/mpm.toy.json" in msg and "seed 0" in msg
+    (v,) = C.evaluate(R.collect_results(runs, pub), [CLAIM], pub)
+    assert v.verdict == "not measured" and v.a == []            # not n=4
+    out, _ = report.build_results_md(runs, "mini", tmp_path / "res", published=pub, claims_path=False)
+    assert "also in" in out.read_text() and "**missing**" in out.read_text()
+
+
+def test_a_deleted_row_makes_the_claim_missing_never_moves_it(tmp_path):
+    import json
+    from common import claims as C
+    from common import results as R
+    from tests.test_claims import CLAIM
+    runs, path, pub = _toy_run(tmp_path, seeds=(0, 1, 2))
+    (v,) = C.evaluate(R.collect_results(runs, pub), [CLAIM], pub)
+    assert v.at == {"n_train": 100.0} and v.verdict == "contradicted"        # scratch wins at the smallest N
+    data = json.loads(path.read_text())
+    data["rows"] = [r for r in data["rows"] if not (r["mode"] == "scratch" and r["n_train"] == 100)]
+    path.write_text(json.dumps(data))
+    (v,) = C.evaluate(R.collect_results(runs, pub), [CLAIM], pub)
+    assert v.at == {"n_train": 100.0} and v.verdict == "not measured"        # not "reproduced" at N=1000
+    assert "side b (mode=scratch, n_train=100)" in v.why
+
+
+@pytest.mark.parametrize("bad", [None, float("nan")])
+def test_a_hole_in_a_seed_list_is_refused_naming_file_and_row(tmp_path, bad):
+    import json
+    from common import results as R
+    from tests.test_results_validation import PUB, ROWS
+    with pytest.raises(ValueError, match=r"mpm\.toy\.json: row 0: auc = \[0\.7, .*seed value 1 is (null|NaN)"):
+        R.write_result(tmp_path / "mpm.toy.json", "mpm.toy", [{**ROWS[0], "auc": [0.7, bad, 0.8]}], {}, published=PUB)
+    R.write_result(tmp_path / "mpm.toy.json", "mpm.toy", ROWS, {}, published=PUB)
+    text = (tmp_path / "mpm.toy.json").read_text().replace('"auc": 0.6', '"auc": [0.6, null, 0.5]')
+    (tmp_path / "mpm.toy.json").write_text(text)
+    with pytest.raises(ValueError, match=r"mpm\.toy\.json: row 1: auc = \[0\.6, None, 0\.5\]: seed value 1 is null"):
+        R.read_result(tmp_path / "mpm.toy.json", PUB)
+    assert json.loads(text)  # (the file itself is valid JSON: the refusal is the kit's)
+
+
+def test_no_json_file_of_the_kit_holds_a_bare_nan(tmp_path):
+    import json
+    from common.atomic import write_json
+    write_json(tmp_path / "result.json", {"test": {"auc": float("nan"), "acc": np.float32("nan"),
+                                                  "curve": [1.0, float("nan")], "t": torch.tensor(float("nan"))}})
+    text = (tmp_path / "result.json").read_text()
+    assert "NaN" not in text
+    assert json.loads(text, parse_constant=lambda c: pytest.fail(c)) == {"test": {"auc": None, "acc": None,
+                                                                            "curve": [1.0, None], "t": None}}
