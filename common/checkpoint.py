@@ -190,8 +190,8 @@ class ResumableLoader:
                     batch = next(self._it)
             except StopIteration:
                 if self.position == 0:
-                    raise RuntimeError("the training loader yields no batches (empty split or batch larger than data "
-                                       "with drop_last)")
+                    raise ValueError("the training loader yields no batches (empty split, or a batch larger than "
+                                     "the data with drop_last); lower the batch size or use more jets")
                 self.epoch += 1
                 self.position = 0
                 self._it = None

@@ -108,6 +108,11 @@ def resolve_files(cfg: dict, split: str) -> list[tuple[str, float, float]]:
         out = [o for o in out if jetclass.class_of_file(o[0]) in chosen]
         if not out:
             raise DataError(f"data config: no {split} JetClass file for classes {chosen} under {root!r}")
+        absent = [c for c in chosen if not any(jetclass.class_of_file(o[0]) == c for o in out)]
+        if absent:  # e.g. a simulation stopped after some classes: the task would silently have fewer classes
+            raise DataError(f"data: {split} glob {patterns!r} under {root!r} has no file of class(es) {absent} of "
+                            f"the config's classes {chosen}; set data.classes to the classes present or complete "
+                            "the data")
     return out
 
 
@@ -311,11 +316,16 @@ def build_dataset(cfg: dict, split: str, *, max_jets=None, n_per_class=None, sub
     label_map = np.full(len(names), -1, dtype=np.int64)
     for i, c in enumerate(chosen):
         label_map[names.index(c)] = i
-    if n_per_class is None and (cfg["dataset"] == "jetclass" or cfg.get("classes") is None):
+    if n_per_class is None and cfg["dataset"] == "jetclass":
         labels, index = None, None       # every cached jet is used: no per-jet label scan (JetClass files are per class)
     else:
         labels = np.concatenate([label_map[np.asarray(e.arrays["label"])].astype(np.int16) for e in entries])
         index = None if (labels >= 0).all() else np.nonzero(labels >= 0)[0]    # top/qg class subsets
+        absent = [c for i, c in enumerate(chosen) if not (labels == i).any()]
+        if absent and limit is None:  # one class only: accuracy 1.0, an AUC of NaN (a prefix may hold fewer)
+            files = ", ".join(f for f, _, _ in resolve_files(cfg, split))
+            raise DataError(f"data: the {split} split ({files}) holds no jet of class(es) {absent} of the config's "
+                            f"classes {chosen}; check the labels of these files or set data.classes")
     if n_per_class is not None:
         rng = np.random.default_rng(subset_seed)
         pick = []
@@ -342,6 +352,10 @@ def make_loader(data_cfg: dict, split: str, batch_size: int, *, shuffle: bool, s
     """DataLoader yielding JetBatch (CPU tensors). Call set_epoch(loader, epoch) each epoch when shuffling."""
     ds = build_dataset(data_cfg, split, max_jets=max_jets, n_per_class=n_per_class, subset_seed=subset_seed,
                        progress=rank == 0, rank=rank, world_size=world_size)
+    if drop_last and len(ds) < batch_size * world_size:
+        raise DataError(f"data: the {split} split gives {len(ds)} jets" + (f" (max_jets = {max_jets})" if max_jets
+                        else "") + f", fewer than one batch of {batch_size * world_size}; lower the batch size or "
+                        "use more jets")
     sampler = ShardedBatchSampler(len(ds), batch_size, shuffle=shuffle, seed=seed, rank=rank, world_size=world_size,
                                   drop_last=drop_last)
     workers = int(data_cfg.get("num_workers") or 0)

@@ -2,6 +2,7 @@
 writers, stray result files, degenerate data and config values. Each case ends in one clear error, never in damage."""
 import os
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -222,3 +223,93 @@ def test_no_json_file_of_the_kit_holds_a_bare_nan(tmp_path):
     assert "NaN" not in text
     assert json.loads(text, parse_constant=lambda c: pytest.fail(c)) == {"test": {"auc": None, "acc": None,
                                                                             "curve": [1.0, None], "t": None}}
+
+
+# ------------------------------------------------------------------------------------------- 6. config values
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HEPJEPA = os.path.join(ROOT, "hepjepa", "configs", "smoke", "pretrain.yaml")
+MPMV1 = os.path.join(ROOT, "mpm", "configs", "smoke", "mpmv1.yaml")
+
+
+@pytest.mark.parametrize("config,override,expected", [
+    (HEPJEPA, "train.grad_clip=-1.0", "train.grad_clip = -1.0: expected a number >= 0 (0 or null: no clipping)"),
+    (HEPJEPA, "train.weight_decay=-0.5", "train.weight_decay = -0.5: expected a number >= 0"),
+    (MPMV1, "model.norm_max_n=-1", "model.norm_max_n = -1: expected a number > 0"),
+    (HEPJEPA, "data.num_particles=1", "data.num_particles = 1: expected an integer >= 2"),
+    (HEPJEPA, "train.steps=[1,2]", "train.steps = [1, 2]: expected an integer >= 1"),
+    (HEPJEPA, "model.dim=", "model.dim = None: expected an integer >= 1"),
+    (HEPJEPA, "compile=no", "compile = 'no': expected true or false"),
+    (os.path.join(ROOT, "hepjepa", "configs", "smoke", "finetune_top.yaml"), "finetune.seeds=[]",
+     "finetune.seeds = []: expected a non-empty list"),
+])
+def test_bad_config_values_are_named_with_their_key(config, override, expected):
+    from common.config import ConfigError, load_config
+    with pytest.raises(ConfigError, match="^" + re.escape(f"override '{override}': {expected}") + "$"):
+        load_config(config, [override])
+
+
+def test_a_key_twice_in_one_yaml_is_refused(tmp_path):
+    from common.config import ConfigError, load_config
+    p = tmp_path / "c.yaml"
+    p.write_text("seed: 1\ntrain:\n  lr: 0.1\n  lr: 0.2\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml: key 'lr' appears twice in one mapping \(lines 3 and 4\)"):
+        load_config(p)
+
+
+def test_yes_no_are_strings_not_booleans(tmp_path):
+    from common.config import ConfigError, load_config, parse_value
+    assert parse_value("no") == "no" and parse_value("true") is True and parse_value("FALSE") is False
+    p = tmp_path / "c.yaml"
+    p.write_text("compile: false\n")
+    with pytest.raises(ConfigError, match="compile = 'off': expected true or false"):
+        load_config(p, ["compile=off"])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_device_cuda_without_cuda_is_one_clear_error():
+    from common.distributed import init_distributed
+    with pytest.raises(ValueError, match="device = 'cuda' but CUDA is not available here"):
+        init_distributed("cuda")
+
+
+# ------------------------------------------------------------------------------------------- 6. degenerate data
+def _qg_cfg(root, **kw):
+    return dict(dataset="qg", root=str(root), train="QG_jets*.npz@0:0.8", val="QG_jets*.npz@0.8:0.9",
+                test="QG_jets*.npz@0.9:1", features="part_kin", num_particles=None, classes=None, cache_dir=None,
+                num_workers=0, **kw)
+
+
+def test_batch_larger_than_the_data_or_max_jets_below_a_batch(tmp_path):
+    from common.data import make_loader
+    from common.features import DataError
+    from tests.data_factory import write_qg
+    write_qg(str(tmp_path / "QG_jets.npz"), 50)
+    with pytest.raises(DataError, match="the train split gives 40 jets, fewer than one batch of 64"):
+        make_loader(_qg_cfg(tmp_path), "train", 64, shuffle=True, drop_last=True)
+    with pytest.raises(DataError, match=r"gives 10 jets \(max_jets = 10\), fewer than one batch of 16"):
+        make_loader(_qg_cfg(tmp_path), "train", 16, shuffle=True, drop_last=True, max_jets=10)
+    assert len(list(make_loader(_qg_cfg(tmp_path), "train", 16, shuffle=True, drop_last=True))) == 2
+
+
+def test_labels_of_one_class_are_refused_at_load_naming_the_file(tmp_path):
+    from common.data import load_arrays
+    from common.features import DataError
+    path = tmp_path / "QG_jets.npz"
+    from tests.data_factory import write_qg
+    write_qg(str(path), 40)
+    z = dict(np.load(path))
+    np.savez(path, X=z["X"], y=np.ones_like(z["y"]))                       # every jet a quark
+    with pytest.raises(DataError, match=r"the train split \(.*QG_jets\.npz\) holds no jet of class\(es\) \['Gluon'\]"):
+        load_arrays(_qg_cfg(tmp_path), "train")
+
+
+def test_jetclass_with_classes_missing_is_refused(tmp_path):
+    from common.data import load_arrays
+    from common.features import DataError
+    from tests.data_factory import write_jetclass
+    write_jetclass(str(tmp_path / "train"), 10, classes=["QCD", "Hbb"])     # e.g. a simulation stopped early
+    cfg = dict(dataset="jetclass", root=str(tmp_path), train="train/*.root", features="part_kin",
+               num_particles=None, classes=None, cache_dir=None, num_workers=0)
+    with pytest.raises(DataError, match=r"has no file of class\(es\) \['Hcc', .*'Tbl'\] of the config's classes"):
+        load_arrays(cfg, "train")
+    assert len(load_arrays({**cfg, "classes": ["QCD", "Hbb"]}, "train")["label"]) == 20
