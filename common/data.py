@@ -18,6 +18,7 @@ import hashlib
 import json
 import math
 import os
+import sys
 
 import numpy as np
 import torch
@@ -37,6 +38,8 @@ DEFAULT_GLOBS = {"jetclass": {"train": "train/*.root", "val": "val/*.root", "tes
                  "toptagging": {"train": "train.h5", "val": "val.h5", "test": "test.h5"},
                  "qg": {"train": "QG_jets*.npz@0:0.8", "val": "QG_jets*.npz@0.8:0.9", "test": "QG_jets*.npz@0.9:1"}}
 STEP_SIZE = 100_000              # jets per read chunk
+MIN_CONSTITUENTS = 2             # a jet with fewer has no particle pairs, nothing to mask (see _check_short_jets)
+MAX_SHORT_FRACTION = 0.01        # more jets than this fraction below MIN_CONSTITUENTS: the file is refused
 MPMV2_FIT_JETS = 100_000         # jets of the training split used to fit the MPMv2 quantile transformer
 CONFIG_KEYS = {"dataset", "root", "train", "val", "test", "features", "num_particles", "classes", "cache_dir",
                "num_workers"}
@@ -96,6 +99,7 @@ def resolve_files(cfg: dict, split: str) -> list[tuple[str, float, float]]:
     root = cfg["root"]
     if not os.path.isdir(root):
         raise DataError(f"data config: root {root!r} is not a directory")
+    check_simulation_finished(root)
     out = []
     for pat in [patterns] if isinstance(patterns, str) else list(patterns):
         p, a, b = _parse_pattern(pat)
@@ -114,6 +118,15 @@ def resolve_files(cfg: dict, split: str) -> list[tuple[str, float, float]]:
                             f"the config's classes {chosen}; set data.classes to the classes present or complete "
                             "the data")
     return out
+
+
+def check_simulation_finished(root: str) -> None:
+    """A simulated sample (common.simulate writes <root>/simulate.json) is read only once its simulation finished:
+    a run killed after 2 of 10 classes would otherwise train on what happens to be there."""
+    path = os.path.join(root, "simulate.json")
+    if os.path.isfile(path) and _read_json(path).get("finished", True) is False:
+        raise DataError(f"{path}: the simulation of this sample did not finish (finished: false); rerun the same "
+                        "python -m common.simulate command to complete it")
 
 
 # ------------------------------------------------------------------------------------------------- reading
@@ -240,15 +253,30 @@ def cached_entries(cfg: dict, split: str, progress: bool = True, rank: int = 0, 
         def build(path=path, s=s, e=e, seed=seed):
             rng = np.random.default_rng(seed)          # MPMv2 neutral-IP noise of the cache (redrawn per batch)
             bar = _bar(e - s, os.path.basename(path), progress)
+            short = 0
             for raw in iter_raw(cfg["dataset"], path, s, e):
+                short += int((raw.mask.sum(1) < MIN_CONSTITUENTS).sum())
                 yield fs.compute(raw, n, state, rng)
                 if bar is not None:
                     bar.update(len(raw))
             if bar is not None:
                 bar.close()
+            _check_short_jets(path, short, e - s)
 
         entries[i] = get_or_build(_cache_dir(cfg), path, fs.name, fs.key(), n, e - s, build, extra)
     return [entries[i] for i in range(len(files))]
+
+
+def _check_short_jets(path: str, short: int, total: int) -> None:
+    """Jets with fewer than MIN_CONSTITUENTS constituents have no pairs, nothing to mask and predict: more than
+    MAX_SHORT_FRACTION of a file is refused (a loss of 0 at every step would train nothing); a few are kept (the
+    published files hold some) and counted on stderr, once, when the file is converted."""
+    if short > MAX_SHORT_FRACTION * total:
+        raise DataError(f"{path}: {short} of {total} jets have fewer than {MIN_CONSTITUENTS} constituents (more than "
+                        f"{MAX_SHORT_FRACTION:.0%}); not a usable jet sample")
+    if short:
+        print(f"{path}: {short} of {total} jets have fewer than {MIN_CONSTITUENTS} constituents (kept)",
+              file=sys.stderr, flush=True)
 
 
 def _bar(total, desc, enabled):

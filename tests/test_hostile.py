@@ -1,6 +1,7 @@
 """What a hostile (or unlucky) user tries: shared files that would run code, folders the kit did not make, two
 writers, stray result files, degenerate data and config values. Each case ends in one clear error, never in damage."""
 import os
+import json
 import pickle
 import re
 
@@ -313,3 +314,84 @@ def test_jetclass_with_classes_missing_is_refused(tmp_path):
     with pytest.raises(DataError, match=r"has no file of class\(es\) \['Hcc', .*'Tbl'\] of the config's classes"):
         load_arrays(cfg, "train")
     assert len(load_arrays({**cfg, "classes": ["QCD", "Hbb"]}, "train")["label"]) == 20
+
+
+# ------------------------------------------------------------------------------------------- 6. resume bookkeeping
+def test_rerun_after_a_kill_before_the_first_checkpoint_logs_each_step_once(tmp_path):
+    from tests.test_mpm_pretrain import _run
+    out = tmp_path / "run"
+    _run(out, 3)
+    (out / "checkpoint.pt").unlink()          # as if killed after logging steps 1-3, before any checkpoint
+    (out / "done.json").unlink()
+    _run(out, 5)
+    steps = [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5]
+
+
+def test_first_loss_is_the_runs_across_a_resume(tmp_path):
+    from tests.test_mpm_pretrain import _run
+    _, straight = _run(tmp_path / "a", 4)
+    _run(tmp_path / "b", 2)
+    torch.manual_seed(123)
+    _, resumed = _run(tmp_path / "b", 4)
+    assert resumed["first_loss"] == straight["first_loss"]
+    assert json.loads((tmp_path / "b" / "done.json").read_text())["first_loss"] == straight["first_loss"]
+
+
+# ------------------------------------------------------------------------------------------- 6. simulation, report
+def test_simulate_refuses_a_negative_count(tmp_path, capsys):
+    from common.simulate.__main__ import main
+    with pytest.raises(SystemExit) as e:
+        main(["qg", "--jets", "-5", "--out", str(tmp_path / "qg")])
+    assert e.value.code == 2 and "--jets: expected an integer >= 1, got -5" in capsys.readouterr().err
+    assert not (tmp_path / "qg").exists()
+
+
+def test_an_unfinished_simulation_is_refused_by_the_readers(tmp_path):
+    from common.data import load_arrays
+    from common.features import DataError
+    from common.simulate.run import check_settings, mark_finished
+    from tests.data_factory import write_qg
+    write_qg(str(tmp_path / "QG_jets.npz"), 40)
+    check_settings(str(tmp_path), {"dataset": "qg", "jets": 40})         # the simulation started ...
+    with pytest.raises(DataError, match=r"simulate\.json: the simulation of this sample did not finish"):
+        load_arrays(_qg_cfg(tmp_path), "train")
+    check_settings(str(tmp_path), {"dataset": "qg", "jets": 40})         # a rerun with the same settings resumes
+    mark_finished(str(tmp_path))                                          # ... and finishes
+    assert json.loads((tmp_path / "simulate.json").read_text())["finished"] is True
+    assert len(load_arrays(_qg_cfg(tmp_path), "train")["label"]) == 32
+
+
+def test_report_refuses_an_unknown_profile(tmp_path, capsys):
+    from common.report import main
+    (tmp_path / "runs").mkdir()
+    with pytest.raises(SystemExit) as e:
+        main(["--runs", str(tmp_path / "runs"), "--profile", "nonsense", "--out", str(tmp_path / "res")])
+    assert e.value.code == 2 and "invalid choice: 'nonsense'" in capsys.readouterr().err
+    assert not (tmp_path / "res").exists()
+
+
+# ------------------------------------------------------------------------------------------- 6. degenerate jets
+def test_jets_with_fewer_than_two_constituents_are_refused(tmp_path):
+    from common.data import load_arrays
+    from common.features import DataError
+    from tests.data_factory import write_qg
+    path = tmp_path / "QG_jets.npz"
+    write_qg(str(path), 40)
+    z = dict(np.load(path))
+    z["X"][:, 1:] = 0                                                      # one constituent per jet
+    np.savez(path, **z)
+    with pytest.raises(DataError, match=r"QG_jets\.npz: 32 of 32 jets have fewer than 2 constituents"):
+        load_arrays(_qg_cfg(tmp_path), "train")
+
+
+def test_a_negative_energy_in_a_top_file_is_named_as_non_physical(tmp_path):
+    from common.features import DataError
+    from common.toptagging import read_toptagging
+    from tests.data_factory import toptagging_frame
+    df = toptagging_frame(10, 0)
+    df.loc[3, "E_1"] = -abs(df.loc[3, "E_1"])
+    path = tmp_path / "train.h5"
+    df.to_hdf(path, key="table", format="fixed", mode="w")
+    with pytest.raises(DataError, match=r"train\.h5: 1 non-physical constituent four-vector\(s\) \(negative energy"):
+        read_toptagging(str(path))
