@@ -22,7 +22,7 @@ import torch
 
 from common.batch import JetBatch
 from common.btag import read_btag
-from common.data import mpmv2_quantiles
+from common.data import check_simulation_finished, mpmv2_quantiles
 from common.features import MPMV2_PID_NAMES, DataError, get_feature_set
 from common.sampler import ShardedBatchSampler
 
@@ -38,6 +38,7 @@ def split_files(data_cfg: dict, split: str) -> list[str]:
     pattern = data_cfg.get(split)
     if not isinstance(pattern, str):
         raise DataError(f"data.{split} must be a glob under data.root (e.g. 'train*.h5'), got {pattern!r}")
+    check_simulation_finished(data_cfg["root"])   # a simulated BTag sample whose simulation did not finish: refused
     files = sorted(glob.glob(os.path.join(data_cfg["root"], pattern)))
     if not files:
         raise DataError(f"data.{split}: {pattern!r} matches no file under {data_cfg['root']!r}")

@@ -395,3 +395,13 @@ def test_a_negative_energy_in_a_top_file_is_named_as_non_physical(tmp_path):
     df.to_hdf(path, key="table", format="fixed", mode="w")
     with pytest.raises(DataError, match=r"train\.h5: 1 non-physical constituent four-vector\(s\) \(negative energy"):
         read_toptagging(str(path))
+
+
+def test_an_unfinished_btag_simulation_is_refused(tmp_path):
+    from common.features import DataError
+    from common.simulate.run import check_settings
+    from mpm.btag_data import split_files
+    (tmp_path / "train_0.h5").write_bytes(b"")
+    check_settings(str(tmp_path), {"dataset": "btag"})
+    with pytest.raises(DataError, match="did not finish"):
+        split_files({"root": str(tmp_path), "train": "train*.h5"}, "train")
