@@ -20,7 +20,6 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
-from common.atomic import atomic_path
 
 CACHE_VERSION = 1
 ARRAYS = ("x", "mask", "p4", "jet", "label", "pid")

@@ -67,8 +67,8 @@ def load_checkpoint(path, map_location="cpu") -> dict:
                 f"{path}: refused: the checkpoint holds objects other than tensors and plain values "
                 f"({what.group(1) or what.group(2) or 'a Python class'}); loading it could run code, so it is not "
                 "loaded (a checkpoint written by this kit never does)") from None
-        raise RuntimeError(f"{path}: cannot read checkpoint ({type(e).__name__}: {str(e).splitlines()[-1]}); "
-                           "delete it to restart") from e
+        raise RuntimeError(f"{path}: cannot read checkpoint (not a torch checkpoint, or corrupt); delete it to "
+                           "restart") from e
     except Exception as e:  # truncated / corrupt file
         raise RuntimeError(f"{path}: cannot read checkpoint ({type(e).__name__}: {e}); delete it to restart") from e
 
