@@ -2,7 +2,6 @@
 writers, stray result files, degenerate data and config values. Each case ends in one clear error, never in damage."""
 import os
 import json
-import pickle
 import re
 
 import numpy as np
