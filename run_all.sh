@@ -79,6 +79,11 @@ FORCE=0; FORCE_DATA=0; GPUS=1; NNODES=1; NODE_RANK=0; RDZV_ENDPOINT=""; RDZV_ID=
 
 die() { echo "run_all.sh: $*" >&2; exit 2; }
 while [[ $# -gt 0 ]]; do
+  case "$1" in  # an option that takes a value must get one (not the end of the line, not the next --option)
+    --profile|--only|--table|--data-dir|--out-dir|--results-dir|--workers|--threads|--jobs|--gpus|--nnodes|\
+    --rdzv-endpoint|--rdzv-id|--node-rank)
+      [[ $# -ge 2 && -n "$2" && "$2" != --* ]] || die "$1 needs a value (see bash run_all.sh --help)" ;;
+  esac
   case "$1" in
     --profile) PROFILE="$2"; shift 2 ;;
     --only) ONLY="${2//,/ }"; shift 2 ;;
@@ -128,8 +133,24 @@ DATA="$( [[ -n "$DATA_DIR" ]] && abspath "$DATA_DIR" || echo "$ROOT/$DEFAULT_DAT
 OUT_DIR="$( [[ -n "$OUT_DIR" ]] && abspath "$OUT_DIR" || echo "$ROOT/runs/$PROFILE")"
 RESULTS_DIR="$( [[ -n "$RESULTS_DIR" ]] && abspath "$RESULTS_DIR" || echo "$ROOT/results/$PROFILE")"
 WORKERS="${WORKERS:-$(nproc 2>/dev/null || echo 2)}"
-mkdir -p "$OUT_DIR/logs" "$DATA"
-OUT_DIR="$(cd "$OUT_DIR" && pwd)"; DATA="$(cd "$DATA" && pwd)"
+# Every directory option is created and checked before anything is written: a folder that cannot be made or written
+# is one line and exit 2 (never an empty path, which would put status.tsv and the logs at /).
+usable_dir() {  # option dir need_write -> the absolute path, or die
+  local opt=$1 d=$2 err
+  err="$(mkdir -p -- "$d" 2>&1)" || die "$opt $d: cannot create it (${err##*: })"
+  [[ -d "$d" && -r "$d" && -x "$d" ]] || die "$opt $d: not a readable directory"
+  if [[ $3 == 1 ]]; then
+    local probe="$d/.run_all_write_test.$$"
+    { : > "$probe"; } 2>/dev/null && rm -f -- "$probe" || die "$opt $d: not writable"
+  fi
+  (cd -- "$d" && pwd) || die "$opt $d: cannot enter it"
+}
+OUT_DIR="$(usable_dir --out-dir "$OUT_DIR" 1)" || exit 2
+usable_dir --out-dir "$OUT_DIR/logs" 1 > /dev/null || exit 2
+# paper data may sit on a read-only disk (only its simulated second-detector sample is written, checked by that step)
+DATA="$(usable_dir --data-dir "$DATA" "$( [[ "$PROFILE" == paper ]] && echo 0 || echo 1 )")" || exit 2
+RESULTS_DIR="$(usable_dir --results-dir "$RESULTS_DIR" 1)" || exit 2
+[[ -n "$OUT_DIR" && -n "$DATA" && -n "$RESULTS_DIR" ]] || die "internal: an empty directory path"
 
 if [[ "$PROFILE" == paper ]]; then
   JETCLASS="$DATA/JetClass/Pythia"; TOPTAGGING="$DATA/toptagging"; QG="$DATA/qg"; JETCLASS_ATLAS="$DATA/sim/jetclass_atlas"
@@ -407,6 +428,14 @@ on_signal() {
   exit 130
 }
 trap on_signal INT TERM
+
+# One run_all per out-dir: an exclusive flock on <out>/.run_all.lock, held until this script exits (fd 9); a second
+# copy is refused naming the holder, instead of both simulating and marking each other's steps "interrupted".
+exec 9>>"$OUT_DIR/.run_all.lock" || die "--out-dir $OUT_DIR: cannot open its lock file"
+if ! flock -n 9; then
+  die "--out-dir $OUT_DIR is in use by another run_all.sh ($(cat "$OUT_DIR/.run_all.lock" 2>/dev/null || echo unknown holder)); wait for it to end or use another --out-dir"
+fi
+: > "$OUT_DIR/.run_all.lock"; echo "pid $$ on host $(hostname)" >> "$OUT_DIR/.run_all.lock"
 
 say "profile $PROFILE | methods: $METHODS | data: $DATA | out: $OUT_DIR | workers: $WORKERS | torch threads: ${JETFM_THREADS:-per node} | jobs: $JOBS | launcher: $PY"
 say "${#RUN[@]} steps; logs in $OUT_DIR/logs"

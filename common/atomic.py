@@ -47,6 +47,21 @@ def write_text(path, text: str, unique: bool = False) -> None:
             f.write(text)
 
 
+def _no_nan(obj):
+    """obj with every NaN float (numpy and torch values included) replaced by None: a bare NaN is not JSON."""
+    if isinstance(obj, dict):
+        return {k: _no_nan(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_no_nan(v) for v in obj]
+    if isinstance(obj, (np.ndarray, torch.Tensor, np.generic)):
+        return _no_nan(obj.tolist())
+    if isinstance(obj, float) and obj != obj:
+        return None
+    return obj
+
+
 def write_json(path, obj, indent: int | None = 2, unique: bool = False) -> None:
-    """Write obj as JSON atomically (json_default converts numpy / torch values)."""
-    write_text(path, json.dumps(obj, indent=indent, default=json_default), unique)
+    """Write obj as JSON atomically (json_default converts numpy / torch values). A NaN is written as null, so no
+    file of the kit holds a bare NaN (strict JSON readers reject it); result tables refuse NaN before that
+    (common.results.validate_result)."""
+    write_text(path, json.dumps(_no_nan(obj), indent=indent, default=json_default), unique)

@@ -14,14 +14,12 @@ import fcntl
 import hashlib
 import json
 import os
-import pickle
 import shutil
 import uuid
 from collections.abc import Callable, Iterable
 
 import numpy as np
 
-from common.atomic import atomic_path
 
 CACHE_VERSION = 1
 ARRAYS = ("x", "mask", "p4", "jet", "label", "pid")
@@ -133,8 +131,3 @@ def _build(cache_dir, slot, final, source, key, feature_key, num_particles, n_ro
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
-
-def atomic_pickle(obj, path: str) -> None:
-    with atomic_path(path, unique=True) as tmp:
-        with open(tmp, "wb") as f:
-            pickle.dump(obj, f)

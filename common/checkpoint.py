@@ -5,6 +5,10 @@ leaves a half-written `checkpoint.pt`. For a resume that continues bit-for-bit (
 model / optimiser / scheduler states, the step, the RNG states of python / numpy / torch / cuda (dropout, masking),
 the config, and the data position (epoch, batches consumed in that epoch; see `ResumableLoader`).
 
+A checkpoint holds only tensors, numbers, strings, None, lists, tuples and dicts (RNG states as tensors and lists,
+numpy values converted on save), so it is read with torch.load(weights_only=True): a shared checkpoint carrying any
+other object (whose unpickling could run code) is refused with one line naming the file, never unpickled.
+
     state = make_state(model=model, optimizer=opt, scheduler=sched, step=step, config=cfg, loader=train_iter)
     save_checkpoint(out / "checkpoint.pt", state)          # rank 0 only
     ...
@@ -13,7 +17,9 @@ the config, and the data position (epoch, batches consumed in that epoch; see `R
 """
 from __future__ import annotations
 
+import pickle
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -23,28 +29,58 @@ from common.atomic import atomic_path
 from common.distributed import unwrap_model
 
 
+def _plain(obj):
+    """`obj` with numpy arrays as tensors and numpy scalars as Python numbers (what weights_only loading accepts)."""
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_plain(v) for v in obj)
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(obj))
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
 def save_checkpoint(path, state: dict) -> None:
-    """torch.save `state` atomically (path.tmp, then os.replace)."""
+    """torch.save `state` atomically (path.tmp, then os.replace); numpy values become tensors / numbers (_plain)."""
     with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+        torch.save(_plain(state), tmp)
+
+
+class UnsafeCheckpointError(ValueError):
+    """A checkpoint file that holds more than tensors and plain values: refused, never unpickled."""
 
 
 def load_checkpoint(path, map_location="cpu") -> dict:
-    """Load a checkpoint written by save_checkpoint (our own files: full unpickling, RNG states included)."""
+    """Load a checkpoint with torch.load(weights_only=True): tensors and plain values only, so loading a shared file
+    never runs code. A file that needs any other object is refused (UnsafeCheckpointError, one line naming it)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
-        return torch.load(path, map_location=map_location, weights_only=False)
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        what = re.search(r"GLOBAL ([\w.]+)|Unsupported global:? ?([\w.]*)", str(e))
+        if what:  # weights_only refuses any global it does not allow: the object was never built
+            raise UnsafeCheckpointError(
+                f"{path}: refused: the checkpoint holds objects other than tensors and plain values "
+                f"({what.group(1) or what.group(2) or 'a Python class'}); loading it could run code, so it is not "
+                "loaded (a checkpoint written by this kit never does)") from None
+        raise RuntimeError(f"{path}: cannot read checkpoint (not a torch checkpoint, or corrupt); delete it to "
+                           "restart") from e
     except Exception as e:  # truncated / corrupt file
         raise RuntimeError(f"{path}: cannot read checkpoint ({type(e).__name__}: {e}); delete it to restart") from e
 
 
 def rng_state() -> dict:
-    """RNG states of python, numpy, torch (CPU) and every CUDA device."""
+    """RNG states of python, numpy, torch (CPU) and every CUDA device, as tensors, numbers and lists (weights_only)."""
+    version, internal, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
     return {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "python": [version, list(internal), gauss],
+        "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
     }
@@ -52,8 +88,11 @@ def rng_state() -> dict:
 
 def set_rng_state(s: dict) -> None:
     """Restore the states captured by rng_state()."""
-    random.setstate(s["python"])
-    np.random.set_state(s["numpy"])
+    version, internal, gauss = s["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = s["numpy"]
+    np.random.set_state((n["name"], n["keys"].cpu().numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
     torch.set_rng_state(s["torch"].cpu())
     if s.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([t.cpu() for t in s["cuda"]])
@@ -151,8 +190,8 @@ class ResumableLoader:
                     batch = next(self._it)
             except StopIteration:
                 if self.position == 0:
-                    raise RuntimeError("the training loader yields no batches (empty split or batch larger than data "
-                                       "with drop_last)")
+                    raise ValueError("the training loader yields no batches (empty split, or a batch larger than "
+                                     "the data with drop_last); lower the batch size or use more jets")
                 self.epoch += 1
                 self.position = 0
                 self._it = None

@@ -154,12 +154,13 @@ def _choose(values: list[float], how: str) -> float | None:
     return values[i] if -len(values) <= i < len(values) else None
 
 
-def _pick(groups: list[tuple[dict, dict]], claim: dict) -> tuple[dict | None, dict | None, dict]:
+def _pick(groups: list[tuple[dict, dict]], claim: dict, shared: bool = False) -> tuple[dict | None, dict | None, dict]:
     """From (key values, row) pairs choose side a's and side b's row at the shared `at` keys.
 
-    `at: {k: min}` takes the smallest value of k that both sides have (second_min: the second smallest, max: the
-    largest); an explicit value is a fixed selection; keys not named by `at` or a side must agree between the two
-    rows."""
+    `at: {k: min}` takes the smallest value of k that either side has (second_min: the second smallest, max: the
+    largest): a side without that row reads missing, the claim never moves to another cell; shared=True (the
+    published table, whose grids may differ by side): the smallest value both sides have. An explicit value is a
+    fixed selection; keys not named by `at` or a side must agree between the two rows."""
     at = dict(claim.get("at") or {})
     a_rows = [(k, r) for k, r in groups if _matches(k, claim["a"])]
     b_rows = [(k, r) for k, r in groups if _matches(k, claim["b"])]
@@ -171,8 +172,11 @@ def _pick(groups: list[tuple[dict, dict]], claim: dict) -> tuple[dict | None, di
     for key, how in at.items():
         if how not in SELECT:
             continue
-        common = {canon_key(k.get(key)) for k, _ in a_rows} & {canon_key(k.get(key)) for k, _ in b_rows}
-        v = _choose(sorted(v for v in common if isinstance(v, float)), how)
+        values = [{canon_key(k.get(key)) for k, _ in rows} for rows in (a_rows, b_rows)]
+        # ours: over the values of EITHER side, so a cell missing on one side reads missing and never moves to
+        # another value; published (shared=True): the values both sides of the paper's table have
+        values = values[0] & values[1] if shared else values[0] | values[1]
+        v = _choose(sorted(v for v in values if isinstance(v, float)), how)
         if v is None:
             return None, None, chosen
         chosen[key] = v
@@ -227,7 +231,7 @@ def _published_text(claim: dict, published: dict) -> str:
     entry = published_table(claim["table"], published)
     keys = entry["keys"]
     groups = [({k: r.get(k) for k in keys}, r) for r in entry.get("rows") or []]
-    a, b, at = _pick(groups, claim)
+    a, b, at = _pick(groups, claim, shared=True)
     va = metric_values(a.get(claim["a"].get("metric", claim["metric"]))) if a else []
     vb = metric_values(b.get(claim["b"].get("metric", claim["metric"]))) if b else []
     if not va or not vb:
@@ -286,7 +290,9 @@ def _decide_one(claim: dict, res: dict | None, entry: dict, published: dict) -> 
         rows = res["rows"]
         if claim.get("unit") == "pretraining":  # one value per pretraining run
             rows, probes = per_pretraining_run(rows, keys, metrics)
-        groups = [(g["_keys"], g) for g in aggregate_rows(rows, keys, metrics).values()]
+        # rows the files record as written (meta.expected_rows) but no longer hold: present, empty
+        written = [k for m in res.get("metas") or [] for k in m.get("expected_rows") or []]
+        groups = [(g["_keys"], g) for g in aggregate_rows(rows + written, keys, metrics).values()]
     a_row, b_row, at = _pick(groups, claim)
     # ours in the published table's units (a metric listed under `percent:` is shown in percent, as published)
     pct = set(entry.get("percent") or [])
@@ -298,6 +304,9 @@ def _decide_one(claim: dict, res: dict | None, entry: dict, published: dict) -> 
                "pretraining configurations, probe seeds do not replicate them")
     if not res:
         why = f"table {claim['table']} has no result in this run"
+    elif not a or not b:
+        why = "missing: " + "; ".join(_missing_cell(claim, s, at, row)
+                                      for s, row, v in (("a", a_row, a), ("b", b_row, b)) if not v)
     pk = lambda row: probes.get(tuple(canon_key(row["_keys"].get(k)) for k in keys), []) if row else []
     return Verdict(claim, a, b, at, d, se, verdict, why, _published_text(claim, published),
                    _replicated(claim, a, b, pk(a_row), pk(b_row)))
@@ -333,6 +342,13 @@ def evaluate(results: dict, claims: list[dict], published: dict) -> list[Verdict
         out.append(Verdict(c, worst.a, worst.b, {key: worst_v, **worst.at}, worst.d, worst.se, verdict, why,
                            worst.published, worst.replicated + f", {len(subs)} {key}s"))
     return out
+
+
+def _missing_cell(claim: dict, side: str, at: dict, row) -> str:
+    """Why one side of a claim has no values: its row is absent from the results, or holds no value."""
+    cell = {k: v for k, v in {**claim[side], **at}.items() if k != "metric" and v not in SELECT}
+    shown = ", ".join(f"{k}={_fmt_key(canon_key(v) if isinstance(canon_key(v), float) else v)}" for k, v in cell.items())
+    return f"side {side} ({shown}): " + ("no such row in the results" if row is None else "the row holds no value")
 
 
 # ---------------------------------------------------------------------------------------------------------------

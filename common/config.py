@@ -52,6 +52,33 @@ _Loader.add_implicit_resolver(
     list("-+0123456789."))
 
 
+# Booleans are exactly true / false (True, FALSE, ...): YAML 1.1 would also read yes / no / on / off as booleans, so
+# `compile=no` would silently mean false; here it stays the string "no" and a boolean key refuses it.
+_Loader.yaml_implicit_resolvers = {k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:bool"]
+                                   for k, v in _Loader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                              list("tTfF"))
+
+
+class DuplicateKeyError(yaml.YAMLError):
+    pass
+
+
+def _no_duplicate_keys(loader, node, deep=False):
+    """A mapping that sets one key twice is an error (plain YAML keeps the last value silently)."""
+    seen = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise DuplicateKeyError(f"key '{key}' appears twice in one mapping (lines {seen[key] + 1} and "
+                                    f"{key_node.start_mark.line + 1}); keep one")
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicate_keys)
+
+
 def parse_value(text: str):
     """Parse one YAML scalar / flow value as in config files (`1e-3` -> float, `[1, 2]` -> list, `null` -> None)."""
     return yaml.load(text, Loader=_Loader)
@@ -104,6 +131,8 @@ def _read_yaml(path: Path) -> dict:
     try:
         with open(path) as f:
             data = yaml.load(f, Loader=_Loader)
+    except DuplicateKeyError as e:
+        raise ConfigError(f"{path}: {e}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: invalid YAML: {e}") from e
     if data is None:
@@ -230,8 +259,13 @@ COUNTS = {"steps", "batch_size", "eval_batch_size", "log_every", "ckpt_every", "
           "num_particles", "dim", "num_heads", "ff_hidden", "num_codes", "max_epochs", "patience",
           "n_clusters", "fit_jets"}                   # integers >= 1
 NOT_NULL = {"steps", "batch_size", "lr", "weight_decay", "log_every", "ckpt_every", "grad_accum", "seed", "device",
-            "precision", "method", "mode"}           # null only where the root says so
+            "precision", "method", "mode", "dim", "num_heads"}           # null only where the root says so
 UNIT_INTERVAL = ("dropout", "fraction", "smoothing")  # a key containing one of these: a float in [0, 1]
+NON_NEGATIVE = {"weight_decay", "grad_clip", "eps"}    # numbers >= 0 (grad_clip 0 or null: no clipping)
+POSITIVE = {"lr", "norm_max_n"}                       # numbers > 0
+MIN_VALUE = {"num_particles": 2}                      # a jet needs two particles (pairs, masking, a loss)
+SCALAR = COUNTS | {"seed"}                            # never a list, even where other integer keys may be
+NOT_EMPTY = {"seeds"}                                 # lists that need at least one element
 CHOICES = {"device": "auto | cpu | cuda | cuda:<n>", "precision": ("bf16", "fp32"),
            "mode": ("fixed", "finetune", "scratch"), "select": ("best_val", "last")}
 
@@ -245,7 +279,7 @@ def _kind(v) -> str:
 def _expected(key: str, root) -> str | None:
     """What a value of `key` must be, given its root value; None when `value` fits."""
     return {"bool": "true or false", "int": "an integer" + (" >= 1" if key in COUNTS else " >= 0"),
-            "float": "a number" + (" > 0" if key == "lr" else ""),
+            "float": "a number" + (" > 0" if key in POSITIVE else " >= 0" if key in NON_NEGATIVE else ""),
             "str": "a string", "list": "a list"}.get(_kind(root))
 
 
@@ -256,21 +290,27 @@ def _bad_value(key: str, root, v) -> str | None:
         return _expected(key, root) if key in NOT_NULL else None
     if kr == "bool" and kv != "bool":
         return "true or false"
-    if kr == "int" and kv != "int" and not (kv == "list" and all(_kind(x) == "int" for x in v)):
+    if kr == "int" and kv != "int" and not (kv == "list" and key not in SCALAR and all(_kind(x) == "int" for x in v)):
         return _expected(key, root)
+    if kv == "list" and key in NOT_EMPTY and not v:
+        return "a non-empty list"
+    if kv == "int" and key in MIN_VALUE and v < MIN_VALUE[key]:
+        return f"an integer >= {MIN_VALUE[key]}"
     if kr == "float" and kv not in ("int", "float"):
         return _expected(key, root)
     if kr == "str" and kv != "str":
         return "a string" if key not in CHOICES else "one of " + _choices(key)
     if kr == "list" and kv not in ("list", "int", "float"):
         return "a list"
-    if kv == "int" and (v < 1 if key in COUNTS else v < 0):
+    if kv == "int" and kr == "int" and (v < 1 if key in COUNTS else v < 0):
         return _expected(key, 0)
     if kv in ("int", "float") and kr in ("int", "float"):
         if v != v or v in (float("inf"), float("-inf")):
             return "a finite number"
-        if key == "lr" and v <= 0:
+        if key in POSITIVE and v <= 0:
             return "a number > 0"
+        if key in NON_NEGATIVE and v < 0:
+            return "a number >= 0" + (" (0 or null: no clipping)" if key == "grad_clip" else "")
         if any(w in key for w in UNIT_INTERVAL) and not 0 <= v <= 1:
             return "a number in [0, 1]"
     if kv == "str" and key in CHOICES:

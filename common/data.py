@@ -18,16 +18,16 @@ import hashlib
 import json
 import math
 import os
-import pickle
+import sys
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
 from common import jetclass, quarkgluon, toptagging
-from common.atomic import write_json
+from common.atomic import atomic_path, write_json
 from common.batch import JetBatch
-from common.cache import atomic_pickle, file_lock, get_or_build, source_stat
+from common.cache import file_lock, get_or_build, source_stat
 from common.cli import cli
 from common.features import DataError, FeatureSet, RawJets, fit_mpmv2_quantiles, get_feature_set
 from common.probe import per_class_subset
@@ -39,6 +39,8 @@ DEFAULT_GLOBS = {"jetclass": {"train": "train/*.root", "val": "val/*.root", "tes
                  "toptagging": {"train": "train.h5", "val": "val.h5", "test": "test.h5"},
                  "qg": {"train": "QG_jets*.npz@0:0.8", "val": "QG_jets*.npz@0.8:0.9", "test": "QG_jets*.npz@0.9:1"}}
 STEP_SIZE = 100_000              # jets per read chunk
+MIN_CONSTITUENTS = 2             # a jet with fewer has no particle pairs, nothing to mask (see _check_short_jets)
+MAX_SHORT_FRACTION = 0.01        # more jets than this fraction below MIN_CONSTITUENTS: the file is refused
 MPMV2_FIT_JETS = 100_000         # jets of the training split used to fit the MPMv2 quantile transformer
 CONFIG_KEYS = {"dataset", "root", "train", "val", "test", "features", "num_particles", "classes", "cache_dir",
                "num_workers"}
@@ -98,6 +100,7 @@ def resolve_files(cfg: dict, split: str) -> list[tuple[str, float, float]]:
     root = cfg["root"]
     if not os.path.isdir(root):
         raise DataError(f"data config: root {root!r} is not a directory")
+    check_simulation_finished(root)
     out = []
     for pat in [patterns] if isinstance(patterns, str) else list(patterns):
         p, a, b = _parse_pattern(pat)
@@ -110,7 +113,21 @@ def resolve_files(cfg: dict, split: str) -> list[tuple[str, float, float]]:
         out = [o for o in out if jetclass.class_of_file(o[0]) in chosen]
         if not out:
             raise DataError(f"data config: no {split} JetClass file for classes {chosen} under {root!r}")
+        absent = [c for c in chosen if not any(jetclass.class_of_file(o[0]) == c for o in out)]
+        if absent:  # e.g. a simulation stopped after some classes: the task would silently have fewer classes
+            raise DataError(f"data: {split} glob {patterns!r} under {root!r} has no file of class(es) {absent} of "
+                            f"the config's classes {chosen}; set data.classes to the classes present or complete "
+                            "the data")
     return out
+
+
+def check_simulation_finished(root: str) -> None:
+    """A simulated sample (common.simulate writes <root>/simulate.json) is read only once its simulation finished:
+    a run killed after 2 of 10 classes would otherwise train on what happens to be there."""
+    path = os.path.join(root, "simulate.json")
+    if os.path.isfile(path) and _read_json(path).get("finished", True) is False:
+        raise DataError(f"{path}: the simulation of this sample did not finish (finished: false); rerun the same "
+                        "python -m common.simulate command to complete it")
 
 
 # ------------------------------------------------------------------------------------------------- reading
@@ -163,13 +180,33 @@ def _mpmv2_state(cfg: dict):
     fp = {"files": [source_stat(f) | {"range": [a, b]} for f, a, b in train], "params": fs.key(),
           "fit_jets": MPMV2_FIT_JETS, "classes": _class_names(cfg)[1]}
     key = hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()[:20]
-    path = os.path.join(_cache_dir(cfg), f"mpmv2_quantiles.{key}.pkl")
+    path = os.path.join(_cache_dir(cfg), f"mpmv2_quantiles.{key}.npz")
     os.makedirs(_cache_dir(cfg), exist_ok=True)
     with file_lock(path + ".lock"):
         if not os.path.exists(path):
-            atomic_pickle(_fit_mpmv2(cfg, train, fs), path)
-    with open(path, "rb") as f:
-        return pickle.load(f), key
+            qt = _fit_mpmv2(cfg, train, fs)
+            with atomic_path(path, unique=True) as tmp, open(tmp, "wb") as f:
+                np.savez(f, quantiles=qt.quantiles_, references=qt.references_)
+    return _load_quantiles(path), key
+
+
+def _load_quantiles(path: str):
+    """The fitted QuantileTransformer from its arrays (an npz of plain arrays, never a pickle: a cache file cannot
+    run code)."""
+    from sklearn.preprocessing import QuantileTransformer
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            quantiles, references = np.asarray(z["quantiles"], np.float64), np.asarray(z["references"], np.float64)
+    except (OSError, KeyError, ValueError) as e:
+        raise DataError(f"{path}: cannot read the cached quantile transformer ({e}); delete it to refit") from e
+    if quantiles.ndim != 2 or references.shape != (quantiles.shape[0],):
+        raise DataError(f"{path}: quantiles {quantiles.shape} and references {references.shape} do not match; "
+                        "delete it to refit")
+    qt = QuantileTransformer(n_quantiles=len(references), output_distribution="normal")
+    qt.quantiles_, qt.references_ = quantiles, references
+    qt.n_quantiles_, qt.n_features_in_ = len(references), quantiles.shape[1]
+    return qt
 
 
 def mpmv2_quantiles(cfg: dict):
@@ -217,15 +254,30 @@ def cached_entries(cfg: dict, split: str, progress: bool = True, rank: int = 0, 
         def build(path=path, s=s, e=e, seed=seed):
             rng = np.random.default_rng(seed)          # MPMv2 neutral-IP noise of the cache (redrawn per batch)
             bar = _bar(e - s, os.path.basename(path), progress)
+            short = 0
             for raw in iter_raw(cfg["dataset"], path, s, e):
+                short += int((raw.mask.sum(1) < MIN_CONSTITUENTS).sum())
                 yield fs.compute(raw, n, state, rng)
                 if bar is not None:
                     bar.update(len(raw))
             if bar is not None:
                 bar.close()
+            _check_short_jets(path, short, e - s)
 
         entries[i] = get_or_build(_cache_dir(cfg), path, fs.name, fs.key(), n, e - s, build, extra)
     return [entries[i] for i in range(len(files))]
+
+
+def _check_short_jets(path: str, short: int, total: int) -> None:
+    """Jets with fewer than MIN_CONSTITUENTS constituents have no pairs, nothing to mask and predict: more than
+    MAX_SHORT_FRACTION of a file is refused (a loss of 0 at every step would train nothing); a few are kept (the
+    published files hold some) and counted on stderr, once, when the file is converted."""
+    if short > MAX_SHORT_FRACTION * total:
+        raise DataError(f"{path}: {short} of {total} jets have fewer than {MIN_CONSTITUENTS} constituents (more than "
+                        f"{MAX_SHORT_FRACTION:.0%}); not a usable jet sample")
+    if short:
+        print(f"{path}: {short} of {total} jets have fewer than {MIN_CONSTITUENTS} constituents (kept)",
+              file=sys.stderr, flush=True)
 
 
 def _bar(total, desc, enabled):
@@ -293,11 +345,16 @@ def build_dataset(cfg: dict, split: str, *, max_jets=None, n_per_class=None, sub
     label_map = np.full(len(names), -1, dtype=np.int64)
     for i, c in enumerate(chosen):
         label_map[names.index(c)] = i
-    if n_per_class is None and (cfg["dataset"] == "jetclass" or cfg.get("classes") is None):
+    if n_per_class is None and cfg["dataset"] == "jetclass":
         labels, index = None, None       # every cached jet is used: no per-jet label scan (JetClass files are per class)
     else:
         labels = np.concatenate([label_map[np.asarray(e.arrays["label"])].astype(np.int16) for e in entries])
         index = None if (labels >= 0).all() else np.nonzero(labels >= 0)[0]    # top/qg class subsets
+        absent = [c for i, c in enumerate(chosen) if not (labels == i).any()]
+        if absent and limit is None:  # one class only: accuracy 1.0, an AUC of NaN (a prefix may hold fewer)
+            files = ", ".join(f for f, _, _ in resolve_files(cfg, split))
+            raise DataError(f"data: the {split} split ({files}) holds no jet of class(es) {absent} of the config's "
+                            f"classes {chosen}; check the labels of these files or set data.classes")
     if n_per_class is not None:
         for c in range(len(chosen)):
             have = int((labels == c).sum())
@@ -321,6 +378,10 @@ def make_loader(data_cfg: dict, split: str, batch_size: int, *, shuffle: bool, s
     """DataLoader yielding JetBatch (CPU tensors). Call set_epoch(loader, epoch) each epoch when shuffling."""
     ds = build_dataset(data_cfg, split, max_jets=max_jets, n_per_class=n_per_class, subset_seed=subset_seed,
                        progress=rank == 0, rank=rank, world_size=world_size)
+    if drop_last and len(ds) < batch_size * world_size:
+        raise DataError(f"data: the {split} split gives {len(ds)} jets" + (f" (max_jets = {max_jets})" if max_jets
+                        else "") + f", fewer than one batch of {batch_size * world_size}; lower the batch size or "
+                        "use more jets")
     sampler = ShardedBatchSampler(len(ds), batch_size, shuffle=shuffle, seed=seed, rank=rank, world_size=world_size,
                                   drop_last=drop_last)
     workers = int(data_cfg.get("num_workers") or 0)

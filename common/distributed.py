@@ -30,6 +30,9 @@ class Dist:
 def _pick_device(local_rank: int, device: str | None) -> torch.device:
     if device is not None and device != "auto":
         dev = torch.device(device)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"config: device = {device!r} but CUDA is not available here (no GPU, or torch "
+                             f"{torch.__version__} built without CUDA); use device=auto or device=cpu")
         if dev.type == "cuda" and dev.index is None:
             dev = torch.device("cuda", local_rank)
         return dev

@@ -5,7 +5,8 @@
     read_log(out_dir / "log.jsonl")             # list of dicts (for plots and tests)
 
 A resumed run appends to the same file; `truncate_after(step)` drops lines the crashed run wrote after its last
-checkpoint so the log has each step once.
+checkpoint so the log has each step once. The first line a logger writes also drops every earlier line at or after
+its step: a run killed before its first checkpoint and started again from step 0 does not log its steps twice.
 """
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ class MetricLogger:
         self.path = Path(out_dir) / filename
         self.csv_path = Path(out_dir) / csv_file if csv_file else None
         self._csv_cols = None
+        self._first = True
         self.t0 = time.time()
         if self.enabled:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -52,6 +54,9 @@ class MetricLogger:
         if not self.enabled:
             return
         row = {"step": int(step), **{k: _plain(v) for k, v in metrics.items()}, "time": round(time.time() - self.t0, 3)}
+        if self._first:  # lines of an earlier process from this step on are superseded (restart without checkpoint)
+            self._first = False
+            self.truncate_after(int(step) - 1)
         with open(self.path, "a") as f:
             f.write(json.dumps(row) + "\n")
         if self.csv_path is not None:

@@ -205,7 +205,7 @@ def _copy_plots(runs_dir: Path, out_dir: Path) -> list[str]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="Write results/<profile>/RESULTS.md from a run's result files.")
     ap.add_argument("--runs", required=True, help="run output directory (run_all.sh --out-dir)")
-    ap.add_argument("--profile", required=True, help="smoke | mini | paper")
+    ap.add_argument("--profile", required=True, choices=("smoke", "mini", "paper"), help="smoke | mini | paper")
     ap.add_argument("--out", default=None, help="output directory (default results/<profile>)")
     ap.add_argument("--published", default=None, help="published-numbers YAML (default common/published.yaml)")
     ap.add_argument("--claims", default=None,

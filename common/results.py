@@ -155,13 +155,15 @@ def _check_value(name: str, v) -> str | None:
         return None
     if isinstance(v, str):
         return f"expected a number, a list of numbers, null or one of the reasons {list(REASONS)}"
-    for x in (v if isinstance(v, list) else [v]):
-        if x is None:
-            continue
+    for j, x in enumerate(v if isinstance(v, list) else [v]):
+        where = f"seed value {j} is " if isinstance(v, list) else ""
+        if x is None:  # a seed list holds one number per seed: a hole would silently lower n
+            return f"{where}null; expected one number per seed (a run without a value: null for the whole cell)"
         if isinstance(x, bool) or not isinstance(x, (int, float)):
             return "expected a number, a list of numbers, null or a reason string (results.REASONS)"
-        if math.isnan(x):
-            continue
+        if math.isnan(x):  # never dropped silently, never written as a bare NaN (not valid JSON)
+            return (f"{where}NaN; expected a number (write null for a missing cell, or "
+                    "results.non_finite_note(value, reason))")
         lo, hi, inf_ok = metric_range(name)
         if math.isinf(x) and not inf_ok:
             return f"expected a finite number (in [{lo:g}, {hi:g}])"
@@ -296,6 +298,7 @@ def collect_results(runs_dir, published: dict | None = None, problems: list | No
     published = load_published() if published is None else published
     found: dict[str, dict] = {}
     invalid: set[str] = set()
+    seen: dict[tuple, str] = {}  # (table, row keys, seed) -> the file that holds it
     for path in sorted(Path(runs_dir).rglob("*.json")):
         if path.name == "done.json" or path.stat().st_size > 50_000_000:
             continue
@@ -315,11 +318,38 @@ def collect_results(runs_dir, published: dict | None = None, problems: list | No
             continue
         if data is None:
             continue
+        twice = _seen_twice(data, str(path), seen, published)
+        if twice:
+            invalid.add(data["table_id"])
+            if problems is not None:
+                problems.append((data["table_id"], str(path), twice))
+            continue
         entry = found.setdefault(data["table_id"], {"rows": [], "metas": [], "files": []})
         entry["rows"].extend(data["rows"])
         entry["metas"].append(data.get("meta") or {})
         entry["files"].append(str(path))
     return {t: e for t, e in found.items() if t not in invalid}
+
+
+def _seen_twice(data: dict, path: str, seen: dict, published) -> str | None:
+    """The error when a (table, row, seed) of this file was already read from another file (e.g. a backup copy of a
+    tables folder would count its seeds twice); records this file's cells in `seen` otherwise."""
+    table_id, meta = data["table_id"], data.get("meta") or {}
+    keys = table_schema(table_id, meta, published)[0]
+    cells = []
+    for row in data["rows"]:
+        k = tuple(canon_key(row.get(key)) for key in keys)
+        for seed in ([row["seed"]] if "seed" in row else list(meta.get("seeds") or [None])):
+            cells.append(((table_id, k, canon_key(seed)), row, seed))
+    for cell, row, seed in cells:
+        other = seen.get(cell)
+        if other is not None and other != path:
+            shown = ", ".join(f"{key}={row.get(key)}" for key in keys)
+            return (f"{path}: table {table_id}, row ({shown}), seed {seed}: also in {other}; the same cell from two "
+                    "files (a copy of a result folder?) is refused, not counted twice: remove one of them")
+    for cell, _, _ in cells:
+        seen.setdefault(cell, path)
+    return None
 
 
 # ---------------------------------------------------------------------------------------------------------------

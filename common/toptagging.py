@@ -115,6 +115,12 @@ def _to_raw(block: np.ndarray, path: str) -> RawJets:
     if not np.isin(label, (0, 1)).all():
         raise DataError(f"{path}: {LABEL_COLUMN} must be 0 or 1")
     epxpypz = block[:, :-1].reshape(len(block), MAX_PARTICLES, 4)
+    e, p = epxpypz[..., 0], np.linalg.norm(epxpypz[..., 1:], axis=-1)
+    bad = (e < 0) | ((e > 0) & (e < p * (1 - 1e-2) - 1e-3))   # E >= |p| for a real particle (float32 rounding allowed)
+    if bad.any():
+        j, k = np.argwhere(bad)[0]
+        raise DataError(f"{path}: {int(bad.sum())} non-physical constituent four-vector(s) (negative energy or "
+                        f"E < |p|), first: jet {j}, constituent {k}: E = {e[j, k]:.4g}, |p| = {p[j, k]:.4g}")
     p4 = epxpypz[..., [1, 2, 3, 0]].astype(np.float32)
     mask = p4[..., 3] > 0
     m = max(int(mask.sum(1).max(initial=0)), 1)

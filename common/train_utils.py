@@ -219,6 +219,9 @@ def mark_done(out_dir, info: dict | None = None) -> None:
     """Write out_dir/done.json atomically: the step finished (run_all skips it next time)."""
     write_json(Path(out_dir) / "done.json", {"done": True, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                                               **(info or {})})
+    held = _held_locks.pop(os.path.abspath(os.path.join(out_dir, RUN_LOCK)), None)
+    if held is not None:   # the run is finished: release its lock (lock_dir)
+        held.close()
 
 
 def is_done(out_dir) -> bool:
@@ -265,26 +268,95 @@ def set_torch_threads() -> int:
     return n
 
 
+RUN_MARKER = ".jetfm-run"    # written at a run's start: the folder was made by the kit (what --restart may clear)
+RUN_LOCK = ".jetfm-lock"     # flock'ed by the one process writing the run
+KIT_SUFFIXES = (".pt", ".json", ".jsonl", ".yaml", ".npy", ".npz", ".png", ".pdf", ".md", ".csv", ".txt", ".log",
+                ".tmp", ".lock")
+_held_locks: dict[str, object] = {}   # path -> open file holding its flock, for the life of the process
+
+
+def lock_dir(directory, what: str = "run") -> None:
+    """Take an exclusive lock (fcntl.flock, held until the process exits) on `directory`/.jetfm-lock, recording this
+    process's pid and host in it; a second writer is refused with a ConfigError naming the holder."""
+    import fcntl
+    import socket
+
+    path = os.path.abspath(os.path.join(directory, RUN_LOCK))
+    if path in _held_locks:
+        return
+    f = open(path, "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "another process"
+        f.close()
+        raise ConfigError(f"{directory}: another process is writing this {what} ({holder}); wait for it to end or "
+                          "use another --out") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"pid {os.getpid()} on host {socket.gethostname()}\n")
+    f.flush()
+    _held_locks[path] = f
+
+
+def _write_marker(out: Path) -> None:
+    """The run marker: what the folder held before the run started (kept by --restart)."""
+    before = sorted(p.name for p in out.iterdir() if p.name not in (RUN_MARKER, RUN_LOCK))
+    write_json(out / RUN_MARKER, {"kit": "jetfm", "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "preexisting": before})
+
+
+def clear_run(out: Path) -> list[str]:
+    """--restart: delete what the kit wrote in `out` (every entry that appeared since the run's marker, i.e. its run
+    files and sub-runs), keeping what was there before. Refuses a folder without the marker (not made by the kit) and
+    a new file the kit would not write (e.g. thesis.tex); returns the deleted names."""
+    marker = out / RUN_MARKER
+    try:
+        import json
+        keep = set(json.loads(marker.read_text())["preexisting"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ConfigError(f"{out}: --restart refused: the folder has no valid {RUN_MARKER} marker, so it was not made "
+                          "by the kit (or by an older version of it); nothing was deleted. Delete the run files "
+                          "yourself or use another --out") from None
+    doomed = [p for p in out.iterdir() if p.name not in keep | {RUN_MARKER, RUN_LOCK}]
+    for p in doomed:
+        for f in ([p] if not p.is_dir() else [q for q in p.rglob("*") if not q.is_dir()]):
+            if f.suffix not in KIT_SUFFIXES and not f.name.startswith((RUN_MARKER, RUN_LOCK)):
+                raise ConfigError(f"{out}: --restart refused: {f} was not written by the kit; move it out of the run "
+                                  "folder first; nothing was deleted")
+    for p in doomed:
+        shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+    return sorted(p.name for p in doomed)
+
+
 def start_run(description: str, argv=None, *, save: bool = True) -> RunStart | None:
     """Parse `--config <yaml> --out <dir> [--restart] [a.b=value ...]` and load the config (common.config rules: an
     unknown key or a value of the wrong type is a ConfigError naming the file, the key and what was expected).
 
-    An earlier run in <out>: finished (done.json) -> returns None, printing one line (rank 0), and the caller returns
-    at once; unfinished -> it is resumed, but only if its config.yaml equals the resolved config, else a ConfigError
-    names the differing keys (a resumed optimiser and schedule would not match the recorded config). `--restart`
-    deletes the earlier run (a directory holding config.yaml) and starts over.
-    Otherwise, with save=True, creates <out> and writes the resolved <out>/config.yaml (on rank 0 only); save=False
-    leaves both to the caller."""
+    With save=True, rank 0 creates <out> and takes its lock (lock_dir: a second process writing the same run is
+    refused, naming the holder). An earlier run in <out>: finished (done.json) -> returns None, printing one line
+    (rank 0), and the caller returns at once; unfinished -> it is resumed, but only if its config.yaml equals the
+    resolved config, else a ConfigError names the differing keys (a resumed optimiser and schedule would not match the
+    recorded config). `--restart` deletes what the earlier run wrote (clear_run: only in a folder the kit made,
+    recognised by its .jetfm-run marker; the user's own files there are never deleted) and starts over.
+    Otherwise, with save=True, writes the run marker (first start) and the resolved <out>/config.yaml (on rank 0
+    only); save=False leaves all of it to the caller."""
     args = add_config_args(argparse.ArgumentParser(description=description)).parse_args(argv)
     cfg = load_config(args.config, args.overrides)
     set_torch_threads()
     out = Path(args.out)
     rank0 = launch_rank() == 0
     saved = out / "config.yaml"
-    if args.restart and saved.is_file():
+    if save and rank0:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(f"--out {out}: cannot create the run folder ({e.strerror})") from None
+        lock_dir(out)
+    if args.restart and (saved.is_file() or (out / RUN_MARKER).is_file()):
         if rank0:
-            shutil.rmtree(out)
-            print(f"{out}: --restart, the earlier run was deleted", flush=True)
+            gone = clear_run(out)
+            print(f"{out}: --restart, the earlier run was deleted ({len(gone)} entries)", flush=True)
     elif is_done(out):
         if rank0:
             print(f"{out}: done.json exists, nothing to do (--restart to redo it)", flush=True)
@@ -298,5 +370,7 @@ def start_run(description: str, argv=None, *, save: bool = True) -> RunStart | N
     if save:
         out.mkdir(parents=True, exist_ok=True)
         if rank0:
+            if not (out / RUN_MARKER).is_file() and not saved.is_file():
+                _write_marker(out)
             save_config(cfg, saved)
     return RunStart(cfg, out, args.config)

@@ -8,27 +8,27 @@ hepjepa_steps() {
   local ABL_TABLES=hepjepa.ablation_masking,hepjepa.ablation_num_targets,hepjepa.ablation_physics_bias
   ABL_TABLES=$ABL_TABLES,hepjepa.ablation_registers,hepjepa.ablation_augmentations,hepjepa.ablation_patching
 
-  step pretrain -- $PY -m hepjepa.pretrain --config $CFG/pretrain.yaml --out $OUT/pretrain $J
+  step pretrain -- $PY -m hepjepa.pretrain --config $CFG/pretrain.yaml --out "$OUT/pretrain" "$J"
   step ft_jetclass --tables hepjepa.jetclass_fewshot --after pretrain -- \
-    $PY -m hepjepa.finetune --config $CFG/finetune_jetclass.yaml --out $OUT/ft_jetclass $J $P
+    $PY -m hepjepa.finetune --config $CFG/finetune_jetclass.yaml --out "$OUT/ft_jetclass" "$J" "$P"
   step ft_top --tables hepjepa.top_tagging --after pretrain -- \
-    $PY -m hepjepa.finetune --config $CFG/finetune_top.yaml --out $OUT/ft_top data.root=$TOPTAGGING $P
+    $PY -m hepjepa.finetune --config $CFG/finetune_top.yaml --out "$OUT/ft_top" "data.root=$TOPTAGGING" "$P"
   step ft_qg --tables hepjepa.quark_gluon --after pretrain -- \
-    $PY -m hepjepa.finetune --config $CFG/finetune_qg.yaml --out $OUT/ft_qg data.root=$QG $P
+    $PY -m hepjepa.finetune --config $CFG/finetune_qg.yaml --out "$OUT/ft_qg" "data.root=$QG" "$P"
   step figures --after pretrain,ft_jetclass -- \
-    $PY1 -m hepjepa.figures --config $CFG/finetune_jetclass.yaml --out $OUT/figures \
-    --finetune-dir $OUT/ft_jetclass $J $P
+    $PY1 -m hepjepa.figures --config $CFG/finetune_jetclass.yaml --out "$OUT/figures" \
+    --finetune-dir "$OUT/ft_jetclass" "$J" "$P"
 
   # ablations (project page): base = the reference run, every other config changes one switch of it
   for abl in base random_masking targets1 targets2 no_physics_bias no_registers no_augment patching_fixed \
              patching_2g; do
     step ablation_${abl}_pretrain --tables $ABL_TABLES --after "" -- \
-      $PY -m hepjepa.pretrain --config $CFG/ablation_$abl.yaml --out $OUT/ablation/$abl/pretrain $J
+      $PY -m hepjepa.pretrain --config $CFG/ablation_$abl.yaml --out "$OUT/ablation/$abl/pretrain" "$J"
     step ablation_${abl}_probe --tables $ABL_TABLES --after ablation_${abl}_pretrain -- \
-      $PY -m hepjepa.finetune --config $CFG/ablation_$abl.yaml --out $OUT/ablation/$abl/probe $J \
-      sweep.pretrained=$OUT/ablation/$abl/pretrain/checkpoint.pt
+      $PY -m hepjepa.finetune --config $CFG/ablation_$abl.yaml --out "$OUT/ablation/$abl/probe" "$J" \
+      "sweep.pretrained=$OUT/ablation/$abl/pretrain/checkpoint.pt"
   done
 
   step tables --always --tables hepjepa.jetclass_fewshot,hepjepa.convergence,hepjepa.top_tagging,hepjepa.quark_gluon,$ABL_TABLES -- \
-    $PY1 -m hepjepa.tables --runs $OUT --out $OUT/tables --profile $PROFILE
+    $PY1 -m hepjepa.tables --runs "$OUT" --out "$OUT/tables" --profile $PROFILE
 }

@@ -58,11 +58,12 @@ def train(cfg: dict, model: torch.nn.Module, out: Path, dist: Dist, desc: str = 
     scheduler = build_scheduler(optimizer, {**t["schedule"], "total_steps": t["steps"]})
     # resume
     logger = MetricLogger(out, enabled=dist.is_main)
-    step = 0
+    step, first_loss = 0, None
     ckpt_path = out / "checkpoint.pt"
     if ckpt_path.exists():
-        step = restore_state(load_checkpoint(ckpt_path), model=model, optimizer=optimizer, scheduler=scheduler,
-                             loader=batches)
+        ckpt = load_checkpoint(ckpt_path)
+        step = restore_state(ckpt, model=model, optimizer=optimizer, scheduler=scheduler, loader=batches)
+        first_loss = ckpt.get("first_loss")   # the run's first loss, not this process's
         logger.truncate_after(step)
         if dist.is_main:
             print(f"{out}: resuming at step {step}")
@@ -75,11 +76,11 @@ def train(cfg: dict, model: torch.nn.Module, out: Path, dist: Dist, desc: str = 
     def checkpoint():
         if dist.is_main:
             save_checkpoint(ckpt_path, make_state(model=model, optimizer=optimizer, scheduler=scheduler, step=step,
-                                                  config=cfg, loader=batches))
+                                                  config=cfg, loader=batches, first_loss=first_loss))
 
     # loop
     bar = progress(t["steps"], desc, enabled=dist.is_main, initial=step)
-    running, t0, first_loss, last = {}, time.perf_counter(), None, {}
+    running, t0, last = {}, time.perf_counter(), {}
     model.train()
     while step < t["steps"]:
         batch = next(batches).to(dist.device, non_blocking=True)

@@ -8,21 +8,22 @@
 
 mpm_steps() {
   need_data jetclass jetclass_atlas=QCD,Tbqq btag
-  local J="data.root=$JETCLASS" A="data.root=$JETCLASS_ATLAS" full=1 row tok mode task modes v2tasks
+  local -a tok=()
+  local J="data.root=$JETCLASS" A="data.root=$JETCLASS_ATLAS" full=1 row mode task modes v2tasks
   [[ "$PROFILE" == smoke ]] && full=0
 
   # --- tokenisers (arXiv:2401.13537, arXiv:2409.12589): trained first, then frozen --------------------------------
-  step tokenizer_v1 --after "" -- $PY -m mpm.train_tokenizer --config $CFG/tokenizer_v1.yaml --out $OUT/tokenizer_v1 $J
+  step tokenizer_v1 --after "" -- $PY -m mpm.train_tokenizer --config $CFG/tokenizer_v1.yaml --out "$OUT/tokenizer_v1" "$J"
   if ((full)); then
     step tokenizer_v1_kmeans --after "" -- $PY1 -m mpm.train_tokenizer --config $CFG/tokenizer_v1_kmeans.yaml \
-      --out $OUT/tokenizer_v1_kmeans $J
+      --out "$OUT/tokenizer_v1_kmeans" "$J"
     step tokenizer_v1_6class --after "" -- $PY -m mpm.train_tokenizer --config $CFG/tokenizer_v1_6class.yaml \
-      --out $OUT/tokenizer_v1_6class $J
+      --out "$OUT/tokenizer_v1_6class" "$J"
   fi
   if [[ "$PROFILE" == paper ]]; then  # the MPMv2 token tasks (mini runs the ID + regression task only)
-    step tokenizer_v2 --after "" -- $PY -m mpm.train_tokenizer --config $CFG/tokenizer_v2.yaml --out $OUT/tokenizer_v2 $J
+    step tokenizer_v2 --after "" -- $PY -m mpm.train_tokenizer --config $CFG/tokenizer_v2.yaml --out "$OUT/tokenizer_v2" "$J"
     step tokenizer_v2_kmeans --after "" -- $PY1 -m mpm.train_tokenizer --config $CFG/tokenizer_v2_kmeans.yaml \
-      --out $OUT/tokenizer_v2_kmeans $J
+      --out "$OUT/tokenizer_v2_kmeans" "$J"
   fi
 
   # --- MPMv1 pretraining: every row of the pretraining table (smoke: two rows) ------------------------------------
@@ -37,20 +38,20 @@ mpm_steps() {
   local after
   for row in $v1rows; do
     case "$row" in
-      mpmv1_kmeans) tok="tokenizer.checkpoint=$OUT/tokenizer_v1_kmeans"; after=tokenizer_v1_kmeans ;;
-      mpmv1_quantised_kmeans) tok="tokenizer.checkpoint=$OUT/tokenizer_v1_kmeans tokenizer.input_checkpoint=$OUT/tokenizer_v1"
+      mpmv1_kmeans) tok=("tokenizer.checkpoint=$OUT/tokenizer_v1_kmeans"); after=tokenizer_v1_kmeans ;;
+      mpmv1_quantised_kmeans) tok=("tokenizer.checkpoint=$OUT/tokenizer_v1_kmeans" "tokenizer.input_checkpoint=$OUT/tokenizer_v1")
                               after=tokenizer_v1_kmeans,tokenizer_v1 ;;
-      mpmv1_regression|mpmv1_regression_backbonepe) tok=""; after="" ;;
-      *) tok="tokenizer.checkpoint=$OUT/tokenizer_v1"; after=tokenizer_v1 ;;
+      mpmv1_regression|mpmv1_regression_backbonepe) tok=(); after="" ;;
+      *) tok=("tokenizer.checkpoint=$OUT/tokenizer_v1"); after=tokenizer_v1 ;;
     esac
-    step pretrain_$row --after "$after" -- $PY -m mpm.pretrain --config $CFG/$row.yaml --out $OUT/pretrain/$row $J $tok
+    step pretrain_$row --after "$after" -- $PY -m mpm.pretrain --config $CFG/$row.yaml --out "$OUT/pretrain/$row" "$J" "${tok[@]}"
     for s in $pseeds; do
       step pretrain_${row}_seed$s --after "$after" -- $PY -m mpm.pretrain --config $CFG/$row.yaml \
-        --out $OUT/pretrain/${row}_seed$s $J $tok seed=$s
+        --out "$OUT/pretrain/${row}_seed$s" "$J" "${tok[@]}" seed=$s
     done
   done
   ((full)) && step pretrain_mpmv1_6class --after tokenizer_v1_6class -- $PY -m mpm.pretrain --config $CFG/mpmv1_6class.yaml \
-    --out $OUT/pretrain/mpmv1_6class $J tokenizer.checkpoint=$OUT/tokenizer_v1_6class
+    --out "$OUT/pretrain/mpmv1_6class" "$J" "tokenizer.checkpoint=$OUT/tokenizer_v1_6class"
 
   # --- MPMv2 pretraining: one run per reconstruction task (+ ID task) ---------------------------------------------
   v2tasks="regression ssfm"  # smoke: the ID + regression task the claims use, and set-to-set flow matching
@@ -60,56 +61,56 @@ mpm_steps() {
   [[ "$PROFILE" == paper ]] && v2tasks="regression kmeans vqvae cnf cfm ssfm"
   for task in $v2tasks; do
     case "$task" in
-      kmeans) tok="tokenizer.checkpoint=$OUT/tokenizer_v2_kmeans"; after=tokenizer_v2_kmeans ;;
-      vqvae) tok="tokenizer.checkpoint=$OUT/tokenizer_v2"; after=tokenizer_v2 ;;
-      *) tok=""; after="" ;;
+      kmeans) tok=("tokenizer.checkpoint=$OUT/tokenizer_v2_kmeans"); after=tokenizer_v2_kmeans ;;
+      vqvae) tok=("tokenizer.checkpoint=$OUT/tokenizer_v2"); after=tokenizer_v2 ;;
+      *) tok=(); after="" ;;
     esac
-    step pretrain_mpmv2_$task --after "$after" -- $PY -m mpm.pretrain --config $CFG/mpmv2_$task.yaml --out $OUT/pretrain/mpmv2_$task \
-      $J $tok
+    step pretrain_mpmv2_$task --after "$after" -- $PY -m mpm.pretrain --config $CFG/mpmv2_$task.yaml --out "$OUT/pretrain/mpmv2_$task" \
+      "$J" "${tok[@]}"
   done
 
   # --- MPMv1 downstream ---------------------------------------------------------------------------------------------
   for row in $v1rows; do  # linear probe (frozen backbone) of every pretraining configuration (and pretraining run)
     step probe_$row --tables mpm.v1_pretraining --after pretrain_$row -- $PY -m mpm.finetune --config $CFG/finetune_v1_probe.yaml \
-      --out $OUT/probe/$row $J pretrained.run=$OUT/pretrain/$row
+      --out "$OUT/probe/$row" "$J" "pretrained.run=$OUT/pretrain/$row"
     for s in $pseeds; do
       step probe_${row}_seed$s --tables mpm.v1_pretraining --after pretrain_${row}_seed$s -- $PY -m mpm.finetune \
-        --config $CFG/finetune_v1_probe.yaml --out $OUT/probe/${row}_seed$s $J pretrained.run=$OUT/pretrain/${row}_seed$s
+        --config $CFG/finetune_v1_probe.yaml --out "$OUT/probe/${row}_seed$s" "$J" "pretrained.run=$OUT/pretrain/${row}_seed$s"
     done
   done
   for mode in fixed finetune scratch; do
     step v1_jetclass_$mode --tables mpm.v1_jetclass --after pretrain_mpmv1 -- $PY -m mpm.finetune --config $CFG/finetune_v1.yaml \
-      --out $OUT/v1_jetclass/$mode $J pretrained.run=$OUT/pretrain/mpmv1 finetune.mode=$mode
+      --out "$OUT/v1_jetclass/$mode" "$J" "pretrained.run=$OUT/pretrain/mpmv1" finetune.mode=$mode
   done
   modes="finetune"
   ((full)) && modes="fixed finetune scratch"
   if ((full)); then
     for mode in $modes; do
       step v1_new_classes_$mode --tables mpm.v1_new_classes --after pretrain_mpmv1_6class -- $PY -m mpm.finetune \
-        --config $CFG/finetune_v1_newclasses.yaml --out $OUT/v1_new_classes/$mode $J \
-        pretrained.run=$OUT/pretrain/mpmv1_6class finetune.mode=$mode
+        --config $CFG/finetune_v1_newclasses.yaml --out "$OUT/v1_new_classes/$mode" "$J" \
+        "pretrained.run=$OUT/pretrain/mpmv1_6class" finetune.mode=$mode
     done
   fi
   for mode in $modes; do
     step v1_new_domain_$mode --tables mpm.v1_new_domain_auc,mpm.v1_new_domain_rejection --after pretrain_mpmv1 -- $PY -m mpm.finetune \
-      --config $CFG/finetune_v1_newdomain.yaml --out $OUT/v1_new_domain/$mode $A \
-      pretrained.run=$OUT/pretrain/mpmv1 finetune.mode=$mode
+      --config $CFG/finetune_v1_newdomain.yaml --out "$OUT/v1_new_domain/$mode" "$A" \
+      "pretrained.run=$OUT/pretrain/mpmv1" finetune.mode=$mode
   done
   if ((full)); then  # the same binary task in the pretraining domain (the figure's second panel, [U])
     local seeds1=""  # mini: one seed for this panel, which no claim compares
     [[ "$PROFILE" == mini ]] && seeds1="finetune.seeds=[0]"
     for mode in $modes; do
       step v1_new_domain_jetclass_$mode --tables mpm.v1_new_domain_auc,mpm.v1_new_domain_rejection --after pretrain_mpmv1 -- $PY -m mpm.finetune \
-        --config $CFG/finetune_v1_newdomain.yaml --out $OUT/v1_new_domain_jetclass/$mode $J \
-        pretrained.run=$OUT/pretrain/mpmv1 finetune.mode=$mode
+        --config $CFG/finetune_v1_newdomain.yaml --out "$OUT/v1_new_domain_jetclass/$mode" "$J" \
+        "pretrained.run=$OUT/pretrain/mpmv1" finetune.mode=$mode $seeds1
     done
   fi
   for mode in $( ((full)) && echo "fixed finetune scratch" || echo fixed ); do
     step v1_cwola_$mode --tables mpm.v1_cwola --after pretrain_mpmv1 -- $PY -m mpm.cwola --config $CFG/cwola_v1.yaml \
-      --out $OUT/v1_cwola/$mode $J pretrained.run=$OUT/pretrain/mpmv1 finetune.mode=$mode
+      --out "$OUT/v1_cwola/$mode" "$J" "pretrained.run=$OUT/pretrain/mpmv1" finetune.mode=$mode
     if [[ "$PROFILE" == paper ]]; then  # the figure's variant without a learning-rate schedule (no warm-up)
       step v1_cwola_${mode}_nosched --tables mpm.v1_cwola --after pretrain_mpmv1 -- $PY -m mpm.cwola --config $CFG/cwola_v1.yaml \
-        --out $OUT/v1_cwola/${mode}_nosched $J pretrained.run=$OUT/pretrain/mpmv1 finetune.mode=$mode \
+        --out "$OUT/v1_cwola/${mode}_nosched" "$J" "pretrained.run=$OUT/pretrain/mpmv1" finetune.mode=$mode \
         finetune.schedule.warmup_steps=0
     fi
   done
@@ -118,27 +119,30 @@ mpm_steps() {
   for task in $v2tasks; do
     for mode in $( ((full)) && echo "finetune fixed" || echo finetune ); do
       step v2_jetclass_${task}_$mode --tables mpm.v2_jetclass --after pretrain_mpmv2_$task -- $PY -m mpm.finetune --config $CFG/finetune_v2.yaml \
-        --out $OUT/v2_jetclass/${task}_$mode $J pretrained.run=$OUT/pretrain/mpmv2_$task finetune.mode=$mode
+        --out "$OUT/v2_jetclass/${task}_$mode" "$J" "pretrained.run=$OUT/pretrain/mpmv2_$task" finetune.mode=$mode
     done
   done
   if ((full)); then
     # "untrained": its lr 1e-3 is a finetune.per_n rule of finetune_v2.yaml (jetssl workflow/full_pipeline.smk)
     step v2_jetclass_scratch --tables mpm.v2_jetclass --after "" -- $PY -m mpm.finetune --config $CFG/finetune_v2.yaml \
-      --out $OUT/v2_jetclass/scratch $J finetune.mode=scratch
+      --out "$OUT/v2_jetclass/scratch" "$J" finetune.mode=scratch
     # "No Backbone" of the frozen study: the embedding with 0 transformer layers + the class-attention head, all
     # trained at lr 1e-4 (finetune_v2_nobackbone.yaml)
     step v2_jetclass_nobackbone --tables mpm.v2_jetclass --after "" -- $PY -m mpm.finetune \
-      --config $CFG/finetune_v2_nobackbone.yaml --out $OUT/v2_jetclass/nobackbone $J
-    # (the supervised ceiling on every labelled jet, v2_jetclass/scratch_all, decides no claim: no longer in mini; run
-    # it by hand with finetune.mode=scratch finetune.n_per_class=null "finetune.seeds=[0]" finetune.steps=1500)
+      --config $CFG/finetune_v2_nobackbone.yaml --out "$OUT/v2_jetclass/nobackbone" "$J"
+    if [[ "$PROFILE" == mini ]]; then  # the supervised ceiling beside the label grid: every labelled jet, ~5 epochs
+      step v2_jetclass_scratch_all --tables mpm.v2_jetclass --after "" -- $PY -m mpm.finetune \
+        --config $CFG/finetune_v2.yaml --out "$OUT/v2_jetclass/scratch_all" "$J" finetune.mode=scratch \
+        finetune.n_per_class=null "finetune.seeds=[0]" finetune.steps=1500 finetune.val_every=250
+    fi
     local cwtasks="regression"  # mini: one pretrained task against scratch; paper: every task
     [[ "$PROFILE" == paper ]] && cwtasks="$v2tasks"
     for task in $cwtasks; do
       step v2_cwola_${task}_finetune --tables mpm.v2_cwola --after pretrain_mpmv2_$task -- $PY -m mpm.cwola --config $CFG/cwola_v2.yaml \
-        --out $OUT/v2_cwola/${task}_finetune $J pretrained.run=$OUT/pretrain/mpmv2_$task finetune.mode=finetune
+        --out "$OUT/v2_cwola/${task}_finetune" "$J" "pretrained.run=$OUT/pretrain/mpmv2_$task" finetune.mode=finetune
     done
     step v2_cwola_scratch --tables mpm.v2_cwola --after "" -- $PY -m mpm.cwola --config $CFG/cwola_v2.yaml \
-      --out $OUT/v2_cwola/scratch $J finetune.mode=scratch   # lr 1e-4: the workflow's 1e-3 is for JetClass only
+      --out "$OUT/v2_cwola/scratch" "$J" finetune.mode=scratch   # lr 1e-4: the workflow's 1e-3 is for JetClass only
   fi
 
   # --- MPMv2 out of domain on BTag (arXiv:2409.12589): flavour tagging, track origin, secondary-vertex finding ------
@@ -152,14 +156,14 @@ mpm_steps() {
     for task in $btasks; do
       for mode in $bmodes; do
         step v2_${name}_${task}_$mode --tables $table --after pretrain_mpmv2_$task -- $PY -m $script \
-          --config $CFG/$conf.yaml --out $OUT/v2_$name/${task}_$mode $B pretrained.run=$OUT/pretrain/mpmv2_$task \
+          --config $CFG/$conf.yaml --out "$OUT/v2_$name/${task}_$mode" "$B" "pretrained.run=$OUT/pretrain/mpmv2_$task" \
           finetune.mode=$mode
       done
     done
     step v2_${name}_scratch --tables $table --after "" -- $PY -m $script --config $CFG/$conf.yaml \
-      --out $OUT/v2_$name/scratch $B finetune.mode=scratch "pretrained.overrides=[data.root=$JETCLASS]"
+      --out "$OUT/v2_$name/scratch" "$B" finetune.mode=scratch "pretrained.overrides=[data.root=$JETCLASS]"
     ((full)) && step v2_${name}_nobackbone --tables $table --after "" -- $PY -m $script --config $CFG/$conf.yaml \
-      --out $OUT/v2_$name/nobackbone $B finetune.mode=scratch "pretrained.overrides=[model.depth=0,data.root=$JETCLASS]" \
+      --out "$OUT/v2_$name/nobackbone" "$B" finetune.mode=scratch "pretrained.overrides=[model.depth=0,data.root=$JETCLASS]" \
       btag.table_mode=frozen btag.table_task=nobackbone
   done
 
@@ -167,7 +171,7 @@ mpm_steps() {
   if ((full)); then
     for task in regression $( [[ "$PROFILE" == paper ]] && echo kmeans ); do
       step v2_probe_$task --tables mpm.v2_construction --after pretrain_mpmv2_$task -- $PY -m mpm.finetune --config $CFG/finetune_v2_probe.yaml \
-        --out $OUT/v2_probe/$task $J pretrained.run=$OUT/pretrain/mpmv2_$task
+        --out "$OUT/v2_probe/$task" "$J" "pretrained.run=$OUT/pretrain/mpmv2_$task"
     done
   fi
   if [[ "$PROFILE" == paper ]]; then
@@ -178,14 +182,14 @@ mpm_steps() {
       if [[ $sweep == depth ]]; then over="model.decoder.depth=$v model.mask_fraction=0.3"
       else over="model.decoder.depth=2 model.mask_fraction=$v"; fi
       step pretrain_v2_sweep_${sweep}_$v --after tokenizer_v2_kmeans -- $PY -m mpm.pretrain --config $CFG/mpmv2_kmeans.yaml \
-        --out $OUT/pretrain/v2_sweep_${sweep}_$v $J tokenizer.checkpoint=$OUT/tokenizer_v2_kmeans train.steps=200000 $over
+        --out "$OUT/pretrain/v2_sweep_${sweep}_$v" "$J" "tokenizer.checkpoint=$OUT/tokenizer_v2_kmeans" train.steps=200000 $over
       step v2_sweep_${sweep}_$v --tables mpm.v2_sweep --after pretrain_v2_sweep_${sweep}_$v -- $PY -m mpm.finetune \
-        --config $CFG/finetune_v2_probe.yaml --out $OUT/v2_sweep/${sweep}_$v $J \
-        pretrained.run=$OUT/pretrain/v2_sweep_${sweep}_$v
+        --config $CFG/finetune_v2_probe.yaml --out "$OUT/v2_sweep/${sweep}_$v" "$J" \
+        "pretrained.run=$OUT/pretrain/v2_sweep_${sweep}_$v"
     done
   fi
 
   # --- tables (always rewritten from whatever results exist) ------------------------------------------------------
   step tables --always --after "" --tables mpm.v1_pretraining,mpm.v1_jetclass,mpm.v1_new_classes,mpm.v1_new_domain_auc,mpm.v1_new_domain_rejection,mpm.v1_cwola,mpm.v2_jetclass,mpm.v2_cwola,mpm.v2_construction,mpm.v2_sweep \
-    -- $PY1 -m mpm.tables --runs $OUT --out $OUT/tables --profile $PROFILE
+    -- $PY1 -m mpm.tables --runs "$OUT" --out "$OUT/tables" --profile $PROFILE
 }

@@ -57,16 +57,20 @@ def _results(rows):
     return {"mpm.toy": {"rows": rows, "metas": [{}], "files": ["x"]}}
 
 
-def test_at_min_takes_the_smallest_n_both_sides_have_and_published_side_from_published():
+def test_at_min_takes_the_smallest_n_either_side_has_and_published_side_from_published():
     rows = [{"mode": "finetune", "n_train": n, "accuracy": acc, "seed": s}
             for n, acc in ((100, 0.3), (1000, 0.5)) for s in range(3)]
     rows += [{"mode": "scratch", "n_train": n, "accuracy": acc - 0.001 * s, "seed": s}
              for n, acc in ((10, 0.9), (1000, 0.4)) for s in range(3)]  # scratch has no N=100; finetune no N=10
     (v,) = C.evaluate(_results(rows), [CLAIM], PUB)
-    assert v.at == {"n_train": 1000.0}
+    # the smallest N of either side: finetune's cell there is missing, and the claim does not move to N=1000
+    assert v.at == {"n_train": 10.0} and v.a == [] and v.verdict == "not measured"
+    assert "side a (mode=finetune, n_train=10): no such row in the results" in v.why
+    both = [r for r in rows if r["n_train"] == 1000]
+    (v,) = C.evaluate(_results(both), [CLAIM], PUB)
+    assert v.at == {"n_train": 1000.0} and v.verdict == "reproduced"
     assert v.a == [0.5, 0.5, 0.5] and v.b == pytest.approx([0.4, 0.399, 0.398])
-    assert v.verdict == "reproduced"
-    assert v.published.startswith("49.1 vs 39.7") and "n_train=1000" in v.published
+    assert v.published.startswith("49.1 vs 39.7") and "n_train=1000" in v.published  # published: shared grid
 
 
 def test_missing_table_or_side_is_not_measured_and_rendered():
@@ -132,15 +136,15 @@ def test_results_md_starts_with_the_claims_section(tmp_path):
     assert "**reproduced**" in claim_line and "49.1 vs 39.7" in claim_line
 
 
-def test_at_second_min_takes_the_second_smallest_value_both_sides_have():
+def test_at_second_min_takes_the_second_smallest_value_either_side_has():
     claim = {**CLAIM, "at": {"n_train": "second_min"}}
     rows = [{"mode": m, "n_train": n, "accuracy": acc + 0.001 * s, "seed": s}
             for m, grid in (("finetune", ((10, 0.1), (100, 0.6), (1000, 0.7))),
                             ("scratch", ((100, 0.5), (1000, 0.65), (5000, 0.9))))
-            for n, acc in grid for s in range(3)]  # both sides have 100 and 1000: the second smallest is 1000
+            for n, acc in grid for s in range(3)]  # values 10, 100, 1000, 5000: the second smallest is 100
     (v,) = C.evaluate(_results(rows), [claim], PUB)
-    assert v.at == {"n_train": 1000.0}
-    assert v.a == pytest.approx([0.7, 0.701, 0.702]) and v.b == pytest.approx([0.65, 0.651, 0.652])
+    assert v.at == {"n_train": 100.0}
+    assert v.a == pytest.approx([0.6, 0.601, 0.602]) and v.b == pytest.approx([0.5, 0.501, 0.502])
     assert v.published.startswith("57.9 vs 49.6")  # the published grid's second smallest (10000)
     (one,) = C.evaluate(_results([r for r in rows if r["n_train"] == 100]), [claim], PUB)
     assert one.verdict == "not measured"  # a single shared value has no second smallest
@@ -209,16 +213,21 @@ def test_every_shipped_claim_states_its_unit_of_replication():
         assert claims[cid]["replicated"].startswith("1 pretraining run ×")
 
 
-def test_mpmv1_cwola_is_decided_at_the_largest_signal_count_both_sides_ran():
+def test_mpmv1_cwola_is_decided_at_the_largest_signal_count():
     """The paper's gap is at its largest signal counts (5.04 vs 1.94 at 5000); at the smallest both SICs sit at the
-    no-discrimination level (was: at n_signal min)."""
+    no-discrimination level (was: at n_signal min). A side without the largest count reads missing: the claim never
+    moves to a smaller count."""
     published = R.load_published()
     claim = next(c for c in C.load_claims(published=published) if c["id"] == "mpmv1_cwola")
+    grids = {"finetune": ((50, 1.0), (300, 3.0), (1000, 9.0)), "scratch": ((50, 1.1), (300, 1.5), (1000, 2.0))}
     rows = [{"mode": m, "lr_schedule": "on", "n_signal": n, "sic": v + 0.01 * s, "seed": s}
-            for m, grid in (("finetune", ((50, 1.0), (300, 3.0), (1000, 9.0))), ("scratch", ((50, 1.1), (300, 1.5))))
-            for n, v in grid for s in range(3)]
-    (v,) = C.evaluate({"mpm.v1_cwola": {"rows": rows, "metas": [{}], "files": ["x"]}}, [claim], published)
-    assert v.at == {"n_signal": 300.0} and v.a == pytest.approx([3.0, 3.01, 3.02]) and v.verdict == "reproduced"
+            for m, grid in grids.items() for n, v in grid for s in range(3)]
+    res = lambda rows: {"mpm.v1_cwola": {"rows": rows, "metas": [{}], "files": ["x"]}}
+    (v,) = C.evaluate(res(rows), [claim], published)
+    assert v.at == {"n_signal": 1000.0} and v.a == pytest.approx([9.0, 9.01, 9.02]) and v.verdict == "reproduced"
+    (v,) = C.evaluate(res([r for r in rows if not (r["mode"] == "scratch" and r["n_signal"] == 1000)]), [claim],
+                      published)
+    assert v.at == {"n_signal": 1000.0} and v.b == [] and v.verdict == "not measured" and "missing" in v.why
 
 
 def test_not_worse_test_is_reproduced_unless_a_is_worse_beyond_noise():

@@ -76,7 +76,7 @@ def test_cache_round_trip_and_no_reread(jc_root, monkeypatch):
 def test_cache_invalidation(tmp_path):
     root = str(tmp_path)
     write_jetclass(os.path.join(root, "train"), 20, classes=["QCD", "Hbb"], seed=1)
-    cfg = cfg_for(root, features="omnijet")
+    cfg = cfg_for(root, features="omnijet", classes=["QCD", "Hbb"])
     first = load_arrays(cfg, "train")
     cache = os.path.join(root, ".cache")
     n_entries = len(entries(cache))
@@ -90,8 +90,8 @@ def test_cache_invalidation(tmp_path):
     np.testing.assert_array_equal(second["x"][:20], first["x"][:20])                                # Hbb kept
     assert len(entries(cache)) == n_entries
     # another feature set or particle count: separate entries
-    load_arrays(cfg_for(root, features="omnijet", num_particles=32), "train")
-    load_arrays(cfg_for(root, features="part_kin"), "train")
+    load_arrays(cfg_for(root, features="omnijet", num_particles=32, classes=["QCD", "Hbb"]), "train")
+    load_arrays(cfg_for(root, features="part_kin", classes=["QCD", "Hbb"]), "train")
     assert len(entries(cache)) == 3 * n_entries
     assert not [d for d in os.listdir(cache) if d.endswith(".tmp")]
     # a conversion killed mid-way (SIGKILL: no cleanup) leaves a .tmp that the next conversion of that slot removes
@@ -99,10 +99,10 @@ def test_cache_invalidation(tmp_path):
     stale = os.path.join(cache, slot + ".deadbeef.tmp")
     os.makedirs(stale)
     write_jetclass(os.path.join(root, "train"), 21, classes=["QCD", "Hbb"], seed=11)
-    load_arrays(cfg_for(root, features="omnijet", num_particles=32), "train")
+    load_arrays(cfg_for(root, features="omnijet", num_particles=32, classes=["QCD", "Hbb"]), "train")
     assert not os.path.exists(stale) and len(entries(cache)) == 3 * n_entries
     # an interrupted conversion leaves nothing that looks finished
-    bad = cfg_for(root, features="part_kinpid")
+    bad = cfg_for(root, features="part_kinpid", classes=["QCD", "Hbb"])
 
     def boom(*a, **k):
         raise KeyboardInterrupt
@@ -182,7 +182,7 @@ def test_class_subset_only_opens_its_files(tmp_path):
     sel = arrays["label"] == 0
     np.testing.assert_array_equal(np.sort(arrays["x"][sel][:, 0, 2]), np.sort(direct["x"][:, 0, 2]))
     with pytest.raises(DataError, match="HToBB_000.root.*cannot open"):
-        load_arrays(cfg_for(root), "train")
+        load_arrays(cfg_for(root, classes=["QCD", "Hbb", "Tbqq"]), "train")
 
 
 def test_n_per_class_and_max_jets(jc_root):
@@ -231,7 +231,7 @@ def test_mpmv2_through_loader(jc_root):
     b = next(iter(make_loader(cfg, "val", 80, shuffle=False)))
     assert b.x.shape == (80, 32, 7) and b.pid.shape == (80, 32) and b.pid.dtype == torch.int64
     assert int(b.pid.max()) <= 7 and (b.pid[~b.mask] == 0).all()
-    assert glob.glob(os.path.join(jc_root, ".cache", "mpmv2_quantiles.*.pkl"))
+    assert glob.glob(os.path.join(jc_root, ".cache", "mpmv2_quantiles.*.npz"))
     x = b.x[b.mask]
     assert abs(float(x[:, 0].mean())) < 0.5 and 0.5 < float(x[:, 0].std()) < 1.5     # ~N(0,1) pT
 
@@ -252,8 +252,9 @@ def test_bad_config(jc_root):
 def test_prepare_cli_fills_the_cache(tmp_path, capsys, monkeypatch):
     root = str(tmp_path)
     write_jetclass(os.path.join(root, "train"), 10, classes=["QCD", "Tbl"], seed=6)
-    data_mod.main(["--dataset", "jetclass", "--root", root, "--features", "omnijet", "--splits", "train"])
+    data_mod.main(["--dataset", "jetclass", "--root", root, "--features", "omnijet", "--splits", "train",
+                  "--classes", "QCD,Tbl"])
     assert "train: 20 jets cached" in capsys.readouterr().out
     assert len(entries(os.path.join(root, ".cache"))) == 2
     monkeypatch.setattr(jetclass, "iter_jetclass", lambda *a, **k: (_ for _ in ()).throw(AssertionError("reread")))
-    assert load_arrays(cfg_for(root, features="omnijet"), "train")["x"].shape == (20, 128, 3)
+    assert load_arrays(cfg_for(root, features="omnijet", classes=["QCD", "Tbl"]), "train")["x"].shape == (20, 128, 3)

@@ -236,10 +236,12 @@ def test_scripts_end_to_end_on_fake_jetclass(fake_root, tmp_path):
     d = [f"data.root={fake_root}", f"data.cache_dir={fake_root}/.cache"]
     out = tmp_path
     small = ["train.steps=6", "train.val_every=6", "train.ckpt_every=3"]
-    _run("omnijet.train_tokenizer", "--config", f"{cfg}/tokenizer.yaml", "--out", f"{out}/tokenizer", *d, *small)
-    _run("omnijet.train_tokenizer", "--config", f"{cfg}/tokenizer_binned.yaml", "--out", f"{out}/tokenizer_binned", *d)
+    two = ["data.classes=[QCD,Tbqq]"]  # the fake data hold two classes; the tokeniser configs read every class
+    _run("omnijet.train_tokenizer", "--config", f"{cfg}/tokenizer.yaml", "--out", f"{out}/tokenizer", *d, *small, *two)
+    _run("omnijet.train_tokenizer", "--config", f"{cfg}/tokenizer_binned.yaml", "--out", f"{out}/tokenizer_binned", *d,
+         *two)
     _run("omnijet.token_quality", "--config", f"{cfg}/token_quality.yaml", "--out", f"{out}/token_quality", *d,
-         f"runs_dir={out}", "tokenizers=[tokenizer,tokenizer_binned]")
+         f"runs_dir={out}", "tokenizers=[tokenizer,tokenizer_binned]", *two)
     tq = json.loads((out / "token_quality/metrics.json").read_text())["rows"]
     assert [r["tokenisation"] for r in tq] == ["original", "conditional_vqvae", "binned"]
     assert tq[0]["jet_mass_resolution"] == 0 and 0 <= tq[0]["accuracy_reco"] <= 1

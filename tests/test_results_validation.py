@@ -69,7 +69,7 @@ def test_a_corrupted_metric_is_an_error_naming_file_row_key_value(tmp_path, key,
 
 
 def test_valid_values_pass_inf_where_the_metric_allows_it_and_reasons(tmp_path):
-    rows = [{**ROWS[0], "rejection_50": [math.inf, 3.0], "auc": [None, float("nan")]},
+    rows = [{**ROWS[0], "rejection_50": [math.inf, 3.0], "auc": None},
             {**ROWS[1], "auc": R.NOT_RUN_BY_KIT, "rejection_50": f"inf: {R.NO_BACKGROUND_PASSES}", "seed": 0}]
     _, path = _run(tmp_path, rows)
     assert R.read_result(path, PUB)["rows"][1]["auc"] == "not run by the kit"

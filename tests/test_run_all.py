@@ -294,3 +294,71 @@ def test_mini_pretrains_the_compared_mpmv1_configurations_three_times_and_drops_
     assert not any("ssfm" in s for s in steps)
     assert "pretrain_mpmv2_ssfm" in _mpm_steps(repo_root, "smoke")
     assert not any("_seed" in s for s in _mpm_steps(repo_root, "smoke"))
+
+
+# ------------------------------------------------------------------------------------- hostile options (issue: dirs)
+def test_directory_that_cannot_be_made_is_one_line_and_nothing_at_root(kit, tmp_path):
+    (tmp_path / "afile").write_text("")
+    res = subprocess.run(kit.args()[:-6] + ["--out-dir", str(tmp_path / "afile" / "runs"), "--data-dir",
+                                            str(tmp_path / "data"), "--results-dir", str(kit.results)],
+                         capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert res.returncode == 2 and res.stdout == ""
+    assert res.stderr.strip() == f"run_all.sh: --out-dir {tmp_path}/afile/runs: cannot create it (Not a directory)"
+    assert not Path("/status.tsv").exists() and not Path("/logs").exists()
+    res = subprocess.run(kit.args("--data-dir", str(tmp_path / "afile" / "d"), "--list"), capture_output=True,
+                         text=True, timeout=60, cwd=tmp_path)
+    assert res.returncode == 2 and "--data-dir" in res.stderr and "cannot create it" in res.stderr
+    assert "--out /jetclass" not in res.stdout
+
+
+def test_read_only_out_dir_is_one_line(kit):
+    res = subprocess.run(kit.args("--out-dir", "/proc"), capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and res.stderr.strip() == "run_all.sh: --out-dir /proc: not writable"
+    assert res.stdout == ""
+
+
+@pytest.mark.parametrize("args", [["--profile"], ["--profile", "--list"], ["--out-dir"]])
+def test_option_without_value_says_so(kit, args):
+    res = subprocess.run(["bash", str(Path(__file__).parents[1] / "run_all.sh"), *args], capture_output=True,
+                         text=True, timeout=60)
+    assert res.returncode == 2 and res.stderr.strip() == f"run_all.sh: {args[0]} needs a value (see bash run_all.sh --help)"
+
+
+def test_every_step_keeps_a_path_with_a_space_as_one_word(tmp_path, repo_root):
+    import shlex
+    base = tmp_path / "my data"
+    res = subprocess.run(["bash", str(repo_root / "run_all.sh"), "--profile", "mini", "--list", "--out-dir",
+                          str(base / "runs"), "--data-dir", str(base / "sim"), "--results-dir", str(base / "res")],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    cmds = [shlex.split(line) for line in res.stdout.splitlines() if line.startswith("       ")]
+    assert len(cmds) > 50
+    for words in cmds:
+        split = [w for w in words if w.endswith(str(tmp_path / "my")) or w.startswith("data/")]
+        assert not split, words
+        assert any(str(base) in w for w in words), words      # every step reads or writes under the folder
+
+
+def test_a_path_with_a_space_runs_end_to_end(kit, tmp_path):
+    steps = kit.out.parent / "methods" / "fakem" / "run_steps.sh"
+    steps.write_text(RUN_STEPS.replace("$OUT/", '"$OUT"/'))         # a method's steps quote their paths
+    kit.out = tmp_path / "with space" / "runs"
+    res = kit.run()
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert kit.invocations("pretrain") == 1 and kit.invocations("probe") == 1
+
+
+def test_two_run_alls_into_one_out_dir(kit):
+    first = kit.popen(FAKE_STEPS="40", FAKE_SLEEP="0.1")
+    try:
+        prog = kit.out / "fakem" / "pretrain" / "progress.txt"
+        deadline = time.time() + 30
+        while time.time() < deadline and not prog.exists():
+            time.sleep(0.05)
+        second = kit.run()
+        assert second.returncode == 2
+        assert f"is in use by another run_all.sh (pid {first.pid} on host " in second.stderr
+        assert "interrupted" not in (kit.out / "status.tsv").read_text()
+    finally:
+        os.killpg(first.pid, signal.SIGTERM)
+        first.wait(timeout=30)

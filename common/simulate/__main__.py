@@ -16,11 +16,24 @@ def _splits(s: str) -> tuple[float, float, float]:
     return vals
 
 
+def _positive(s: str) -> int:
+    """An integer >= 1 (a count of jets, files or processes)."""
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {s!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {v}")
+    return v
+
+
 def _common(p: argparse.ArgumentParser, per_file: int = 100_000) -> None:
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel processes (default: all cores)")
+    p.add_argument("--workers", type=_positive, default=os.cpu_count() or 1,
+                   help="parallel processes (default: all cores)")
     p.add_argument("--seed", type=int, default=0, help="master seed; file seeds derive from (seed, class, file index)")
-    p.add_argument("--jets-per-file", type=int, default=per_file, help="jets per output file (default %(default)s)")
+    p.add_argument("--jets-per-file", type=_positive, default=per_file,
+                   help="jets per output file (default %(default)s)")
 
 
 def main(argv=None) -> int:
@@ -28,7 +41,7 @@ def main(argv=None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
 
     p = sub.add_parser("jetclass", help="JetClass-format ROOT files, 13 TeV, anti-kT 0.8, 500 < pT < 1000 GeV")
-    p.add_argument("--jets-per-class", type=int, required=True)
+    p.add_argument("--jets-per-class", type=_positive, required=True)
     _common(p)
     p.add_argument("--detector", choices=["cms", "atlas"], default="cms", help="detector response (default cms)")
     p.add_argument("--classes", default=None, help="comma-separated subset, e.g. QCD,Hbb,Tbqq (default: all 10)")
@@ -38,20 +51,20 @@ def main(argv=None) -> int:
                         "(JetClass' spectrum is not published); falling: Pythia's natural spectrum")
 
     p = sub.add_parser("toptagging", help="Top-tagging-format HDF5 (14 TeV, no MPI, 550 < pT < 650 GeV)")
-    p.add_argument("--jets", type=int, required=True, help="total jets over the three splits, half top half QCD")
+    p.add_argument("--jets", type=_positive, required=True, help="total jets over the three splits, half top half QCD")
     _common(p)
     p.add_argument("--detector", choices=["cms", "atlas"], default="atlas", help="(default atlas, as the real set)")
     p.add_argument("--splits", type=_splits, default=(0.6, 0.2, 0.2), help="train,val,test fractions (real: 1.2M/400k/400k)")
 
     p = sub.add_parser("qg", help="quark-gluon npz (14 TeV, Z(nunu)+jet, anti-kT 0.4, 500 < pT < 550, |y| < 1.7)")
-    p.add_argument("--jets", type=int, required=True, help="total jets, half quark half gluon")
+    p.add_argument("--jets", type=_positive, required=True, help="total jets, half quark half gluon")
     _common(p)
     p.add_argument("--with-bc", action="store_true", help="allow c and b quark jets (the *_withbc variant)")
 
     p = sub.add_parser("btag", help="flavour-tagging jets with tracks (Zenodo 13350327 ROOT tree + jetssl HDF5): "
                        "14 TeV tt-bar, anti-kT 0.4; b, c and light in equal numbers, matched in (pT, |eta|, n_trks) "
                        "bins by subsampling (no reweighting)")
-    p.add_argument("--jets-per-flavour", type=int, required=True, help="light, c and b jets each, over the splits")
+    p.add_argument("--jets-per-flavour", type=_positive, required=True, help="light, c and b jets each, over the splits")
     _common(p)
     p.add_argument("--splits", type=_splits, default=(0.6, 0.2, 0.2), help="train,valid,test fractions")
 

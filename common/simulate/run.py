@@ -173,17 +173,29 @@ def _chunks(n: int, per_file: int) -> list[int]:
 
 
 def check_settings(out: str, settings: dict) -> None:
-    """Refuse to resume into a directory simulated with other settings (files would silently mix)."""
+    """Refuse to resume into a directory simulated with other settings (files would silently mix). simulate.json
+    records the settings with `finished: false` until every file is written (mark_finished); the data readers
+    refuse a sample whose simulation did not finish (common.data)."""
     path = os.path.join(out, "simulate.json")
     if os.path.exists(path):
         with open(path) as fh:
             old = json.load(fh)
+        finished = old.pop("finished", True) if isinstance(old, dict) else True
         if old != settings:
             raise ValueError(f"{path} records different settings {old}; requested {settings}. "
                              "Use another --out directory or delete the old one.")
-        return
+        if finished is False:
+            return
     os.makedirs(out, exist_ok=True)
-    write_json(path, settings, indent=1)
+    write_json(path, {**settings, "finished": False}, indent=1)
+
+
+def mark_finished(out: str) -> None:
+    """Record in simulate.json that every file of the sample was written."""
+    path = os.path.join(out, "simulate.json")
+    with open(path) as fh:
+        settings = json.load(fh)
+    write_json(path, {**settings, "finished": True}, indent=1)
 
 
 def jetclass_tasks(out: str, n_per_class: int, seed: int, classes: list[str], splits, per_file: int,
@@ -211,7 +223,9 @@ def simulate_jetclass(out, n_per_class, *, seed=0, workers=1, classes=None, spli
     check_settings(out, dict(dataset="jetclass", jets_per_class=n_per_class, seed=seed, classes=classes,
                              splits=list(splits), jets_per_file=per_file, **options))
     tasks = jetclass_tasks(out, n_per_class, seed, classes, splits, per_file, options)
-    return execute(tasks, workers, "jetclass")
+    results = execute(tasks, workers, "jetclass")
+    mark_finished(out)
+    return results
 
 
 def _merge(parts: list[str], out_path: str, seed: int, build) -> None:
@@ -259,6 +273,7 @@ def simulate_toptagging(out, n_jets, *, seed=0, workers=1, splits=(0.8, 0.1, 0.1
 
         _merge(parts, os.path.join(out, f"{split}.h5"), seed, build)
     _cleanup_parts(parts_dir, [os.path.join(out, f"{s}.h5") for s in by_split if by_split[s]])
+    mark_finished(out)
     return results
 
 
@@ -293,6 +308,7 @@ def simulate_qg(out, n_jets, *, seed=0, workers=1, per_file=100_000, with_bc=Fal
 
         _merge(parts, final, seed, build)
     _cleanup_parts(parts_dir, list(files))
+    mark_finished(out)
     return results
 
 
@@ -311,7 +327,9 @@ def simulate_btag(out, n_per_flavour, *, seed=0, workers=1, splits=(0.6, 0.2, 0.
         for k, nk in enumerate(_chunks(n, per_file // 3)):
             tasks.append(Task("btag", "ttbar", 3 * nk, derive_seed(seed, "btag", split, k),
                               os.path.join(out, f"{split}_{k}.h5")))
-    return execute(tasks, workers, "btag")
+    results = execute(tasks, workers, "btag")
+    mark_finished(out)
+    return results
 
 
 def _cleanup_parts(parts_dir: str, finals: list[str]) -> None:

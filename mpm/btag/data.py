@@ -21,7 +21,7 @@ import os
 import numpy as np
 
 from common.btag import read_btag
-from common.data import mpmv2_quantiles
+from common.data import check_simulation_finished, mpmv2_quantiles
 from common.features import MPMV2_PID_NAMES, DataError
 
 # BTag csts columns (pT, deta, dphi, d0, d0err, z0, z0err; jetssl scripts/make_shlomi.py) -> the kit's MPMv2 order
@@ -36,6 +36,7 @@ def split_files(data_cfg: dict, split: str) -> list[str]:
     pattern = data_cfg.get(split)
     if not isinstance(pattern, str):
         raise DataError(f"data.{split} must be a glob under data.root (e.g. 'train*.h5'), got {pattern!r}")
+    check_simulation_finished(data_cfg["root"])   # a simulated BTag sample whose simulation did not finish: refused
     files = sorted(glob.glob(os.path.join(data_cfg["root"], pattern)))
     if not files:
         raise DataError(f"data.{split}: {pattern!r} matches no file under {data_cfg['root']!r}")
