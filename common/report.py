@@ -21,7 +21,7 @@ from pathlib import Path
 
 from common.atomic import write_text
 from common.cli import cli
-from common.results import (all_table_ids, changed_sources, collect_results, load_published, merge_meta,
+from common.results import (read_status, all_table_ids, changed_sources, collect_results, load_published, merge_meta,
                             render_table_counted)
 
 FAILED = ("failed", "skipped-after-failure", "started", "interrupted")  # step states that produced no valid output
@@ -33,23 +33,6 @@ def sections(known: list[str], extra: list[str]) -> list[str]:
     then the other prefixes of our result files' table ids, alphabetically."""
     first = list(dict.fromkeys(t.partition(".")[0] for t in known))
     return first + sorted({t.partition(".")[0] for t in extra} - set(first))
-
-
-def read_status(runs_dir) -> dict[str, dict]:
-    """run_all.sh's step status (last line per step wins): {step: {status, seconds, log, tables, always, out}}."""
-    path = Path(runs_dir) / "status.tsv"
-    out: dict[str, dict] = {}
-    if not path.exists():
-        return out
-    for line in path.read_text().splitlines():
-        parts = line.split("\t")
-        if len(parts) < 5 or parts[0] == "step":
-            continue
-        step, status, seconds, log, tables = parts[:5]
-        out[step] = {"status": status, "seconds": seconds, "log": log,
-                     "tables": [t for t in tables.split(",") if t],
-                     "always": len(parts) > 5 and parts[5] == "always", "out": parts[6] if len(parts) > 6 else ""}
-    return out
 
 
 def step_rate(out_dir: str) -> str:

@@ -289,6 +289,23 @@ def read_result(path, published: dict | None = None, *, validate: bool = True) -
     return data
 
 
+def read_status(runs_dir) -> dict[str, dict]:
+    """run_all.sh's step status (last line per step wins): {step: {status, seconds, log, tables, always, out}}."""
+    path = Path(runs_dir) / "status.tsv"
+    out: dict[str, dict] = {}
+    if not path.exists():
+        return out
+    for line in path.read_text().splitlines():
+        parts = line.split("\t")
+        if len(parts) < 5 or parts[0] == "step":
+            continue
+        step, status, seconds, log, tables = parts[:5]
+        out[step] = {"status": status, "seconds": seconds, "log": log,
+                     "tables": [t for t in tables.split(",") if t],
+                     "always": len(parts) > 5 and parts[5] == "always", "out": parts[6] if len(parts) > 6 else ""}
+    return out
+
+
 def collect_results(runs_dir, published: dict | None = None, problems: list | None = None) -> dict[str, dict]:
     """Every valid result file under runs_dir merged per table: {table_id: {rows, metas, files}}.
 
@@ -296,6 +313,7 @@ def collect_results(runs_dir, published: dict | None = None, problems: list | No
     result format (e.g. a stray copy x.old.json) is ignored. A table with an invalid file is left out whole.
     problems, when given, receives (table_id or None, path, message) for every ignored or invalid file."""
     published = load_published() if published is None else published
+    writers = table_folders(runs_dir)
     found: dict[str, dict] = {}
     invalid: set[str] = set()
     seen: dict[tuple, str] = {}  # (table, row keys, seed) -> the file that holds it
@@ -308,6 +326,11 @@ def collect_results(runs_dir, published: dict | None = None, problems: list | No
                 if problems is not None:
                     problems.append((None, str(path), f"{path}: ignored: a result file of {data.get('table_id')} "
                                                       f"must be named {data.get('table_id')}.json"))
+                continue
+            if data is not None and not _written_by_a_step(path, data["table_id"], writers):
+                if problems is not None:
+                    problems.append((None, str(path), f"{path}: ignored: no step of this run writes "
+                                                      f"{data['table_id']} into this folder (a copy?)"))
                 continue
             if data is not None:
                 validate_result(path, data, published)
@@ -329,6 +352,32 @@ def collect_results(runs_dir, published: dict | None = None, problems: list | No
         entry["metas"].append(data.get("meta") or {})
         entry["files"].append(str(path))
     return {t: e for t, e in found.items() if t not in invalid}
+
+
+def table_folders(runs_dir) -> dict[str, list[Path]] | None:
+    """{table_id: output folders of the run_all steps that declare it} from <runs_dir>/status.tsv (None for a table
+    that a step declares without a recorded folder); None when the folder holds no status.tsv (results written by
+    hand or by a test: every <table_id>.json is read). A table that no step declares is read wherever it lies."""
+    status = read_status(runs_dir)
+    if not status:
+        return None
+    out: dict[str, list[Path] | None] = {}
+    for s in status.values():
+        for t in s["tables"]:
+            if not s["out"]:                      # a step whose folder is not recorded: no restriction for t
+                out[t] = None
+            elif out.get(t, []) is not None:
+                out.setdefault(t, []).append(Path(s["out"]).resolve())
+    return out
+
+
+def _written_by_a_step(path: Path, table_id: str, writers: dict | None) -> bool:
+    """A result file stands for the run only where a step that declares its table writes: a copy of a tables folder
+    (tables.bak/) or a file dropped anywhere else is not read."""
+    if writers is None or writers.get(table_id) is None:   # no status.tsv, or no step of it names the folder
+        return True
+    p = path.resolve()
+    return any(p.is_relative_to(d) for d in writers[table_id])
 
 
 def _seen_twice(data: dict, path: str, seen: dict, published) -> str | None:

@@ -6,6 +6,7 @@ import re
 
 import numpy as np
 import pytest
+from pathlib import Path
 import torch
 
 from common.checkpoint import (UnsafeCheckpointError, load_checkpoint, make_state, restore_state, rng_state,
@@ -181,6 +182,28 @@ def test_a_backup_copy_of_a_tables_folder_is_refused_not_read_as_more_seeds(tmp_
     assert v.verdict == "not measured" and v.a == []            # not n=4
     out, _ = report.build_results_md(runs, "mini", tmp_path / "res", published=pub, claims_path=False)
     assert "also in" in out.read_text() and "**missing**" in out.read_text()
+
+
+def test_a_run_reads_each_table_only_from_the_folders_of_the_steps_that_write_it(tmp_path):
+    """With run_all's status.tsv, a result file outside the output folder of every step declaring its table (a backup
+    copy, a file dropped elsewhere) is not read at all: the run's own file alone decides, seeds are not doubled."""
+    import shutil
+    from common import claims as C
+    from common import results as R
+    from tests.test_claims import CLAIM
+    runs, path, pub = _toy_run(tmp_path, seeds=(0, 1, 2))
+    (runs / "status.tsv").write_text(f"mpm/tables\tdone\t1\tlog\tmpm.toy\talways\t{path.parent}\n"
+                                     f"mpm/other\tdone\t1\tlog\tmpm.other\tstep\t{runs / 'mpm' / 'other'}\n")
+    shutil.copytree(path.parent, path.parent.with_name("tables.bak"))
+    (runs / "mpm" / "other").mkdir()
+    shutil.copy(path, runs / "mpm" / "other" / "mpm.toy.json")      # a step's folder, but not a writer of mpm.toy
+    problems = []
+    res = R.collect_results(runs, pub, problems)
+    assert res["mpm.toy"]["files"] == [str(path)]
+    assert sorted(Path(w).parent.name for _, w, _ in problems) == ["other", "tables.bak"]
+    assert all("no step of this run writes mpm.toy into this folder" in m for _, _, m in problems)
+    (v,) = C.evaluate(res, [CLAIM], pub)
+    assert len(v.a) == 3 and v.verdict == "contradicted"
 
 
 def test_a_deleted_row_makes_the_claim_missing_never_moves_it(tmp_path):
@@ -399,7 +422,7 @@ def test_a_negative_energy_in_a_top_file_is_named_as_non_physical(tmp_path):
 def test_an_unfinished_btag_simulation_is_refused(tmp_path):
     from common.features import DataError
     from common.simulate.run import check_settings
-    from mpm.btag_data import split_files
+    from mpm.btag.data import split_files
     (tmp_path / "train_0.h5").write_bytes(b"")
     check_settings(str(tmp_path), {"dataset": "btag"})
     with pytest.raises(DataError, match="did not finish"):
