@@ -65,6 +65,11 @@ mpm_steps() {
     step v1_jetclass_$mode --tables mpm.v1_jetclass --after pretrain_mpmv1 -- $PY -m mpm.finetune --config $CFG/finetune_v1.yaml \
       --out $OUT/v1_jetclass/$mode $J pretrained.run=$OUT/pretrain/mpmv1 finetune.mode=$mode
   done
+  # the jet-observables floor of each few-shot table: the same labelled subsets and seeds (python -m common.floor)
+  step floor_v1_jetclass --tables mpm.v1_jetclass --after "" -- $PY1 -m common.floor --table mpm.v1_jetclass \
+    --config $CFG/finetune_v1.yaml --out $OUT/floor/v1_jetclass --profile $PROFILE $J
+  step floor_v2_jetclass --tables mpm.v2_jetclass --after "" -- $PY1 -m common.floor --table mpm.v2_jetclass \
+    --config $CFG/finetune_v2.yaml --out $OUT/floor/v2_jetclass --profile $PROFILE $J
   modes="finetune"
   ((full)) && modes="fixed finetune scratch"
   if ((full)); then
@@ -154,6 +159,9 @@ mpm_steps() {
       --out $OUT/v2_$name/nobackbone $B finetune.mode=scratch "pretrained.overrides=[model.depth=0,data.root=$JETCLASS]" \
       btag.table_mode=frozen btag.table_task=nobackbone
   done
+
+  step floor_v2_btag --tables mpm.v2_btag --after "" -- $PY1 -m common.floor --table mpm.v2_btag \
+    --config $CFG/btag_v2.yaml --out $OUT/floor/v2_btag --profile $PROFILE $B
 
   # --- MPMv2 frozen probes: Table B's final row (regression, k-means) and, paper only, the decoder / mask sweeps ----
   if ((full)); then

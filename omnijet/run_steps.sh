@@ -44,6 +44,10 @@ omnijet_steps() {
       "finetune.mode=$mode" "pretrain_dir=$OUT/pretrain" "tokenizer_dir=$OUT/tokenizer" \
       $( [[ "$PROFILE" == mini && "$mode" == fixed ]] && echo "finetune.seeds=[0]" )
   done
+  # the jet-observables floor: the fine-tuning runs' labelled subsets and seeds (python -m common.floor)
+  step floor_classification --tables omnijet.classification --after "" -- $PY1 -m common.floor \
+    --table omnijet.classification --config "$CFG/finetune.yaml" --out "$OUT/floor/classification" \
+    --profile "$PROFILE" "$d"
   if [[ "$PROFILE" != smoke ]]; then  # the other head of the OJ configs (which one the paper used is not published)
     step finetune_class_attention --tables omnijet.classification --after tokenizer,pretrain -- \
       $PY -m omnijet.finetune --config "$CFG/finetune.yaml" --out "$OUT/finetune/finetune_class_attention" "$d" \
