@@ -39,6 +39,11 @@ FIGURES = {
 FLOOR_PREFIX = "jet observables"
 
 
+def is_floor_row(row: dict) -> bool:
+    """A row of the jet-observables floor (common/floor.py names its rows "jet observables (...)")."""
+    return any(isinstance(v, str) and v.startswith(FLOOR_PREFIX) for k, v in row.items() if k in ("mode", "model"))
+
+
 def _num(v):
     try:
         x = float(v)
@@ -51,14 +56,15 @@ def _label(keys: dict, others: list[str]) -> str:
     return ", ".join(str(keys[k]) for k in others if keys.get(k) not in (None, ""))
 
 
-def figure_data(table_id: str, rows: list[dict], published: dict | None = None) -> dict | None:
+def figure_data(table_id: str, rows: list[dict], published: dict | None = None,
+                keys: list[str] | None = None) -> dict | None:
     """{lines, published, hlines, xlabel, ylabel, logx, logy} for plots.table_figure, or None when the table has no
-    figure or nothing to draw."""
+    figure or nothing to draw. keys: the key columns of a table of ours (no published entry; its meta.keys)."""
     if table_id not in FIGURES:
         return None
     x_key, metric, xlabel, logx, logy = FIGURES[table_id]
     entry = published_table(table_id, published) or {}
-    keys = list(entry.get("keys") or [])
+    keys = list(entry.get("keys") or keys or [])
     others = [k for k in keys if k != x_key]
     lines, hlines = {}, {}
     for g in aggregate_rows(rows, keys, [metric]).values():
@@ -70,8 +76,7 @@ def figure_data(table_id: str, rows: list[dict], published: dict | None = None) 
         if x is None:  # every labelled jet: a horizontal reference
             hlines[f"{label}, every labelled jet: {g['_keys'].get(x_key)}"] = vals
             continue
-        style = "floor" if str(g["_keys"].get("mode") or g["_keys"].get("model") or "").startswith(FLOOR_PREFIX) \
-            else "ours"
+        style = "floor" if is_floor_row(g["_keys"]) else "ours"
         ln = lines.setdefault(label + (" [ours]" if style == "ours" else ""), {"pts": {}, "style": style})
         ln["pts"][x] = vals
     lines = {k: {"x": sorted(v["pts"]), "values": [v["pts"][x] for x in sorted(v["pts"])], "style": v["style"]}
@@ -99,11 +104,11 @@ def figure_data(table_id: str, rows: list[dict], published: dict | None = None) 
 
 
 def table_figure(table_id: str, rows: list[dict], path, published: dict | None = None,
-                 title: str | None = None) -> Path | None:
+                 title: str | None = None, keys: list[str] | None = None) -> Path | None:
     """Write the figure of one table (figure_data) to path; None when the table has no figure or no value."""
     from common.plots import table_figure as draw
 
-    d = figure_data(table_id, rows, published)
+    d = figure_data(table_id, rows, published, keys)
     if d is None:
         return None
     return draw(d["lines"], path, published=d["published"], hlines=d["hlines"], xlabel=d["xlabel"],

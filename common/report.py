@@ -22,7 +22,7 @@ from pathlib import Path
 
 from common.atomic import write_text
 from common.cli import cli
-from common.figures import table_figure
+from common.figures import is_floor_row, table_figure
 from common.results import (all_table_ids, changed_sources, collect_results, load_published, merge_meta,
                             render_table_counted)
 
@@ -140,10 +140,12 @@ def build_results_md(runs_dir, profile: str, out_dir, published: dict | None = N
             elif res:
                 meta = merge_meta(res["metas"])
                 meta.setdefault("profile", profile)
-                text, n = render_table_counted(table_id, res["rows"], meta, published=published)
+                rows = sorted(res["rows"], key=is_floor_row)  # the method's rows first, the floor's under them
+                text, n = render_table_counted(table_id, rows, meta, published=published)
                 files = ", ".join(os.path.relpath(f, runs_dir) for f in res["files"])
                 text += f"\nResult files (under {runs_dir}): {files}\n"
-                fig = table_figure(table_id, res["rows"], out_dir / "figures" / f"{table_id}.png", published)
+                fig = table_figure(table_id, res["rows"], out_dir / "figures" / f"{table_id}.png", published,
+                                   keys=meta.get("keys"))
                 if fig is not None:  # the paper shows this table as a figure (common/figures.py)
                     figures.append(fig.name)
                     text += f"\nFigure: [figures/{fig.name}](figures/{fig.name})\n"

@@ -73,3 +73,17 @@ def test_simulated_data_are_named_as_such_and_the_ratio_label_is_whole(tmp_path,
                labels=(data_label(tmp_path) + ", tokenised + reconstructed", "generated (seed 0)"),
                ratio_label="generated / ref.")
     assert "generated / ref." in seen["ylabels"]
+
+
+def test_report_lists_the_floor_rows_under_the_methods_rows(tmp_path):
+    runs = tmp_path / "runs"
+    rows = _rows()
+    floor_rows = [r for r in rows if figures.is_floor_row(r)]
+    results.write_result(runs / "mpm" / "floor" / "mpm.v2_jetclass.json", "mpm.v2_jetclass", floor_rows,
+                         {"profile": "mini", "notes": "floor."}, published=PUB)   # sorts before tables/
+    results.write_result(runs / "mpm" / "tables" / "mpm.v2_jetclass.json", "mpm.v2_jetclass",
+                         [r for r in rows if not figures.is_floor_row(r)], {"profile": "mini", "notes": "method."},
+                         published=PUB)
+    md = report.build_results_md(runs, "mini", tmp_path / "res", published=PUB, claims_path=False)[0].read_text()
+    assert md.index("| finetune | regression | 100 |") < md.index("| jet observables (BDT) | – | 100 |")
+    assert "floor. method." in md
