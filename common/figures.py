@@ -35,6 +35,7 @@ FIGURES = {
     "omnijet.classification": ("n_per_class", "accuracy", "labelled jets per class", True, False),
     "hepjepa.jetclass_fewshot": ("label_percent", "accuracy", "labelled fraction of the training split [%]", True,
                                  False),
+    "compare.which_pretraining": ("n_per_class", "accuracy", "labelled jets per class", True, False),  # ours
 }
 FLOOR_PREFIX = "jet observables"
 
@@ -53,7 +54,7 @@ def _num(v):
 
 
 def _label(keys: dict, others: list[str]) -> str:
-    return ", ".join(str(keys[k]) for k in others if keys.get(k) not in (None, ""))
+    return ", ".join(str(keys[k]) for k in others if keys.get(k) not in (None, "", "none"))
 
 
 def figure_data(table_id: str, rows: list[dict], published: dict | None = None,
@@ -77,10 +78,14 @@ def figure_data(table_id: str, rows: list[dict], published: dict | None = None,
             hlines[f"{label}, every labelled jet: {g['_keys'].get(x_key)}"] = vals
             continue
         style = "floor" if is_floor_row(g["_keys"]) else "ours"
-        ln = lines.setdefault(label + (" [ours]" if style == "ours" else ""), {"pts": {}, "style": style})
+        like = None
+        if g["_keys"].get("init") == "random":  # compare.which_pretraining: dashed, in its pretrained line's colour
+            style, like = "random", _label({**g["_keys"], "init": "pretrained"}, others) + " [ours]"
+        ln = lines.setdefault(label + ("" if style == "floor" else " [ours]"), {"pts": {}, "style": style,
+                                                                                "like": like})
         ln["pts"][x] = vals
-    lines = {k: {"x": sorted(v["pts"]), "values": [v["pts"][x] for x in sorted(v["pts"])], "style": v["style"]}
-             for k, v in lines.items()}
+    lines = {k: {"x": sorted(v["pts"]), "values": [v["pts"][x] for x in sorted(v["pts"])], "style": v["style"],
+                 "like": v["like"]} for k, v in lines.items()}
     scale = 0.01 if metric in set(entry.get("percent") or []) else 1.0
     pub = {}
     cite = entry.get("cite") or str(entry.get("source", "")).split(",")[0].strip()

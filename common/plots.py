@@ -91,8 +91,9 @@ def table_figure(lines: dict, path, *, published: dict | None = None, hlines: di
                  title: str | None = None) -> Path:
     """A results table as a figure.
 
-    lines: {label: {"x": [...], "values": [[per-seed values], ...], "style": "ours" | "floor"}}: a line at the mean
-    and a band of +- sample std where a point has more than one seed (floor rows dashed, grey shades);
+    lines: {label: {"x": [...], "values": [[per-seed values], ...], "style": "ours" | "floor" | "random",
+    "like": label}}: a line at the mean and a band of +- sample std where a point has more than one seed (floor rows
+    dashed, grey shades; "random" dashed in the colour of the line `like`, drawn before it);
     published: {label: {"x": [...], "y": [...], "like": <label of ours with the same keys or None>}}: open markers on
     a dotted line, in the colour of the matching line of ours;
     hlines: {label: [values over seeds]}: horizontal references (e.g. every label, from scratch: the ceiling)."""
@@ -104,6 +105,9 @@ def table_figure(lines: dict, path, *, published: dict | None = None, hlines: di
         std = np.array([np.std(v, ddof=1) if len(v) > 1 else 0.0 for v in ln["values"]])
         floor = ln.get("style") == "floor"
         kw = dict(color=next(floor_shades, "0.5"), ls="--", marker="s", ms=4) if floor else dict(marker="o", ms=4)
+        if ln.get("style") == "random":  # the same architecture at random init: dashed, in its pretrained colour
+            kw = dict(ls="--", marker="o", ms=4, mfc="none", **({"color": colours[ln["like"]]}
+                                                                 if ln.get("like") in colours else {}))
         line, = ax.plot(xs, mean, label=label, **kw)
         colours[label] = line.get_color()
         if any(len(v) > 1 for v in ln["values"]):

@@ -28,6 +28,7 @@ from common.results import (all_table_ids, changed_sources, collect_results, loa
 
 FAILED = ("failed", "skipped-after-failure", "started", "interrupted")  # step states that produced no valid output
 STALE = "stale: built from runs that changed or failed"
+SECTION_TITLES = {"compare": ": Which pretraining?"}  # sections of tables of ours (common/compare.py)
 
 
 def sections(known: list[str], extra: list[str]) -> list[str]:
@@ -127,7 +128,7 @@ def build_results_md(runs_dir, profile: str, out_dir, published: dict | None = N
     extra = list(dict.fromkeys(t for t in [*results, *invalid] if t not in known and "." in t))
     for method in sections(known, extra):
         ids = [t for t in known + extra if t.partition(".")[0] == method]
-        body.append(f"## {method}\n")
+        body.append(f"## {method}{SECTION_TITLES.get(method, '')}\n")
         for table_id in ids:
             res = results.get(table_id)
             if table_id in refused:  # every row the refused files hold is flagged, with the reason

@@ -26,6 +26,16 @@ hepjepa_steps() {
     $PY1 -m hepjepa.figures --config $CFG/finetune_jetclass.yaml --out $OUT/figures \
     --finetune-dir $OUT/ft_jetclass $J $P
 
+  if [[ "$PROFILE" != paper ]]; then  # "Which pretraining?" (common/compare.py): the same compare set as every method
+    local init
+    for init in pretrained random; do
+      step embed_$init --tables compare.which_pretraining --after pretrain -- $PY1 -m hepjepa.embed \
+        --config $CFG/finetune_jetclass.yaml --out $OUT/embed/jepa_$init --name HEP-JEPA \
+        $( [[ $init == random ]] && echo --random-init ) $J $P data.classes=null "data.train=train/*.root" \
+        "data.val=val/*.root" "data.test=test/*.root"
+    done
+  fi
+
   # ablations (project page): base = the reference run, every other config changes one switch of it
   for abl in base random_masking targets1 targets2 no_physics_bias no_registers no_augment patching_fixed \
              patching_2g; do

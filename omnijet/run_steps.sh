@@ -54,6 +54,15 @@ omnijet_steps() {
       "finetune.mode=finetune" "head=class_attention" "pretrain_dir=$OUT/pretrain" "tokenizer_dir=$OUT/tokenizer" \
       $( [[ "$PROFILE" == mini ]] && echo "finetune.seeds=[0]" )
   fi
+  if [[ "$PROFILE" != paper ]]; then  # "Which pretraining?" (common/compare.py): the same compare set as every method
+    local init
+    for init in pretrained random; do
+      step "embed_gpt_$init" --tables compare.which_pretraining --after tokenizer,pretrain -- \
+        $PY1 -m omnijet.embed --config "$CFG/finetune.yaml" --out "$OUT/embed/gpt_$init" --name "OmniJet-alpha (GPT)" \
+        $( [[ $init == random ]] && echo --random-init ) "pretrain_dir=$OUT/pretrain" "tokenizer_dir=$OUT/tokenizer" \
+        "$d" data.classes=null "data.train=train/*.root" "data.val=val/*.root" "data.test=test/*.root"
+    done
+  fi
   step tables --always --tables omnijet.token_quality,omnijet.generation,omnijet.classification -- \
     $PY1 -m omnijet.tables --runs "$OUT" --out "$OUT/tables" --profile "$PROFILE"
 }
