@@ -232,7 +232,7 @@ def main(argv=None) -> None:
                                               "n_test": info["n_test"]},
             "notes": ("Jet observables rows: gradient-boosted trees / logistic regression on "
                       f"{', '.join(info['observables'])} only, trained on the fine-tuning runs' labelled subsets and seeds "
-                      "(python -m common.floor; no pretraining, no constituents).")}
+                      "(python -m common.floor; no pretraining; no per-particle input reaches the classifiers).")}
     if args.profile:
         meta["profile"] = args.profile
     write_result(out / f"{args.table}.json", args.table, rows, meta)
