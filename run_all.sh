@@ -29,6 +29,9 @@
 #   --stop-on-error              stop at the first failed step (default: skip the rest of that method, go on)
 #   --list                       print the steps, their status and commands, run nothing
 #
+# After the methods' steps: "Which pretraining?" (python -m common.compare over the methods' embed steps; smoke and mini)
+# and RESULTS.md (python -m common.report), both rebuilt on every run.
+#
 # Each step is skipped when its output directory holds done.json (method scripts write it when they finish; run_all
 # writes it for steps whose command does not). An interrupted run therefore resumes where it stopped: finished steps
 # are skipped and an unfinished training step resumes from its checkpoint. Every step logs to <out>/logs/<step>.log
