@@ -99,6 +99,7 @@ def embed_set(build, load, cfg: dict, out, *, name: str, random_init: bool, max_
     t0 = time.time()
     x_train, x_test = _pooled(backbone, train, batch_size), _pooled(backbone, test, batch_size)
     info = {"name": name, "init": "random" if random_init else "pretrained", "data": data,
+            "max_test_jets": max_test_jets,
             "n_params": int(sum(p.numel() for p in backbone.parameters())), "embed_s": round(time.time() - t0, 2),
             **(extra or {})}
     y_train = np.asarray(train.gather(np.arange(len(train)))["label"])
@@ -162,8 +163,11 @@ def compare(runs_dir, classifiers=("bdt", "logistic")) -> tuple[list[dict], dict
     # the floor on the same jets: jet observables of the compare set (common/floor.py)
     full = build_dataset(data, "train", progress=False)
     train = JetDataset(full.entries, full.label_map, index if full.index is None else full.index[index])
-    fx_train, _ = floor._features_of(train)
-    fx_test, _ = floor._features_of(build_dataset(data, "test", max_jets=len(ref["y_test"]), progress=False))
+    fx_train, _ = floor.dataset_features(train)
+    fx_test, fy_test = floor.dataset_features(build_dataset(data, "test", max_jets=ref["info"].get("max_test_jets", len(ref["y_test"])),
+                                                            progress=False))
+    if not np.array_equal(fy_test, ref["y_test"]):
+        raise ValueError(f"{ref_path}: its test jets are not the compare set's test split of {data.get('root')}")
     n_classes = int(max(ref["y_train"].max(), ref["y_test"].max())) + 1
     rows = []
     for (n, seed), sub in sorted(subsets.items()):

@@ -44,6 +44,7 @@ OBSERVABLES = ("log_pt", "abs_eta", "log_energy", "mass", "nparticles", "sd_mass
 BTAG_OBSERVABLES = ("log_pt", "abs_eta", "mass", "n_tracks", "sd0_1", "sd0_2", "sd0_3", "sz0_1", "n_sd0_above_3",
                     "track_pt_fraction")
 CLASSIFIERS = {"bdt": "jet observables (BDT)", "logistic": "jet observables (logistic)"}
+CHUNK = 50_000  # jets per gather when computing observables
 PERCENT = 100.0  # label_percents at or above this use the whole training split (hepjepa.finetune.label_count)
 
 
@@ -133,9 +134,15 @@ TABLE_KEYS = {
 BTAG_FLAVOURS = ("light", "c", "b")  # labels 0, 1, 2 (common/btag.py FLAV_LABEL)
 
 
-def _features_of(ds) -> tuple[np.ndarray, np.ndarray]:
-    a = ds.gather(np.arange(len(ds)))
-    return jet_features(a["p4"], a["mask"], a["jet"]), np.asarray(a["label"])
+def dataset_features(ds, chunk: int = CHUNK) -> tuple[np.ndarray, np.ndarray]:
+    """Observables and labels of every jet of a JetDataset, gathered `chunk` jets at a time (a paper-scale split
+    does not fit in memory as padded constituents)."""
+    xs, ys = [], []
+    for start in range(0, len(ds), chunk):
+        a = ds.gather(np.arange(start, min(start + chunk, len(ds))))
+        xs.append(jet_features(a["p4"], a["mask"], a["jet"]))
+        ys.append(np.asarray(a["label"]))
+    return np.concatenate(xs), np.concatenate(ys)
 
 
 def _btag_split(data: dict, split: str, max_jets: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -191,12 +198,12 @@ def run_floor(cfg: dict, table_id: str, classifiers=tuple(CLASSIFIERS)) -> tuple
         from common.data import build_dataset, dataset_info
 
         class_names, observables = list(dataset_info(data)["class_names"]), OBSERVABLES
-        x_test, y_test = _features_of(build_dataset(data, "test", max_jets=fc.get("max_test_jets"), progress=False))
+        x_test, y_test = dataset_features(build_dataset(data, "test", max_jets=fc.get("max_test_jets"), progress=False))
         grid = label_grid(cfg, len(build_dataset(data, "train", progress=False)), len(class_names))
 
         def draw(n, seed):  # the fine-tuning harness's draw: run_finetune -> make_loader(n_per_class=n, subset_seed=seed)
             ds = build_dataset(data, "train", n_per_class=n, subset_seed=seed, progress=False)
-            return (np.arange(len(ds)) if ds.index is None else np.asarray(ds.index)), *_features_of(ds)
+            return (np.arange(len(ds)) if ds.index is None else np.asarray(ds.index)), *dataset_features(ds)
     c = len(class_names)
     for n, pct in grid:
         for seed in seeds:

@@ -51,11 +51,13 @@ def test_features_are_jet_level_only(jetclass_dir):
     assert np.allclose(floor.jet_features(p4, mask, a["jet"]), ref, rtol=1e-9, atol=1e-9)
     # the per-particle model inputs (x) never reach the floor: replacing them leaves its inputs unchanged
     ds = build_dataset(_cfg(jetclass_dir)["data"], "train", progress=False)
-    x0, _ = floor._features_of(ds)
+    x0, _ = floor.dataset_features(ds)
     gather = ds.gather
     ds.gather = lambda idx: {**gather(idx), "x": np.random.default_rng(1).normal(size=gather(idx)["x"].shape)}
-    x1, _ = floor._features_of(ds)
+    x1, _ = floor.dataset_features(ds)
     assert np.array_equal(x0, x1)
+    x2, y2 = floor.dataset_features(ds, chunk=7)  # gathered in chunks: the same rows
+    assert np.array_equal(x2, x0) and len(y2) == len(ds)
     # ...while a changed jet observable does move them (the test would pass for a constant function otherwise)
     p4b = a["p4"].copy()
     p4b[:, 0] *= 3.0
