@@ -164,8 +164,8 @@ def compare(runs_dir, classifiers=("bdt", "logistic")) -> tuple[list[dict], dict
     full = build_dataset(data, "train", progress=False)
     train = JetDataset(full.entries, full.label_map, index if full.index is None else full.index[index])
     fx_train, _ = floor.dataset_features(train)
-    fx_test, fy_test = floor.dataset_features(build_dataset(data, "test", max_jets=ref["info"].get("max_test_jets", len(ref["y_test"])),
-                                                            progress=False))
+    max_test = ref["info"].get("max_test_jets", len(ref["y_test"]))
+    fx_test, fy_test = floor.dataset_features(build_dataset(data, "test", max_jets=max_test, progress=False))
     if not np.array_equal(fy_test, ref["y_test"]):
         raise ValueError(f"{ref_path}: its test jets are not the compare set's test split of {data.get('root')}")
     n_classes = int(max(ref["y_train"].max(), ref["y_test"].max())) + 1

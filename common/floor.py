@@ -201,7 +201,7 @@ def run_floor(cfg: dict, table_id: str, classifiers=tuple(CLASSIFIERS)) -> tuple
         x_test, y_test = dataset_features(build_dataset(data, "test", max_jets=fc.get("max_test_jets"), progress=False))
         grid = label_grid(cfg, len(build_dataset(data, "train", progress=False)), len(class_names))
 
-        def draw(n, seed):  # the fine-tuning harness's draw: run_finetune -> make_loader(n_per_class=n, subset_seed=seed)
+        def draw(n, seed):  # the harness's draw: run_finetune -> make_loader(n_per_class=n, subset_seed=seed)
             ds = build_dataset(data, "train", n_per_class=n, subset_seed=seed, progress=False)
             return (np.arange(len(ds)) if ds.index is None else np.asarray(ds.index)), *dataset_features(ds)
     c = len(class_names)
@@ -238,7 +238,8 @@ def main(argv=None) -> None:
     meta = {"seeds": info["seeds"], "floor": {"config": args.config, "observables": info["observables"],
                                               "n_test": info["n_test"]},
             "notes": ("Jet observables rows: gradient-boosted trees / logistic regression on "
-                      f"{', '.join(info['observables'])} only, trained on the fine-tuning runs' labelled subsets and seeds "
+                      f"{', '.join(info['observables'])} only, trained on the fine-tuning runs' labelled subsets and "
+                      "seeds "
                       "(python -m common.floor; no pretraining; no per-particle input reaches the classifiers).")}
     if args.profile:
         meta["profile"] = args.profile
