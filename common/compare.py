@@ -114,12 +114,36 @@ def embed_set(build, load, cfg: dict, out, *, name: str, random_init: bool, max_
     return path
 
 
-def embed_main(description: str, argv, backbone_fns) -> None:
+def pretraining_cost(run_dir) -> dict:
+    """Pretraining jets seen and seconds of a pretraining run directory, from its done.json (steps, jets_seen or
+    steps x config.yaml train.batch_size, jets_per_s) as the kit's training loops write it; {} where unknown."""
+    import yaml
+
+    run_dir = Path(run_dir)
+    try:
+        done = json.loads((run_dir / "done.json").read_text())
+        cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    except (OSError, ValueError):
+        return {}
+    jets = done.get("jets_seen")
+    if jets is None and done.get("steps") is not None and (cfg.get("train") or {}).get("batch_size"):
+        jets = int(done["steps"]) * int(cfg["train"]["batch_size"])
+    out = {"pretraining_jets": int(jets)} if jets is not None else {}
+    rate = done.get("jets_per_s")
+    if done.get("seconds") is not None:
+        out["pretraining_s"] = float(done["seconds"])
+    elif jets is not None and rate:
+        out["pretraining_s"] = round(jets / float(rate), 1)
+    return out
+
+
+def embed_main(description: str, argv, backbone_fns, pretrain_dir=None) -> None:
     """The command line of every <method>/embed.py:
 
         python -m <method>.embed --config <its fine-tuning yaml> --out <dir> --name <row name> [--random-init] a.b=v ...
 
-    backbone_fns(cfg) -> (build, load) from the method's model module; writes <out>/embeddings.npz and done.json."""
+    backbone_fns(cfg) -> (build, load) from the method's model module; pretrain_dir(cfg) -> the pretraining run
+    directory (its cost is recorded: pretraining_cost); writes <out>/embeddings.npz and done.json."""
     from common.train_utils import mark_done, start_run
 
     ap = argparse.ArgumentParser(add_help=False)
@@ -131,7 +155,8 @@ def embed_main(description: str, argv, backbone_fns) -> None:
         return
     cfg, out = run[0], Path(run[1])
     build, load = backbone_fns(cfg)
-    path = embed_set(build, load, cfg, out, name=args.name, random_init=args.random_init)
+    cost = pretraining_cost(pretrain_dir(cfg)) if pretrain_dir is not None and not args.random_init else {}
+    path = embed_set(build, load, cfg, out, name=args.name, random_init=args.random_init, extra=cost)
     mark_done(out, {"name": args.name, "random_init": args.random_init, "embeddings": str(path)})
 
 
@@ -180,7 +205,10 @@ def compare(runs_dir, classifiers=("bdt", "logistic")) -> tuple[list[dict], dict
             probs = floor.fit_predict(kind, fx_train[pos], ref["y_train"][pos], fx_test, seed, n_classes)
             rows.append({"model": floor.CLASSIFIERS[kind], "init": "none", "n_per_class": n, "seed": seed,
                          "accuracy": float((probs.argmax(1) == ref["y_test"]).mean())})
-    models = {e["info"]["name"]: e["info"] for _, e in embs}
+    models: dict[str, dict] = {}
+    for _, e in embs:  # the pretrained embedding's info carries the pretraining cost
+        if e["info"]["name"] not in models or e["info"]["init"] == "pretrained":
+            models[e["info"]["name"]] = e["info"]
     meta = {"title": "Which pretraining? Every backbone of the run under one frozen probe on the same jets",
             "keys": ["model", "init", "n_per_class"], "metrics": ["accuracy"], "seeds": list(COMPARE_SEEDS),
             "dataset": f"{data.get('dataset')} at {data.get('root')}, train/test splits, all classes",
@@ -189,8 +217,18 @@ def compare(runs_dir, classifiers=("bdt", "logistic")) -> tuple[list[dict], dict
             "notes": ("Frozen mode: masked mean+max pooled embeddings, standardised multinomial logistic regression "
                       "(common.probe.linear_probe), the same labelled subsets (common.probe.per_class_subset) for "
                       "every row; random init = same architecture, BatchNorm statistics set from the same jets. "
-                      "Parameters: " + ", ".join(f"{k} {v['n_params']:,}" for k, v in models.items()) + ".")}
+                      "Cost (parameters; pretraining jets seen and seconds, from the pretraining run's done.json): "
+                      + "; ".join(_cost(k, v) for k, v in sorted(models.items())) + ".")}
     return rows, meta
+
+
+def _cost(name: str, info: dict) -> str:
+    parts = [f"{info['n_params']:,} parameters"]
+    if info.get("pretraining_jets") is not None:
+        parts.append(f"{info['pretraining_jets']:,} pretraining jets")
+    if info.get("pretraining_s") is not None:
+        parts.append(f"{info['pretraining_s']:g} s")
+    return f"{name} " + ", ".join(parts)
 
 
 def main(argv=None) -> None:

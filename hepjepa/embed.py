@@ -9,6 +9,8 @@ The backbone and its weights come from hepjepa/model.py backbone_fns, exactly as
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 from common.cli import cli
 from common.compare import embed_main
 
@@ -16,7 +18,7 @@ from .model import backbone_fns
 
 
 def main(argv=None) -> None:
-    embed_main(__doc__.splitlines()[0], argv, backbone_fns)
+    embed_main(__doc__.splitlines()[0], argv, backbone_fns, lambda cfg: Path(cfg["sweep"]["pretrained"]).parent)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from omnijet.model import backbone_fns
 
 
 def main(argv=None) -> None:
-    embed_main(__doc__.splitlines()[0], argv, backbone_fns)
+    embed_main(__doc__.splitlines()[0], argv, backbone_fns, lambda cfg: cfg["pretrain_dir"])
 
 
 if __name__ == "__main__":

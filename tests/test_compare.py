@@ -106,3 +106,14 @@ def test_method_embed_scripts_write_the_compare_set(module, config, data_root, t
     assert np.array_equal(e["train_index"], union) and e["x_train"].shape[0] == len(union)
     assert np.isfinite(e["x_train"]).all() and e["x_test"].shape[0] == len(e["y_test"])
     assert (out / "done.json").is_file()
+
+
+def test_pretraining_cost_from_the_runs_done_json(tmp_path):
+    import json
+
+    (tmp_path / "config.yaml").write_text("train:\n  batch_size: 32\n")
+    (tmp_path / "done.json").write_text(json.dumps({"steps": 30, "jets_per_s": 480.0}))
+    assert compare.pretraining_cost(tmp_path) == {"pretraining_jets": 960, "pretraining_s": 2.0}
+    (tmp_path / "done.json").write_text(json.dumps({"steps": 30, "jets_seen": 480, "seconds": 1.5}))
+    assert compare.pretraining_cost(tmp_path) == {"pretraining_jets": 480, "pretraining_s": 1.5}
+    assert compare.pretraining_cost(tmp_path / "missing") == {}
