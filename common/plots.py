@@ -99,12 +99,19 @@ def table_figure(lines: dict, path, *, published: dict | None = None, hlines: di
     hlines: {label: [values over seeds]}: horizontal references (e.g. every label, from scratch: the ceiling)."""
     fig, ax = _figure(figsize=(7.5, 5))
     colours, floor_shades = {}, iter(["0.15", "0.45", "0.6", "0.3"])
+    n_own = sum(ln.get("style") == "ours" for ln in lines.values())
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab10" if n_own <= 10 else "tab20"]
+    palette = iter(cmap(i % cmap.N) for i in range(n_own))
     for label, ln in lines.items():
         xs = np.asarray(ln["x"], dtype=float)
         mean = np.array([np.mean(v) for v in ln["values"]])
         std = np.array([np.std(v, ddof=1) if len(v) > 1 else 0.0 for v in ln["values"]])
         floor = ln.get("style") == "floor"
         kw = dict(color=next(floor_shades, "0.5"), ls="--", marker="s", ms=4) if floor else dict(marker="o", ms=4)
+        if ln.get("style") == "ours":  # one colour per line of ours (tab20 beyond ten lines)
+            kw["color"] = next(palette)
         if ln.get("style") == "random":  # the same architecture at random init: dashed, in its pretrained colour
             kw = dict(ls="--", marker="o", ms=4, mfc="none", **({"color": colours[ln["like"]]}
                                                                  if ln.get("like") in colours else {}))
