@@ -29,6 +29,9 @@
 #   --stop-on-error              stop at the first failed step (default: skip the rest of that method, go on)
 #   --list                       print the steps, their status and commands, run nothing
 #
+# After the methods' steps: "Which pretraining?" (python -m common.compare over the methods' embed steps; smoke and mini)
+# and RESULTS.md (python -m common.report), both rebuilt on every run.
+#
 # Each step is skipped when its output directory holds done.json (method scripts write it when they finish; run_all
 # writes it for steps whose command does not). An interrupted run therefore resumes where it stopped: finished steps
 # are skipped and an unfinished training step resumes from its checkpoint. Every step logs to <out>/logs/<step>.log
@@ -543,6 +546,15 @@ else
 fi
 
 if [[ "$NODE_RANK" != 0 ]]; then say "node $NODE_RANK finished; node 0 writes RESULTS.md"; [[ $N_FAILED == 0 ]]; exit; fi
+# "Which pretraining?" (common/compare.py): one frozen probe over the embed steps' outputs of every method; runs here,
+# after all methods, because it reads several methods' steps. A failure is counted and the table is left out.
+if [[ -z "$TABLE" || "$TABLE" == compare.which_pretraining ]] && compgen -G "$OUT_DIR/*/embed/*/embeddings.npz" > /dev/null; then
+  say "compare: Which pretraining? (log $OUT_DIR/logs/compare.log)"
+  if ! python -m common.compare --runs "$OUT_DIR" --out "$OUT_DIR/compare" --profile "$PROFILE" > "$OUT_DIR/logs/compare.log" 2>&1; then
+    say "compare FAILED; last lines of $OUT_DIR/logs/compare.log:"; tail -n 15 "$OUT_DIR/logs/compare.log" | sed 's/^/    | /'
+    rm -f "$OUT_DIR/compare/compare.which_pretraining.json"; N_FAILED=$((N_FAILED + 1))
+  fi
+fi
 # Tables and plots: always rebuilt from whatever result files exist (missing ones are flagged in RESULTS.md).
 say "tables: writing $RESULTS_DIR/RESULTS.md"
 # --strict: a cell that should hold a number and does not (a step ran but wrote no value) makes the run fail.

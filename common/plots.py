@@ -3,7 +3,10 @@
 
   roc_curves(curves, path)          background rejection 1/eps_B vs signal efficiency (or the plain ROC)
   metric_vs_labels(series, path)    e.g. accuracy vs number of labelled jets: log x, mean +- std band over seeds
+  table_figure(lines, path)         a results table's figure: ours as lines with bands over seeds, published points,
+                                    horizontal references (the supervised ceiling)
   hist_ratio(real, gen, path)       real vs generated histograms with a generated/real ratio panel
+  data_label(root, name)            what to call a dataset in a plot: its name, or the kit's simulation of it
   loss_curves(log, path)            training/validation losses from log.jsonl rows
 """
 from __future__ import annotations
@@ -83,11 +86,68 @@ def metric_vs_labels(series: dict, path, *, ylabel: str = "accuracy", xlabel: st
     return save_figure(fig, path)
 
 
+def table_figure(lines: dict, path, *, published: dict | None = None, hlines: dict | None = None,
+                 xlabel: str = "labelled jets", ylabel: str = "accuracy", logx: bool = True, logy: bool = False,
+                 title: str | None = None) -> Path:
+    """A results table as a figure.
+
+    lines: {label: {"x": [...], "values": [[per-seed values], ...], "style": "ours" | "floor" | "random",
+    "like": label}}: a line at the mean and a band of +- sample std where a point has more than one seed (floor rows
+    dashed, grey shades; "random" dashed in the colour of the line `like`, drawn before it);
+    published: {label: {"x": [...], "y": [...], "like": <label of ours with the same keys or None>}}: open markers on
+    a dotted line, in the colour of the matching line of ours;
+    hlines: {label: [values over seeds]}: horizontal references (e.g. every label, from scratch: the ceiling)."""
+    fig, ax = _figure(figsize=(7.5, 5))
+    colours, floor_shades = {}, iter(["0.15", "0.45", "0.6", "0.3"])
+    n_own = sum(ln.get("style") == "ours" for ln in lines.values())
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab10" if n_own <= 10 else "tab20"]
+    palette = iter(cmap(i % cmap.N) for i in range(n_own))
+    for label, ln in lines.items():
+        xs = np.asarray(ln["x"], dtype=float)
+        mean = np.array([np.mean(v) for v in ln["values"]])
+        std = np.array([np.std(v, ddof=1) if len(v) > 1 else 0.0 for v in ln["values"]])
+        floor = ln.get("style") == "floor"
+        kw = dict(color=next(floor_shades, "0.5"), ls="--", marker="s", ms=4) if floor else dict(marker="o", ms=4)
+        if ln.get("style") == "ours":  # one colour per line of ours (tab20 beyond ten lines)
+            kw["color"] = next(palette)
+        if ln.get("style") == "random":  # the same architecture at random init: dashed, in its pretrained colour
+            kw = dict(ls="--", marker="o", ms=4, mfc="none", **({"color": colours[ln["like"]]}
+                                                                 if ln.get("like") in colours else {}))
+        line, = ax.plot(xs, mean, label=label, **kw)
+        colours[label] = line.get_color()
+        if any(len(v) > 1 for v in ln["values"]):
+            ax.fill_between(xs, mean - std, mean + std, color=line.get_color(), alpha=0.2, lw=0)
+    for i, (label, pts) in enumerate((published or {}).items()):
+        c = colours.get(pts.get("like")) or f"C{(len(colours) + i) % 10}"
+        ax.plot(pts["x"], pts["y"], ls=":", marker="D", ms=5, mfc="none", color=c, label=label)
+    for i, (label, vals) in enumerate((hlines or {}).items()):
+        m = float(np.mean(vals))
+        ax.axhline(m, color="k", ls=(0, (1, 1 + i)), lw=1.2, label=f"{label} ({m:.3g})")
+        if len(vals) > 1:
+            ax.axhspan(m - np.std(vals, ddof=1), m + np.std(vals, ddof=1), color="k", alpha=0.07, lw=0)
+    ax.set(xlabel=xlabel, ylabel=ylabel, xscale="log" if logx else "linear", yscale="log" if logy else "linear")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    if title:
+        ax.set_title(title, fontsize=9)
+    return save_figure(fig, path)
+
+
+def data_label(root, name: str = "JetClass") -> str:
+    """How a plot names the data under `root`: `name` for the real dataset, "<name>-like, kit simulation" where the
+    directory was written by python -m common.simulate (its simulate.json), so simulated data are never shown as
+    the real dataset."""
+    return f"{name}-like (kit simulation)" if (Path(root) / "simulate.json").is_file() else name
+
+
 def hist_ratio(real, gen, path, *, bins=50, xlabel: str = "", labels=("real", "generated"),
                range: tuple | None = None, logy: bool = False, density: bool = True,
-               ratio_limits=(0.5, 1.5)) -> Path:
+               ratio_limits=(0.5, 1.5), ratio_label: str = "gen. / ref.") -> Path:
     """Histogram of `real` (filled) and `gen` (line) with a gen/real ratio panel; bins span the 0.1-99.9 % quantiles
-    of the real sample unless `range` or explicit bin edges are given. Statistical errors are Poisson."""
+    of the real sample unless `range` or explicit bin edges are given. Statistical errors are Poisson. `labels` name
+    the two samples in the legend; `ratio_label` is the ratio panel's axis label (short enough for its height)."""
     real = np.asarray(real, dtype=float).ravel()
     gen = np.asarray(gen, dtype=float).ravel()
     real, gen = real[np.isfinite(real)], gen[np.isfinite(gen)]
@@ -106,14 +166,14 @@ def hist_ratio(real, gen, path, *, bins=50, xlabel: str = "", labels=("real", "g
     ax.stairs(h_g / norm_g, edges, lw=1.5, label=labels[1])
     ax.errorbar(centres, h_g / norm_g, yerr=np.sqrt(h_g) / norm_g, fmt="none", ecolor="C1", lw=1)
     ax.set(ylabel="density" if density else "entries", yscale="log" if logy else "linear")
-    ax.legend()
+    ax.legend(fontsize=8)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = (h_g / norm_g) / (h_r / norm_r)
         err = ratio * np.sqrt(1 / h_g + 1 / h_r)
     ok = np.isfinite(ratio) & np.isfinite(err)  # bins empty in either sample are left out
     rax.axhline(1.0, c="grey", lw=1)
     rax.errorbar(centres[ok], ratio[ok], yerr=err[ok], xerr=widths[ok] / 2, fmt="o", ms=2, c="C1")
-    rax.set(xlabel=xlabel, ylabel=f"{labels[1]} / {labels[0]}"[:30], ylim=ratio_limits)
+    rax.set(xlabel=xlabel, ylabel=ratio_label, ylim=ratio_limits)  # short: the panel is one unit high
     return save_figure(fig, path)
 
 

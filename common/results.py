@@ -632,14 +632,20 @@ def _meta_line(meta: dict) -> str:
 
 
 def merge_meta(metas: list[dict]) -> dict:
-    """One meta for several result files of a table: seeds, expected_rows and sources united, other fields from
-    the first that has them."""
+    """One meta for several result files of a table: seeds, expected_rows and sources united, the distinct notes
+    joined (e.g. a method's and the jet-observables floor's, common/floor.py), other fields from the first that has
+    them."""
     if not metas:
         return {}
     out: dict = {}
     united: dict[str, list] = {"seeds": [], "expected_rows": [], "sources": []}
+    notes: list[str] = []
     for m in metas:
+        if m.get("notes") and m["notes"] not in notes:
+            notes.append(m["notes"])
         for k, v in m.items():
+            if k == "notes":
+                continue
             if k in united:
                 for s in (v if isinstance(v, (list, tuple)) else [v]):
                     if s not in united[k]:
@@ -647,6 +653,8 @@ def merge_meta(metas: list[dict]) -> dict:
             else:
                 out.setdefault(k, v)
     out.update({k: v for k, v in united.items() if v})
+    if notes:
+        out["notes"] = " ".join(notes)
     return out
 
 

@@ -15,9 +15,26 @@ hepjepa_steps() {
     $PY -m hepjepa.finetune --config $CFG/finetune_top.yaml --out "$OUT/ft_top" "data.root=$TOPTAGGING" "$P"
   step ft_qg --tables hepjepa.quark_gluon --after pretrain -- \
     $PY -m hepjepa.finetune --config $CFG/finetune_qg.yaml --out "$OUT/ft_qg" "data.root=$QG" "$P"
+  # the jet-observables floor of the three tables: the same labelled subsets and seeds (python -m common.floor)
+  step floor_jetclass --tables hepjepa.jetclass_fewshot --after "" -- $PY1 -m common.floor \
+    --table hepjepa.jetclass_fewshot --config $CFG/finetune_jetclass.yaml --out "$OUT/floor/jetclass" --profile $PROFILE "$J"
+  step floor_top --tables hepjepa.top_tagging --after "" -- $PY1 -m common.floor --table hepjepa.top_tagging \
+    --config $CFG/finetune_top.yaml --out "$OUT/floor/top" --profile $PROFILE "data.root=$TOPTAGGING"
+  step floor_qg --tables hepjepa.quark_gluon --after "" -- $PY1 -m common.floor --table hepjepa.quark_gluon \
+    --config $CFG/finetune_qg.yaml --out "$OUT/floor/qg" --profile $PROFILE "data.root=$QG"
   step figures --after pretrain,ft_jetclass -- \
     $PY1 -m hepjepa.figures --config $CFG/finetune_jetclass.yaml --out "$OUT/figures" \
     --finetune-dir "$OUT/ft_jetclass" "$J" "$P"
+
+  if [[ "$PROFILE" != paper ]]; then  # "Which pretraining?" (common/compare.py): the same compare set as every method
+    local init
+    for init in pretrained random; do
+      step embed_$init --tables compare.which_pretraining --after pretrain -- $PY1 -m hepjepa.embed \
+        --config $CFG/finetune_jetclass.yaml --out $OUT/embed/jepa_$init --name HEP-JEPA \
+        $( [[ $init == random ]] && echo --random-init ) $J $P data.classes=null "data.train=train/*.root" \
+        "data.val=val/*.root" "data.test=test/*.root"
+    done
+  fi
 
   # ablations (project page): base = the reference run, every other config changes one switch of it
   for abl in base random_masking targets1 targets2 no_physics_bias no_registers no_augment patching_fixed \

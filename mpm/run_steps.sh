@@ -82,6 +82,11 @@ mpm_steps() {
     step v1_jetclass_$mode --tables mpm.v1_jetclass --after pretrain_mpmv1 -- $PY -m mpm.finetune --config $CFG/finetune_v1.yaml \
       --out "$OUT/v1_jetclass/$mode" "$J" "pretrained.run=$OUT/pretrain/mpmv1" finetune.mode=$mode
   done
+  # the jet-observables floor of each few-shot table: the same labelled subsets and seeds (python -m common.floor)
+  step floor_v1_jetclass --tables mpm.v1_jetclass --after "" -- $PY1 -m common.floor --table mpm.v1_jetclass \
+    --config $CFG/finetune_v1.yaml --out $OUT/floor/v1_jetclass --profile $PROFILE $J
+  step floor_v2_jetclass --tables mpm.v2_jetclass --after "" -- $PY1 -m common.floor --table mpm.v2_jetclass \
+    --config $CFG/finetune_v2.yaml --out $OUT/floor/v2_jetclass --profile $PROFILE $J
   modes="finetune"
   ((full)) && modes="fixed finetune scratch"
   if ((full)); then
@@ -167,6 +172,9 @@ mpm_steps() {
       btag.table_mode=frozen btag.table_task=nobackbone
   done
 
+  step floor_v2_btag --tables mpm.v2_btag --after "" -- $PY1 -m common.floor --table mpm.v2_btag \
+    --config $CFG/btag_v2.yaml --out $OUT/floor/v2_btag --profile $PROFILE $B
+
   # --- MPMv2 frozen probes: Table B's final row (regression, k-means) and, paper only, the decoder / mask sweeps ----
   if ((full)); then
     for task in regression $( [[ "$PROFILE" == paper ]] && echo kmeans ); do
@@ -186,6 +194,21 @@ mpm_steps() {
       step v2_sweep_${sweep}_$v --tables mpm.v2_sweep --after pretrain_v2_sweep_${sweep}_$v -- $PY -m mpm.finetune \
         --config $CFG/finetune_v2_probe.yaml --out "$OUT/v2_sweep/${sweep}_$v" "$J" \
         "pretrained.run=$OUT/pretrain/v2_sweep_${sweep}_$v"
+    done
+  fi
+
+  # --- "Which pretraining?" (common/compare.py): pooled frozen embeddings of one shared set of simulated JetClass jets
+  # (every class, train and test splits: the same overrides in every method's embed step), pretrained and random init
+  if [[ "$PROFILE" != paper ]]; then
+    local C="data.classes=null data.train=train/*.root data.val=val/*.root data.test=test/*.root" init name
+    for row in mpmv1 $(for task in $v2tasks; do echo mpmv2_$task; done); do
+      [[ $row == mpmv1 ]] && conf=finetune_v1 || conf=finetune_v2
+      case "$row" in mpmv1) name="MPMv1 (VQ-VAE tokens)" ;; mpmv2_*) name="MPMv2 (${row#mpmv2_})" ;; esac
+      for init in pretrained random; do
+        step embed_${row}_$init --tables compare.which_pretraining --after pretrain_$row -- $PY1 -m mpm.embed \
+          --config $CFG/$conf.yaml --out $OUT/embed/${row}_$init --name "$name" \
+          $( [[ $init == random ]] && echo --random-init ) pretrained.run=$OUT/pretrain/$row $J $C
+      done
     done
   fi
 

@@ -30,7 +30,7 @@ import torch
 from common.cli import cli
 from common.data import load_arrays
 from common.metrics import kl_quantile_binned, wasserstein1
-from common.plots import hist_ratio
+from common.plots import data_label, hist_ratio
 from common.train_utils import mark_done, start_run, write_json
 from omnijet.jets import JET_OBSERVABLES, observables, particle_values
 from omnijet.vqvae import load_tokenizer
@@ -135,7 +135,8 @@ def main(argv=None) -> None:
         if seed == seeds[0]:
             for name in per_seed[0]["generated_vs_reference"]:
                 hist_ratio(reference[name], generated[name], out / f"hist_{name}.png", xlabel=LABELS.get(name, name),
-                           labels=("JetClass (tokenised + reconstructed)", f"generated (seed {seed})"))
+                           labels=(f"{data_label(cfg['data']['root'])}, tokenised + reconstructed",
+                                   f"generated (seed {seed})"), ratio_label="generated / ref.")
     # the statistical floor at equal sample sizes, per seed: the reference split at random into halves A and B (the
     # files store the jets class by class), KL(A || generated) against KL(A || B) with as many generated jets as B
     # holds real ones (criterion of the kit's claim omnijet_generation_close_to_real)

@@ -45,12 +45,25 @@ omnijet_steps() {
       "finetune.mode=$mode" "pretrain_dir=$OUT/pretrain" "tokenizer_dir=$OUT/tokenizer" \
       $( [[ "$PROFILE" == mini && "$mode" == fixed ]] && echo "finetune.seeds=[0]" )
   done
+  # the jet-observables floor: the fine-tuning runs' labelled subsets and seeds (python -m common.floor)
+  step floor_classification --tables omnijet.classification --after "" -- $PY1 -m common.floor \
+    --table omnijet.classification --config "$CFG/finetune.yaml" --out "$OUT/floor/classification" \
+    --profile "$PROFILE" "$d"
   if [[ "$PROFILE" != smoke ]]; then  # the other head of the OJ configs: summation (the 2025 example config)
-    step finetune_sum --tables omnijet.classification --after tokenizer,pretrain -- \
+    step finetune_sum --tables omnijet.classification_sum --after tokenizer,pretrain -- \
       $PY -m omnijet.finetune --config "$CFG/finetune.yaml" --out "$OUT/finetune/finetune_sum" "$d" \
       "finetune.mode=finetune" "head=sum" "pretrain_dir=$OUT/pretrain" "tokenizer_dir=$OUT/tokenizer" \
       $( [[ "$PROFILE" == mini ]] && echo "finetune.seeds=[0]" )
   fi
-  step tables --always --tables omnijet.token_quality,omnijet.generation,omnijet.classification -- \
+  if [[ "$PROFILE" != paper ]]; then  # "Which pretraining?" (common/compare.py): the same compare set as every method
+    local init
+    for init in pretrained random; do
+      step "embed_gpt_$init" --tables compare.which_pretraining --after tokenizer,pretrain -- \
+        $PY1 -m omnijet.embed --config "$CFG/finetune.yaml" --out "$OUT/embed/gpt_$init" --name "OmniJet-alpha (GPT)" \
+        $( [[ $init == random ]] && echo --random-init ) "pretrain_dir=$OUT/pretrain" "tokenizer_dir=$OUT/tokenizer" \
+        "$d" data.classes=null "data.train=train/*.root" "data.val=val/*.root" "data.test=test/*.root"
+    done
+  fi
+  step tables --always --tables omnijet.token_quality,omnijet.generation,omnijet.classification,omnijet.classification_sum -- \
     $PY1 -m omnijet.tables --runs "$OUT" --out "$OUT/tables" --profile "$PROFILE"
 }

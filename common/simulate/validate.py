@@ -135,7 +135,8 @@ def validate(directory: str, out: str | None = None, max_jets: int = 20000) -> d
             ax.hist(v, bins=40, range=rng or (np.min(v), np.max(v) + 1e-6), histtype="step", density=True, label=cls)
         ax.set_xlabel(label)
     axes.flat[0].legend(fontsize=7, ncol=2)
-    fig.suptitle(f"{directory}")
+    fig.suptitle(f"{directory} (kit simulation)" if os.path.isfile(os.path.join(directory, "simulate.json"))
+                 else f"{directory}")
     fig.tight_layout()
     png = os.path.join(out, "observables.png")
     with atomic_path(png) as tmp:

@@ -1,0 +1,251 @@
+"""Which pretraining? Every pretrained backbone of a run, and each at random init, under one frozen probe on one
+shared set of jets, beside the jet-observables floor.
+
+Two halves, so that common/ never imports a method:
+- `embed_set(build, load, cfg, out)`, called by each method's `<method>/embed.py` with its own backbone builder: the
+  pooled frozen embeddings (common.probe.pool_mean_max over the backbone's outputs) of the compare set's training
+  jets (the union of the labelled subsets of every grid point and seed) and test jets, into <out>/embeddings.npz;
+  a random-init backbone gets its BatchNorm statistics from the same training jets (common.probe.set_norm_stats);
+- `python -m common.compare --runs <out-dir> --out <dir>` reads every */embed/*/embeddings.npz of the run, checks
+  that they hold the same jets, fits the same probe (common.probe.linear_probe: standardised multinomial logistic
+  regression) on the same labelled subsets (common.probe.per_class_subset, the fine-tuning harness's draw) for every
+  grid point and seed, adds the floor (common/floor.py: BDT and logistic regression on the jet observables of the
+  same jets), and writes the table compare.which_pretraining (RESULTS.md section "compare") and its figure.
+
+The compare set: the method config's data section with the overrides that run_all.sh passes to every embed step
+alike (simulated JetClass, all 10 classes, the train and test splits), grid COMPARE_GRID labelled jets per class
+(capped at what the split holds) and seeds COMPARE_SEEDS. Only the frozen mode is compared here; fine-tuning every
+backbone with one recipe is left to the fine-tuning tables.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from common.atomic import atomic_path
+from common.cli import cli
+from common.probe import linear_probe, pool_mean_max, set_norm_stats
+
+COMPARE_GRID = (10, 100, 1000)  # labelled jets per class
+COMPARE_SEEDS = (0, 1, 2)
+TABLE_ID = "compare.which_pretraining"
+EMBED_FILE = "embeddings.npz"
+
+
+def grid_for(labels: np.ndarray, n_classes: int, grid=None) -> list[int]:
+    """The grid points (default COMPARE_GRID) the training split can hold (every class needs n jets)."""
+    grid = COMPARE_GRID if grid is None else grid
+    fewest = min(int((labels == c).sum()) for c in range(n_classes))
+    return [n for n in grid if n <= fewest]
+
+
+def compare_subsets(data: dict, grid=None, seeds=None) -> tuple[dict, np.ndarray]:
+    """{(n, seed): global training-jet indices} (common.data.build_dataset's draw, as the fine-tuning harness makes
+    it) and the labels of the whole training split."""
+    from common.data import build_dataset, dataset_info
+
+    ds = build_dataset(data, "train", progress=False)
+    labels = np.concatenate([ds.label_map[np.asarray(e.arrays["label"])] for e in ds.entries])
+    if ds.index is not None:
+        labels = labels[ds.index]
+    n_classes = len(dataset_info(data)["class_names"])
+    seeds = COMPARE_SEEDS if seeds is None else seeds
+    subsets = {(n, s): np.asarray(build_dataset(data, "train", n_per_class=n, subset_seed=s, progress=False).index)
+               for n in grid_for(labels, n_classes, grid) for s in seeds}
+    return subsets, labels
+
+
+@torch.no_grad()
+def _pooled(backbone, ds, batch_size: int) -> np.ndarray:
+    backbone.eval()
+    out = []
+    for start in range(0, len(ds), batch_size):
+        batch = ds[np.arange(start, min(start + batch_size, len(ds)))]
+        h, mask = backbone(batch)
+        out.append(pool_mean_max(h.float(), mask).numpy())
+    return np.concatenate(out).astype(np.float32)
+
+
+def embed_set(build, load, cfg: dict, out, *, name: str, random_init: bool, max_test_jets: int = 3000,
+              batch_size: int = 256, norm_batches: int = 20, extra: dict | None = None) -> Path:
+    """Pooled frozen embeddings of the compare set into <out>/embeddings.npz (see the module docstring).
+    build() -> backbone with backbone(JetBatch) -> (h (B, T, D), mask (B, T)); load(backbone) loads the pretrained
+    weights (not called for random_init)."""
+    from common.data import JetDataset, build_dataset
+
+    data = cfg["data"]
+    torch.manual_seed(int(cfg.get("seed", 0)))
+    subsets, _ = compare_subsets(data)
+    if not subsets:
+        raise ValueError(f"compare set {data['root']}: no grid point of {COMPARE_GRID} fits the training split")
+    union = np.unique(np.concatenate(list(subsets.values())))
+    full = build_dataset(data, "train", progress=False)
+    train = JetDataset(full.entries, full.label_map, union if full.index is None else full.index[union],
+                       features=full.features)
+    test = build_dataset(data, "test", max_jets=max_test_jets, progress=False)
+    backbone = build()
+    if random_init:  # statistics from data, as a pretrained backbone got them in pretraining
+        rng = np.random.default_rng(0)
+        batches = [train[np.sort(rng.choice(len(train), min(batch_size, len(train)), replace=False))]
+                   for _ in range(norm_batches)]
+        set_norm_stats(backbone, batches, lambda m, b: m(b))
+    else:
+        load(backbone)
+    t0 = time.time()
+    x_train, x_test = _pooled(backbone, train, batch_size), _pooled(backbone, test, batch_size)
+    info = {"name": name, "init": "random" if random_init else "pretrained", "data": data,
+            "max_test_jets": max_test_jets,
+            "n_params": int(sum(p.numel() for p in backbone.parameters())), "embed_s": round(time.time() - t0, 2),
+            **(extra or {})}
+    y_train = np.asarray(train.gather(np.arange(len(train)))["label"])
+    y_test = np.asarray(test.gather(np.arange(len(test)))["label"])
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / EMBED_FILE
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, train_index=union, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test,
+                     info=np.array(json.dumps(info, default=str)))
+    return path
+
+
+def pretraining_cost(run_dir) -> dict:
+    """Pretraining jets seen and seconds of a pretraining run directory, from its done.json (steps, jets_seen or
+    steps x config.yaml train.batch_size, jets_per_s) as the kit's training loops write it; {} where unknown."""
+    import yaml
+
+    run_dir = Path(run_dir)
+    try:
+        done = json.loads((run_dir / "done.json").read_text())
+        cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    except (OSError, ValueError):
+        return {}
+    jets = done.get("jets_seen")
+    if jets is None and done.get("steps") is not None and (cfg.get("train") or {}).get("batch_size"):
+        jets = int(done["steps"]) * int(cfg["train"]["batch_size"])
+    out = {"pretraining_jets": int(jets)} if jets is not None else {}
+    rate = done.get("jets_per_s")
+    if done.get("seconds") is not None:
+        out["pretraining_s"] = float(done["seconds"])
+    elif jets is not None and rate:
+        out["pretraining_s"] = round(jets / float(rate), 1)
+    return out
+
+
+def embed_main(description: str, argv, backbone_fns, pretrain_dir=None) -> None:
+    """The command line of every <method>/embed.py:
+
+        python -m <method>.embed --config <its fine-tuning yaml> --out <dir> --name <row name> [--random-init] a.b=v ...
+
+    backbone_fns(cfg) -> (build, load) from the method's model module; pretrain_dir(cfg) -> the pretraining run
+    directory (its cost is recorded: pretraining_cost); writes <out>/embeddings.npz and done.json."""
+    from common.train_utils import mark_done, start_run
+
+    ap = argparse.ArgumentParser(add_help=False)
+    ap.add_argument("--name", required=True, help="the model's row name in compare.which_pretraining")
+    ap.add_argument("--random-init", action="store_true", help="same architecture at random init, nothing loaded")
+    args, rest = ap.parse_known_args(argv)
+    run = start_run(description, rest)
+    if run is None:
+        return
+    cfg, out = run[0], Path(run[1])
+    build, load = backbone_fns(cfg)
+    cost = pretraining_cost(pretrain_dir(cfg)) if pretrain_dir is not None and not args.random_init else {}
+    path = embed_set(build, load, cfg, out, name=args.name, random_init=args.random_init, extra=cost)
+    mark_done(out, {"name": args.name, "random_init": args.random_init, "embeddings": str(path)})
+
+
+def read_embeddings(path) -> dict:
+    with np.load(path, allow_pickle=False) as z:
+        d = {k: z[k] for k in z.files}
+    d["info"] = json.loads(str(d["info"]))
+    return d
+
+
+def compare(runs_dir, classifiers=("bdt", "logistic")) -> tuple[list[dict], dict]:
+    """Rows of compare.which_pretraining from every embeddings.npz under runs_dir, and the meta of the table."""
+    from common import floor
+    from common.data import JetDataset, build_dataset
+
+    paths = sorted(Path(runs_dir).glob("*/embed/*/" + EMBED_FILE))
+    if not paths:
+        raise FileNotFoundError(f"{runs_dir}: no */embed/*/{EMBED_FILE} (run the methods' embed steps first)")
+    embs = [(p, read_embeddings(p)) for p in paths]
+    ref_path, ref = embs[0]
+    for p, e in embs[1:]:
+        if not (np.array_equal(e["train_index"], ref["train_index"]) and np.array_equal(e["y_test"], ref["y_test"])
+                and np.array_equal(e["y_train"], ref["y_train"])):
+            raise ValueError(f"{p}: holds other jets than {ref_path}; every embed step must read the same compare set "
+                             "(same data.root, train, test and classes)")
+    data = ref["info"]["data"]
+    subsets, _ = compare_subsets(data)
+    index = ref["train_index"]
+    # the floor on the same jets: jet observables of the compare set (common/floor.py)
+    full = build_dataset(data, "train", progress=False)
+    train = JetDataset(full.entries, full.label_map, index if full.index is None else full.index[index])
+    fx_train, _ = floor.dataset_features(train)
+    max_test = ref["info"].get("max_test_jets", len(ref["y_test"]))
+    fx_test, fy_test = floor.dataset_features(build_dataset(data, "test", max_jets=max_test, progress=False))
+    if not np.array_equal(fy_test, ref["y_test"]):
+        raise ValueError(f"{ref_path}: its test jets are not the compare set's test split of {data.get('root')}")
+    n_classes = int(max(ref["y_train"].max(), ref["y_test"].max())) + 1
+    rows = []
+    for (n, seed), sub in sorted(subsets.items()):
+        pos = np.searchsorted(index, sub)
+        for p, e in embs:
+            res = linear_probe(e["x_train"][pos], e["y_train"][pos], e["x_test"], e["y_test"], seed=seed)
+            rows.append({"model": e["info"]["name"], "init": e["info"]["init"], "n_per_class": n, "seed": seed,
+                         "accuracy": res["accuracy"]})
+        for kind in classifiers:
+            probs = floor.fit_predict(kind, fx_train[pos], ref["y_train"][pos], fx_test, seed, n_classes)
+            rows.append({"model": floor.CLASSIFIERS[kind], "init": "none", "n_per_class": n, "seed": seed,
+                         "accuracy": float((probs.argmax(1) == ref["y_test"]).mean())})
+    models: dict[str, dict] = {}
+    for _, e in embs:  # the pretrained embedding's info carries the pretraining cost
+        if e["info"]["name"] not in models or e["info"]["init"] == "pretrained":
+            models[e["info"]["name"]] = e["info"]
+    meta = {"title": "Which pretraining? Every backbone of the run under one frozen probe on the same jets",
+            "keys": ["model", "init", "n_per_class"], "metrics": ["accuracy"], "seeds": list(COMPARE_SEEDS),
+            "dataset": f"{data.get('dataset')} at {data.get('root')}, train/test splits, all classes",
+            "scale": f"{len(index)} training jets embedded, {len(ref['y_test'])} test jets",
+            "sources": [str(p) for p, _ in embs],
+            "notes": ("Frozen mode: masked mean+max pooled embeddings, standardised multinomial logistic regression "
+                      "(common.probe.linear_probe), the same labelled subsets (common.probe.per_class_subset) for "
+                      "every row; random init = same architecture, BatchNorm statistics set from the same jets. "
+                      "Cost (parameters; pretraining jets seen and seconds, from the pretraining run's done.json): "
+                      + "; ".join(_cost(k, v) for k, v in sorted(models.items())) + ".")}
+    return rows, meta
+
+
+def _cost(name: str, info: dict) -> str:
+    parts = [f"{info['n_params']:,} parameters"]
+    if info.get("pretraining_jets") is not None:
+        parts.append(f"{info['pretraining_jets']:,} pretraining jets")
+    if info.get("pretraining_s") is not None:
+        parts.append(f"{info['pretraining_s']:g} s")
+    return f"{name} " + ", ".join(parts)
+
+
+def main(argv=None) -> None:
+    from common.results import write_table
+
+    ap = argparse.ArgumentParser(description="Which pretraining? One frozen probe over every embed step's output.")
+    ap.add_argument("--runs", required=True, help="run_all.sh --out-dir (its */embed/*/embeddings.npz are read)")
+    ap.add_argument("--out", required=True, help="output directory (compare.which_pretraining.json/.md/.png)")
+    ap.add_argument("--profile", default=None)
+    args = ap.parse_args(argv)
+    rows, meta = compare(args.runs)
+    if args.profile:
+        meta["profile"] = args.profile
+    out = Path(args.out)
+    write_table(out, TABLE_ID, rows, meta)  # RESULTS.md draws its figure (common/figures.py)
+    print(f"compare: {len(rows)} rows -> {out / (TABLE_ID + '.json')}")
+
+
+if __name__ == "__main__":
+    cli(main)

@@ -1,0 +1,25 @@
+"""Pooled frozen embeddings of the compare set (common/compare.py, "Which pretraining?") from an MPM backbone: the
+encoder of a pretraining run (MPMv1 or MPMv2, any task) or the same architecture at random init.
+
+    python -m mpm.embed --config mpm/configs/mini/finetune_v2.yaml --out runs/mini/mpm/embed/mpmv2_regression \
+        --name "MPMv2 regression" pretrained.run=runs/mini/mpm/pretrain/mpmv2_regression data.root=...
+
+The backbone and its pretrained weights come from mpm/build.py backbone_fns, exactly as for fine-tuning. At random
+init the MPMv1 input normalisation (mpm/normalise.py IterativeNorm) keeps its initial statistics: only BatchNorm
+statistics are set from data (common.probe.set_norm_stats).
+"""
+from __future__ import annotations
+
+from common.cli import cli
+from common.compare import embed_main
+
+from mpm.build import backbone_fns
+
+
+def main(argv=None) -> None:
+    embed_main(__doc__.splitlines()[0], argv, lambda cfg: backbone_fns(cfg)[:2],
+               lambda cfg: cfg["pretrained"]["run"])
+
+
+if __name__ == "__main__":
+    cli(main)

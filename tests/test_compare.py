@@ -1,0 +1,119 @@
+"""common/compare.py ("Which pretraining?"): every method's embeddings go through the same probe on the same subsets,
+beside the floor on the same jets; each method's embed.py writes them through common.compare."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from common import compare
+from common.data import build_dataset
+from tests.data_factory import write_jetclass
+
+CLASSES = ["QCD", "Tbqq", "Wqq"]
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("compare_jetclass")
+    for i, (split, n) in enumerate((("train", 24), ("val", 6), ("test", 12))):
+        write_jetclass(str(root / split), n, classes=CLASSES, seed=5 + i)
+    return root
+
+
+def _cfg(root, features="part_kin"):
+    return {"seed": 0, "data": {"dataset": "jetclass", "root": str(root), "features": features, "classes": CLASSES,
+                                "num_workers": 0}}
+
+
+class Toy(nn.Module):
+    """A stand-in backbone with BatchNorm: (h, mask) per particle, as every method's backbone returns."""
+
+    def __init__(self, d_in, dim=6):
+        super().__init__()
+        self.lin, self.bn, self.dim = nn.Linear(d_in, dim), nn.BatchNorm1d(dim), dim
+
+    def forward(self, batch):
+        h = self.lin(batch.x)
+        b, n, d = h.shape
+        return self.bn(h.reshape(b * n, d)).reshape(b, n, d), batch.mask
+
+
+def test_every_embedding_gets_the_same_probe_on_the_same_subsets(data_root, tmp_path, monkeypatch):
+    monkeypatch.setattr(compare, "COMPARE_GRID", (5, 10))
+    cfg = _cfg(data_root)
+    d_in = build_dataset(cfg["data"], "test", progress=False)[np.arange(2)].x.shape[-1]
+    torch.manual_seed(0)
+    trained = Toy(d_in)
+
+    def load(m):
+        m.load_state_dict(trained.state_dict())
+
+    for name, random in (("toy", False), ("toy", True), ("other", False)):
+        compare.embed_set(lambda: Toy(d_in), load, cfg, tmp_path / "m" / "embed" / f"{name}_{random}", name=name,
+                          random_init=random, max_test_jets=30)
+    seen = []
+    real_probe = compare.linear_probe
+
+    def spy(x_train, y_train, x_test, y_test, *, seed=0, **kw):
+        seen.append((seed, len(y_train), tuple(y_train), tuple(y_test)))
+        return real_probe(x_train, y_train, x_test, y_test, seed=seed, **kw)
+
+    monkeypatch.setattr(compare, "linear_probe", spy)
+    rows, meta = compare.compare(tmp_path)
+    # 2 grid points x 3 seeds x (3 embeddings + 2 floor classifiers)
+    assert len(rows) == 2 * 3 * 5 and len(seen) == 2 * 3 * 3
+    for k in range(0, len(seen), 3):  # the three embeddings of one (n, seed): the same labelled jets and test set
+        assert seen[k][0] == seen[k + 1][0] == seen[k + 2][0]
+        assert seen[k][2:] == seen[k + 1][2:] == seen[k + 2][2:]
+    assert {(r["model"], r["init"]) for r in rows} >= {("toy", "pretrained"), ("toy", "random"),
+                                                       ("jet observables (BDT)", "none")}
+    # the subsets are the fine-tuning harness's draw
+    subsets, _ = compare.compare_subsets(cfg["data"], grid=(5, 10))
+    for (n, s), idx in subsets.items():
+        assert np.array_equal(idx, build_dataset(cfg["data"], "train", n_per_class=n, subset_seed=s,
+                                                 progress=False).index)
+    assert {len(v) for v in subsets.values()} == {15, 30}
+    assert meta["keys"] == ["model", "init", "n_per_class"]
+
+
+def test_embeddings_of_other_jets_are_refused(data_root, tmp_path, monkeypatch):
+    monkeypatch.setattr(compare, "COMPARE_GRID", (5,))
+    cfg = _cfg(data_root)
+    d_in = build_dataset(cfg["data"], "test", progress=False)[np.arange(2)].x.shape[-1]
+    compare.embed_set(lambda: Toy(d_in), None, cfg, tmp_path / "a" / "embed" / "x", name="x", random_init=True)
+    compare.embed_set(lambda: Toy(d_in), None, cfg, tmp_path / "b" / "embed" / "y", name="y", random_init=True,
+                      max_test_jets=20)
+    with pytest.raises(ValueError, match="other jets"):
+        compare.compare(tmp_path)
+
+
+@pytest.mark.parametrize("module, config", [("mpm.embed", "mpm/configs/smoke/finetune_v1.yaml"),
+                                            ("hepjepa.embed", "hepjepa/configs/smoke/finetune_jetclass.yaml")])
+def test_method_embed_scripts_write_the_compare_set(module, config, data_root, tmp_path, monkeypatch, repo_root):
+    import importlib
+
+    monkeypatch.setattr(compare, "COMPARE_GRID", (5,))
+    mod = importlib.import_module(module)
+    out = tmp_path / "embed" / "random"
+    mod.main(["--config", str(repo_root / config), "--out", str(out), "--name", module, "--random-init",
+              f"data.root={data_root}", "data.classes=[QCD,Tbqq,Wqq]", "data.num_workers=0"])
+    e = compare.read_embeddings(out / compare.EMBED_FILE)
+    assert e["info"]["name"] == module and e["info"]["init"] == "random"
+    subsets, _ = compare.compare_subsets(e["info"]["data"])  # the union of the three seeds' 5-per-class draws
+    union = np.unique(np.concatenate(list(subsets.values())))
+    assert np.array_equal(e["train_index"], union) and e["x_train"].shape[0] == len(union)
+    assert np.isfinite(e["x_train"]).all() and e["x_test"].shape[0] == len(e["y_test"])
+    assert (out / "done.json").is_file()
+
+
+def test_pretraining_cost_from_the_runs_done_json(tmp_path):
+    import json
+
+    (tmp_path / "config.yaml").write_text("train:\n  batch_size: 32\n")
+    (tmp_path / "done.json").write_text(json.dumps({"steps": 30, "jets_per_s": 480.0}))
+    assert compare.pretraining_cost(tmp_path) == {"pretraining_jets": 960, "pretraining_s": 2.0}
+    (tmp_path / "done.json").write_text(json.dumps({"steps": 30, "jets_seen": 480, "seconds": 1.5}))
+    assert compare.pretraining_cost(tmp_path) == {"pretraining_jets": 480, "pretraining_s": 1.5}
+    assert compare.pretraining_cost(tmp_path / "missing") == {}
