@@ -42,7 +42,7 @@ from common.results import (MIN_SEEDS, aggregate_rows, canon_key, collect_result
 CLAIMS_PATH = Path(__file__).with_name("claims.yaml")
 Z = 2.0        # the difference must exceed Z standard errors
 VERDICTS = ("reproduced", "contradicted", "inconclusive", "not measured")
-SELECT = {"min": 0, "second_min": 1, "max": -1}  # `at:` / side values that pick the smallest, second smallest,
+SELECT = {"min": 0, "second_min": 1, "max": -1, "max_both": -1}  # `at:` / side values that pick the smallest, second smallest,
                                                 # largest value (position in the sorted values)
 
 
@@ -158,7 +158,8 @@ def _pick(groups: list[tuple[dict, dict]], claim: dict, shared: bool = False) ->
     """From (key values, row) pairs choose side a's and side b's row at the shared `at` keys.
 
     `at: {k: min}` takes the smallest value of k that either side has (second_min: the second smallest, max: the
-    largest): a side without that row reads missing, the claim never moves to another cell; shared=True (the
+    largest; max_both: the largest value both sides have): a side without that row reads missing, the claim never
+    moves to another cell; shared=True (the
     published table, whose grids may differ by side): the smallest value both sides have. An explicit value is a
     fixed selection; keys not named by `at` or a side must agree between the two rows."""
     at = dict(claim.get("at") or {})
@@ -175,7 +176,9 @@ def _pick(groups: list[tuple[dict, dict]], claim: dict, shared: bool = False) ->
         values = [{canon_key(k.get(key)) for k, _ in rows} for rows in (a_rows, b_rows)]
         # ours: over the values of EITHER side, so a cell missing on one side reads missing and never moves to
         # another value; published (shared=True): the values both sides of the paper's table have
-        values = values[0] & values[1] if shared else values[0] | values[1]
+        # max_both: the claim is defined at a value both sides ran (e.g. equal codebook sizes, where the grids
+        # differ by design): the largest of those; none shared reads missing
+        values = values[0] & values[1] if shared or how == "max_both" else values[0] | values[1]
         v = _choose(sorted(v for v in values if isinstance(v, float)), how)
         if v is None:
             return None, None, chosen
