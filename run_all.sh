@@ -550,10 +550,14 @@ if [[ "$NODE_RANK" != 0 ]]; then say "node $NODE_RANK finished; node 0 writes RE
 # after all methods, because it reads several methods' steps. A failure is counted and the table is left out.
 if [[ -z "$TABLE" || "$TABLE" == compare.which_pretraining ]] && compgen -G "$OUT_DIR/*/embed/*/embeddings.npz" > /dev/null; then
   say "compare: Which pretraining? (log $OUT_DIR/logs/compare.log)"
+  t_cmp=$(date +%s); cmp_status=done
   if ! python -m common.compare --runs "$OUT_DIR" --out "$OUT_DIR/compare" --profile "$PROFILE" > "$OUT_DIR/logs/compare.log" 2>&1; then
     say "compare FAILED; last lines of $OUT_DIR/logs/compare.log:"; tail -n 15 "$OUT_DIR/logs/compare.log" | sed 's/^/    | /'
-    rm -f "$OUT_DIR/compare/compare.which_pretraining.json"; N_FAILED=$((N_FAILED + 1))
+    rm -f "$OUT_DIR/compare/compare.which_pretraining.json"; N_FAILED=$((N_FAILED + 1)); cmp_status=failed
   fi
+  # in status.tsv like a table writer, so the report reads compare.which_pretraining from this folder alone
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' compare/which_pretraining "$cmp_status" $(( $(date +%s) - t_cmp )) \
+    "$OUT_DIR/logs/compare.log" compare.which_pretraining always "$OUT_DIR/compare" >> "$OUT_DIR/status.tsv"
 fi
 # Tables and plots: always rebuilt from whatever result files exist (missing ones are flagged in RESULTS.md).
 say "tables: writing $RESULTS_DIR/RESULTS.md"

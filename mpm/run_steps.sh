@@ -84,9 +84,9 @@ mpm_steps() {
   done
   # the jet-observables floor of each few-shot table: the same labelled subsets and seeds (python -m common.floor)
   step floor_v1_jetclass --tables mpm.v1_jetclass --after "" -- $PY1 -m common.floor --table mpm.v1_jetclass \
-    --config $CFG/finetune_v1.yaml --out $OUT/floor/v1_jetclass --profile $PROFILE $J
+    --config $CFG/finetune_v1.yaml --out "$OUT/floor/v1_jetclass" --profile $PROFILE "$J"
   step floor_v2_jetclass --tables mpm.v2_jetclass --after "" -- $PY1 -m common.floor --table mpm.v2_jetclass \
-    --config $CFG/finetune_v2.yaml --out $OUT/floor/v2_jetclass --profile $PROFILE $J
+    --config $CFG/finetune_v2.yaml --out "$OUT/floor/v2_jetclass" --profile $PROFILE "$J"
   modes="finetune"
   ((full)) && modes="fixed finetune scratch"
   if ((full)); then
@@ -173,7 +173,7 @@ mpm_steps() {
   done
 
   step floor_v2_btag --tables mpm.v2_btag --after "" -- $PY1 -m common.floor --table mpm.v2_btag \
-    --config $CFG/btag_v2.yaml --out $OUT/floor/v2_btag --profile $PROFILE $B
+    --config $CFG/btag_v2.yaml --out "$OUT/floor/v2_btag" --profile $PROFILE "$B"
 
   # --- MPMv2 frozen probes: Table B's final row (regression, k-means) and, paper only, the decoder / mask sweeps ----
   if ((full)); then
@@ -200,14 +200,14 @@ mpm_steps() {
   # --- "Which pretraining?" (common/compare.py): pooled frozen embeddings of one shared set of simulated JetClass jets
   # (every class, train and test splits: the same overrides in every method's embed step), pretrained and random init
   if [[ "$PROFILE" != paper ]]; then
-    local C="data.classes=null data.train=train/*.root data.val=val/*.root data.test=test/*.root" init name
+    local C=(data.classes=null "data.train=train/*.root" "data.val=val/*.root" "data.test=test/*.root") init name
     for row in mpmv1 $(for task in $v2tasks; do echo mpmv2_$task; done); do
       [[ $row == mpmv1 ]] && conf=finetune_v1 || conf=finetune_v2
       case "$row" in mpmv1) name="MPMv1 (VQ-VAE tokens)" ;; mpmv2_*) name="MPMv2 (${row#mpmv2_})" ;; esac
       for init in pretrained random; do
         step embed_${row}_$init --tables compare.which_pretraining --after pretrain_$row -- $PY1 -m mpm.embed \
-          --config $CFG/$conf.yaml --out $OUT/embed/${row}_$init --name "$name" \
-          $( [[ $init == random ]] && echo --random-init ) pretrained.run=$OUT/pretrain/$row $J $C
+          --config $CFG/$conf.yaml --out "$OUT/embed/${row}_$init" --name "$name" \
+          $( [[ $init == random ]] && echo --random-init ) "pretrained.run=$OUT/pretrain/$row" "$J" "${C[@]}"
       done
     done
   fi
