@@ -135,7 +135,7 @@ cd "$ROOT"
 DATA="$( [[ -n "$DATA_DIR" ]] && abspath "$DATA_DIR" || echo "$ROOT/$DEFAULT_DATA")"
 OUT_DIR="$( [[ -n "$OUT_DIR" ]] && abspath "$OUT_DIR" || echo "$ROOT/runs/$PROFILE")"
 RESULTS_DIR="$( [[ -n "$RESULTS_DIR" ]] && abspath "$RESULTS_DIR" || echo "$ROOT/results/$PROFILE")"
-WORKERS="${WORKERS:-$(nproc 2>/dev/null || echo 2)}"
+WORKERS="${WORKERS:-$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc 2>/dev/null || echo 2)}"
 # Every directory option is created and checked before anything is written: a folder that cannot be made or written
 # is one line and exit 2 (never an empty path, which would put status.tsv and the logs at /).
 usable_dir() {  # option dir need_write -> the absolute path, or die
@@ -184,7 +184,7 @@ if [[ -n "$THREADS" ]]; then
   export JETFM_THREADS="$THREADS"
 fi
 if [[ -z "$JOBS" ]]; then
-  if [[ "$PROFILE" == mini ]]; then JOBS=$(( $(nproc 2>/dev/null || echo 1) / THREADS )); ((JOBS >= 1)) || JOBS=1; else JOBS=1; fi
+  if [[ "$PROFILE" == mini ]]; then JOBS=$(( $(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc 2>/dev/null || echo 1) / THREADS )); ((JOBS >= 1)) || JOBS=1; else JOBS=1; fi
 fi
 [[ "$JOBS" =~ ^[1-9][0-9]*$ ]] || die "--jobs must be an integer >= 1, got '$JOBS'"
 [[ $JOBS -gt 1 && ( $NNODES -gt 1 || $GPUS -gt 1 ) ]] && die "--jobs > 1 runs steps side by side on one machine; not with --gpus/--nnodes > 1"

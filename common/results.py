@@ -132,6 +132,14 @@ def non_finite_note(v, reason: str):
     return v
 
 
+def json_metric(d: dict, key: str):
+    """A metric read back from a JSON file the kit wrote: null there is a NaN (common.atomic.write_json writes NaN
+    as null), so it comes back as nan, ready for non_finite_note; an absent key stays None (not measured)."""
+    if key in d and d[key] is None:
+        return math.nan
+    return d.get(key)
+
+
 def _is_reason(text: str) -> bool:
     head, sep, tail = text.partition(": ")
     return text in REASONS or (bool(sep) and head in ("inf", "-inf", "nan") and tail in REASONS)

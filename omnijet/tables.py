@@ -18,7 +18,7 @@ from pathlib import Path
 
 from common.cli import cli
 from common.results import (CLASSIFIER_DISABLED, NO_BACKGROUND_PASSES, NO_CODEBOOK, NO_FINITE_DIFFERENCE,
-                            TOO_FEW_TOP_QCD, non_finite_note, read_json, write_table)
+                            TOO_FEW_TOP_QCD, json_metric, non_finite_note, read_json, write_table)
 
 TOKEN_METRICS = ("particle_pt_resolution", "etaphi_resolution", "eta_resolution", "phi_resolution",
                  "jet_mass_resolution", "jet_pt_resolution", "tau21_resolution", "tau32_resolution",
@@ -48,7 +48,7 @@ def token_quality_table(runs: Path, profile: str):
     if res is None:
         return None
     rows = [{"tokenisation": r["tokenisation"], "num_tokens": r["num_tokens"], "seed": r.get("seed"),
-             **{m: non_finite_note(r.get(m), NO_FINITE_DIFFERENCE) for m in TOKEN_METRICS},
+             **{m: non_finite_note(json_metric(r, m), NO_FINITE_DIFFERENCE) for m in TOKEN_METRICS},
              "accuracy_reco": r.get("accuracy_reco")} for r in res["rows"]]
     for r in rows:
         if r["tokenisation"] == "original":
@@ -87,7 +87,7 @@ def generation_table(runs: Path, profile: str):
         for name, m in r["generated_vs_reference"].items():
             rows.append({"observable": name, "seed": r["seed"], "kl_divergence": m["kl_divergence"], "w1": m["w1"],
                          "fraction_outside_reference": m.get("fraction_outside_reference"),
-                         "kl_top_vs_qcd": non_finite_note(r["kl_top_vs_qcd"].get(name), TOO_FEW_TOP_QCD),
+                         "kl_top_vs_qcd": non_finite_note(json_metric(r["kl_top_vs_qcd"], name), TOO_FEW_TOP_QCD),
                          # per seed: KL(half A || half B) and KL(half A || generated) at the same sizes
                          "kl_reference_halves": _kl(r, "half_vs_half", name, floor if i == 0 else None),
                          "kl_generated_vs_half": _kl(r, "generated_vs_half", name, None),
@@ -132,7 +132,7 @@ def classification_tables(runs: Path, profile: str) -> dict[str, tuple]:
         head = ((result.get("finetune") or {}).get("head") or {}).get("kind", MAIN_HEAD)
         table_id = "omnijet.classification" if head == MAIN_HEAD else f"omnijet.classification_{head}"
         row = {"mode": result["mode"], "n_per_class": result["n_per_class"], "seed": result["seed"],
-               **{m: non_finite_note((result.get("test") or {}).get(m), NO_BACKGROUND_PASSES)
+               **{m: non_finite_note(json_metric(result.get("test") or {}, m), NO_BACKGROUND_PASSES)
                   for m in CLASS_METRICS}}
         step_dir = _run_config_dir(path)
         rows, meta = tables.setdefault(table_id, ([], {"profile": profile, "dataset": _data_meta(step_dir),

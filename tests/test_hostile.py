@@ -427,3 +427,18 @@ def test_an_unfinished_btag_simulation_is_refused(tmp_path):
     check_settings(str(tmp_path), {"dataset": "btag"})
     with pytest.raises(DataError, match="did not finish"):
         split_files({"root": str(tmp_path), "train": "train*.h5"}, "train")
+
+
+def test_a_nan_written_as_null_comes_back_as_a_noted_non_finite_value_not_a_missing_cell(tmp_path):
+    """write_json writes NaN as null; the table writers read such a null back as NaN with its reason (e.g. too few
+    top/QCD jets for a KL), while an absent metric stays missing."""
+    import json
+    import math
+    from common.atomic import write_json
+    from common.results import TOO_FEW_TOP_QCD, json_metric, non_finite_note
+    write_json(tmp_path / "m.json", {"kl": {"jet_eta": float("nan"), "jet_pt": 1.5}})
+    d = json.loads((tmp_path / "m.json").read_text())
+    assert d["kl"]["jet_eta"] is None                                  # no bare NaN in the file
+    assert math.isnan(json_metric(d["kl"], "jet_eta")) and json_metric(d["kl"], "jet_pt") == 1.5
+    assert json_metric(d["kl"], "tau21") is None                      # absent: not measured
+    assert non_finite_note(json_metric(d["kl"], "jet_eta"), TOO_FEW_TOP_QCD) == f"nan: {TOO_FEW_TOP_QCD}"

@@ -362,3 +362,15 @@ def test_two_run_alls_into_one_out_dir(kit):
     finally:
         os.killpg(first.pid, signal.SIGTERM)
         first.wait(timeout=30)
+
+
+def test_omp_num_threads_does_not_shrink_the_core_count(repo_root, tmp_path):
+    """GNU nproc honours OMP_NUM_THREADS: a user exporting OMP_NUM_THREADS=1 must still get one simulation worker
+    per core (and mini's steps side by side), not one."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_THREAD_LIMIT")}
+    cores = subprocess.run(["nproc"], capture_output=True, text=True, env=env).stdout.strip()
+    res = subprocess.run(["bash", "run_all.sh", "--list", "--profile", "mini", "--data-dir", str(tmp_path / "d"),
+                          "--out-dir", str(tmp_path / "r")], cwd=repo_root, capture_output=True, text=True,
+                         timeout=120, env={**env, "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert f"--workers {cores} " in res.stdout
