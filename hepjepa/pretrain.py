@@ -86,8 +86,12 @@ def train(cfg: dict, out: Path, dist: Dist) -> dict:
         if dist.is_main:
             print(f"[hepjepa.pretrain] resumed from {ckpt_path} at step {step}", flush=True)
     # shortcut monitors and the online probe (hepjepa.monitors), every monitor.every steps on the training batch
+    # (their own random stream: a resumed run draws the same masks and augmentations as a straight one)
     mon_every = int(cfg["monitor"]["every"])
-    probe = OnlineProbe(2 * int(cfg["model"]["dim"]), len(info["class_names"]), float(cfg["monitor"]["probe_lr"])).to(dev)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg["seed"] + dist.rank)
+        probe = OnlineProbe(2 * int(cfg["model"]["dim"]), len(info["class_names"]),
+                            float(cfg["monitor"]["probe_lr"])).to(dev)
     n_backbone = count_parameters(model.context_encoder) + count_parameters(model.tokenizer) + count_parameters(model.pos)
     if dist.is_main:
         print(f"[hepjepa.pretrain] context encoder + tokeniser: {n_backbone:,} params; predictor "
@@ -119,8 +123,9 @@ def train(cfg: dict, out: Path, dist: Dist) -> dict:
         else:
             bar.update(jets=len(batch) * dist.world_size)
         if mon_every and step % mon_every == 0:  # on this rank's batch; the probe sees only detached embeddings
-            mon = model.monitor(batch.x, batch.mask, batch.p4)
-            acc = probe.step(mon.pop("pooled"), batch.label)
+            with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+                mon = model.monitor(batch.x, batch.mask, batch.p4)
+                acc = probe.step(mon.pop("pooled"), batch.label)
             log.log(step, **mon, online_probe_acc=acc)
         if step % tc["val_every"] == 0 or step == tc["steps"]:
             log.log(step, **validate(model, val_loader, dev, tc["val_batches"], tc["precision"]))
