@@ -37,7 +37,7 @@ from common.train_utils import mark_done, write_json
 
 from .convergence import FIGURE2_PERCENT, steps_to_reach
 from .model import backbone_fns
-from .probe import random_backbone
+from .baseline import random_backbone
 
 
 def _curve(run_dir: Path, mode: str, pct) -> list | None:

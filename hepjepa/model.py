@@ -16,6 +16,10 @@ physics bias: the four-vectors of the target patches would leak the content it h
 The positional embedding of the patch centres is added before every encoder block, as in Point-JEPA
 (`encoder_add_pos_at_every_layer: true`, configs/Point-JEPA/pretraining/shapenet.yaml), or once at the input
 (`model.pos_every_layer: false`); the predictor adds it once (Point-JEPA's `predictor_add_pos_at_every_layer` is false).
+`model.pos_embed: sincos` replaces the learned MLP by I-JEPA's fixed 2-D sin-cos embedding, added once at the input of
+the encoder and of the predictor. `model.target_norm: instance` standardises each target feature over the tokens of its
+jet (data2vec) instead of each token over its features (I-JEPA). `HEPJEPA.monitor` computes the shortcut monitors of
+hepjepa.monitors on a batch.
 """
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ draw of the fine-tuning harness), the downstream backbone (sweep.encoder of the 
 mean + max over its patch tokens, a standardised logistic regression (common.probe.linear_probe) scored on up to
 probe.max_test_jets test jets. The random baseline is the same architecture built with the same seed, with its
 BatchNorm statistics (the physics-bias pair embedding) set from probe.norm_batches training batches by forward passes
-(common.probe.set_norm_stats), as the pretrained encoder got them during pretraining. Writes probe.json and done.json.
+(hepjepa.baseline), as the pretrained encoder got them during pretraining. Writes probe.json and done.json.
 """
 from __future__ import annotations
 
@@ -18,41 +18,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.batch import JetBatch
 from common.cli import cli
 from common.config import add_config_args, config_from_args
 from common.data import load_arrays
-from common.probe import linear_probe, per_class_subset, pool_mean_max, set_norm_stats
+from common.probe import linear_probe, per_class_subset, pool_mean_max
 from common.train_utils import mark_done, write_json
 
+from .baseline import FIELDS, array_batches, random_backbone
 from .model import backbone_fns
-
-FIELDS = ("x", "mask", "p4", "jet", "label")
-
-
-def batches(arrays: dict, batch_size: int, limit: int | None = None):
-    """JetBatch views of in-memory arrays, in order."""
-    n = len(arrays["label"])
-    for k, i in enumerate(range(0, n, batch_size)):
-        if limit is not None and k >= limit:
-            return
-        sl = slice(i, i + batch_size)
-        yield JetBatch(*(torch.from_numpy(arrays[f][sl]) for f in FIELDS))
 
 
 @torch.no_grad()
 def embed(backbone, arrays: dict, batch_size: int = 256) -> np.ndarray:
     """Mean + max pooled patch embeddings of the frozen backbone (eval mode), (N, 2d)."""
     backbone.eval()
-    return np.concatenate([pool_mean_max(*backbone(b)).float().numpy() for b in batches(arrays, batch_size)])
-
-
-def random_backbone(build, arrays: dict, seed: int, norm_batches: int, batch_size: int = 256):
-    """The architecture at random initialisation (seeded), normalisation statistics set from data."""
-    torch.manual_seed(seed)
-    net = build()
-    set_norm_stats(net, batches(arrays, batch_size, norm_batches), lambda m, b: m(b))
-    return net
+    return np.concatenate([pool_mean_max(*backbone(b)).float().numpy() for b in array_batches(arrays, batch_size)])
 
 
 def run_probe(cfg: dict) -> dict:

@@ -12,7 +12,7 @@ from common.features import FEATURE_SETS, RawJets, deta_dphi_partstyle, jet_from
 from common.finetune_config import finetune_settings
 from hepjepa.model import HEPJEPA, HEPJEPABackbone
 from hepjepa.monitors import OnlineProbe, between_jet_share, effective_rank, position_basis, position_r2
-from hepjepa.probe import random_backbone
+from hepjepa.baseline import random_backbone
 from hepjepa.tokenizer import SinCosPosition
 from tests.test_hepjepa_model import MASKING, TINY
 from tests.test_hepjepa_tokenizer import fake_jets
