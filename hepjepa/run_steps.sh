@@ -1,7 +1,7 @@
 # HEP-JEPA steps for run_all.sh (sourced; see "HOW A METHOD PLUGS IN" there). Order: pretraining -> linear probe vs
-# random init -> JetClass few-shot sweep -> top tagging -> quark-gluon -> Figures 2 and 3 + monitors -> ablations
-# (shortened pretraining + frozen probe, one switch each) -> shortcut ablation (inputs, target normalisation,
-# position; 3 seeds; linear probe + few-shot) -> table writer. Every profile runs every step; smoke and mini shrink
+# random init -> JetClass few-shot sweep -> top tagging -> quark-gluon -> Figures 2 and 3 + monitors -> shortcut ablation
+# (inputs, target normalisation, position; 3 seeds; linear probe + few-shot) -> paper ablations (shortened pretraining
+# + frozen probe, one switch each) -> table writer. Every profile runs every step; smoke and mini shrink
 # sizes through their configs.
 
 hepjepa_steps() {
@@ -23,16 +23,6 @@ hepjepa_steps() {
     $PY1 -m hepjepa.figures --config $CFG/finetune_jetclass.yaml --out $OUT/figures \
     --finetune-dir $OUT/ft_jetclass $J $P
 
-  # ablations (project page): base = the reference run, every other config changes one switch of it
-  for abl in base random_masking targets1 targets2 no_physics_bias no_registers no_augment patching_fixed \
-             patching_2g; do
-    step ablation_${abl}_pretrain --tables $ABL_TABLES --after "" -- \
-      $PY -m hepjepa.pretrain --config $CFG/ablation_$abl.yaml --out $OUT/ablation/$abl/pretrain $J
-    step ablation_${abl}_probe --tables $ABL_TABLES --after ablation_${abl}_pretrain -- \
-      $PY -m hepjepa.finetune --config $CFG/ablation_$abl.yaml --out $OUT/ablation/$abl/probe $J \
-      sweep.pretrained=$OUT/ablation/$abl/pretrain/checkpoint.pt
-  done
-
   # shortcut ablation (ours): reference arm + one switch each, three seeds; per seed a pretraining, the linear probe
   # and fine-tuning at the smallest label fraction, all with that seed
   local arm s d
@@ -48,6 +38,16 @@ hepjepa_steps() {
         $PY -m hepjepa.finetune --config $CFG/shortcut_$arm.yaml --out $d/fewshot $J seed=$s "finetune.seeds=[$s]" \
         sweep.pretrained=$d/pretrain/checkpoint.pt
     done
+  done
+
+  # ablations (project page): base = the reference run, every other config changes one switch of it
+  for abl in base random_masking targets1 targets2 no_physics_bias no_registers no_augment patching_fixed \
+             patching_2g; do
+    step ablation_${abl}_pretrain --tables $ABL_TABLES --after "" -- \
+      $PY -m hepjepa.pretrain --config $CFG/ablation_$abl.yaml --out $OUT/ablation/$abl/pretrain $J
+    step ablation_${abl}_probe --tables $ABL_TABLES --after ablation_${abl}_pretrain -- \
+      $PY -m hepjepa.finetune --config $CFG/ablation_$abl.yaml --out $OUT/ablation/$abl/probe $J \
+      sweep.pretrained=$OUT/ablation/$abl/pretrain/checkpoint.pt
   done
 
   step tables --always --tables hepjepa.jetclass_fewshot,hepjepa.convergence,hepjepa.top_tagging,hepjepa.quark_gluon,hepjepa.linear_probe,hepjepa.ablation_shortcut,$ABL_TABLES -- \
