@@ -5,6 +5,8 @@ last logged shortcut monitors, and a floor: the same logistic regression on five
 log E, mass, multiplicity).
 
     JETFM_THREADS=1 python -m bench.hepjepa_shortcut --data data/sim/jetclass --out /tmp/hj_shortcut --steps 300
+    JETFM_THREADS=1 python -m bench.hepjepa_shortcut --data data/sim/jetclass --kinematics runs/.../checkpoint.pt \
+        [data.features=hepjepa ...]       # R^2 of the pooled embeddings from the jet's (log pT, |eta|) alone
 """
 from __future__ import annotations
 
@@ -48,6 +50,34 @@ def observables_floor(data: str, n: int, seed: int, max_test: int) -> float:
     return linear_probe(obs(train)[idx], train["label"][idx], obs(test), test["label"], seed=seed)["accuracy"]
 
 
+def kinematics_r2(data: str, ckpt: str, overrides=(), max_test: int = 2000) -> dict:
+    """R^2 of the standardised mean+max pooled embeddings of test jets from a cubic polynomial in the jet's
+    (log pT, |eta|): how much of the representation is the jet's kinematics. Pretrained (ckpt) and random init
+    (statistics set)."""
+    import torch
+
+    from hepjepa.baseline import random_backbone
+    from hepjepa.model import backbone_fns
+    from hepjepa.probe import embed
+
+    cfg = load_config(CFG, [f"data.root={data}", f"sweep.pretrained={ckpt}", *overrides])
+    test, train = load_arrays(cfg["data"], "test", max_jets=max_test), load_arrays(cfg["data"], "train", max_jets=5120)
+    build, load = backbone_fns(cfg)
+    torch.manual_seed(0)
+    net = build()
+    load(net)
+    a, b = np.log(test["jet"][:, JET_FIELDS.index("pt")]), np.abs(test["jet"][:, JET_FIELDS.index("eta")])
+    a, b = (a - a.mean()) / a.std(), (b - b.mean()) / b.std()
+    poly = np.stack([np.ones_like(a), a, b, a * a, a * b, b * b, a ** 3, a * a * b, a * b * b, b ** 3], 1)
+    out = {}
+    for name, m in (("pretrained", net), ("random", random_backbone(build, train, 0, 20))):
+        z = embed(m, test)
+        z = (z - z.mean(0)) / (z.std(0) + 1e-8)
+        coef, *_ = np.linalg.lstsq(poly, z, rcond=None)
+        out[name] = float(1 - ((z - poly @ coef) ** 2).sum() / (z ** 2).sum())
+    return out
+
+
 def last(log: Path, key: str):
     vals = [r[key] for r in map(json.loads, log.read_text().splitlines()) if key in r]
     return vals[-1] if vals else None
@@ -56,11 +86,15 @@ def last(log: Path, key: str):
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", required=True)
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--out")
+    ap.add_argument("--kinematics", metavar="CKPT", help="only the kinematics R^2 of this pretraining checkpoint")
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--arms", default=",".join(ARMS))
-    args = ap.parse_args(argv)
+    args, overrides = ap.parse_known_args(argv)
+    if args.kinematics:
+        print(json.dumps(kinematics_r2(args.data, args.kinematics, overrides)))
+        return
     out = Path(args.out)
     rows = []
     for seed in [int(s) for s in args.seeds.split(",")]:
