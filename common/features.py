@@ -157,6 +157,10 @@ PART_TRANSFORMS = {
 PART_FULL = tuple(PART_TRANSFORMS)                                   # 17, JetClass_full.yaml order
 PART_KIN = PART_FULL[:5] + ("part_deta", "part_dphi")                # 7
 PART_KINPID = PART_FULL[:11] + ("part_deta", "part_dphi")            # 13
+# relative to the jet only (no absolute pT or E): log pT/pT_jet, log E/E_jet, deltaR, deta, dphi. Rescaling every
+# four-momentum of a jet (and the jet) by a constant leaves them unchanged.
+PART_REL = PART_FULL[2:5] + ("part_deta", "part_dphi")              # 5
+PART_RELFULL = PART_FULL[2:]                                         # 15: PART_REL + particle ID + impact params
 
 
 def part_variables(raw: RawJets) -> dict:
@@ -409,6 +413,12 @@ FEATURE_SETS: dict[str, FeatureSet] = {
     # HEP-JEPA: the ParT kin recipe, 128 particles (the paper's exact features are not published; our choice,
     # the common denominator of the three datasets).
     "hepjepa": PartFeatures("hepjepa", PART_KIN, 128, {"names": PART_KIN}),
+    # HEP-JEPA without the jet-kinematics shortcut: part_pt_log and part_e_log give every particle its jet's pT and
+    # eta (log E - log pT = log cosh eta), so a JEPA can predict its targets from one per-jet vector; these sets keep
+    # only quantities relative to the jet. hepjepa_rel works on all three datasets (Top tagging and quark-gluon carry
+    # four-vectors only); hepjepa_relfull adds particle ID and track impact parameters (JetClass only).
+    "hepjepa_rel": PartFeatures("hepjepa_rel", PART_REL, 128, {"names": PART_REL}),
+    "hepjepa_relfull": PartFeatures("hepjepa_relfull", PART_RELFULL, 128, {"names": PART_RELFULL}),
 }
 
 
@@ -419,5 +429,5 @@ def get_feature_set(name: str) -> FeatureSet:
 
 
 __all__ = ["DataError", "RawJets", "FeatureSet", "FEATURE_SETS", "get_feature_set", "JET_FIELDS", "PART_FULL",
-           "PART_KIN", "PART_KINPID", "PART_TRANSFORMS", "MPMV2_PID_NAMES", "jet_from_constituents",
+           "PART_KIN", "PART_KINPID", "PART_REL", "PART_RELFULL", "PART_TRANSFORMS", "MPMV2_PID_NAMES", "jet_from_constituents",
            "deta_dphi_partstyle", "fit_mpmv2_quantiles", "mpmv2_pid", "wrap_phi"]

@@ -6,9 +6,13 @@ Read in this order (one concept per file):
   augment.py    physics-inspired augmentations (rotation, reflection, smearing, soft-particle drop)
   model.py      context encoder (registers + ParT physics bias), EMA target encoder, predictor, smooth-L1 loss;
                 HEPJEPABackbone for downstream tasks
+  monitors.py   shortcut monitors (between-jet share of the target variance, R^2 from position, effective rank) and
+                the online probe, logged during pretraining
   pretrain.py   the pretraining loop (DDP, autocast, schedules, EMA momentum, checkpoints, resume)
+  baseline.py   the random-init baseline with BatchNorm statistics set from data
+  probe.py      linear probe of the frozen encoder against that baseline
   finetune.py   few-shot / transfer sweeps around common.finetune (frozen, fine-tuned, from scratch)
-  figures.py    Figure 2 (val loss vs step) and Figure 3 (t-SNE of embeddings)
+  figures.py    Figure 2 (val loss vs step), Figure 3 (t-SNE of embeddings), the pretraining monitors
   tables.py     results tables beside the published numbers (common.results)
   run_steps.sh  the steps run_all.sh runs; configs/ holds the paper YAMLs and their mini/ and smoke/ variants
 """

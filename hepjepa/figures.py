@@ -4,11 +4,16 @@
             fine-tuned model first reaches the best validation loss of the from-scratch model (data: the val-loss
             curves that common.finetune keeps in each run's result.json);
   Figure 3  t-SNE (scikit-learn) of the pooled embeddings (masked mean over patch tokens) of test jets, coloured by
-            class: the pretrained backbone beside the same architecture at random initialisation.
+            class: the pretrained backbone beside the same architecture at random initialisation (BatchNorm statistics
+            set from data, hepjepa.probe.random_backbone);
+  monitors  (ours) the pretraining log: loss, prediction / target spreads, and the shortcut monitors of
+            hepjepa.monitors (between-jet share of the target variance, R^2 of the targets from position alone,
+            effective rank of the pooled embeddings, online-probe accuracy).
 
     python -m hepjepa.figures --config hepjepa/configs/mini/finetune_jetclass.yaml --out runs/mini/hepjepa/figures \
         --finetune-dir runs/mini/hepjepa/ft_jetclass sweep.pretrained=runs/mini/hepjepa/pretrain/checkpoint.pt
-Writes figure2_loss_vs_step.png, figure2.json (the numbers), figure3_tsne.png and done.json into --out.
+Writes figure2_loss_vs_step.png, figure2.json (the numbers), figure3_tsne.png, pretrain_monitors.png (from the
+log.jsonl beside sweep.pretrained) and done.json into --out.
 """
 from __future__ import annotations
 
@@ -32,6 +37,7 @@ from common.train_utils import mark_done, write_json
 
 from .convergence import FIGURE2_PERCENT, steps_to_reach
 from .model import backbone_fns
+from .baseline import random_backbone
 
 
 def _curve(run_dir: Path, mode: str, pct) -> list | None:
@@ -90,7 +96,8 @@ def figure3(cfg: dict, out_dir, max_jets: int = 2000, seed: int = 0) -> None:
     torch.manual_seed(seed)
     pretrained = build()
     load(pretrained)
-    panels = {"HEP-JEPA pretrained": pretrained, "random initialisation": build()}
+    random = random_backbone(build, load_arrays(cfg["data"], "train", max_jets=20 * 256), seed, 20)
+    panels = {"HEP-JEPA pretrained": pretrained, "random initialisation (stats set)": random}
     fig = Figure(figsize=(11, 5), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, 2)
@@ -108,6 +115,30 @@ def figure3(cfg: dict, out_dir, max_jets: int = 2000, seed: int = 0) -> None:
     save_figure(fig, Path(out_dir) / "figure3_tsne.png")
 
 
+MONITOR_PANELS = (("JEPA loss", ("loss", "val_loss")), ("spread", ("pred_std", "target_std")),
+                  ("shortcut monitors", ("between_jet_share", "position_r2")), ("effective rank", ("effective_rank",)),
+                  ("online probe", ("online_probe_acc",)))
+
+
+def figure_monitors(log_path, out_dir) -> bool:
+    """The pretraining monitors against step from a log.jsonl; False when the log is missing."""
+    log_path = Path(log_path)
+    if not log_path.is_file():
+        return False
+    recs = [json.loads(line) for line in log_path.read_text().splitlines()]
+    fig = Figure(figsize=(15, 3.4), layout="constrained")
+    FigureCanvasAgg(fig)
+    for ax, (title, keys) in zip(fig.subplots(1, len(MONITOR_PANELS)), MONITOR_PANELS):
+        for k in keys:
+            pts = [(r["step"], r[k]) for r in recs if k in r and "step" in r]
+            if pts:
+                ax.plot(*zip(*pts), "-", lw=1.2, label=k)
+        ax.set(title=title, xlabel="pretraining step")
+        ax.legend(fontsize=7)
+    save_figure(fig, Path(out_dir) / "pretrain_monitors.png")
+    return True
+
+
 def main(argv=None) -> None:
     parser = add_config_args(argparse.ArgumentParser(description="HEP-JEPA Figures 2 and 3"))
     parser.add_argument("--finetune-dir", required=True, help="output folder of hepjepa.finetune on JetClass")
@@ -117,6 +148,7 @@ def main(argv=None) -> None:
     cfg = config_from_args(args)
     f2 = figure2(args.finetune_dir, args.out, args.label_percent)
     figure3(cfg, args.out, args.tsne_jets, cfg["seed"])
+    figure_monitors(Path(cfg["sweep"]["pretrained"]).parent / "log.jsonl", args.out)
     mark_done(args.out, {"finetune_reaches_scratch_best_at_step": f2["finetune_reaches_scratch_best_at_step"]})
 
 

@@ -16,6 +16,10 @@ physics bias: the four-vectors of the target patches would leak the content it h
 The positional embedding of the patch centres is added before every encoder block, as in Point-JEPA
 (`encoder_add_pos_at_every_layer: true`, configs/Point-JEPA/pretraining/shapenet.yaml), or once at the input
 (`model.pos_every_layer: false`); the predictor adds it once (Point-JEPA's `predictor_add_pos_at_every_layer` is false).
+`model.pos_embed: sincos` replaces the learned MLP by I-JEPA's fixed 2-D sin-cos embedding, added once at the input of
+the encoder and of the predictor. `model.target_norm: instance` standardises each target feature over the tokens of its
+jet (data2vec) instead of each token over its features (I-JEPA). `HEPJEPA.monitor` computes the shortcut monitors of
+hepjepa.monitors on a batch.
 """
 from __future__ import annotations
 
@@ -29,11 +33,13 @@ from common.checkpoint import load_checkpoint
 from common.data import dataset_info
 from common.ema import ema_update, make_target
 from common.pairwise import pairwise_features
+from common.probe import pool_mean_max
 from common.transformer import Encoder, PairEmbed
 
 from .masking import sample_masks
+from .monitors import between_jet_share, effective_rank, position_r2
 from .overlap import target_in_context_fraction
-from .tokenizer import JetTokenizer, Patches, PositionalMLP
+from .tokenizer import JetTokenizer, Patches, PositionalMLP, SinCosPosition
 
 
 def gather_tokens(select: torch.Tensor, *tensors: torch.Tensor):
@@ -44,6 +50,16 @@ def gather_tokens(select: torch.Tensor, *tensors: torch.Tensor):
     mask = select.gather(1, idx)
     packed = [t.gather(1, idx.view(*idx.shape, *([1] * (t.dim() - 2))).expand(-1, -1, *t.shape[2:])) for t in tensors]
     return packed, mask
+
+
+def instance_norm_tokens(h: torch.Tensor, mask: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Each feature of h (B,T,D) standardised over the valid tokens of its jet (biased variance, as F.instance_norm);
+    zero at invalid tokens."""
+    m = mask[..., None].to(h.dtype)
+    n = m.sum(1, keepdim=True).clamp(min=1)
+    mean = (h * m).sum(1, keepdim=True) / n
+    var = (((h - mean) ** 2) * m).sum(1, keepdim=True) / n
+    return (h - mean) / torch.sqrt(var + eps) * m
 
 
 def masked_std(z: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -86,12 +102,14 @@ class Predictor(nn.Module):
     """Narrow transformer: context encodings and mask tokens (each plus a positional embedding of its patch centre)
     -> predicted target embeddings (I-JEPA / Point-JEPA predictor)."""
 
-    def __init__(self, dim: int, pred_dim: int, depth: int, num_heads: int, mlp_ratio: float = 4.0):
+    def __init__(self, dim: int, pred_dim: int, depth: int, num_heads: int, mlp_ratio: float = 4.0,
+                 pos_embed: str = "mlp"):
         super().__init__()
         self.embed = nn.Linear(dim, pred_dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, pred_dim))
         nn.init.trunc_normal_(self.mask_token, std=0.02)
-        self.pos = PositionalMLP(pred_dim)
+        # I-JEPA's predictor uses the fixed sin-cos embedding too (predictor_pos_embed, requires_grad=False)
+        self.pos = SinCosPosition(pred_dim) if pos_embed == "sincos" else PositionalMLP(pred_dim)
         self.encoder = Encoder(pred_dim, depth, num_heads, int(pred_dim * mlp_ratio), num_registers=0)
         self.out = nn.Linear(pred_dim, dim)
 
@@ -104,6 +122,21 @@ class Predictor(nn.Module):
         return self.out(h[:, ctx.shape[1]:]) * tgt_mask[..., None]
 
 
+def position_embedding(cfg: dict, dim: int) -> nn.Module:
+    """model.pos_embed: 'mlp' = the learned Point-JEPA positional MLP of the patch centres; 'sincos' = the fixed 2-D
+    sin-cos embedding of I-JEPA (facebookresearch/ijepa src/models/vision_transformer.py), added once at the input
+    (which model.pos_every_layer must then say)."""
+    kind = cfg.get("pos_embed", "mlp")
+    if kind == "mlp":
+        return PositionalMLP(dim)
+    if kind == "sincos":
+        if cfg.get("pos_every_layer", False):
+            raise ValueError("model.pos_embed 'sincos' is added once at the input (I-JEPA): set "
+                             "model.pos_every_layer: false")
+        return SinCosPosition(dim)
+    raise ValueError(f"model.pos_embed must be 'mlp' or 'sincos', got {kind!r}")
+
+
 def build_online_modules(cfg: dict, in_dim: int, angle_idx) -> tuple[JetTokenizer, PositionalMLP, PatchEncoder]:
     """The online (trained) stack shared by pretraining and downstream use: patch tokenizer, positional MLP of the patch
     centres, context encoder. cfg = the YAML `model:` section; built in this order (same initial weights)."""
@@ -114,7 +147,7 @@ def build_online_modules(cfg: dict, in_dim: int, angle_idx) -> tuple[JetTokenize
     tokenizer = JetTokenizer(in_dim, d, int(cfg["num_patches"]), int(cfg["group_size"]), angle_idx,
                              int(cfg["pointnet_hidden"]), bool(cfg["fps_random_start"]),
                              coverage=None if coverage is None else float(coverage))
-    pos = PositionalMLP(d)
+    pos = position_embedding(cfg, d)
     context_encoder = PatchEncoder(d, int(cfg["depth"]), int(cfg["num_heads"]), float(cfg["mlp_ratio"]),
                                    int(cfg["num_registers"]), bool(cfg["physics_bias"]), cfg["pair_hidden"],
                                    float(cfg["dropout"]), pos_every_layer=bool(cfg["pos_every_layer"]))
@@ -132,8 +165,11 @@ class HEPJEPA(nn.Module):
         self.tokenizer, self.pos, self.context_encoder = build_online_modules(cfg, in_dim, angle_idx)
         self.target_encoder = make_target(self.context_encoder)  # frozen copy, updated only by EMA
         self.predictor = Predictor(d, int(cfg["pred_dim"]), int(cfg["pred_depth"]), int(cfg["pred_heads"]),
-                                   float(cfg["mlp_ratio"]))
+                                   float(cfg["mlp_ratio"]), cfg.get("pos_embed", "mlp"))
         self.loss_beta = float(cfg["loss_beta"])
+        self.target_norm = cfg.get("target_norm", "layer")
+        if self.target_norm not in ("layer", "instance"):
+            raise ValueError(f"model.target_norm must be 'layer' or 'instance', got {self.target_norm!r}")
         self.target_encoder.eval()
 
     def train(self, mode: bool = True):
@@ -146,10 +182,32 @@ class HEPJEPA(nn.Module):
 
     @torch.no_grad()
     def targets(self, patches: Patches, pos: torch.Tensor) -> torch.Tensor:
-        """Teacher embeddings of all tokens, layer-normalised over features (I-JEPA), zero at invalid patches."""
-        h = self.target_encoder(patches.tokens, patches.mask, patches.p4, pos)
-        h = F.layer_norm(h.float(), (h.shape[-1],))
+        """Teacher embeddings of all tokens, zero at invalid patches, normalised (model.target_norm): 'layer' = over
+        the features of each token (I-JEPA); 'instance' = each feature over the tokens of its jet (data2vec,
+        arXiv:2202.03555 Sec. 3.3, fairseq instance_norm_target_layer): what all tokens of a jet share is removed."""
+        h = self.target_encoder(patches.tokens, patches.mask, patches.p4, pos).float()
+        if self.target_norm == "instance":
+            return instance_norm_tokens(h, patches.mask)
+        h = F.layer_norm(h, (h.shape[-1],))
         return h * patches.mask[..., None]
+
+    @torch.no_grad()
+    def monitor(self, x, mask, p4) -> dict:
+        """Shortcut monitors on one batch (hepjepa.monitors), in eval mode, no gradients: between-jet share of the
+        target variance, R^2 of the targets from the patch centres alone, effective rank of the pooled downstream
+        embeddings; also returns `pooled` (B, 2d) = mean+max pooled context-encoder output on all patches (the
+        downstream backbone) for the online probe."""
+        was_training = self.training
+        self.eval()
+        patches = self.tokenize(x, mask, p4)
+        pos = self.pos(patches.centres)
+        h_t = self.targets(patches, pos)
+        h = self.context_encoder(patches.tokens, patches.mask, patches.p4, pos)
+        pooled = pool_mean_max(h.float(), patches.mask)
+        self.train(was_training)
+        return dict(between_jet_share=between_jet_share(h_t, patches.mask),
+                    position_r2=position_r2(h_t, patches.centres, patches.mask),
+                    effective_rank=effective_rank(pooled), pooled=pooled)
 
     def forward(self, x, mask, p4, masks=None) -> dict:
         """One JEPA step on a batch. masks = optional (context (B,G), targets (M,B,G)) to fix the masking (tests).

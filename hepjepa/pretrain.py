@@ -5,7 +5,8 @@
 
 Per optimiser step: augment -> tokenise -> teacher targets -> masks -> context encoder -> predictor -> smooth-L1 ->
 backward (gradient accumulation, DDP) -> clip -> AdamW step -> LR schedule -> EMA update of the teacher with the
-scheduled momentum (I-JEPA src/train.py). Writes config.yaml, checkpoint.pt (atomic, resumable), log.jsonl and
+scheduled momentum (I-JEPA src/train.py). Every `monitor.every` steps: the shortcut monitors and the online probe
+(hepjepa.monitors; its head is not checkpointed: it restarts on resume). Writes config.yaml, checkpoint.pt (atomic, resumable), log.jsonl and
 done.json in --out.
 """
 from __future__ import annotations
@@ -26,6 +27,7 @@ from common.train_utils import (accumulate, autocast, build_optimizer, clip_and_
 
 from .augment import augment
 from .model import HEPJEPA, build_model
+from .monitors import OnlineProbe
 
 
 @torch.no_grad()
@@ -104,6 +106,13 @@ def train(cfg: dict, out: Path, dist: Dist) -> dict:
         log.truncate_after(step)
         if dist.is_main:
             print(f"[hepjepa.pretrain] resumed from {ckpt_path} at step {step}", flush=True)
+    # shortcut monitors and the online probe (hepjepa.monitors), every monitor.every steps on the training batch
+    # (their own random stream: a resumed run draws the same masks and augmentations as a straight one)
+    mon_every = int(cfg["monitor"]["every"])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg["seed"] + dist.rank)
+        probe = OnlineProbe(2 * int(cfg["model"]["dim"]), len(info["class_names"]),
+                            float(cfg["monitor"]["probe_lr"])).to(dev)
     n_backbone = count_parameters(model.context_encoder) + count_parameters(model.tokenizer) + count_parameters(model.pos)
     if dist.is_main:
         print(f"[hepjepa.pretrain] context encoder + tokeniser: {n_backbone:,} params; predictor "
@@ -124,6 +133,11 @@ def train(cfg: dict, out: Path, dist: Dist) -> dict:
                     lr=scheduler.get_last_lr()[0], momentum=m, grad_norm=gnorm, jets_per_s=bar.jets_per_second)
         else:
             bar.update(jets=len(batch) * dist.world_size)
+        if mon_every and step % mon_every == 0:  # on this rank's batch; the probe sees only detached embeddings
+            with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+                mon = model.monitor(batch.x, batch.mask, batch.p4)
+                acc = probe.step(mon.pop("pooled"), batch.label)
+            log.log(step, **mon, online_probe_acc=acc)
         if step % tc["val_every"] == 0 or step == tc["steps"]:
             log.log(step, **validate(model, val_loader, dev, tc["val_batches"], tc["precision"]))
         # checkpoint

@@ -1,6 +1,8 @@
-# HEP-JEPA steps for run_all.sh (sourced; see "HOW A METHOD PLUGS IN" there). Order: pretraining -> JetClass few-shot
-# sweep -> top tagging -> quark-gluon -> Figures 2 and 3 -> ablations (shortened pretraining + frozen probe, one switch
-# each) -> table writer. Every profile runs every step; smoke and mini shrink sizes through their configs.
+# HEP-JEPA steps for run_all.sh (sourced; see "HOW A METHOD PLUGS IN" there). Order: pretraining -> linear probe vs
+# random init -> JetClass few-shot sweep -> top tagging -> quark-gluon -> Figures 2 and 3 + monitors -> shortcut ablation
+# (inputs, target normalisation, position; 3 seeds; linear probe + few-shot) -> paper ablations (shortened pretraining
+# + frozen probe, one switch each) -> table writer. Every profile runs every step; smoke and mini shrink
+# sizes through their configs.
 
 hepjepa_steps() {
   need_data jetclass toptagging qg
@@ -9,6 +11,8 @@ hepjepa_steps() {
   ABL_TABLES=$ABL_TABLES,hepjepa.ablation_registers,hepjepa.ablation_augmentations,hepjepa.ablation_patching
 
   step pretrain -- $PY -m hepjepa.pretrain --config $CFG/pretrain.yaml --out "$OUT/pretrain" "$J"
+  step probe --tables hepjepa.linear_probe --after pretrain -- \
+    $PY1 -m hepjepa.probe --config $CFG/finetune_jetclass.yaml --out "$OUT/probe" "$J" "$P"
   step ft_jetclass --tables hepjepa.jetclass_fewshot --after pretrain -- \
     $PY -m hepjepa.finetune --config $CFG/finetune_jetclass.yaml --out "$OUT/ft_jetclass" "$J" "$P"
   step ft_top --tables hepjepa.top_tagging --after pretrain -- \
@@ -36,6 +40,23 @@ hepjepa_steps() {
     done
   fi
 
+  # shortcut ablation (ours): reference arm + one switch each, three seeds; per seed a pretraining, the linear probe
+  # and fine-tuning at the smallest label fraction, all with that seed
+  local arm s d
+  for arm in base inputs target_norm position; do
+    for s in 0 1 2; do
+      d="$OUT/shortcut/$arm/seed$s"
+      step shortcut_${arm}_s${s}_pretrain --tables hepjepa.ablation_shortcut --after "" -- \
+        $PY -m hepjepa.pretrain --config $CFG/shortcut_$arm.yaml --out "$d/pretrain" "$J" seed=$s
+      step shortcut_${arm}_s${s}_probe --tables hepjepa.ablation_shortcut --after shortcut_${arm}_s${s}_pretrain -- \
+        $PY1 -m hepjepa.probe --config $CFG/shortcut_$arm.yaml --out "$d/probe" "$J" seed=$s "probe.seeds=[$s]" \
+        "sweep.pretrained=$d/pretrain/checkpoint.pt"
+      step shortcut_${arm}_s${s}_fewshot --tables hepjepa.ablation_shortcut --after shortcut_${arm}_s${s}_pretrain -- \
+        $PY -m hepjepa.finetune --config $CFG/shortcut_$arm.yaml --out "$d/fewshot" "$J" seed=$s "finetune.seeds=[$s]" \
+        "sweep.pretrained=$d/pretrain/checkpoint.pt"
+    done
+  done
+
   # ablations (project page): base = the reference run, every other config changes one switch of it
   for abl in base random_masking targets1 targets2 no_physics_bias no_registers no_augment patching_fixed \
              patching_2g; do
@@ -46,6 +67,6 @@ hepjepa_steps() {
       "sweep.pretrained=$OUT/ablation/$abl/pretrain/checkpoint.pt"
   done
 
-  step tables --always --tables hepjepa.jetclass_fewshot,hepjepa.convergence,hepjepa.top_tagging,hepjepa.quark_gluon,$ABL_TABLES -- \
+  step tables --always --tables hepjepa.jetclass_fewshot,hepjepa.convergence,hepjepa.top_tagging,hepjepa.quark_gluon,hepjepa.linear_probe,hepjepa.ablation_shortcut,$ABL_TABLES -- \
     $PY1 -m hepjepa.tables --runs "$OUT" --out "$OUT/tables" --profile $PROFILE
 }

@@ -7,6 +7,11 @@ Reads the summary.json files that hepjepa.finetune wrote under --runs:
   ft_jetclass/<mode>/pct0.5 -> hepjepa.convergence    (per seed: fine-tuning steps until the val loss reaches the
                                scratch run's minimum, Figure 2; hepjepa/convergence.py)
   ft_top/, ft_qg/           -> hepjepa.top_tagging, hepjepa.quark_gluon (accuracy, AUC, 1/eps_B at 50 % and 30 %)
+  probe/probe.json          -> hepjepa.linear_probe (frozen pretrained encoder vs random init with BatchNorm
+                               statistics set, linear probe per seed; the notes carry the last logged shortcut
+                               monitors of pretrain/log.jsonl)
+  shortcut/<arm>/seed<S>/   -> hepjepa.ablation_shortcut (per arm: probe/probe.json, fewshot/summary.json and the
+                               last logged between-jet share of pretrain/log.jsonl, a list over seeds)
   ablation/<name>/probe/    -> hepjepa.ablation_*  (each ablation run is matched to the table of the one switch in
                                which its config differs from ablation/base; the base run gives the reference row;
                                hepjepa.ablation_patching is ours, not one of the paper's ablations)
@@ -16,6 +21,7 @@ and the pretraining run (pretrain/) for the scale line. Writes <out>/<table_id>.
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import yaml
@@ -107,6 +113,63 @@ def ablation_tables(runs: Path) -> dict[str, list[dict]]:
     return {t: rows for t, rows in out.items() if rows}
 
 
+PROBE_NAMES = {"pretrained": "pretrained", "random": "random init (stats set)"}
+MONITORS = ("between_jet_share", "position_r2", "effective_rank", "online_probe_acc")
+
+
+def last_monitors(log_path: Path) -> dict:
+    """The last logged value of each shortcut monitor (hepjepa.monitors) in a pretraining log.jsonl."""
+    found = {}
+    if log_path.is_file():
+        for line in log_path.read_text().splitlines():
+            rec = json.loads(line)
+            found.update({k: rec[k] for k in MONITORS if k in rec})
+    return found
+
+
+def probe_rows(probe: dict) -> list[dict]:
+    return [{"encoder": PROBE_NAMES[k], "accuracy": [r[k] for r in probe["rows"]]} for k in PROBE_NAMES]
+
+
+def _arm_values(cfg: dict) -> dict:
+    m = cfg["model"]
+    pos = "sin-cos, input" if m.get("pos_embed") == "sincos" else \
+        ("MLP, every block" if m["pos_every_layer"] else "MLP, input")
+    inputs = {"hepjepa": "absolute (ParT kin)", "hepjepa_rel": "relative", "hepjepa_relfull": "relative + PID, IP"}
+    return {"inputs": inputs.get(cfg["data"]["features"], cfg["data"]["features"]),
+            "target_norm": m.get("target_norm", "layer"), "position": pos}
+
+
+def shortcut_rows(runs: Path) -> tuple[list[dict], list[Path], list]:
+    """One row per arm of shortcut/<arm>/seed<S>/ (metrics: lists over the seeds found), the source files, seeds."""
+    rows, sources, seeds = [], [], set()
+    for arm in sorted(p for p in (runs / "shortcut").glob("*") if p.is_dir()):
+        row, cfg = None, None
+        vals = {k: [] for k in ("probe_accuracy", "random_probe_accuracy", "fewshot_accuracy", "between_jet_share")}
+        for sd in sorted(arm.glob("seed*")):
+            probe = read_json(sd / "probe" / "probe.json", "linear probe")
+            few = _read(sd / "fewshot" / "summary.json")
+            if probe is not None:
+                vals["probe_accuracy"] += [r["pretrained"] for r in probe["rows"]]
+                vals["random_probe_accuracy"] += [r["random"] for r in probe["rows"]]
+                sources.append(sd / "probe" / "probe.json")
+            if few is not None:
+                vals["fewshot_accuracy"] += [a for r in few["rows"] for a in (r.get("accuracy") or [])]
+                sources.append(sd / "fewshot" / "summary.json")
+            share = last_monitors(sd / "pretrain" / "log.jsonl").get("between_jet_share")
+            if share is not None:
+                vals["between_jet_share"].append(share)
+            cfg_path = sd / "pretrain" / "config.yaml"
+            if cfg is None and cfg_path.is_file():
+                cfg = yaml.safe_load(cfg_path.read_text())
+            if probe is not None or few is not None:
+                seeds.add(int(sd.name[len("seed"):]))
+        if cfg is not None:
+            row = {**_arm_values(cfg), **{k: v for k, v in vals.items() if v}}
+            rows.append(row)
+    return rows, sources, sorted(seeds)
+
+
 def write_tables(runs, out, profile: str) -> list[str]:
     runs, out = Path(runs), Path(out)
     scale = _pretrain_scale(runs)
@@ -141,6 +204,34 @@ def write_tables(runs, out, profile: str) -> list[str]:
         write_result(out / "hepjepa.convergence.json", "hepjepa.convergence", conv, meta)
         md.append(render_table("hepjepa.convergence", conv, meta))
         written.append("hepjepa.convergence")
+    probe = read_json(runs / "probe" / "probe.json", "linear probe")
+    if probe is not None:
+        mon = last_monitors(runs / "pretrain" / "log.jsonl")
+        mon_txt = ", ".join(f"{k} {v:.3g}" for k, v in mon.items()) or "none logged"
+        meta = {"profile": profile, "dataset": "jetclass", "seeds": [r["seed"] for r in probe["rows"]],
+                "scale": f"{scale}; {probe['n_per_class']} labelled jets per class, {probe['n_test_jets']} test jets",
+                "notes": f"Linear probe (standardised logistic regression) on mean+max pooled {probe['encoder']}-encoder "
+                         f"outputs; the random encoder (same seed) has its BatchNorm statistics set from "
+                         f"{probe['norm_batches']} training batches. Shortcut monitors at the end of pretraining: "
+                         f"{mon_txt}.",
+                "sources": [runs / "probe" / "probe.json"]}
+        rows = probe_rows(probe)
+        write_result(out / "hepjepa.linear_probe.json", "hepjepa.linear_probe", rows, meta)
+        md.append(render_table("hepjepa.linear_probe", rows, meta))
+        written.append("hepjepa.linear_probe")
+    sc_rows, sc_sources, sc_seeds = shortcut_rows(runs)
+    if sc_rows:
+        base_pre = next(iter(sorted((runs / "shortcut").glob("base/seed*/pretrain"))), None)
+        scale_sc = _pretrain_scale(base_pre.parent, "pretrain") if base_pre else "reference arm not found"
+        meta = {"profile": profile, "dataset": "jetclass", "seeds": sc_seeds, "scale": scale_sc,
+                "notes": "One switch changed per row from the reference arm; per seed one pretraining (shortened), the "
+                         "linear probe at 100 labelled jets per class (pretrained and random init with statistics "
+                         "set), fine-tuning at the smallest label fraction until validation stops improving, and the "
+                         "last logged between-jet share of the target variance. Values are lists over seeds.",
+                "sources": sc_sources}
+        write_result(out / "hepjepa.ablation_shortcut.json", "hepjepa.ablation_shortcut", sc_rows, meta)
+        md.append(render_table("hepjepa.ablation_shortcut", sc_rows, meta))
+        written.append("hepjepa.ablation_shortcut")
     abl = ablation_tables(runs)
     if abl:
         base = _read(runs / "ablation" / "base" / "probe" / "summary.json")

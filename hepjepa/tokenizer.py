@@ -198,3 +198,22 @@ class PositionalMLP(nn.Module):
 
     def forward(self, centres: torch.Tensor) -> torch.Tensor:
         return self.net(centres)
+
+
+class SinCosPosition(nn.Module):
+    """Fixed 2-D sin-cos embedding of the patch centres (I-JEPA get_2d_sincos_pos_embed, src/models/vision_transformer.py):
+    half of the d channels encode deta, half dphi, each as [sin(u w_k), cos(u w_k)] with w_k = 10000^(-k/(d/4)).
+    I-JEPA's coordinates are patch-grid indices; here u = angle / `unit`, unit = 0.02 rad [U: about an ECal cell,
+    0.0174], so a jet of radius 0.8 spans ~40 grid steps (ViT-B/16 at 224 px: 14). No parameters."""
+
+    def __init__(self, dim: int, unit: float = 0.02, temperature: float = 10000.0):
+        super().__init__()
+        if dim % 4:
+            raise ValueError(f"the sin-cos position needs a width divisible by 4, got {dim}")
+        k = torch.arange(dim // 4, dtype=torch.float32) / (dim // 4)
+        self.register_buffer("omega", temperature ** -k, persistent=False)
+        self.unit = unit
+
+    def forward(self, centres: torch.Tensor) -> torch.Tensor:
+        u = centres.float()[..., :, None] / self.unit * self.omega          # (..., 2, d/4)
+        return torch.cat([u[..., 0, :].sin(), u[..., 0, :].cos(), u[..., 1, :].sin(), u[..., 1, :].cos()], -1)

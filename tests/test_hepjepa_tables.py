@@ -37,3 +37,41 @@ def test_ablation_rows_are_matched_by_switch(tmp_path):
     assert "hepjepa.ablation_patching" in written
     assert "patches G x members K" in (runs / "tables" / "hepjepa.md").read_text()
     assert "hepjepa.ablation_masking" in written and (runs / "tables" / "hepjepa.ablation_masking.json").is_file()
+
+
+def test_linear_probe_and_shortcut_ablation_tables(tmp_path):
+    runs = tmp_path / "hepjepa"
+    (runs / "probe").mkdir(parents=True)
+    (runs / "probe" / "probe.json").write_text(json.dumps({
+        "n_per_class": 100, "n_test_jets": 3000, "norm_batches": 20, "encoder": "context",
+        "rows": [{"seed": 0, "pretrained": 0.4, "random": 0.3}, {"seed": 1, "pretrained": 0.42, "random": 0.31}]}))
+    (runs / "pretrain").mkdir()
+    (runs / "pretrain" / "log.jsonl").write_text(
+        json.dumps({"step": 20, "between_jet_share": 0.9}) + "\n" + json.dumps({"step": 40, "between_jet_share": 0.2,
+                                                                                "effective_rank": 30.0}) + "\n")
+    for arm, acc in [("base", 0.4), ("inputs", 0.3), ("position", 0.35)]:
+        cfg = load_config(f"hepjepa/configs/smoke/shortcut_{arm}.yaml")
+        for s in (0, 1, 2):
+            d = runs / "shortcut" / arm / f"seed{s}"
+            (d / "pretrain").mkdir(parents=True)
+            (d / "pretrain" / "config.yaml").write_text(yaml.safe_dump(cfg))
+            (d / "pretrain" / "log.jsonl").write_text(json.dumps({"step": 10, "between_jet_share": 0.1 * s}) + "\n")
+            (d / "probe").mkdir()
+            (d / "probe" / "probe.json").write_text(json.dumps({"rows": [{"seed": s, "pretrained": acc,
+                                                                          "random": 0.25}]}))
+            (d / "fewshot").mkdir()
+            (d / "fewshot" / "summary.json").write_text(json.dumps({"rows": [{"mode": "finetune", "accuracy": [acc / 2]}]}))
+    rows, sources, seeds = tables.shortcut_rows(runs)
+    assert seeds == [0, 1, 2] and len(sources) == 18
+    by_inputs = {(r["inputs"], r["position"]): r for r in rows}
+    assert by_inputs[("absolute (ParT kin)", "MLP, every block")]["probe_accuracy"] == [0.3] * 3
+    assert by_inputs[("relative", "sin-cos, input")]["fewshot_accuracy"] == [0.175] * 3
+    base = by_inputs[("relative", "MLP, every block")]
+    assert base["target_norm"] == "layer" and base["between_jet_share"] == [0.0, 0.1, 0.2]
+    assert base["random_probe_accuracy"] == [0.25] * 3
+    written = tables.write_tables(runs, runs / "tables", "smoke")
+    assert {"hepjepa.linear_probe", "hepjepa.ablation_shortcut"} <= set(written)
+    lp = json.loads((runs / "tables" / "hepjepa.linear_probe.json").read_text())
+    assert lp["rows"] == [{"encoder": "pretrained", "accuracy": [0.4, 0.42]},
+                          {"encoder": "random init (stats set)", "accuracy": [0.3, 0.31]}]
+    assert "between_jet_share 0.2" in lp["meta"]["notes"]        # the last logged value
