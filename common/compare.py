@@ -218,8 +218,33 @@ def compare(runs_dir, classifiers=("bdt", "logistic")) -> tuple[list[dict], dict
                       "(common.probe.linear_probe), the same labelled subsets (common.probe.per_class_subset) for "
                       "every row; random init = same architecture, BatchNorm statistics set from the same jets. "
                       "Cost (parameters; pretraining jets seen and seconds, from the pretraining run's done.json): "
-                      + "; ".join(_cost(k, v) for k, v in sorted(models.items())) + ".")}
+                      + "; ".join(_cost(k, v) for k, v in sorted(models.items())) + ". "
+                      "Pairwise verdicts (the claims' rule over the 3 labelled-subset seeds; one pretraining run "
+                      "per backbone stands behind them): " + " | ".join(pairwise_verdicts(rows)) + ".")}
     return rows, meta
+
+
+def pairwise_verdicts(rows: list[dict]) -> list[str]:
+    """Under the claims' one rule (common.claims.decide: d > 2 SE reproduced, d < -2 SE contradicted, else
+    inconclusive; fewer than 3 seeds inconclusive), per grid point: each pretrained backbone against its own random
+    init, and adjacent entries of the ranking of pretrained backbones and the floor by mean accuracy ("A > B")."""
+    from common.claims import decide
+
+    acc: dict[tuple, list[float]] = {}
+    for r in rows:
+        acc.setdefault((r["model"], r["init"], r["n_per_class"]), []).append(r["accuracy"])
+    out = []
+    for n in sorted({k[2] for k in acc}):
+        here = {(m, i): v for (m, i, nn), v in acc.items() if nn == n}
+        said = []
+        for (m, i), v in sorted(here.items()):
+            if i == "pretrained" and (m, "random") in here:
+                said.append(f"{m} pretrained > random init {decide(v, here[(m, 'random')], 'higher')[0]}")
+        ranked = sorted(((m, i) for m, i in here if i != "random"), key=lambda k: -float(np.mean(here[k])))
+        for hi, lo in zip(ranked, ranked[1:]):
+            said.append(f"{hi[0]} > {lo[0]} {decide(here[hi], here[lo], 'higher')[0]}")
+        out.append(f"{n} per class: " + "; ".join(said))
+    return out
 
 
 def _cost(name: str, info: dict) -> str:

@@ -117,3 +117,20 @@ def test_pretraining_cost_from_the_runs_done_json(tmp_path):
     (tmp_path / "done.json").write_text(json.dumps({"steps": 30, "jets_seen": 480, "seconds": 1.5}))
     assert compare.pretraining_cost(tmp_path) == {"pretraining_jets": 480, "pretraining_s": 1.5}
     assert compare.pretraining_cost(tmp_path / "missing") == {}
+
+
+def test_pairwise_verdicts_follow_the_claims_rule():
+    from common.compare import pairwise_verdicts
+
+    rows = []
+    for s in range(3):
+        for model, init, acc in (("A", "pretrained", 0.60), ("A", "random", 0.40), ("B", "pretrained", 0.50),
+                                 ("B", "random", 0.495), ("floor (BDT)", "none", 0.502)):
+            rows.append({"model": model, "init": init, "n_per_class": 10, "seed": s, "accuracy": acc + 0.01 * s})
+    (line,) = pairwise_verdicts(rows)
+    assert line.startswith("10 per class: ")
+    assert "A pretrained > random init reproduced" in line
+    assert "B pretrained > random init inconclusive" in line       # d = 0.005 < 2 SE
+    assert "A > floor (BDT) reproduced" in line                   # ranked: A, floor, B
+    assert "floor (BDT) > B" in line
+    assert line.index("A > floor (BDT)") < line.index("floor (BDT) > B")
