@@ -61,6 +61,18 @@ def compare_subsets(data: dict, grid=None, seeds=None) -> tuple[dict, np.ndarray
 
 
 @torch.no_grad()
+def forward_flops_per_jet(backbone, batch) -> float:
+    """Forward FLOPs per jet of backbone(batch), measured by torch.utils.flop_counter (matrix products, attention
+    and convolutions: the operations that dominate; element-wise work is not counted), padding included."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    backbone.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        backbone(batch)
+    return counter.get_total_flops() / len(batch)
+
+
+@torch.no_grad()
 def _pooled(backbone, ds, batch_size: int) -> np.ndarray:
     backbone.eval()
     out = []
@@ -101,6 +113,7 @@ def embed_set(build, load, cfg: dict, out, *, name: str, random_init: bool, max_
     info = {"name": name, "init": "random" if random_init else "pretrained", "data": data,
             "max_test_jets": max_test_jets,
             "n_params": int(sum(p.numel() for p in backbone.parameters())), "embed_s": round(time.time() - t0, 2),
+            "forward_flops_per_jet": forward_flops_per_jet(backbone, test[np.arange(min(64, len(test)))]),
             **(extra or {})}
     y_train = np.asarray(train.gather(np.arange(len(train)))["label"])
     y_test = np.asarray(test.gather(np.arange(len(test)))["label"])
@@ -217,7 +230,9 @@ def compare(runs_dir, classifiers=("bdt", "logistic")) -> tuple[list[dict], dict
             "notes": ("Frozen mode: masked mean+max pooled embeddings, standardised multinomial logistic regression "
                       "(common.probe.linear_probe), the same labelled subsets (common.probe.per_class_subset) for "
                       "every row; random init = same architecture, BatchNorm statistics set from the same jets. "
-                      "Cost (parameters; pretraining jets seen and seconds, from the pretraining run's done.json): "
+                      "Cost (parameters; forward FLOPs per jet, measured on 64 test jets with "
+                      "torch.utils.flop_counter; pretraining jets seen and seconds, from the pretraining run's "
+                      "done.json): "
                       + "; ".join(_cost(k, v) for k, v in sorted(models.items())) + ". "
                       "Pairwise verdicts (the claims' rule over the 3 labelled-subset seeds; one pretraining run "
                       "per backbone stands behind them): " + " | ".join(pairwise_verdicts(rows)) + ".")}
@@ -249,6 +264,8 @@ def pairwise_verdicts(rows: list[dict]) -> list[str]:
 
 def _cost(name: str, info: dict) -> str:
     parts = [f"{info['n_params']:,} parameters"]
+    if info.get("forward_flops_per_jet") is not None:
+        parts.append(f"{info['forward_flops_per_jet'] / 1e6:.3g} MFLOP forward per jet")
     if info.get("pretraining_jets") is not None:
         parts.append(f"{info['pretraining_jets']:,} pretraining jets")
     if info.get("pretraining_s") is not None:

@@ -134,3 +134,22 @@ def test_pairwise_verdicts_follow_the_claims_rule():
     assert "A > floor (BDT) reproduced" in line                   # ranked: A, floor, B
     assert "floor (BDT) > B" in line
     assert line.index("A > floor (BDT)") < line.index("floor (BDT) > B")
+
+
+def test_forward_flops_per_jet_counts_the_backbones_matrix_products():
+    import torch
+    from torch import nn
+
+    from common.compare import _cost, forward_flops_per_jet
+
+    class Lin(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(5, 7)
+
+        def forward(self, x):
+            return self.lin(x), None
+
+    x = torch.randn(4, 10, 5)                                     # 4 jets x 10 particles x 5 features
+    assert forward_flops_per_jet(Lin(), x) == 2 * 10 * 5 * 7       # one (10 x 5) @ (5 x 7) product per jet
+    assert "0.0007 MFLOP forward per jet" in _cost("m", {"n_params": 42, "forward_flops_per_jet": 700.0})
