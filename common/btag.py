@@ -219,3 +219,39 @@ def write_h5(path: str, arrays: dict) -> None:
     with h5py.File(path, "w") as f:
         for k in H5_KEYS:
             f.create_dataset(k, data=arrays[k])
+
+
+# ----------------------------------------------------------------------------------------------- splits and subsets
+def split_files(data_cfg: dict, split: str) -> list[str]:
+    """The files of data.<split> (a glob under data.root), sorted; a simulated sample must have finished."""
+    import glob
+
+    from common.data import check_simulation_finished
+
+    pattern = data_cfg.get(split)
+    if not isinstance(pattern, str):
+        raise DataError(f"data.{split} must be a glob under data.root (e.g. 'train*.h5'), got {pattern!r}")
+    check_simulation_finished(data_cfg["root"])   # a simulated BTag sample whose simulation did not finish: refused
+    files = sorted(glob.glob(os.path.join(data_cfg["root"], pattern)))
+    if not files:
+        raise DataError(f"data.{split}: {pattern!r} matches no file under {data_cfg['root']!r}")
+    return files
+
+
+SPLIT_KEYS = ("csts", "mask", "csts_id", "labels", "vtx_id", "track_type", "jets")  # what the tasks and floor read
+
+
+def read_split(data_cfg: dict, split: str, max_jets: int | None = None, keys=SPLIT_KEYS) -> dict[str, np.ndarray]:
+    """The `keys` arrays of every file of a split (read_btag) concatenated in file order; the first max_jets jets."""
+    parts = [read_btag(f) for f in split_files(data_cfg, split)]
+    arrays = {k: np.concatenate([p[k] for p in parts]) for k in keys}
+    return arrays if max_jets is None else {k: v[:max_jets] for k, v in arrays.items()}
+
+
+def subset_index(total: int, n: int | None, seed: int, where: str = "train") -> np.ndarray:
+    """The labelled jets of one BTag run: n of `total` drawn without replacement with `seed` (sorted); all for None."""
+    if n is None:
+        return np.arange(total)
+    if n > total:
+        raise ValueError(f"BTag {where}: {n} labelled jets requested, the split holds {total}")
+    return np.sort(np.random.default_rng(seed).permutation(total)[:n])

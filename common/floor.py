@@ -35,6 +35,7 @@ import numpy as np
 
 from common.atomic import write_json
 from common.config import load_config
+from common.probe import label_count
 from common.results import write_result
 from common.cli import cli
 
@@ -45,7 +46,6 @@ BTAG_OBSERVABLES = ("log_pt", "abs_eta", "mass", "n_tracks", "sd0_1", "sd0_2", "
                     "track_pt_fraction")
 CLASSIFIERS = {"bdt": "jet observables (BDT)", "logistic": "jet observables (logistic)"}
 CHUNK = 50_000  # jets per gather when computing observables
-PERCENT = 100.0  # label_percents at or above this use the whole training split (hepjepa.finetune.label_count)
 
 
 def jet_features(p4: np.ndarray, mask: np.ndarray, jet: np.ndarray) -> np.ndarray:
@@ -107,11 +107,10 @@ def fit_predict(kind: str, x_train: np.ndarray, y_train: np.ndarray, x_test: np.
 
 def label_grid(cfg: dict, n_train: int, n_classes: int) -> list[tuple[int | None, float | None]]:
     """[(labelled jets per class or None = all, label percent or None)] of a fine-tuning config: HEP-JEPA's
-    sweep.label_percents (hepjepa/finetune.py label_count), else finetune.n_per_class."""
+    sweep.label_percents (common.probe.label_count), else finetune.n_per_class."""
     sweep = cfg.get("sweep") or {}
     if sweep.get("label_percents") is not None:
-        return [(None if float(p) >= PERCENT else max(1, round(float(p) / 100.0 * n_train / n_classes)), p)
-                for p in sweep["label_percents"]]
+        return [(label_count(float(p), n_train, n_classes), p) for p in sweep["label_percents"]]
     ns = (cfg.get("finetune") or {}).get("n_per_class")
     return [(n, None) for n in (ns if isinstance(ns, (list, tuple)) else [ns])]
 
@@ -146,32 +145,11 @@ def dataset_features(ds, chunk: int = CHUNK) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _btag_split(data: dict, split: str, max_jets: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """BTag observables and labels of a split: its files (sorted glob under data.root) concatenated in order, the
-    first max_jets jets (as mpm.btag_data.load_btag_split)."""
-    import glob
-    import os
+    """BTag observables and labels of a split as the BTag tasks read it (common.btag.read_split)."""
+    from common.btag import read_split
 
-    from common.btag import read_btag
-    from common.features import DataError
-
-    files = sorted(glob.glob(os.path.join(data["root"], str(data.get(split)))))
-    if not files:
-        raise DataError(f"data.{split}: {data.get(split)!r} matches no file under {data['root']!r}")
-    parts = [read_btag(f) for f in files]
-    a = {k: np.concatenate([p[k] for p in parts]) for k in ("csts", "mask", "jets", "labels")}
-    if max_jets is not None:
-        a = {k: v[:max_jets] for k, v in a.items()}
+    a = read_split(data, split, max_jets, keys=("csts", "mask", "jets", "labels"))
     return btag_features(a["csts"], a["mask"], a["jets"]), a["labels"].astype(np.int64)
-
-
-def btag_subset(total: int, n: int | None, seed: int) -> np.ndarray:
-    """The labelled BTag jets of one run: n of the training split drawn with `seed` (mpm.btag_data.subset, the draw
-    of the BTag fine-tuning runs), all for n = None."""
-    if n is None:
-        return np.arange(total)
-    if n > total:
-        raise ValueError(f"BTag train: {n} labelled jets requested, the split holds {total}")
-    return np.sort(np.random.default_rng(seed).permutation(total)[:n])
 
 
 def run_floor(cfg: dict, table_id: str, classifiers=tuple(CLASSIFIERS)) -> tuple[list[dict], dict]:
@@ -186,13 +164,15 @@ def run_floor(cfg: dict, table_id: str, classifiers=tuple(CLASSIFIERS)) -> tuple
     metrics = list(published_table(table_id)["metrics"])
     rows, subsets = [], {}
     if data.get("dataset") == "btag":  # in-memory arrays, n labelled jets in total (mpm/btag.py)
+        from common.btag import subset_index
+
         class_names, observables = list(BTAG_FLAVOURS), BTAG_OBSERVABLES
         x_all, y_all = _btag_split(data, "train")
         x_test, y_test = _btag_split(data, "test", fc.get("max_test_jets"))
         grid = [(n, None) for n in (cfg.get("btag") or {}).get("n_train") or [None]]
 
         def draw(n, seed):
-            idx = btag_subset(len(y_all), n, seed)
+            idx = subset_index(len(y_all), n, seed)
             return idx, x_all[idx], y_all[idx]
     else:
         from common.data import build_dataset, dataset_info

@@ -1,7 +1,7 @@
 """The frozen-encoder linear probe: one probe for every pretrained backbone, so embeddings compare fairly.
 
 - `per_class_subset`: the labelled jets of a few-shot run, n per class drawn with one seed (the same draw the
-  fine-tuning harness makes, common.data.build_dataset);
+  fine-tuning harness makes, common.data.build_dataset); `label_count`: n per class of a label percentage;
 - `pool_mean_max`: masked mean and max over the real particles (Point-JEPA's pooled representation,
   arXiv:2404.16207 Sec. 3.4; also the input of the HEP-JEPA fine-tuning head, arXiv:2502.03933 Sec. 4);
 - `set_norm_stats`: a random-init backbone gets its normalisation statistics (BatchNorm running mean/var) from data
@@ -31,6 +31,14 @@ def per_class_subset(labels: np.ndarray, n_per_class: int, seed: int, n_classes:
             raise ValueError(f"class {c} has {len(have)} jets, n_per_class={n_per_class} requested")
         pick.append(rng.choice(have, n_per_class, replace=False))
     return np.sort(np.concatenate(pick))
+
+
+def label_count(percent: float, n_train: int, n_classes: int) -> int | None:
+    """Labelled jets per class for a label percentage of a training split of n_train jets spread evenly over the
+    classes (HEP-JEPA's few-shot fractions, arXiv:2502.03933 Sec. 4); None (the whole split) from 100 % on."""
+    if percent >= 100:
+        return None
+    return max(1, round(percent / 100.0 * n_train / n_classes))
 
 
 def pool_mean_max(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -22,17 +22,11 @@ import torch
 from common.cli import cli
 from common.data import build_dataset, dataset_info, make_loader
 from common.distributed import cleanup, init_distributed
+from common.probe import label_count
 from common.sweep import run_sweep
 from common.train_utils import mark_done, start_run, write_json
 
 from .model import backbone_fns
-
-
-def label_count(percent: float, n_train: int, n_classes: int) -> int | None:
-    """Labelled jets per class for a label percentage (None = the whole split)."""
-    if percent >= 100:
-        return None
-    return max(1, round(percent / 100.0 * n_train / n_classes))
 
 
 def safe_loader(data_cfg, split, batch_size, **kw):

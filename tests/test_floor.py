@@ -125,29 +125,26 @@ def test_subsets_are_the_finetuning_harness_draw(jetclass_dir, monkeypatch):
 
 
 def test_hepjepa_label_percents_follow_its_label_count():
-    from hepjepa.finetune import label_count
-
+    """The floor and HEP-JEPA's sweep share common.probe.label_count (n per class of a label percentage)."""
     cfg = {"sweep": {"label_percents": [0.05, 0.5, 2, 100]}, "finetune": {"n_per_class": None}}
-    grid = floor.label_grid(cfg, 24000, 10)
-    assert grid == [(label_count(p, 24000, 10), p) for p in (0.05, 0.5, 2, 100)]
+    assert floor.label_grid(cfg, 24000, 10) == [(1, 0.05), (12, 0.5), (48, 2), (None, 100)]
     assert floor.label_grid({"finetune": {"n_per_class": [10, 100]}}, 24000, 10) == [(10, None), (100, None)]
 
 
 def test_btag_subset_is_the_btag_finetuning_draw():
-    import importlib
+    """One draw (common.btag.subset_index) for the floor and the BTag fine-tuning runs (mpm.btag.data.subset)."""
+    from common.btag import subset_index
+    from mpm.btag.data import subset
 
-    mod = None
-    for name in ("mpm.btag_data", "mpm.btag.data"):  # the BTag data module (mpm/btag/ after its move)
-        try:
-            mod = importlib.import_module(name)
-            break
-        except ImportError:
-            continue
-    assert mod is not None and hasattr(mod, "subset"), "the BTag fine-tuning draw (subset) was not found"
-    arrays = {"label": np.arange(50)}
+    arrays = {"label": np.arange(50), "x": np.arange(50) * 2}
     for seed in (0, 3):
-        assert np.array_equal(floor.btag_subset(50, 20, seed), mod.subset(arrays, 20, seed, "train")["label"])
-    assert np.array_equal(floor.btag_subset(50, None, 0), np.arange(50))
+        ref = np.sort(np.random.default_rng(seed).permutation(50)[:20])
+        assert np.array_equal(subset_index(50, 20, seed), ref)
+        picked = subset(arrays, 20, seed, "train")
+        assert np.array_equal(picked["label"], ref) and np.array_equal(picked["x"], ref * 2)
+    assert np.array_equal(subset_index(50, None, 0), np.arange(50))
+    with pytest.raises(ValueError, match="BTag train: 51 labelled jets requested, the split holds 50"):
+        subset_index(50, 51, 0)
 
 
 def test_cli_writes_a_result_the_table_reads(jetclass_dir, tmp_path):

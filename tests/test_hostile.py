@@ -422,11 +422,15 @@ def test_a_negative_energy_in_a_top_file_is_named_as_non_physical(tmp_path):
 def test_an_unfinished_btag_simulation_is_refused(tmp_path):
     from common.features import DataError
     from common.simulate.run import check_settings
-    from mpm.btag.data import split_files
+    from common.btag import split_files
+    from common.floor import run_floor
     (tmp_path / "train_0.h5").write_bytes(b"")
     check_settings(str(tmp_path), {"dataset": "btag"})
+    data = {"dataset": "btag", "root": str(tmp_path), "train": "train*.h5", "test": "train*.h5"}
     with pytest.raises(DataError, match="did not finish"):
-        split_files({"root": str(tmp_path), "train": "train*.h5"}, "train")
+        split_files(data, "train")
+    with pytest.raises(DataError, match="did not finish"):     # the floor reads BTag through the same reader
+        run_floor({"data": data, "btag": {"n_train": [10]}}, "mpm.v2_btag")
 
 
 def test_a_nan_written_as_null_comes_back_as_a_noted_non_finite_value_not_a_missing_cell(tmp_path):

@@ -15,13 +15,10 @@ the per-track tasks.
 """
 from __future__ import annotations
 
-import glob
-import os
-
 import numpy as np
 
-from common.btag import read_btag
-from common.data import check_simulation_finished, mpmv2_quantiles
+from common.btag import read_split, subset_index
+from common.data import mpmv2_quantiles
 from common.features import MPMV2_PID_NAMES, DataError
 
 # BTag csts columns (pT, deta, dphi, d0, d0err, z0, z0err; jetssl scripts/make_shlomi.py) -> the kit's MPMv2 order
@@ -29,18 +26,6 @@ from common.features import MPMV2_PID_NAMES, DataError
 BTAG_TO_MPMV2 = (0, 1, 2, 3, 5, 4, 6)
 TARGETS = ("track_type", "vtx_id")
 FLAVOURS = ("light", "c", "b")  # labels 0, 1, 2 (make_shlomi.py)
-
-
-def split_files(data_cfg: dict, split: str) -> list[str]:
-    """The files of data.<split> (a glob under data.root), sorted."""
-    pattern = data_cfg.get(split)
-    if not isinstance(pattern, str):
-        raise DataError(f"data.{split} must be a glob under data.root (e.g. 'train*.h5'), got {pattern!r}")
-    check_simulation_finished(data_cfg["root"])   # a simulated BTag sample whose simulation did not finish: refused
-    files = sorted(glob.glob(os.path.join(data_cfg["root"], pattern)))
-    if not files:
-        raise DataError(f"data.{split}: {pattern!r} matches no file under {data_cfg['root']!r}")
-    return files
 
 
 def mpmv2_inputs(raw: dict, quantiles) -> dict[str, np.ndarray]:
@@ -64,13 +49,8 @@ def mpmv2_inputs(raw: dict, quantiles) -> dict[str, np.ndarray]:
 
 
 def load_btag_split(data_cfg: dict, split: str, quantiles, max_jets: int | None = None) -> dict[str, np.ndarray]:
-    """Every file of a split (common.btag.read_btag), concatenated, as mpmv2_inputs; the first max_jets jets."""
-    parts = [read_btag(f) for f in split_files(data_cfg, split)]
-    raw = {k: np.concatenate([p[k] for p in parts]) for k in ("csts", "mask", "csts_id", "labels", "vtx_id",
-                                                               "track_type", "jets")}
-    if max_jets is not None:
-        raw = {k: v[:max_jets] for k, v in raw.items()}
-    return mpmv2_inputs(raw, quantiles)
+    """Every file of a split (common.btag.read_split), concatenated, as mpmv2_inputs; the first max_jets jets."""
+    return mpmv2_inputs(read_split(data_cfg, split, max_jets), quantiles)
 
 
 def pretraining_quantiles(pcfg: dict):
@@ -82,11 +62,8 @@ def pretraining_quantiles(pcfg: dict):
 
 
 def subset(arrays: dict, n: int | None, seed: int, where: str) -> dict:
-    """n jets drawn without replacement (seeded); all of them for n = None."""
-    total = len(arrays["label"])
+    """n jets drawn without replacement (seeded, common.btag.subset_index); all of them for n = None."""
     if n is None:
         return arrays
-    if n > total:
-        raise ValueError(f"BTag {where}: {n} labelled jets requested, the split holds {total}")
-    idx = np.sort(np.random.default_rng(seed).permutation(total)[:n])
+    idx = subset_index(len(arrays["label"]), n, seed, where)
     return {k: v[idx] for k, v in arrays.items()}
