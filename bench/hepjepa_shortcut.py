@@ -56,9 +56,9 @@ def kinematics_r2(data: str, ckpt: str, overrides=(), max_test: int = 2000) -> d
     (statistics set)."""
     import torch
 
-    from hepjepa.baseline import random_backbone
+    from common.array_loader import ArrayLoader
+    from common.probe import pooled_embeddings, random_init
     from hepjepa.model import backbone_fns
-    from hepjepa.probe import embed
 
     cfg = load_config(CFG, [f"data.root={data}", f"sweep.pretrained={ckpt}", *overrides])
     test, train = load_arrays(cfg["data"], "test", max_jets=max_test), load_arrays(cfg["data"], "train", max_jets=5120)
@@ -70,8 +70,9 @@ def kinematics_r2(data: str, ckpt: str, overrides=(), max_test: int = 2000) -> d
     a, b = (a - a.mean()) / a.std(), (b - b.mean()) / b.std()
     poly = np.stack([np.ones_like(a), a, b, a * a, a * b, b * b, a ** 3, a * a * b, a * b * b, b ** 3], 1)
     out = {}
-    for name, m in (("pretrained", net), ("random", random_backbone(build, train, 0, 20))):
-        z = embed(m, test)
+    random = random_init(build, 0, ArrayLoader(train, 256, shuffle=False))   # 5120 jets: 20 batches
+    for name, m in (("pretrained", net), ("random", random)):
+        z = pooled_embeddings(m, ArrayLoader(test, 256, shuffle=False))
         z = (z - z.mean(0)) / (z.std(0) + 1e-8)
         coef, *_ = np.linalg.lstsq(poly, z, rcond=None)
         out[name] = float(1 - ((z - poly @ coef) ** 2).sum() / (z ** 2).sum())

@@ -29,7 +29,8 @@ import torch
 
 from common.atomic import atomic_path
 from common.cli import cli
-from common.probe import linear_probe, pool_mean_max, set_norm_stats
+from common.probe import linear_probe, pooled_embeddings
+from common.probe import random_init as random_baseline
 
 COMPARE_GRID = (10, 100, 1000)  # labelled jets per class
 COMPARE_SEEDS = (0, 1, 2)
@@ -72,15 +73,10 @@ def forward_flops_per_jet(backbone, batch) -> float:
     return counter.get_total_flops() / len(batch)
 
 
-@torch.no_grad()
-def _pooled(backbone, ds, batch_size: int) -> np.ndarray:
-    backbone.eval()
-    out = []
+def _batches(ds, batch_size: int):
+    """JetBatches of a JetDataset in order."""
     for start in range(0, len(ds), batch_size):
-        batch = ds[np.arange(start, min(start + batch_size, len(ds)))]
-        h, mask = backbone(batch)
-        out.append(pool_mean_max(h.float(), mask).numpy())
-    return np.concatenate(out).astype(np.float32)
+        yield ds[np.arange(start, min(start + batch_size, len(ds)))]
 
 
 def embed_set(build, load, cfg: dict, out, *, name: str, random_init: bool, max_test_jets: int = 3000,
@@ -100,16 +96,17 @@ def embed_set(build, load, cfg: dict, out, *, name: str, random_init: bool, max_
     train = JetDataset(full.entries, full.label_map, union if full.index is None else full.index[union],
                        features=full.features)
     test = build_dataset(data, "test", max_jets=max_test_jets, progress=False)
-    backbone = build()
     if random_init:  # statistics from data, as a pretrained backbone got them in pretraining
         rng = np.random.default_rng(0)
         batches = [train[np.sort(rng.choice(len(train), min(batch_size, len(train)), replace=False))]
                    for _ in range(norm_batches)]
-        set_norm_stats(backbone, batches, lambda m, b: m(b))
+        backbone = random_baseline(build, int(cfg.get("seed", 0)), batches)
     else:
+        backbone = build()
         load(backbone)
     t0 = time.time()
-    x_train, x_test = _pooled(backbone, train, batch_size), _pooled(backbone, test, batch_size)
+    x_train = pooled_embeddings(backbone, _batches(train, batch_size))
+    x_test = pooled_embeddings(backbone, _batches(test, batch_size))
     info = {"name": name, "init": "random" if random_init else "pretrained", "data": data,
             "max_test_jets": max_test_jets,
             "n_params": int(sum(p.numel() for p in backbone.parameters())), "embed_s": round(time.time() - t0, 2),

@@ -7,6 +7,7 @@
 - `set_norm_stats`: a random-init backbone gets its normalisation statistics (BatchNorm running mean/var) from data
   by forward passes only, as a pretrained one got them during pretraining; without it the random baseline
   normalises with mean 0 / var 1 and looks worse than it is;
+- `random_init`, `pooled_embeddings`: the baseline built and calibrated so, and the pooled embeddings of a backbone;
 - `linear_probe`: standardised features, scikit-learn multinomial logistic regression, accuracy on a test set.
 """
 from __future__ import annotations
@@ -79,6 +80,27 @@ def set_norm_stats(model: nn.Module, batches: Iterable, forward: Callable[[nn.Mo
     if n == 0:
         raise ValueError("set_norm_stats: no batches given")
     return n
+
+
+def random_init(build: Callable[[], nn.Module], seed: int, batches: Iterable,
+                forward: Callable[[nn.Module, object], object] = lambda m, b: m(b)) -> nn.Module:
+    """The random-init baseline: build() under torch seed `seed`, its BatchNorm statistics set from `batches`
+    (set_norm_stats), in eval mode."""
+    torch.manual_seed(seed)
+    net = build()
+    set_norm_stats(net, batches, forward)
+    return net
+
+
+@torch.no_grad()
+def pooled_embeddings(backbone: nn.Module, batches: Iterable) -> np.ndarray:
+    """(N, 2D) float32 pool_mean_max of backbone(batch) -> (h, mask) over `batches`, in eval mode, in order."""
+    backbone.eval()
+    out = []
+    for batch in batches:
+        h, mask = backbone(batch)
+        out.append(pool_mean_max(h.float(), mask).numpy())
+    return np.concatenate(out).astype(np.float32)
 
 
 def linear_probe(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, *,

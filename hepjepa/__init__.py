@@ -9,8 +9,7 @@ Read in this order (one concept per file):
   monitors.py   shortcut monitors (between-jet share of the target variance, R^2 from position, effective rank) and
                 the online probe, logged during pretraining
   pretrain.py   the pretraining loop (DDP, autocast, schedules, EMA momentum, checkpoints, resume)
-  baseline.py   the random-init baseline with BatchNorm statistics set from data
-  probe.py      linear probe of the frozen encoder against that baseline
+  probe.py      linear probe of the frozen encoder against random init, BatchNorm statistics set from data
   finetune.py   few-shot / transfer sweeps around common.finetune (frozen, fine-tuned, from scratch)
   figures.py    Figure 2 (val loss vs step), Figure 3 (t-SNE of embeddings), the pretraining monitors
   tables.py     results tables beside the published numbers (common.results)

@@ -5,7 +5,7 @@
             curves that common.finetune keeps in each run's result.json);
   Figure 3  t-SNE (scikit-learn) of the pooled embeddings (masked mean over patch tokens) of test jets, coloured by
             class: the pretrained backbone beside the same architecture at random initialisation (BatchNorm statistics
-            set from data, hepjepa.probe.random_backbone);
+            set from data, common.probe.random_init);
   monitors  (ours) the pretraining log: loss, prediction / target spreads, and the shortcut monitors of
             hepjepa.monitors (between-jet share of the target variance, R^2 of the targets from position alone,
             effective rank of the pooled embeddings, online-probe accuracy).
@@ -27,17 +27,18 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from common.array_loader import ArrayLoader
 from common.batch import JetBatch
 from common.cli import cli
 from common.config import add_config_args, config_from_args
 from common.data import dataset_info, load_arrays
 from common.plots import save_figure
+from common.probe import random_init
 from common.pooling import masked_mean
 from common.train_utils import mark_done, write_json
 
 from .convergence import FIGURE2_PERCENT, steps_to_reach
 from .model import backbone_fns
-from .baseline import random_backbone
 
 
 def _curve(run_dir: Path, mode: str, pct) -> list | None:
@@ -96,7 +97,8 @@ def figure3(cfg: dict, out_dir, max_jets: int = 2000, seed: int = 0) -> None:
     torch.manual_seed(seed)
     pretrained = build()
     load(pretrained)
-    random = random_backbone(build, load_arrays(cfg["data"], "train", max_jets=20 * 256), seed, 20)
+    random = random_init(build, seed, ArrayLoader(load_arrays(cfg["data"], "train", max_jets=20 * 256), 256,
+                                                  shuffle=False))
     panels = {"HEP-JEPA pretrained": pretrained, "random initialisation (stats set)": random}
     fig = Figure(figsize=(11, 5), layout="constrained")
     FigureCanvasAgg(fig)

@@ -8,11 +8,12 @@ draw of the fine-tuning harness), the downstream backbone (sweep.encoder of the 
 mean + max over its patch tokens, a standardised logistic regression (common.probe.linear_probe) scored on up to
 probe.max_test_jets test jets. The random baseline is the same architecture built with the same seed, with its
 BatchNorm statistics (the physics-bias pair embedding) set from probe.norm_batches training batches by forward passes
-(hepjepa.baseline), as the pretrained encoder got them during pretraining. Writes probe.json and done.json.
+(common.probe.random_init), as the pretrained encoder got them during pretraining. Writes probe.json and done.json.
 """
 from __future__ import annotations
 
 import argparse
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -21,18 +22,16 @@ import torch
 from common.cli import cli
 from common.config import add_config_args, config_from_args
 from common.data import load_arrays
-from common.probe import linear_probe, per_class_subset, pool_mean_max
+from common.array_loader import ArrayLoader
+from common.probe import linear_probe, per_class_subset, pooled_embeddings, random_init
 from common.train_utils import mark_done, write_json
 
-from .baseline import FIELDS, array_batches, random_backbone
 from .model import backbone_fns
 
 
-@torch.no_grad()
-def embed(backbone, arrays: dict, batch_size: int = 256) -> np.ndarray:
-    """Mean + max pooled patch embeddings of the frozen backbone (eval mode), (N, 2d)."""
-    backbone.eval()
-    return np.concatenate([pool_mean_max(*backbone(b)).float().numpy() for b in array_batches(arrays, batch_size)])
+def _batches(arrays: dict, batch_size: int = 256, limit: int | None = None):
+    """In-memory jets in order as JetBatch (common.array_loader.ArrayLoader); the first `limit` batches."""
+    return islice(ArrayLoader(arrays, batch_size, shuffle=False), limit)
 
 
 def run_probe(cfg: dict) -> dict:
@@ -44,15 +43,16 @@ def run_probe(cfg: dict) -> dict:
     rows = []
     for seed in pc["seeds"]:
         idx = per_class_subset(train["label"], n, int(seed))
-        sub = {k: v[idx] for k, v in train.items() if k in FIELDS}
+        sub = {k: v[idx] for k, v in train.items() if v is not None}
         torch.manual_seed(int(seed))
         pretrained = build()
         load(pretrained)
         nets = {"pretrained": pretrained,
-                "random": random_backbone(build, train, int(seed), int(pc["norm_batches"]))}
+                "random": random_init(build, int(seed), _batches(train, limit=int(pc["norm_batches"])))}
         row = {"seed": int(seed)}
         for name, net in nets.items():
-            res = linear_probe(embed(net, sub), sub["label"], embed(net, test), test["label"], seed=int(seed))
+            res = linear_probe(pooled_embeddings(net, _batches(sub)), sub["label"],
+                               pooled_embeddings(net, _batches(test)), test["label"], seed=int(seed))
             row[name] = res["accuracy"]
         rows.append(row)
     mean = {k: float(np.mean([r[k] for r in rows])) for k in ("pretrained", "random")}

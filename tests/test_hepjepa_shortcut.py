@@ -12,7 +12,6 @@ from common.features import FEATURE_SETS, RawJets, deta_dphi_partstyle, jet_from
 from common.finetune_config import finetune_settings
 from hepjepa.model import HEPJEPA, HEPJEPABackbone
 from hepjepa.monitors import OnlineProbe, between_jet_share, effective_rank, position_basis, position_r2
-from hepjepa.baseline import random_backbone
 from hepjepa.tokenizer import SinCosPosition
 from tests.test_hepjepa_model import MASKING, TINY
 from tests.test_hepjepa_tokenizer import fake_jets
@@ -149,7 +148,9 @@ def test_random_baseline_gets_its_statistics_from_data():
     def build():
         return HEPJEPABackbone(TINY, 7, (5, 6))
 
-    net = random_backbone(build, arrays, seed=0, norm_batches=2, batch_size=4)
+    from common.array_loader import ArrayLoader
+    from common.probe import random_init
+    net = random_init(build, 0, ArrayLoader(arrays, 4, shuffle=False))      # 8 jets: 2 batches
     bns = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     assert bns and not net.training
     assert all(int(m.num_batches_tracked) == 2 for m in bns)

@@ -57,3 +57,26 @@ def test_linear_probe_separates_and_refuses_nan():
     x[0, 0] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         linear_probe(x[::2], y[::2], x[1::2], y[1::2])
+
+
+def test_random_init_and_pooled_embeddings():
+    from common.probe import pooled_embeddings, random_init
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin, self.bn = nn.Linear(3, 4), nn.BatchNorm1d(4)
+
+        def forward(self, x):                       # (B, N, 3) -> (h (B, N, 4), mask: the first two particles real)
+            h = self.bn(self.lin(x).transpose(1, 2)).transpose(1, 2)
+            return h, (torch.arange(x.shape[1]) < 2).expand(x.shape[0], -1)
+
+    batches = [torch.randn(8, 5, 3) * 3 + 1 for _ in range(4)]
+    net = random_init(Net, 5, batches)
+    torch.manual_seed(5)
+    assert torch.equal(Net().lin.weight, net.lin.weight)     # the seed's weights; only the statistics were set
+    assert int(net.bn.num_batches_tracked) == 4 and not net.training
+    z = pooled_embeddings(net, batches)
+    assert z.shape == (32, 8) and z.dtype == np.float32
+    h, mask = net(batches[0])
+    assert np.allclose(z[:8], pool_mean_max(h, mask).detach().numpy(), atol=1e-6)
