@@ -5,7 +5,7 @@ Two halves, so that common/ never imports a method:
 - `embed_set(build, load, cfg, out)`, called by each method's `<method>/embed.py` with its own backbone builder: the
   pooled frozen embeddings (common.probe.pool_mean_max over the backbone's outputs) of the compare set's training
   jets (the union of the labelled subsets of every grid point and seed) and test jets, into <out>/embeddings.npz;
-  a random-init backbone gets its BatchNorm statistics from the same training jets (common.probe.set_norm_stats);
+  a random-init backbone gets its data statistics (BatchNorm, MPMv1 input normalisation) from the same training jets (common.probe.set_norm_stats);
 - `python -m common.compare --runs <out-dir> --out <dir>` reads every */embed/*/embeddings.npz of the run, checks
   that they hold the same jets, fits the same probe (common.probe.linear_probe: standardised multinomial logistic
   regression) on the same labelled subsets (common.probe.per_class_subset, the fine-tuning harness's draw) for every
@@ -226,7 +226,8 @@ def compare(runs_dir, classifiers=("bdt", "logistic")) -> tuple[list[dict], dict
             "sources": [str(p) for p, _ in embs],
             "notes": ("Frozen mode: masked mean+max pooled embeddings, standardised multinomial logistic regression "
                       "(common.probe.linear_probe), the same labelled subsets (common.probe.per_class_subset) for "
-                      "every row; random init = same architecture, BatchNorm statistics set from the same jets. "
+                      "every row; random init = same architecture, data statistics (BatchNorm, MPMv1 input "
+                      "normalisation) set from the same jets. "
                       "Cost (parameters; forward FLOPs per jet, measured on 64 test jets with "
                       "torch.utils.flop_counter; pretraining jets seen and seconds, from the pretraining run's "
                       "done.json): "

@@ -56,11 +56,14 @@ def pool_mean_max(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def set_norm_stats(model: nn.Module, batches: Iterable, forward: Callable[[nn.Module, object], object]) -> int:
-    """Set every BatchNorm's running statistics of `model` from `batches` by forward passes alone (cumulative
-    average over the batches, momentum=None), leaving the weights untouched and the model in eval mode.
-    Returns the number of batches used. Models without BatchNorm are left as they are."""
+    """Set the data statistics of `model` from `batches` by forward passes in training mode, without gradients:
+    every BatchNorm's running statistics (cumulative average over the batches, momentum=None), and those of any
+    module that marks itself `collects_input_statistics = True` and accumulates them in its training-mode forward
+    (MPMv1's running input normalisation, mpm/normalise.py). Weights are untouched; the model ends in eval mode.
+    Returns the number of batches used. A model with neither is left as it is (no forward pass)."""
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not norms:
+    collectors = [m for m in model.modules() if getattr(m, "collects_input_statistics", False)]
+    if not norms and not collectors:
         model.eval()
         return 0
     saved = [(m, m.momentum) for m in norms]
@@ -84,7 +87,7 @@ def set_norm_stats(model: nn.Module, batches: Iterable, forward: Callable[[nn.Mo
 
 def random_init(build: Callable[[], nn.Module], seed: int, batches: Iterable,
                 forward: Callable[[nn.Module, object], object] = lambda m, b: m(b)) -> nn.Module:
-    """The random-init baseline: build() under torch seed `seed`, its BatchNorm statistics set from `batches`
+    """The random-init baseline: build() under torch seed `seed`, its data statistics set from `batches`
     (set_norm_stats), in eval mode."""
     torch.manual_seed(seed)
     net = build()

@@ -5,8 +5,8 @@ encoder of a pretraining run (MPMv1 or MPMv2, any task) or the same architecture
         --name "MPMv2 regression" pretrained.run=runs/mini/mpm/pretrain/mpmv2_regression data.root=...
 
 The backbone and its pretrained weights come from mpm/build.py backbone_fns, exactly as for fine-tuning. At random
-init the MPMv1 input normalisation (mpm/normalise.py IterativeNorm) keeps its initial statistics: only BatchNorm
-statistics are set from data (common.probe.set_norm_stats).
+init the data statistics are set from the compare set's training jets (common.probe.set_norm_stats): MPMv1's input
+normalisation (mpm/normalise.py IterativeNorm), as the pretrained encoder got it in pretraining.
 """
 from __future__ import annotations
 

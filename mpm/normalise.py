@@ -13,6 +13,10 @@ from torch import nn
 
 
 class IterativeNorm(nn.Module):
+    # a random-init baseline gets these statistics from data like BatchNorm's (common.probe.set_norm_stats): the
+    # backbone updates them in its training-mode forward
+    collects_input_statistics = True
+
     def __init__(self, num_features: int, max_n: float = 1e6, eps: float = 1e-6):
         super().__init__()
         self.max_n, self.eps = float(max_n), eps

@@ -80,3 +80,28 @@ def test_random_init_and_pooled_embeddings():
     assert z.shape == (32, 8) and z.dtype == np.float32
     h, mask = net(batches[0])
     assert np.allclose(z[:8], pool_mean_max(h, mask).detach().numpy(), atol=1e-6)
+
+
+def test_set_norm_stats_sets_mpmv1_input_normalisation_too():
+    """A random-init MPMv1 backbone has no BatchNorm but a running input normalisation (mpm/normalise.py) that its
+    training-mode forward accumulates: the baseline gets it from data, as the pretrained one got it in pretraining
+    (was: left at mean 0 / std 1)."""
+    from mpm.normalise import IterativeNorm
+
+    class Backbone(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.norm, self.lin = IterativeNorm(3), nn.Linear(3, 4)
+
+        def forward(self, x):
+            mask = torch.ones(x.shape[:2], dtype=torch.bool)
+            if self.training:
+                self.norm.update(x, mask)
+            return self.lin(self.norm(x, mask)), mask
+
+    batches = [torch.randn(8, 5, 3) * 4 + 7 for _ in range(3)]
+    net = Backbone()
+    assert set_norm_stats(net, batches, lambda m, b: m(b)) == 3 and not net.training
+    assert int(net.norm.n) == 3 * 8 * 5
+    assert torch.allclose(net.norm.mean.float(), torch.cat(batches).reshape(-1, 3).mean(0), atol=1e-5)
+    assert set_norm_stats(nn.Linear(3, 4), batches, lambda m, b: m(b)) == 0      # nothing to set: no pass
