@@ -5,7 +5,8 @@ Two halves, so that common/ never imports a method:
 - `embed_set(build, load, cfg, out)`, called by each method's `<method>/embed.py` with its own backbone builder: the
   pooled frozen embeddings (common.probe.pool_mean_max over the backbone's outputs) of the compare set's training
   jets (the union of the labelled subsets of every grid point and seed) and test jets, into <out>/embeddings.npz;
-  a random-init backbone gets its data statistics (BatchNorm, MPMv1 input normalisation) from the same training jets (common.probe.set_norm_stats);
+  a random-init backbone gets its data statistics (BatchNorm, MPMv1 input normalisation) from the same training
+  jets (common.probe.set_norm_stats);
 - `python -m common.compare --runs <out-dir> --out <dir>` reads every */embed/*/embeddings.npz of the run, checks
   that they hold the same jets, fits the same probe (common.probe.linear_probe: standardised multinomial logistic
   regression) on the same labelled subsets (common.probe.per_class_subset, the fine-tuning harness's draw) for every
