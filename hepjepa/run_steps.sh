@@ -57,8 +57,9 @@ hepjepa_steps() {
     done
   done
 
-  # ablations (project page): base = the reference run, every other config changes one switch of it
-  for abl in base random_masking targets1 targets2 no_physics_bias no_registers no_augment patching_fixed \
+  # ablations (project page): base = the reference run, every other config changes one switch of it. Not in mini:
+  # one seed each and no claim (smoke runs them tiny, paper at size); their CPU goes to the shortcut ablation above
+  [[ "$PROFILE" == mini ]] || for abl in base random_masking targets1 targets2 no_physics_bias no_registers no_augment patching_fixed \
              patching_2g; do
     step ablation_${abl}_pretrain --tables $ABL_TABLES --after "" -- \
       $PY -m hepjepa.pretrain --config $CFG/ablation_$abl.yaml --out "$OUT/ablation/$abl/pretrain" "$J"

@@ -280,20 +280,41 @@ def _mpm_steps(repo_root, profile):
             if (m := re.match(r"\s*\d+\s+\S+\s+mpm/(\S+)", line))}
 
 
-def test_mini_pretrains_the_compared_mpmv1_configurations_three_times_and_drops_ssfm(repo_root):
-    """The claims comparing pretraining configurations are decided over pretraining runs: mini pretrains each of
-    their five rows with seeds 0 (config), 1 and 2 and probes every run; the SSFM pretraining, which no claim uses,
-    runs in smoke and paper only."""
+def test_mini_pretrains_the_targets_rows_three_times_and_drops_ssfm(repo_root):
+    """The claims comparing pretraining targets are decided over pretraining runs: mini pretrains their three rows
+    with seeds 0 (config), 1 and 2 and probes every extra run with one probe seed; the positional-encoding rows keep
+    one run (their claims read inconclusive); the SSFM pretraining, which no claim uses, runs in smoke and paper
+    only."""
+    import shlex
     steps = _mpm_steps(repo_root, "mini")
-    for row in ("mpmv1", "mpmv1_kmeans", "mpmv1_vqvae_nope", "mpmv1_vqvae_backbonepe", "mpmv1_regression"):
+    for row in ("mpmv1", "mpmv1_kmeans", "mpmv1_regression"):
         assert "seed=" not in steps[f"pretrain_{row}"]
         for s in (1, 2):
             cmd = steps[f"pretrain_{row}_seed{s}"]
             assert f"configs/mini/{row}.yaml" in cmd and f"pretrain/{row}_seed{s} " in cmd and cmd.endswith(f"seed={s}")
-            assert f"pretrained.run=/nonexistent/runs/mpm/pretrain/{row}_seed{s}" in steps[f"probe_{row}_seed{s}"]
+            probe = steps[f"probe_{row}_seed{s}"]
+            assert f"pretrained.run=/nonexistent/runs/mpm/pretrain/{row}_seed{s}" in probe
+            assert shlex.split(probe)[-1] == "finetune.seeds=[0]"
+    for row in ("mpmv1_vqvae_nope", "mpmv1_vqvae_backbonepe"):
+        assert f"pretrain_{row}" in steps and f"probe_{row}" in steps
+        assert not any(k.startswith((f"pretrain_{row}_seed", f"probe_{row}_seed")) for k in steps)
     assert not any("ssfm" in s for s in steps)
     assert "pretrain_mpmv2_ssfm" in _mpm_steps(repo_root, "smoke")
     assert not any("_seed" in s for s in _mpm_steps(repo_root, "smoke"))
+
+
+def test_mini_runs_the_shortcut_ablation_but_not_the_paper_ablations(repo_root):
+    """Mini's HEP-JEPA CPU goes to the shortcut ablation (3 seeds x 4 arms); the paper ablations (one seed, no
+    claim) run in smoke and paper."""
+    def names(profile):
+        res = subprocess.run(["bash", "run_all.sh", "--list", "--only", "hepjepa", "--profile", profile, "--data-dir",
+                              "/nonexistent", "--out-dir", "/nonexistent/runs"], cwd=repo_root, capture_output=True,
+                             text=True, timeout=120)
+        assert res.returncode == 0, res.stderr[-2000:]
+        return res.stdout
+    mini, smoke = names("mini"), names("smoke")
+    assert "hepjepa/shortcut_position_s2_fewshot" in mini and "hepjepa/ablation_base_pretrain" not in mini
+    assert "hepjepa/ablation_base_pretrain" in smoke and "hepjepa/ablation_patching_2g_probe" in smoke
 
 
 # ------------------------------------------------------------------------------------- hostile options (issue: dirs)
