@@ -118,7 +118,7 @@ def figure3(cfg: dict, out_dir, max_jets: int = 2000, seed: int = 0) -> None:
 
 
 MONITOR_PANELS = (("JEPA loss", ("loss", "val_loss")), ("spread", ("pred_std", "target_std")),
-                  ("shortcut monitors", ("between_jet_share", "position_r2")), ("effective rank", ("effective_rank",)),
+                  ("shortcut monitors", ("between_jet_share", "between_jet_share_encoder", "position_r2")), ("effective rank", ("effective_rank",)),
                   ("online probe", ("online_probe_acc",)))
 
 

@@ -181,31 +181,36 @@ class HEPJEPA(nn.Module):
         return self.tokenizer(x, mask, p4)
 
     @torch.no_grad()
-    def targets(self, patches: Patches, pos: torch.Tensor) -> torch.Tensor:
+    def targets(self, patches: Patches, pos: torch.Tensor, with_raw: bool = False):
         """Teacher embeddings of all tokens, zero at invalid patches, normalised (model.target_norm): 'layer' = over
         the features of each token (I-JEPA); 'instance' = each feature over the tokens of its jet (data2vec,
-        arXiv:2202.03555 Sec. 3.3, fairseq instance_norm_target_layer): what all tokens of a jet share is removed."""
-        h = self.target_encoder(patches.tokens, patches.mask, patches.p4, pos).float()
+        arXiv:2202.03555 Sec. 3.3, fairseq instance_norm_target_layer): what all tokens of a jet share is removed.
+        with_raw: also return the teacher's output before the normalisation (for the monitors)."""
+        raw = self.target_encoder(patches.tokens, patches.mask, patches.p4, pos).float()
         if self.target_norm == "instance":
-            return instance_norm_tokens(h, patches.mask)
-        h = F.layer_norm(h, (h.shape[-1],))
-        return h * patches.mask[..., None]
+            h = instance_norm_tokens(raw, patches.mask)
+        else:
+            h = F.layer_norm(raw, (raw.shape[-1],)) * patches.mask[..., None]
+        return (h, raw) if with_raw else h
 
     @torch.no_grad()
     def monitor(self, x, mask, p4) -> dict:
         """Shortcut monitors on one batch (hepjepa.monitors), in eval mode, no gradients: between-jet share of the
-        target variance, R^2 of the targets from the patch centres alone, effective rank of the pooled downstream
+        target variance (between_jet_share; 0 by construction with instance target normalisation) and of the teacher's
+        output before the normalisation (between_jet_share_encoder: how much of the representation is one vector
+        per jet, whatever the target normalisation), R^2 of the targets from the patch centres alone, effective rank of the pooled downstream
         embeddings; also returns `pooled` (B, 2d) = mean+max pooled context-encoder output on all patches (the
         downstream backbone) for the online probe."""
         was_training = self.training
         self.eval()
         patches = self.tokenize(x, mask, p4)
         pos = self.pos(patches.centres)
-        h_t = self.targets(patches, pos)
+        h_t, h_raw = self.targets(patches, pos, with_raw=True)
         h = self.context_encoder(patches.tokens, patches.mask, patches.p4, pos)
         pooled = pool_mean_max(h.float(), patches.mask)
         self.train(was_training)
         return dict(between_jet_share=between_jet_share(h_t, patches.mask),
+                    between_jet_share_encoder=between_jet_share(h_raw, patches.mask),
                     position_r2=position_r2(h_t, patches.centres, patches.mask),
                     effective_rank=effective_rank(pooled), pooled=pooled)
 

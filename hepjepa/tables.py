@@ -114,7 +114,7 @@ def ablation_tables(runs: Path) -> dict[str, list[dict]]:
 
 
 PROBE_NAMES = {"pretrained": "pretrained", "random": "random init (stats set)"}
-MONITORS = ("between_jet_share", "position_r2", "effective_rank", "online_probe_acc")
+MONITORS = ("between_jet_share", "between_jet_share_encoder", "position_r2", "effective_rank", "online_probe_acc")
 
 
 def last_monitors(log_path: Path) -> dict:
@@ -145,7 +145,8 @@ def shortcut_rows(runs: Path) -> tuple[list[dict], list[Path], list]:
     rows, sources, seeds = [], [], set()
     for arm in sorted(p for p in (runs / "shortcut").glob("*") if p.is_dir()):
         row, cfg = None, None
-        vals = {k: [] for k in ("probe_accuracy", "random_probe_accuracy", "fewshot_accuracy", "between_jet_share")}
+        vals = {k: [] for k in ("probe_accuracy", "random_probe_accuracy", "fewshot_accuracy", "between_jet_share",
+                                "between_jet_share_encoder")}
         for sd in sorted(arm.glob("seed*")):
             probe = read_json(sd / "probe" / "probe.json", "linear probe")
             few = _read(sd / "fewshot" / "summary.json")
@@ -156,9 +157,10 @@ def shortcut_rows(runs: Path) -> tuple[list[dict], list[Path], list]:
             if few is not None:
                 vals["fewshot_accuracy"] += [a for r in few["rows"] for a in (r.get("accuracy") or [])]
                 sources.append(sd / "fewshot" / "summary.json")
-            share = last_monitors(sd / "pretrain" / "log.jsonl").get("between_jet_share")
-            if share is not None:
-                vals["between_jet_share"].append(share)
+            mons = last_monitors(sd / "pretrain" / "log.jsonl")
+            for k in ("between_jet_share", "between_jet_share_encoder"):
+                if mons.get(k) is not None:
+                    vals[k].append(mons[k])
             cfg_path = sd / "pretrain" / "config.yaml"
             if cfg is None and cfg_path.is_file():
                 cfg = yaml.safe_load(cfg_path.read_text())
@@ -227,7 +229,8 @@ def write_tables(runs, out, profile: str) -> list[str]:
                 "notes": "One switch changed per row from the reference arm; per seed one pretraining (shortened), the "
                          "linear probe at 100 labelled jets per class (pretrained and random init with statistics "
                          "set), fine-tuning at the smallest label fraction until validation stops improving, and the "
-                         "last logged between-jet share of the target variance. Values are lists over seeds.",
+                         "last logged between-jet share of the target variance and of the teacher's output before "
+                         "the target normalisation (encoder). Values are lists over seeds.",
                 "sources": sc_sources}
         write_result(out / "hepjepa.ablation_shortcut.json", "hepjepa.ablation_shortcut", sc_rows, meta)
         md.append(render_table("hepjepa.ablation_shortcut", sc_rows, meta))

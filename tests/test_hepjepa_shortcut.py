@@ -101,11 +101,15 @@ def test_instance_target_norm_removes_what_a_jet_shares():
     x, mask, p4 = fake_jets([24, 12, 9, 30])
     for norm, low in (("layer", False), ("instance", True)):
         torch.manual_seed(0)
-        model = HEPJEPA({**TINY, "target_norm": norm}, 7, (5, 6), MASKING)
+        model = HEPJEPA({**TINY, "target_norm": norm}, 7, (5, 6), MASKING).eval()   # as the monitor runs it
         patches = model.tokenize(x, mask, p4)
-        h = model.targets(patches, model.pos(patches.centres))
+        h, raw = model.targets(patches, model.pos(patches.centres), with_raw=True)
         share = between_jet_share(h, patches.mask)
         assert (share < 1e-6) == low
+        # the encoder-side monitor sees the teacher before the normalisation: not zero by construction
+        assert between_jet_share(raw, patches.mask) > 1e-3
+        mon = model.monitor(x, mask, p4)
+        assert mon["between_jet_share_encoder"] == pytest.approx(between_jet_share(raw, patches.mask), rel=1e-5)
         assert torch.equal(h[~patches.mask], torch.zeros_like(h[~patches.mask]))
 
 
@@ -130,7 +134,7 @@ def test_monitor_and_online_probe_never_feed_the_encoder():
     labels = torch.tensor([0, 1, 0, 1, 0, 1])
     before = {k: v.clone() for k, v in model.state_dict().items()}
     mon = model.monitor(x, mask, p4)
-    assert set(mon) == {"between_jet_share", "position_r2", "effective_rank", "pooled"}
+    assert set(mon) == {"between_jet_share", "between_jet_share_encoder", "position_r2", "effective_rank", "pooled"}
     assert model.training and not mon["pooled"].requires_grad
     probe = OnlineProbe(mon["pooled"].shape[1], 2, lr=0.05)
     w = probe.head[1].weight.clone()
