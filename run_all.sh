@@ -129,6 +129,11 @@ SIM_JETCLASS="${RUN_ALL_SIM_JETCLASS:-${SIM_JETCLASS:-0}}"; SIM_ATLAS="${RUN_ALL
 SIM_TOP="${RUN_ALL_SIM_TOP:-${SIM_TOP:-0}}"; SIM_QG="${RUN_ALL_SIM_QG:-${SIM_QG:-0}}"
 SIM_BTAG="${RUN_ALL_SIM_BTAG:-${SIM_BTAG:-0}}"
 SIM_SEED="${RUN_ALL_SIM_SEED:-1}"
+# "Which pretraining?" (common/compare.py): the labelled jets per class at which every backbone is also fine-tuned
+# (common/compare.yaml's one recipe, 3 seeds, pretrained and random init); the frozen probe runs at every grid point.
+# Mini fine-tunes at 100 per class only: 8 backbones x 3 seeds, about 1 step-minute each on one core.
+case "$PROFILE" in smoke) COMPARE_FINETUNE_GRID=10 ;; mini) COMPARE_FINETUNE_GRID=100 ;; *) COMPARE_FINETUNE_GRID= ;; esac
+COMPARE_FINETUNE_GRID="${RUN_ALL_COMPARE_FINETUNE_GRID:-$COMPARE_FINETUNE_GRID}"
 # Paths given on the command line are relative to where run_all.sh was called; defaults to the repository root.
 abspath() { case "$1" in /*) echo "$1" ;; *) echo "$CALLER_PWD/$1" ;; esac; }
 cd "$ROOT"

@@ -13,10 +13,16 @@ Two halves, so that common/ never imports a method:
   grid point and seed, adds the floor (common/floor.py: BDT and logistic regression on the jet observables of the
   same jets), and writes the table compare.which_pretraining (RESULTS.md section "compare") and its figure.
 
+Two modes:
+- frozen: the probe above on the pooled embeddings, at every grid point;
+- fine-tuned (`--finetune-grid N,...` of the embed step: `finetune_set`): the backbone with one head and one recipe
+  for every method (common/compare.yaml) through the kit's fine-tuning harness (common.sweep.run_sweep over the same
+  labelled subsets and seeds), trained until the validation loss stops improving, into <out>/finetune/; the random
+  init gets its data statistics set as in the frozen mode. `compare` refuses fine-tuned runs of different recipes.
+
 The compare set: the method config's data section with the overrides that run_all.sh passes to every embed step
-alike (simulated JetClass, all 10 classes, the train and test splits), grid COMPARE_GRID labelled jets per class
-(capped at what the split holds) and seeds COMPARE_SEEDS. Only the frozen mode is compared here; fine-tuning every
-backbone with one recipe is left to the fine-tuning tables.
+alike (simulated JetClass, all 10 classes, the train, validation and test splits), grid COMPARE_GRID labelled jets
+per class (capped at what the split holds) and seeds COMPARE_SEEDS.
 """
 from __future__ import annotations
 
@@ -37,6 +43,21 @@ COMPARE_GRID = (10, 100, 1000)  # labelled jets per class
 COMPARE_SEEDS = (0, 1, 2)
 TABLE_ID = "compare.which_pretraining"
 EMBED_FILE = "embeddings.npz"
+RECIPE = Path(__file__).with_name("compare.yaml")  # the fine-tuned mode's one head and recipe
+MODES = {"frozen": "frozen probe", "finetune": "fine-tuned"}
+
+
+def finetune_recipe() -> dict:
+    """The `finetune:` section of common/compare.yaml, checked as any fine-tuning config is."""
+    import yaml
+
+    from common.finetune_config import finetune_settings
+
+    recipe = (yaml.safe_load(RECIPE.read_text()) or {}).get("finetune")
+    if not isinstance(recipe, dict):
+        raise ValueError(f"{RECIPE}: expected a `finetune:` section (the fine-tuned mode's recipe)")
+    finetune_settings({"finetune": recipe})  # unknown keys and wrong values are refused here
+    return recipe
 
 
 def grid_for(labels: np.ndarray, n_classes: int, grid=None) -> list[int]:
@@ -85,23 +106,14 @@ def embed_set(build, load, cfg: dict, out, *, name: str, random_init: bool, max_
     """Pooled frozen embeddings of the compare set into <out>/embeddings.npz (see the module docstring).
     build() -> backbone with backbone(JetBatch) -> (h (B, T, D), mask (B, T)); load(backbone) loads the pretrained
     weights (not called for random_init)."""
-    from common.data import JetDataset, build_dataset
+    from common.data import build_dataset
 
     data = cfg["data"]
     torch.manual_seed(int(cfg.get("seed", 0)))
-    subsets, _ = compare_subsets(data)
-    if not subsets:
-        raise ValueError(f"compare set {data['root']}: no grid point of {COMPARE_GRID} fits the training split")
-    union = np.unique(np.concatenate(list(subsets.values())))
-    full = build_dataset(data, "train", progress=False)
-    train = JetDataset(full.entries, full.label_map, union if full.index is None else full.index[union],
-                       features=full.features)
+    union, train = _training_jets(data)
     test = build_dataset(data, "test", max_jets=max_test_jets, progress=False)
     if random_init:  # statistics from data, as a pretrained backbone got them in pretraining
-        rng = np.random.default_rng(0)
-        batches = [train[np.sort(rng.choice(len(train), min(batch_size, len(train)), replace=False))]
-                   for _ in range(norm_batches)]
-        backbone = random_baseline(build, int(cfg.get("seed", 0)), batches)
+        backbone = random_baseline(build, int(cfg.get("seed", 0)), _stat_batches(train, batch_size, norm_batches))
     else:
         backbone = build()
         load(backbone)
@@ -123,6 +135,59 @@ def embed_set(build, load, cfg: dict, out, *, name: str, random_init: bool, max_
             np.savez(f, train_index=union, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test,
                      info=np.array(json.dumps(info, default=str)))
     return path
+
+
+def _training_jets(data: dict):
+    """(global indices, JetDataset) of the compare set's training jets: the union of every grid point's subsets."""
+    from common.data import JetDataset, build_dataset
+
+    subsets, _ = compare_subsets(data)
+    if not subsets:
+        raise ValueError(f"compare set {data['root']}: no grid point of {COMPARE_GRID} fits the training split")
+    union = np.unique(np.concatenate(list(subsets.values())))
+    full = build_dataset(data, "train", progress=False)
+    return union, JetDataset(full.entries, full.label_map, union if full.index is None else full.index[union],
+                             features=full.features)
+
+
+def _stat_batches(train, batch_size: int, norm_batches: int) -> list:
+    """The batches a random-init backbone's data statistics are set from (the same in both modes)."""
+    rng = np.random.default_rng(0)
+    return [train[np.sort(rng.choice(len(train), min(batch_size, len(train)), replace=False))]
+            for _ in range(norm_batches)]
+
+
+def finetune_set(build, load, cfg: dict, out, *, random_init: bool, grid, batch_size: int = 256,
+                 norm_batches: int = 20, dist=None) -> dict:
+    """The fine-tuned mode: common.sweep.run_sweep of the backbone with the recipe of common/compare.yaml (one head,
+    one recipe for every method) at the grid points `grid` (capped at what the split holds) and COMPARE_SEEDS, on the
+    compare set's labelled subsets, into <out>/finetune/n<N>/seed<S>/. At random init the backbone is built under the
+    run's seed and its data statistics are set from the frozen mode's batches (common.probe.set_norm_stats) before
+    training; pretrained, load(backbone) loads the weights. Returns run_sweep's summary."""
+    import copy
+
+    from common.distributed import init_distributed
+    from common.probe import set_norm_stats
+    from common.sweep import run_sweep
+
+    data = cfg["data"]
+    _, labels = compare_subsets(data, grid=())
+    from common.data import dataset_info
+    ns = grid_for(labels, len(dataset_info(data)["class_names"]), tuple(int(n) for n in grid))
+    if not ns:
+        raise ValueError(f"compare set {data['root']}: no fine-tuned grid point of {list(grid)} fits the training "
+                         "split")
+    cfg_ft = copy.deepcopy(cfg)
+    cfg_ft["finetune"] = {**finetune_recipe(), "n_per_class": ns, "seeds": list(COMPARE_SEEDS)}
+    if random_init:
+        _, train = _training_jets(data)
+        batches = _stat_batches(train, batch_size, norm_batches)
+
+        def load_fn(backbone):  # statistics from data, weights as built (random)
+            set_norm_stats(backbone, batches, lambda m, b: m(b))
+    else:
+        load_fn = load
+    return run_sweep(cfg_ft, build, load_fn, Path(out) / "finetune", dist or init_distributed())
 
 
 def pretraining_cost(run_dir) -> dict:
@@ -160,7 +225,13 @@ def embed_main(description: str, argv, backbone_fns, pretrain_dir=None) -> None:
     ap = argparse.ArgumentParser(add_help=False)
     ap.add_argument("--name", required=True, help="the model's row name in compare.which_pretraining")
     ap.add_argument("--random-init", action="store_true", help="same architecture at random init, nothing loaded")
+    ap.add_argument("--finetune-grid", default="", metavar="N,...",
+                    help="also the fine-tuned mode at these labelled jets per class (common/compare.yaml's recipe)")
     args, rest = ap.parse_known_args(argv)
+    try:
+        grid = [int(n) for n in args.finetune_grid.split(",") if n.strip()]
+    except ValueError:
+        raise SystemExit(f"--finetune-grid {args.finetune_grid!r}: expected labelled jets per class, e.g. 10,100")
     run = start_run(description, rest)
     if run is None:
         return
@@ -168,7 +239,10 @@ def embed_main(description: str, argv, backbone_fns, pretrain_dir=None) -> None:
     build, load = backbone_fns(cfg)
     cost = pretraining_cost(pretrain_dir(cfg)) if pretrain_dir is not None and not args.random_init else {}
     path = embed_set(build, load, cfg, out, name=args.name, random_init=args.random_init, extra=cost)
-    mark_done(out, {"name": args.name, "random_init": args.random_init, "embeddings": str(path)})
+    if grid:
+        finetune_set(build, load, cfg, out, random_init=args.random_init, grid=grid)
+    mark_done(out, {"name": args.name, "random_init": args.random_init, "embeddings": str(path),
+                    "finetune_grid": grid})
 
 
 def read_embeddings(path) -> dict:
@@ -210,18 +284,21 @@ def compare(runs_dir, classifiers=("bdt", "logistic")) -> tuple[list[dict], dict
         pos = np.searchsorted(index, sub)
         for p, e in embs:
             res = linear_probe(e["x_train"][pos], e["y_train"][pos], e["x_test"], e["y_test"], seed=seed)
-            rows.append({"model": e["info"]["name"], "init": e["info"]["init"], "n_per_class": n, "seed": seed,
-                         "accuracy": res["accuracy"]})
+            rows.append({"model": e["info"]["name"], "init": e["info"]["init"], "mode": MODES["frozen"],
+                         "n_per_class": n, "seed": seed, "accuracy": res["accuracy"]})
         for kind in classifiers:
             probs = floor.fit_predict(kind, fx_train[pos], ref["y_train"][pos], fx_test, seed, n_classes)
-            rows.append({"model": floor.CLASSIFIERS[kind], "init": "none", "n_per_class": n, "seed": seed,
-                         "accuracy": float((probs.argmax(1) == ref["y_test"]).mean())})
+            rows.append({"model": floor.CLASSIFIERS[kind], "init": "none", "mode": "none", "n_per_class": n,
+                         "seed": seed, "accuracy": float((probs.argmax(1) == ref["y_test"]).mean())})
+    ft_rows, recipe = finetuned_rows(embs, subsets, len(ref["y_test"]))
+    rows += ft_rows
     models: dict[str, dict] = {}
     for _, e in embs:  # the pretrained embedding's info carries the pretraining cost
         if e["info"]["name"] not in models or e["info"]["init"] == "pretrained":
             models[e["info"]["name"]] = e["info"]
-    meta = {"title": "Which pretraining? Every backbone of the run under one frozen probe on the same jets",
-            "keys": ["model", "init", "n_per_class"], "metrics": ["accuracy"], "seeds": list(COMPARE_SEEDS),
+    meta = {"title": "Which pretraining? Every backbone of the run on the same jets: one frozen probe, one "
+                     "fine-tuning recipe",
+            "keys": ["model", "init", "mode", "n_per_class"], "metrics": ["accuracy"], "seeds": list(COMPARE_SEEDS),
             "dataset": f"{data.get('dataset')} at {data.get('root')}, train/test splits, all classes",
             "scale": f"{len(index)} training jets embedded, {len(ref['y_test'])} test jets",
             "sources": [str(p) for p, _ in embs],
@@ -229,6 +306,7 @@ def compare(runs_dir, classifiers=("bdt", "logistic")) -> tuple[list[dict], dict
                       "(common.probe.linear_probe), the same labelled subsets (common.probe.per_class_subset) for "
                       "every row; random init = same architecture, data statistics (BatchNorm, MPMv1 input "
                       "normalisation) set from the same jets. "
+                      + (_recipe_note(recipe) if recipe else "Fine-tuned mode not run. ") +
                       "Cost (parameters; forward FLOPs per jet, measured on 64 test jets with "
                       "torch.utils.flop_counter; pretraining jets seen and seconds, from the pretraining run's "
                       "done.json): "
@@ -238,26 +316,60 @@ def compare(runs_dir, classifiers=("bdt", "logistic")) -> tuple[list[dict], dict
     return rows, meta
 
 
+def finetuned_rows(embs: list, subsets: dict, n_test: int) -> tuple[list[dict], dict | None]:
+    """Rows of the fine-tuned mode from <embed dir>/finetune/n<N>/seed<S>/result.json (finetune_set), and the recipe
+    they share. Refused: runs of different recipes, on other labelled subsets or test jets than the frozen mode's."""
+    rows, recipe, first = [], None, None
+    for p, e in embs:
+        for res_path in sorted(p.parent.glob("finetune/n*/seed*/result.json")):
+            r = json.loads(res_path.read_text())
+            fc = {k: v for k, v in r["finetune"].items() if k not in ("n_per_class", "seeds", "schedule")}
+            if recipe is None:
+                recipe, first = fc, res_path
+            elif fc != recipe:
+                diff = sorted(k for k in set(fc) | set(recipe) if fc.get(k) != recipe.get(k))
+                raise ValueError(f"{res_path}: fine-tuned with another recipe than {first} (keys {diff}); the "
+                                 "fine-tuned mode uses common/compare.yaml for every backbone")
+            n, seed = int(r["n_per_class"]), int(r["seed"])
+            if (n, seed) not in subsets or r["n_train_jets"] != len(subsets[(n, seed)]) or r["n_test_jets"] != n_test:
+                raise ValueError(f"{res_path}: not the compare set's labelled subset (n={n}, seed={seed}) and "
+                                 f"{n_test} test jets")
+            rows.append({"model": e["info"]["name"], "init": e["info"]["init"], "mode": MODES["finetune"],
+                         "n_per_class": n, "seed": seed, "accuracy": float(r["test"]["accuracy"])})
+    return rows, recipe
+
+
+def _recipe_note(fc: dict) -> str:
+    return (f"Fine-tuned mode: every backbone with one head ({fc['head'].get('kind')}) and one recipe "
+            f"(common/compare.yaml: AdamW lr {fc['lr']:g}, backbone at {fc['backbone_lr_factor']:g}x, batch "
+            f"{fc['batch_size']}, validation every {fc['val_every']} steps, stop after {fc['patience']} without a "
+            f"lower validation loss, at most {fc['steps']} steps, best-validation weights tested); random init with "
+            "the same data statistics set before training. ")
+
+
 def pairwise_verdicts(rows: list[dict]) -> list[str]:
     """Under the claims' one rule (common.claims.decide: d > 2 SE reproduced, d < -2 SE contradicted, else
-    inconclusive; fewer than 3 seeds inconclusive), per grid point: each pretrained backbone against its own random
-    init, and adjacent entries of the ranking of pretrained backbones and the floor by mean accuracy ("A > B")."""
+    inconclusive; fewer than 3 seeds inconclusive), per mode and grid point: each pretrained backbone against its own
+    random init, and adjacent entries of the ranking of pretrained backbones and the floor by mean accuracy
+    ("A > B")."""
     from common.claims import decide
 
     acc: dict[tuple, list[float]] = {}
     for r in rows:
-        acc.setdefault((r["model"], r["init"], r["n_per_class"]), []).append(r["accuracy"])
+        acc.setdefault((r["model"], r["init"], r.get("mode", MODES["frozen"]), r["n_per_class"]), []).append(
+            r["accuracy"])
     out = []
-    for n in sorted({k[2] for k in acc}):
-        here = {(m, i): v for (m, i, nn), v in acc.items() if nn == n}
-        said = []
-        for (m, i), v in sorted(here.items()):
-            if i == "pretrained" and (m, "random") in here:
-                said.append(f"{m} pretrained > random init {decide(v, here[(m, 'random')], 'higher')[0]}")
-        ranked = sorted(((m, i) for m, i in here if i != "random"), key=lambda k: -float(np.mean(here[k])))
-        for hi, lo in zip(ranked, ranked[1:]):
-            said.append(f"{hi[0]} > {lo[0]} {decide(here[hi], here[lo], 'higher')[0]}")
-        out.append(f"{n} per class: " + "; ".join(said))
+    for mode in [m for m in MODES.values() if any(k[2] == m for k in acc)]:
+        for n in sorted({k[3] for k in acc if k[2] == mode}):
+            here = {(m, i): v for (m, i, md, nn), v in acc.items() if nn == n and md in (mode, "none")}
+            said = []
+            for (m, i), v in sorted(here.items()):
+                if i == "pretrained" and (m, "random") in here:
+                    said.append(f"{m} pretrained > random init {decide(v, here[(m, 'random')], 'higher')[0]}")
+            ranked = sorted(((m, i) for m, i in here if i != "random"), key=lambda k: -float(np.mean(here[k])))
+            for hi, lo in zip(ranked, ranked[1:]):
+                said.append(f"{hi[0]} > {lo[0]} {decide(here[hi], here[lo], 'higher')[0]}")
+            out.append(f"{mode}, {n} per class: " + "; ".join(said))
     return out
 
 

@@ -34,7 +34,7 @@ hepjepa_steps() {
     local init
     for init in pretrained random; do
       step embed_$init --tables compare.which_pretraining --after pretrain -- $PY1 -m hepjepa.embed \
-        --config $CFG/finetune_jetclass.yaml --out "$OUT/embed/jepa_$init" --name HEP-JEPA \
+        --config $CFG/finetune_jetclass.yaml --out "$OUT/embed/jepa_$init" --name HEP-JEPA --finetune-grid "$COMPARE_FINETUNE_GRID" \
         $( [[ $init == random ]] && echo --random-init ) "$J" "$P" data.classes=null "data.train=train/*.root" \
         "data.val=val/*.root" "data.test=test/*.root"
     done

@@ -211,7 +211,7 @@ mpm_steps() {
       case "$row" in mpmv1) name="MPMv1 (VQ-VAE tokens)" ;; mpmv2_*) name="MPMv2 (${row#mpmv2_})" ;; esac
       for init in pretrained random; do
         step embed_${row}_$init --tables compare.which_pretraining --after pretrain_$row -- $PY1 -m mpm.embed \
-          --config $CFG/$conf.yaml --out "$OUT/embed/${row}_$init" --name "$name" \
+          --config $CFG/$conf.yaml --out "$OUT/embed/${row}_$init" --name "$name" --finetune-grid "$COMPARE_FINETUNE_GRID" \
           $( [[ $init == random ]] && echo --random-init ) "pretrained.run=$OUT/pretrain/$row" "$J" "${C[@]}"
       done
     done

@@ -60,6 +60,7 @@ omnijet_steps() {
     for init in pretrained random; do
       step "embed_gpt_$init" --tables compare.which_pretraining --after tokenizer,pretrain -- \
         $PY1 -m omnijet.embed --config "$CFG/finetune.yaml" --out "$OUT/embed/gpt_$init" --name "OmniJet-alpha (GPT)" \
+        --finetune-grid "$COMPARE_FINETUNE_GRID" \
         $( [[ $init == random ]] && echo --random-init ) "pretrain_dir=$OUT/pretrain" "tokenizer_dir=$OUT/tokenizer" \
         "$d" data.classes=null "data.train=train/*.root" "data.val=val/*.root" "data.test=test/*.root"
     done

@@ -75,7 +75,7 @@ def test_every_embedding_gets_the_same_probe_on_the_same_subsets(data_root, tmp_
         assert np.array_equal(idx, build_dataset(cfg["data"], "train", n_per_class=n, subset_seed=s,
                                                  progress=False).index)
     assert {len(v) for v in subsets.values()} == {15, 30}
-    assert meta["keys"] == ["model", "init", "n_per_class"]
+    assert meta["keys"] == ["model", "init", "mode", "n_per_class"]
 
 
 def test_embeddings_of_other_jets_are_refused(data_root, tmp_path, monkeypatch):
@@ -95,10 +95,14 @@ def test_method_embed_scripts_write_the_compare_set(module, config, data_root, t
     import importlib
 
     monkeypatch.setattr(compare, "COMPARE_GRID", (5,))
+    recipe = {**compare.finetune_recipe(), "steps": 4, "val_every": 2, "batch_size": 5, "max_test_jets": 3000}
+    monkeypatch.setattr(compare, "finetune_recipe", lambda: recipe)
     mod = importlib.import_module(module)
     out = tmp_path / "embed" / "random"
     mod.main(["--config", str(repo_root / config), "--out", str(out), "--name", module, "--random-init",
-              f"data.root={data_root}", "data.classes=[QCD,Tbqq,Wqq]", "data.num_workers=0"])
+              "--finetune-grid", "5", f"data.root={data_root}", "data.classes=[QCD,Tbqq,Wqq]", "data.num_workers=0"])
+    # the fine-tuned mode through the method's own backbone: three seeds at 5 jets per class
+    assert len(list(out.glob("finetune/n5/seed*/result.json"))) == 3
     e = compare.read_embeddings(out / compare.EMBED_FILE)
     assert e["info"]["name"] == module and e["info"]["init"] == "random"
     subsets, _ = compare.compare_subsets(e["info"]["data"])  # the union of the three seeds' 5-per-class draws
@@ -128,7 +132,7 @@ def test_pairwise_verdicts_follow_the_claims_rule():
                                  ("B", "random", 0.495), ("floor (BDT)", "none", 0.502)):
             rows.append({"model": model, "init": init, "n_per_class": 10, "seed": s, "accuracy": acc + 0.01 * s})
     (line,) = pairwise_verdicts(rows)
-    assert line.startswith("10 per class: ")
+    assert line.startswith("frozen probe, 10 per class: ")
     assert "A pretrained > random init reproduced" in line
     assert "B pretrained > random init inconclusive" in line       # d = 0.005 < 2 SE
     assert "A > floor (BDT) reproduced" in line                   # ranked: A, floor, B
@@ -153,3 +157,56 @@ def test_forward_flops_per_jet_counts_the_backbones_matrix_products():
     x = torch.randn(4, 10, 5)                                     # 4 jets x 10 particles x 5 features
     assert forward_flops_per_jet(Lin(), x) == 2 * 10 * 5 * 7       # one (10 x 5) @ (5 x 7) product per jet
     assert "0.0007 MFLOP forward per jet" in _cost("m", {"n_params": 42, "forward_flops_per_jet": 700.0})
+
+
+def test_finetuned_mode_is_one_recipe_on_the_frozen_modes_subsets(data_root, tmp_path, monkeypatch):
+    """Every backbone is fine-tuned with common/compare.yaml's head and recipe on the frozen mode's labelled subsets
+    and test jets; the random init gets its data statistics set first; another recipe is refused."""
+    import json
+
+    import common.probe
+
+    monkeypatch.setattr(compare, "COMPARE_GRID", (5,))
+    recipe = {**compare.finetune_recipe(), "steps": 6, "val_every": 3, "batch_size": 5, "max_test_jets": 30,
+              "max_val_jets": 18}
+    monkeypatch.setattr(compare, "finetune_recipe", lambda: recipe)
+    stats_set = []
+    real_set = common.probe.set_norm_stats
+    monkeypatch.setattr(common.probe, "set_norm_stats",
+                        lambda m, b, f: stats_set.append(len(b)) or real_set(m, b, f))
+    cfg = _cfg(data_root)
+    d_in = build_dataset(cfg["data"], "test", progress=False)[np.arange(2)].x.shape[-1]
+    torch.manual_seed(0)
+    trained = Toy(d_in)
+    loaded = []
+
+    def load(m):
+        loaded.append(1)
+        m.load_state_dict(trained.state_dict())
+
+    for random in (False, True):
+        out = tmp_path / "m" / "embed" / f"toy_{random}"
+        compare.embed_set(lambda: Toy(d_in), load, cfg, out, name="toy", random_init=random, max_test_jets=30)
+        n_loaded, n_set = len(loaded), len(stats_set)
+        compare.finetune_set(lambda: Toy(d_in), load, cfg, out, random_init=random, grid=[5, 1000])
+        # 1000 per class does not fit the split: only n=5 runs, three seeds
+        assert sorted(p.parent.name for p in out.glob("finetune/n*/seed*/result.json")) == ["seed0", "seed1", "seed2"]
+        assert (len(loaded) - n_loaded, len(stats_set) - n_set) == ((0, 3) if random else (3, 0))
+    rows, meta = compare.compare(tmp_path)
+    ft = [r for r in rows if r["mode"] == "fine-tuned"]
+    assert sorted((r["init"], r["seed"]) for r in ft) == [(i, s) for i in ("pretrained", "random") for s in (0, 1, 2)]
+    assert all(0.0 <= r["accuracy"] <= 1.0 and r["n_per_class"] == 5 for r in ft)
+    assert meta["keys"] == ["model", "init", "mode", "n_per_class"] and "mean_max" in meta["notes"]
+    assert "fine-tuned, 5 per class: toy pretrained > random init" in meta["notes"]
+    subsets, _ = compare.compare_subsets(cfg["data"], grid=(5,))
+    for res in tmp_path.glob("m/embed/*/finetune/n5/seed*/result.json"):
+        r = json.loads(res.read_text())
+        assert r["n_train_jets"] == len(subsets[(5, r["seed"])]) == 15 and r["n_test_jets"] == 30
+        assert r["finetune"]["head"] == {"kind": "mean_max"} and r["finetune"]["backbone_lr_factor"] == 1.0
+    # a run of another recipe is refused, naming the key
+    res = next(tmp_path.glob("m/embed/toy_True/finetune/n5/seed1/result.json"))
+    r = json.loads(res.read_text())
+    r["finetune"]["lr"] = 1.0
+    res.write_text(json.dumps(r))
+    with pytest.raises(ValueError, match=r"another recipe.*\['lr'\]"):
+        compare.compare(tmp_path)
