@@ -29,7 +29,7 @@
 #   --stop-on-error              stop at the first failed step (default: skip the rest of that method, go on)
 #   --list                       print the steps, their status and commands, run nothing
 #
-# After the methods' steps: "Which pretraining?" (python -m common.compare over the methods' embed steps; smoke and mini)
+# After the methods' steps: "Which pretraining?" (python -m common.compare over the methods' embed steps; every profile)
 # and RESULTS.md (python -m common.report), both rebuilt on every run.
 #
 # Each step is skipped when its output directory holds done.json (method scripts write it when they finish; run_all
@@ -129,10 +129,19 @@ SIM_JETCLASS="${RUN_ALL_SIM_JETCLASS:-${SIM_JETCLASS:-0}}"; SIM_ATLAS="${RUN_ALL
 SIM_TOP="${RUN_ALL_SIM_TOP:-${SIM_TOP:-0}}"; SIM_QG="${RUN_ALL_SIM_QG:-${SIM_QG:-0}}"
 SIM_BTAG="${RUN_ALL_SIM_BTAG:-${SIM_BTAG:-0}}"
 SIM_SEED="${RUN_ALL_SIM_SEED:-1}"
-# "Which pretraining?" (common/compare.py): the labelled jets per class at which every backbone is also fine-tuned
-# (common/compare.yaml's one recipe, 3 seeds, pretrained and random init); the frozen probe runs at every grid point.
+# "Which pretraining?" (common/compare.py): the compare set, the data overrides of every method's embed step (all
+# classes of JetClass; paper: one file per class of each split, 1M training jets, of which the labelled subsets are
+# drawn), and the labelled jets per class at which every backbone is also fine-tuned (common/compare.yaml's one
+# recipe, 3 seeds, pretrained and random init); the frozen probe runs at every grid point (10 / 100 / 1000 per class).
 # Mini fine-tunes at 100 per class only: 8 backbones x 3 seeds, about 1 step-minute each on one core.
-case "$PROFILE" in smoke) COMPARE_FINETUNE_GRID=10 ;; mini) COMPARE_FINETUNE_GRID=100 ;; *) COMPARE_FINETUNE_GRID= ;; esac
+COMPARE_DATA=(data.classes=null "data.train=train/*.root" "data.val=val/*.root" "data.test=test/*.root")
+case "$PROFILE" in
+  smoke) COMPARE_FINETUNE_GRID=10 ;;
+  mini) COMPARE_FINETUNE_GRID=100 ;;
+  paper) COMPARE_FINETUNE_GRID=10,100,1000
+         COMPARE_DATA=(data.classes=null "data.train=train_100M/*_000.root" "data.val=val_5M/*_120.root"
+                       "data.test=test_20M/*_100.root") ;;
+esac
 COMPARE_FINETUNE_GRID="${RUN_ALL_COMPARE_FINETUNE_GRID:-$COMPARE_FINETUNE_GRID}"
 # Paths given on the command line are relative to where run_all.sh was called; defaults to the repository root.
 abspath() { case "$1" in /*) echo "$1" ;; *) echo "$CALLER_PWD/$1" ;; esac; }

@@ -319,32 +319,32 @@ def compare(runs_dir, classifiers=("bdt", "logistic")) -> tuple[list[dict], dict
 def finetuned_rows(embs: list, subsets: dict, n_test: int) -> tuple[list[dict], dict | None]:
     """Rows of the fine-tuned mode from <embed dir>/finetune/n<N>/seed<S>/result.json (finetune_set), and the recipe
     they share. Refused: runs of different recipes, on other labelled subsets or test jets than the frozen mode's."""
-    rows, recipe, first = [], None, None
+    rows, recipes = [], {}  # per N (its finetune.per_n rules applied): (settings, first file)
     for p, e in embs:
         for res_path in sorted(p.parent.glob("finetune/n*/seed*/result.json")):
             r = json.loads(res_path.read_text())
             fc = {k: v for k, v in r["finetune"].items() if k not in ("n_per_class", "seeds", "schedule")}
-            if recipe is None:
-                recipe, first = fc, res_path
-            elif fc != recipe:
+            n, seed = int(r["n_per_class"]), int(r["seed"])
+            recipe, first = recipes.setdefault(n, (fc, res_path))
+            if fc != recipe:
                 diff = sorted(k for k in set(fc) | set(recipe) if fc.get(k) != recipe.get(k))
                 raise ValueError(f"{res_path}: fine-tuned with another recipe than {first} (keys {diff}); the "
                                  "fine-tuned mode uses common/compare.yaml for every backbone")
-            n, seed = int(r["n_per_class"]), int(r["seed"])
             if (n, seed) not in subsets or r["n_train_jets"] != len(subsets[(n, seed)]) or r["n_test_jets"] != n_test:
                 raise ValueError(f"{res_path}: not the compare set's labelled subset (n={n}, seed={seed}) and "
                                  f"{n_test} test jets")
             rows.append({"model": e["info"]["name"], "init": e["info"]["init"], "mode": MODES["finetune"],
                          "n_per_class": n, "seed": seed, "accuracy": float(r["test"]["accuracy"])})
-    return rows, recipe
+    return rows, (recipes[min(recipes)][0] if recipes else None)
 
 
 def _recipe_note(fc: dict) -> str:
     return (f"Fine-tuned mode: every backbone with one head ({fc['head'].get('kind')}) and one recipe "
             f"(common/compare.yaml: AdamW lr {fc['lr']:g}, backbone at {fc['backbone_lr_factor']:g}x, batch "
             f"{fc['batch_size']}, validation every {fc['val_every']} steps, stop after {fc['patience']} without a "
-            f"lower validation loss, at most {fc['steps']} steps, best-validation weights tested); random init with "
-            "the same data statistics set before training. ")
+            f"lower validation loss, at most {fc['steps']} steps, best-validation weights tested; the settings at the "
+            "fewest labelled jets: finetune.per_n of common/compare.yaml raises batch and cap from 10k labelled "
+            "jets); random init with the same data statistics set before training. ")
 
 
 def pairwise_verdicts(rows: list[dict]) -> list[str]:

@@ -30,15 +30,12 @@ hepjepa_steps() {
     $PY1 -m hepjepa.figures --config $CFG/finetune_jetclass.yaml --out "$OUT/figures" \
     --finetune-dir "$OUT/ft_jetclass" "$J" "$P"
 
-  if [[ "$PROFILE" != paper ]]; then  # "Which pretraining?" (common/compare.py): the same compare set as every method
-    local init
-    for init in pretrained random; do
-      step embed_$init --tables compare.which_pretraining --after pretrain -- $PY1 -m hepjepa.embed \
-        --config $CFG/finetune_jetclass.yaml --out "$OUT/embed/jepa_$init" --name HEP-JEPA --finetune-grid "$COMPARE_FINETUNE_GRID" \
-        $( [[ $init == random ]] && echo --random-init ) "$J" "$P" data.classes=null "data.train=train/*.root" \
-        "data.val=val/*.root" "data.test=test/*.root"
-    done
-  fi
+  local init  # "Which pretraining?" (common/compare.py): the same compare set as every method (run_all.sh COMPARE_DATA)
+  for init in pretrained random; do
+    step embed_$init --tables compare.which_pretraining --after pretrain -- $PY1 -m hepjepa.embed \
+      --config $CFG/finetune_jetclass.yaml --out "$OUT/embed/jepa_$init" --name HEP-JEPA --finetune-grid "$COMPARE_FINETUNE_GRID" \
+      $( [[ $init == random ]] && echo --random-init ) "$J" "$P" "${COMPARE_DATA[@]}"
+  done
 
   # shortcut ablation (ours): reference arm + one switch each, three seeds; per seed a pretraining, the linear probe
   # and fine-tuning at the smallest label fraction, all with that seed

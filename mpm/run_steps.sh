@@ -202,20 +202,18 @@ mpm_steps() {
     done
   fi
 
-  # --- "Which pretraining?" (common/compare.py): pooled frozen embeddings of one shared set of simulated JetClass jets
-  # (every class, train and test splits: the same overrides in every method's embed step), pretrained and random init
-  if [[ "$PROFILE" != paper ]]; then
-    local C=(data.classes=null "data.train=train/*.root" "data.val=val/*.root" "data.test=test/*.root") init name
-    for row in mpmv1 $(for task in $v2tasks; do echo mpmv2_$task; done); do
-      [[ $row == mpmv1 ]] && conf=finetune_v1 || conf=finetune_v2
-      case "$row" in mpmv1) name="MPMv1 (VQ-VAE tokens)" ;; mpmv2_*) name="MPMv2 (${row#mpmv2_})" ;; esac
-      for init in pretrained random; do
-        step embed_${row}_$init --tables compare.which_pretraining --after pretrain_$row -- $PY1 -m mpm.embed \
-          --config $CFG/$conf.yaml --out "$OUT/embed/${row}_$init" --name "$name" --finetune-grid "$COMPARE_FINETUNE_GRID" \
-          $( [[ $init == random ]] && echo --random-init ) "pretrained.run=$OUT/pretrain/$row" "$J" "${C[@]}"
-      done
+  # --- "Which pretraining?" (common/compare.py): pooled frozen embeddings and fine-tuned runs on one shared set of
+  # JetClass jets (run_all.sh COMPARE_DATA: the same overrides in every method's embed step), pretrained and random init
+  local init name
+  for row in mpmv1 $(for task in $v2tasks; do echo mpmv2_$task; done); do
+    [[ $row == mpmv1 ]] && conf=finetune_v1 || conf=finetune_v2
+    case "$row" in mpmv1) name="MPMv1 (VQ-VAE tokens)" ;; mpmv2_*) name="MPMv2 (${row#mpmv2_})" ;; esac
+    for init in pretrained random; do
+      step embed_${row}_$init --tables compare.which_pretraining --after pretrain_$row -- $PY1 -m mpm.embed \
+        --config $CFG/$conf.yaml --out "$OUT/embed/${row}_$init" --name "$name" --finetune-grid "$COMPARE_FINETUNE_GRID" \
+        $( [[ $init == random ]] && echo --random-init ) "pretrained.run=$OUT/pretrain/$row" "$J" "${COMPARE_DATA[@]}"
     done
-  fi
+  done
 
   # --- tables (always rewritten from whatever results exist) ------------------------------------------------------
   step tables --always --after "" --tables mpm.v1_pretraining,mpm.v1_jetclass,mpm.v1_new_classes,mpm.v1_new_domain_auc,mpm.v1_new_domain_rejection,mpm.v1_cwola,mpm.v2_jetclass,mpm.v2_cwola,mpm.v2_construction,mpm.v2_sweep \

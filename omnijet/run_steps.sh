@@ -55,16 +55,14 @@ omnijet_steps() {
       "finetune.mode=finetune" "head=sum" "pretrain_dir=$OUT/pretrain" "tokenizer_dir=$OUT/tokenizer" \
       $( [[ "$PROFILE" == mini ]] && echo "finetune.seeds=[0]" )
   fi
-  if [[ "$PROFILE" != paper ]]; then  # "Which pretraining?" (common/compare.py): the same compare set as every method
-    local init
-    for init in pretrained random; do
-      step "embed_gpt_$init" --tables compare.which_pretraining --after tokenizer,pretrain -- \
-        $PY1 -m omnijet.embed --config "$CFG/finetune.yaml" --out "$OUT/embed/gpt_$init" --name "OmniJet-alpha (GPT)" \
-        --finetune-grid "$COMPARE_FINETUNE_GRID" \
-        $( [[ $init == random ]] && echo --random-init ) "pretrain_dir=$OUT/pretrain" "tokenizer_dir=$OUT/tokenizer" \
-        "$d" data.classes=null "data.train=train/*.root" "data.val=val/*.root" "data.test=test/*.root"
-    done
-  fi
+  local init  # "Which pretraining?" (common/compare.py): the same compare set as every method (run_all.sh COMPARE_DATA)
+  for init in pretrained random; do
+    step "embed_gpt_$init" --tables compare.which_pretraining --after tokenizer,pretrain -- \
+      $PY1 -m omnijet.embed --config "$CFG/finetune.yaml" --out "$OUT/embed/gpt_$init" --name "OmniJet-alpha (GPT)" \
+      --finetune-grid "$COMPARE_FINETUNE_GRID" \
+      $( [[ $init == random ]] && echo --random-init ) "pretrain_dir=$OUT/pretrain" "tokenizer_dir=$OUT/tokenizer" \
+      "$d" "${COMPARE_DATA[@]}"
+  done
   step tables --always --tables omnijet.token_quality,omnijet.generation,omnijet.classification,omnijet.classification_sum -- \
     $PY1 -m omnijet.tables --runs "$OUT" --out "$OUT/tables" --profile "$PROFILE"
 }
