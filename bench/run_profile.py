@@ -1,0 +1,52 @@
+"""Where a run_all.sh run spent its time, from its <out>/status.tsv (one line per step: name, status, wall seconds,
+...): step-minutes and steps per part (the method, or data), and the longest steps. Prints Markdown tables for
+BENCHMARKS.md.
+
+    python -m bench.run_profile runs/mini [--top 15]
+"""
+from __future__ import annotations
+
+import argparse
+from collections import defaultdict
+
+from common.results import read_status
+
+
+def profile(out_dir) -> tuple[dict, list]:
+    """({part: {status: count, 'seconds': s}}, [(seconds, step, status)] longest first) of the last status per step."""
+    last = read_status(out_dir)
+    parts: dict[str, dict] = defaultdict(lambda: defaultdict(float))
+    steps = []
+    for name, rec in last.items():
+        part = name.split("/", 1)[0]
+        secs = float(rec.get("seconds") or 0)
+        parts[part][rec["status"]] += 1
+        parts[part]["seconds"] += secs
+        steps.append((secs, name, rec["status"]))
+    return parts, sorted(steps, reverse=True)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("out_dir", help="run_all.sh --out-dir")
+    ap.add_argument("--top", type=int, default=15)
+    args = ap.parse_args(argv)
+    parts, steps = profile(args.out_dir)
+    print("| part | steps done | other states | step time (sum of wall s) |\n|---|---|---|---|")
+    total = defaultdict(float)
+    for part in sorted(parts):
+        p = parts[part]
+        other = ", ".join(f"{k} {int(v)}" for k, v in sorted(p.items()) if k not in ("done", "seconds")) or "-"
+        print(f"| {part} | {int(p.get('done', 0))} | {other} | {p['seconds']:,.0f} s ({p['seconds'] / 60:.1f} min) |")
+        for k, v in p.items():
+            total[k] += v
+    other = ", ".join(f"{k} {int(v)}" for k, v in sorted(total.items()) if k not in ("done", "seconds")) or "-"
+    print(f"| all | {int(total.get('done', 0))} | {other} | {total['seconds']:,.0f} s "
+          f"({total['seconds'] / 60:.1f} min) |\n")
+    print("| longest steps | status | wall s |\n|---|---|---|")
+    for secs, name, status in steps[:args.top]:
+        print(f"| {name} | {status} | {secs:,.0f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,14 @@
+"""bench/run_profile.py: step time per part from a run's status.tsv (the last line of a step wins)."""
+from bench.run_profile import main, profile
+
+
+def test_time_per_part_counts_the_last_status_of_each_step(tmp_path, capsys):
+    lines = ["mpm/pretrain_a\tstarted\t0\tlog\t\tstep\tout", "mpm/pretrain_a\tdone\t120\tlog\t\tstep\tout",
+             "mpm/probe_a\tfailed\t30\tlog\tt\tstep\tout", "data/sim\tdone\t60\tlog\t\tstep\tout"]
+    (tmp_path / "status.tsv").write_text("\n".join(lines) + "\n")
+    parts, steps = profile(tmp_path)
+    assert parts["mpm"]["seconds"] == 150 and parts["mpm"]["done"] == 1 and parts["mpm"]["failed"] == 1
+    assert "started" not in parts["mpm"] and steps[0] == (120.0, "mpm/pretrain_a", "done")
+    main([str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "| mpm | 1 | failed 1 | 150 s (2.5 min) |" in out and "| all | 2 | failed 1 | 210 s (3.5 min) |" in out
