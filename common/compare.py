@@ -299,7 +299,7 @@ def compare(runs_dir, classifiers=("bdt", "logistic")) -> tuple[list[dict], dict
     meta = {"title": "Which pretraining? Every backbone of the run on the same jets: one frozen probe, one "
                      "fine-tuning recipe",
             "keys": ["model", "init", "mode", "n_per_class"], "metrics": ["accuracy"], "seeds": list(COMPARE_SEEDS),
-            "dataset": f"{data.get('dataset')} at {data.get('root')}, train/test splits, all classes",
+            "dataset": f"{data.get('dataset')} at {data.get('root')}, train/validation/test splits, all classes",
             "scale": f"{len(index)} training jets embedded, {len(ref['y_test'])} test jets",
             "sources": [str(p) for p, _ in embs],
             "notes": ("Frozen mode: masked mean+max pooled embeddings, standardised multinomial logistic regression "
