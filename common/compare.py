@@ -36,6 +36,7 @@ import torch
 
 from common.atomic import atomic_path
 from common.cli import cli
+from common.train_utils import set_torch_threads
 from common.probe import linear_probe, pooled_embeddings
 from common.probe import random_init as random_baseline
 
@@ -392,6 +393,7 @@ def main(argv=None) -> None:
     ap.add_argument("--out", required=True, help="output directory (compare.which_pretraining.json/.md/.png)")
     ap.add_argument("--profile", default=None)
     args = ap.parse_args(argv)
+    set_torch_threads()  # also caps scikit-learn's OpenMP pool (the floor's gradient boosting)
     rows, meta = compare(args.runs)
     if args.profile:
         meta["profile"] = args.profile

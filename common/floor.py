@@ -38,6 +38,7 @@ from common.config import load_config
 from common.probe import label_count
 from common.results import write_result
 from common.cli import cli
+from common.train_utils import set_torch_threads
 
 OBSERVABLES = ("log_pt", "abs_eta", "log_energy", "mass", "nparticles", "sd_mass", "tau21", "tau32", "tau43")
 # BTag (arXiv:2409.12589 Sec. 5): the jet fields of the file and per-jet summaries of its tracks (an impact-parameter
@@ -210,6 +211,7 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     if args.table not in TABLE_KEYS:
         raise ValueError(f"--table {args.table}: no floor defined; expected one of {', '.join(TABLE_KEYS)}")
+    set_torch_threads()  # also caps scikit-learn's OpenMP pool (a loaded 2-core machine)
     cfg = load_config(args.config, args.overrides)
     t0 = time.time()
     rows, info = run_floor(cfg, args.table)

@@ -249,7 +249,8 @@ THREADS_ENV = "JETFM_THREADS"  # torch intra-op threads per process; run_all.sh 
 
 
 def set_torch_threads() -> int:
-    """Set torch's intra-op thread count deliberately and return it.
+    """Set torch's intra-op thread count, and that of the native libraries' OpenMP / BLAS pools, deliberately and
+    return it.
 
     $JETFM_THREADS if set, else $OMP_NUM_THREADS, else the machine's cores shared among the processes of this node
     (torchrun's LOCAL_WORLD_SIZE). On a loaded 2-core machine two intra-op threads made the small mini models 4-9x
@@ -265,6 +266,10 @@ def set_torch_threads() -> int:
     else:
         n = max(1, (os.cpu_count() or 1) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
     torch.set_num_threads(n)
+    # the same cap for the OpenMP / BLAS pools of native libraries: scikit-learn's gradient boosting (the floor) spun
+    # on two OpenMP threads beside a training step and took over 10 minutes for a fit of one second (BENCHMARKS.md)
+    from threadpoolctl import threadpool_limits
+    threadpool_limits(limits=n)
     return n
 
 
