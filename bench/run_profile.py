@@ -8,13 +8,26 @@ from __future__ import annotations
 
 import argparse
 from collections import defaultdict
+from pathlib import Path
 
 from common.results import read_status
 
 
 def profile(out_dir) -> tuple[dict, list]:
-    """({part: {status: count, 'seconds': s}}, [(seconds, step, status)] longest first) of the last status per step."""
+    """({part: {status: count, 'seconds': s}}, [(seconds, step, status)] longest first) of the last status per step;
+    a step a resumed run found finished ("done-earlier") counts with the time of the run that did it, and an
+    interrupted attempt's time is added to the step's."""
     last = read_status(out_dir)
+    earlier: dict[str, float] = defaultdict(float)  # seconds of every done / interrupted line of each step
+    for line in (Path(out_dir) / "status.tsv").read_text().splitlines():
+        f = line.split("\t")
+        if len(f) >= 3 and f[1] in ("done", "interrupted", "failed"):
+            earlier[f[0]] += float(f[2] or 0)
+    for name, rec in last.items():
+        if rec["status"] == "done-earlier" and earlier.get(name):
+            last[name] = {**rec, "status": "done"}
+        if name in earlier:
+            last[name] = {**last[name], "seconds": earlier[name]}
     parts: dict[str, dict] = defaultdict(lambda: defaultdict(float))
     steps = []
     for name, rec in last.items():

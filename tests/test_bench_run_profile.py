@@ -12,3 +12,11 @@ def test_time_per_part_counts_the_last_status_of_each_step(tmp_path, capsys):
     main([str(tmp_path)])
     out = capsys.readouterr().out
     assert "| mpm | 1 | failed 1 | 150 s (2.5 min) |" in out and "| all | 2 | failed 1 | 210 s (3.5 min) |" in out
+
+
+def test_a_resumed_run_counts_the_time_of_the_run_that_did_the_step(tmp_path):
+    lines = ["mpm/a\tdone\t100\tlog\t\tstep\tout", "mpm/b\tinterrupted\t40\tlog\t\tstep\tout",
+             "mpm/a\tdone-earlier\t0\tlog\t\tstep\tout", "mpm/b\tdone\t70\tlog\t\tstep\tout"]
+    (tmp_path / "status.tsv").write_text("\n".join(lines) + "\n")
+    parts, steps = profile(tmp_path)
+    assert parts["mpm"]["done"] == 2 and parts["mpm"]["seconds"] == 210   # 100 + (40 interrupted + 70)
