@@ -133,7 +133,7 @@ SIM_SEED="${RUN_ALL_SIM_SEED:-1}"
 # classes of JetClass; paper: one file per class of each split, 1M training jets, of which the labelled subsets are
 # drawn), and the labelled jets per class at which every backbone is also fine-tuned (common/compare.yaml's one
 # recipe, 3 seeds, pretrained and random init); the frozen probe runs at every grid point (10 / 100 / 1000 per class).
-# Mini fine-tunes at 100 per class only: 8 backbones x 3 seeds, about 1 step-minute each on one core.
+# Mini fine-tunes at 100 per class only: 8 backbones x 3 seeds, 1-1.5 step-minutes each on one core (BENCHMARKS.md).
 COMPARE_DATA=(data.classes=null "data.train=train/*.root" "data.val=val/*.root" "data.test=test/*.root")
 case "$PROFILE" in
   smoke) COMPARE_FINETUNE_GRID=10 ;;

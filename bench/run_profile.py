@@ -10,24 +10,27 @@ import argparse
 from collections import defaultdict
 from pathlib import Path
 
-from common.results import read_status
-
 
 def profile(out_dir) -> tuple[dict, list]:
     """({part: {status: count, 'seconds': s}}, [(seconds, step, status)] longest first) of the last status per step;
-    a step a resumed run found finished ("done-earlier") counts with the time of the run that did it, and an
-    interrupted attempt's time is added to the step's."""
-    last = read_status(out_dir)
-    earlier: dict[str, float] = defaultdict(float)  # seconds of every done / interrupted line of each step
+    a step a later invocation found finished or did not select ("done-earlier", "not-selected") counts with the
+    status and time of the attempts that ran it, an interrupted attempt's time added to the step's."""
+    last: dict[str, dict] = {}                     # the last status of each step (as common.results.read_status)
+    spent: dict[str, float] = defaultdict(float)   # seconds of every done / interrupted / failed attempt of each step
+    ran: dict[str, str] = {}                       # the status of the last attempt that ran the step
     for line in (Path(out_dir) / "status.tsv").read_text().splitlines():
         f = line.split("\t")
-        if len(f) >= 3 and f[1] in ("done", "interrupted", "failed"):
-            earlier[f[0]] += float(f[2] or 0)
+        if len(f) < 3 or f[0] == "step":
+            continue
+        last[f[0]] = {"status": f[1], "seconds": float(f[2] or 0)}
+        if f[1] in ("done", "interrupted", "failed"):
+            spent[f[0]] += float(f[2] or 0)
+            ran[f[0]] = f[1]
     for name, rec in last.items():
-        if rec["status"] == "done-earlier" and earlier.get(name):
-            last[name] = {**rec, "status": "done"}
-        if name in earlier:
-            last[name] = {**last[name], "seconds": earlier[name]}
+        if rec["status"] in ("done-earlier", "not-selected") and name in ran:
+            rec["status"] = ran[name]
+        if name in spent:
+            rec["seconds"] = spent[name]
     parts: dict[str, dict] = defaultdict(lambda: defaultdict(float))
     steps = []
     for name, rec in last.items():

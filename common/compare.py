@@ -36,9 +36,9 @@ import torch
 
 from common.atomic import atomic_path
 from common.cli import cli
-from common.train_utils import set_torch_threads
 from common.probe import linear_probe, pooled_embeddings
 from common.probe import random_init as random_baseline
+from common.train_utils import set_torch_threads
 
 COMPARE_GRID = (10, 100, 1000)  # labelled jets per class
 COMPARE_SEEDS = (0, 1, 2)
@@ -103,15 +103,15 @@ def _batches(ds, batch_size: int):
 
 
 def embed_set(build, load, cfg: dict, out, *, name: str, random_init: bool, max_test_jets: int = 3000,
-              batch_size: int = 256, norm_batches: int = 20, extra: dict | None = None) -> Path:
+              batch_size: int = 256, norm_batches: int = 20, extra: dict | None = None, jets=None) -> Path:
     """Pooled frozen embeddings of the compare set into <out>/embeddings.npz (see the module docstring).
     build() -> backbone with backbone(JetBatch) -> (h (B, T, D), mask (B, T)); load(backbone) loads the pretrained
-    weights (not called for random_init)."""
+    weights (not called for random_init). jets: training_jets(cfg["data"]) when the caller has it already."""
     from common.data import build_dataset
 
     data = cfg["data"]
     torch.manual_seed(int(cfg.get("seed", 0)))
-    union, train = _training_jets(data)
+    union, train, _ = jets or training_jets(data)
     test = build_dataset(data, "test", max_jets=max_test_jets, progress=False)
     if random_init:  # statistics from data, as a pretrained backbone got them in pretraining
         backbone = random_baseline(build, int(cfg.get("seed", 0)), _stat_batches(train, batch_size, norm_batches))
@@ -138,17 +138,18 @@ def embed_set(build, load, cfg: dict, out, *, name: str, random_init: bool, max_
     return path
 
 
-def _training_jets(data: dict):
-    """(global indices, JetDataset) of the compare set's training jets: the union of every grid point's subsets."""
+def training_jets(data: dict):
+    """(global indices, JetDataset, labels of the whole split) of the compare set's training jets: the union of every
+    grid point's subsets; read once per embed step and shared by both modes."""
     from common.data import JetDataset, build_dataset
 
-    subsets, _ = compare_subsets(data)
+    subsets, labels = compare_subsets(data)
     if not subsets:
         raise ValueError(f"compare set {data['root']}: no grid point of {COMPARE_GRID} fits the training split")
     union = np.unique(np.concatenate(list(subsets.values())))
     full = build_dataset(data, "train", progress=False)
     return union, JetDataset(full.entries, full.label_map, union if full.index is None else full.index[union],
-                             features=full.features)
+                             features=full.features), labels
 
 
 def _stat_batches(train, batch_size: int, norm_batches: int) -> list:
@@ -159,7 +160,7 @@ def _stat_batches(train, batch_size: int, norm_batches: int) -> list:
 
 
 def finetune_set(build, load, cfg: dict, out, *, random_init: bool, grid, batch_size: int = 256,
-                 norm_batches: int = 20, dist=None) -> dict:
+                 norm_batches: int = 20, dist=None, jets=None) -> dict:
     """The fine-tuned mode: common.sweep.run_sweep of the backbone with the recipe of common/compare.yaml (one head,
     one recipe for every method) at the grid points `grid` (capped at what the split holds) and COMPARE_SEEDS, on the
     compare set's labelled subsets, into <out>/finetune/n<N>/seed<S>/. At random init the backbone is built under the
@@ -171,9 +172,10 @@ def finetune_set(build, load, cfg: dict, out, *, random_init: bool, grid, batch_
     from common.probe import set_norm_stats
     from common.sweep import run_sweep
 
-    data = cfg["data"]
-    _, labels = compare_subsets(data, grid=())
     from common.data import dataset_info
+
+    data = cfg["data"]
+    _, train, labels = jets or training_jets(data)
     ns = grid_for(labels, len(dataset_info(data)["class_names"]), tuple(int(n) for n in grid))
     if not ns:
         raise ValueError(f"compare set {data['root']}: no fine-tuned grid point of {list(grid)} fits the training "
@@ -181,7 +183,6 @@ def finetune_set(build, load, cfg: dict, out, *, random_init: bool, grid, batch_
     cfg_ft = copy.deepcopy(cfg)
     cfg_ft["finetune"] = {**finetune_recipe(), "n_per_class": ns, "seeds": list(COMPARE_SEEDS)}
     if random_init:
-        _, train = _training_jets(data)
         batches = _stat_batches(train, batch_size, norm_batches)
 
         def load_fn(backbone):  # statistics from data, weights as built (random)
@@ -239,9 +240,10 @@ def embed_main(description: str, argv, backbone_fns, pretrain_dir=None) -> None:
     cfg, out = run[0], Path(run[1])
     build, load = backbone_fns(cfg)
     cost = pretraining_cost(pretrain_dir(cfg)) if pretrain_dir is not None and not args.random_init else {}
-    path = embed_set(build, load, cfg, out, name=args.name, random_init=args.random_init, extra=cost)
+    jets = training_jets(cfg["data"])
+    path = embed_set(build, load, cfg, out, name=args.name, random_init=args.random_init, extra=cost, jets=jets)
     if grid:
-        finetune_set(build, load, cfg, out, random_init=args.random_init, grid=grid)
+        finetune_set(build, load, cfg, out, random_init=args.random_init, grid=grid, jets=jets)
     mark_done(out, {"name": args.name, "random_init": args.random_init, "embeddings": str(path),
                     "finetune_grid": grid})
 
@@ -343,9 +345,10 @@ def _recipe_note(fc: dict) -> str:
     return (f"Fine-tuned mode: every backbone with one head ({fc['head'].get('kind')}) and one recipe "
             f"(common/compare.yaml: AdamW lr {fc['lr']:g}, backbone at {fc['backbone_lr_factor']:g}x, batch "
             f"{fc['batch_size']}, validation every {fc['val_every']} steps, stop after {fc['patience']} without a "
-            f"lower validation loss, at most {fc['steps']} steps, best-validation weights tested; the settings at the "
-            "fewest labelled jets: finetune.per_n of common/compare.yaml raises batch and cap from 10k labelled "
-            "jets); random init with the same data statistics set before training. ")
+            f"lower validation loss, at most {fc['steps']} steps, best-validation weights tested"
+            + (f"; these are the settings at the fewest labelled jets, finetune.per_n rules {fc['per_n']}"
+               if fc.get("per_n") else "")
+            + "); random init with the same data statistics set before training. ")
 
 
 def pairwise_verdicts(rows: list[dict]) -> list[str]:

@@ -16,7 +16,9 @@ def test_time_per_part_counts_the_last_status_of_each_step(tmp_path, capsys):
 
 def test_a_resumed_run_counts_the_time_of_the_run_that_did_the_step(tmp_path):
     lines = ["mpm/a\tdone\t100\tlog\t\tstep\tout", "mpm/b\tinterrupted\t40\tlog\t\tstep\tout",
-             "mpm/a\tdone-earlier\t0\tlog\t\tstep\tout", "mpm/b\tdone\t70\tlog\t\tstep\tout"]
+             "mpm/a\tdone-earlier\t0\tlog\t\tstep\tout", "mpm/b\tdone\t70\tlog\t\tstep\tout",
+             "mpm/a\tnot-selected\t0\tlog\t\tstep\tout", "mpm/c\tnot-selected\t0\tlog\t\tstep\tout"]
     (tmp_path / "status.tsv").write_text("\n".join(lines) + "\n")
     parts, steps = profile(tmp_path)
     assert parts["mpm"]["done"] == 2 and parts["mpm"]["seconds"] == 210   # 100 + (40 interrupted + 70)
+    assert parts["mpm"]["not-selected"] == 1                               # c never ran
