@@ -7,6 +7,8 @@ log E, mass, multiplicity).
     JETFM_THREADS=1 python -m bench.hepjepa_shortcut --data data/sim/jetclass --out /tmp/hj_shortcut --steps 300
     JETFM_THREADS=1 python -m bench.hepjepa_shortcut --data data/sim/jetclass --kinematics runs/.../checkpoint.pt \
         [data.features=hepjepa ...]       # R^2 of the pooled embeddings from the jet's (log pT, |eta|) alone
+
+Further KEY=VALUE arguments override the mini config in every arm (e.g. train.lr=5e-4 sweep.encoder=target).
 """
 from __future__ import annotations
 
@@ -101,7 +103,7 @@ def main(argv=None) -> None:
     for seed in [int(s) for s in args.seeds.split(",")]:
         for arm in args.arms.split(","):
             d = out / arm / f"seed{seed}"
-            common = [f"data.root={args.data}", f"seed={seed}", *ARMS[arm]]
+            common = [f"data.root={args.data}", f"seed={seed}", *ARMS[arm], *overrides]
             sched = [f"train.steps={args.steps}", f"train.schedule.total_steps={args.steps}",
                      f"train.schedule.warmup_steps={max(1, args.steps // 10)}", f"train.val_every={args.steps}",
                      f"train.ckpt_every={args.steps}"]
