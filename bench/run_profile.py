@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import argparse
 from collections import defaultdict
-from pathlib import Path
+
+from common.results import status_records
 
 
 def profile(out_dir) -> tuple[dict, list]:
@@ -18,14 +19,14 @@ def profile(out_dir) -> tuple[dict, list]:
     last: dict[str, dict] = {}                     # the last status of each step (as common.results.read_status)
     spent: dict[str, float] = defaultdict(float)   # seconds of every done / interrupted / failed attempt of each step
     ran: dict[str, str] = {}                       # the status of the last attempt that ran the step
-    for line in (Path(out_dir) / "status.tsv").read_text().splitlines():
-        f = line.split("\t")
-        if len(f) < 3 or f[0] == "step":
-            continue
-        last[f[0]] = {"status": f[1], "seconds": float(f[2] or 0)}
-        if f[1] in ("done", "interrupted", "failed"):
-            spent[f[0]] += float(f[2] or 0)
-            ran[f[0]] = f[1]
+    records = status_records(out_dir)
+    if not records:
+        raise FileNotFoundError(f"{out_dir}/status.tsv: missing or without step lines (expected run_all.sh --out-dir)")
+    for step, rec in records:
+        last[step] = {"status": rec["status"], "seconds": float(rec["seconds"] or 0)}
+        if rec["status"] in ("done", "interrupted", "failed"):
+            spent[step] += float(rec["seconds"] or 0)
+            ran[step] = rec["status"]
     for name, rec in last.items():
         if rec["status"] in ("done-earlier", "not-selected") and name in ran:
             rec["status"] = ran[name]

@@ -297,21 +297,28 @@ def read_result(path, published: dict | None = None, *, validate: bool = True) -
     return data
 
 
-def read_status(runs_dir) -> dict[str, dict]:
-    """run_all.sh's step status (last line per step wins): {step: {status, seconds, log, tables, always, out}}."""
+def status_records(runs_dir) -> list[tuple[str, dict]]:
+    """Every line of run_all.sh's <runs_dir>/status.tsv, in order: [(step, {status, seconds, log, tables, always,
+    out})] (an attempt per line: started, done, failed, interrupted, done-earlier, not-selected); [] without the file."""
     path = Path(runs_dir) / "status.tsv"
-    out: dict[str, dict] = {}
     if not path.exists():
-        return out
+        return []
+    out = []
     for line in path.read_text().splitlines():
         parts = line.split("\t")
         if len(parts) < 5 or parts[0] == "step":
             continue
         step, status, seconds, log, tables = parts[:5]
-        out[step] = {"status": status, "seconds": seconds, "log": log,
-                     "tables": [t for t in tables.split(",") if t],
-                     "always": len(parts) > 5 and parts[5] == "always", "out": parts[6] if len(parts) > 6 else ""}
+        out.append((step, {"status": status, "seconds": seconds, "log": log,
+                           "tables": [t for t in tables.split(",") if t],
+                           "always": len(parts) > 5 and parts[5] == "always",
+                           "out": parts[6] if len(parts) > 6 else ""}))
     return out
+
+
+def read_status(runs_dir) -> dict[str, dict]:
+    """run_all.sh's step status (last line per step wins): {step: {status, seconds, log, tables, always, out}}."""
+    return dict(status_records(runs_dir))
 
 
 def collect_results(runs_dir, published: dict | None = None, problems: list | None = None) -> dict[str, dict]:

@@ -1,4 +1,6 @@
 """bench/run_profile.py: step time per part from a run's status.tsv (the last line of a step wins)."""
+import pytest
+
 from bench.run_profile import main, profile
 
 
@@ -22,3 +24,8 @@ def test_a_resumed_run_counts_the_time_of_the_run_that_did_the_step(tmp_path):
     parts, steps = profile(tmp_path)
     assert parts["mpm"]["done"] == 2 and parts["mpm"]["seconds"] == 210   # 100 + (40 interrupted + 70)
     assert parts["mpm"]["not-selected"] == 1                               # c never ran
+
+
+def test_a_folder_without_status_is_refused(tmp_path):
+    with pytest.raises(FileNotFoundError, match="status.tsv"):
+        profile(tmp_path)
