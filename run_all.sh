@@ -3,7 +3,7 @@
 #
 #   bash run_all.sh                      # profile mini: offline simulated data, every table at reduced scale (~2 h 30, 2 cores)
 #   bash run_all.sh --profile smoke      # minutes; what CI runs
-#   bash run_all.sh --profile paper --gpus 4             # real data (python -m common.download ...), paper configs
+#   bash run_all.sh --profile paper --gpus 4             # real data (python -m common.data.download ...), paper configs
 #   bash run_all.sh --profile paper --gpus 8 --nnodes 2 --node-rank R --rdzv-endpoint node0:29500   # on every node
 #
 # Options:
@@ -29,8 +29,8 @@
 #   --stop-on-error              stop at the first failed step (default: skip the rest of that method, go on)
 #   --list                       print the steps, their status and commands, run nothing
 #
-# After the methods' steps: "Which pretraining?" (python -m common.compare over the methods' embed steps; every profile)
-# and RESULTS.md (python -m common.report), both rebuilt on every run.
+# After the methods' steps: "Which pretraining?" (python -m common.results.compare over the methods' embed steps; every profile)
+# and RESULTS.md (python -m common.results.report), both rebuilt on every run.
 #
 # Each step is skipped when its output directory holds done.json (method scripts write it when they finish; run_all
 # writes it for steps whose command does not). An interrupted run therefore resumes where it stopped: finished steps
@@ -52,7 +52,7 @@
 #
 #   step NAME [--tables ID,ID] [--after NAME,NAME] [--always] -- COMMAND...
 #     NAME        unique within the method; the step id is <method>/NAME and its log <out>/logs/<method>__NAME.log
-#     --tables    table ids (common/published.yaml) this step's result files feed; used by --table and by the
+#     --tables    table ids (common/results/published.yaml) this step's result files feed; used by --table and by the
 #                 RESULTS.md "missing (step X failed)" flags
 #     --after     steps this one needs; default: every earlier step of the method that has no --tables
 #                 (tokenisers, pretraining), which is what --table uses to pick dependencies
@@ -129,9 +129,9 @@ SIM_JETCLASS="${RUN_ALL_SIM_JETCLASS:-${SIM_JETCLASS:-0}}"; SIM_ATLAS="${RUN_ALL
 SIM_TOP="${RUN_ALL_SIM_TOP:-${SIM_TOP:-0}}"; SIM_QG="${RUN_ALL_SIM_QG:-${SIM_QG:-0}}"
 SIM_BTAG="${RUN_ALL_SIM_BTAG:-${SIM_BTAG:-0}}"
 SIM_SEED="${RUN_ALL_SIM_SEED:-1}"
-# "Which pretraining?" (common/compare.py): the compare set, the data overrides of every method's embed step (all
+# "Which pretraining?" (common/results/compare.py): the compare set, the data overrides of every method's embed step (all
 # classes of JetClass; paper: one file per class of each split, 1M training jets, of which the labelled subsets are
-# drawn), and the labelled jets per class at which every backbone is also fine-tuned (common/compare.yaml's one
+# drawn), and the labelled jets per class at which every backbone is also fine-tuned (common/results/compare.yaml's one
 # recipe, 3 seeds, pretrained and random init); the frozen probe runs at every grid point (10 / 100 / 1000 per class).
 # Mini fine-tunes at 100 per class only: 8 backbones x 3 seeds, 1-1.5 step-minutes each on one core (BENCHMARKS.md).
 COMPARE_DATA=(data.classes=null "data.train=train/*.root" "data.val=val/*.root" "data.test=test/*.root")
@@ -300,10 +300,10 @@ if [[ "$PROFILE" == paper ]]; then
       jetclass) root="$JETCLASS"; probe="train_100M" ;;
       toptagging) root="$TOPTAGGING"; probe="train.h5" ;;
       qg) root="$QG"; probe="QG_jets.npz" ;;
-      btag) root="$BTAG"; probe="validate.root" ;;  # the Zenodo ROOT files (python -m common.download btag)
+      btag) root="$BTAG"; probe="validate.root" ;;  # the Zenodo ROOT files (python -m common.data.download btag)
     esac
     # Locating real data: a cheap check that runs every time (--always), so a missing dataset fails early and clearly.
-    step "locate_$d" --always --data -- bash -c "test -e '$root/$probe' || { echo 'missing $root/$probe: run python -m common.download $d --out $DATA' >&2; exit 1; }"
+    step "locate_$d" --always --data -- bash -c "test -e '$root/$probe' || { echo 'missing $root/$probe: run python -m common.data.download $d --out $DATA' >&2; exit 1; }"
   done
   [[ "$NEEDED_DATA" == *" jetclass_atlas "* ]] && step sim_jetclass_atlas --data -- python -m common.simulate jetclass \
     --detector atlas --jets-per-class "$SIM_ATLAS" $(classes_opt jetclass_atlas) --out "$JETCLASS_ATLAS" \
@@ -560,12 +560,12 @@ else
 fi
 
 if [[ "$NODE_RANK" != 0 ]]; then say "node $NODE_RANK finished; node 0 writes RESULTS.md"; [[ $N_FAILED == 0 ]]; exit; fi
-# "Which pretraining?" (common/compare.py): one frozen probe over the embed steps' outputs of every method; runs here,
+# "Which pretraining?" (common/results/compare.py): one frozen probe over the embed steps' outputs of every method; runs here,
 # after all methods, because it reads several methods' steps. A failure is counted and the table is left out.
 if [[ -z "$TABLE" || "$TABLE" == compare.which_pretraining ]] && compgen -G "$OUT_DIR/*/embed/*/embeddings.npz" > /dev/null; then
   say "compare: Which pretraining? (log $OUT_DIR/logs/compare.log)"
   t_cmp=$(date +%s); cmp_status=done
-  if ! python -m common.compare --runs "$OUT_DIR" --out "$OUT_DIR/compare" --profile "$PROFILE" > "$OUT_DIR/logs/compare.log" 2>&1; then
+  if ! python -m common.results.compare --runs "$OUT_DIR" --out "$OUT_DIR/compare" --profile "$PROFILE" > "$OUT_DIR/logs/compare.log" 2>&1; then
     say "compare FAILED; last lines of $OUT_DIR/logs/compare.log:"; tail -n 15 "$OUT_DIR/logs/compare.log" | sed 's/^/    | /'
     rm -f "$OUT_DIR/compare/compare.which_pretraining.json"; N_FAILED=$((N_FAILED + 1)); cmp_status=failed
   fi
@@ -576,7 +576,7 @@ fi
 # Tables and plots: always rebuilt from whatever result files exist (missing ones are flagged in RESULTS.md).
 say "tables: writing $RESULTS_DIR/RESULTS.md"
 # --strict: a cell that should hold a number and does not (a step ran but wrote no value) makes the run fail.
-python -m common.report --runs "$OUT_DIR" --profile "$PROFILE" --out "$RESULTS_DIR" --strict \
+python -m common.results.report --runs "$OUT_DIR" --profile "$PROFILE" --out "$RESULTS_DIR" --strict \
   ${TABLE:+--strict-tables "$TABLE"} > "$OUT_DIR/logs/results.log" 2>&1
 rc=$?
 say "$(tail -n 1 "$OUT_DIR/logs/results.log")"

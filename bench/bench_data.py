@@ -16,8 +16,8 @@ import torch
 import uproot
 
 from common.cli import cli
-from common.data import cached_entries, make_loader
-from common.jetclass import iter_jetclass
+from common.data.datasets import cached_entries, make_loader
+from common.data.jetclass import iter_jetclass
 from tests.data_factory import write_jetclass
 
 CLASSES = ["QCD", "Tbqq"]

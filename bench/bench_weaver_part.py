@@ -19,8 +19,8 @@ that prediction file and prints
     the ParT convention), one-vs-rest AUC per class, training jets/s (weaver's own count of the training passes),
     wall time of the whole weaver run, parameters, threads.
 
-It writes the row as a kit result file, <out>/reference.part_weaver.json (common.results.write_result); put --out
-under a run directory (e.g. runs/mini/reference/part_weaver) and `python -m common.report` shows it in RESULTS.md's
+It writes the row as a kit result file, <out>/reference.part_weaver.json (common.results.tables.write_result); put --out
+under a run directory (e.g. runs/mini/reference/part_weaver) and `python -m common.results.report` shows it in RESULTS.md's
 "reference" section beside the self-supervised numbers. weaver's log and outputs stay in <out>/weaver/.
 
 weaver-core is an optional dependency, not in requirements.txt: its metadata pulls tensorboard, grpcio, protobuf,
@@ -49,9 +49,9 @@ from pathlib import Path
 import numpy as np
 
 from common.cli import cli
-from common.jetclass import CLASS_NAMES, FILE_PREFIX
-from common.metrics import accuracy, auc
-from common.results import write_result
+from common.data.jetclass import CLASS_NAMES, FILE_PREFIX
+from common.training.metrics import accuracy, auc
+from common.results.tables import write_result
 
 HERE = Path(__file__).resolve().parent
 DATA_CONFIG = HERE / "weaver" / "jetclass_full.yaml"

@@ -20,10 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from common.batch import JET_FIELDS
-from common.config import load_config
-from common.data import load_arrays
-from common.probe import linear_probe, per_class_subset
+from common.data.batch import JET_FIELDS
+from common.training.config import load_config
+from common.data.datasets import load_arrays
+from common.data.subsets import per_class_subset
+from common.training.probe import linear_probe
 
 CFG = "hepjepa/configs/mini/finetune_jetclass.yaml"
 ARMS = {  # name -> overrides of the mini config
@@ -58,8 +59,8 @@ def kinematics_r2(data: str, ckpt: str, overrides=(), max_test: int = 2000) -> d
     (statistics set)."""
     import torch
 
-    from common.array_loader import ArrayLoader
-    from common.probe import pooled_embeddings, random_init
+    from common.data.array_loader import ArrayLoader
+    from common.training.probe import pooled_embeddings, random_init
     from hepjepa.model import backbone_fns
 
     cfg = load_config(CFG, [f"data.root={data}", f"sweep.pretrained={ckpt}", *overrides])

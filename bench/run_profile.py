@@ -9,14 +9,14 @@ from __future__ import annotations
 import argparse
 from collections import defaultdict
 
-from common.results import status_records
+from common.results.tables import status_records
 
 
 def profile(out_dir) -> tuple[dict, list]:
     """({part: {status: count, 'seconds': s}}, [(seconds, step, status)] longest first) of the last status per step;
     a step a later invocation found finished or did not select ("done-earlier", "not-selected") counts with the
     status and time of the attempts that ran it, an interrupted attempt's time added to the step's."""
-    last: dict[str, dict] = {}                     # the last status of each step (as common.results.read_status)
+    last: dict[str, dict] = {}                     # the last status of each step (as common.results.tables.read_status)
     spent: dict[str, float] = defaultdict(float)   # seconds of every done / interrupted / failed attempt of each step
     ran: dict[str, str] = {}                       # the status of the last attempt that ran the step
     records = status_records(out_dir)

@@ -63,5 +63,5 @@ def _no_nan(obj):
 def write_json(path, obj, indent: int | None = 2, unique: bool = False) -> None:
     """Write obj as JSON atomically (json_default converts numpy / torch values). A NaN is written as null, so no
     file of the kit holds a bare NaN (strict JSON readers reject it); result tables refuse NaN before that
-    (common.results.validate_result)."""
+    (common.results.tables.validate_result)."""
     write_text(path, json.dumps(_no_nan(obj), indent=indent, default=json_default), unique)

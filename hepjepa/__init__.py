@@ -10,8 +10,8 @@ Read in this order (one concept per file):
                 the online probe, logged during pretraining
   pretrain.py   the pretraining loop (DDP, autocast, schedules, EMA momentum, checkpoints, resume)
   probe.py      linear probe of the frozen encoder against random init, BatchNorm statistics set from data
-  finetune.py   few-shot / transfer sweeps around common.finetune (frozen, fine-tuned, from scratch)
+  finetune.py   few-shot / transfer sweeps around common.training.finetune (frozen, fine-tuned, from scratch)
   figures.py    Figure 2 (val loss vs step), Figure 3 (t-SNE of embeddings), the pretraining monitors
-  tables.py     results tables beside the published numbers (common.results)
+  tables.py     results tables beside the published numbers (common.results.tables)
   run_steps.sh  the steps run_all.sh runs; configs/ holds the paper YAMLs and their mini/ and smoke/ variants
 """

@@ -8,7 +8,7 @@ Applied to the whole jet before tokenisation, so context and target branches see
   drop    remove the softest particles, a fraction U[0, drop_max] of each jet (pT-ordered, so the tail): soft radiation
           and thresholds are the least well modelled part of a jet (infrared safety).
 The four-vectors move with the angles: every particle keeps its pT and mass and gets eta + sign(eta_jet) * (change of
-deta) and phi + (change of dphi) (part_deta carries the sign(eta_jet) flip, common.features.deta_dphi_partstyle), so
+deta) and phi + (change of dphi) (part_deta carries the sign(eta_jet) flip, common.data.features.deta_dphi_partstyle), so
 the patch four-vectors and the pairwise physics bias (ParT, arXiv:2202.03772 Eq. 3) describe the augmented jet that the
 tokeniser groups. The ParT standardised deltaR, log E and log E/E_jet columns (if present) are recomputed from the new
 angles and energies; the jet-level values are kept.
@@ -19,12 +19,12 @@ import math
 
 import torch
 
-from common.batch import JET_FIELDS, JetBatch
-from common.features import PART_TRANSFORMS
+from common.data.batch import JET_FIELDS, JetBatch
+from common.data.features import PART_TRANSFORMS
 
 
 def _standardised(name: str, v: torch.Tensor) -> torch.Tensor:
-    """ParT transform (v - a) * b clipped to [-5, 5] of feature `name` (common.features.PART_TRANSFORMS)."""
+    """ParT transform (v - a) * b clipped to [-5, 5] of feature `name` (common.data.features.PART_TRANSFORMS)."""
     a, b = PART_TRANSFORMS[name]
     return ((v - a) * b).clamp(-5, 5)
 

@@ -8,7 +8,7 @@ so the scratch run's value is the step of its own minimum, and the fine-tuned ru
 matches it. A fine-tuned run that never reaches L*(s) within its steps gets inf: it is shown as inf, and a claim,
 which counts finite values only, then has fewer seeds on that side (inconclusive, never reproduced).
 
-The curves are the `val_curve` ([[step, loss], ...]) that common.finetune keeps in each run's result.json, under
+The curves are the `val_curve` ([[step, loss], ...]) that common.training.finetune keeps in each run's result.json, under
 <ft_jetclass>/<mode>/pct<P>/n*/seed<S>/.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from common.results import read_json
+from common.results.tables import read_json
 
 FIGURE2_PERCENT = 0.5  # label fraction (%) of Figure 2 (arXiv:2502.03933)
 

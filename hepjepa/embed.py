@@ -1,4 +1,4 @@
-"""Pooled frozen embeddings of the compare set (common/compare.py, "Which pretraining?") from the HEP-JEPA encoder
+"""Pooled frozen embeddings of the compare set (common/results/compare.py, "Which pretraining?") from the HEP-JEPA encoder
 (sweep.encoder of the config: the context or target encoder of a pretraining checkpoint) or the same architecture at
 random init.
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from common.cli import cli
-from common.compare import embed_main
+from common.results.compare import embed_main
 
 from .model import backbone_fns
 

@@ -2,10 +2,10 @@
 
   Figure 2  validation loss against step, fine-tuned vs from scratch at 0.5 % labels, and the step at which the
             fine-tuned model first reaches the best validation loss of the from-scratch model (data: the val-loss
-            curves that common.finetune keeps in each run's result.json);
+            curves that common.training.finetune keeps in each run's result.json);
   Figure 3  t-SNE (scikit-learn) of the pooled embeddings (masked mean over patch tokens) of test jets, coloured by
             class: the pretrained backbone beside the same architecture at random initialisation (BatchNorm statistics
-            set from data, common.probe.random_init);
+            set from data, common.training.probe.random_init);
   monitors  (ours) the pretraining log: loss, prediction / target spreads, and the shortcut monitors of
             hepjepa.monitors (between-jet share of the target variance, R^2 of the targets from position alone,
             effective rank of the pooled embeddings, online-probe accuracy).
@@ -27,15 +27,15 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from common.array_loader import ArrayLoader
-from common.batch import JetBatch
+from common.data.array_loader import ArrayLoader
+from common.data.batch import JetBatch
 from common.cli import cli
-from common.config import add_config_args, config_from_args
-from common.data import dataset_info, load_arrays
-from common.plots import save_figure
-from common.probe import random_init
-from common.pooling import masked_mean
-from common.train_utils import mark_done, write_json
+from common.training.config import add_config_args, config_from_args
+from common.data.datasets import dataset_info, load_arrays
+from common.results.plots import save_figure
+from common.training.probe import random_init
+from common.blocks.pooling import masked_mean
+from common.training.train_utils import mark_done, write_json
 
 from .convergence import FIGURE2_PERCENT, steps_to_reach
 from .model import backbone_fns

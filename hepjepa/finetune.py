@@ -1,11 +1,11 @@
-"""HEP-JEPA downstream runs: a thin script around common.finetune (arXiv:2502.03933: JetClass few-shot,
+"""HEP-JEPA downstream runs: a thin script around common.training.finetune (arXiv:2502.03933: JetClass few-shot,
 top tagging, quark-gluon; frozen / fine-tuned / from scratch).
 
     python -m hepjepa.finetune --config hepjepa/configs/finetune_jetclass.yaml --out runs/hepjepa/ft_jetclass \
         sweep.pretrained=runs/hepjepa/pretrain/checkpoint.pt
 
 For every mode in sweep.modes (fixed = frozen backbone, finetune = all weights, scratch = same model re-initialised)
-and every label percentage in sweep.label_percents it trains one classifier per seed (common.sweep.run_sweep) into
+and every label percentage in sweep.label_percents it trains one classifier per seed (common.training.sweep.run_sweep) into
 <out>/<mode>/pct<P>/..., then writes <out>/summary.json (one row per mode and percentage: accuracy, AUC, rejections,
 each a list over seeds) and <out>/done.json. Finished runs are skipped, so an interrupted sweep resumes.
 
@@ -20,11 +20,11 @@ from pathlib import Path
 import torch
 
 from common.cli import cli
-from common.data import build_dataset, dataset_info, make_loader
-from common.distributed import cleanup, init_distributed
-from common.probe import label_count
-from common.sweep import run_sweep
-from common.train_utils import mark_done, start_run, write_json
+from common.data.datasets import build_dataset, dataset_info, make_loader
+from common.training.distributed import cleanup, init_distributed
+from common.data.subsets import label_count
+from common.training.sweep import run_sweep
+from common.training.train_utils import mark_done, start_run, write_json
 
 from .model import backbone_fns
 

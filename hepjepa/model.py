@@ -9,7 +9,7 @@ loop of I-JEPA, facebookresearch/ijepa src/train.py, and Point-JEPA, pointjepa/m
         loss           smooth-L1(prediction, h_t gathered at the target tokens), mean over predicted tokens
 
 Shared pieces: the tokenizer (mini-PointNet) and the positional MLP are trained online only and shared by both
-branches (Point-JEPA: only the transformer is EMA'd) [U]. The transformer is common.transformer.Encoder with 8 register
+branches (Point-JEPA: only the transformer is EMA'd) [U]. The transformer is common.blocks.transformer.Encoder with 8 register
 tokens (Darcet et al. 2023, registers get zero bias) and the ParT physics bias: PairEmbed of the pairwise features of the
 patch four-vectors, restricted to the tokens an encoder actually sees (arXiv:2202.03772 Eq. 3). The predictor gets no
 physics bias: the four-vectors of the target patches would leak the content it has to predict.
@@ -29,12 +29,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.checkpoint import load_checkpoint
-from common.data import dataset_info
-from common.ema import ema_update, make_target
-from common.pairwise import pairwise_features
-from common.probe import pool_mean_max
-from common.transformer import Encoder, PairEmbed
+from common.training.checkpoint import load_checkpoint
+from common.data.datasets import dataset_info
+from common.training.ema import ema_update, make_target
+from common.blocks.pairwise import pairwise_features
+from common.training.probe import pool_mean_max
+from common.blocks.transformer import Encoder, PairEmbed
 
 from .masking import sample_masks
 from .monitors import between_jet_share, effective_rank, position_r2
@@ -253,13 +253,13 @@ class HEPJEPA(nn.Module):
 
     @torch.no_grad()
     def update_target(self, momentum: float) -> None:
-        """theta_target <- m theta_target + (1 - m) theta_context (I-JEPA, after each optimiser step); common.ema also
+        """theta_target <- m theta_target + (1 - m) theta_context (I-JEPA, after each optimiser step); common.training.ema also
         copies the buffers (PairEmbed BatchNorm statistics), so the eval-mode teacher normalises like the student."""
         ema_update(self.target_encoder, self.context_encoder, momentum)
 
 
 class HEPJEPABackbone(nn.Module):
-    """Downstream backbone (common.finetune protocol): tokenizer + positional MLP + context encoder on all patches.
+    """Downstream backbone (common.training.finetune protocol): tokenizer + positional MLP + context encoder on all patches.
     forward(batch) -> (h (B,G,d), mask (B,G)). Parameter names match HEPJEPA, so a pretrained state dict loads with
     `load_pretrained`."""
 
@@ -286,7 +286,7 @@ class HEPJEPABackbone(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# builders: the pretraining model, and the downstream backbone for common.finetune
+# builders: the pretraining model, and the downstream backbone for common.training.finetune
 
 def angle_columns(feature_names) -> tuple[int, int]:
     """Indices of (deta, dphi) in the feature vector (the tokeniser's coordinates)."""
@@ -303,7 +303,7 @@ def build_model(cfg: dict, info: dict) -> HEPJEPA:
 
 
 def backbone_fns(cfg: dict):
-    """(build_backbone, load_pretrained) for common.finetune from the YAML and sweep.pretrained (a checkpoint)."""
+    """(build_backbone, load_pretrained) for common.training.finetune from the YAML and sweep.pretrained (a checkpoint)."""
     info = dataset_info(cfg["data"])
     angles = angle_columns(info["feature_names"])
     sweep = cfg["sweep"]

@@ -3,12 +3,12 @@
     python -m hepjepa.probe --config hepjepa/configs/mini/finetune_jetclass.yaml --out runs/mini/hepjepa/probe \
         sweep.pretrained=runs/mini/hepjepa/pretrain/checkpoint.pt
 
-For every seed in probe.seeds: probe.n_per_class labelled training jets per class (common.probe.per_class_subset, the
+For every seed in probe.seeds: probe.n_per_class labelled training jets per class (common.data.subsets.per_class_subset, the
 draw of the fine-tuning harness), the downstream backbone (sweep.encoder of the pretrained checkpoint) pooled with
-mean + max over its patch tokens, a standardised logistic regression (common.probe.linear_probe) scored on up to
+mean + max over its patch tokens, a standardised logistic regression (common.training.probe.linear_probe) scored on up to
 probe.max_test_jets test jets. The random baseline is the same architecture built with the same seed, with its
 BatchNorm statistics (the physics-bias pair embedding) set from probe.norm_batches training batches by forward passes
-(common.probe.random_init), as the pretrained encoder got them during pretraining. Writes probe.json and done.json.
+(common.training.probe.random_init), as the pretrained encoder got them during pretraining. Writes probe.json and done.json.
 """
 from __future__ import annotations
 
@@ -20,17 +20,18 @@ import numpy as np
 import torch
 
 from common.cli import cli
-from common.config import add_config_args, config_from_args
-from common.data import load_arrays
-from common.array_loader import ArrayLoader
-from common.probe import linear_probe, per_class_subset, pooled_embeddings, random_init
-from common.train_utils import mark_done, write_json
+from common.training.config import add_config_args, config_from_args
+from common.data.datasets import load_arrays
+from common.data.array_loader import ArrayLoader
+from common.data.subsets import per_class_subset
+from common.training.probe import linear_probe, pooled_embeddings, random_init
+from common.training.train_utils import mark_done, write_json
 
 from .model import backbone_fns
 
 
 def _batches(arrays: dict, batch_size: int = 256, limit: int | None = None):
-    """In-memory jets in order as JetBatch (common.array_loader.ArrayLoader); the first `limit` batches."""
+    """In-memory jets in order as JetBatch (common.data.array_loader.ArrayLoader); the first `limit` batches."""
     return islice(ArrayLoader(arrays, batch_size, shuffle=False), limit)
 
 

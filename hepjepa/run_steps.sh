@@ -19,18 +19,18 @@ hepjepa_steps() {
     $PY -m hepjepa.finetune --config $CFG/finetune_top.yaml --out "$OUT/ft_top" "data.root=$TOPTAGGING" "$P"
   step ft_qg --tables hepjepa.quark_gluon --after pretrain -- \
     $PY -m hepjepa.finetune --config $CFG/finetune_qg.yaml --out "$OUT/ft_qg" "data.root=$QG" "$P"
-  # the jet-observables floor of the three tables: the same labelled subsets and seeds (python -m common.floor)
-  step floor_jetclass --tables hepjepa.jetclass_fewshot --after "" -- $PY1 -m common.floor \
+  # the jet-observables floor of the three tables: the same labelled subsets and seeds (python -m common.results.floor)
+  step floor_jetclass --tables hepjepa.jetclass_fewshot --after "" -- $PY1 -m common.results.floor \
     --table hepjepa.jetclass_fewshot --config $CFG/finetune_jetclass.yaml --out "$OUT/floor/jetclass" --profile $PROFILE "$J"
-  step floor_top --tables hepjepa.top_tagging --after "" -- $PY1 -m common.floor --table hepjepa.top_tagging \
+  step floor_top --tables hepjepa.top_tagging --after "" -- $PY1 -m common.results.floor --table hepjepa.top_tagging \
     --config $CFG/finetune_top.yaml --out "$OUT/floor/top" --profile $PROFILE "data.root=$TOPTAGGING"
-  step floor_qg --tables hepjepa.quark_gluon --after "" -- $PY1 -m common.floor --table hepjepa.quark_gluon \
+  step floor_qg --tables hepjepa.quark_gluon --after "" -- $PY1 -m common.results.floor --table hepjepa.quark_gluon \
     --config $CFG/finetune_qg.yaml --out "$OUT/floor/qg" --profile $PROFILE "data.root=$QG"
   step figures --after pretrain,ft_jetclass -- \
     $PY1 -m hepjepa.figures --config $CFG/finetune_jetclass.yaml --out "$OUT/figures" \
     --finetune-dir "$OUT/ft_jetclass" "$J" "$P"
 
-  local init  # "Which pretraining?" (common/compare.py): the same compare set as every method (run_all.sh COMPARE_DATA)
+  local init  # "Which pretraining?" (common/results/compare.py): the same compare set as every method (run_all.sh COMPARE_DATA)
   for init in pretrained random; do
     step embed_$init --tables compare.which_pretraining --after pretrain -- $PY1 -m hepjepa.embed \
       --config $CFG/finetune_jetclass.yaml --out "$OUT/embed/jepa_$init" --name HEP-JEPA --finetune-grid "$COMPARE_FINETUNE_GRID" \

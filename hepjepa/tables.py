@@ -1,4 +1,4 @@
-"""HEP-JEPA results tables laid out like the paper's (published numbers beside ours via common.results).
+"""HEP-JEPA results tables laid out like the paper's (published numbers beside ours via common.results.tables).
 
     python -m hepjepa.tables --runs runs/mini/hepjepa --out runs/mini/hepjepa/tables --profile mini
 
@@ -15,7 +15,7 @@ Reads the summary.json files that hepjepa.finetune wrote under --runs:
   ablation/<name>/probe/    -> hepjepa.ablation_*  (each ablation run is matched to the table of the one switch in
                                which its config differs from ablation/base; the base run gives the reference row;
                                hepjepa.ablation_patching is ours, not one of the paper's ablations)
-and the pretraining run (pretrain/) for the scale line. Writes <out>/<table_id>.json (common.results.write_result) and
+and the pretraining run (pretrain/) for the scale line. Writes <out>/<table_id>.json (common.results.tables.write_result) and
 <out>/hepjepa.md (all tables rendered).
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ from pathlib import Path
 import yaml
 
 from common.cli import cli
-from common.results import read_json, render_table, write_result
+from common.results.tables import read_json, render_table, write_result
 
 from .convergence import FIGURE2_PERCENT, convergence_rows
 
@@ -43,7 +43,7 @@ ABLATIONS = {
     "hepjepa.ablation_augmentations": ("augmentations", lambda c: "on" if c["augment"]["enabled"] else "off"),
     "hepjepa.ablation_patching": ("patching", lambda c: patching_label(c["model"])),
 }
-# ablation tables of ours, with no published counterpart (common.results renders them from these fields)
+# ablation tables of ours, with no published counterpart (common.results.tables renders them from these fields)
 KIT_TABLES = {"hepjepa.ablation_patching": {"title": "HEP-JEPA ablation (ours): patches G x members K",
                                             "keys": ["patching"], "metrics": ["accuracy", "auc"]}}
 

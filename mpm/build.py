@@ -1,12 +1,12 @@
 """Builders of the MPM models from a config: the pretraining model (MPMv1 or MPMv2 with its frozen tokeniser, chosen by
 `method:`), the backbone that fine-tuning keeps, and `backbone_fns`, which rebuilds that backbone from a pretraining
-run for common.finetune (mpm.finetune, mpm.cwola)."""
+run for common.training.finetune (mpm.finetune, mpm.cwola)."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from common.checkpoint import load_checkpoint
-from common.config import load_config
+from common.training.checkpoint import load_checkpoint
+from common.training.config import load_config
 
 from mpm.mpmv1 import MPMv1, MPMv1Backbone
 from mpm.mpmv2 import MPMv2, MPMv2Encoder
@@ -102,7 +102,7 @@ def pretrain_config(cfg: dict) -> dict:
 
 
 def backbone_fns(cfg: dict):
-    """(build_backbone, load_pretrained or None) for common.finetune."""
+    """(build_backbone, load_pretrained or None) for common.training.finetune."""
     pcfg = pretrain_config(cfg)
     run = cfg["pretrained"]["run"]
 

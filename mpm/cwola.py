@@ -5,12 +5,12 @@ arXiv:2409.12589, weak-supervision studies).
         pretrained.run=runs/mpm/mpmv1 finetune.mode=fixed
 
 Two sets of background (QCD) jets get the pseudo-labels 0 and 1 (alternating by index, as in the V2 code); N signal
-jets (Tbqq) are added to set 1. A classifier (common.finetune: fixed / finetune / scratch backbone) learns to tell the
+jets (Tbqq) are added to set 1. A classifier (common.training.finetune: fixed / finetune / scratch backbone) learns to tell the
 two sets apart; the validation split is built the same way (no true labels are used for model selection). MPMv2 trains
 10 epochs and keeps the last weights (finetune.select: last, jetssl configs/callbacks/cwola.yaml); settings that depend
 on the number of signal jets are finetune.per_n rules with N = n_signal. On a pure test set of true QCD and top jets we
 report
-  sic        TPR / sqrt(FPR) at FPR = 1 % (MPMv2 definition, common.metrics.sic_at_fpr)
+  sic        TPR / sqrt(FPR) at FPR = 1 % (MPMv2 definition, common.training.metrics.sic_at_fpr)
   sic_cut05  (S/sqrt(B) after a cut at score 0.5) / (S/sqrt(B) before) = eff_S / sqrt(eff_B) (MPMv1 definition)
 plus the AUC. Results: <out>/n<N>/seed<S>/result.json ("test") and <out>/summary.json.
 """
@@ -20,16 +20,16 @@ from pathlib import Path
 
 import numpy as np
 
-from common.array_loader import ArrayLoader
+from common.data.array_loader import ArrayLoader
 from common.cli import cli
-from common.data import build_dataset, load_arrays
-from common.distributed import cleanup, init_distributed
-from common.features import DataError, get_feature_set
-from common.finetune import classification_task, evaluate_metrics, run_finetune
-from common.finetune_config import finetune_settings
-from common.metrics import sic_at_fpr
-from common.sweep import mean_std
-from common.train_utils import mark_done, start_run, write_json
+from common.data.datasets import build_dataset, load_arrays
+from common.training.distributed import cleanup, init_distributed
+from common.data.features import DataError, get_feature_set
+from common.training.finetune import classification_task, evaluate_metrics, run_finetune
+from common.training.finetune_config import finetune_settings
+from common.training.metrics import sic_at_fpr
+from common.training.sweep import mean_std
+from common.training.train_utils import mark_done, start_run, write_json
 
 from mpm.build import backbone_fns
 
@@ -82,7 +82,7 @@ def sic_cut(y: np.ndarray, s: np.ndarray, cut: float = 0.5) -> float:
 
 def cwola_metrics(fpr: float):
     """The test metrics of a CWoLa classifier on the pure test set (true labels, signal score p[:, 1]): those of every
-    binary classifier (common.finetune.evaluate_metrics) plus sic (at FPR = cwola.fpr) and sic_cut05."""
+    binary classifier (common.training.finetune.evaluate_metrics) plus sic (at FPR = cwola.fpr) and sic_cut05."""
 
     def metrics(test):
         y, s = test["labels"], test["probs"][:, 1]

@@ -1,11 +1,11 @@
-"""Fine-tune (or probe) an MPM backbone on labelled jets: a thin script around common.finetune.
+"""Fine-tune (or probe) an MPM backbone on labelled jets: a thin script around common.training.finetune.
 
     python -m mpm.finetune --config mpm/configs/finetune_v1.yaml --out runs/mpm/ft_v1/finetune \
         pretrained.run=runs/mpm/mpmv1 finetune.mode=finetune
 
 Modes (finetune.mode): fixed (frozen backbone: the linear probe), finetune, scratch (same architecture, random init).
 finetune.n_per_class may be a list: every N x every seed in finetune.seeds is trained into <out>/n<N>/seed<S>/ and
-<out>/summary.json holds mean and std per N (common.sweep.run_sweep). Settings that depend on the number of labelled
+<out>/summary.json holds mean and std per N (common.training.sweep.run_sweep). Settings that depend on the number of labelled
 jets and the mode (MPMv2 recipe) are the finetune.per_n rules of the config.
 
 The backbone architecture comes from the pretraining run (`pretrained.run`/config.yaml), or from `pretrained.config`
@@ -15,10 +15,10 @@ scratch (mpm/build.py backbone_fns).
 from __future__ import annotations
 
 from common.cli import cli
-from common.distributed import cleanup, init_distributed
-from common.finetune_config import finetune_settings
-from common.sweep import run_sweep
-from common.train_utils import mark_done, start_run
+from common.training.distributed import cleanup, init_distributed
+from common.training.finetune_config import finetune_settings
+from common.training.sweep import run_sweep
+from common.training.train_utils import mark_done, start_run
 
 from mpm.build import backbone_fns, require_pretrained_run
 

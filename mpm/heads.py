@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.features import MPMV2_IP
+from common.data.features import MPMV2_IP
 from mpm.flow import ConditionalSplineFlow
 from mpm.masking import random_uniform_masking
 from mpm.ssfm import SSFMDecoder, cosine_encoding

@@ -1,7 +1,7 @@
 """The MPM training loop, shared by the masked-particle pretraining (mpm.pretrain) and the VQ-VAE tokeniser
 (mpm.train_tokenizer): it trains any module whose forward(batch) returns (loss, metrics).
 
-Same shape and keys as every loop of the kit (common/config.py): config, data, model, optimiser and schedule, resume,
+Same shape and keys as every loop of the kit (common/training/config.py): config, data, model, optimiser and schedule, resume,
 loop, checkpoint, done. `train.*`: batch_size (global), steps, lr, weight_decay, grad_clip, grad_accum, schedule,
 log_every, ckpt_every, max_jets, precision; top level: seed, compile. Resumes from <out>/checkpoint.pt exactly.
 """
@@ -12,12 +12,12 @@ from pathlib import Path
 
 import torch
 
-from common.checkpoint import ResumableLoader, load_checkpoint, make_state, restore_state, save_checkpoint
-from common.data import make_loader
-from common.distributed import Dist, all_reduce_mean, wrap_ddp
-from common.logger import MetricLogger
-from common.schedules import build_scheduler
-from common.train_utils import (accumulate, autocast, build_optimizer, clip_and_step, count_parameters, mark_done,
+from common.training.checkpoint import ResumableLoader, load_checkpoint, make_state, restore_state, save_checkpoint
+from common.data.datasets import make_loader
+from common.training.distributed import Dist, all_reduce_mean, wrap_ddp
+from common.training.logger import MetricLogger
+from common.training.schedules import build_scheduler
+from common.training.train_utils import (accumulate, autocast, build_optimizer, clip_and_step, count_parameters, mark_done,
                                 maybe_compile, micro_batch_size, progress, seed_everything)
 
 
@@ -40,7 +40,7 @@ def train_step(net: torch.nn.Module, model: torch.nn.Module, optimizer, schedule
 def train(cfg: dict, model: torch.nn.Module, out: Path, dist: Dist, desc: str = "pretrain", mark: bool = True,
           loader=None) -> dict:
     """Train `model` for train.steps optimiser steps into `out`; returns the summary (written to done.json when
-    `mark`). loader: the training batches (default: common.data.make_loader of cfg.data, sharded over ranks)."""
+    `mark`). loader: the training batches (default: common.data.datasets.make_loader of cfg.data, sharded over ranks)."""
     # config
     t = cfg["train"]
     micro = micro_batch_size(t["batch_size"], dist.world_size, t["grad_accum"])

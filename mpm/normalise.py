@@ -13,7 +13,7 @@ from torch import nn
 
 
 class IterativeNorm(nn.Module):
-    # a random-init baseline gets these statistics from data like BatchNorm's (common.probe.set_norm_stats): the
+    # a random-init baseline gets these statistics from data like BatchNorm's (common.training.probe.set_norm_stats): the
     # backbone updates them in its training-mode forward
     collects_input_statistics = True
 

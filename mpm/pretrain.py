@@ -10,8 +10,8 @@ log.jsonl and done.json.
 from __future__ import annotations
 
 from common.cli import cli
-from common.distributed import cleanup, init_distributed
-from common.train_utils import seed_everything, start_run
+from common.training.distributed import cleanup, init_distributed
+from common.training.train_utils import seed_everything, start_run
 
 from mpm.build import build_model
 from mpm.loop import train

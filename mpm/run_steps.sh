@@ -1,7 +1,7 @@
 # MPM steps for run_all.sh (sourced; see "HOW A METHOD PLUGS IN" there). Order: tokenisers -> pretraining ->
 # probes / fine-tuning / CWoLa -> table writer. smoke runs a subset (one tokeniser, two pretraining-table rows,
 # MPMv2 regression and SSFM, one mode of the new-domain and CWoLa experiments); paper runs every step. mini spends its
-# compute where the papers' claims are (common/claims.yaml): the five pretraining rows the claims compare, each
+# compute where the papers' claims are (common/results/claims.yaml): the five pretraining rows the claims compare, each
 # pretrained with seeds 0, 1, 2 (those claims compare pretraining configurations: one value per pretraining run),
 # MPMv2's ID + regression task, every downstream study of those with three seeds; SSFM (no claim) is smoke / paper
 # only; the other rows are paper-only.
@@ -33,7 +33,7 @@ mpm_steps() {
   [[ "$PROFILE" == mini ]] && v1rows="mpmv1 mpmv1_kmeans mpmv1_vqvae_nope mpmv1_vqvae_backbonepe mpmv1_regression"
   # mini: the rows of the targets claims (VQ-VAE vs k-means vs regression) get two more pretraining runs (seeds 1, 2),
   # each probed with one probe seed (the rows' values: one per pretraining run, the mean over its probe seeds;
-  # common/claims.py unit: pretraining). The positional-encoding rows keep one run, so their two claims read
+  # common/results/claims.py unit: pretraining). The positional-encoding rows keep one run, so their two claims read
   # inconclusive ("fewer than 3 pretraining runs per side"): four more runs would put the profile over its 2 h.
   local pseeds="" seeded="mpmv1 mpmv1_kmeans mpmv1_regression" s
   [[ "$PROFILE" == mini ]] && pseeds="1 2"
@@ -87,10 +87,10 @@ mpm_steps() {
     step v1_jetclass_$mode --tables mpm.v1_jetclass --after pretrain_mpmv1 -- $PY -m mpm.finetune --config $CFG/finetune_v1.yaml \
       --out "$OUT/v1_jetclass/$mode" "$J" "pretrained.run=$OUT/pretrain/mpmv1" finetune.mode=$mode
   done
-  # the jet-observables floor of each few-shot table: the same labelled subsets and seeds (python -m common.floor)
-  step floor_v1_jetclass --tables mpm.v1_jetclass --after "" -- $PY1 -m common.floor --table mpm.v1_jetclass \
+  # the jet-observables floor of each few-shot table: the same labelled subsets and seeds (python -m common.results.floor)
+  step floor_v1_jetclass --tables mpm.v1_jetclass --after "" -- $PY1 -m common.results.floor --table mpm.v1_jetclass \
     --config $CFG/finetune_v1.yaml --out "$OUT/floor/v1_jetclass" --profile $PROFILE "$J"
-  step floor_v2_jetclass --tables mpm.v2_jetclass --after "" -- $PY1 -m common.floor --table mpm.v2_jetclass \
+  step floor_v2_jetclass --tables mpm.v2_jetclass --after "" -- $PY1 -m common.results.floor --table mpm.v2_jetclass \
     --config $CFG/finetune_v2.yaml --out "$OUT/floor/v2_jetclass" --profile $PROFILE "$J"
   modes="finetune"
   ((full)) && modes="fixed finetune scratch"
@@ -177,7 +177,7 @@ mpm_steps() {
       btag.table_mode=frozen btag.table_task=nobackbone
   done
 
-  step floor_v2_btag --tables mpm.v2_btag --after "" -- $PY1 -m common.floor --table mpm.v2_btag \
+  step floor_v2_btag --tables mpm.v2_btag --after "" -- $PY1 -m common.results.floor --table mpm.v2_btag \
     --config $CFG/btag_v2.yaml --out "$OUT/floor/v2_btag" --profile $PROFILE "$B"
 
   # --- MPMv2 frozen probes: Table B's final row (regression, k-means) and, paper only, the decoder / mask sweeps ----
@@ -202,7 +202,7 @@ mpm_steps() {
     done
   fi
 
-  # --- "Which pretraining?" (common/compare.py): pooled frozen embeddings and fine-tuned runs on one shared set of
+  # --- "Which pretraining?" (common/results/compare.py): pooled frozen embeddings and fine-tuned runs on one shared set of
   # JetClass jets (run_all.sh COMPARE_DATA: the same overrides in every method's embed step), pretrained and random init
   local init name
   for row in mpmv1 $(for task in $v2tasks; do echo mpmv2_$task; done); do

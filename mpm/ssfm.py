@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.transformer import Attention, SwiGLU, zero_padded
+from common.blocks.transformer import Attention, SwiGLU, zero_padded
 
 
 def cosine_encoding(t: torch.Tensor, dim: int = 32) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Collect the MPM run results into the papers' tables (common.results), ours beside the published numbers.
+"""Collect the MPM run results into the papers' tables (common.results.tables), ours beside the published numbers.
 
     python -m mpm.tables --runs runs/mini/mpm --out runs/mini/mpm/tables --profile mini
 
@@ -17,7 +17,7 @@ Run layout (mpm/run_steps.sh):
   v2_cwola/<task>_<mode>/summary.json                                                              -> mpm.v2_cwola
   v2_probe/<task>/summary.json                frozen class-attention probe (final row of Table B)  -> mpm.v2_construction
   v2_sweep/<depth|mask>_<value>/summary.json  decoder-depth and mask-rate sweeps (paper profile)    -> mpm.v2_sweep
-Each table is written as <out>/<table_id>.json (common.results.write_result) and <out>/<table_id>.md.
+Each table is written as <out>/<table_id>.json (common.results.tables.write_result) and <out>/<table_id>.md.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from pathlib import Path
 import yaml
 
 from common.cli import cli
-from common.results import read_json, write_table
+from common.results.tables import read_json, write_table
 
 # pretraining-table row labels (published.yaml keys) from a pretraining config
 APE = {"head_input": "head", "backbone_input": "backbone", "none": "none"}
@@ -103,7 +103,7 @@ def sweep_rows(run_dir: Path, keys: dict, metrics: dict, n_key: str = "n_train")
 def _meta(profile: str, runs: list[Path], extra: dict | None = None) -> dict:
     cfgs = [c for c in (_read(r / "config.yaml") for r in runs) if c]
     pcfgs = [p for p in (_pretrain_cfg(r) for r in runs) if p]
-    # the step outputs the rows come from: the report refuses the table when one of them changes (common/report.py)
+    # the step outputs the rows come from: the report refuses the table when one of them changes (common/results/report.py)
     meta = {"profile": profile, "sources": [r / "summary.json" for r in runs if (r / "summary.json").is_file()]}
     if cfgs:
         d = cfgs[0]["data"]
@@ -235,7 +235,7 @@ def main(argv=None):
         print(write_table(out, table_id, rows, meta))
     if not tables:
         print(f"no MPM results under {args.runs}")
-    from common.train_utils import mark_done
+    from common.training.train_utils import mark_done
     mark_done(out, {"tables": sorted(tables)})
 
 

@@ -3,7 +3,7 @@
     python -m mpm.train_tokenizer --config mpm/configs/tokenizer_v1.yaml --out runs/mpm/tokenizer_v1 [a.b=value ...]
 
 tokenizer.kind vqvae: a VQ-VAE (mpm/vqvae.py) trained with the MPM loop (mpm/loop.py).
-tokenizer.kind kmeans: common.kmeans.KMeans fitted once on per-particle features of `kmeans.fit_jets` training jets
+tokenizer.kind kmeans: common.blocks.kmeans.KMeans fitted once on per-particle features of `kmeans.fit_jets` training jets
 (MPMv1: raw features, 512 centroids; MPMv2: quantile-normalised x_c, 16384 centroids).
 Writes `tokenizer.pt` ({kind, config, state}) next to the usual config.yaml / checkpoint.pt / log.jsonl / done.json.
 """
@@ -13,12 +13,12 @@ from pathlib import Path
 
 import torch
 
-from common.checkpoint import save_checkpoint
+from common.training.checkpoint import save_checkpoint
 from common.cli import cli
-from common.data import make_loader
-from common.distributed import cleanup, init_distributed
-from common.kmeans import KMeans
-from common.train_utils import mark_done, seed_everything, start_run
+from common.data.datasets import make_loader
+from common.training.distributed import cleanup, init_distributed
+from common.blocks.kmeans import KMeans
+from common.training.train_utils import mark_done, seed_everything, start_run
 
 from mpm.loop import train
 from mpm.vqvae import KMeansTokenizer, VQVAETraining, build_vqvae

@@ -6,16 +6,16 @@ on its jet through attention. Loss = L1 reconstruction (normalised features, sum
 and averaged per jet over real particles, as VqVae._shared_step in rodem-hep/mpm src/models/jet_vq_vae.py)
 + alpha * VQ loss (also averaged per jet, then over the jets, as there: `loss_average="jet"`), with alpha = 10 and
 the quantiser's beta = 0.9 (arXiv:2401.13537). The quantiser (affine codebook, k-means init, dead-code replacement)
-is common.vq.VectorQuantizer.
+is common.blocks.vq.VectorQuantizer.
 
 MPMv2 uses the same class with 8 registers, 3 layers of dim 128, 32-d codes, a Huber reconstruction loss and no
 extra normalisation (its inputs are already quantile-normalised by the data layer); its Huber loss is the mean over
 the features and over every real particle of the batch (huber_loss(dec_outs[mask], csts[mask]) in mattcleigh/jetssl
 src/models/vae.py, as is its VQ loss of quantizer(enc_outs[mask])): `recon_reduction="mean"`,
-`loss_average="particle"`; its quantiser is the cosine-similarity, EMA-updated one of common.vq (distance="cosine",
+`loss_average="particle"`; its quantiser is the cosine-similarity, EMA-updated one of common.blocks.vq (distance="cosine",
 codebook_update="ema").
 
-`KMeansTokenizer` wraps common.kmeans.KMeans behind the same `tokenize(x, mask)` interface (MPMv1: 512 centroids on
+`KMeansTokenizer` wraps common.blocks.kmeans.KMeans behind the same `tokenize(x, mask)` interface (MPMv1: 512 centroids on
 raw features; MPMv2: 16384 centroids on the 7 continuous features).
 """
 from __future__ import annotations
@@ -26,11 +26,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.checkpoint import load_checkpoint
-from common.features import get_feature_set
-from common.kmeans import nearest
-from common.transformer import Encoder
-from common.vq import VectorQuantizer
+from common.training.checkpoint import load_checkpoint
+from common.data.features import get_feature_set
+from common.blocks.kmeans import nearest
+from common.blocks.transformer import Encoder
+from common.blocks.vq import VectorQuantizer
 
 from mpm.masking import masked_jet_mean
 from mpm.normalise import IterativeNorm
@@ -138,7 +138,7 @@ class VQVAE(nn.Module):
 
 
 class KMeansTokenizer(nn.Module):
-    """Nearest-centroid labels of a fitted common.kmeans.KMeans on per-particle features (rodem-hep/mpm
+    """Nearest-centroid labels of a fitted common.blocks.kmeans.KMeans on per-particle features (rodem-hep/mpm
     src/models/labellers.py). The centroids
     are a buffer, so they follow the model to its device and into its checkpoints."""
 

@@ -1,4 +1,4 @@
-"""Pooled frozen embeddings of the compare set (common/compare.py, "Which pretraining?") from the OmniJet-alpha GPT
+"""Pooled frozen embeddings of the compare set (common/results/compare.py, "Which pretraining?") from the OmniJet-alpha GPT
 backbone (frozen tokeniser + generative transformer without its next-token head), pretrained or at random init.
 
     python -m omnijet.embed --config omnijet/configs/mini/finetune.yaml --out runs/mini/omnijet/embed/gpt \
@@ -10,7 +10,7 @@ GPT keeps the trained tokeniser: the tokens are its inputs).
 from __future__ import annotations
 
 from common.cli import cli
-from common.compare import embed_main
+from common.results.compare import embed_main
 
 from omnijet.model import backbone_fns
 

@@ -28,14 +28,14 @@ import numpy as np
 import torch
 
 from common.cli import cli
-from common.data import load_arrays
-from common.metrics import kl_quantile_binned, wasserstein1
-from common.plots import data_label, hist_ratio
-from common.train_utils import mark_done, start_run, write_json
+from common.data.datasets import load_arrays
+from common.training.metrics import kl_quantile_binned, wasserstein1
+from common.results.plots import data_label, hist_ratio
+from common.training.train_utils import mark_done, start_run, write_json
 from omnijet.jets import JET_OBSERVABLES, observables, particle_values
 from omnijet.vqvae import load_tokenizer
 
-# names used in the results table (omnijet.generation in common/published.yaml)
+# names used in the results table (omnijet.generation in common/results/published.yaml)
 TABLE_NAMES = {"pt": "jet_pt", "eta": "jet_eta", "phi": "jet_phi", "mass": "jet_mass", "nparticles":
                "jet_n_constituents", "tau21": "tau21", "tau32": "tau32"}
 LABELS = {"jet_pt": "jet $p_T$ [GeV]", "jet_eta": r"jet $\eta$", "jet_phi": r"jet $\phi$",

@@ -1,5 +1,5 @@
 """Top vs QCD classification with the OmniJet-alpha generative backbone (arXiv:2403.05618; OJ
-example_experiment_classification.yaml), through common.finetune.
+example_experiment_classification.yaml), through common.training.finetune.
 
     python -m omnijet.finetune --config omnijet/configs/finetune.yaml --out runs/omnijet/finetune/finetune \
         finetune.mode=finetune pretrain_dir=runs/omnijet/pretrain tokenizer_dir=runs/omnijet/tokenizer
@@ -11,7 +11,7 @@ the full sequence [start, t1 ... tn, stop] to the GPT blocks with the causal mas
 the hidden states; the next-token head is discarded. The classification head is chosen by the top-level `head` key
 from `heads` (the class-attention head of the paper-era public config, default, or the summation head of the
 2025 OJ config). The schedule holds lr/3 for the first epoch (OJ ConstantLR(total_iters=1), hold_epochs).
-Runs every N in finetune.n_per_class and every seed (common.finetune.run_sweep) into <out>/n<N>/seed<S>/.
+Runs every N in finetune.n_per_class and every seed (common.training.finetune.run_sweep) into <out>/n<N>/seed<S>/.
 """
 from __future__ import annotations
 
@@ -20,14 +20,14 @@ import copy
 import torch
 
 from common.cli import cli
-from common.distributed import cleanup, init_distributed
-from common.sweep import run_sweep
-from common.train_utils import mark_done, start_run
+from common.training.distributed import cleanup, init_distributed
+from common.training.sweep import run_sweep
+from common.training.train_utils import mark_done, start_run
 from omnijet.model import backbone_fns
 
 
 def harness_config(cfg: dict) -> dict:
-    """The config common.finetune reads: `finetune.head` filled in from the chosen entry of `heads`."""
+    """The config common.training.finetune reads: `finetune.head` filled in from the chosen entry of `heads`."""
     if cfg["head"] not in cfg["heads"]:
         raise ValueError(f"config: head = {cfg['head']!r}; expected one of {sorted(cfg['heads'])} (the keys of heads)")
     out = copy.deepcopy(cfg)

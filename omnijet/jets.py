@@ -3,7 +3,7 @@ gabbro/metrics/jet_substructure.py).
 
 Decoded particles carry (pT, eta_rel, phi_rel) relative to the jet axis; as in OJ they are treated as massless and
 eta_rel, phi_rel are used as their eta and phi, so the jet sits at eta ~ phi ~ 0. Jet pT, eta, phi, mass, the
-multiplicity and the N-subjettiness ratios come from common.observables; the same function is applied to original,
+multiplicity and the N-subjettiness ratios come from common.data.observables; the same function is applied to original,
 reconstructed and generated jets. N-subjettiness uses OJ's definition (gabbro/metrics/jet_substructure.py
 JetSubstructure: beta = 1, R = 0.8, exclusive-kT axes of a kt clustering with R = 0.8, pseudorapidity distances).
 """
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from common.features import FEATURE_SETS
-from common.observables import jet_observables, ptetaphi_to_p4
+from common.data.features import FEATURE_SETS
+from common.data.observables import jet_observables, ptetaphi_to_p4
 
 JET_OBSERVABLES = ("pt", "eta", "phi", "mass", "nparticles", "tau21", "tau32")
 PARTICLE_FEATURES = ("pt", "eta_rel", "phi_rel")
@@ -26,7 +26,7 @@ def particles(x: np.ndarray, mask: np.ndarray) -> dict:
 
 def observables(x: np.ndarray, mask: np.ndarray, nsub_definition: str = "omnijet") -> dict:
     """Jet observables of JET_OBSERVABLES (each (B,)) from omnijet features of padded jets; nsub_definition
-    "delphes" gives the N-subjettiness of the simulated JetClass branches instead (common.observables)."""
+    "delphes" gives the N-subjettiness of the simulated JetClass branches instead (common.data.observables)."""
     mask = np.asarray(mask, dtype=bool)
     kin = particles(x, mask)
     p4 = ptetaphi_to_p4(kin["pt"], kin["eta_rel"], kin["phi_rel"]) * mask[..., None]

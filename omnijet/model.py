@@ -1,16 +1,16 @@
 """OmniJet-alpha generative model (arXiv:2403.05618; omnijet_alpha gabbro/models/gpt_model.py) and its use as a
 classification backbone (omnijet_alpha gabbro/models/backbone.py).
 
-OmniJetGPT = common.transformer.GPT (token embedding, 3 post-LN causal blocks, width 256, 8 heads, FF 1024, ReLU,
+OmniJetGPT = common.blocks.transformer.GPT (token embedding, 3 post-LN causal blocks, width 256, 8 heads, FF 1024, ReLU,
 no positional embedding) + a Linear next-token head over the vocabulary (num_codes + 2).
 
-OmniJetBackbone wraps the GPT backbone (no head) for common.finetune: it tokenises each JetBatch on the fly with the
+OmniJetBackbone wraps the GPT backbone (no head) for common.training.finetune: it tokenises each JetBatch on the fly with the
 frozen tokeniser (so the fine-tuning harness can read raw jets with n_per_class subsets) and returns the hidden states
 of the whole sequence [start, t1 ... tn, stop] with the causal mask kept on, as in OJ (gabbro/models/backbone.py:
 no switch removes the causal mask).
 
 Builders and loaders beside them: build_gpt, load_gpt (a pretraining run directory), backbone_fns (build / load of
-the backbone for common.finetune).
+the backbone for common.training.finetune).
 """
 from __future__ import annotations
 
@@ -20,10 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.checkpoint import load_checkpoint
-from common.config import load_config
-from common.train_utils import autocast
-from common.transformer import GPT
+from common.training.checkpoint import load_checkpoint
+from common.training.config import load_config
+from common.training.train_utils import autocast
+from common.blocks.transformer import GPT
 from omnijet.tokens import START, stop_token
 from omnijet.vqvae import load_tokenizer
 
@@ -91,7 +91,7 @@ class OmniJetBackbone(nn.Module):
 
     The tokeniser is frozen and not part of the trainable parameters (it is held outside the module tree, so
     "scratch" re-initialisation and optimiser groups see only the GPT). `precision` is the GPT's context
-    (common.train_utils.autocast): fp32 as OJ (Lightning's default precision, uhh-pd-ml/omnijet_alpha configs/trainer),
+    (common.training.train_utils.autocast): fp32 as OJ (Lightning's default precision, uhh-pd-ml/omnijet_alpha configs/trainer),
     also inside the harness's outer autocast; bf16 = bf16 autocast on CUDA."""
 
     def __init__(self, gpt: GPT, tokenizer: nn.Module, precision: str = "fp32"):
@@ -127,7 +127,7 @@ class OmniJetBackbone(nn.Module):
 
 
 def backbone_fns(cfg: dict):
-    """(build, load) for common.finetune from a fine-tuning config: build() = a fresh GPT of the pretraining run's
+    """(build, load) for common.training.finetune from a fine-tuning config: build() = a fresh GPT of the pretraining run's
     architecture (pretrain_dir) around the frozen tokeniser (tokenizer_dir); load(backbone) = the pretrained weights
     of the generative backbone (embedding + GPT blocks) without the next-token head, which OJ loads with
     strict=False (gabbro/models/backbone.py)."""

@@ -8,8 +8,8 @@ Reads the token sequences written by omnijet.tokenize_dataset (all in RAM, as OJ
 keeps `checkpoint.pt` (latest, resumable) and `best.pt` (lowest validation loss, early stopping), and writes
 config.yaml, log.jsonl and done.json into --out. Works under torchrun (DDP).
 
-Same shape and keys as every training loop of the kit (common/config.py): config, data, model, optimiser and schedule,
-resume, loop, checkpoint, done. The batches come from the kit's one sampler (common.sampler.ShardedBatchSampler), so
+Same shape and keys as every training loop of the kit (common/training/config.py): config, data, model, optimiser and schedule,
+resume, loop, checkpoint, done. The batches come from the kit's one sampler (common.data.sampler.ShardedBatchSampler), so
 their order depends only on (seed, epoch, rank, world_size) and a resumed run continues with exactly the next batch.
 """
 from __future__ import annotations
@@ -20,13 +20,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from common.checkpoint import ResumableLoader, load_checkpoint, make_state, restore_state, save_checkpoint
+from common.training.checkpoint import ResumableLoader, load_checkpoint, make_state, restore_state, save_checkpoint
 from common.cli import cli
-from common.distributed import Dist, all_reduce_mean, cleanup, init_distributed, wrap_ddp
-from common.logger import MetricLogger
-from common.sampler import ShardedBatchSampler
-from common.schedules import build_scheduler
-from common.train_utils import (accumulate, autocast, build_optimizer, clip_and_step, mark_done, maybe_compile,
+from common.training.distributed import Dist, all_reduce_mean, cleanup, init_distributed, wrap_ddp
+from common.training.logger import MetricLogger
+from common.data.sampler import ShardedBatchSampler
+from common.training.schedules import build_scheduler
+from common.training.train_utils import (accumulate, autocast, build_optimizer, clip_and_step, mark_done, maybe_compile,
                                 micro_batch_size, progress, seed_everything, start_run)
 from omnijet.model import build_gpt, next_token_loss, shift_tokens
 from omnijet.tokens import START, load_split, num_codes_of
@@ -36,7 +36,7 @@ from omnijet.validation import balanced_subset
 def token_batches(tokens: np.ndarray, lengths: np.ndarray, batch_size: int, seed: int, rank: int = 0,
                   world_size: int = 1) -> ResumableLoader:
     """Endless (tokens, lengths) batches of one rank from the in-memory sequences: a seeded per-epoch permutation
-    sharded over ranks (common.sampler.ShardedBatchSampler, incomplete batches dropped); its state (epoch,
+    sharded over ranks (common.data.sampler.ShardedBatchSampler, incomplete batches dropped); its state (epoch,
     position) is saved in the checkpoint."""
     sampler = ShardedBatchSampler(len(tokens), batch_size, shuffle=True, seed=seed, rank=rank, world_size=world_size,
                                   drop_last=True)

@@ -45,8 +45,8 @@ omnijet_steps() {
       "finetune.mode=$mode" "pretrain_dir=$OUT/pretrain" "tokenizer_dir=$OUT/tokenizer" \
       $( [[ "$PROFILE" == mini && "$mode" == fixed ]] && echo "finetune.seeds=[0]" )
   done
-  # the jet-observables floor: the fine-tuning runs' labelled subsets and seeds (python -m common.floor)
-  step floor_classification --tables omnijet.classification --after "" -- $PY1 -m common.floor \
+  # the jet-observables floor: the fine-tuning runs' labelled subsets and seeds (python -m common.results.floor)
+  step floor_classification --tables omnijet.classification --after "" -- $PY1 -m common.results.floor \
     --table omnijet.classification --config "$CFG/finetune.yaml" --out "$OUT/floor/classification" \
     --profile "$PROFILE" "$d"
   if [[ "$PROFILE" != smoke ]]; then  # the other head of the OJ configs: summation (the 2025 example config)
@@ -55,7 +55,7 @@ omnijet_steps() {
       "finetune.mode=finetune" "head=sum" "pretrain_dir=$OUT/pretrain" "tokenizer_dir=$OUT/tokenizer" \
       $( [[ "$PROFILE" == mini ]] && echo "finetune.seeds=[0]" )
   fi
-  local init  # "Which pretraining?" (common/compare.py): the same compare set as every method (run_all.sh COMPARE_DATA)
+  local init  # "Which pretraining?" (common/results/compare.py): the same compare set as every method (run_all.sh COMPARE_DATA)
   for init in pretrained random; do
     step "embed_gpt_$init" --tables compare.which_pretraining --after tokenizer,pretrain -- \
       $PY1 -m omnijet.embed --config "$CFG/finetune.yaml" --out "$OUT/embed/gpt_$init" --name "OmniJet-alpha (GPT)" \

@@ -3,7 +3,7 @@
     python -m omnijet.tables --runs runs/mini/omnijet --out runs/mini/omnijet/tables --profile mini
 
 Collects what the evaluation steps wrote under --runs and writes one result file per table through
-common.results.write_result (<out>/<table_id>.json) plus a Markdown rendering (<out>/<table_id>.md):
+common.results.tables.write_result (<out>/<table_id>.json) plus a Markdown rendering (<out>/<table_id>.md):
   omnijet.token_quality    token_quality/metrics.json     resolutions and codebook utilisation per tokeniser
   omnijet.generation       eval_generation/metrics.json   KL and W1 of generated vs tokenised+reconstructed jets
   omnijet.classification   finetune/**/result.json        top vs QCD vs labelled jets per class, per mode
@@ -17,7 +17,7 @@ import argparse
 from pathlib import Path
 
 from common.cli import cli
-from common.results import (CLASSIFIER_DISABLED, NO_BACKGROUND_PASSES, NO_CODEBOOK, NO_FINITE_DIFFERENCE,
+from common.results.tables import (CLASSIFIER_DISABLED, NO_BACKGROUND_PASSES, NO_CODEBOOK, NO_FINITE_DIFFERENCE,
                             TOO_FEW_TOP_QCD, json_metric, non_finite_note, read_json, write_table)
 
 TOKEN_METRICS = ("particle_pt_resolution", "etaphi_resolution", "eta_resolution", "phi_resolution",

@@ -6,7 +6,7 @@ VQ-VAE, MLP VQ-VAE baseline, or the binned grid.
 Writes config.yaml, checkpoint.pt (latest, atomic, resumable), log.jsonl and done.json into --out. The binned
 tokeniser has no parameters: it is written straight away. Works under torchrun (DDP).
 
-Same shape and keys as every training loop of the kit (common/config.py): config, data, model, optimiser and schedule,
+Same shape and keys as every training loop of the kit (common/training/config.py): config, data, model, optimiser and schedule,
 resume, loop, checkpoint, done.
 """
 from __future__ import annotations
@@ -15,13 +15,13 @@ from pathlib import Path
 
 import torch
 
-from common.checkpoint import ResumableLoader, load_checkpoint, make_state, restore_state, save_checkpoint
+from common.training.checkpoint import ResumableLoader, load_checkpoint, make_state, restore_state, save_checkpoint
 from common.cli import cli
-from common.data import make_loader
-from common.distributed import Dist, all_reduce_mean, cleanup, init_distributed, unwrap_model, wrap_ddp
-from common.logger import MetricLogger
-from common.schedules import build_scheduler
-from common.train_utils import (accumulate, autocast, build_optimizer, clip_and_step, mark_done, maybe_compile,
+from common.data.datasets import make_loader
+from common.training.distributed import Dist, all_reduce_mean, cleanup, init_distributed, unwrap_model, wrap_ddp
+from common.training.logger import MetricLogger
+from common.training.schedules import build_scheduler
+from common.training.train_utils import (accumulate, autocast, build_optimizer, clip_and_step, mark_done, maybe_compile,
                                 micro_batch_size, progress, seed_everything, start_run)
 from omnijet.validation import validation_loader
 from omnijet.vqvae import build_tokenizer

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from common.data import JetDataset, build_dataset
-from common.sampler import ShardedBatchSampler
+from common.data.datasets import JetDataset, build_dataset
+from common.data.sampler import ShardedBatchSampler
 
 SEED = 3838  # OJ seed_shuffle_data
 

@@ -12,7 +12,7 @@ if str(REPO_ROOT) not in sys.path:  # also when pytest is called as `pytest` rat
     sys.path.insert(0, str(REPO_ROOT))
 
 os.environ.setdefault("MPLBACKEND", "Agg")  # plots are written to files; never open a window
-# tiny models: one intra-op thread per process (common.train_utils.set_torch_threads), also in scripts tests launch
+# tiny models: one intra-op thread per process (common.training.train_utils.set_torch_threads), also in scripts tests launch
 os.environ.setdefault("JETFM_THREADS", "1")
 
 

@@ -12,7 +12,7 @@ import awkward as ak
 import numpy as np
 import uproot
 
-from common.jetclass import CLASS_NAMES, FILE_PREFIX, LABEL_DTYPES, PARTICLE_FLOAT, PARTICLE_INT
+from common.data.jetclass import CLASS_NAMES, FILE_PREFIX, LABEL_DTYPES, PARTICLE_FLOAT, PARTICLE_INT
 
 
 def random_jets(n: int, seed: int, max_particles: int = 40, min_particles: int = 3):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from common.atomic import atomic_path, write_json
-from common.logger import MetricLogger, read_log
+from common.training.logger import MetricLogger, read_log
 
 
 def test_atomic_path_leaves_nothing_on_error(tmp_path):

@@ -11,7 +11,7 @@ import uproot
 import yaml
 
 from bench.bench_weaver_part import DATA_CONFIG, TABLE_ID, evaluate_predictions, main, parse_log
-from common.jetclass import CLASS_NAMES
+from common.data.jetclass import CLASS_NAMES
 from common.simulate.writers import JETCLASS_BRANCHES
 from tests.data_factory import write_jetclass
 
@@ -107,8 +107,8 @@ def test_benchmark_end_to_end_tiny(tmp_path, monkeypatch):
 
 
 def test_reference_result_shown_in_results_md(tmp_path):
-    from common.report import build_results_md
-    from common.results import write_result
+    from common.results.report import build_results_md
+    from common.results.tables import write_result
 
     row = {"model": "ParT (weaver-core)", "features": "full", "accuracy": 0.7134, "auc_Tbqq_vs_QCD": 0.9881}
     meta = {"title": "Supervised reference", "keys": ["model", "features"],

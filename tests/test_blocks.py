@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from common.transformer import GPT, Attention, Encoder, EncoderBlock, KVCache, PairEmbed
+from common.blocks.transformer import GPT, Attention, Encoder, EncoderBlock, KVCache, PairEmbed
 
 torch.manual_seed(0)
 B, N, D, H = 3, 7, 16, 4
@@ -173,7 +173,7 @@ def test_pair_embed_padding_and_symmetry():
 
 
 def test_masked_batchnorm_equals_batchnorm_on_real_pairs():
-    from common.transformer import MaskedBatchNorm1d
+    from common.blocks.transformer import MaskedBatchNorm1d
     x = torch.randn(3, 5, 10)
     valid = torch.rand(3, 10) > 0.4
     mbn, bn = MaskedBatchNorm1d(5), torch.nn.BatchNorm1d(5)

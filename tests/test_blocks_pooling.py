@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from common.pooling import ClassAttentionPooling, build_head, masked_max, masked_mean, masked_sum
+from common.blocks.pooling import ClassAttentionPooling, build_head, masked_max, masked_mean, masked_sum
 
 B, T, D = 3, 6, 8
 

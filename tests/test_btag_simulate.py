@@ -9,8 +9,8 @@ import shutil
 import numpy as np
 import pytest
 
-from common.btag import H5_KEYS, READ_BRANCHES, lifetime_signing, read_btag, track_origin
-from common.features import DataError
+from common.data.btag import H5_KEYS, READ_BRANCHES, lifetime_signing, read_btag, track_origin
+from common.data.features import DataError
 
 BTAG_SEED = 7
 PER_FLAVOUR = 40  # 24 / 8 / 8 per flavour over train / valid / test

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from common.btag import MAX_TRACKS, finalise, write_h5
-from common.checkpoint import save_checkpoint
-from common.config import load_config, save_config
-from common.metrics import adjusted_rand_index_onesided, balanced_accuracy, bell_numbers
-from common.results import read_result
+from common.data.btag import MAX_TRACKS, finalise, write_h5
+from common.training.checkpoint import save_checkpoint
+from common.training.config import load_config, save_config
+from common.training.metrics import adjusted_rand_index_onesided, balanced_accuracy, bell_numbers
+from common.results.tables import read_result
 
 from mpm.build import build_model
 
@@ -24,7 +24,7 @@ SHRINK = ["model.dim=16", "model.depth=1", "model.num_heads=2", "model.ff_hidden
 
 
 def btag_arrays(n: int, seed: int) -> dict:
-    """n hand-made jets in the HDF5 layout of common.btag (2..15 tracks, vertices 0..3, all three flavours)."""
+    """n hand-made jets in the HDF5 layout of common.data.btag (2..15 tracks, vertices 0..3, all three flavours)."""
     rng = np.random.default_rng(seed)
     k = rng.integers(2, MAX_TRACKS + 1, n)
     mask = np.arange(MAX_TRACKS)[None] < k[:, None]
@@ -68,8 +68,8 @@ def pretrained_v2(tmp_path_factory):
 
 
 def _task(builder, path, over=()):
-    """A per-track task (common.finetune.Task) from a config: its btag section and finetune settings."""
-    from common.finetune_config import finetune_settings
+    """A per-track task (common.training.finetune.Task) from a config: its btag section and finetune settings."""
+    from common.training.finetune_config import finetune_settings
 
     cfg = load_config(path, list(over))
     return builder(cfg["btag"], finetune_settings(cfg))
@@ -121,9 +121,9 @@ def test_balanced_accuracy_by_hand():
 # ------------------------------------------------------------------------------------------------------ inputs
 
 def test_inputs_use_the_pretraining_quantiles_in_the_mpmv2_column_order(pretrained_v2, btag_dir):
-    from common.btag import read_btag
-    from common.config import load_config as load
-    from common.data import mpmv2_quantiles
+    from common.data.btag import read_btag
+    from common.training.config import load_config as load
+    from common.data.datasets import mpmv2_quantiles
     from mpm.btag.data import load_btag_split
 
     pcfg = load(pretrained_v2 / "config.yaml")
@@ -253,7 +253,7 @@ def test_vertexing_script_writes_a_valid_result(pretrained_v2, btag_dir, tmp_pat
     vertexing.main(_args("mpm/configs/smoke/vertexing_v2.yaml", out, pretrained_v2, btag_dir,
                          "finetune.steps=3", "finetune.mode=scratch"))
     res = read_result(out / "mpm.v2_vertexing.json")
-    from common.btag import read_btag
+    from common.data.btag import read_btag
     raw = read_btag(str(btag_dir / "test_0.h5"))
     n_sv = np.where(raw["mask"], raw["vtx_id"], 0).max(1)
     assert {r["n_sv"] for r in res["rows"]} == set(n_sv[raw["mask"].sum(1) >= 2].tolist()) - {0}
@@ -264,7 +264,7 @@ def test_vertexing_script_writes_a_valid_result(pretrained_v2, btag_dir, tmp_pat
 # ------------------------------------------------------------------------------------------------------ configs
 
 def _fc(path, n=None, mode="finetune", over=()):
-    from common.finetune_config import finetune_settings
+    from common.training.finetune_config import finetune_settings
     cfg = load_config(path, [f"finetune.mode={mode}", *over])
     return finetune_settings(cfg, n)
 
@@ -306,10 +306,10 @@ def test_per_track_paper_settings_and_twins(name):
 
 @pytest.mark.parametrize("name", ["track_origin_v2", "vertexing_v2"])
 def test_per_track_paper_config_builds_and_steps(name, tmp_path):
-    from common.classifier import build_classifier
+    from common.training.classifier import build_classifier
     from mpm.build import backbone_fns
-    from common.array_loader import ArrayLoader
-    from common.features import get_feature_set
+    from common.data.array_loader import ArrayLoader
+    from common.data.features import get_feature_set
     from mpm.btag.data import mpmv2_inputs
     from mpm.btag.track_origin import origin_task
     from mpm.btag.vertexing import vertex_task
@@ -349,8 +349,8 @@ def test_vertexing_score_averages_the_ari_per_number_of_secondary_vertices():
 # ------------------------------------------------------------------------------------------------------ claims
 
 def test_btag_claims_compare_the_published_cells():
-    from common import claims as C
-    from common.results import load_published
+    from common.results import claims as C
+    from common.results.tables import load_published
 
     published = load_published()
     by_id = {c["id"]: c for c in C.load_claims()}

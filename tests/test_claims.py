@@ -7,10 +7,9 @@ import math
 import pytest
 import yaml
 
-from common import claims as C
-from common import report
-from common import results as R
-
+from common.results import claims as C
+from common.results import report
+from common.results import tables as R
 PUB = {
     "mpm": {
         "toy": {
@@ -100,7 +99,7 @@ def test_load_claims_rejects_unknown_tables_metrics_and_keys(tmp_path):
         p.write_text(yaml.safe_dump({"claims": [claim]}))
         return p
     C.load_claims(write(CLAIM), PUB)
-    with pytest.raises(ValueError, match="not in common/published.yaml"):
+    with pytest.raises(ValueError, match="not in common/results/published.yaml"):
         C.load_claims(write({**CLAIM, "table": "mpm.nope"}), PUB)
     with pytest.raises(ValueError, match="metric 'auc'"):
         C.load_claims(write({**CLAIM, "metric": "auc"}), PUB)
@@ -111,7 +110,7 @@ def test_load_claims_rejects_unknown_tables_metrics_and_keys(tmp_path):
 
 
 def test_shipped_claims_match_published_tables_and_cover_every_method():
-    claims = C.load_claims()  # validated against common/published.yaml
+    claims = C.load_claims()  # validated against common/results/published.yaml
     assert {c["table"].split(".")[0] for c in claims} == {"mpm", "omnijet", "hepjepa"}
     assert len({c["id"] for c in claims}) == len(claims)
     published = R.load_published()

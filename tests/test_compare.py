@@ -1,5 +1,5 @@
-"""common/compare.py ("Which pretraining?"): every method's embeddings go through the same probe on the same subsets,
-beside the floor on the same jets; each method's embed.py writes them through common.compare."""
+"""common/results/compare.py ("Which pretraining?"): every method's embeddings go through the same probe on the same subsets,
+beside the floor on the same jets; each method's embed.py writes them through common.results.compare."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from common import compare
-from common.data import build_dataset
+from common.results import compare
+from common.data.datasets import build_dataset
 from tests.data_factory import write_jetclass
 
 CLASSES = ["QCD", "Tbqq", "Wqq"]
@@ -124,7 +124,7 @@ def test_pretraining_cost_from_the_runs_done_json(tmp_path):
 
 
 def test_pairwise_verdicts_follow_the_claims_rule():
-    from common.compare import pairwise_verdicts
+    from common.results.compare import pairwise_verdicts
 
     rows = []
     for s in range(3):
@@ -144,7 +144,7 @@ def test_forward_flops_per_jet_counts_the_backbones_matrix_products():
     import torch
     from torch import nn
 
-    from common.compare import _cost, forward_flops_per_jet
+    from common.results.compare import _cost, forward_flops_per_jet
 
     class Lin(nn.Module):
         def __init__(self):
@@ -160,19 +160,19 @@ def test_forward_flops_per_jet_counts_the_backbones_matrix_products():
 
 
 def test_finetuned_mode_is_one_recipe_on_the_frozen_modes_subsets(data_root, tmp_path, monkeypatch):
-    """Every backbone is fine-tuned with common/compare.yaml's head and recipe on the frozen mode's labelled subsets
+    """Every backbone is fine-tuned with common/results/compare.yaml's head and recipe on the frozen mode's labelled subsets
     and test jets; the random init gets its data statistics set first; another recipe is refused."""
     import json
 
-    import common.probe
+    import common.training.probe
 
     monkeypatch.setattr(compare, "COMPARE_GRID", (5,))
     recipe = {**compare.finetune_recipe(), "steps": 6, "val_every": 3, "batch_size": 5, "max_test_jets": 30,
               "max_val_jets": 18}
     monkeypatch.setattr(compare, "finetune_recipe", lambda: recipe)
     stats_set = []
-    real_set = common.probe.set_norm_stats
-    monkeypatch.setattr(common.probe, "set_norm_stats",
+    real_set = common.training.probe.set_norm_stats
+    monkeypatch.setattr(common.training.probe, "set_norm_stats",
                         lambda m, b, f: stats_set.append(len(b)) or real_set(m, b, f))
     cfg = _cfg(data_root)
     d_in = build_dataset(cfg["data"], "test", progress=False)[np.arange(2)].x.shape[-1]

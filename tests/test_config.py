@@ -1,10 +1,10 @@
-"""common.config: base inheritance, strict keys, overrides, free-form sections, atomic save."""
+"""common.training.config: base inheritance, strict keys, overrides, free-form sections, atomic save."""
 import argparse
 
 import pytest
 import yaml
 
-from common.config import ConfigError, add_config_args, config_from_args, load_config, save_config
+from common.training.config import ConfigError, add_config_args, config_from_args, load_config, save_config
 
 
 def _write(path, text):
@@ -142,7 +142,7 @@ def test_renamed_key_names_its_new_name(tmp_path, old, new):
 
 def test_every_shipped_config_uses_the_loop_vocabulary():
     import glob
-    from common.config import RENAMED, check_renamed
+    from common.training.config import RENAMED, check_renamed
     files = [f for m in ("mpm", "omnijet", "hepjepa") for f in glob.glob(f"{m}/configs/**/*.yaml", recursive=True)]
     assert len(files) > 50
     for f in files:

@@ -6,11 +6,11 @@ import pandas as pd
 import pytest
 import uproot
 
-from common.features import DataError
-from common.jetclass import (BRANCHES, CLASS_NAMES, LABEL_DTYPES, class_of_file,
+from common.data.features import DataError
+from common.data.jetclass import (BRANCHES, CLASS_NAMES, LABEL_DTYPES, class_of_file,
                              read_jetclass)
-from common.quarkgluon import read_qg
-from common.toptagging import read_toptagging
+from common.data.quarkgluon import read_qg
+from common.data.toptagging import read_toptagging
 from tests.data_factory import (jetclass_arrays, toptagging_frame, write_jetclass, write_jetclass_arrays, write_qg,
                                 write_toptagging)
 
@@ -121,7 +121,7 @@ def test_qg_two_files_different_lengths(tmp_path):
     pid = x[0, 0, 3]
     expect_q = {211: 1, -211: -1, 321: 1, -321: -1, 2212: 1, -2212: -1, 11: -1, -11: 1, 13: -1, -13: 1}.get(int(pid), 0)
     assert r1.part["charge"][0, 0] == expect_q
-    from common.features import RawJets
+    from common.data.features import RawJets
     both = RawJets.concatenate([r1, r2])
     assert both.p4.shape == (60, max(m1, m2), 4) and both.mask[:30, m1:].sum() == 0
 

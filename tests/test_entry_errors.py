@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from common.config import ConfigError, load_config
-from common.train_utils import start_run
+from common.training.config import ConfigError, load_config
+from common.training.train_utils import start_run
 
 ROOT = Path(__file__).resolve().parents[1]
 HEPJEPA = "hepjepa/configs/pretrain.yaml"

@@ -1,11 +1,11 @@
-"""Table figures (common/figures.py, common/plots.py table_figure) and their links in RESULTS.md; the generation
+"""Table figures (common/results/figures.py, common/results/plots.py table_figure) and their links in RESULTS.md; the generation
 histograms name simulated data as the kit's simulation and keep their ratio label whole."""
 from __future__ import annotations
 
 import numpy as np
 
-from common import figures, report, results
-from common.plots import data_label, hist_ratio
+from common.results import figures, report, tables as results
+from common.results.plots import data_label, hist_ratio
 
 PUB = {"mpm": {"v2_jetclass": {
     "title": "t", "source": "Leigh et al., arXiv:2409.12589", "keys": ["mode", "task", "n_train"],

@@ -1,5 +1,5 @@
-"""common.finetune: modes (fixed is bit-identical, scratch re-initialises), CatchupToLR values, early stopping,
-N-per-class sweeps with mean/std, result.json; one integration run through common.data on tiny Top-tagging files."""
+"""common.training.finetune: modes (fixed is bit-identical, scratch re-initialises), CatchupToLR values, early stopping,
+N-per-class sweeps with mean/std, result.json; one integration run through common.data.datasets on tiny Top-tagging files."""
 import json
 
 import numpy as np
@@ -7,13 +7,13 @@ import pytest
 import torch
 from torch import nn
 
-from common.batch import JetBatch
-from common.distributed import Dist
-from common.classifier import Classifier, build_classifier, build_classifier_optimizer
-from common.finetune import evaluate_metrics, run_finetune
-from common.finetune_config import finetune_settings
-from common.schedules import build_finetune_scheduler, catchup_lr
-from common.sweep import run_sweep
+from common.data.batch import JetBatch
+from common.training.distributed import Dist
+from common.training.classifier import Classifier, build_classifier, build_classifier_optimizer
+from common.training.finetune import evaluate_metrics, run_finetune
+from common.training.finetune_config import finetune_settings
+from common.training.schedules import build_finetune_scheduler, catchup_lr
+from common.training.sweep import run_sweep
 from test_train_utils import FakeJetLoader
 
 CLASSES = ["QCD", "Top"]
@@ -308,8 +308,8 @@ def test_killed_run_resumes_bitwise(tmp_path):
 # integration with the real data module, and DDP
 
 def test_integration_with_common_data(tmp_path):
-    """A scratch run through common.data.make_loader on tiny Top-tagging files in the published format."""
-    data = pytest.importorskip("common.data", reason="common/data.py (DATA helper) not written yet")
+    """A scratch run through common.data.datasets.make_loader on tiny Top-tagging files in the published format."""
+    data = pytest.importorskip("common.data.datasets", reason="common/data/datasets.py (DATA helper) not written yet")
     factory = pytest.importorskip("data_factory", reason="tests/data_factory.py (DATA helper) not written yet")
     root = tmp_path / "top"
     for i, split in enumerate(("train", "val", "test")):
@@ -337,7 +337,7 @@ def _ddp_cfg():
 
 def _ddp_worker(rank, store, out):
     import torch.distributed as tdist
-    from common.distributed import cleanup, init_distributed
+    from common.training.distributed import cleanup, init_distributed
     tdist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
     try:
         dist = init_distributed(device="cpu")

@@ -1,4 +1,4 @@
-"""common.finetune against the official MPMv2 fine-tuning recipe (jetssl workflow/full_pipeline.smk, configs/callbacks,
+"""common.training.finetune against the official MPMv2 fine-tuning recipe (jetssl workflow/full_pipeline.smk, configs/callbacks,
 mltools lightning_utils): schedule length under an epoch cap, the per-N / per-mode rules of the shipped configs,
 validation every k epochs, the last-step model of CWoLa."""
 from __future__ import annotations
@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from common.checkpoint import load_checkpoint
-from common.config import load_config
-from common.distributed import Dist
-from common.finetune_config import MODES, apply_per_n, finetune_settings
-from common.sweep import run_sweep
+from common.training.checkpoint import load_checkpoint
+from common.training.config import load_config
+from common.training.distributed import Dist
+from common.training.finetune_config import MODES, apply_per_n, finetune_settings
+from common.training.sweep import run_sweep
 from test_finetune import CLASSES, TinyBackbone, _cfg, _run, make_loader_fn
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
@@ -170,7 +170,7 @@ def test_run_cwola_v2_keeps_the_last_step(tmp_path, monkeypatch):
 @pytest.mark.parametrize("flag", ["bf16", "fp32"])
 def test_finetune_precision_switch_reaches_every_forward(tmp_path, monkeypatch, flag):
     # OmniJet's classifier trains in fp32 (no precision set in its official configs): finetune.precision fp32
-    import common.finetune as F
+    import common.training.finetune as F
 
     seen = []
     real = F.autocast

@@ -1,9 +1,9 @@
-"""Every method's fine-tuning section exposes the shared harness's finetune.per_n rules (common/finetune.py
+"""Every method's fine-tuning section exposes the shared harness's finetune.per_n rules (common/training/finetune.py
 apply_per_n), so they can be set from YAML or the command line."""
 import pytest
 
-from common.config import load_config
-from common.finetune_config import finetune_settings
+from common.training.config import load_config
+from common.training.finetune_config import finetune_settings
 
 RULE = "finetune.per_n=[{min_n: 0, max_n: 1000, modes: [finetune], set: {lr: 0.5}}]"
 CONFIGS = [f"hepjepa/configs/{profile}finetune_{task}.yaml" for profile in ("", "mini/", "smoke/")

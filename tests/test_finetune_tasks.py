@@ -1,4 +1,4 @@
-"""One fine-tuning loop (common.finetune.run_finetune) for every downstream task: per-jet classification, MPMv2 BTag
+"""One fine-tuning loop (common.training.finetune.run_finetune) for every downstream task: per-jet classification, MPMv2 BTag
 flavour tagging, per-track classification (track origin), per-pair vertexing and CWoLa.
 
 Each task is run for a fixed seed on a tiny sample and its numbers are compared with those the separate loops gave
@@ -11,8 +11,8 @@ import math
 
 import numpy as np
 import pytest
-from common.config import load_config
-from common.distributed import Dist
+from common.training.config import load_config
+from common.training.distributed import Dist
 
 from test_btag_tasks import _args, btag_dir, pretrained_v2  # noqa: F401  (module fixtures)
 
@@ -183,7 +183,7 @@ def test_a_new_downstream_task_is_a_small_task_object(tmp_path):
     import torch
     from torch import nn
 
-    from common.finetune import Task, run_finetune
+    from common.training.finetune import Task, run_finetune
     from test_finetune import TinyBackbone, _cfg, load_pretrained, make_loader_fn
 
     class MeanHead(nn.Module):

@@ -1,4 +1,4 @@
-"""common/floor.py: the jet-observables floor sees only jet-level inputs and trains on the fine-tuning runs' subsets."""
+"""common/results/floor.py: the jet-observables floor sees only jet-level inputs and trains on the fine-tuning runs' subsets."""
 from __future__ import annotations
 
 import json
@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common import floor
-from common.btag import MAX_TRACKS, finalise, write_h5
-from common.data import build_dataset
-from common.results import read_result, render_table, write_result
+from common.results import floor
+from common.data.btag import MAX_TRACKS, finalise, write_h5
+from common.data.datasets import build_dataset
+from common.results.tables import read_result, render_table, write_result
 from tests.data_factory import write_jetclass
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,8 +96,8 @@ def test_btag_features_are_jet_and_track_summaries():
 
 def test_subsets_are_the_finetuning_harness_draw(jetclass_dir, monkeypatch):
     """The floor trains on exactly the jets run_finetune would: the harness's own train-loader call, replayed."""
-    from common import finetune
-    from common.distributed import Dist
+    from common.training import finetune
+    from common.training.distributed import Dist
 
     cfg = _cfg(jetclass_dir)
     _, info = floor.run_floor(cfg, "mpm.v1_jetclass", classifiers=("logistic",))
@@ -125,15 +125,15 @@ def test_subsets_are_the_finetuning_harness_draw(jetclass_dir, monkeypatch):
 
 
 def test_hepjepa_label_percents_follow_its_label_count():
-    """The floor and HEP-JEPA's sweep share common.probe.label_count (n per class of a label percentage)."""
+    """The floor and HEP-JEPA's sweep share common.data.subsets.label_count (n per class of a label percentage)."""
     cfg = {"sweep": {"label_percents": [0.05, 0.5, 2, 100]}, "finetune": {"n_per_class": None}}
     assert floor.label_grid(cfg, 24000, 10) == [(1, 0.05), (12, 0.5), (48, 2), (None, 100)]
     assert floor.label_grid({"finetune": {"n_per_class": [10, 100]}}, 24000, 10) == [(10, None), (100, None)]
 
 
 def test_btag_subset_is_the_btag_finetuning_draw():
-    """One draw (common.btag.subset_index) for the floor and the BTag fine-tuning runs (mpm.btag.data.subset)."""
-    from common.btag import subset_index
+    """One draw (common.data.btag.subset_index) for the floor and the BTag fine-tuning runs (mpm.btag.data.subset)."""
+    from common.data.btag import subset_index
     from mpm.btag.data import subset
 
     arrays = {"label": np.arange(50), "x": np.arange(50) * 2}
@@ -178,8 +178,8 @@ def test_btag_floor_runs_on_the_btag_split(tmp_path):
 def test_every_floor_table_has_a_run_all_step_and_valid_rows(table_id, tmp_path):
     method = table_id.partition(".")[0]
     steps = (ROOT / method / "run_steps.sh").read_text()
-    assert re.search(rf"-m common\.floor[^\n]*(\\\n[^\n]*)*--table {re.escape(table_id)}\b", steps), \
-        f"{method}/run_steps.sh has no common.floor step for {table_id}"
+    assert re.search(rf"-m common\.results\.floor[^\n]*(\\\n[^\n]*)*--table {re.escape(table_id)}\b", steps), \
+        f"{method}/run_steps.sh has no common.results.floor step for {table_id}"
     for name in floor.CLASSIFIERS.values():
         keys = floor.TABLE_KEYS[table_id](name, 10, 0.5, 10, 100)
         row = {**keys, "seed": 0, "accuracy": 0.5}
@@ -187,7 +187,7 @@ def test_every_floor_table_has_a_run_all_step_and_valid_rows(table_id, tmp_path)
 
 
 def test_merged_meta_keeps_the_notes_of_method_and_floor():
-    from common.results import merge_meta
+    from common.results.tables import merge_meta
 
     meta = merge_meta([{"notes": "floor rows: observables.", "seeds": [0]}, {"notes": "method rows.", "seeds": [1],
                                                                               "dataset": "jetclass"}])

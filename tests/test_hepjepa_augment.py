@@ -3,8 +3,8 @@ import math
 
 import torch
 
-from common.batch import JetBatch
-from common.features import FEATURE_SETS
+from common.data.batch import JetBatch
+from common.data.features import FEATURE_SETS
 from hepjepa.augment import augment
 from tests.test_hepjepa_tokenizer import fake_jets
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from common.checkpoint import load_checkpoint
-from common.config import load_config
-from common.distributed import Dist
+from common.training.checkpoint import load_checkpoint
+from common.training.config import load_config
+from common.training.distributed import Dist
 from hepjepa import figures, finetune, pretrain, tables
 from tests.data_factory import write_jetclass, write_qg, write_toptagging
 

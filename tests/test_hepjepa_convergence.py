@@ -3,8 +3,8 @@ from-scratch minimum (hepjepa/convergence.py), written by the table step and dec
 import json
 import math
 
-from common import claims as C
-from common import results as R
+from common.results import claims as C
+from common.results import tables as R
 from hepjepa import convergence, tables
 
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from common.config import load_config
-from common.pairwise import pairwise_features
+from common.training.config import load_config
+from common.blocks.pairwise import pairwise_features
 from hepjepa.masking import sample_masks
 from hepjepa.model import PatchEncoder
 from hepjepa.overlap import target_in_context_fraction
@@ -128,8 +128,8 @@ def test_augmented_four_vectors_follow_the_angles(aug):
     """The pairwise physics-bias inputs are computed from the augmented particles: after a rotation (reflection,
     smearing) of (deta, dphi), the four-vectors give back the new angles, and pairwise_features of the augmented p4
     equal those of massless particles built by hand at the augmented angles."""
-    from common.batch import JET_FIELDS, JetBatch
-    from common.features import FEATURE_SETS
+    from common.data.batch import JET_FIELDS, JetBatch
+    from common.data.features import FEATURE_SETS
     from hepjepa.augment import augment
 
     names = list(FEATURE_SETS["hepjepa"].names)

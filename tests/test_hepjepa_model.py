@@ -1,7 +1,7 @@
 """HEP-JEPA model: EMA teacher, loss, information flow to the predictor, backbone."""
 import torch
 
-from common.ema import momentum_schedule
+from common.training.ema import momentum_schedule
 from hepjepa.model import HEPJEPA, HEPJEPABackbone
 from tests.test_hepjepa_tokenizer import fake_jets
 
@@ -113,7 +113,7 @@ def test_backbone_loads_pretrained_and_ignores_padding():
     assert bb.dim == 16
     bb.eval()
     x, mask, p4 = fake_jets([24, 3], seed=2)
-    from common.batch import JetBatch
+    from common.data.batch import JetBatch
     batch = JetBatch(x, mask, p4, torch.zeros(2, 6), torch.zeros(2, dtype=torch.long))
     h, hm = bb(batch)
     assert h.shape == (2, 6, 16) and hm.sum(1).tolist() == [6, 3]

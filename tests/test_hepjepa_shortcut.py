@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from common.config import load_config
-from common.features import FEATURE_SETS, RawJets, deta_dphi_partstyle, jet_from_constituents
-from common.finetune_config import finetune_settings
+from common.training.config import load_config
+from common.data.features import FEATURE_SETS, RawJets, deta_dphi_partstyle, jet_from_constituents
+from common.training.finetune_config import finetune_settings
 from hepjepa.model import HEPJEPA, HEPJEPABackbone
 from hepjepa.monitors import OnlineProbe, between_jet_share, effective_rank, position_basis, position_r2
 from hepjepa.tokenizer import SinCosPosition
@@ -152,8 +152,8 @@ def test_random_baseline_gets_its_statistics_from_data():
     def build():
         return HEPJEPABackbone(TINY, 7, (5, 6))
 
-    from common.array_loader import ArrayLoader
-    from common.probe import random_init
+    from common.data.array_loader import ArrayLoader
+    from common.training.probe import random_init
     net = random_init(build, 0, ArrayLoader(arrays, 4, shuffle=False))      # 8 jets: 2 batches
     bns = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     assert bns and not net.training

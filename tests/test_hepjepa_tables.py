@@ -3,7 +3,7 @@ import json
 
 import yaml
 
-from common.config import load_config
+from common.training.config import load_config
 from hepjepa import tables
 
 

@@ -9,7 +9,7 @@ import pytest
 from pathlib import Path
 import torch
 
-from common.checkpoint import (UnsafeCheckpointError, load_checkpoint, make_state, restore_state, rng_state,
+from common.training.checkpoint import (UnsafeCheckpointError, load_checkpoint, make_state, restore_state, rng_state,
                                save_checkpoint, set_rng_state)
 
 
@@ -67,7 +67,7 @@ def test_rng_state_is_plain():
 
 
 def test_quantile_cache_is_not_a_pickle(tmp_path):
-    from common import data as data_mod
+    from common.data import datasets as data_mod
     from tests.data_factory import write_jetclass
     root = tmp_path / "jc"
     write_jetclass(str(root / "train"), 20, seed=1)
@@ -93,8 +93,8 @@ def _run_config(tmp_path):
 
 
 def test_restart_refuses_a_folder_the_kit_did_not_make(tmp_path, monkeypatch):
-    from common.config import ConfigError
-    from common.train_utils import start_run
+    from common.training.config import ConfigError
+    from common.training.train_utils import start_run
     monkeypatch.delenv("RANK", raising=False)
     out = tmp_path / "mine"
     (out / "data").mkdir(parents=True)
@@ -107,8 +107,8 @@ def test_restart_refuses_a_folder_the_kit_did_not_make(tmp_path, monkeypatch):
 
 
 def test_restart_deletes_only_what_the_run_wrote(tmp_path, monkeypatch):
-    from common.config import ConfigError
-    from common.train_utils import mark_done, start_run
+    from common.training.config import ConfigError
+    from common.training.train_utils import mark_done, start_run
     monkeypatch.delenv("RANK", raising=False)
     out = tmp_path / "run"
     (out / "data").mkdir(parents=True)
@@ -135,11 +135,11 @@ def test_restart_deletes_only_what_the_run_wrote(tmp_path, monkeypatch):
 def test_second_writer_of_one_run_is_refused_naming_the_holder(tmp_path, monkeypatch):
     import subprocess
     import sys
-    from common.config import ConfigError
-    from common.train_utils import start_run
+    from common.training.config import ConfigError
+    from common.training.train_utils import start_run
     monkeypatch.delenv("RANK", raising=False)
     out, cfg = tmp_path / "run", _run_config(tmp_path)
-    code = ("import sys, time; from common.train_utils import start_run; "
+    code = ("import sys, time; from common.training.train_utils import start_run; "
             f"start_run('t', ['--config', {cfg!r}, '--out', {str(out)!r}]); print('ready', flush=True); time.sleep(60)")
     first = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
                              cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -155,7 +155,7 @@ def test_second_writer_of_one_run_is_refused_naming_the_holder(tmp_path, monkeyp
 
 # ------------------------------------------------------------------------------------------- 5. claims and results
 def _toy_run(tmp_path, seeds=(0, 1)):
-    from common import results as R
+    from common.results import tables as R
     from tests.test_claims import PUB
     runs = tmp_path / "runs"
     rows = [{"mode": m, "n_train": n, "accuracy": acc + 0.01 * s, "seed": s}
@@ -168,9 +168,9 @@ def _toy_run(tmp_path, seeds=(0, 1)):
 
 def test_a_backup_copy_of_a_tables_folder_is_refused_not_read_as_more_seeds(tmp_path):
     import shutil
-    from common import claims as C
-    from common import report
-    from common import results as R
+    from common.results import claims as C
+    from common.results import report
+    from common.results import tables as R
     from tests.test_claims import CLAIM
     runs, path, pub = _toy_run(tmp_path)
     shutil.copytree(path.parent, path.parent.with_name("tables.bak"))
@@ -188,8 +188,8 @@ def test_a_run_reads_each_table_only_from_the_folders_of_the_steps_that_write_it
     """With run_all's status.tsv, a result file outside the output folder of every step declaring its table (a backup
     copy, a file dropped elsewhere) is not read at all: the run's own file alone decides, seeds are not doubled."""
     import shutil
-    from common import claims as C
-    from common import results as R
+    from common.results import claims as C
+    from common.results import tables as R
     from tests.test_claims import CLAIM
     runs, path, pub = _toy_run(tmp_path, seeds=(0, 1, 2))
     (runs / "status.tsv").write_text(f"mpm/tables\tdone\t1\tlog\tmpm.toy\talways\t{path.parent}\n"
@@ -208,8 +208,8 @@ def test_a_run_reads_each_table_only_from_the_folders_of_the_steps_that_write_it
 
 def test_a_deleted_row_makes_the_claim_missing_never_moves_it(tmp_path):
     import json
-    from common import claims as C
-    from common import results as R
+    from common.results import claims as C
+    from common.results import tables as R
     from tests.test_claims import CLAIM
     runs, path, pub = _toy_run(tmp_path, seeds=(0, 1, 2))
     (v,) = C.evaluate(R.collect_results(runs, pub), [CLAIM], pub)
@@ -225,7 +225,7 @@ def test_a_deleted_row_makes_the_claim_missing_never_moves_it(tmp_path):
 @pytest.mark.parametrize("bad", [None, float("nan")])
 def test_a_hole_in_a_seed_list_is_refused_naming_file_and_row(tmp_path, bad):
     import json
-    from common import results as R
+    from common.results import tables as R
     from tests.test_results_validation import PUB, ROWS
     with pytest.raises(ValueError, match=r"mpm\.toy\.json: row 0: auc = \[0\.7, .*seed value 1 is (null|NaN)"):
         R.write_result(tmp_path / "mpm.toy.json", "mpm.toy", [{**ROWS[0], "auc": [0.7, bad, 0.8]}], {}, published=PUB)
@@ -266,13 +266,13 @@ MPMV1 = os.path.join(ROOT, "mpm", "configs", "smoke", "mpmv1.yaml")
      "finetune.seeds = []: expected a non-empty list"),
 ])
 def test_bad_config_values_are_named_with_their_key(config, override, expected):
-    from common.config import ConfigError, load_config
+    from common.training.config import ConfigError, load_config
     with pytest.raises(ConfigError, match="^" + re.escape(f"override '{override}': {expected}") + "$"):
         load_config(config, [override])
 
 
 def test_a_key_twice_in_one_yaml_is_refused(tmp_path):
-    from common.config import ConfigError, load_config
+    from common.training.config import ConfigError, load_config
     p = tmp_path / "c.yaml"
     p.write_text("seed: 1\ntrain:\n  lr: 0.1\n  lr: 0.2\n")
     with pytest.raises(ConfigError, match=r"c\.yaml: key 'lr' appears twice in one mapping \(lines 3 and 4\)"):
@@ -280,7 +280,7 @@ def test_a_key_twice_in_one_yaml_is_refused(tmp_path):
 
 
 def test_yes_no_are_strings_not_booleans(tmp_path):
-    from common.config import ConfigError, load_config, parse_value
+    from common.training.config import ConfigError, load_config, parse_value
     assert parse_value("no") == "no" and parse_value("true") is True and parse_value("FALSE") is False
     p = tmp_path / "c.yaml"
     p.write_text("compile: false\n")
@@ -290,7 +290,7 @@ def test_yes_no_are_strings_not_booleans(tmp_path):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_device_cuda_without_cuda_is_one_clear_error():
-    from common.distributed import init_distributed
+    from common.training.distributed import init_distributed
     with pytest.raises(ValueError, match="device = 'cuda' but CUDA is not available here"):
         init_distributed("cuda")
 
@@ -303,8 +303,8 @@ def _qg_cfg(root, **kw):
 
 
 def test_batch_larger_than_the_data_or_max_jets_below_a_batch(tmp_path):
-    from common.data import make_loader
-    from common.features import DataError
+    from common.data.datasets import make_loader
+    from common.data.features import DataError
     from tests.data_factory import write_qg
     write_qg(str(tmp_path / "QG_jets.npz"), 50)
     with pytest.raises(DataError, match="the train split gives 40 jets, fewer than one batch of 64"):
@@ -315,8 +315,8 @@ def test_batch_larger_than_the_data_or_max_jets_below_a_batch(tmp_path):
 
 
 def test_labels_of_one_class_are_refused_at_load_naming_the_file(tmp_path):
-    from common.data import load_arrays
-    from common.features import DataError
+    from common.data.datasets import load_arrays
+    from common.data.features import DataError
     path = tmp_path / "QG_jets.npz"
     from tests.data_factory import write_qg
     write_qg(str(path), 40)
@@ -327,8 +327,8 @@ def test_labels_of_one_class_are_refused_at_load_naming_the_file(tmp_path):
 
 
 def test_jetclass_with_classes_missing_is_refused(tmp_path):
-    from common.data import load_arrays
-    from common.features import DataError
+    from common.data.datasets import load_arrays
+    from common.data.features import DataError
     from tests.data_factory import write_jetclass
     write_jetclass(str(tmp_path / "train"), 10, classes=["QCD", "Hbb"])     # e.g. a simulation stopped early
     cfg = dict(dataset="jetclass", root=str(tmp_path), train="train/*.root", features="part_kin",
@@ -370,8 +370,8 @@ def test_simulate_refuses_a_negative_count(tmp_path, capsys):
 
 
 def test_an_unfinished_simulation_is_refused_by_the_readers(tmp_path):
-    from common.data import load_arrays
-    from common.features import DataError
+    from common.data.datasets import load_arrays
+    from common.data.features import DataError
     from common.simulate.run import check_settings, mark_finished
     from tests.data_factory import write_qg
     write_qg(str(tmp_path / "QG_jets.npz"), 40)
@@ -385,7 +385,7 @@ def test_an_unfinished_simulation_is_refused_by_the_readers(tmp_path):
 
 
 def test_report_refuses_an_unknown_profile(tmp_path, capsys):
-    from common.report import main
+    from common.results.report import main
     (tmp_path / "runs").mkdir()
     with pytest.raises(SystemExit) as e:
         main(["--runs", str(tmp_path / "runs"), "--profile", "nonsense", "--out", str(tmp_path / "res")])
@@ -395,8 +395,8 @@ def test_report_refuses_an_unknown_profile(tmp_path, capsys):
 
 # ------------------------------------------------------------------------------------------- 6. degenerate jets
 def test_jets_with_fewer_than_two_constituents_are_refused(tmp_path):
-    from common.data import load_arrays
-    from common.features import DataError
+    from common.data.datasets import load_arrays
+    from common.data.features import DataError
     from tests.data_factory import write_qg
     path = tmp_path / "QG_jets.npz"
     write_qg(str(path), 40)
@@ -408,8 +408,8 @@ def test_jets_with_fewer_than_two_constituents_are_refused(tmp_path):
 
 
 def test_a_negative_energy_in_a_top_file_is_named_as_non_physical(tmp_path):
-    from common.features import DataError
-    from common.toptagging import read_toptagging
+    from common.data.features import DataError
+    from common.data.toptagging import read_toptagging
     from tests.data_factory import toptagging_frame
     df = toptagging_frame(10, 0)
     df.loc[3, "E_1"] = -abs(df.loc[3, "E_1"])
@@ -420,10 +420,10 @@ def test_a_negative_energy_in_a_top_file_is_named_as_non_physical(tmp_path):
 
 
 def test_an_unfinished_btag_simulation_is_refused(tmp_path):
-    from common.features import DataError
+    from common.data.features import DataError
     from common.simulate.run import check_settings
-    from common.btag import split_files
-    from common.floor import run_floor
+    from common.data.btag import split_files
+    from common.results.floor import run_floor
     (tmp_path / "train_0.h5").write_bytes(b"")
     check_settings(str(tmp_path), {"dataset": "btag"})
     data = {"dataset": "btag", "root": str(tmp_path), "train": "train*.h5", "test": "train*.h5"}
@@ -439,7 +439,7 @@ def test_a_nan_written_as_null_comes_back_as_a_noted_non_finite_value_not_a_miss
     import json
     import math
     from common.atomic import write_json
-    from common.results import TOO_FEW_TOP_QCD, json_metric, non_finite_note
+    from common.results.tables import TOO_FEW_TOP_QCD, json_metric, non_finite_note
     write_json(tmp_path / "m.json", {"kl": {"jet_eta": float("nan"), "jet_pt": 1.5}})
     d = json.loads((tmp_path / "m.json").read_text())
     assert d["kl"]["jet_eta"] is None                                  # no bare NaN in the file

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from common.kmeans import KMeans, nearest
+from common.blocks.kmeans import KMeans, nearest
 
 
 def _blobs(k=6, n=200, d=3, seed=0):

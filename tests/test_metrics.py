@@ -5,9 +5,7 @@ from scipy.stats import wasserstein_distance
 from sklearn.metrics import roc_auc_score
 from sklearn.metrics import roc_curve as sk_roc_curve
 
-from common import metrics as M
-
-
+from common.training import metrics as M
 def _binary(n=2000, seed=0, ties=False):
     rng = np.random.default_rng(seed)
     y = rng.integers(0, 2, n)
@@ -147,7 +145,7 @@ def test_wasserstein1_matches_scipy():
 def test_plots_write_pngs_atomically(tmp_path):
     import json
 
-    from common import plots
+    from common.results import plots
     y, s = _binary(n=500)
     rng = np.random.default_rng(0)
     paths = [

@@ -1,4 +1,4 @@
-"""Every MPM config loads strictly (common.config) and its model/step runs once at a shrunken size."""
+"""Every MPM config loads strictly (common.training.config) and its model/step runs once at a shrunken size."""
 from __future__ import annotations
 
 import glob
@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from common.batch import JetBatch
-from common.checkpoint import save_checkpoint
-from common.config import load_config
-from common.distributed import Dist
-from common.classifier import build_classifier
-from common.finetune_config import finetune_settings
+from common.data.batch import JetBatch
+from common.training.checkpoint import save_checkpoint
+from common.training.config import load_config
+from common.training.distributed import Dist
+from common.training.classifier import build_classifier
+from common.training.finetune_config import finetune_settings
 from mpm.build import build_model
 from mpm.loop import train as fit
 from mpm.vqvae import VQVAETraining, build_vqvae
@@ -107,7 +107,7 @@ def test_tokenizer_config_builds_and_steps(path):
         loss.backward()
         assert torch.isfinite(loss) and 0 < float(metrics["utilisation"]) <= 1
     else:
-        from common.kmeans import KMeans
+        from common.blocks.kmeans import KMeans
         km = KMeans(cfg["kmeans"]["n_clusters"], n_iter=cfg["kmeans"]["n_iter"]).fit(torch.randn(50, F))
         assert KMeansTokenizer.from_kmeans(km).num_codes == cfg["kmeans"]["n_clusters"]
 

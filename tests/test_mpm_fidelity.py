@@ -78,7 +78,7 @@ def test_vqvae_reconstruction_reduction_over_features(reduction):
 
 
 def test_tokenizer_configs_reduce_like_the_official_code():
-    from common.config import load_config
+    from common.training.config import load_config
 
     for profile in ("", "mini/", "smoke/"):
         assert load_config(f"mpm/configs/{profile}tokenizer_v1.yaml")["vqvae"]["recon_reduction"] == "sum"
@@ -91,7 +91,7 @@ def _dropouts(module):
 
 def test_normformer_block_separates_attention_dropout():
     """rodem-hep/mpm backbone configs: mha_config.drp 0.1, no dropout in the dense layers or residuals."""
-    from common.transformer import EncoderBlock
+    from common.blocks.transformer import EncoderBlock
 
     block = EncoderBlock(8, 2, 16, style="normformer", attn_dropout=0.3, dropout=0.0)
     assert block.attn.dropout == 0.3 and _dropouts(block) == [0.0]
@@ -100,7 +100,7 @@ def test_normformer_block_separates_attention_dropout():
 
 
 def test_mpmv1_paper_configs_use_attention_dropout_only():
-    from common.config import load_config
+    from common.training.config import load_config
     from mpm.build import build_backbone
     from mpm.vqvae import build_vqvae
 
@@ -143,7 +143,7 @@ def test_mpmv1_backbone_pe_is_a_raw_input_table_before_the_normalisation():
 
 def test_tokenizer_v2_uses_the_cosine_ema_quantiser():
     """jetssl configs/model/vqvae.yaml: use_cosine_sim, kmeans_init, kmeans_iters 50, threshold_ema_dead_code 2."""
-    from common.config import load_config
+    from common.training.config import load_config
     from mpm.vqvae import build_vqvae
 
     for profile in ("", "mini/", "smoke/"):
@@ -157,7 +157,7 @@ def test_tokenizer_v2_uses_the_cosine_ema_quantiser():
 
 def test_mpmv2_decoder_has_no_final_norm():
     """jetssl configs/model/decoder_config/small.yaml: do_final_norm: False."""
-    from common.config import load_config
+    from common.training.config import load_config
     from mpm.build import build_model
 
     for profile in ("", "mini/", "smoke/"):
@@ -179,8 +179,8 @@ def test_mpmv2_neutral_ip_noise_is_redrawn_per_batch():
     """jetssl src/datamodules/preprocessing.py: neutral IPs (ids 0, 2) replaced by fresh N(0, 1) at every load."""
     import numpy as np
 
-    from common.data import JetDataset
-    from common.features import FEATURE_SETS
+    from common.data.datasets import JetDataset
+    from common.data.features import FEATURE_SETS
 
     B, N = 6, 4
     rng = np.random.default_rng(0)
@@ -249,7 +249,7 @@ def test_vqvae_loss_average_per_jet_v1_or_per_particle_v2(average):
 
 
 def test_tokenizer_configs_average_like_the_official_code():
-    from common.config import load_config
+    from common.training.config import load_config
 
     for profile in ("", "mini/", "smoke/"):
         assert load_config(f"mpm/configs/{profile}tokenizer_v1.yaml")["vqvae"]["loss_average"] == "jet"
@@ -258,12 +258,12 @@ def test_tokenizer_configs_average_like_the_official_code():
 
 def test_cwola_redraws_the_neutral_ip_noise_per_batch(monkeypatch, tmp_path):
     """jetssl src/datamodules/preprocessing.py draws the neutral-IP N(0, 1) noise at every load; the CWoLa loaders
-    run the feature set's per-batch step as common.data.JetDataset does (they were fed the cached noise once)."""
+    run the feature set's per-batch step as common.data.datasets.JetDataset does (they were fed the cached noise once)."""
     import numpy as np
 
     import mpm.cwola as cwola
-    from common.config import load_config
-    from common.distributed import Dist
+    from common.training.config import load_config
+    from common.training.distributed import Dist
 
     n, n_part, rng = 40, 4, np.random.default_rng(0)
     pid = np.tile(np.array([0, 1, 2, 3]), (n, 1))                  # photon, h-, h0, h+

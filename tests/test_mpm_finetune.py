@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from common.checkpoint import save_checkpoint
-from common.config import load_config, save_config
-from common.distributed import Dist
-from common.finetune import run_finetune
-from common.array_loader import ArrayLoader
+from common.training.checkpoint import save_checkpoint
+from common.training.config import load_config, save_config
+from common.training.distributed import Dist
+from common.training.finetune import run_finetune
+from common.data.array_loader import ArrayLoader
 from mpm.cwola import cwola_split, sic_cut
 from mpm.build import backbone_fns, build_model
 
@@ -111,7 +111,7 @@ def test_sic_cut_definition():
 
 
 def test_mpmv2_size_dependent_finetune_settings():
-    from common.finetune_config import finetune_settings
+    from common.training.finetune_config import finetune_settings
     cfg = load_config("mpm/configs/finetune_v2.yaml")
     small, mid, big, huge = (finetune_settings(cfg, n) for n in (1000, 10000, 10**7, 10**8))
     assert (small["unfreeze_step"], small["patience"]) == (100, 5)

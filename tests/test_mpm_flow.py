@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from common.batch import JetBatch
+from common.data.batch import JetBatch
 from mpm.flow import ConditionalSplineFlow, rq_spline
 from mpm.heads import CNFTask, build_task
 from mpm.mpmv2 import MPMv2, MPMv2Encoder

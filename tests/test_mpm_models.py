@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from common.batch import JetBatch
+from common.data.batch import JetBatch
 from mpm.masking import masked_jet_mean, order_among_chosen, random_masking
 from mpm.mpmv1 import MPMv1, MPMv1Backbone
 from mpm.mpmv2 import MPMv2, MPMv2Encoder

@@ -6,9 +6,9 @@ import json
 import pytest
 import torch
 
-from common.batch import JetBatch
-from common.config import load_config
-from common.distributed import Dist
+from common.data.batch import JetBatch
+from common.training.config import load_config
+from common.training.distributed import Dist
 from mpm.build import build_model
 from mpm.loop import train as fit
 

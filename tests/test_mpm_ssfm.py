@@ -10,8 +10,8 @@ import math
 import pytest
 import torch
 
-from common.config import load_config, save_config
-from common.distributed import Dist
+from common.training.config import load_config, save_config
+from common.training.distributed import Dist
 from mpm.build import backbone_fns, build_model
 from mpm.heads import SSFMTask, build_task
 from mpm.loop import train as fit
@@ -179,7 +179,7 @@ def test_smoke_config_runs_two_steps_through_the_loop_and_its_backbone_fine_tune
     cfg = load_config(SMOKE, OVER + ["train.steps=2"])
     torch.manual_seed(0)
     model = build_model(cfg)
-    save_config(cfg, tmp_path / "config.yaml")  # as mpm.pretrain (common.train_utils.start_run)
+    save_config(cfg, tmp_path / "config.yaml")  # as mpm.pretrain (common.training.train_utils.start_run)
     summary = fit(cfg, model, tmp_path, Dist(), loader=v2_batches())
     assert summary["steps"] == 2 and summary["first_loss"] > 0 and (tmp_path / "done.json").is_file()
     rows = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]

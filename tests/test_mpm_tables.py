@@ -1,4 +1,4 @@
-"""mpm.tables maps run directories onto the published table keys (common/published.yaml)."""
+"""mpm.tables maps run directories onto the published table keys (common/results/published.yaml)."""
 from __future__ import annotations
 
 import json
@@ -6,7 +6,7 @@ import json
 import pytest
 import yaml
 
-from common.results import load_published
+from common.results.tables import load_published
 from mpm.tables import collect
 
 
@@ -106,8 +106,7 @@ def test_pretraining_rows_carry_their_pretraining_run_and_the_claims_take_one_va
     """Extra pretraining runs of a configuration (probe/<row>_seed<S>) give rows with pretrain_seed; a claim that
     compares pretraining configurations (unit: pretraining) is decided over pretraining runs, one value each (the mean
     over its probe seeds), not over the pooled probe seeds."""
-    from common import claims as C
-
+    from common.results import claims as C
     pre = tmp_path / "pretrain"
     accs = {"mpmv1": (0.30, 0.31, 0.32), "mpmv1_kmeans": (0.27, 0.28, 0.26)}
     for name, target in (("mpmv1", "vqvae"), ("mpmv1_kmeans", "kmeans")):

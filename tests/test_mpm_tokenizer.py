@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from common.batch import JetBatch
-from common.checkpoint import save_checkpoint
+from common.data.batch import JetBatch
+from common.training.checkpoint import save_checkpoint
 from mpm.vqvae import VQVAETraining, load_tokenizer
 from mpm.vqvae import VQVAE, KMeansTokenizer
 
@@ -87,7 +87,7 @@ def test_kmeans_tokenizer_is_nearest_centroid_and_roundtrips(tmp_path):
 
 
 def test_vqvae_tokenizer_file_roundtrip(tmp_path):
-    from common.config import load_config
+    from common.training.config import load_config
     from mpm.vqvae import build_vqvae
 
     cfg = load_config("mpm/configs/smoke/tokenizer_v1.yaml", ["vqvae.dim=16", "vqvae.num_heads=2", "vqvae.ff_hidden=16",

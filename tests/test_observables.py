@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("fastjet")
-from common.observables import jet_observables, nsubjettiness, ptetaphi_to_p4, softdrop_mass  # noqa: E402
+from common.data.observables import jet_observables, nsubjettiness, ptetaphi_to_p4, softdrop_mass  # noqa: E402
 
 
 def _jet(pt, eta, phi, n_pad=0):
@@ -128,7 +128,7 @@ def test_softdrop_agrees_with_fastjet_grooming():
     import awkward as ak
     import fastjet
 
-    from common.observables import _awkward_jets
+    from common.data.observables import _awkward_jets
 
     rng = np.random.default_rng(5)
     B, N = 12, 30
@@ -150,7 +150,7 @@ def _omnijet_reference_taus(p4, mask):
     import awkward as ak
     import fastjet
 
-    from common.observables import _awkward_jets
+    from common.data.observables import _awkward_jets
 
     parts = _awkward_jets(p4, mask)
     with warnings.catch_warnings():

@@ -17,8 +17,8 @@ def fake_root(tmp_path_factory):
 def test_finetune_backbone_sees_the_pretraining_tokens_under_bf16_autocast(fake_root):
     """The harness runs the backbone under bf16 autocast; the tokens it builds must still be the fp32 tokens that
     omnijet.tokenize_dataset wrote for pretraining (the frozen tokeniser runs with autocast off)."""
-    from common.data import make_loader
-    from common.transformer import GPT
+    from common.data.datasets import make_loader
+    from common.blocks.transformer import GPT
     from omnijet.model import OmniJetBackbone
     from omnijet.tokenize_dataset import tokenize_split
     from omnijet.vqvae import build_tokenizer
@@ -68,8 +68,8 @@ def _capture(monkeypatch, module, name, keep):
 
 def test_tokenizer_validation_sees_both_classes_equally_at_every_validation(fake_root, tmp_path, monkeypatch):
     """Old behaviour: the first val_batches x batch_size jets of the split in file order (one class only)."""
-    from common.config import load_config
-    from common.distributed import init_distributed
+    from common.training.config import load_config
+    from common.training.distributed import init_distributed
     from omnijet import train_tokenizer
 
     cfg = load_config(f"{REPO}/omnijet/configs/smoke/tokenizer.yaml")
@@ -86,8 +86,8 @@ def test_tokenizer_validation_sees_both_classes_equally_at_every_validation(fake
 
 def test_gpt_validation_sees_top_and_qcd_equally(tmp_path, monkeypatch):
     """Old behaviour: the first val_batches x batch sequences of the val split, stored class after class."""
-    from common.config import load_config
-    from common.distributed import init_distributed
+    from common.training.config import load_config
+    from common.training.distributed import init_distributed
     from omnijet import pretrain
     from omnijet.tokens import codes_to_sequences, save_npy
 
@@ -113,7 +113,7 @@ def test_gpt_validation_sees_top_and_qcd_equally(tmp_path, monkeypatch):
 def test_vqvae_block_is_the_official_normformer_block():
     """x = LN2(MHA(LN1 x)) + x; x = MLP(x) + x with MLP = LN -> Linear -> SiLU -> Dropout -> Linear (gabbro
     NormformerBlock), compared with a hand-built copy on torch's nn.MultiheadAttention."""
-    from common.config import load_config
+    from common.training.config import load_config
     from omnijet.vqvae import NormformerBlockOJ, build_tokenizer
 
     torch.manual_seed(0)
@@ -153,8 +153,8 @@ def test_vqvae_block_is_the_official_normformer_block():
 @pytest.mark.parametrize("profile", ["", "mini/", "smoke/"])
 def test_class_attention_head_of_the_finetune_configs_is_ojs(profile):
     """head=class_attention builds OJ's ClassifierNormformer head (was the MPMv2 class-attention head)."""
-    from common.config import load_config
-    from common.pooling import OmniJetClassAttentionHead, build_head
+    from common.training.config import load_config
+    from common.blocks.pooling import OmniJetClassAttentionHead, build_head
     from omnijet.finetune import harness_config
 
     cfg = load_config(f"{REPO}/omnijet/configs/{profile}finetune.yaml")
@@ -166,8 +166,8 @@ def test_class_attention_head_of_the_finetune_configs_is_ojs(profile):
 def test_tokenizer_schedule_has_ojs_corners():
     """OJ OneCycleCooldown(warmup=4, cooldown=20, cooldown_final=50) stepped per epoch: lr = max at epoch 4 (was
     reached at epoch 5), back to the initial lr at epoch 24, final lr at epoch 74. Factors of the base lr 1e-3."""
-    from common.config import load_config
-    from common.schedules import lr_factor
+    from common.training.config import load_config
+    from common.training.schedules import lr_factor
 
     sched = load_config(f"{REPO}/omnijet/configs/tokenizer.yaml")["train"]["schedule"]
     epoch = 5850
@@ -179,9 +179,9 @@ def test_tokenizer_schedule_has_ojs_corners():
 def test_gpt_runs_in_fp32_by_default_even_inside_autocast():
     """OJ trains the GPT in fp32; the fine-tuning harness wraps the backbone in autocast, the backbone switches it off
     for precision fp32 (and the pretraining loop uses the same context)."""
-    from common.config import load_config
-    from common.train_utils import autocast
-    from common.transformer import GPT
+    from common.training.config import load_config
+    from common.training.train_utils import autocast
+    from common.blocks.transformer import GPT
     from omnijet.model import OmniJetBackbone
     from omnijet.vqvae import build_tokenizer
 
@@ -206,7 +206,7 @@ def test_gpt_runs_in_fp32_by_default_even_inside_autocast():
 def test_mlp_baseline_encodes_padding_as_oj():
     """OJ's VQVAEMLP ignores the mask: a padded zero row is decoded from the code of encoder(0), and its error
     against 0 is part of the mean-squared reconstruction loss (the kit zeroed padded latents and outputs)."""
-    from common.config import load_config
+    from common.training.config import load_config
     from omnijet.vqvae import build_tokenizer
 
     cfg = load_config(f"{REPO}/omnijet/configs/tokenizer_mlp.yaml")["model"]
@@ -231,8 +231,8 @@ def test_finetune_head_defaults_to_the_paper_era_class_attention_head():
     """uhh-pd-ml/omnijet_alpha b7f2fc4 (May 2024) example_experiment_classification.yaml: class_head_type
     "class_attention" (summation only from a36ccaa, 2025-07): the default head is OJ's ClassifierNormformer, sum is a
     switch (was: head sum by default)."""
-    from common.config import load_config
-    from common.pooling import OmniJetClassAttentionHead, SumHead, build_head
+    from common.training.config import load_config
+    from common.blocks.pooling import OmniJetClassAttentionHead, SumHead, build_head
     from omnijet.finetune import harness_config
 
     for profile in ("", "mini/", "smoke/"):
@@ -250,8 +250,8 @@ def test_finetune_schedule_is_ojs_constantlr_first_epoch_at_a_third():
     resolves hold_epochs into the run's epoch length (was: a constant schedule without the warm-up)."""
     import inspect
 
-    from common.config import load_config
-    from common.schedules import lr_factor, run_schedule
+    from common.training.config import load_config
+    from common.training.schedules import lr_factor, run_schedule
 
     sched = load_config(f"{REPO}/omnijet/configs/finetune.yaml")["finetune"]["schedule"]
     factor = inspect.signature(torch.optim.lr_scheduler.ConstantLR).parameters["factor"].default
@@ -273,7 +273,7 @@ def test_gpt_loss_defaults_to_ojs_cross_entropy_over_padded_positions():
     """gabbro/models/backbone.py (b7f2fc4): nn.CrossEntropyLoss() over all B x T positions, padded ones with target
     0; the paper's numbers come from it. The kit's default (was: real positions only) and config follow it; the
     real-positions loss stays a switch."""
-    from common.config import load_config
+    from common.training.config import load_config
     from omnijet.model import next_token_loss, shift_tokens
 
     for profile in ("", "mini/", "smoke/"):

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from common import claims as C
-from common.results import load_published
+from common.results import claims as C
+from common.results.tables import load_published
 from omnijet import tables
 from omnijet.evaluate_generation import compare, kl_top_vs_qcd, sample_values, top_qcd_subsets
 from omnijet.generate import sampling_seeds
@@ -24,7 +24,7 @@ def _data_cfg(root):
 
 
 def test_kl_top_vs_qcd_is_zero_for_identical_jets_and_large_for_simulated_top_vs_qcd(sim_jetclass):
-    from common.data import load_arrays
+    from common.data.datasets import load_arrays
 
     arr = load_arrays(_data_cfg(sim_jetclass), "train")
     qcd, top = np.flatnonzero(arr["label"] == 0), np.flatnonzero(arr["label"] == 1)
@@ -113,5 +113,5 @@ def test_top_vs_qcd_kl_of_a_too_small_subset_is_a_note_not_a_missing_cell(tmp_pa
     rows, meta = tables.generation_table(tmp_path, "smoke")
     mass = [r for r in rows if r["observable"] == "jet_mass"]
     assert all(isinstance(r["kl_top_vs_qcd"], str) and "too few" in r["kl_top_vs_qcd"] for r in mass)
-    from common.results import render_table_counted
+    from common.results.tables import render_table_counted
     assert render_table_counted("omnijet.generation", rows, meta)[1] == 0

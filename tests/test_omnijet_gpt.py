@@ -123,7 +123,7 @@ def test_paper_configs_give_the_paper_parameter_counts():
     """omnijet_alpha notebook printouts: VQ-VAE ~0.80M + codebook 8192 x 4 (+ 8 affine); GPT 6.57M, backbone 4.46M."""
     import os
 
-    from common.config import load_config
+    from common.training.config import load_config
     from omnijet.model import build_gpt
     from omnijet.vqvae import build_tokenizer
 
@@ -139,7 +139,7 @@ def test_paper_configs_give_the_paper_parameter_counts():
 
 
 def test_generated_sequences_decode_to_finite_particles():
-    from common.config import load_config
+    from common.training.config import load_config
     from omnijet.generate import decode_sequences
     from omnijet.jets import observables
     from omnijet.vqvae import build_tokenizer

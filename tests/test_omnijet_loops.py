@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from common.config import ConfigError, load_config, save_config
-from common.distributed import init_distributed
-from common.sampler import ShardedBatchSampler
-from common.checkpoint import load_checkpoint, make_state, save_checkpoint
+from common.training.config import ConfigError, load_config, save_config
+from common.training.distributed import init_distributed
+from common.data.sampler import ShardedBatchSampler
+from common.training.checkpoint import load_checkpoint, make_state, save_checkpoint
 from tests.test_omnijet_pipeline import REPO, _data_cfg, _tiny_model_cfg, write_fake_jetclass
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

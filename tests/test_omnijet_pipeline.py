@@ -15,8 +15,8 @@ import pytest
 import torch
 import uproot
 
-from common.config import load_config, save_config
-from common.jetclass import AUX_BRANCHES, FILE_PREFIX, JET_BRANCHES, LABELS, PARTICLE_FLOAT, PARTICLE_INT
+from common.training.config import load_config, save_config
+from common.data.jetclass import AUX_BRANCHES, FILE_PREFIX, JET_BRANCHES, LABELS, PARTICLE_FLOAT, PARTICLE_INT
 from omnijet.evaluate_generation import compare, sample_values
 from omnijet.vqvae import BinnedTokenizer, build_tokenizer
 
@@ -76,7 +76,7 @@ def _tiny_model_cfg(kind="conditional", num_codes=32):
 
 
 def test_vqvae_reconstruction_improves_and_ignores_padding(fake_root):
-    from common.data import load_arrays
+    from common.data.datasets import load_arrays
 
     arr = load_arrays(_data_cfg(fake_root), "train")
     x, mask = torch.as_tensor(arr["x"][:64]), torch.as_tensor(arr["mask"][:64])
@@ -138,7 +138,7 @@ def test_binned_tokenizer_round_trip_within_half_a_bin():
 
 
 def test_generation_metrics_zero_for_same_jets_and_large_for_top_vs_qcd(fake_root):
-    from common.data import load_arrays
+    from common.data.datasets import load_arrays
 
     arr = load_arrays(_data_cfg(fake_root), "train")
     qcd, top = arr["label"] == 0, arr["label"] == 1
@@ -192,7 +192,7 @@ def test_every_config_loads_and_runs_one_step(path):
         loss.backward()
         assert torch.isfinite(loss)
     elif name == "finetune.yaml":
-        from common.pooling import build_head
+        from common.blocks.pooling import build_head
 
         hc = harness_config(cfg)
         assert hc["finetune"]["head"]["kind"] in ("sum", "class_attention_oj")

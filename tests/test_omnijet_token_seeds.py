@@ -8,9 +8,9 @@ import subprocess
 
 import pytest
 
-from common import claims as C
-from common.config import load_config
-from common.results import load_published
+from common.results import claims as C
+from common.training.config import load_config
+from common.results.tables import load_published
 from omnijet import tables
 
 

@@ -1,10 +1,12 @@
-"""common/probe.py: the shared frozen-encoder probe (subsets, pooling, BatchNorm statistics, logistic regression)."""
+"""common/training/probe.py: the shared frozen-encoder probe (subsets, pooling, BatchNorm statistics, logistic regression)."""
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from common.probe import linear_probe, per_class_subset, pool_mean_max, set_norm_stats
+from common.data.subsets import per_class_subset
+
+from common.training.probe import linear_probe, pool_mean_max, set_norm_stats
 
 
 def test_per_class_subset_is_the_finetuning_draw():
@@ -60,7 +62,7 @@ def test_linear_probe_separates_and_refuses_nan():
 
 
 def test_random_init_and_pooled_embeddings():
-    from common.probe import pooled_embeddings, random_init
+    from common.training.probe import pooled_embeddings, random_init
 
     class Net(nn.Module):
         def __init__(self):

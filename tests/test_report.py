@@ -1,5 +1,5 @@
-"""RESULTS.md builder (common/report.py): the report of a fixed small run is byte-identical to the text the builder
-produced before it moved out of common/results.py (tests/fixtures/report_RESULTS.md, generated once by that code)."""
+"""RESULTS.md builder (common/results/report.py): the report of a fixed small run is byte-identical to the text the builder
+produced before it moved out of common/results/tables.py (tests/fixtures/report_RESULTS.md, generated once by that code)."""
 from __future__ import annotations
 
 import functools
@@ -54,19 +54,18 @@ def make_run(runs: Path, write_result) -> None:
 
 
 def test_results_md_is_byte_identical_to_the_builder_before_the_split(tmp_path):
-    from common import report, results
-
+    from common.results import report, tables as results
     runs = tmp_path / "runs"
     make_run(runs, functools.partial(results.write_result, published=PUB))
     path, n_missing = report.build_results_md(runs, "mini", tmp_path / "res", published=PUB, claims_path=False)
     # the one intended difference: the command line that names the builder
-    expected = FIXTURE.read_text().replace("python -m common.results", "python -m common.report")
+    expected = FIXTURE.read_text().replace("python -m common.results.tables", "python -m common.results.report")
     assert path.read_text().replace(str(runs), "<RUNS>") == expected
     assert n_missing == 2
 
 
 def test_sections_follow_published_order_then_other_prefixes_alphabetically():
-    from common.report import sections
+    from common.results.report import sections
 
     assert sections(["mpm.a", "omnijet.b", "hepjepa.c"], ["zeta.x", "mpm.extra", "reference.part"]) == [
         "mpm", "omnijet", "hepjepa", "reference", "zeta"]
@@ -76,6 +75,6 @@ def test_old_entry_point_is_gone():
     import subprocess
     import sys
 
-    r = subprocess.run([sys.executable, "-m", "common.results", "--runs", ".", "--profile", "smoke"],
+    r = subprocess.run([sys.executable, "-m", "common.results.tables", "--runs", ".", "--profile", "smoke"],
                        capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
-    assert r.returncode != 0 and not hasattr(__import__("common.results").results, "main")
+    assert r.returncode != 0 and not hasattr(__import__("common.results.tables").results, "main")

@@ -1,4 +1,4 @@
-"""Results tables: ours beside published, mean ± std over seeds, missing cells flagged, RESULTS.md (common.report)."""
+"""Results tables: ours beside published, mean ± std over seeds, missing cells flagged, RESULTS.md (common.results.report)."""
 from __future__ import annotations
 
 import json
@@ -7,9 +7,8 @@ import math
 import pytest
 import yaml
 
-from common import report
-from common import results as R
-
+from common.results import report
+from common.results import tables as R
 PUB = {
     "mpm": {
         "toy": {

@@ -8,9 +8,8 @@ import math
 
 import pytest
 
-from common import report
-from common import results as R
-
+from common.results import report
+from common.results import tables as R
 PUB = {"mpm": {"toy": {"title": "toy", "source": "Someone, arXiv:0000.00000, Table 9", "keys": ["mode", "n_train"],
                        "metrics": ["accuracy", "auc", "rejection_50"],
                        "rows": [{"mode": "fixed", "n_train": 1000, "accuracy": 44.6},

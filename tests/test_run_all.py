@@ -16,7 +16,7 @@ import pytest
 
 WORK_PY = '''
 import argparse, json, os, sys, time
-from common.results import published_table, write_result
+from common.results.tables import published_table, write_result
 ap = argparse.ArgumentParser()
 ap.add_argument("--out"); ap.add_argument("--steps", type=int, default=2); ap.add_argument("--sleep", type=float, default=0)
 ap.add_argument("--table", default=None); ap.add_argument("--fail", action="store_true")

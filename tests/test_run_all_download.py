@@ -1,4 +1,4 @@
-"""common.download against a local HTTP server on 127.0.0.1: Range resume, md5 checks, tar extraction."""
+"""common.data.download against a local HTTP server on 127.0.0.1: Range resume, md5 checks, tar extraction."""
 from __future__ import annotations
 
 import hashlib
@@ -10,8 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from common import download as D
-
+from common.data import download as D
 pytestmark = pytest.mark.network
 
 

@@ -6,11 +6,11 @@ import pytest
 import torch
 import torch.distributed as tdist
 
-from common.checkpoint import ResumableLoader
-from common.distributed import (all_gather_cat, all_reduce_mean, all_reduce_sum, cleanup, init_distributed,
+from common.training.checkpoint import ResumableLoader
+from common.training.distributed import (all_gather_cat, all_reduce_mean, all_reduce_sum, cleanup, init_distributed,
                                 unwrap_model, wrap_ddp)
-from common.schedules import build_scheduler
-from common.train_utils import accumulate, build_optimizer, clip_and_step, no_sync
+from common.training.schedules import build_scheduler
+from common.training.train_utils import accumulate, build_optimizer, clip_and_step, no_sync
 from spawn import spawn_on_free_port
 from test_train_utils import FakeJetLoader, TinyNet, loss_fn
 

@@ -1,12 +1,12 @@
-"""common.schedules (values at key steps) and common.ema (exact momentum, no gradients)."""
+"""common.training.schedules (values at key steps) and common.training.ema (exact momentum, no gradients)."""
 import math
 
 import pytest
 import torch
 from torch import nn
 
-from common.ema import ema_update, make_target, momentum_schedule
-from common.schedules import build_scheduler, lr_factor
+from common.training.ema import ema_update, make_target, momentum_schedule
+from common.training.schedules import build_scheduler, lr_factor
 
 
 def _lrs(cfg, steps, base=1.0):

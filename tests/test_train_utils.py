@@ -1,4 +1,4 @@
-"""common.train_utils and common.logger; also home of the tiny fake loader / model used by the other test_train_* files
+"""common.training.train_utils and common.training.logger; also home of the tiny fake loader / model used by the other test_train_* files
 (imported as `from test_train_utils import ...`)."""
 import json
 import os
@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from common.batch import JetBatch
-from common.logger import MetricLogger, read_log
-from common.config import ConfigError, load_config
-from common.train_utils import (accumulate, autocast, build_optimizer, clip_and_step, count_parameters, is_done,
+from common.data.batch import JetBatch
+from common.training.logger import MetricLogger, read_log
+from common.training.config import ConfigError, load_config
+from common.training.train_utils import (accumulate, autocast, build_optimizer, clip_and_step, count_parameters, is_done,
                                 mark_done, micro_batches, param_groups, progress, seed_everything, start_run)
 
 
@@ -209,7 +209,7 @@ def test_metric_logger_jsonl_csv_and_truncate(tmp_path):
 
 
 def test_set_torch_threads_from_env_and_rejects_bad_values(monkeypatch):
-    from common.train_utils import set_torch_threads
+    from common.training.train_utils import set_torch_threads
 
     n0 = torch.get_num_threads()
     try:

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from common.vq import VectorQuantizer
+from common.blocks.vq import VectorQuantizer
 
 
 def _vq(**kw):

@@ -19,7 +19,7 @@ Recipe (the Zenodo record's description; what it leaves open is marked [U]):
   (single linkage); the one holding the origin is 0 (primary), the others are numbered 1..k by distance from the
   origin. [U] A jet with k > 6 secondary vertices is not written (the vertexing metrics stop at 6).
 - hadron list: the weakly decaying b and c hadrons within dR < 0.4 of the jet, with the z of their decay vertex
-  (hadron_z), from which the readers derive the track origin (common/btag.py track_origin).
+  (hadron_z), from which the readers derive the track origin (common/data/btag.py track_origin).
 - b, c and light jets in equal numbers with matched distributions by *subsampling*: jets fall into bins of jet pT,
   |eta| and track multiplicity (BINS); each bin keeps the same number of jets of the three flavours (the first ones
   generated), no jet is used twice and none is reweighted.
@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from common.atomic import atomic_path
-from common.btag import (MAX_TRACKS, N_VERTICES_MAX, READ_BRANCHES, is_b_hadron, is_c_hadron, root_to_arrays,
+from common.data.btag import (MAX_TRACKS, N_VERTICES_MAX, READ_BRANCHES, is_b_hadron, is_c_hadron, root_to_arrays,
                          write_h5)
 
 from .detector import ATLAS, impact_parameters
@@ -294,7 +294,7 @@ def write_root(path: str, jets: list[dict]) -> None:
 
 def run_btag_task(task, progress=None) -> dict:
     """One split file: DIR/root/<split>_<k>.root, then (task.path) DIR/<split>_<k>.h5 converted from it as
-    jetssl's make_shlomi.py converts the Zenodo files (common/btag.py)."""
+    jetssl's make_shlomi.py converts the Zenodo files (common/data/btag.py)."""
     import uproot
 
     jets, stats = generate_btag(task.seed, task.n // 3, progress=progress)  # task.n: all three flavours

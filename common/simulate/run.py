@@ -175,7 +175,7 @@ def _chunks(n: int, per_file: int) -> list[int]:
 def check_settings(out: str, settings: dict) -> None:
     """Refuse to resume into a directory simulated with other settings (files would silently mix). simulate.json
     records the settings with `finished: false` until every file is written (mark_finished); the data readers
-    refuse a sample whose simulation did not finish (common.data)."""
+    refuse a sample whose simulation did not finish (common.data.datasets)."""
     path = os.path.join(out, "simulate.json")
     if os.path.exists(path):
         with open(path) as fh:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..atomic import atomic_path
-from ..observables import jet_observables, ptetaphi_to_p4, softdrop_mass
+from ..data.observables import jet_observables, ptetaphi_to_p4, softdrop_mass
 from .processes import JETCLASS_CLASSES, JETCLASS_PREFIX
 
 # where a fully contained resonance should put the (soft-drop) mass peak [GeV]; reference values, not our output
@@ -204,8 +204,8 @@ def btag_files(directory: str) -> list[str]:
 
 
 def btag_checks(a: dict) -> list[Check]:
-    """The calibration checks on BTag arrays (common/btag.py H5_KEYS)."""
-    from common.btag import ORIGIN_NAMES
+    """The calibration checks on BTag arrays (common/data/btag.py H5_KEYS)."""
+    from common.data.btag import ORIGIN_NAMES
 
     mask = a["mask"]
     origin = a["track_type"][mask]
@@ -241,7 +241,7 @@ def btag_checks(a: dict) -> list[Check]:
 
 def validate_btag(directory: str, max_jets: int = 20000) -> list[Check]:
     """Read up to max_jets BTag jets of `directory` and print each calibration check with PASS/FAIL."""
-    from common.btag import H5_KEYS, read_btag
+    from common.data.btag import H5_KEYS, read_btag
 
     files = btag_files(directory)
     if not files:

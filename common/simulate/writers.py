@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..atomic import atomic_path
-from ..observables import jet_observables, softdrop_mass
+from ..data.observables import jet_observables, softdrop_mass
 from .generate import Jet
 from .processes import JETCLASS_CLASSES, LABEL_CODES
 

@@ -5,7 +5,7 @@ out-of-domain classification study of arXiv:2409.12589 (jetssl workflow/full_pip
         pretrained.run=runs/mpm/pretrain/mpmv2_kmeans finetune.mode=finetune
 
 For every N in btag.n_train (labelled jets in total, drawn from the train split per seed) and every seed in
-finetune.seeds, a classifier (common.finetune.run_finetune through mpm/btag/sweep.py; the class-attention head and
+finetune.seeds, a classifier (common.training.finetune.run_finetune through mpm/btag/sweep.py; the class-attention head and
 settings of the config, finetune.per_n rules applied with N) is trained into <out>/n<N>/seed<S>/ and scored on the
 test split. The inputs are the BTag tracks on the scale of the pretraining run (mpm/btag/data.py). The validation
 split holds min(finetune.max_val_jets, N) jets (jetssl configs/experiment/train_classifier.yaml: val n_jets = min(1M, n_jets)).
@@ -16,11 +16,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from common.cli import cli
-from common.distributed import cleanup, init_distributed
-from common.finetune import classification_task
-from common.finetune_config import finetune_settings
-from common.sweep import mean_std
-from common.train_utils import mark_done, start_run
+from common.training.distributed import cleanup, init_distributed
+from common.training.finetune import classification_task
+from common.training.finetune_config import finetune_settings
+from common.training.sweep import mean_std
+from common.training.train_utils import mark_done, start_run
 
 from mpm.btag.data import FLAVOURS
 from mpm.btag.sweep import run_btag_task, write_btag_result

@@ -1,17 +1,17 @@
-"""Every (N, seed) run of an MPMv2 BTag task through the one fine-tuning loop (common.finetune.run_finetune), and its
-result file (common/published.yaml: mpm.v2_btag, mpm.v2_vertexing, mpm.v2_track_origin; arXiv:2409.12589
+"""Every (N, seed) run of an MPMv2 BTag task through the one fine-tuning loop (common.training.finetune.run_finetune), and its
+result file (common/results/published.yaml: mpm.v2_btag, mpm.v2_vertexing, mpm.v2_track_origin; arXiv:2409.12589
 out-of-domain figures): the mode and task keys of a run, <out>/summary.json and <out>/<table_id>.json."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from common.array_loader import ArrayLoader
-from common.features import get_feature_set
-from common.finetune import run_finetune
-from common.finetune_config import finetune_settings
-from common.results import write_result
-from common.sweep import mean_std
-from common.train_utils import write_json
+from common.data.array_loader import ArrayLoader
+from common.data.features import get_feature_set
+from common.training.finetune import run_finetune
+from common.training.finetune_config import finetune_settings
+from common.results.tables import write_result
+from common.training.sweep import mean_std
+from common.training.train_utils import write_json
 
 from mpm.btag.data import TARGETS, load_btag_split, pretraining_quantiles, subset
 from mpm.build import backbone_fns
@@ -28,7 +28,7 @@ def table_keys(cfg: dict, fc: dict, pcfg: dict) -> dict:
     mode = b["table_mode"] or PUBLISHED_MODE[fc["mode"]]
     task = b["table_task"] or ("scratch" if fc["mode"] == "scratch" else pcfg["model"]["task"])
     if mode not in ("finetune", "frozen"):
-        raise ValueError(f"config: btag.table_mode = {mode!r}; expected finetune or frozen (common/published.yaml)")
+        raise ValueError(f"config: btag.table_mode = {mode!r}; expected finetune or frozen (common/results/published.yaml)")
     return {"mode": mode, "task": task}
 
 

@@ -47,7 +47,7 @@ class EdgeHead(nn.Module):
 
 
 def per_track_head(task: str, kind: str, head_cls, **kwargs):
-    """head(backbone, finetune.head) of a per-track task (common.finetune.Task): head_cls on the backbone width and
+    """head(backbone, finetune.head) of a per-track task (common.training.finetune.Task): head_cls on the backbone width and
     registers with the settings of finetune.head, whose kind must be the task's."""
 
     def head(backbone: nn.Module, head_cfg: dict) -> nn.Module:

@@ -18,13 +18,13 @@ from functools import partial
 import numpy as np
 import torch.nn.functional as F
 
-from common.btag import ORIGIN_NAMES
+from common.data.btag import ORIGIN_NAMES
 from common.cli import cli
-from common.distributed import cleanup, init_distributed
-from common.finetune import Task
-from common.finetune_config import finetune_settings
-from common.metrics import balanced_accuracy
-from common.train_utils import mark_done, start_run
+from common.training.distributed import cleanup, init_distributed
+from common.training.finetune import Task
+from common.training.finetune_config import finetune_settings
+from common.training.metrics import balanced_accuracy
+from common.training.train_utils import mark_done, start_run
 
 from mpm.btag.sweep import run_track_task
 from mpm.btag.track_heads import TrackOriginHead, per_track_head

@@ -8,7 +8,7 @@ configs/model/vertexer.yaml, plotting/vtx_perf.py).
 An edge head (mpm/btag/track_heads.py EdgeHead) gives a "same vertex" logit for every pair of tracks; the loss is the
 focal loss (mpm/btag/focal_loss.py; btag.gamma, btag.pos_weight) over the upper triangle of real track pairs, the target
 being vtx_id_i == vtx_id_j. A pair is predicted in the same vertex when its logit is > 0 (no clustering). Scored on
-the test split by the one-sided adjusted Rand index per jet (common.metrics.adjusted_rand_index_onesided), averaged
+the test split by the one-sided adjusted Rand index per jet (common.training.metrics.adjusted_rand_index_onesided), averaged
 over the jets with n_sv = max(vtx_id) secondary vertices, for every n_sv in btag.n_sv (jets with one track have no
 pair and are left out). Writes <out>/seed<S>/, <out>/summary.json and <out>/mpm.v2_vertexing.json.
 """
@@ -20,11 +20,11 @@ import numpy as np
 import torch
 
 from common.cli import cli
-from common.distributed import cleanup, init_distributed
-from common.finetune import Task
-from common.finetune_config import finetune_settings
-from common.metrics import adjusted_rand_index_onesided
-from common.train_utils import mark_done, start_run
+from common.training.distributed import cleanup, init_distributed
+from common.training.finetune import Task
+from common.training.finetune_config import finetune_settings
+from common.training.metrics import adjusted_rand_index_onesided
+from common.training.train_utils import mark_done, start_run
 
 from mpm.btag.focal_loss import focal_loss
 from mpm.btag.sweep import run_track_task

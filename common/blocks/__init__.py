@@ -1,0 +1,2 @@
+"""Network blocks shared by the methods (torch and numpy only): transformer, pooling heads, pair features, vector
+quantisation, k-means."""
