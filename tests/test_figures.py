@@ -87,3 +87,71 @@ def test_report_lists_the_floor_rows_under_the_methods_rows(tmp_path):
     md = report.build_results_md(runs, "mini", tmp_path / "res", published=PUB, claims_path=False)[0].read_text()
     assert md.index("| finetune | regression | 100 |") < md.index("| jet observables (BDT) | – | 100 |")
     assert "floor. method." in md
+
+
+TITLED = {"mpm": {"v2_jetclass": {**PUB["mpm"]["v2_jetclass"],
+                                  "title": "MPMv2 JetClass 10-class accuracy vs number of labelled jets"}}}
+
+
+def _texts(fig):
+    ax = fig.axes[0]
+    words = lambda s: " ".join(s.split())  # titles are wrapped onto lines
+    return (words(fig._suptitle.get_text()), words(ax.get_title()),
+            [t.get_text() for t in ax.get_legend().get_texts()])
+
+
+def test_table_figure_is_titled_in_words_and_names_simulated_data():
+    fig = figures.draw_table_figure("mpm.v2_jetclass", _rows(), TITLED,
+                                    meta={"profile": "mini", "dataset": "jetclass at data/sim/jetclass (simulated)"})
+    title, caption, legend = _texts(fig)
+    assert title == "MPMv2 JetClass 10-class accuracy vs number of labelled jets"
+    assert "mpm.v2_jetclass" not in title
+    assert caption == ("ours: the kit's simulated sample, profile mini (not the papers' data); "
+                       "open diamonds: published, Leigh et al.")
+    assert "finetune, regression [published, Leigh et al.]" in legend and "jet observables (BDT)" in legend
+
+
+def test_paper_profile_figure_says_real_data_unless_the_sample_is_simulated():
+    real = {"profile": "paper", "dataset": "jetclass at data/real/JetClass/Pythia (real)"}
+    caption = _texts(figures.draw_table_figure("mpm.v2_jetclass", _rows(), TITLED, meta=real))[1]
+    assert caption.startswith("ours: the real dataset, profile paper") and "simulated" not in caption
+    # the paper profile's second-detector sample is simulated (data/real/sim/jetclass_atlas)
+    assert figures.data_origin({"profile": "paper", "dataset": "jetclass at data/real/sim/jetclass_atlas"}) == "simulated"
+    assert figures.data_origin({"profile": "smoke", "dataset": "toptagging at data/sim-smoke/toptagging"}) == "simulated"
+    assert figures.data_origin({"profile": "paper", "dataset": "qg at data/real/qg"}) == "real"
+    assert figures.data_origin({}) is None
+    caption = _texts(figures.draw_table_figure("mpm.v2_jetclass", _rows(), TITLED, meta={}))[1]
+    assert "data not stated" in caption
+
+
+def _compare_rows():
+    rows = []
+    for model in ("mpmv1", "mpmv2_regression", "mpmv2_ssfm", "omnijet", "hepjepa"):
+        for init in ("pretrained", "random"):
+            for mode in ("frozen probe", "fine-tuned"):
+                rows += [{"model": model, "init": init, "mode": mode, "n_per_class": n, "seed": s,
+                          "accuracy": 0.2 + 0.1 * (init == "pretrained") + 0.01 * s + 0.001 * n}
+                         for n in (10, 100) for s in range(3)]
+    rows += [{"model": "jet observables (BDT)", "init": "none", "mode": "none", "n_per_class": n, "seed": s,
+              "accuracy": 0.4} for n in (10, 100) for s in range(3)]
+    return rows
+
+
+def test_comparison_figure_has_a_compact_legend_colour_method_style_init_marker_mode():
+    meta = {"title": "Which pretraining? Every backbone of the run on the same jets", "profile": "mini",
+            "keys": ["model", "init", "mode", "n_per_class"], "dataset": "jetclass at data/sim/jetclass"}
+    fig = figures.draw_table_figure("compare.which_pretraining", _compare_rows(), {}, meta=meta)
+    title, caption, legend = _texts(fig)
+    assert title == meta["title"]
+    assert caption == "ours: the kit's simulated sample, profile mini (not the papers' data)"
+    assert legend == ["mpmv1", "mpmv2_regression", "mpmv2_ssfm", "omnijet", "hepjepa", "pretrained", "random init",
+                      "frozen probe", "fine-tuned", "jet observables (BDT)"]          # 10 entries for 21 lines
+    ax = fig.axes[0]
+    drawn = [ln for ln in ax.get_lines() if len(ln.get_xdata()) == 2]
+    assert len(drawn) == 21
+    by_style = {(ln.get_linestyle(), ln.get_marker()) for ln in drawn[:20]}
+    assert by_style == {("-", "o"), ("-", "^"), ("--", "o"), ("--", "^")}
+    colours = {}
+    for ln in drawn[:20]:
+        colours.setdefault(ln.get_color() if isinstance(ln.get_color(), str) else tuple(ln.get_color()), 0)
+    assert len(colours) == 5                                                       # one colour per method

@@ -11,11 +11,17 @@ against tracks, rejection against labelled jets (MPMv1 new domain).
 - the published points of common/results/published.yaml (percent converted to fractions) of the key combinations we ran,
   dotted, in the colour of our line with the same keys; the table below the figure lists the others; literature
   rows (ours: False) and references are left out.
+Each figure reads alone: its title is the table's title in words (published.yaml `title`, or meta.title for a table of
+ours), a caption says which data our lines come from (the kit's simulation, or the real dataset in the paper profile:
+data_origin) and where the published points come from; "Which pretraining?" gets a compact legend (colour = method,
+line style = pretrained / random init, marker = frozen probe / fine-tuned: COMPACT_LEGENDS).
 common/results/report.py writes one PNG per table under <results>/figures/ and links it below the table in RESULTS.md.
 """
 from __future__ import annotations
 
 import math
+import re
+import textwrap
 from pathlib import Path
 
 from common.results.tables import aggregate_rows, metric_values, published_table
@@ -38,6 +44,49 @@ FIGURES = {
     "compare.which_pretraining": ("n_per_class", "accuracy", "labelled jets per class", True, False),  # ours
 }
 FLOOR_PREFIX = "jet observables"
+# table id -> the row keys that style its lines instead of one legend entry per line: colour (one per value of a key),
+# line style and marker ({value: (matplotlib style, legend label)})
+COMPACT_LEGENDS = {
+    "compare.which_pretraining": {
+        "colour": "model",
+        "linestyle": ("init", {"pretrained": ("-", "pretrained"), "random": ("--", "random init")}),
+        "marker": ("mode", {"frozen probe": ("o", "frozen probe"), "fine-tuned": ("^", "fine-tuned")}),
+    },
+}
+
+
+def data_origin(meta: dict | None) -> str | None:
+    """"simulated" when our rows come from the kit's simulation, "real" when from the real datasets, None when the
+    result files do not say. Read from the table's meta: its `dataset` (a path under .../sim/, or the word
+    "simulated") and its `profile` (smoke and mini run on simulated data only; paper reads the real datasets, except
+    for a sample whose path says it is simulated, e.g. MPM's second-detector sample data/real/sim/jetclass_atlas)."""
+    meta = meta or {}
+    ds = str(meta.get("dataset") or "").lower()
+    if "simulat" in ds or re.search(r"(^|[/ ])sim(-\w+)?(/|\s|,|$)", ds):
+        return "simulated"
+    if meta.get("profile") in ("smoke", "mini"):
+        return "simulated"
+    if meta.get("profile") == "paper":
+        return "real"
+    return None
+
+
+def data_caption(meta: dict | None, has_published: bool, cite: str = "") -> str:
+    """One line under the title: where our lines and the published points come from."""
+    origin, profile = data_origin(meta), (meta or {}).get("profile")
+    at = f", profile {profile}" if profile else ""
+    ours = {"simulated": f"ours: the kit's simulated sample{at} (not the papers' data)",
+            "real": f"ours: the real dataset{at}",
+            None: f"ours: this run{at} (data not stated in the result files)"}[origin]
+    if has_published:
+        ours += f"; open diamonds: published{', ' + cite if cite else ''}"
+    return ours
+
+
+def figure_title(table_id: str, published: dict | None = None, meta: dict | None = None) -> str:
+    """The table's title in words: published.yaml's `title`, else the meta title of a table of ours, else its id."""
+    entry = published_table(table_id, published) or {}
+    return str(entry.get("title") or (meta or {}).get("title") or table_id)
 
 
 def is_floor_row(row: dict) -> bool:
@@ -82,10 +131,11 @@ def figure_data(table_id: str, rows: list[dict], published: dict | None = None,
         if g["_keys"].get("init") == "random":  # compare.which_pretraining: dashed, in its pretrained line's colour
             style, like = "random", _label({**g["_keys"], "init": "pretrained"}, others) + " [ours]"
         ln = lines.setdefault(label + ("" if style == "floor" else " [ours]"), {"pts": {}, "style": style,
-                                                                                "like": like})
+                                                                                "like": like, "keys": g["_keys"]})
         ln["pts"][x] = vals
     lines = {k: {"x": sorted(v["pts"]), "values": [v["pts"][x] for x in sorted(v["pts"])], "style": v["style"],
-                 "like": v["like"]} for k, v in lines.items()}
+                 "like": v["like"], "keys": {a: b for a, b in v["keys"].items() if a != x_key}}
+             for k, v in lines.items()}
     scale = 0.01 if metric in set(entry.get("percent") or []) else 1.0
     pub = {}
     cite = entry.get("cite") or str(entry.get("source", "")).split(",")[0].strip()
@@ -105,16 +155,29 @@ def figure_data(table_id: str, rows: list[dict], published: dict | None = None,
     if not lines and not hlines:
         return None
     return {"lines": lines, "published": pub, "hlines": hlines, "xlabel": xlabel, "ylabel": metric,
-            "logx": logx, "logy": logy}
+            "logx": logx, "logy": logy, "cite": cite, "compact": COMPACT_LEGENDS.get(table_id)}
+
+
+def draw_table_figure(table_id: str, rows: list[dict], published: dict | None = None, title: str | None = None,
+                      keys: list[str] | None = None, meta: dict | None = None):
+    """The matplotlib Figure of one table (figure_data, titled in words, its data named), or None."""
+    from common.results.plots import table_figure_fig
+
+    d = figure_data(table_id, rows, published, keys or (meta or {}).get("keys"))
+    if d is None:
+        return None
+    words = title or figure_title(table_id, published, meta)
+    return table_figure_fig(d["lines"], published=d["published"], hlines=d["hlines"], xlabel=d["xlabel"],
+                            ylabel=d["ylabel"], logx=d["logx"], logy=d["logy"],
+                            title="\n".join(textwrap.wrap(words, 80)),
+                            caption="\n".join(textwrap.wrap(data_caption(meta, bool(d["published"]), d["cite"]), 70)), compact=d["compact"])
 
 
 def table_figure(table_id: str, rows: list[dict], path, published: dict | None = None,
-                 title: str | None = None, keys: list[str] | None = None) -> Path | None:
-    """Write the figure of one table (figure_data) to path; None when the table has no figure or no value."""
-    from common.results.plots import table_figure as draw
+                 title: str | None = None, keys: list[str] | None = None, meta: dict | None = None) -> Path | None:
+    """Write the figure of one table (draw_table_figure) to path; None when the table has no figure or no value.
+    meta: the table's merged meta (its profile and dataset name the data on the figure)."""
+    from common.results.plots import save_figure
 
-    d = figure_data(table_id, rows, published, keys)
-    if d is None:
-        return None
-    return draw(d["lines"], path, published=d["published"], hlines=d["hlines"], xlabel=d["xlabel"],
-                ylabel=d["ylabel"], logx=d["logx"], logy=d["logy"], title=title or table_id)
+    fig = draw_table_figure(table_id, rows, published, title, keys, meta)
+    return None if fig is None else save_figure(fig, path)

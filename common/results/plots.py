@@ -4,7 +4,8 @@
   roc_curves(curves, path)          background rejection 1/eps_B vs signal efficiency (or the plain ROC)
   metric_vs_labels(series, path)    e.g. accuracy vs number of labelled jets: log x, mean +- std band over seeds
   table_figure(lines, path)         a results table's figure: ours as lines with bands over seeds, published points,
-                                    horizontal references (the supervised ceiling)
+                                    horizontal references (the supervised ceiling), a title in words and a caption
+                                    naming the data; table_figure_fig returns the Figure itself
   hist_ratio(real, gen, path)       real vs generated histograms with a generated/real ratio panel
   data_label(root, name)            what to call a dataset in a plot: its name, or the kit's simulation of it
   loss_curves(log, path)            training/validation losses from log.jsonl rows
@@ -86,17 +87,28 @@ def metric_vs_labels(series: dict, path, *, ylabel: str = "accuracy", xlabel: st
     return save_figure(fig, path)
 
 
-def table_figure(lines: dict, path, *, published: dict | None = None, hlines: dict | None = None,
-                 xlabel: str = "labelled jets", ylabel: str = "accuracy", logx: bool = True, logy: bool = False,
-                 title: str | None = None) -> Path:
+def table_figure(lines: dict, path, **kw) -> Path:
+    """Write table_figure_fig(lines, **kw) to path."""
+    return save_figure(table_figure_fig(lines, **kw), path)
+
+
+def table_figure_fig(lines: dict, *, published: dict | None = None, hlines: dict | None = None,
+                     xlabel: str = "labelled jets", ylabel: str = "accuracy", logx: bool = True, logy: bool = False,
+                     title: str | None = None, caption: str | None = None, compact: dict | None = None) -> Figure:
     """A results table as a figure.
 
     lines: {label: {"x": [...], "values": [[per-seed values], ...], "style": "ours" | "floor" | "random",
-    "like": label}}: a line at the mean and a band of +- sample std where a point has more than one seed (floor rows
-    dashed, grey shades; "random" dashed in the colour of the line `like`, drawn before it);
+    "like": label, "keys": {key: value}}}: a line at the mean and a band of +- sample std where a point has more than
+    one seed (floor rows dashed, grey shades; "random" dashed in the colour of the line `like`, drawn before it);
     published: {label: {"x": [...], "y": [...], "like": <label of ours with the same keys or None>}}: open markers on
     a dotted line, in the colour of the matching line of ours;
-    hlines: {label: [values over seeds]}: horizontal references (e.g. every label, from scratch: the ceiling)."""
+    hlines: {label: [values over seeds]}: horizontal references (e.g. every label, from scratch: the ceiling);
+    title: the figure's title in words; caption: one line under it naming the data;
+    compact: {"colour": key, "linestyle": (key, {value: (ls, label)}), "marker": (key, {value: (marker, label)})}:
+    lines of ours are styled by their keys and the legend lists one entry per colour, line style and marker
+    (proxies) instead of one per line."""
+    from matplotlib.lines import Line2D
+
     fig, ax = _figure(figsize=(7.5, 5))
     colours, floor_shades = {}, iter(["0.15", "0.45", "0.6", "0.3"])
     n_own = sum(ln.get("style") == "ours" for ln in lines.values())
@@ -104,18 +116,34 @@ def table_figure(lines: dict, path, *, published: dict | None = None, hlines: di
 
     cmap = matplotlib.colormaps["tab10" if n_own <= 10 else "tab20"]
     palette = iter(cmap(i % cmap.N) for i in range(n_own))
+    group_colour: dict = {}  # compact: one colour per value of the colour key
+    proxies: dict = {}
     for label, ln in lines.items():
         xs = np.asarray(ln["x"], dtype=float)
         mean = np.array([np.mean(v) for v in ln["values"]])
         std = np.array([np.std(v, ddof=1) if len(v) > 1 else 0.0 for v in ln["values"]])
         floor = ln.get("style") == "floor"
         kw = dict(color=next(floor_shades, "0.5"), ls="--", marker="s", ms=4) if floor else dict(marker="o", ms=4)
-        if ln.get("style") == "ours":  # one colour per line of ours (tab20 beyond ten lines)
-            kw["color"] = next(palette)
-        if ln.get("style") == "random":  # the same architecture at random init: dashed, in its pretrained colour
-            kw = dict(ls="--", marker="o", ms=4, mfc="none", **({"color": colours[ln["like"]]}
-                                                                 if ln.get("like") in colours else {}))
-        line, = ax.plot(xs, mean, label=label, **kw)
+        if compact and not floor:
+            keys = ln.get("keys") or {}
+            group = keys.get(compact["colour"])
+            if group not in group_colour:
+                group_colour[group] = cmap(len(group_colour) % cmap.N)
+            ls_key, ls_map = compact["linestyle"]
+            mk_key, mk_map = compact["marker"]
+            ls, ls_label = ls_map.get(keys.get(ls_key), ("-", str(keys.get(ls_key))))
+            mk, mk_label = mk_map.get(keys.get(mk_key), ("o", str(keys.get(mk_key))))
+            kw = dict(color=group_colour[group], ls=ls, marker=mk, ms=5, mfc="none" if ls != "-" else None)
+            proxies.setdefault(("ls", ls_label), Line2D([], [], color="k", ls=ls, label=ls_label))
+            proxies.setdefault(("mk", mk_label), Line2D([], [], color="k", ls="none", marker=mk, label=mk_label))
+            line, = ax.plot(xs, mean, **kw)
+        else:
+            if ln.get("style") == "ours":  # one colour per line of ours (tab20 beyond ten lines)
+                kw["color"] = next(palette)
+            if ln.get("style") == "random":  # the same architecture at random init: dashed, in its pretrained colour
+                kw = dict(ls="--", marker="o", ms=4, mfc="none", **({"color": colours[ln["like"]]}
+                                                                     if ln.get("like") in colours else {}))
+            line, = ax.plot(xs, mean, label=label, **kw)
         colours[label] = line.get_color()
         if any(len(v) > 1 for v in ln["values"]):
             ax.fill_between(xs, mean - std, mean + std, color=line.get_color(), alpha=0.2, lw=0)
@@ -129,10 +157,18 @@ def table_figure(lines: dict, path, *, published: dict | None = None, hlines: di
             ax.axhspan(m - np.std(vals, ddof=1), m + np.std(vals, ddof=1), color="k", alpha=0.07, lw=0)
     ax.set(xlabel=xlabel, ylabel=ylabel, xscale="log" if logx else "linear", yscale="log" if logy else "linear")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    handles, labels = ax.get_legend_handles_labels()
+    if compact:  # colours (methods) first, then line styles and markers, then the floor and references
+        handles = ([Line2D([], [], color=c, lw=3, label=str(g)) for g, c in group_colour.items()]
+                   + [p for k, p in proxies.items() if k[0] == "ls"] + [p for k, p in proxies.items() if k[0] == "mk"]
+                   + handles)
+        labels = [h.get_label() for h in handles]
+    ax.legend(handles, labels, fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     if title:
-        ax.set_title(title, fontsize=9)
-    return save_figure(fig, path)
+        fig.suptitle(title, fontsize=9)
+    if caption:
+        ax.set_title(caption, fontsize=7, style="italic")
+    return fig
 
 
 def data_label(root, name: str = "JetClass") -> str:

@@ -129,7 +129,7 @@ def build_results_md(runs_dir, profile: str, out_dir, published: dict | None = N
                 files = ", ".join(os.path.relpath(f, runs_dir) for f in res["files"])
                 text += f"\nResult files (under {runs_dir}): {files}\n"
                 fig = table_figure(table_id, res["rows"], out_dir / "figures" / f"{table_id}.png", published,
-                                   keys=meta.get("keys"))
+                                   keys=meta.get("keys"), meta=meta)
                 if fig is not None:  # the paper shows this table as a figure (common/results/figures.py)
                     figures.append(fig.name)
                     text += f"\nFigure: [figures/{fig.name}](figures/{fig.name})\n"
