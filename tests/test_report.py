@@ -58,8 +58,10 @@ def test_results_md_is_byte_identical_to_the_builder_before_the_split(tmp_path):
     runs = tmp_path / "runs"
     make_run(runs, functools.partial(results.write_result, published=PUB))
     path, n_missing = report.build_results_md(runs, "mini", tmp_path / "res", published=PUB, claims_path=False)
-    # the one intended difference: the command line that names the builder
+    # the intended differences: the command line that names the builder, and the page on the simulation (docs/)
     expected = FIXTURE.read_text().replace("python -m common.results.tables", "python -m common.results.report")
+    expected = expected.replace("See README.md, section 'The simulated data'.",
+                                "See docs/simulation.md for how the simulation differs from the real datasets.")
     assert path.read_text().replace(str(runs), "<RUNS>") == expected
     assert n_missing == 2
 

@@ -158,7 +158,7 @@ def build_results_md(runs_dir, profile: str, out_dir, published: dict | None = N
         lines += ["**These numbers come from simulated data at reduced scale** (Pythia 8 + FastJet + our own "
                   "detector response; no MadGraph, no Delphes), with far fewer jets and training steps than the "
                   "papers. Compare trends (pretrained vs scratch, fixed vs fine-tuned), not absolute values. "
-                  "See README.md, section 'The simulated data'.", ""]
+                  "See docs/simulation.md for how the simulation differs from the real datasets.", ""]
     if claims_path is not False:
         from common.results.claims import claims_section  # claims.py reads result files through common.results.tables
         accepted = {t: res for t, res in results.items() if t not in refused}
