@@ -254,3 +254,320 @@ def test_claims_cli_refuses_a_file_or_a_folder_without_results(tmp_path, capsys)
     (tmp_path / "empty").mkdir()
     code, err = _cli(C.main, ["--runs", str(tmp_path / "empty")], capsys)
     assert code == 2 and "no valid result file" in err and err.count("\n") == 0
+
+
+# ------------------------------------------------------------------------------------- 4. unfinished pretraining
+def _unfinished_tokenizer_run(tmp_path):
+    from common.training.checkpoint import save_checkpoint
+    from tests.test_omnijet_loops import _tokenizer_run
+    run = tmp_path / "tokenizer"
+    _tokenizer_run(run, "binned")
+    (run / "done.json").unlink()                       # killed before it finished
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
+    save_checkpoint(run / "checkpoint.pt", {**ckpt, "step": 150})
+    return run
+
+
+def test_weights_of_an_unfinished_run_are_refused_naming_the_folder(tmp_path, monkeypatch):
+    from common.training.checkpoint import CheckpointError
+    from omnijet.vqvae import load_tokenizer
+    monkeypatch.delenv("JETFM_ALLOW_UNFINISHED", raising=False)
+    run = _unfinished_tokenizer_run(tmp_path)
+    with pytest.raises(CheckpointError) as e:
+        load_tokenizer(run)
+    msg = _one_line(e)
+    assert msg.startswith(f"{run}: this run did not finish (no done.json) (its checkpoint.pt is from step 150)")
+    assert f"set JETFM_ALLOW_UNFINISHED={run} to use its tokeniser as they are" in msg
+    monkeypatch.setenv("JETFM_ALLOW_UNFINISHED", str(tmp_path / "another"))
+    with pytest.raises(CheckpointError):
+        load_tokenizer(run)
+    monkeypatch.setenv("JETFM_ALLOW_UNFINISHED", str(run))          # asked for by name: used, with a warning
+    assert load_tokenizer(run) is not None
+
+
+def test_an_explicit_checkpoint_outside_a_run_folder_is_the_users_choice(tmp_path):
+    from common.training.checkpoint import load_trained, save_checkpoint
+    save_checkpoint(tmp_path / "mine.pt", {"model": {}, "step": 3})
+    assert load_trained(tmp_path / "mine.pt")["step"] == 3
+
+
+def test_mpm_finetune_refuses_an_unfinished_pretraining(tmp_path, monkeypatch):
+    from common.training.checkpoint import CheckpointError
+    from mpm.build import backbone_fns
+    from tests.test_mpm_finetune import pretrained_run
+    monkeypatch.delenv("JETFM_ALLOW_UNFINISHED", raising=False)
+
+    class _Factory:
+        def mktemp(self, name):
+            (tmp_path / name).mkdir()
+            return tmp_path / name
+    run, _ = pretrained_run.__wrapped__(_Factory())
+    (run / "done.json").unlink()
+    cfg = {"pretrained": {"run": str(run), "config": None, "overrides": None},
+           "data": dict(__import__("common.training.config", fromlist=["x"]).load_config(run / "config.yaml")["data"])}
+    build, load, _ = backbone_fns(cfg)
+    with pytest.raises(CheckpointError, match=rf"^{re.escape(str(run))}: this run did not finish"):
+        load(build())
+
+
+# ------------------------------------------------------------------------------------- 5. runs and run folders
+def _cfg(tmp_path, lr=0.001):
+    p = tmp_path / f"cfg{lr}.yaml"
+    p.write_text(f"seed: 1\ntrain:\n  lr: {lr}\n  steps: 3\n")
+    return str(p)
+
+
+@pytest.fixture
+def rank0(monkeypatch):
+    for k in ("RANK", "WORLD_SIZE", "JETFM_THREADS"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    yield monkeypatch
+    torch.set_num_threads(1)
+
+
+def test_a_finished_run_rerun_with_another_config_is_refused_naming_the_change(tmp_path, rank0):
+    from common.training.config import ConfigError
+    from common.training.train_utils import mark_done, start_run
+    out = tmp_path / "run"
+    assert start_run("t", ["--config", _cfg(tmp_path), "--out", str(out)]) is not None
+    mark_done(out)
+    assert start_run("t", ["--config", _cfg(tmp_path), "--out", str(out)]) is None      # same config: nothing to do
+    with pytest.raises(ConfigError) as e:
+        start_run("t", ["--config", _cfg(tmp_path, 0.002), "--out", str(out)])
+    msg = _one_line(e)
+    assert "config.yaml: the finished run there has another config (train.lr: 0.001 -> 0.002); rerun with " \
+           "--restart to redo it" in msg
+    assert start_run("t", ["--config", _cfg(tmp_path, 0.002), "--out", str(out), "--restart"]) is not None
+
+
+@pytest.mark.parametrize("text", ["seed: [1\n", "- a list\n", "\x00\x01binary"])
+def test_a_corrupt_config_yaml_in_a_run_folder_is_one_line(tmp_path, rank0, text):
+    from common.training.config import ConfigError
+    from common.training.train_utils import start_run
+    out = tmp_path / "run"
+    start_run("t", ["--config", _cfg(tmp_path), "--out", str(out)])
+    (out / "config.yaml").write_text(text)
+    with pytest.raises(ConfigError) as e:
+        start_run("t", ["--config", _cfg(tmp_path), "--out", str(out)])
+    assert re.search(r"config\.yaml: the earlier run's config is (unreadable|not a mapping).*--restart", _one_line(e))
+
+
+def test_a_resume_with_another_thread_count_is_refused(tmp_path, rank0):
+    from common.training.config import ConfigError
+    from common.training.train_utils import start_run
+    out = tmp_path / "run"
+    argv = ["--config", _cfg(tmp_path), "--out", str(out)]
+    start_run("t", argv)
+    assert json.loads((out / ".jetfm-run").read_text())["threads"] == 1
+    rank0.setenv("JETFM_THREADS", "2")
+    with pytest.raises(ConfigError, match=r"started with 1 torch thread\(s\), this process has 2; .*JETFM_THREADS=1"):
+        start_run("t", argv)
+    assert start_run("t", argv + ["--restart"]) is not None                       # a new run: its own count
+    assert json.loads((out / ".jetfm-run").read_text())["threads"] == 2
+    rank0.setenv("JETFM_THREADS", "1")
+    with pytest.raises(ConfigError, match="started with 2 torch thread"):
+        start_run("t", argv)
+
+
+def test_restart_deletes_only_the_files_the_run_recorded_writing(tmp_path, rank0):
+    from common.atomic import write_json, write_text
+    from common.results.plots import save_figure
+    from common.training.checkpoint import save_checkpoint
+    from common.training.logger import MetricLogger
+    from common.training.train_utils import mark_done, start_run
+    out = tmp_path / "run"
+    argv = ["--config", _cfg(tmp_path), "--out", str(out)]
+    start_run("t", argv)
+    save_checkpoint(out / "checkpoint.pt", {"step": 1})
+    MetricLogger(out, enabled=True).log(1, loss=0.5)
+    write_json(out / "n100" / "seed0" / "result.json", {"auc": 0.5})
+    write_text(out / "plots" / "loss.md", "kit")
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    save_figure(plt.figure(), out / "plots" / "loss.png")
+    mark_done(out)
+    (out / "notes.md").write_text("my notes")                                   # the user's, kit endings
+    (out / "my_plots").mkdir()
+    (out / "my_plots" / "fig.png").write_bytes(b"\x89PNG mine")
+    (out / "plots" / "annotated.png").write_bytes(b"\x89PNG mine too")
+    assert start_run("t", argv + ["--restart"]) is not None
+    left = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert left == [".jetfm-lock", ".jetfm-run", ".jetfm-written", "config.yaml", "my_plots/fig.png", "notes.md",
+                    "plots/annotated.png"]
+    assert (out / "notes.md").read_text() == "my notes"
+    assert (out / ".jetfm-written").read_text() == "config.yaml\n"                # recorded again after --restart
+
+
+def test_a_manifest_naming_a_file_outside_the_run_is_never_followed(tmp_path, rank0):
+    from common.training.config import ConfigError
+    from common.training.train_utils import start_run
+    out = tmp_path / "run"
+    argv = ["--config", _cfg(tmp_path), "--out", str(out)]
+    start_run("t", argv)
+    (tmp_path / "precious.txt").write_text("x")
+    with open(out / ".jetfm-written", "a") as f:
+        f.write("../precious.txt\n")
+    with pytest.raises(ConfigError, match=r"names '\.\./precious\.txt', outside the run folder .*nothing was deleted"):
+        start_run("t", argv + ["--restart"])
+    assert (tmp_path / "precious.txt").exists() and (out / "config.yaml").exists()
+
+
+def test_restart_of_a_run_made_before_manifests_is_refused(tmp_path, rank0):
+    from common.training.config import ConfigError
+    from common.training.train_utils import start_run
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".jetfm-run").write_text(json.dumps({"kit": "jetfm", "preexisting": []}))   # the old marker
+    (out / "config.yaml").write_text("seed: 1\n")
+    (out / "notes.md").write_text("mine")
+    with pytest.raises(ConfigError, match="no valid .jetfm-run marker with a manifest"):
+        start_run("t", ["--config", _cfg(tmp_path), "--out", str(out), "--restart"])
+    assert (out / "notes.md").exists()
+
+
+# ------------------------------------------------------------------------------------- checkpoints
+def _resume_cli(tmp_path, ckpt_path, capsys, model=None):
+    """What every training loop does on resume, at an entry point: load + restore, through common.cli."""
+    from common.training.checkpoint import load_checkpoint, restore_state
+    model = model or torch.nn.Linear(3, 2)
+    opt = torch.optim.AdamW(model.parameters())
+    return _cli(lambda argv: restore_state(load_checkpoint(ckpt_path), model=model, optimizer=opt), [], capsys)
+
+
+def test_a_truncated_or_empty_checkpoint_is_one_line_naming_the_file(tmp_path, capsys):
+    from common.training.checkpoint import make_state, save_checkpoint
+    path = tmp_path / "run" / "checkpoint.pt"
+    model = torch.nn.Linear(3, 2)
+    save_checkpoint(path, make_state(model=model, step=5, optimizer=torch.optim.AdamW(model.parameters())))
+    path.write_bytes(path.read_bytes()[:300])
+    code, err = _resume_cli(tmp_path, path, capsys)
+    assert code == 2 and err.count("\n") == 0 and f"{path}: cannot read the checkpoint (300 bytes" in err
+    assert "rerun with --restart" in err
+    path.write_bytes(b"")
+    code, err = _resume_cli(tmp_path, path, capsys)
+    assert code == 2 and "cannot read the checkpoint (empty file" in err
+
+
+def test_a_foreign_checkpoint_is_one_line_not_hundreds_of_key_names(tmp_path, capsys):
+    from common.training.checkpoint import make_state, save_checkpoint
+    path = tmp_path / "checkpoint.pt"
+    big = torch.nn.Sequential(*[torch.nn.Linear(4, 4) for _ in range(150)])
+    save_checkpoint(path, make_state(model=big, step=5, optimizer=torch.optim.AdamW(big.parameters())))
+    code, err = _resume_cli(tmp_path, path, capsys)
+    assert code == 2 and err.count("\n") == 0 and len(err) < 500, err
+    assert f"{path}: does not fit this run's model or optimiser (missing key(s): 2, e.g. weight; " \
+           "unexpected key(s): 300, e.g. 0.weight)" in err
+
+
+def test_a_bare_state_dict_as_checkpoint_is_named(tmp_path, capsys):
+    path = tmp_path / "checkpoint.pt"
+    torch.save(torch.nn.Linear(3, 2).state_dict(), path)
+    code, err = _resume_cli(tmp_path, path, capsys)
+    assert code == 2 and f"{path}: not a resumable checkpoint of this run (no model, step, optimizer, rng)" in err
+
+
+def test_a_folder_named_checkpoint_pt_is_named(tmp_path, capsys):
+    (tmp_path / "checkpoint.pt").mkdir()
+    code, err = _resume_cli(tmp_path, tmp_path / "checkpoint.pt", capsys)
+    assert code == 2 and "checkpoint.pt: is a folder, not a checkpoint file" in err
+
+
+def test_a_full_disk_names_the_file_and_keeps_the_last_checkpoint(tmp_path, monkeypatch, capsys):
+    from common.training import checkpoint as ck
+    path = tmp_path / "checkpoint.pt"
+    ck.save_checkpoint(path, {"step": 1})
+
+    def full(obj, f, *a, **k):
+        with open(f, "wb") as fh:
+            fh.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(torch, "save", full)
+    code, err = _cli(lambda argv: ck.save_checkpoint(path, {"step": 2}), [], capsys)
+    assert code == 2 and err.count("\n") == 0
+    assert f"{path}: cannot write: no space left on the device" in err
+    assert ck.load_checkpoint(path)["step"] == 1 and not list(tmp_path.glob("*.tmp"))
+    # torch's own zip writer reports a full disk as an internal RuntimeError naming neither file nor cause
+
+    def torn(obj, f, *a, **k):
+        raise RuntimeError("[enforce fail at inline_container.cc:626] . unexpected pos 64 vs 0")
+    monkeypatch.setattr(torch, "save", torn)
+    monkeypatch.setattr(ck.shutil, "disk_usage", lambda p: type("U", (), {"free": 1024})())
+    code, err = _cli(lambda argv: ck.save_checkpoint(path, {"step": 2}), [], capsys)
+    assert code == 2 and f"{path}: cannot write the checkpoint: no space left on the device (0 MiB free)" in err
+    monkeypatch.setattr(ck.shutil, "disk_usage", lambda p: type("U", (), {"free": 2**40})())
+    code, err = _cli(lambda argv: ck.save_checkpoint(path, {"step": 2}), [], capsys)
+    assert code == 2 and f"{path}: cannot write the checkpoint ([enforce fail at inline_container.cc:626] " in err
+    monkeypatch.setattr(ck.shutil, "disk_usage", lambda p: type("U", (), {"free": 1024})())
+    monkeypatch.setattr(torch, "save", lambda *a, **k: (_ for _ in ()).throw(
+        RuntimeError("PytorchStreamWriter failed writing file data/0: file write failed")))
+    code, err = _cli(lambda argv: ck.save_checkpoint(path, {"step": 2}), [], capsys)
+    assert code == 2 and f"{path}: cannot write the checkpoint: no space left on the device (0 MiB free)" in err
+
+
+def test_ctrl_c_is_one_line_and_exit_130(capsys):
+    def main(argv):
+        raise KeyboardInterrupt
+    code, err = _cli(main, [], capsys)
+    assert code == 130 and err == "interrupted; rerun the same command to resume (a run continues from its last " \
+                                  "checkpoint)"
+    from common.cli import cli
+    with pytest.raises(KeyboardInterrupt):
+        cli(main, ["--debug"])
+
+
+def test_ctrl_c_during_a_checkpoint_write_keeps_the_last_one(tmp_path, monkeypatch):
+    from common.training import checkpoint as ck
+    path = tmp_path / "checkpoint.pt"
+    ck.save_checkpoint(path, {"step": 1})
+
+    def interrupted(obj, f, *a, **k):
+        open(f, "wb").write(b"half")
+        raise KeyboardInterrupt
+    monkeypatch.setattr(torch, "save", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        ck.save_checkpoint(path, {"step": 2})
+    monkeypatch.undo()
+    assert ck.load_checkpoint(path)["step"] == 1 and not list(tmp_path.glob("*.tmp"))
+
+
+def test_output_piped_into_a_closed_reader_ends_quietly(capsys):
+    def main(argv):
+        raise BrokenPipeError(32, "Broken pipe")
+    code, err = _cli(main, [], capsys)
+    assert code == 0 and err == ""
+
+
+# ------------------------------------------------------------------------------------- report CLI
+def test_report_out_pointing_at_a_file_is_one_line(tmp_path, capsys):
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "RESULTS.md").write_text("mine")
+    code, err = _cli(report.main, ["--runs", str(tmp_path / "runs"), "--profile", "mini", "--out",
+                                   str(tmp_path / "RESULTS.md")], capsys)
+    assert code == 2 and err.count("\n") == 0 and "RESULTS.md is a file, not a folder" in err
+    assert (tmp_path / "RESULTS.md").read_text() == "mine"
+
+
+def test_report_refuses_a_misspelt_strict_table(tmp_path, capsys):
+    (tmp_path / "runs").mkdir()
+    code, err = _cli(report.main, ["--runs", str(tmp_path / "runs"), "--profile", "mini", "--out",
+                                   str(tmp_path / "res"), "--claims", "none", "--strict",
+                                   "--strict-tables", "mpm.v1_jetclas"], capsys)
+    assert code == 2 and "--strict-tables: mpm.v1_jetclas: no such table" in err
+
+
+def test_report_out_inside_runs_does_not_copy_its_own_plots_again(tmp_path):
+    runs = tmp_path / "runs"
+    (runs / "step").mkdir(parents=True)
+    (runs / "step" / "loss.png").write_bytes(b"\x89PNG")
+    for _ in range(3):
+        report.build_results_md(runs, "mini", runs / "results", claims_path=False)
+    pngs = sorted(str(p.relative_to(runs)) for p in runs.rglob("*.png"))
+    assert pngs == ["results/plots/step/loss.png", "step/loss.png"]
+
+
+def test_report_runs_that_is_a_file_is_named(tmp_path, capsys):
+    (tmp_path / "f").write_text("x")
+    code, err = _cli(report.main, ["--runs", str(tmp_path / "f"), "--profile", "mini"], capsys)
+    assert code == 2 and "is not a directory" in err

@@ -50,9 +50,7 @@ def save_checkpoint(path, state: dict) -> None:
     with atomic_path(path) as tmp:
         try:
             torch.save(_plain(state), tmp)
-        except RuntimeError as e:
-            if "write" not in str(e).lower():
-                raise
+        except RuntimeError as e:   # torch's zip writer: "unexpected pos ...", "file write failed", ...
             free = _free_bytes(Path(path).parent)
             if free is not None and free < LOW_SPACE:
                 raise NoSpaceError(f"{path}: cannot write the checkpoint: no space left on the device "
