@@ -10,6 +10,7 @@ gives it a per-process random name, for files that several processes may write a
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import uuid
@@ -18,18 +19,88 @@ import numpy as np
 import torch
 
 
+class NoSpaceError(OSError):
+    """A write that failed for want of disk space (or quota): one line naming the file (common.cli)."""
+
+
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
 @contextmanager
 def atomic_path(path, unique: bool = False):
-    """Yield a temporary path beside `path`; move it onto `path` when the block succeeds, remove it otherwise."""
+    """Yield a temporary path beside `path`; move it onto `path` when the block succeeds, remove it otherwise.
+    A full disk (ENOSPC / EDQUOT) is a NoSpaceError naming `path`; the earlier file at `path` is left intact."""
     path = str(path)
     tmp = f"{path}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp" if unique else f"{path}.tmp"
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as e:
+        if e.errno in _FULL and not isinstance(e, NoSpaceError):
+            full = NoSpaceError(f"{path}: cannot write: no space left on the device; free some space and rerun "
+                                "the same command (the earlier file, if any, is intact)")
+            full.errno = e.errno
+            raise full from None
+        raise
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+    record_written(path)
+
+
+RUN_MARKER = ".jetfm-run"         # written at a run's start (common.training.train_utils.start_run)
+MANIFEST = ".jetfm-written"       # beside it: every file the kit wrote in the run, one relative path a line
+_recorded: set[tuple[str, str]] = set()
+
+
+def run_folder_of(path) -> str | None:
+    """The nearest folder above `path` that holds a run marker (the run the file belongs to), or None."""
+    d = os.path.dirname(os.path.abspath(path))
+    for _ in range(32):
+        if os.path.isfile(os.path.join(d, RUN_MARKER)):
+            return d
+        up = os.path.dirname(d)
+        if up == d:
+            return None
+        d = up
+    return None
+
+
+def record_written(path) -> None:
+    """Note `path` in the manifest of the run folder it lies in (if any): --restart (clear_run) deletes exactly the
+    files a manifest names, never a file the user saved there. Every writer of the kit records through here
+    (atomic_path, the metric logger)."""
+    run = run_folder_of(path)
+    if run is None:
+        return
+    rel = os.path.relpath(os.path.abspath(path), run)
+    if os.path.basename(rel).startswith(".jetfm") and os.path.dirname(rel) == "":
+        return
+    if (run, rel) in _recorded:
+        return
+    try:
+        with open(os.path.join(run, MANIFEST), "a") as f:
+            f.write(rel + "\n")
+    except OSError:
+        return        # a read-only or full run folder: the file is then never deleted by --restart (the safe side)
+    _recorded.add((run, rel))
+
+
+def forget_run(run) -> None:
+    """After --restart removed a run's manifest: files written again are recorded again."""
+    run = os.path.abspath(run)
+    for key in [k for k in _recorded if k[0] == run or k[0].startswith(run + os.sep)]:
+        _recorded.discard(key)
+
+
+def read_manifest(run) -> set[str] | None:
+    """The relative paths a run folder's manifest records (None: no manifest)."""
+    try:
+        with open(os.path.join(run, MANIFEST)) as f:
+            return {line.rstrip("\n") for line in f if line.strip()}
+    except FileNotFoundError:
+        return None
 
 
 def json_default(o):

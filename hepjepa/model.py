@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.training.checkpoint import load_checkpoint
+from common.training.checkpoint import load_trained
 from common.data.datasets import dataset_info
 from common.training.ema import ema_update, make_target
 from common.blocks.pairwise import pairwise_features
@@ -318,7 +318,7 @@ def backbone_fns(cfg: dict):
         if not path.is_file():
             raise FileNotFoundError(f"sweep.pretrained: no HEP-JEPA checkpoint at {path} (run hepjepa.pretrain first, "
                                     f"or use only mode 'scratch')")
-        ckpt = load_checkpoint(path)
+        ckpt = load_trained(path, "pretrained encoder")
         trained = (ckpt.get("config") or {}).get("model")
         if trained is not None and trained != cfg["model"]:
             diff = sorted(k for k in set(trained) | set(cfg["model"]) if trained.get(k) != cfg["model"].get(k))

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import yaml
 
+from common.atomic import write_text
 from common.cli import cli
 from common.results.tables import read_json, render_table, write_result
 
@@ -249,7 +250,7 @@ def write_tables(runs, out, profile: str) -> list[str]:
             write_result(out / f"{table_id}.json", table_id, rows, meta)
             md.append(render_table(table_id, rows, meta))
             written.append(table_id)
-    (out / "hepjepa.md").write_text("\n\n".join(md) + "\n")
+    write_text(out / "hepjepa.md", "\n\n".join(md) + "\n")   # atomic, and in the run's manifest
     return written
 
 

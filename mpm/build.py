@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from common.training.checkpoint import load_checkpoint
+from common.training.checkpoint import load_trained
 from common.training.config import load_config
 
 from mpm.mpmv1 import MPMv1, MPMv1Backbone
@@ -110,7 +110,7 @@ def backbone_fns(cfg: dict):
         return build_backbone(pcfg)
 
     def load(backbone):
-        ckpt = load_checkpoint(Path(run) / "checkpoint.pt")
+        ckpt = load_trained(Path(run) / "checkpoint.pt", "pretrained weights")
         prefix = BACKBONE_PREFIX[pcfg["method"]]
         state = {k[len(prefix):]: v for k, v in ckpt["model"].items() if k.startswith(prefix)}
         backbone.load_state_dict(state, strict=True)

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.training.checkpoint import load_checkpoint
+from common.training.checkpoint import load_trained
 from common.data.features import get_feature_set
 from common.blocks.kmeans import nearest
 from common.blocks.transformer import Encoder
@@ -201,7 +201,7 @@ def load_tokenizer(path, device="cpu") -> nn.Module:
     path = Path(path)
     if path.is_dir():
         path = path / "tokenizer.pt"
-    blob = load_checkpoint(path, map_location="cpu")
+    blob = load_trained(path, "tokeniser", map_location="cpu")
     if blob.get("kind") == "vqvae":
         tok = build_vqvae(blob["config"])
         tok.load_state_dict(blob["state"])

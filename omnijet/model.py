@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.training.checkpoint import load_checkpoint
+from common.training.checkpoint import load_trained
 from common.training.config import load_config
 from common.training.train_utils import autocast
 from common.blocks.transformer import GPT
@@ -56,7 +56,7 @@ def load_gpt(run_dir, device="cpu", which: str = "best") -> tuple[OmniJetGPT, di
         path = run_dir / "checkpoint.pt"
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir}: no {which}.pt or checkpoint.pt (run omnijet.pretrain first)")
-    ckpt = load_checkpoint(path)
+    ckpt = load_trained(path, "pretrained GPT")
     model = build_gpt(cfg["model"], int(ckpt["num_codes"]))
     model.load_state_dict(ckpt["model"])
     return model.to(device).eval(), cfg

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from common.training.checkpoint import load_checkpoint
+from common.training.checkpoint import load_trained
 from common.training.config import load_config
 from common.blocks.transformer import Attention, EncoderBlock, zero_padded
 from common.blocks.vq import VectorQuantizer
@@ -266,5 +266,5 @@ def load_tokenizer(run_dir, device="cpu") -> nn.Module:
     ckpt_path = run_dir / "checkpoint.pt"
     if not ckpt_path.is_file():
         raise FileNotFoundError(f"{ckpt_path}: no tokeniser checkpoint (run omnijet.train_tokenizer first)")
-    model.load_state_dict(load_checkpoint(ckpt_path)["model"])
+    model.load_state_dict(load_trained(ckpt_path, "tokeniser")["model"])
     return model.to(device).eval()

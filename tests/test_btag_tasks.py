@@ -2,6 +2,7 @@
 (balanced accuracy per number of tracks), secondary-vertex finding (focal loss, one-sided ARI per number of SVs)."""
 from __future__ import annotations
 
+from common.training.train_utils import mark_done
 import math
 from types import SimpleNamespace
 
@@ -64,6 +65,7 @@ def pretrained_v2(tmp_path_factory):
     torch.manual_seed(0)
     save_config(cfg, d / "config.yaml")
     save_checkpoint(d / "checkpoint.pt", {"model": build_model(cfg).state_dict(), "step": 0})
+    mark_done(d)   # a finished pretraining (fine-tuning refuses an unfinished one)
     return d
 
 

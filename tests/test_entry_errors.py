@@ -55,7 +55,8 @@ def _start(tmp_path, *over, restart=False):
 
 def test_resume_with_another_config_is_refused_naming_the_keys(tmp_path):
     run = _start(tmp_path, "seed=1", "train.lr=0.002")
-    (run.out / "checkpoint.pt").write_bytes(b"an interrupted run")
+    from common.training.checkpoint import save_checkpoint
+    save_checkpoint(run.out / "checkpoint.pt", {"step": 1})   # an interrupted run
     assert _start(tmp_path, "seed=1", "train.lr=0.002").cfg["train"]["lr"] == 0.002  # same config: resumes
     with pytest.raises(ConfigError, match=r"config.yaml: the unfinished run there has another config "
                                           r"\(seed: 1 -> 2; train.lr: 0.002 -> 0.003\); rerun with --restart"):

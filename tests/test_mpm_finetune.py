@@ -1,6 +1,7 @@
 """MPM downstream: a fixed backbone stays bit-identical, fine-tuning moves it, CWoLa sets are built as specified."""
 from __future__ import annotations
 
+from common.training.train_utils import mark_done
 import numpy as np
 import pytest
 import torch
@@ -41,6 +42,7 @@ def pretrained_run(tmp_path_factory):
     model.backbone.norm.update(torch.as_tensor(a["x"]), torch.as_tensor(a["mask"]))
     save_config(cfg, d / "config.yaml")
     save_checkpoint(d / "checkpoint.pt", {"model": model.state_dict(), "step": 0})
+    mark_done(d)   # a finished pretraining (fine-tuning refuses an unfinished one)
     return d, model
 
 

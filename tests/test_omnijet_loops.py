@@ -1,6 +1,7 @@
 """The two OmniJet-alpha training loops (omnijet.pretrain, omnijet.train_tokenizer) in the kit's one loop shape:
 train(cfg, out, dist) -> the done.json summary, the loop vocabulary (train.steps, ckpt_every, grad_accum,
 precision), the kit's one sampler for the GPT batches with a bit-exact resume, and the loaders beside their models."""
+from common.training.train_utils import mark_done
 import json
 
 import numpy as np
@@ -172,6 +173,7 @@ def _tokenizer_run(path, kind="binned"):
     model = build_tokenizer(cfg["model"])
     save_config(cfg, path / "config.yaml")
     save_checkpoint(path / "checkpoint.pt", make_state(model=model, step=0, config=cfg))
+    mark_done(path)   # a finished tokeniser run (its users refuse an unfinished one)
     return cfg
 
 
@@ -213,6 +215,7 @@ def test_backbone_fns_builds_the_pretraining_architecture_and_loads_its_backbone
     gpt = build_gpt(pre["model"], num_codes)
     save_config(pre, tmp_path / "pretrain" / "config.yaml")
     save_checkpoint(tmp_path / "pretrain" / "best.pt", make_state(model=gpt, step=1, num_codes=num_codes))
+    mark_done(tmp_path / "pretrain")
     cfg = load_config(f"{REPO}/omnijet/configs/smoke/finetune.yaml")
     cfg.update(tokenizer_dir=str(tmp_path / "tokenizer"), pretrain_dir=str(tmp_path / "pretrain"))
     build, load = backbone_fns(cfg)

@@ -31,7 +31,8 @@ def make_run(runs: Path, write_result) -> None:
     failed step, one step not selected, a table no step produces, a training rate and a plot."""
     rows = [{"mode": "fixed", "n_train": 1000, "accuracy": a, "auc": u, "seed": s}
             for s, (a, u) in enumerate(((0.30, 0.70), (0.32, 0.72), (0.31, 0.71)))]
-    rows.append({"mode": "scratch", "n_train": 100, "accuracy": [0.2, 0.25], "auc": [0.9, 0.8]})
+    rows += [{"mode": "scratch", "n_train": 100, "accuracy": a, "auc": u, "seed": s}   # seed 2 of this cell: none
+             for s, (a, u) in enumerate(((0.2, 0.9), (0.25, 0.8)))]
     write_result(runs / "mpm" / "tables" / "mpm.toy.json", "mpm.toy", rows,
                  {"profile": "mini", "dataset": "simulated JetClass", "scale": {"train": 500}, "seeds": [0, 1, 2],
                   "class_order": ["QCD", "Tbqq"], "notes": "A note."})

@@ -84,7 +84,7 @@ def test_checkpoint_atomic_and_corrupt_file(tmp_path):
     save_checkpoint(path, {"step": 1})
     assert path.exists() and not path.with_name("checkpoint.pt.tmp").exists()
     path.write_bytes(b"garbage")
-    with pytest.raises(RuntimeError, match="checkpoint.pt"):
+    with pytest.raises(ValueError, match="checkpoint.pt: cannot read the checkpoint"):
         load_checkpoint(path)
     with pytest.raises(FileNotFoundError, match="nothere"):
         load_checkpoint(tmp_path / "nothere.pt")

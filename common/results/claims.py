@@ -33,11 +33,10 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
 
 from common.cli import cli
 from common.results.tables import (MIN_SEEDS, aggregate_rows, canon_key, collect_results, load_published, metric_values,
-                            published_table)
+                            published_table, strict_yaml)
 
 CLAIMS_PATH = Path(__file__).with_name("claims.yaml")
 Z = 2.0        # the difference must exceed Z standard errors
@@ -75,8 +74,10 @@ def rule_text() -> str:
 def load_claims(path=None, published: dict | None = None) -> list[dict]:
     """claims.yaml, checked against the published tables (table, metric and key names must exist)."""
     path = Path(path) if path is not None else CLAIMS_PATH
-    with open(path) as f:
-        data = yaml.safe_load(f) or {}
+    data = strict_yaml(path, "claims")   # the run configs' loader: a key twice (e.g. `better:`) is refused
+    if not isinstance(data, dict) or set(data) - {"claims"}:
+        raise ValueError(f"{path}: expected a mapping with the one key 'claims' (a list of claims), got "
+                         f"{type(data).__name__ if not isinstance(data, dict) else sorted(data)}")
     claims = data.get("claims")
     if not isinstance(claims, list) or not claims:
         raise ValueError(f"{path}: expected a non-empty list under 'claims'")
@@ -93,6 +94,12 @@ def load_claims(path=None, published: dict | None = None) -> list[dict]:
                             "replicated", "test", "each"}
         if unknown:
             raise ValueError(f"{where}: unknown fields {sorted(unknown)}")
+        for key in ("id", "claim", "source", "table", "metric"):
+            if not isinstance(c[key], str) or not c[key].strip():
+                raise ValueError(f"{where}: {key} = {c[key]!r}: expected a non-empty string")
+        for key in ("note", "each"):
+            if c.get(key) is not None and not isinstance(c[key], str):
+                raise ValueError(f"{where}: {key} = {c[key]!r}: expected a string")
         if c["id"] in seen:
             raise ValueError(f"{where}: duplicate id")
         seen.add(c["id"])
@@ -112,6 +119,11 @@ def load_claims(path=None, published: dict | None = None) -> list[dict]:
             sel = c[side]
             if not isinstance(sel, dict):
                 raise ValueError(f"{where}: {side} must be a mapping of key columns to values")
+            for k, v in sel.items():
+                if not (v is None or isinstance(v, (str, int, float))) or isinstance(v, bool) or \
+                        (isinstance(v, float) and not math.isfinite(v)):
+                    raise ValueError(f"{where}: {side}.{k} = {v!r}: expected one key value (a string or number) "
+                                     f"or one of {', '.join(SELECT)}")
             metric = sel.get("metric", c["metric"])
             if metric not in entry["metrics"]:
                 raise ValueError(f"{where}: metric {metric!r} is not a metric of {c['table']} {entry['metrics']}")
@@ -119,6 +131,13 @@ def load_claims(path=None, published: dict | None = None) -> list[dict]:
             if bad:
                 raise ValueError(f"{where}: {side} names {sorted(bad)}, not key columns of {c['table']} "
                                  f"{entry['keys']}")
+        if c.get("at") is not None and not isinstance(c["at"], dict):
+            raise ValueError(f"{where}: at = {c['at']!r}: expected a mapping of key columns to a value or one of "
+                             f"{', '.join(SELECT)}")
+        for k, v in (c.get("at") or {}).items():
+            if not isinstance(v, (str, int, float)) or isinstance(v, bool) or \
+                    (isinstance(v, float) and not math.isfinite(v)):
+                raise ValueError(f"{where}: at.{k} = {v!r}: expected a key value or one of {', '.join(SELECT)}")
         bad = set(c.get("at") or {}) - set(entry["keys"])
         if bad:
             raise ValueError(f"{where}: at names {sorted(bad)}, not key columns of {c['table']} {entry['keys']}")
@@ -412,7 +431,18 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", required=True)
     ap.add_argument("--claims", default=None, help="claims YAML (default common/results/claims.yaml)")
     args = ap.parse_args(argv)
-    lines, _ = claims_section(args.runs, claims_path=args.claims)
+    runs = Path(args.runs)
+    if not runs.is_dir():
+        raise FileNotFoundError(f"--runs {runs}: {'not a directory' if runs.exists() else 'no such directory'}; "
+                                "give the run's output folder (run_all.sh --out-dir)")
+    published = load_published()
+    problems: list = []
+    results = collect_results(runs, published, problems)
+    if not results:
+        why = f"; {len(problems)} file(s) refused, the first: {problems[0][2]}" if problems else ""
+        raise FileNotFoundError(f"--runs {runs}: no valid result file (<table_id>.json) under it, so no claim could "
+                                f"be measured; give the run's output folder (run_all.sh --out-dir){why}")
+    lines, _ = claims_section(runs, published, args.claims, results)
     print("\n".join(lines))
     return 0
 

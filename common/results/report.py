@@ -191,6 +191,8 @@ def _copy_plots(runs_dir: Path, out_dir: Path) -> list[str]:
     """Copy every PNG of the run to out_dir/plots/<same relative path>; return the relative paths."""
     out = []
     for png in sorted(runs_dir.rglob("*.png")):
+        if png.resolve().is_relative_to(out_dir.resolve()):   # --out inside --runs: never copy our own copies
+            continue
         rel = png.relative_to(runs_dir)
         dest = out_dir / "plots" / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -212,15 +214,26 @@ def main(argv=None) -> int:
                     help="with --strict: only missing cells of these comma-separated tables count")
     args = ap.parse_args(argv)
     if not Path(args.runs).is_dir():
-        print(f"common.results.report: run directory {args.runs} does not exist", file=sys.stderr)
+        print(f"common.results.report: run directory {args.runs} "
+              f"{'is not a directory' if Path(args.runs).exists() else 'does not exist'}", file=sys.stderr)
         return 2
     out = args.out or os.path.join("results", args.profile)
+    blocked = next((p for p in [Path(out), *Path(out).parents] if p.exists() and not p.is_dir()), None)
+    if blocked is not None:
+        raise ValueError(f"--out {out}: {blocked} is a file, not a folder; give a folder for RESULTS.md (e.g. "
+                         f"results/{args.profile})")
+
     per_table: dict[str, int] = {}
     claims = False if args.claims == "none" else args.claims
     path, n_missing = build_results_md(args.runs, args.profile, out, load_published(args.published), per_table,
                                        claims)
     if args.strict_tables:
         wanted = args.strict_tables.split(",")
+        unknown = [t for t in wanted if t not in per_table]
+        if unknown:   # a misspelt table id would make --strict pass on nothing
+            raise ValueError(f"--strict-tables: {', '.join(unknown)}: no such table in published.yaml or in the "
+                             f"run's result files (e.g. {next(iter(per_table), 'mpm.v1_jetclass')}); {path} was "
+                             "written, but the strict check cannot pass on a table that does not exist")
         n_missing = sum(per_table.get(t, 0) for t in wanted)
         print(f"wrote {path} ({n_missing} missing cells in {', '.join(wanted)})")
     else:

@@ -37,20 +37,82 @@ MIN_SEEDS = 3  # seeds per cell that a comparison needs (the claims rule, common
 
 
 def load_published(path: str | os.PathLike | None = None) -> dict:
-    """All published tables: {method: {table_name: entry}} (entry: title, source, keys, metrics, rows, ...)."""
+    """All published tables: {method: {table_name: entry}} (entry: title, source, keys, metrics, rows, ...).
+
+    Read with the kit's strict YAML loader (common.training.config: a key set twice in one mapping is refused, as in
+    the run configs) and checked whole: types of every field, one row per key values, and every published value a
+    finite number (or null = not published) within its metric's range (METRIC_RANGES, x100 for a `percent:`
+    metric). Any problem is a ValueError on one line naming the file, the table and the key."""
     path = Path(path) if path is not None else PUBLISHED_PATH
-    try:
-        with open(path) as f:
-            data = yaml.safe_load(f) or {}
-    except yaml.YAMLError as e:
-        raise ValueError(f"{path}: not valid YAML: {e}") from e
+    data = strict_yaml(path, "published numbers")
+    if data is None:
+        data = {}
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping of method sections (mpm, omnijet, ...), "
                          f"got {type(data).__name__}")
     for method, tables in data.items():
+        if tables is not None and not isinstance(tables, dict):
+            raise ValueError(f"{path}: {method}: expected a mapping of tables (name: {{title, source, keys, "
+                             f"metrics, rows}}), got {type(tables).__name__}")
         for name, entry in (tables or {}).items():
             _check_entry(path, f"{method}.{name}", entry)
     return data
+
+
+def strict_yaml(path, what: str):
+    """A YAML file of the kit read as the run configs are (common.training.config's loader: a key twice in one
+    mapping is refused, `1e-3` is a float, yes/no stay strings); one-line ValueError naming the file otherwise."""
+    from common.training.config import DuplicateKeyError, _Loader
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: {what} file not found")
+    try:
+        with open(path) as f:
+            return yaml.load(f, Loader=_Loader)
+    except DuplicateKeyError as e:
+        raise ValueError(f"{path}: {e}") from None
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: cannot read the {what} file ({e})") from None
+
+
+def _is_scalar(v) -> bool:
+    return v is None or isinstance(v, (str, int, float, bool))
+
+
+def _str_list(v) -> bool:
+    return isinstance(v, list) and all(isinstance(x, str) for x in v) and len(set(v)) == len(v)
+
+
+def _published_value(path, where: str, metric: str, v, percent: bool) -> None:
+    """A published value: null, a finite number, or {value, err} of such, within its metric's range."""
+    if isinstance(v, dict):
+        extra = set(v) - {"value", "mean", "err", "std"}
+        if extra or not ({"value", "mean"} & set(v)):
+            raise ValueError(f"{path}: {where}: {metric} = {v!r}: expected a number or {{value, err}}")
+        for k, x in v.items():
+            _published_value(path, where, f"{metric}.{k}", x, percent if k in ("value", "mean") else None)
+        return
+    if v is None:
+        return
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ValueError(f"{path}: {where}: {metric} = {v!r}: expected a number (null = not published); a note "
+                         "belongs in the row's `note`")
+    if not math.isfinite(v):
+        raise ValueError(f"{path}: {where}: {metric} = {v!r}: expected a finite number (null = not published)")
+    if percent is None:   # an error bar: >= 0
+        if v < 0:
+            raise ValueError(f"{path}: {where}: {metric} = {v!r}: expected a number >= 0")
+        return
+    lo, hi, _ = metric_range(metric)
+    scale = 100.0 if percent else 1.0
+    if not lo * scale - ROUNDING <= v <= hi * scale + ROUNDING:
+        unit = " (the table lists it under `percent:`)" if percent else \
+            (" (a fraction: if the paper prints percent, list the metric under the table's `percent:`)"
+             if hi == 1.0 else "")
+        raise ValueError(f"{path}: {where}: {metric} = {v!r}: expected a value in [{lo * scale:g}, {hi * scale:g}]"
+                         f"{unit}")
 
 
 def _check_entry(path, table_id, entry) -> None:
@@ -59,14 +121,57 @@ def _check_entry(path, table_id, entry) -> None:
     for key in ("title", "source", "keys", "metrics"):
         if key not in entry:
             raise ValueError(f"{path}: table {table_id}: missing required field '{key}'")
-    for i, row in enumerate(entry.get("rows") or []):
-        unknown = set(row) - set(entry["keys"]) - set(entry["metrics"]) - {"ours", "note"}
-        if unknown:
-            raise ValueError(f"{path}: table {table_id}, row {i}: fields {sorted(unknown)} are neither keys "
-                             f"{entry['keys']} nor metrics {entry['metrics']}")
-    for ref in entry.get("references") or []:
-        if "name" not in ref or "source" not in ref:
+    for key in ("title", "source", "cite", "note"):
+        if key in entry and not isinstance(entry[key], str) and not (key in ("cite", "note") and entry[key] is None):
+            raise ValueError(f"{path}: table {table_id}: {key} = {entry[key]!r}: expected a string")
+    for key in ("keys", "metrics"):
+        if not _str_list(entry[key]) or not entry[key] and key == "metrics":
+            raise ValueError(f"{path}: table {table_id}: {key} = {entry[key]!r}: expected a list of distinct names")
+    percent = entry.get("percent") or []
+    if not _str_list(percent) or set(percent) - set(entry["metrics"]):
+        raise ValueError(f"{path}: table {table_id}: percent = {entry.get('percent')!r}: expected a list of its "
+                         f"metrics {entry['metrics']}")
+    if not isinstance(entry.get("rows") or [], list):
+        raise ValueError(f"{path}: table {table_id}: rows: expected a list of rows")
+    _check_rows(path, table_id, entry, entry.get("rows") or [], "row")
+    refs = entry.get("references") or []
+    if not isinstance(refs, list):
+        raise ValueError(f"{path}: table {table_id}: references: expected a list of {{name, source, rows}}")
+    for ref in refs:
+        if not isinstance(ref, dict) or "name" not in ref or "source" not in ref:
             raise ValueError(f"{path}: table {table_id}: every reference needs 'name' and 'source'")
+        if not isinstance(ref.get("rows") or [], list):
+            raise ValueError(f"{path}: table {table_id}: reference {ref['name']}: rows: expected a list of rows")
+        _check_rows(path, table_id, entry, ref.get("rows") or [], f"reference {ref['name']} row")
+
+
+def _check_rows(path, table_id, entry, rows, what: str) -> None:
+    keys, metrics, percent = entry["keys"], entry["metrics"], set(entry.get("percent") or [])
+    seen: dict = {}
+    for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}: table {table_id}, {what} {i}: expected a mapping, got {row!r}")
+        unknown = set(row) - set(keys) - set(metrics) - {"ours", "note"}
+        if unknown:
+            raise ValueError(f"{path}: table {table_id}, {what} {i}: fields {sorted(unknown)} are neither keys "
+                             f"{keys} nor metrics {metrics}")
+        where = f"table {table_id}, {what} {i}"
+        for k in keys:
+            if not _is_scalar(row.get(k)) or (isinstance(row.get(k), float) and not math.isfinite(row[k])):
+                raise ValueError(f"{path}: {where}: {k} = {row.get(k)!r}: expected a key value (string or number)")
+        if "ours" in row and not isinstance(row["ours"], bool):
+            raise ValueError(f"{path}: {where}: ours = {row['ours']!r}: expected true or false")
+        if "note" in row and not isinstance(row["note"], (str, type(None))):
+            raise ValueError(f"{path}: {where}: note = {row['note']!r}: expected a string")
+        for m in metrics:
+            if m in row:
+                _published_value(path, where, m, row[m], m in percent)
+        k = tuple(canon_key(row.get(key)) for key in keys)
+        if k in seen:
+            shown = ", ".join(f"{key}={row.get(key)}" for key in keys)
+            raise ValueError(f"{path}: table {table_id}, {what} {i} ({shown}): the same key values as {what} "
+                             f"{seen[k]}; one published row per cell (keep one)")
+        seen[k] = i
 
 
 def published_table(table_id: str, published: dict | None = None) -> dict | None:
@@ -204,7 +309,7 @@ def validate_result(path, data, published: dict | None = None) -> None:
                 raise ValueError(f"{path}: row {i}: {name} = {v!r}: expected one of the keys {keys}, "
                                  f"metrics {metrics} or declared fields {extra + list(ROW_FIELDS)} of {table_id}")
             if name in keys or name == "seed":
-                bad = isinstance(v, (list, dict))
+                bad = isinstance(v, (list, dict)) or (isinstance(v, float) and not math.isfinite(v))
                 why = "expected a key value (string, number or null)" if bad else None
             else:
                 why = _check_value(name, v)
@@ -213,6 +318,62 @@ def validate_result(path, data, published: dict | None = None) -> None:
     for i, k in enumerate(meta.get("expected_rows") or []):
         if not isinstance(k, dict) or set(k) - set(keys):
             raise ValueError(f"{path}: meta.expected_rows[{i}] = {k!r}: expected a mapping of the keys {keys}")
+    _check_replicates(path, table_id, rows, meta, keys, metrics, extra)
+
+
+def _is_seed(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _check_replicates(path, table_id, rows, meta, keys, metrics, extra) -> None:
+    """Every value of a cell is one seed's, and no seed is counted twice: meta.seeds distinct integers; a row with a
+    `seed` holds one value per metric (that seed's, one of meta.seeds when given); a row without one holds one value
+    per seed of meta.seeds, in order; and no (row keys, seed) appears twice in the file (a pasted row would be read
+    as another replicate). The identity of a replicate also holds the row's *_seed fields (pretrain_seed: one row
+    per pretraining run)."""
+    seeds = meta.get("seeds")
+    if seeds is not None:
+        if not isinstance(seeds, list) or not all(_is_seed(x) for x in seeds):
+            raise ValueError(f"{path}: meta.seeds = {seeds!r}: expected a list of integer seeds >= 0")
+        twice = sorted({x for x in seeds if seeds.count(x) > 1})
+        if twice:
+            raise ValueError(f"{path}: meta.seeds = {seeds!r}: seed(s) {twice} listed twice; the seeds of a table are "
+                             "distinct (a repeated seed is the same run again, not a replicate)")
+    ids = [f for f in extra if f.endswith("seed")]
+    seen: dict = {}
+    for i, row in enumerate(rows):
+        shown = ", ".join(f"{k}={row.get(k)}" for k in keys)
+        if "seed" in row and row["seed"] is not None:
+            if not _is_seed(row["seed"]):
+                raise ValueError(f"{path}: row {i} ({shown}): seed = {row['seed']!r}: expected an integer seed >= 0")
+            if seeds is not None and row["seed"] not in seeds:
+                raise ValueError(f"{path}: row {i} ({shown}): seed = {row['seed']!r} is not one of meta.seeds "
+                                 f"{seeds}; every value must come from a seed the table lists")
+            for m in metrics:
+                if isinstance(row.get(m), list) and len(row[m]) != 1:
+                    raise ValueError(f"{path}: row {i} ({shown}): {m} = {row[m]!r}: {len(row[m])} values for the "
+                                     f"one seed {row['seed']}; a row with a seed holds that seed's value")
+            cell_seeds = [row["seed"]]
+        else:
+            n = None
+            for m in metrics:
+                v = row.get(m)
+                if isinstance(v, list):
+                    if seeds is not None and len(v) != len(seeds):
+                        raise ValueError(f"{path}: row {i} ({shown}): {m} = {v!r}: {len(v)} values for the "
+                                         f"{len(seeds)} seeds of meta.seeds {seeds}; a cell holds one value per "
+                                         "seed, in that order (more values than seeds are not more replicates)")
+                    n = len(v) if n is None else n
+                    if len(v) != n:
+                        raise ValueError(f"{path}: row {i} ({shown}): {m} = {v!r}: {len(v)} values where the row's "
+                                         f"other metrics hold {n}; one value per seed")
+            cell_seeds = list(seeds) if seeds else [None]
+        ident = tuple(canon_key(row.get(k)) for k in keys) + tuple(canon_key(row.get(f)) for f in ids)
+        for s in cell_seeds:
+            if (ident, s) in seen:
+                raise ValueError(f"{path}: row {i} ({shown}): seed {s} already in row {seen[(ident, s)]}; the same "
+                                 "cell and seed twice in one file would count one run as two replicates: keep one")
+            seen[(ident, s)] = i
 
 
 def write_result(path, table_id: str, rows: list[dict], meta: dict, published: dict | None = None) -> None:
@@ -279,13 +440,34 @@ def changed_sources(result_path, meta: dict) -> list[str]:
     return [s["path"] for s in meta.get("sources") or [] if _sha256(base / s["path"]) != s.get("sha256")]
 
 
+class _KeyTwice(ValueError):
+    pass
+
+
+def _no_twice(pairs):
+    """A JSON object that sets one key twice (json keeps the last silently): refused."""
+    out = {}
+    for k, v in pairs:
+        if k in out:
+            raise _KeyTwice(repr(k))
+        out[k] = v
+    return out
+
+
 def read_result(path, published: dict | None = None, *, validate: bool = True) -> dict | None:
     """A result file's content, None when the file is not one of ours (other JSON), a ValueError naming the file
     when it is one of ours (or named <published table id>.json) but unreadable or (validate) outside its table's
     schema."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(), object_pairs_hook=_no_twice)
+    except _KeyTwice as e:
+        plain = json.loads(path.read_text())
+        if (isinstance(plain, dict) and plain.get("format") == RESULT_FORMAT) or \
+                path.name[:-len(".json")] in all_table_ids(published):
+            raise ValueError(f"{path}: key {e} appears twice in one JSON object (a hand-edited result file?); keep "
+                             "one (the kit never writes a key twice)") from None
+        return None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         if path.name[:-len(".json")] in all_table_ids(published):
             raise ValueError(f"{path}: result file is not valid JSON ({e})") from e

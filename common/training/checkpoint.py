@@ -17,15 +17,17 @@ other object (whose unpickling could run code) is refused with one line naming t
 """
 from __future__ import annotations
 
+import os
 import pickle
 import random
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from common.atomic import atomic_path
+from common.atomic import NoSpaceError, atomic_path
 from common.training.distributed import unwrap_model
 
 
@@ -43,23 +45,54 @@ def _plain(obj):
 
 
 def save_checkpoint(path, state: dict) -> None:
-    """torch.save `state` atomically (path.tmp, then os.replace); numpy values become tensors / numbers (_plain)."""
+    """torch.save `state` atomically (path.tmp, then os.replace); numpy values become tensors / numbers (_plain).
+    A full disk is a NoSpaceError naming the file (torch reports it as an internal RuntimeError of its zip writer)."""
     with atomic_path(path) as tmp:
-        torch.save(_plain(state), tmp)
+        try:
+            torch.save(_plain(state), tmp)
+        except RuntimeError as e:   # torch's zip writer: "unexpected pos ...", "file write failed", ...
+            free = _free_bytes(Path(path).parent)
+            if free is not None and free < LOW_SPACE:
+                raise NoSpaceError(f"{path}: cannot write the checkpoint: no space left on the device "
+                                   f"({free // 2**20} MiB free); free some space and rerun the same command "
+                                   "(the previous checkpoint is intact)") from None
+            raise CheckpointError(f"{path}: cannot write the checkpoint ({' '.join(str(e).split())[:200]}); check "
+                                  "the disk and rerun the same command (the previous checkpoint is intact)") from None
 
 
-class UnsafeCheckpointError(ValueError):
+LOW_SPACE = 64 * 2**20  # below this many free bytes a failed write is reported as a full disk
+
+
+def _free_bytes(directory) -> int | None:
+    try:
+        return shutil.disk_usage(directory).free
+    except OSError:
+        return None
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read or does not fit the model: one line naming the file and what to do."""
+
+
+class UnsafeCheckpointError(CheckpointError):
     """A checkpoint file that holds more than tensors and plain values: refused, never unpickled."""
+
+
+LOADED_FROM = "_loaded_from"   # key load_checkpoint adds: the file, for errors of restore_state
 
 
 def load_checkpoint(path, map_location="cpu") -> dict:
     """Load a checkpoint with torch.load(weights_only=True): tensors and plain values only, so loading a shared file
-    never runs code. A file that needs any other object is refused (UnsafeCheckpointError, one line naming it)."""
+    never runs code. A file that needs any other object is refused (UnsafeCheckpointError, one line naming it); a
+    truncated, empty or foreign file is a CheckpointError naming it."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a folder, not a checkpoint file")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    redo = (f"rerun with --restart to start {path.parent} over, or put back an intact copy of {path.name}")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         what = re.search(r"GLOBAL ([\w.]+)|Unsupported global:? ?([\w.]*)", str(e))
         if what:  # weights_only refuses any global it does not allow: the object was never built
@@ -67,10 +100,51 @@ def load_checkpoint(path, map_location="cpu") -> dict:
                 f"{path}: refused: the checkpoint holds objects other than tensors and plain values "
                 f"({what.group(1) or what.group(2) or 'a Python class'}); loading it could run code, so it is not "
                 "loaded (a checkpoint written by this kit never does)") from None
-        raise RuntimeError(f"{path}: cannot read checkpoint (not a torch checkpoint, or corrupt); delete it to "
-                           "restart") from e
+        raise CheckpointError(f"{path}: cannot read the checkpoint (not a torch checkpoint, or corrupt); "
+                              f"{redo}") from None
     except Exception as e:  # truncated / corrupt file
-        raise RuntimeError(f"{path}: cannot read checkpoint ({type(e).__name__}: {e}); delete it to restart") from e
+        size = path.stat().st_size
+        raise CheckpointError(f"{path}: cannot read the checkpoint ({'empty file' if not size else f'{size} bytes, truncated or not a torch checkpoint'}: "
+                              f"{type(e).__name__}: {' '.join(str(e).split())[:160]}); {redo}") from None
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{path}: holds a {type(ckpt).__name__}, not a checkpoint of this kit (a mapping with "
+                              f"model, step, ...); {redo}")
+    ckpt[LOADED_FROM] = str(path)
+    return ckpt
+
+
+UNFINISHED_ENV = "JETFM_ALLOW_UNFINISHED"
+
+
+def require_finished(path, what: str = "weights") -> None:
+    """Refuse to use the weights of a run that did not finish: `path` (a file in a run folder, or the folder) lies in
+    a folder the kit made (config.yaml or .jetfm-run) that has no done.json, e.g. a pretraining killed at step 230
+    of 600 whose checkpoint.pt holds the step-150 weights. The user may ask for them by naming the folder in
+    $JETFM_ALLOW_UNFINISHED (os.pathsep-separated folders, or `all`). A checkpoint file outside a run folder (no
+    config.yaml, no marker) is the user's explicit choice and is not checked."""
+    path = Path(path)
+    run = path if path.is_dir() else path.parent
+    if not ((run / "config.yaml").is_file() or (run / ".jetfm-run").is_file()) or (run / "done.json").is_file():
+        return
+    allowed = [a for a in os.environ.get(UNFINISHED_ENV, "").split(os.pathsep) if a]
+    if "all" in allowed or any(Path(a).resolve() == run.resolve() for a in allowed):
+        print(f"warning: {run}: using the {what} of an unfinished run ({UNFINISHED_ENV})", flush=True)
+        return
+    step = ""
+    try:
+        step = f" (its {path.name} is from step {int(torch.load(path, map_location='cpu', weights_only=True)['step'])})" \
+            if path.is_file() and path.suffix == ".pt" else ""
+    except Exception:
+        pass
+    raise CheckpointError(f"{run}: this run did not finish (no done.json){step}; rerun its command to finish it, "
+                          f"or set {UNFINISHED_ENV}={run} to use its {what} as they are")
+
+
+def load_trained(path, what: str = "weights", map_location="cpu") -> dict:
+    """load_checkpoint of the result of a finished run (require_finished first): what fine-tuning, probes and
+    generation load."""
+    require_finished(path, what)
+    return load_checkpoint(path, map_location)
 
 
 def rng_state() -> dict:
@@ -124,19 +198,44 @@ def restore_state(ckpt: dict, *, model, optimizer=None, scheduler=None, loader=N
                   **modules) -> int:
     """Load states saved by make_state into the given objects (and keyword objects with load_state_dict, e.g.
     ema=EMA); restore the RNG last so nothing done here consumes random numbers afterwards.
-    Returns the step to continue from."""
-    unwrap_model(model).load_state_dict(ckpt["model"])
-    if optimizer is not None:
-        optimizer.load_state_dict(ckpt["optimizer"])
-    if scheduler is not None:
-        scheduler.load_state_dict(ckpt["scheduler"])
-    if loader is not None:
-        loader.load_state_dict(ckpt["loader"])
-    for k, m in modules.items():
-        unwrap_model(m).load_state_dict(ckpt[k])
+    Returns the step to continue from. A checkpoint that does not fit (another model's, a bare state dict, a
+    missing part) is a CheckpointError naming its file, not hundreds of parameter names."""
+    where = ckpt.get(LOADED_FROM, "the checkpoint") if isinstance(ckpt, dict) else "the checkpoint"
+    redo = f"rerun with --restart to start over (or use another --out)"
+    parts = ["model", "step"] + (["optimizer"] if optimizer is not None else []) + \
+        (["scheduler"] if scheduler is not None else []) + (["loader"] if loader is not None else []) + \
+        list(modules) + (["rng"] if rng else [])
+    missing = [k for k in parts if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{where}: not a resumable checkpoint of this run (no {', '.join(missing)}); {redo}")
+    try:
+        unwrap_model(model).load_state_dict(ckpt["model"])
+        if optimizer is not None:
+            optimizer.load_state_dict(ckpt["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(ckpt["scheduler"])
+        if loader is not None:
+            loader.load_state_dict(ckpt["loader"])
+        for k, m in modules.items():
+            unwrap_model(m).load_state_dict(ckpt[k])
+    except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as e:
+        raise CheckpointError(f"{where}: does not fit this run's model or optimiser ({_short(e)}); {redo}") from None
     if rng:
         set_rng_state(ckpt["rng"])
     return int(ckpt["step"])
+
+
+def _short(e: Exception) -> str:
+    """A load_state_dict error in a few words: counts of missing / unexpected keys and the first of each."""
+    text = str(e)
+    out = []
+    for label in ("Missing key(s)", "Unexpected key(s)", "size mismatch"):
+        i = text.find(label)
+        if i >= 0:
+            names = re.findall(r'"([^"]+)"', text[i:].split("\n")[0].split(". ")[0] if label != "size mismatch" else
+                               text[i:].split("\n")[0])
+            out.append(f"{label.lower()}: {len(names)}" + (f", e.g. {names[0]}" if names else ""))
+    return "; ".join(out) or f"{type(e).__name__}: {' '.join(text.split())[:160]}"
 
 
 def _set_epoch(loader, epoch: int) -> None:

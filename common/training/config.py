@@ -266,6 +266,8 @@ POSITIVE = {"lr", "norm_max_n"}                       # numbers > 0
 MIN_VALUE = {"num_particles": 2}                      # a jet needs two particles (pairs, masking, a loss)
 SCALAR = COUNTS | {"seed"}                            # never a list, even where other integer keys may be
 NOT_EMPTY = {"seeds"}                                 # lists that need at least one element
+DISTINCT = {"seeds", "n_per_class", "n_train"}        # lists of replicates / grid points: no value twice (a repeated
+                                                      # seed is the same run again, never another replicate)
 CHOICES = {"device": "auto | cpu | cuda | cuda:<n>", "precision": ("bf16", "fp32"),
            "mode": ("fixed", "finetune", "scratch"), "select": ("best_val", "last")}
 
@@ -294,6 +296,9 @@ def _bad_value(key: str, root, v) -> str | None:
         return _expected(key, root)
     if kv == "list" and key in NOT_EMPTY and not v:
         return "a non-empty list"
+    if kv == "list" and key in DISTINCT and repeated(v):
+        return f"distinct values ({', '.join(map(repr, repeated(v)))} repeated: the same run again is not another " \
+               "replicate)"
     if kv == "int" and key in MIN_VALUE and v < MIN_VALUE[key]:
         return f"an integer >= {MIN_VALUE[key]}"
     if kr == "float" and kv not in ("int", "float"):
@@ -318,6 +323,16 @@ def _bad_value(key: str, root, v) -> str | None:
         if not ok:
             return "one of " + _choices(key)
     return None
+
+
+def repeated(values) -> list:
+    """The values of a list that occur more than once (1 and 1.0 alike), in order of first repetition."""
+    seen, out = [], []
+    for x in values:
+        if x in seen and x not in out:
+            out.append(x)
+        seen.append(x)
+    return out
 
 
 def _choices(key: str) -> str:

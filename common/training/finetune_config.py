@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 
-from common.training.config import RENAMED, renamed_error
+from common.training.config import RENAMED, renamed_error, repeated
 from common.training.schedules import check_schedule_cfg, run_schedule
 from common.training.train_utils import PRECISIONS
 
@@ -125,6 +125,11 @@ def finetune_settings(cfg: dict, n_total: int | None = None) -> dict:
     if fc["mode"] not in MODES:
         raise ValueError(f"config: finetune.mode = {fc['mode']!r}; expected one of {', '.join(MODES)}")
     check_per_n(fc["per_n"] or [])
+    for key in ("seeds", "n_per_class"):
+        if isinstance(fc[key], (list, tuple)) and repeated(list(fc[key])):
+            raise ValueError(f"config: finetune.{key} = {list(fc[key])!r}: expected distinct values "
+                             f"({', '.join(map(repr, repeated(list(fc[key]))))} repeated: the same run again is not "
+                             "another replicate)")
     fc = apply_per_n(fc, n_total)
     if int(fc["steps"]) < 1:
         raise ValueError(f"config: finetune.steps must be >= 1 (got {fc['steps']})")

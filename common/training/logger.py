@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common.atomic import write_text
+from common.atomic import record_written, write_text
 from common.training.distributed import is_main
 
 
@@ -59,7 +59,9 @@ class MetricLogger:
             self.truncate_after(int(step) - 1)
         with open(self.path, "a") as f:
             f.write(json.dumps(row) + "\n")
+        record_written(self.path)   # the run's manifest (--restart deletes only what the kit wrote)
         if self.csv_path is not None:
+            record_written(self.csv_path)
             new = not self.csv_path.exists()
             if self._csv_cols is None:
                 self._csv_cols = list(row) if new else next(csv.reader(open(self.csv_path)))

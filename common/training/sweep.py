@@ -11,6 +11,7 @@ from torch import nn
 
 from common.training.distributed import Dist
 from common.training.finetune import flat_metrics, run_finetune
+from common.training.config import repeated
 from common.training.finetune_config import finetune_settings
 from common.training.train_utils import write_json
 
@@ -27,6 +28,10 @@ def run_sweep(cfg: dict, build_backbone: Callable[[], nn.Module],
     ns = n_values if n_values is not None else fc["n_per_class"]
     ns = list(ns) if isinstance(ns, (list, tuple)) else [ns]
     seeds = list(seeds if seeds is not None else fc["seeds"])
+    for what, values in (("seeds", seeds), ("n_per_class", ns)):
+        if repeated(values):
+            raise ValueError(f"run_sweep: {what} = {values!r}: expected distinct values ({repeated(values)} repeated: "
+                             "the same run again would be counted as another replicate)")
     out_dir = Path(out_dir)
     summary = {"mode": fc["mode"], "seeds": seeds, "per_n": {}, "rows": []}
     for n in ns:

@@ -7,7 +7,6 @@ import argparse
 import contextlib
 import os
 import random
-import shutil
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -17,7 +16,7 @@ import torch
 import yaml
 from torch.nn.parallel import DistributedDataParallel
 
-from common.atomic import write_json
+from common.atomic import MANIFEST, RUN_MARKER, forget_run, read_manifest, write_json
 from common.training.config import ConfigError, add_config_args, config_diff, load_config, save_config
 from common.training.distributed import get_rank
 
@@ -273,10 +272,7 @@ def set_torch_threads() -> int:
     return n
 
 
-RUN_MARKER = ".jetfm-run"    # written at a run's start: the folder was made by the kit (what --restart may clear)
 RUN_LOCK = ".jetfm-lock"     # flock'ed by the one process writing the run
-KIT_SUFFIXES = (".pt", ".json", ".jsonl", ".yaml", ".npy", ".npz", ".png", ".pdf", ".md", ".csv", ".txt", ".log",
-                ".tmp", ".lock")
 _held_locks: dict[str, object] = {}   # path -> open file holding its flock, for the life of the process
 
 
@@ -305,33 +301,102 @@ def lock_dir(directory, what: str = "run") -> None:
     _held_locks[path] = f
 
 
-def _write_marker(out: Path) -> None:
-    """The run marker: what the folder held before the run started (kept by --restart)."""
-    before = sorted(p.name for p in out.iterdir() if p.name not in (RUN_MARKER, RUN_LOCK))
-    write_json(out / RUN_MARKER, {"kit": "jetfm", "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "preexisting": before})
+def _write_marker(out: Path, threads: int) -> None:
+    """The run marker: what the folder held before the run started (never deleted by --restart), and the torch
+    thread count the run started with (a bit-exact resume needs the same). Files the run writes are recorded beside
+    it in the manifest (.jetfm-written, common.atomic.record_written)."""
+    before = sorted(p.name for p in out.iterdir() if p.name not in (RUN_MARKER, RUN_LOCK, MANIFEST))
+    write_json(out / RUN_MARKER, {"kit": "jetfm", "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "preexisting": before,
+                                  "manifest": MANIFEST, "threads": threads})
+
+
+def _read_marker(out: Path) -> dict | None:
+    import json
+    try:
+        marker = json.loads((out / RUN_MARKER).read_text())
+        return marker if isinstance(marker, dict) and isinstance(marker.get("preexisting"), list) else None
+    except (OSError, ValueError):
+        return None
 
 
 def clear_run(out: Path) -> list[str]:
-    """--restart: delete what the kit wrote in `out` (every entry that appeared since the run's marker, i.e. its run
-    files and sub-runs), keeping what was there before. Refuses a folder without the marker (not made by the kit) and
-    a new file the kit would not write (e.g. thesis.tex); returns the deleted names."""
-    marker = out / RUN_MARKER
+    """--restart: delete what the kit wrote in `out`: exactly the files its manifest (and the manifests of sub-runs
+    with their own marker) records, then the folders left empty; the markers and manifests go last. Refuses (nothing
+    deleted) a folder without a valid marker (not made by the kit, or by a version without manifests) and a manifest
+    naming a path outside the folder; keeps every file that was there before the run and every file the user saved in it since
+    (notes.md, my_plots/fig.png, whatever their ending), naming them. Returns the deleted relative paths."""
+    out = Path(out)
+    marker = _read_marker(out)
+    if marker is None or marker.get("manifest") != MANIFEST:
+        raise ConfigError(f"{out}: --restart refused: the folder has no valid {RUN_MARKER} marker with a manifest of "
+                          "the files the kit wrote, so it was not made by the kit (or by an older version of it); "
+                          "nothing was deleted. Delete the run files yourself or use another --out")
+    root = out.resolve()
+    doomed: list[Path] = []
+    for run in [out] + sorted(p.parent for p in out.rglob(RUN_MARKER) if p.parent != out):
+        for rel in read_manifest(run) or ():
+            f = (run / rel)
+            try:
+                inside = f.resolve().is_relative_to(root) and ".." not in Path(rel).parts and not Path(rel).is_absolute()
+            except OSError:
+                inside = False
+            if not inside:   # a manifest edited to point outside the run: never followed
+                raise ConfigError(f"{run / MANIFEST}: --restart refused: it names {rel!r}, outside the run folder "
+                                  f"{out}; nothing was deleted")
+            if (f.is_file() or f.is_symlink()) and f not in doomed:
+                doomed.append(f)
+    keep = set(marker["preexisting"])
+    doomed = [f for f in doomed if f.relative_to(out).parts[0] not in keep]
+    for f in doomed:
+        f.unlink()
+    gone = [str(f.relative_to(out)) for f in doomed]
+    # folders the run made and left empty; then the sub-runs' markers and manifests if nothing else is left there
+    for d in sorted((p for p in out.rglob("*") if p.is_dir() and not p.is_symlink()), key=lambda p: -len(p.parts)):
+        if d.relative_to(out).parts[0] in keep:
+            continue
+        left = [q for q in d.iterdir()]
+        if all(q.name in (RUN_MARKER, MANIFEST, RUN_LOCK) for q in left):
+            for q in left:
+                q.unlink()
+            d.rmdir()
+            gone.append(str(d.relative_to(out)) + "/")
+    (out / MANIFEST).unlink(missing_ok=True)
+    forget_run(out)
+    kept = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()
+                  and p.relative_to(out).parts[0] not in keep and p.name not in (RUN_MARKER, RUN_LOCK, MANIFEST))
+    if kept:
+        print(f"{out}: --restart kept {len(kept)} file(s) the run did not write: {', '.join(kept[:5])}"
+              f"{', ...' if len(kept) > 5 else ''}", flush=True)
+    return sorted(gone)
+
+
+def _read_saved_config(saved: Path) -> dict:
+    """The config.yaml of an earlier run in the folder: a mapping, or a ConfigError naming it (one line)."""
     try:
-        import json
-        keep = set(json.loads(marker.read_text())["preexisting"])
-    except (OSError, ValueError, KeyError, TypeError):
-        raise ConfigError(f"{out}: --restart refused: the folder has no valid {RUN_MARKER} marker, so it was not made "
-                          "by the kit (or by an older version of it); nothing was deleted. Delete the run files "
-                          "yourself or use another --out") from None
-    doomed = [p for p in out.iterdir() if p.name not in keep | {RUN_MARKER, RUN_LOCK}]
-    for p in doomed:
-        for f in ([p] if not p.is_dir() else [q for q in p.rglob("*") if not q.is_dir()]):
-            if f.suffix not in KIT_SUFFIXES and not f.name.startswith((RUN_MARKER, RUN_LOCK)):
-                raise ConfigError(f"{out}: --restart refused: {f} was not written by the kit; move it out of the run "
-                                  "folder first; nothing was deleted")
-    for p in doomed:
-        shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
-    return sorted(p.name for p in doomed)
+        old = yaml.safe_load(saved.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError, OSError) as e:
+        raise ConfigError(f"{saved}: the earlier run's config is unreadable ({type(e).__name__}: "
+                          f"{' '.join(str(e).split())[:120]}); rerun with --restart to start over, or use another "
+                          "--out") from None
+    if not isinstance(old, dict):
+        raise ConfigError(f"{saved}: the earlier run's config is not a mapping of keys (got "
+                          f"{type(old).__name__}); rerun with --restart to start over, or use another --out")
+    return old
+
+
+def _check_threads(out: Path, threads: int) -> None:
+    """A resume with another torch thread count than the run started with is refused: CPU float reductions then sum
+    in another order, and the run no longer continues bit for bit (README, exact resume)."""
+    marker = _read_marker(out) or {}
+    then = marker.get("threads")
+    if isinstance(then, int) and then != threads:
+        raise ConfigError(f"{out}: this run started with {then} torch thread(s), this process has {threads}; a resume "
+                          f"is bit-exact only with the same count: rerun with JETFM_THREADS={then} (or "
+                          "--restart to start over)")
+
+
+def _shown(diff: list[str]) -> str:
+    return "; ".join(diff[:8]) + ("; ..." if len(diff) > 8 else "")
 
 
 def start_run(description: str, argv=None, *, save: bool = True) -> RunStart | None:
@@ -348,7 +413,7 @@ def start_run(description: str, argv=None, *, save: bool = True) -> RunStart | N
     only); save=False leaves all of it to the caller."""
     args = add_config_args(argparse.ArgumentParser(description=description)).parse_args(argv)
     cfg = load_config(args.config, args.overrides)
-    set_torch_threads()
+    threads = set_torch_threads()
     out = Path(args.out)
     rank0 = launch_rank() == 0
     saved = out / "config.yaml"
@@ -361,21 +426,27 @@ def start_run(description: str, argv=None, *, save: bool = True) -> RunStart | N
     if args.restart and (saved.is_file() or (out / RUN_MARKER).is_file()):
         if rank0:
             gone = clear_run(out)
+            marker = _read_marker(out)
+            write_json(out / RUN_MARKER, {**marker, "threads": threads})   # the new run's thread count
             print(f"{out}: --restart, the earlier run was deleted ({len(gone)} entries)", flush=True)
     elif is_done(out):
+        diff = config_diff(_read_saved_config(saved), cfg) if saved.is_file() else []
+        if diff:   # the finished run answers another question: never report it as this one's
+            raise ConfigError(f"{saved}: the finished run there has another config ({_shown(diff)}); rerun with "
+                              "--restart to redo it with this config, or use another --out")
         if rank0:
             print(f"{out}: done.json exists, nothing to do (--restart to redo it)", flush=True)
         return None
     elif saved.is_file():
-        diff = config_diff(yaml.safe_load(saved.read_text()) or {}, cfg)
+        diff = config_diff(_read_saved_config(saved), cfg)
         if diff:
-            raise ConfigError(f"{saved}: the unfinished run there has another config ({'; '.join(diff[:8])}"
-                              f"{'; ...' if len(diff) > 8 else ''}); rerun with --restart to start over, or use "
-                              "another --out")
+            raise ConfigError(f"{saved}: the unfinished run there has another config ({_shown(diff)}); rerun with "
+                              "--restart to start over, or use another --out")
+        _check_threads(out, threads)
     if save:
         out.mkdir(parents=True, exist_ok=True)
         if rank0:
             if not (out / RUN_MARKER).is_file() and not saved.is_file():
-                _write_marker(out)
+                _write_marker(out, threads)
             save_config(cfg, saved)
     return RunStart(cfg, out, args.config)
