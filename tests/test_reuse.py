@@ -112,6 +112,12 @@ AFTER = """
     assert np.array_equal(probs, torch_probs)
     diff = float(np.abs(onnx_probs - torch_probs).max())
     assert diff < 1e-4, diff
+    if {cli}:   # the command line writes the same export
+        from common.training.pretrained import main
+        main(["export", "my_tagger", "cli.onnx"])
+        session = ort.InferenceSession("cli.onnx")
+        cli_probs = session.run(None, {{i.name: a[i.name] for i in session.get_inputs()}})[0]
+        assert float(np.abs(cli_probs - torch_probs).max()) < 1e-4
     print("onnx max abs diff", diff)
 """
 
@@ -143,7 +149,7 @@ def test_copied_method_pretrains_loads_without_its_data_embeds_and_exports(metho
     shutil.copy(out / "my_jets.npz", work / "my_jets.npz")
     (out / "snippet.py").write_text(_between(ROOT / "README.md", "reuse-snippet"))
     assert _between(ROOT / "README.md", "reuse-snippet") == _between(ROOT / "docs" / "reuse.md", "reuse-snippet")
-    _run(AFTER.format(out=out), cwd=copy)
+    _run(AFTER.format(out=out, cli=method == "mpm"), cwd=copy)
 
 
 def test_building_a_model_needs_neither_readers_nor_results():
@@ -261,3 +267,36 @@ def test_a_checkpoint_without_its_preprocessing_is_refused_in_one_line(tmp_path)
     save_checkpoint(tmp_path / "checkpoint.pt", {"model": {}, "reuse": {"format": 1, "method": "os.system"}})
     with pytest.raises(ValueError, match="method 'os.system' is not one of"):
         load(tmp_path / "checkpoint.pt")
+
+
+def test_mpmv1_running_means_travel_with_the_weights(tmp_path):
+    """MPMv1's input normalisation (running means and variances, buffers) is part of the checkpoint: the loaded
+    backbone has the pretraining statistics, frozen, and embeds deterministically."""
+    from common.data.features import get_feature_set
+    from common.training.checkpoint import save_checkpoint
+    from common.training.config import load_config
+    from common.training.pretrained import example_jets, load
+    from mpm.build import build_model
+
+    over = ["model.dim=16", "model.depth=1", "model.num_heads=2", "model.ff_hidden=16", "model.embed_hidden=16",
+            "model.head_hidden=16", "data.num_particles=12"]
+    cfg = load_config("mpm/configs/smoke/mpmv1_regression.yaml", over)
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    fs = get_feature_set("mpmv1")
+    info = {"format": 1, "method": "mpmv1", "config": cfg,
+            "preprocessing": {"dataset": "jetclass", "class_names": ["QCD", "Tbqq"], "features": "mpmv1",
+                              "feature_params": dict(fs.params), "feature_names": list(fs.names),
+                              "num_particles": 12, "fitted": None}}
+    from common.data.own_jets import raw_jets
+    a = fs.compute(raw_jets(example_jets(32, seed=4)), 12)
+    model.backbone.norm.update(torch.as_tensor(a["x"]), torch.as_tensor(a["mask"]))
+    save_checkpoint(tmp_path / "checkpoint.pt", {"model": model.state_dict(), "step": 1, "reuse": info})
+    loaded = load(tmp_path)
+    for k, v in model.backbone.norm.state_dict().items():
+        if k != "frozen":
+            assert torch.equal(v, loaded.backbone.norm.state_dict()[k]), k
+    assert bool(loaded.backbone.norm.frozen)
+    jets = example_jets(8)
+    e1, e2 = loaded.embed(jets), load(tmp_path / "checkpoint.pt").embed(jets)
+    assert all(np.array_equal(e1[k], e2[k]) for k in e1)
