@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from common.training.checkpoint import load_trained
-from common.data.datasets import dataset_info
+from common.data.features import get_feature_set
 from common.training.ema import ema_update, make_target
 from common.blocks.pairwise import pairwise_features
 from common.training.probe import pool_mean_max
@@ -268,6 +268,12 @@ class HEPJEPABackbone(nn.Module):
         self.dim = int(cfg["dim"])
         self.tokenizer, self.pos, self.context_encoder = build_online_modules(cfg, in_dim, angle_idx)
 
+    def augment_inputs(self, mode: bool) -> None:
+        """Called by common.training.classifier.Classifier.train: the tokeniser's random FPS start (model.fps_random_start)
+        follows the training run, also while the backbone is frozen (eval mode), so every arm that trains (fixed,
+        finetune, scratch) gets the same augmentation and evaluation never does."""
+        self.tokenizer.augment = mode
+
     def forward(self, batch):
         p = self.tokenizer(batch.x, batch.mask, batch.p4)
         h = self.context_encoder(p.tokens, p.mask, p.p4, self.pos(p.centres))
@@ -288,6 +294,9 @@ class HEPJEPABackbone(nn.Module):
 # ---------------------------------------------------------------------------------------------------------------------
 # builders: the pretraining model, and the downstream backbone for common.training.finetune
 
+AUGMENTATION_KEYS = ("fps_random_start",)   # `model:` keys that change training, not the weights' architecture
+
+
 def angle_columns(feature_names) -> tuple[int, int]:
     """Indices of (deta, dphi) in the feature vector (the tokeniser's coordinates)."""
     names = list(feature_names)
@@ -297,14 +306,23 @@ def angle_columns(feature_names) -> tuple[int, int]:
     return names.index("part_deta"), names.index("part_dphi")
 
 
-def build_model(cfg: dict, info: dict) -> HEPJEPA:
-    """The pretraining model of a config (`model`, `masking`) for the dataset described by `info` (dataset_info)."""
+def feature_info(data_cfg: dict) -> dict:
+    """num_features and feature_names of the config's feature set (what the model needs of the data; the feature set
+    alone, so building a model never imports the dataset readers)."""
+    names = list(get_feature_set(data_cfg.get("features") or "part_kin").names)
+    return {"num_features": len(names), "feature_names": names}
+
+
+def build_model(cfg: dict, info: dict | None = None) -> HEPJEPA:
+    """The pretraining model of a config (`model`, `masking`) for the features described by `info` (dataset_info or
+    feature_info; default: feature_info of cfg.data)."""
+    info = info or feature_info(cfg["data"])
     return HEPJEPA(cfg["model"], info["num_features"], angle_columns(info["feature_names"]), cfg["masking"])
 
 
 def backbone_fns(cfg: dict):
     """(build_backbone, load_pretrained) for common.training.finetune from the YAML and sweep.pretrained (a checkpoint)."""
-    info = dataset_info(cfg["data"])
+    info = feature_info(cfg["data"])
     angles = angle_columns(info["feature_names"])
     sweep = cfg["sweep"]
     if sweep["encoder"] not in ("context", "target"):
@@ -320,8 +338,9 @@ def backbone_fns(cfg: dict):
                                     f"or use only mode 'scratch')")
         ckpt = load_trained(path, "pretrained encoder")
         trained = (ckpt.get("config") or {}).get("model")
-        if trained is not None and trained != cfg["model"]:
-            diff = sorted(k for k in set(trained) | set(cfg["model"]) if trained.get(k) != cfg["model"].get(k))
+        diff = [] if trained is None else sorted(k for k in set(trained) | set(cfg["model"])
+                                                 if k not in AUGMENTATION_KEYS and trained.get(k) != cfg["model"].get(k))
+        if diff:
             raise ValueError(f"{path}: the pretrained model differs from this config's `model:` in {diff}")
         backbone.load_pretrained(ckpt["model"], use=sweep["encoder"])
 

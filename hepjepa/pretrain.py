@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from common.training.checkpoint import ResumableLoader, load_checkpoint, make_state, restore_state, save_checkpoint
+from common.training.pretrained import bundle
 from common.cli import cli
 from common.data.datasets import dataset_info, make_loader
 from common.training.distributed import Dist, all_reduce_mean, barrier, cleanup, init_distributed, wrap_ddp
@@ -81,6 +82,7 @@ def train(cfg: dict, out: Path, dist: Dist) -> dict:
     seed_everything(cfg["seed"] + dist.rank)
     # data
     info = dataset_info(cfg["data"])
+    reuse = bundle("hepjepa", cfg)   # self-contained checkpoint: the preprocessing with the weights
     names = info["feature_names"]
     per_rank = micro * tc["grad_accum"]
     loader = make_loader(cfg["data"], "train", per_rank, shuffle=True, seed=cfg["seed"], rank=dist.rank,
@@ -144,7 +146,7 @@ def train(cfg: dict, out: Path, dist: Dist) -> dict:
         if step % tc["ckpt_every"] == 0 or step == tc["steps"]:
             if dist.is_main:
                 save_checkpoint(ckpt_path, make_state(model=model, optimizer=optimizer, scheduler=scheduler,
-                                                      step=step, config=cfg, loader=batches))
+                                                      step=step, config=cfg, loader=batches, reuse=reuse))
             barrier()
     bar.close()
     # done

@@ -104,7 +104,9 @@ def sequence_patches(centres: torch.Tensor, valid: torch.Tensor) -> torch.Tensor
     # slots in index order, so `order` is a true permutation with the valid patches first.
     n_valid = valid.sum(1, keepdim=True)
     pos = torch.arange(G, device=centres.device)[None, :]
-    invalid_sorted = torch.sort(valid.long(), dim=1, stable=True).indices  # invalid slot indices first
+    # invalid slot indices first, each group in index order (unique keys: what a stable sort of `valid` gives, and
+    # exportable to ONNX, whose TopK has no stable flag)
+    invalid_sorted = (valid.long() * G + pos).argsort(dim=1)
     tail = invalid_sorted.gather(1, (pos - n_valid).clamp(min=0))
     return torch.where(pos < n_valid, order, tail)
 
@@ -159,14 +161,23 @@ class JetTokenizer(nn.Module):
         self.num_patches, self.group_size, self.coverage = num_patches, group_size, coverage
         self.angle_idx = list(angle_idx)
         self.random_start = random_start
+        self.augment = True  # follows train(); a frozen backbone in a training run keeps it (HEPJEPABackbone)
         self.sequence = sequence
         self.pointnet = MiniPointNet(in_dim, dim, pointnet_hidden)
+
+    def train(self, mode: bool = True):
+        """The random FPS start (random_start) is a training augmentation: on in train mode, never in evaluation,
+        where FPS starts at the leading particle as pointnet2_ops' furthest_point_sample starts at index 0
+        (Point-MAE / Point-BERT), so embeddings are deterministic."""
+        super().train(mode)
+        self.augment = mode
+        return self
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, p4: torch.Tensor) -> Patches:
         B, N, F = x.shape
         mask = mask.bool()
         points = x[..., self.angle_idx].float()
-        idx, valid = farthest_point_sample(points, mask, self.num_patches, self.random_start and self.training)
+        idx, valid = farthest_point_sample(points, mask, self.num_patches, self.random_start and self.augment)
         centres = points.gather(1, idx[..., None].expand(-1, -1, 2))
         if self.sequence:
             order = sequence_patches(centres, valid)
@@ -178,9 +189,12 @@ class JetTokenizer(nn.Module):
         G, K = groups.shape[1], groups.shape[2]
         flat = groups.reshape(B, G * K)
         members = x.gather(1, flat[..., None].expand(-1, -1, F)).reshape(B, G, K, F)
-        rel = members.clone()
-        rel[..., self.angle_idx] = members[..., self.angle_idx] - centres[:, :, None, :].to(members.dtype)
-        rel = rel * gmask[..., None]
+        # angular channels relative to the centre (others minus 0: unchanged); no in-place index assignment, which the
+        # ONNX export cannot translate
+        c = centres[:, :, None, :].to(members.dtype)
+        zero = torch.zeros_like(c[..., 0])
+        shift = torch.stack([c[..., self.angle_idx.index(f)] if f in self.angle_idx else zero for f in range(F)], -1)
+        rel = (members - shift) * gmask[..., None]
         tokens = self.pointnet(rel, gmask)
         # patch four-vector: sum of member p4 (a particle shared by overlapping groups counts in each) [U]
         mp4 = p4.gather(1, flat[..., None].expand(-1, -1, 4)).reshape(B, G, K, 4)

@@ -80,6 +80,14 @@ def build_model(cfg: dict):
 BACKBONE_PREFIX = {"mpmv1": "backbone.", "mpmv2": "encoder."}
 
 
+def load_backbone_state(backbone, method: str, state: dict) -> None:
+    """The backbone's weights out of a pretraining model's state dict (strict)."""
+    prefix = BACKBONE_PREFIX[method]
+    backbone.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}, strict=True)
+    if hasattr(backbone, "norm") and hasattr(backbone.norm, "freeze"):
+        backbone.norm.freeze()  # MPMv1 input normalisation (running means, buffers) keeps the pretraining statistics
+
+
 def pretrain_config(cfg: dict) -> dict:
     """The configuration of the pretraining run whose backbone is fine-tuned."""
     p = cfg["pretrained"]
@@ -102,7 +110,8 @@ def pretrain_config(cfg: dict) -> dict:
 
 
 def backbone_fns(cfg: dict):
-    """(build_backbone, load_pretrained or None) for common.training.finetune."""
+    """(build_backbone, load_pretrained or None) for common.training.finetune, as every method's backbone_fns; the
+    pretraining run's config is pretrain_config(cfg)."""
     pcfg = pretrain_config(cfg)
     run = cfg["pretrained"]["run"]
 
@@ -111,13 +120,9 @@ def backbone_fns(cfg: dict):
 
     def load(backbone):
         ckpt = load_trained(Path(run) / "checkpoint.pt", "pretrained weights")
-        prefix = BACKBONE_PREFIX[pcfg["method"]]
-        state = {k[len(prefix):]: v for k, v in ckpt["model"].items() if k.startswith(prefix)}
-        backbone.load_state_dict(state, strict=True)
-        if hasattr(backbone, "norm") and hasattr(backbone.norm, "freeze"):
-            backbone.norm.freeze()  # MPMv1 input normalisation keeps the pretraining statistics
+        load_backbone_state(backbone, pcfg["method"], ckpt["model"])
 
-    return build, (load if run is not None else None), pcfg
+    return build, (load if run is not None else None)
 
 
 def require_pretrained_run(cfg: dict, mode: str, where) -> None:

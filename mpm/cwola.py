@@ -95,7 +95,7 @@ def cwola_metrics(fpr: float):
 def run_cwola(cfg: dict, out: Path, dist) -> dict:
     c = cfg["cwola"]
     fc = finetune_settings(cfg)
-    build, load, _ = backbone_fns(cfg)
+    build, load = backbone_fns(cfg)
     load = load if fc["mode"] != "scratch" else None
     data = cfg["data"]
     n_val_bkg = int(c["n_background"] * c["val_fraction"])

@@ -17,8 +17,7 @@ from mpm.build import backbone_fns
 
 
 def main(argv=None) -> None:
-    embed_main(__doc__.splitlines()[0], argv, lambda cfg: backbone_fns(cfg)[:2],
-               lambda cfg: cfg["pretrained"]["run"])
+    embed_main(__doc__.splitlines()[0], argv, backbone_fns, lambda cfg: cfg["pretrained"]["run"])
 
 
 if __name__ == "__main__":

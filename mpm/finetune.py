@@ -20,7 +20,7 @@ from common.training.finetune_config import finetune_settings
 from common.training.sweep import run_sweep
 from common.training.train_utils import mark_done, start_run
 
-from mpm.build import backbone_fns, require_pretrained_run
+from mpm.build import backbone_fns, pretrain_config, require_pretrained_run
 
 
 def main(argv=None):
@@ -32,7 +32,8 @@ def main(argv=None):
     require_pretrained_run(cfg, fc["mode"], config_path)
     dist = init_distributed(cfg["device"])
     try:
-        build, load, pcfg = backbone_fns(cfg)
+        build, load = backbone_fns(cfg)
+        pcfg = pretrain_config(cfg)
         load = load if fc["mode"] != "scratch" else None
         summary = run_sweep(cfg, build, load, out, dist)  # every N with its finetune.per_n rules
         if dist.is_main:

@@ -38,9 +38,11 @@ def train_step(net: torch.nn.Module, model: torch.nn.Module, optimizer, schedule
 
 
 def train(cfg: dict, model: torch.nn.Module, out: Path, dist: Dist, desc: str = "pretrain", mark: bool = True,
-          loader=None) -> dict:
+          loader=None, extra_state: dict | None = None) -> dict:
     """Train `model` for train.steps optimiser steps into `out`; returns the summary (written to done.json when
-    `mark`). loader: the training batches (default: common.data.datasets.make_loader of cfg.data, sharded over ranks)."""
+    `mark`). loader: the training batches (default: common.data.datasets.make_loader of cfg.data, sharded over ranks).
+    extra_state: plain values saved in every checkpoint (mpm.pretrain: the `reuse` entry,
+    common.training.pretrained.bundle)."""
     # config
     t = cfg["train"]
     micro = micro_batch_size(t["batch_size"], dist.world_size, t["grad_accum"])
@@ -76,7 +78,8 @@ def train(cfg: dict, model: torch.nn.Module, out: Path, dist: Dist, desc: str = 
     def checkpoint():
         if dist.is_main:
             save_checkpoint(ckpt_path, make_state(model=model, optimizer=optimizer, scheduler=scheduler, step=step,
-                                                  config=cfg, loader=batches, first_loss=first_loss))
+                                                  config=cfg, loader=batches, first_loss=first_loss,
+                                                  **(extra_state or {})))
 
     # loop
     bar = progress(t["steps"], desc, enabled=dist.is_main, initial=step)

@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from common.training.checkpoint import ResumableLoader, load_checkpoint, make_state, restore_state, save_checkpoint
+from common.training.pretrained import bundle
 from common.cli import cli
 from common.training.distributed import Dist, all_reduce_mean, cleanup, init_distributed, wrap_ddp
 from common.training.logger import MetricLogger
@@ -29,6 +30,7 @@ from common.training.schedules import build_scheduler
 from common.training.train_utils import (accumulate, autocast, build_optimizer, clip_and_step, mark_done, maybe_compile,
                                 micro_batch_size, progress, seed_everything, start_run)
 from omnijet.model import build_gpt, next_token_loss, shift_tokens
+from omnijet.pretrained import tokenizer_bundle
 from omnijet.tokens import START, load_split, num_codes_of
 from omnijet.validation import balanced_subset
 
@@ -121,9 +123,16 @@ def train(cfg: dict, out: Path, dist: Dist) -> dict:
     logger = MetricLogger(out, enabled=dist.is_main)
     logger.truncate_after(step)  # a resumed run logs each step once
 
+    # self-contained checkpoints: the preprocessing and the tokeniser with the weights (common.training.pretrained)
+    # (token sequences without their tokeniser run, as tests write them, give a checkpoint without it)
+    has_tokenizer = (Path(cfg["tokenizer_dir"]) / "checkpoint.pt").is_file()
+    reuse = bundle("omnijet", cfg, tokenizer=tokenizer_bundle(cfg["tokenizer_dir"])) if has_tokenizer else None
+    if reuse is None and dist.is_main:
+        print(f"{cfg['tokenizer_dir']}: no tokeniser checkpoint; the GPT checkpoint will not be self-contained")
+
     def state():
         return make_state(model=model, step=step, optimizer=optimizer, scheduler=scheduler, config=cfg,
-                          loader=batches, num_codes=num_codes, best_val=best, bad_evals=bad_evals)
+                          loader=batches, num_codes=num_codes, best_val=best, bad_evals=bad_evals, reuse=reuse)
 
     # loop
     bar = progress(tc["steps"], "omnijet pretrain", dist.is_main, initial=step)

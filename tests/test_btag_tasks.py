@@ -319,7 +319,7 @@ def test_per_track_paper_config_builds_and_steps(name, tmp_path):
     cfg = load_config(f"mpm/configs/{name}.yaml", [f"pretrained.overrides={SHRINK}", "finetune.mode=scratch"])
     fc = _fc(f"mpm/configs/{name}.yaml", None, "scratch", [f"pretrained.overrides={SHRINK}"])
     task = (origin_task if name == "track_origin_v2" else vertex_task)(cfg["btag"], fc)
-    build, _, _ = backbone_fns(cfg)
+    build, _ = backbone_fns(cfg)
     model = build_classifier(fc, build, None, task.head)
 
     class Identity:

@@ -121,7 +121,7 @@ def test_finetune_config_builds_classifier_and_steps(path):  # per-track heads: 
     over = [f"data.num_particles={N}", f"pretrained.overrides={SHRINK[pm] + [f'data.num_particles={N}']}"]
     cfg = load_config(path, over)
     fc = finetune_settings({**cfg, "finetune": {**cfg["finetune"], "mode": "scratch"}})
-    build, _, _ = backbone_fns(cfg)
+    build, _ = backbone_fns(cfg)
     n_classes = len(cfg["data"].get("classes") or range(10))  # BTag configs: no data.classes
     clf = build_classifier(fc, build, None, n_classes)
     logits = clf(batch(3 if pm == "mpmv1" else 7, pid=True))

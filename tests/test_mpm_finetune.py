@@ -51,7 +51,7 @@ def _finetune(run_dir, out, mode):
                       ["data.num_particles=12", f"pretrained.run={run_dir}", f"finetune.mode={mode}",
                        "finetune.steps=6", "finetune.val_every=3", "finetune.batch_size=16",
                        "finetune.head.hidden=8", "finetune.n_per_class=null", "finetune.schedule.warmup_steps=0"])
-    build, load, _ = backbone_fns(cfg)
+    build, load = backbone_fns(cfg)
     kept = {}
 
     def build_and_keep():

@@ -12,7 +12,7 @@ import torch
 
 from common.training.config import load_config, save_config
 from common.training.distributed import Dist
-from mpm.build import backbone_fns, build_model
+from mpm.build import backbone_fns, build_model, pretrain_config
 from mpm.heads import SSFMTask, build_task
 from mpm.loop import train as fit
 from mpm.masking import random_uniform_masking
@@ -186,7 +186,8 @@ def test_smoke_config_runs_two_steps_through_the_loop_and_its_backbone_fine_tune
     assert [r["step"] for r in rows] == [1, 2] and all(math.isfinite(r["task_loss"]) for r in rows)
 
     ft = load_config("mpm/configs/smoke/finetune_v2.yaml", [f"pretrained.run={tmp_path}", "data.num_particles=10"])
-    build, load, pcfg = backbone_fns(ft)
+    build, load = backbone_fns(ft)
+    pcfg = pretrain_config(ft)
     assert pcfg["model"]["task"] == "ssfm"
     backbone = build()
     load(backbone)  # strict: exactly the encoder's weights

@@ -360,6 +360,15 @@ class MaskedBatchNorm1d(nn.BatchNorm1d):
         return y.masked_fill(~valid.unsqueeze(1), 0.0)
 
 
+def tril_indices(n: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """torch.tril_indices(n, n) (lower triangle with the diagonal, row-major), built from arange so that it also
+    exports to ONNX (which has no tril_indices operator)."""
+    r = torch.arange(n, device=device)
+    i, j = r[:, None].expand(n, n).reshape(-1), r[None, :].expand(n, n).reshape(-1)
+    keep = j <= i
+    return i[keep], j[keep]
+
+
 class PairEmbed(nn.Module):
     """ParT pair embedding: BN(4) -> [Conv1d 1x1 -> BN -> GELU] x (hidden..., num_heads) on the pairwise features
     U = [ln kT, ln z, ln Delta, ln m^2] (common.blocks.pairwise.pairwise_features).
@@ -381,7 +390,7 @@ class PairEmbed(nn.Module):
 
     def forward(self, pair_feats: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         B, C, N, _ = pair_feats.shape
-        i, j = torch.tril_indices(N, N, device=pair_feats.device)
+        i, j = tril_indices(N, pair_feats.device)
         x = pair_feats[:, :, i, j]  # (B,C,P)
         valid = mask[:, i] & mask[:, j]  # (B,P)
         x = self.input_bn(x.masked_fill(~valid.unsqueeze(1), 0.0), valid)

@@ -29,7 +29,8 @@ from common.atomic import atomic_path, write_json
 from common.data.batch import JetBatch
 from common.data.cache import file_lock, get_or_build, source_stat
 from common.cli import cli
-from common.data.features import DataError, FeatureSet, RawJets, fit_mpmv2_quantiles, get_feature_set
+from common.data.features import (DataError, FeatureSet, RawJets, fit_mpmv2_quantiles, get_feature_set,
+                                  quantile_transformer)
 from common.data.subsets import per_class_subset
 from common.data.sampler import ShardedBatchSampler
 
@@ -193,20 +194,15 @@ def _mpmv2_state(cfg: dict):
 def _load_quantiles(path: str):
     """The fitted QuantileTransformer from its arrays (an npz of plain arrays, never a pickle: a cache file cannot
     run code)."""
-    from sklearn.preprocessing import QuantileTransformer
-
     try:
         with np.load(path, allow_pickle=False) as z:
             quantiles, references = np.asarray(z["quantiles"], np.float64), np.asarray(z["references"], np.float64)
     except (OSError, KeyError, ValueError) as e:
         raise DataError(f"{path}: cannot read the cached quantile transformer ({e}); delete it to refit") from e
-    if quantiles.ndim != 2 or references.shape != (quantiles.shape[0],):
-        raise DataError(f"{path}: quantiles {quantiles.shape} and references {references.shape} do not match; "
-                        "delete it to refit")
-    qt = QuantileTransformer(n_quantiles=len(references), output_distribution="normal")
-    qt.quantiles_, qt.references_ = quantiles, references
-    qt.n_quantiles_, qt.n_features_in_ = len(references), quantiles.shape[1]
-    return qt
+    try:
+        return quantile_transformer(quantiles, references, path)
+    except DataError as e:
+        raise DataError(f"{e}; delete it to refit") from None
 
 
 def mpmv2_quantiles(cfg: dict):
@@ -398,6 +394,21 @@ def dataset_info(data_cfg: dict) -> dict:
     fs = _feature_set(data_cfg)
     return dict(class_names=_class_names(data_cfg)[1], num_features=len(fs.names),
                 num_particles=_num_particles(data_cfg), feature_names=list(fs.names))
+
+
+def preprocessing(data_cfg: dict) -> dict:
+    """Everything that turns raw jets into a backbone's input, as plain values and arrays (a checkpoint keeps it, so a
+    backbone can embed new jets once its training data is gone; common.training.pretrained): the dataset and its
+    class names, the feature set with its parameters, the number of particles and, for MPMv2, the quantile
+    transformer fitted on this data's training split (arrays; the same one the cache applied)."""
+    info, fs = dataset_info(data_cfg), _feature_set(data_cfg)
+    fitted = None
+    if fs.needs_fit:
+        qt = mpmv2_quantiles(data_cfg)
+        fitted = {"quantiles": np.asarray(qt.quantiles_, np.float64), "references": np.asarray(qt.references_, np.float64)}
+    return {"dataset": data_cfg["dataset"], "class_names": info["class_names"], "features": fs.name,
+            "feature_params": json.loads(json.dumps(fs.params)), "feature_names": info["feature_names"],
+            "num_particles": info["num_particles"], "fitted": fitted}
 
 
 def load_arrays(data_cfg: dict, split: str, max_jets: int | None = None) -> dict[str, np.ndarray]:

@@ -350,6 +350,21 @@ def mpmv2_continuous(raw: RawJets) -> tuple[np.ndarray, np.ndarray]:
     return x, pid
 
 
+def quantile_transformer(quantiles: np.ndarray, references: np.ndarray, where: str = "quantiles"):
+    """A fitted QuantileTransformer(output_distribution="normal") rebuilt from its two arrays (what the preprocessing
+    cache and a self-contained checkpoint store: plain arrays, never a pickle, so reading them cannot run code)."""
+    from sklearn.preprocessing import QuantileTransformer
+
+    quantiles, references = np.asarray(quantiles, np.float64), np.asarray(references, np.float64)
+    if quantiles.ndim != 2 or references.shape != (quantiles.shape[0],):
+        raise DataError(f"{where}: quantiles {quantiles.shape} and references {references.shape} do not match; "
+                        "expected (n_quantiles, n_features) and (n_quantiles,)")
+    qt = QuantileTransformer(n_quantiles=len(references), output_distribution="normal")
+    qt.quantiles_, qt.references_ = quantiles, references
+    qt.n_quantiles_, qt.n_features_in_ = len(references), quantiles.shape[1]
+    return qt
+
+
 def fit_mpmv2_quantiles(raws: list[RawJets], n_quantiles: int = 500, seed: int = 0):
     """Per-feature sklearn QuantileTransformer(output_distribution="normal") on real particles (jetssl
     preprocessing.py)."""
@@ -430,4 +445,4 @@ def get_feature_set(name: str) -> FeatureSet:
 
 __all__ = ["DataError", "RawJets", "FeatureSet", "FEATURE_SETS", "get_feature_set", "JET_FIELDS", "PART_FULL",
            "PART_KIN", "PART_KINPID", "PART_REL", "PART_RELFULL", "PART_TRANSFORMS", "MPMV2_PID_NAMES", "jet_from_constituents",
-           "deta_dphi_partstyle", "fit_mpmv2_quantiles", "mpmv2_pid", "wrap_phi"]
+           "deta_dphi_partstyle", "fit_mpmv2_quantiles", "quantile_transformer", "mpmv2_pid", "wrap_phi"]

@@ -31,6 +31,8 @@ class Classifier(nn.Module):
         super().train(mode)
         if self.backbone_frozen:
             self.backbone.eval()
+        if hasattr(self.backbone, "augment_inputs"):  # input augmentations follow the run, frozen or not (HEP-JEPA)
+            self.backbone.augment_inputs(mode)
         return self
 
     def forward(self, batch) -> torch.Tensor:

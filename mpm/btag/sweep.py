@@ -14,7 +14,7 @@ from common.training.sweep import mean_std
 from common.training.train_utils import write_json
 
 from mpm.btag.data import TARGETS, load_btag_split, pretraining_quantiles, subset
-from mpm.build import backbone_fns
+from mpm.build import backbone_fns, pretrain_config
 
 # the kit's finetune.mode -> the published `mode` key: the frozen study (fixed backbone) and the fine-tuned study,
 # whose from-scratch baseline ("untrained" in jetssl workflow/full_pipeline.smk) is the published task "scratch"
@@ -43,7 +43,8 @@ def run_btag_task(cfg: dict, task, out: Path, dist, n_values: list, target: str 
     if target not in (None, *TARGETS):
         raise ValueError(f"BTag target {target!r}; expected one of {TARGETS}")
     fc = finetune_settings(cfg)
-    build, load, pcfg = backbone_fns(cfg)
+    build, load = backbone_fns(cfg)
+    pcfg = pretrain_config(cfg)
     load = load if fc["mode"] != "scratch" else None
     features = get_feature_set("mpmv2")  # the per-batch step of the encoder's inputs (BTag holds tracks only)
     quantiles = pretraining_quantiles(pcfg)
