@@ -112,6 +112,40 @@ while [[ $# -gt 0 ]]; do
 done
 
 case "$PROFILE" in smoke|mini|paper) ;; *) die "--profile must be smoke, mini or paper, got '$PROFILE'" ;; esac
+# Every number a user gives (options and RUN_ALL_* variables) is checked against a regex before any arithmetic: bash
+# evaluates an array index such as X[$(cmd)] inside $((...)) and [[ -gt ]], so an unchecked value would run cmd.
+shown() { printf '%q' "$1"; }  # a value as one printable line (a newline or a quote cannot break the message)
+whole() {  # name value min [max]: die unless value is a decimal whole number in [min, max] (at most 9 digits)
+  [[ "$2" =~ ^(0|[1-9][0-9]{0,8})$ ]] || die "$1 must be a whole number >= $3 (digits only, at most 9), got $(shown "$2")"
+  (( $2 >= $3 )) || die "$1 must be a whole number >= $3, got $2"
+  [[ -z "${4:-}" ]] || (( $2 <= $4 )) || die "$1 must be at most $4, got $2"
+}
+whole --gpus "$GPUS" 1; whole --nnodes "$NNODES" 1; whole --node-rank "$NODE_RANK" 0 $((NNODES - 1))
+[[ -z "$WORKERS" ]] || whole --workers "$WORKERS" 1
+[[ -z "$THREADS" ]] || whole --threads "$THREADS" 1
+[[ -z "$JOBS" ]] || whole --jobs "$JOBS" 1
+for v in RUN_ALL_SIM_JETCLASS RUN_ALL_SIM_ATLAS RUN_ALL_SIM_TOP RUN_ALL_SIM_QG RUN_ALL_SIM_BTAG; do
+  [[ -z "${!v:-}" ]] || whole "$v" "${!v}" 1
+done
+[[ -z "${RUN_ALL_POLL_S:-}" || ( "$RUN_ALL_POLL_S" =~ ^[0-9]{1,6}(\.[0-9]{1,3})?$ && "$RUN_ALL_POLL_S" =~ [1-9] ) ]] \
+  || die "RUN_ALL_POLL_S must be seconds > 0 (e.g. 30 or 0.5), got $(shown "$RUN_ALL_POLL_S")"
+[[ -z "${RUN_ALL_SIM_SEED:-}" ]] || whole RUN_ALL_SIM_SEED "$RUN_ALL_SIM_SEED" 0 999999990
+if [[ -n "${RUN_ALL_COMPARE_FINETUNE_GRID:-}" ]]; then
+  IFS=',' read -ra _grid <<< "$RUN_ALL_COMPARE_FINETUNE_GRID"
+  [[ ${#_grid[@]} -gt 0 && "$RUN_ALL_COMPARE_FINETUNE_GRID" != *, ]] \
+    || die "RUN_ALL_COMPARE_FINETUNE_GRID must be whole numbers separated by commas, got $(shown "$RUN_ALL_COMPARE_FINETUNE_GRID")"
+  for g in "${_grid[@]}"; do whole "RUN_ALL_COMPARE_FINETUNE_GRID (each value)" "$g" 1; done
+fi
+# Words that end up in commands: names only (no spaces, quotes or glob characters)
+[[ -z "$RDZV_ENDPOINT" || "$RDZV_ENDPOINT" =~ ^[A-Za-z0-9._-]+:[0-9]{1,5}$ || "$RDZV_ENDPOINT" =~ ^\[[0-9A-Fa-f:.]+\]:[0-9]{1,5}$ ]] \
+  || die "--rdzv-endpoint must be HOST:PORT, got $(shown "$RDZV_ENDPOINT")"
+[[ "$RDZV_ID" =~ ^[A-Za-z0-9._-]+$ ]] || die "--rdzv-id must be letters, digits, '.', '_' or '-', got $(shown "$RDZV_ID")"
+[[ "$ONLY" =~ ^[A-Za-z0-9_\ ]*$ ]] || die "--only must be method names separated by commas, got $(shown "$ONLY")"
+# status.tsv is one line per step, tab-separated: a directory whose name holds a newline or a tab cannot be recorded
+for _o in "--data-dir:$DATA_DIR" "--out-dir:$OUT_DIR" "--results-dir:$RESULTS_DIR"; do
+  [[ "${_o#*:}" != *$'\n'* && "${_o#*:}" != *$'\t'* ]] \
+    || die "${_o%%:*} $(shown "${_o#*:}"): a path with a newline or tab is not supported (status.tsv is line-based); rename it"
+done
 for m in $ONLY; do [[ " $ALL_METHODS " == *" $m "* ]] || die "--only: unknown method '$m' (known: $ALL_METHODS)"; done
 METHODS="${ONLY:-$ALL_METHODS}"
 
@@ -150,6 +184,7 @@ DATA="$( [[ -n "$DATA_DIR" ]] && abspath "$DATA_DIR" || echo "$ROOT/$DEFAULT_DAT
 OUT_DIR="$( [[ -n "$OUT_DIR" ]] && abspath "$OUT_DIR" || echo "$ROOT/runs/$PROFILE")"
 RESULTS_DIR="$( [[ -n "$RESULTS_DIR" ]] && abspath "$RESULTS_DIR" || echo "$ROOT/results/$PROFILE")"
 WORKERS="${WORKERS:-$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc 2>/dev/null || echo 2)}"
+whole --workers "$WORKERS" 1
 # Every directory option is created and checked before anything is written: a folder that cannot be made or written
 # is one line and exit 2 (never an empty path, which would put status.tsv and the logs at /).
 usable_dir() {  # option dir need_write -> the absolute path, or die
@@ -200,7 +235,7 @@ fi
 if [[ -z "$JOBS" ]]; then
   if [[ "$PROFILE" == mini ]]; then JOBS=$(( $(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc 2>/dev/null || echo 1) / THREADS )); ((JOBS >= 1)) || JOBS=1; else JOBS=1; fi
 fi
-[[ "$JOBS" =~ ^[1-9][0-9]*$ ]] || die "--jobs must be an integer >= 1, got '$JOBS'"
+whole --jobs "$JOBS" 1
 [[ $JOBS -gt 1 && ( $NNODES -gt 1 || $GPUS -gt 1 ) ]] && die "--jobs > 1 runs steps side by side on one machine; not with --gpus/--nnodes > 1"
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 
@@ -303,7 +338,10 @@ if [[ "$PROFILE" == paper ]]; then
       btag) root="$BTAG"; probe="validate.root" ;;  # the Zenodo ROOT files (python -m common.data.download btag)
     esac
     # Locating real data: a cheap check that runs every time (--always), so a missing dataset fails early and clearly.
-    step "locate_$d" --always --data -- bash -c "test -e '$root/$probe' || { echo 'missing $root/$probe: run python -m common.data.download $d --out $DATA' >&2; exit 1; }"
+    # The script is a fixed string; the paths travel as its arguments ($1 $2 $3), so no quote or $(...) in a
+    # directory name is ever parsed as shell code.
+    step "locate_$d" --always --data -- bash -c 'test -e "$1" || { echo "missing $1: run python -m common.data.download $2 --out $3" >&2; exit 1; }' \
+      locate "$root/$probe" "$d" "$DATA"
   done
   [[ "$NEEDED_DATA" == *" jetclass_atlas "* ]] && step sim_jetclass_atlas --data -- python -m common.simulate jetclass \
     --detector atlas --jets-per-class "$SIM_ATLAS" $(classes_opt jetclass_atlas) --out "$JETCLASS_ATLAS" \
@@ -377,15 +415,20 @@ hms() { local s=$1; printf '%02d:%02d:%02d' $((s / 3600)) $((s % 3600 / 60)) $((
 dur() { local s=$1; if ((s >= 60)); then printf '%dm%02ds' $((s / 60)) $((s % 60)); else printf '%ds' "$s"; fi; }
 say() { echo "[run_all $(hms $(( $(date +%s) - T0 )))] $*"; }
 logfile() { echo "$OUT_DIR/logs/${1//\//__}.log"; }
-record() {  # step status seconds; columns: step status seconds log tables always|step out-dir
+rel() {  # a path inside the out-dir relative to it (the run folder can be moved or copied); others unchanged
+  case "$1" in "$OUT_DIR"/*) echo "${1#"$OUT_DIR"/}" ;; *) echo "$1" ;; esac
+}
+record() {  # step status seconds; columns: step status seconds log tables always|step out-dir (paths: rel)
   local i=$1
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "${S_ID[$i]}" "$2" "$3" "$(logfile "${S_ID[$i]}")" "${S_TABLES[$i]}" \
-    "$( [[ "${S_ALWAYS[$i]}" == 1 ]] && echo always || echo step )" "${S_OUT[$i]}" >> "$OUT_DIR/status.tsv"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "${S_ID[$i]}" "$2" "$3" "$(rel "$(logfile "${S_ID[$i]}")")" "${S_TABLES[$i]}" \
+    "$( [[ "${S_ALWAYS[$i]}" == 1 ]] && echo always || echo step )" "$(rel "${S_OUT[$i]}")" >> "$OUT_DIR/status.tsv"
 }
 inside() { case "$(realpath -m "$1")/" in "$(realpath -m "$2")"/*) return 0 ;; esac; return 1; }
 
 # Is step i done? Its --out directory holds done.json; when run_all wrote that file (commands that do not write one,
-# e.g. the simulation), the recorded command must also match, so changing the sizes reruns the step.
+# e.g. the simulation), the recorded command must also match, so changing the sizes reruns the step. The --workers
+# value is not compared: it changes how many processes simulate, never the jets (each file's seed derives from
+# (seed, dataset, class, file index); tests/test_simulate.py::test_jetclass_deterministic_for_fixed_seed).
 is_done() {
   local i=$1 out="${S_OUT[$1]}"
   [[ -n "$out" && -f "$out/done.json" ]] || return 1
@@ -395,7 +438,9 @@ try:
     d = json.load(open(sys.argv[1]))
 except Exception:
     sys.exit(1)  # unreadable done.json: not done
-if isinstance(d, dict) and d.get("by") == "run_all.sh" and d.get("command") != sys.argv[2]:
+import re
+same = lambda c: re.sub(r" --workers [0-9]+", "", c) if isinstance(c, str) else c
+if isinstance(d, dict) and d.get("by") == "run_all.sh" and same(d.get("command")) != same(sys.argv[2]):
     sys.exit(1)
 sys.exit(0)
 EOF
@@ -446,13 +491,72 @@ on_signal() {
 }
 trap on_signal INT TERM
 
-# One run_all per out-dir: an exclusive flock on <out>/.run_all.lock, held until this script exits (fd 9); a second
-# copy is refused naming the holder, instead of both simulating and marking each other's steps "interrupted".
-exec 9>>"$OUT_DIR/.run_all.lock" || die "--out-dir $OUT_DIR: cannot open its lock file"
-if ! flock -n 9; then
-  die "--out-dir $OUT_DIR is in use by another run_all.sh ($(cat "$OUT_DIR/.run_all.lock" 2>/dev/null || echo unknown holder)); wait for it to end or use another --out-dir"
-fi
-: > "$OUT_DIR/.run_all.lock"; echo "pid $$ on host $(hostname)" >> "$OUT_DIR/.run_all.lock"
+# Locks: an exclusive flock on a file, held until released or until this script exits; where flock(1) is missing, a
+# lock directory <file>.d holding the holder's pid (a holder that is gone, on this host, is taken over).
+# take_lock FILE -> 0 held, 1 held by another (its line in LOCK_HOLDER), 2 cannot create the file, 3 FILE is a
+# symbolic link (refused: writing the holder's line would truncate whatever it points to)
+declare -A LOCK_FDS=() LOCK_DIRS=()
+take_lock() {
+  local f=$1 fd me="pid $$ on host $(hostname) since $(date '+%Y-%m-%d %H:%M:%S')"
+  LOCK_HOLDER=""
+  [[ -L "$f" || -L "$f.d" ]] && return 3
+  if command -v flock > /dev/null 2>&1; then
+    { exec {fd}>>"$f"; } 2>/dev/null || return 2
+    if ! flock -n "$fd"; then
+      LOCK_HOLDER="$(head -c 300 "$f" 2>/dev/null | tr '\n\t' '  ')"; exec {fd}>&-; return 1
+    fi
+    echo "$me" 2>/dev/null > "$f"
+    LOCK_FDS[$f]=$fd; return 0
+  fi
+  local try pid host
+  for try in 1 2; do
+    if mkdir -- "$f.d" 2>/dev/null; then
+      echo "$me" > "$f.d/holder"; LOCK_DIRS[$f]=1; return 0
+    fi
+    [[ -d "$f.d" ]] || return 2
+    LOCK_HOLDER="$(head -c 300 "$f.d/holder" 2>/dev/null | tr '\n\t' '  ')"
+    read -r _ pid _ _ host _ <<< "$LOCK_HOLDER"
+    if [[ $try == 1 && "$host" == "$(hostname)" && "$pid" =~ ^[0-9]+$ ]] && ! kill -0 "$pid" 2>/dev/null; then
+      rm -rf -- "$f.d"; continue     # its holder is gone (killed -9): stale
+    fi
+    break
+  done
+  return 1
+}
+release_lock() {
+  local f=$1
+  local fd="${LOCK_FDS[$f]:-}"
+  if [[ -n "$fd" ]]; then flock -u "$fd"; exec {fd}>&-; unset "LOCK_FDS[$f]"; fi
+  if [[ -n "${LOCK_DIRS[$f]:-}" ]]; then rm -rf -- "$f.d"; unset "LOCK_DIRS[$f]"; fi
+}
+release_all_locks() { local f; for f in "${!LOCK_DIRS[@]}"; do rm -rf -- "$f.d"; done; }
+trap release_all_locks EXIT
+
+# One run_all per out-dir: <out>/.run_all.lock, held until this script exits; a second copy is refused naming the
+# holder, instead of both simulating and marking each other's steps "interrupted".
+take_lock "$OUT_DIR/.run_all.lock"
+case $? in
+  1) die "--out-dir $OUT_DIR is in use by another run_all.sh (${LOCK_HOLDER:-unknown holder}); wait for it to end or use another --out-dir" ;;
+  2) die "--out-dir $OUT_DIR: cannot create its lock file .run_all.lock" ;;
+  3) die "--out-dir $OUT_DIR: its lock file .run_all.lock is a symbolic link; remove it (run_all.sh writes its own)" ;;
+esac
+# One writer of the data: while this run's simulation steps run (the first steps), <data>/.run_all-data.lock is held, so
+# a second run_all on the same --data-dir (another --out-dir) cannot simulate into the same folders and remove the
+# other's temporary files. Released when the first non-data step starts; taken only when a data step has work to do.
+DATA_LOCK=""
+for i in "${RUN[@]}"; do
+  [[ "${S_DATA[$i]}" == 1 && -n "${S_OUT[$i]}" ]] || continue
+  [[ $FORCE_DATA == 1 ]] || ! is_done "$i" || continue
+  take_lock "$DATA/.run_all-data.lock"   # (not .run_all.lock: --data-dir may be the --out-dir)
+  case $? in
+    0) DATA_LOCK="$DATA/.run_all-data.lock" ;;
+    1) die "--data-dir $DATA is in use by another run_all.sh simulating into it (${LOCK_HOLDER:-unknown holder}); wait for it to end or use another --data-dir" ;;
+    2) say "note: --data-dir $DATA is not writable here, so it is not locked against a second run_all" ;;
+    3) die "--data-dir $DATA: its lock file .run_all-data.lock is a symbolic link; remove it" ;;
+  esac
+  break
+done
+release_data_lock() { [[ -z "$DATA_LOCK" ]] || { release_lock "$DATA_LOCK"; DATA_LOCK=""; }; }
 
 say "profile $PROFILE | methods: $METHODS | data: $DATA | out: $OUT_DIR | workers: $WORKERS | torch threads: ${JETFM_THREADS:-per node} | jobs: $JOBS | launcher: $PY"
 say "${#RUN[@]} steps; logs in $OUT_DIR/logs"
@@ -472,8 +576,11 @@ prepare_step() {
   if [[ $FORCE == 1 && "${S_DATA[$i]}" == 0 && -n "$out" ]]; then
     if inside "$out" "$OUT_DIR"; then rm -rf "$out"; else rm -f "$out/done.json"; fi
   fi
-  if [[ $FORCE_DATA == 1 && "${S_DATA[$i]}" == 1 && -n "$out" && "$PROFILE" != paper ]] && inside "$out" "$DATA"; then
-    rm -rf "$out"
+  if [[ $FORCE_DATA == 1 && "${S_DATA[$i]}" == 1 && -n "$out" && "$PROFILE" != paper && -e "$out" ]] && inside "$out" "$DATA"; then
+    # only the files the kit's simulator recorded in its simulate.json; a folder it did not make is refused
+    local msg
+    msg="$(python -m common.simulate clean "$out" 2>&1)" || { msg="${msg#error: }"; die "--force-data: ${msg%%  (rerun with --debug*}"; }
+    say "$n $id: --force-data: $msg"
   fi
   if [[ "${S_ALWAYS[$i]}" == 0 ]] && is_done "$i"; then
     say "$n $id: done already, skipped | next: $(next_after "$k")"
@@ -492,6 +599,7 @@ prepare_step() {
 
 launch_step() {  # start step k in the background, in its own session (a stop kills its whole process tree)
   local k=$1 i=${RUN[$1]} id="${S_ID[${RUN[$1]}]}" log
+  [[ "${S_DATA[$i]}" == 1 ]] || release_data_lock   # the data steps (always first, one at a time) are over
   log="$(logfile "$id")"
   say "($((k + 1))/${#RUN[@]}) $id: running (log $log)"
   record "$i" started 0
@@ -571,7 +679,7 @@ if [[ -z "$TABLE" || "$TABLE" == compare.which_pretraining ]] && compgen -G "$OU
   fi
   # in status.tsv like a table writer, so the report reads compare.which_pretraining from this folder alone
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' compare/which_pretraining "$cmp_status" $(( $(date +%s) - t_cmp )) \
-    "$OUT_DIR/logs/compare.log" compare.which_pretraining always "$OUT_DIR/compare" >> "$OUT_DIR/status.tsv"
+    logs/compare.log compare.which_pretraining always compare >> "$OUT_DIR/status.tsv"
 fi
 # Tables and plots: always rebuilt from whatever result files exist (missing ones are flagged in RESULTS.md).
 say "tables: writing $RESULTS_DIR/RESULTS.md"

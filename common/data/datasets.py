@@ -6,6 +6,7 @@ Config (the `data:` section of every YAML):
           of every matched file's jets (e.g. one QG file split "QG_jets*.npz@0:0.8" / "@0.8:0.9" / "@0.9:1").
     features: a name in common.data.features.FEATURE_SETS; num_particles: null = the feature set's default
     classes: null or a list of class names (subset, labels remapped to that order); cache_dir: null = <root>/.cache
+          (a read-only root: $XDG_CACHE_HOME/jetfm/<root name>-<hash of root>, said on stderr)
     num_workers: DataLoader workers
 
 Each source file is converted once into the memory-mapped cache (common/data/cache.py); a map-style dataset gathers whole
@@ -74,8 +75,60 @@ def _class_names(cfg) -> tuple[list[str], list[str]]:
     return names, list(chosen)
 
 
+_CACHE_NOTED: set = set()
+_CACHE_CHOICE: dict = {}   # data root -> the cache folder chosen for it (checked once per process)
+
+
 def _cache_dir(cfg) -> str:
-    return cfg.get("cache_dir") or os.path.join(cfg["root"], ".cache")
+    """cfg's cache_dir, else <root>/.cache when it can be written there, else (a read-only data folder) a folder of
+    its own per data root under $XDG_CACHE_HOME/jetfm (~/.cache/jetfm), said once on stderr."""
+    if cfg.get("cache_dir"):
+        return cfg["cache_dir"]
+    root = os.path.abspath(cfg["root"])
+    if root in _CACHE_CHOICE:
+        return _CACHE_CHOICE[root]
+    default = os.path.join(root, ".cache")
+    if _writable(default):
+        _CACHE_CHOICE[root] = default
+        return default
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    tag = hashlib.sha256(root.encode()).hexdigest()[:16]
+    fallback = os.path.join(base, "jetfm", f"{os.path.basename(root) or 'root'}-{tag}")
+    if not _writable(fallback):
+        raise DataError(f"data.root {root}: its .cache cannot be written and neither can {fallback}; set "
+                        "data.cache_dir=<a writable folder>")
+    if root not in _CACHE_NOTED:
+        _CACHE_NOTED.add(root)
+        print(f"data: {root} is not writable; caching its converted arrays in {fallback} "
+              "(set data.cache_dir to choose)", file=sys.stderr, flush=True)
+    _CACHE_CHOICE[root] = fallback
+    return fallback
+
+
+def _writable(d: str) -> bool:
+    """Can the kit write into folder d (made if missing)? os.access and a probe file: root ignores permission bits
+    but not a read-only file system, and os.access alone can be wrong on network file systems."""
+    if os.path.isdir(d):
+        if not os.access(d, os.W_OK | os.X_OK):
+            return False
+    else:
+        parent = os.path.dirname(d)
+        while parent and not os.path.isdir(parent):
+            parent = os.path.dirname(parent)
+        if not parent or not os.access(parent, os.W_OK | os.X_OK):
+            return False
+        try:
+            os.makedirs(d, exist_ok=True)
+        except OSError:
+            return False
+    probe = os.path.join(d, f".write_test.{os.getpid()}")
+    try:
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError:
+        return False
+    return True
 
 
 def _parse_pattern(p: str) -> tuple[str, float, float]:

@@ -481,20 +481,43 @@ def read_result(path, published: dict | None = None, *, validate: bool = True) -
 
 def status_records(runs_dir) -> list[tuple[str, dict]]:
     """Every line of run_all.sh's <runs_dir>/status.tsv, in order: [(step, {status, seconds, log, tables, always,
-    out})] (an attempt per line: started, done, failed, interrupted, done-earlier, not-selected); [] without the file."""
-    path = Path(runs_dir) / "status.tsv"
+    out})] (an attempt per line: started, done, failed, interrupted, done-earlier, not-selected); [] without the file.
+
+    run_all.sh records the log and output folders relative to the run folder, so a run folder moved or copied
+    elsewhere still reads: `out` comes back as a path under runs_dir (`log` as recorded, for display: relative to
+    the run folder). An older status.tsv holds absolute paths: an `out` under the folder the run was written in (the
+    log column's <out>/logs/<step>.log names it) is mapped to runs_dir as well; other absolute paths (e.g. the data
+    folders) are kept."""
+    runs = Path(runs_dir)
+    path = runs / "status.tsv"
     if not path.exists():
         return []
-    out = []
+    rows = []
     for line in path.read_text().splitlines():
         parts = line.split("\t")
         if len(parts) < 5 or parts[0] == "step":
             continue
+        rows.append(parts)
+    old_roots = {str(Path(p[3]).parent.parent) for p in rows
+                 if os.path.isabs(p[3]) and Path(p[3]).parent.name == "logs"}
+
+    def here(value: str) -> str:
+        if not value:
+            return value
+        if not os.path.isabs(value):
+            return str(runs / value)
+        for old in old_roots:
+            if value == old or value.startswith(old + "/"):
+                return str(runs / os.path.relpath(value, old)) if value != old else str(runs)
+        return value
+
+    out = []
+    for parts in rows:
         step, status, seconds, log, tables = parts[:5]
         out.append((step, {"status": status, "seconds": seconds, "log": log,
                            "tables": [t for t in tables.split(",") if t],
                            "always": len(parts) > 5 and parts[5] == "always",
-                           "out": parts[6] if len(parts) > 6 else ""}))
+                           "out": here(parts[6]) if len(parts) > 6 else ""}))
     return out
 
 

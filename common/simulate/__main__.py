@@ -1,4 +1,7 @@
-"""python -m common.simulate {jetclass,toptagging,qg,btag,validate} ...  (see --help of each subcommand)."""
+"""python -m common.simulate {jetclass,toptagging,qg,btag,validate,clean} ...  (see --help of each subcommand).
+
+A bad option, a folder the kit did not simulate or one another simulation is writing is one line `error: ...` and
+exit status 2 (common.cli)."""
 from __future__ import annotations
 
 import argparse
@@ -72,10 +75,20 @@ def main(argv=None) -> int:
                        "for a BTag directory the calibration checks (exit status 1 if one fails)")
     p.add_argument("dir")
     p.add_argument("--out", default=None, help="where PNGs go (default DIR/validation)")
-    p.add_argument("--max-jets", type=int, default=20000, help="jets per class to read")
+    p.add_argument("--max-jets", type=_positive, default=20000, help="jets per class to read")
+
+    p = sub.add_parser("clean", help="delete the files the simulator wrote into DIR (those its simulate.json lists) "
+                       "and nothing else; a folder without the simulator's simulate.json is refused")
+    p.add_argument("dir")
 
     a = ap.parse_args(argv)
     from . import run
+
+    if a.cmd == "clean":
+        n, kept = run.clean(a.dir)
+        print(f"{a.dir}: deleted {n} simulated file(s)" + (f"; kept {len(kept)} not written by the simulator "
+                                                         f"(e.g. {kept[0]})" if kept else ""))
+        return 0
 
     if a.cmd == "jetclass":
         classes = a.classes.split(",") if a.classes else None
@@ -107,4 +120,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from ..cli import cli
+
+    cli(main)

@@ -8,7 +8,7 @@ fixed seed) once all parts of an output file exist.
 """
 from __future__ import annotations
 
-import glob
+import contextlib
 import json
 import multiprocessing as mp
 import os
@@ -172,30 +172,161 @@ def _chunks(n: int, per_file: int) -> list[int]:
     return [min(per_file, n - s) for s in range(0, n, per_file)] if n > 0 else []
 
 
-def check_settings(out: str, settings: dict) -> None:
+MARKER = "common.simulate"   # simulate.json's "written_by": the folder is the kit's simulation (clean may delete its files)
+LOCK_NAME = ".simulate.lock"
+# What else may sit in a simulated folder without making it someone else's: the simulator's lock, run_all.sh's done.json
+# and the data loader's cache (common.data.datasets: <root>/.cache).
+KIT_EXTRAS = (LOCK_NAME, "done.json", ".cache", "simulate.json")
+
+
+def check_settings(out: str, settings: dict, files: list[str] | None = None) -> None:
     """Refuse to resume into a directory simulated with other settings (files would silently mix). simulate.json
     records the settings with `finished: false` until every file is written (mark_finished); the data readers
-    refuse a sample whose simulation did not finish (common.data.datasets)."""
+    refuse a sample whose simulation did not finish (common.data.datasets). It also carries the kit's marker
+    (written_by) and, when given, the files the simulation writes (relative to `out`), which are all that
+    `python -m common.simulate clean` ever deletes."""
     path = os.path.join(out, "simulate.json")
     if os.path.exists(path):
-        with open(path) as fh:
-            old = json.load(fh)
-        finished = old.pop("finished", True) if isinstance(old, dict) else True
-        if old != settings:
+        old = read_record(path)
+        finished = old.pop("finished", True)
+        cleaned = old.pop("cleaned", False)
+        for k in ("written_by", "files"):
+            old.pop(k, None)
+        if old != settings and not cleaned:
             raise ValueError(f"{path} records different settings {old}; requested {settings}. "
-                             "Use another --out directory or delete the old one.")
-        if finished is False:
+                             "Use another --out directory, or (a folder this kit simulated) delete its files with "
+                             f"python -m common.simulate clean {out}")
+        if finished is False and not cleaned:
             return
     os.makedirs(out, exist_ok=True)
-    write_json(path, {**settings, "finished": False}, indent=1)
+    record = {**settings, "finished": False, "written_by": MARKER}
+    if files is not None:
+        record["files"] = sorted(files)
+    write_json(path, record, indent=1)
 
 
 def mark_finished(out: str) -> None:
     """Record in simulate.json that every file of the sample was written."""
     path = os.path.join(out, "simulate.json")
-    with open(path) as fh:
-        settings = json.load(fh)
-    write_json(path, {**settings, "finished": True}, indent=1)
+    write_json(path, {**read_record(path), "finished": True}, indent=1)
+
+
+def read_record(path: str) -> dict:
+    """simulate.json as a dict; a file that is not one is a one-line error."""
+    try:
+        with open(path) as fh:
+            rec = json.load(fh)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: unreadable simulate.json ({e}); move the folder away or delete the file") from None
+    if not isinstance(rec, dict):
+        raise ValueError(f"{path}: not a simulate.json of this kit (not a JSON object)")
+    return rec
+
+
+def claim_dir(out: str) -> None:
+    """Simulate only into a new or empty folder, or one this kit's simulator made (simulate.json): a folder of the
+    user's own files is never stamped with a simulate.json that would describe other jets as if they were its."""
+    if os.path.lexists(out) and not os.path.isdir(out):
+        raise ValueError(f"--out {out}: exists and is not a directory; choose another --out")
+    if not os.path.isdir(out) or os.path.isfile(os.path.join(out, "simulate.json")):
+        return
+    foreign = sorted(n for n in os.listdir(out) if n not in (LOCK_NAME, ".cache"))
+    if foreign:
+        raise ValueError(f"--out {out}: the folder holds files this kit did not simulate (e.g. {foreign[0]!r}) and "
+                         "no simulate.json; refusing to simulate into it: choose a new or empty --out folder")
+
+
+@contextlib.contextmanager
+def dir_lock(out: str):
+    """One simulator per folder: an exclusive, non-blocking flock on DIR/.simulate.lock naming its holder; a second
+    simulator into the same folder (which would remove the first one's temporary files) is a one-line error."""
+    import fcntl
+    import socket
+
+    os.makedirs(out, exist_ok=True)
+    path = os.path.join(out, LOCK_NAME)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o644)
+    except OSError as e:
+        if os.path.islink(path):
+            raise ValueError(f"{path}: a symbolic link; remove it (the simulator writes its own lock file)") from None
+        raise ValueError(f"--out {out}: cannot create the lock file {LOCK_NAME} ({e.strerror}); is it writable?") from None
+    fh = os.fdopen(fd, "a+")
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.seek(0)
+            holder = fh.read().strip() or "unknown holder"
+            raise ValueError(f"--out {out}: another simulation is writing this folder ({holder}); wait for it to "
+                             "end or use another --out") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} on host {socket.gethostname()}\n")
+        fh.flush()
+        yield
+    finally:
+        fh.close()
+
+
+@contextlib.contextmanager
+def simulation(out: str, settings: dict, files: list[str]):
+    """The frame of every simulate_*: refuse a foreign folder, lock it, check/record the settings and the planned
+    files, and mark the sample finished when the block completes."""
+    out = str(out)
+    claim_dir(out)
+    with dir_lock(out):
+        check_settings(out, settings, [os.path.relpath(f, out) for f in files])
+        yield
+        mark_finished(out)
+
+
+def clean(out: str) -> tuple[int, list[str]]:
+    """Delete what the kit's simulator wrote into `out` (the files simulate.json lists, their temporary files, the
+    empty folders they leave, run_all.sh's done.json) and nothing else; returns (files deleted, what was kept).
+    A folder without the simulator's simulate.json (its marker and file list) is refused, nothing deleted."""
+    out = str(out)
+    path = os.path.join(out, "simulate.json")
+    if not os.path.isdir(out):
+        return 0, []
+    if not os.path.isfile(path):
+        raise ValueError(f"{out}: no simulate.json, so this kit did not simulate it; refusing to delete anything "
+                         "(move the folder away or delete it yourself)")
+    rec = read_record(path)
+    if rec.get("written_by") != MARKER or not isinstance(rec.get("files"), list):
+        raise ValueError(f"{path}: not marked as written by {MARKER} with its list of files (an older kit or "
+                         "another tool); refusing to delete anything (delete the folder yourself)")
+    real = os.path.realpath(out)
+    with dir_lock(out):
+        n = 0
+        for rel in rec["files"]:
+            p = os.path.realpath(os.path.join(out, str(rel)))
+            if not p.startswith(real + os.sep):
+                raise ValueError(f"{path}: lists {rel!r}, outside the folder; refusing to delete anything")
+        for rel in rec["files"]:
+            p = os.path.join(out, str(rel))
+            for q in (p, p + ".tmp"):
+                if os.path.isfile(q) or os.path.islink(q):
+                    os.remove(q)
+                    n += 1
+        for rel in sorted({os.path.dirname(str(r)) for r in rec["files"]}, key=len, reverse=True):
+            d = os.path.join(out, rel)
+            while rel and os.path.isdir(d) and not os.listdir(d):
+                os.rmdir(d)
+                rel = os.path.dirname(rel)
+                d = os.path.join(out, rel)
+        done = os.path.join(out, "done.json")
+        if os.path.isfile(done):
+            try:
+                with open(done) as fh:
+                    by = json.load(fh).get("by")
+            except (OSError, ValueError, AttributeError):
+                by = None
+            if by == "run_all.sh":
+                os.remove(done)
+        write_json(path, {"written_by": MARKER, "files": [], "finished": False, "cleaned": True}, indent=1)
+    kept = sorted(n_ for n_ in os.listdir(out) if n_ not in KIT_EXTRAS)
+    return n, kept
 
 
 def jetclass_tasks(out: str, n_per_class: int, seed: int, classes: list[str], splits, per_file: int,
@@ -220,11 +351,11 @@ def simulate_jetclass(out, n_per_class, *, seed=0, workers=1, classes=None, spli
         if c not in JETCLASS_PREFIX:
             raise ValueError(f"unknown class {c!r} in --classes; expected names from {JETCLASS_CLASSES}")
     options = dict(detector=detector, pt_spectrum=pt_spectrum)
-    check_settings(out, dict(dataset="jetclass", jets_per_class=n_per_class, seed=seed, classes=classes,
-                             splits=list(splits), jets_per_file=per_file, **options))
+    settings = dict(dataset="jetclass", jets_per_class=n_per_class, seed=seed, classes=classes,
+                    splits=list(splits), jets_per_file=per_file, **options)
     tasks = jetclass_tasks(out, n_per_class, seed, classes, splits, per_file, options)
-    results = execute(tasks, workers, "jetclass")
-    mark_finished(out)
+    with simulation(out, settings, [t.path for t in tasks]):
+        results = execute(tasks, workers, "jetclass")
     return results
 
 
@@ -239,13 +370,9 @@ def _merge(parts: list[str], out_path: str, seed: int, build) -> None:
 def simulate_toptagging(out, n_jets, *, seed=0, workers=1, splits=(0.8, 0.1, 0.1), per_file=100_000,
                         detector="atlas") -> list[dict]:
     """DIR/{train,val,test}.h5, balanced top / QCD, pandas key "table" (§A2, §B6)."""
-    import pandas as pd
-
-    from . import writers
-
     options = dict(detector=detector)
-    check_settings(out, dict(dataset="toptagging", jets=n_jets, seed=seed, splits=list(splits), jets_per_file=per_file,
-                             **options))
+    settings = dict(dataset="toptagging", jets=n_jets, seed=seed, splits=list(splits), jets_per_file=per_file,
+                    **options)
     parts_dir = os.path.join(out, ".parts")
     tasks, by_split = [], {}
     for split, n in zip(SPLITS, split_counts(n_jets, splits)):
@@ -255,6 +382,16 @@ def simulate_toptagging(out, n_jets, *, seed=0, workers=1, splits=(0.8, 0.1, 0.1
                 path = os.path.join(parts_dir, f"{split}_{cls}_{k:03d}.npz")
                 tasks.append(Task("toptagging", cls, nk, derive_seed(seed, "toptagging", split, cls, k), path, options))
                 by_split[split].append(path)
+    finals = [os.path.join(out, f"{s}.h5") for s in by_split if by_split[s]]
+    with simulation(out, settings, finals + [t.path for t in tasks]):
+        return _toptagging_files(out, seed, workers, tasks, by_split, parts_dir)
+
+
+def _toptagging_files(out, seed, workers, tasks, by_split, parts_dir):
+    import pandas as pd
+
+    from . import writers
+
     tasks = [t for t in tasks if not os.path.exists(os.path.join(out, os.path.basename(t.path).split("_")[0] + ".h5"))]
     results = execute(tasks, workers, "toptagging")
     for split, parts in by_split.items():
@@ -272,17 +409,15 @@ def simulate_toptagging(out, n_jets, *, seed=0, workers=1, splits=(0.8, 0.1, 0.1
             writers.write_toptagging_h5(os.path.join(out, f"{split}.h5"), frame)
 
         _merge(parts, os.path.join(out, f"{split}.h5"), seed, build)
-    _cleanup_parts(parts_dir, [os.path.join(out, f"{s}.h5") for s in by_split if by_split[s]])
-    mark_finished(out)
+    _cleanup_parts(parts_dir, [os.path.join(out, f"{s}.h5") for s in by_split if by_split[s]],
+                   [p for ps in by_split.values() for p in ps])
     return results
 
 
 def simulate_qg(out, n_jets, *, seed=0, workers=1, per_file=100_000, with_bc=False) -> list[dict]:
     """DIR/QG_jets.npz, QG_jets_1.npz, ... with per_file jets each, half quark half gluon (§A3, §B6)."""
-    from . import writers
-
     options = dict(with_bc=with_bc)
-    check_settings(out, dict(dataset="qg", jets=n_jets, seed=seed, jets_per_file=per_file, **options))
+    settings = dict(dataset="qg", jets=n_jets, seed=seed, jets_per_file=per_file, **options)
     parts_dir = os.path.join(out, ".parts")
     stem = "QG_jets_withbc" if with_bc else "QG_jets"
     tasks, files = [], {}
@@ -294,8 +429,15 @@ def simulate_qg(out, n_jets, *, seed=0, workers=1, per_file=100_000, with_bc=Fal
             path = os.path.join(parts_dir, f"qg_{k:03d}_{cls}.npz")
             if m:
                 files[final].append(path)
-                if not os.path.exists(final):
-                    tasks.append(Task("qg", cls, m, derive_seed(seed, "qg", cls, k), path, options))
+                tasks.append(Task("qg", cls, m, derive_seed(seed, "qg", cls, k), path, options))
+    with simulation(out, settings, list(files) + [t.path for t in tasks]):
+        tasks = [t for t in tasks if not any(t.path in parts and os.path.exists(f) for f, parts in files.items())]
+        return _qg_files(seed, workers, tasks, files, parts_dir)
+
+
+def _qg_files(seed, workers, tasks, files, parts_dir):
+    from . import writers
+
     results = execute(tasks, workers, "qg")
     for final, parts in files.items():
 
@@ -307,8 +449,7 @@ def simulate_qg(out, n_jets, *, seed=0, workers=1, per_file=100_000, with_bc=Fal
             writers.write_qg_npz(final, X[perm], y[perm])
 
         _merge(parts, final, seed, build)
-    _cleanup_parts(parts_dir, list(files))
-    mark_finished(out)
+    _cleanup_parts(parts_dir, list(files), [p for ps in files.values() for p in ps])
     return results
 
 
@@ -320,20 +461,25 @@ def simulate_btag(out, n_per_flavour, *, seed=0, workers=1, splits=(0.6, 0.2, 0.
     their names, hence the _<k>."""
     if per_file < 3:
         raise ValueError(f"--jets-per-file must be at least 3 for btag (one jet per flavour), got {per_file}")
-    check_settings(out, dict(dataset="btag", jets_per_flavour=n_per_flavour, seed=seed, splits=list(splits),
-                             jets_per_file=per_file))
+    settings = dict(dataset="btag", jets_per_flavour=n_per_flavour, seed=seed, splits=list(splits),
+                    jets_per_file=per_file)
     tasks = []
     for split, n in zip(("train", "valid", "test"), split_counts(n_per_flavour, splits)):
         for k, nk in enumerate(_chunks(n, per_file // 3)):
             tasks.append(Task("btag", "ttbar", 3 * nk, derive_seed(seed, "btag", split, k),
                               os.path.join(out, f"{split}_{k}.h5")))
-    results = execute(tasks, workers, "btag")
-    mark_finished(out)
+    roots = [os.path.join(out, "root", os.path.basename(t.path)[:-3] + ".root") for t in tasks]
+    with simulation(out, settings, [t.path for t in tasks] + roots):
+        results = execute(tasks, workers, "btag")
     return results
 
 
-def _cleanup_parts(parts_dir: str, finals: list[str]) -> None:
+def _cleanup_parts(parts_dir: str, finals: list[str], parts: list[str]) -> None:
+    """Once every output file exists, remove the parts this simulation wrote (only those) and .parts/ if empty."""
     if all(os.path.exists(f) for f in finals) and os.path.isdir(parts_dir):
-        for p in glob.glob(os.path.join(parts_dir, "*")):
-            os.remove(p)
-        os.rmdir(parts_dir)
+        for p in parts:
+            for q in (p, p + ".tmp"):
+                if os.path.isfile(q):
+                    os.remove(q)
+        if not os.listdir(parts_dir):
+            os.rmdir(parts_dir)

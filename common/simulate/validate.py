@@ -69,20 +69,29 @@ def _from_p4(p4, mask):
     return obs
 
 
-def _read_toptagging(files, max_jets):
-    import pandas as pd
+def _read_toptagging(files, max_jets, step=50_000):
+    """Read with h5py through the training reader's TopTaggingFile (columns by name), never pandas.read_hdf: a
+    pandas HDF5 file can hold pickled object columns, and unpickling a shared file could run code."""
+    from ..data.toptagging import LABEL_COLUMN, TopTaggingFile
 
-    frames = [pd.read_hdf(f, key="table") for f in sorted(files)]
-    df = pd.concat(frames)
-    n = sum(1 for c in df.columns if c.startswith("E_"))
-    cols = [f"{c}_{i}" for i in range(n) for c in ("E", "PX", "PY", "PZ")]
-    e_px_py_pz = df[cols].to_numpy(np.float64).reshape(len(df), n, 4)
-    p4 = e_px_py_pz[..., [1, 2, 3, 0]]
-    label = df["is_signal_new"].to_numpy()
+    picked = {0: [], 1: []}
+    for f in sorted(files):
+        with TopTaggingFile(f) as fh:
+            n = sum(1 for c in fh.columns if re.fullmatch(r"E_\d+", c))
+            cols = [f"{c}_{i}" for i in range(n) for c in ("E", "PX", "PY", "PZ")]
+            for s in range(0, fh.nrows, step):
+                if all(sum(len(x) for x in picked[k]) >= max_jets for k in picked):
+                    break
+                label = fh.read([LABEL_COLUMN], s, s + step)[:, 0]
+                block = fh.read(cols, s, s + step).astype(np.float64).reshape(len(label), n, 4)
+                for k in picked:
+                    have = sum(len(x) for x in picked[k])
+                    picked[k].append(block[label == k][: max(max_jets - have, 0)])
     out = {}
     for name, lab in (("QCD", 0), ("Top", 1)):
-        sel = np.flatnonzero(label == lab)[:max_jets]
-        out[name] = _from_p4(p4[sel], p4[sel, :, 3] > 0)
+        e_px_py_pz = np.concatenate(picked[lab]) if picked[lab] else np.zeros((0, 1, 4))
+        p4 = e_px_py_pz[..., [1, 2, 3, 0]]
+        out[name] = _from_p4(p4, p4[..., 3] > 0)
     return out
 
 
@@ -90,7 +99,7 @@ def _read_qg(files, max_jets):
     X = []
     y = []
     for f in sorted(files):
-        with np.load(f) as d:
+        with np.load(f, allow_pickle=False) as d:
             X.append(d["X"])
             y.append(d["y"])
     M = max(x.shape[1] for x in X)
