@@ -305,7 +305,7 @@ def test_mpm_finetune_refuses_an_unfinished_pretraining(tmp_path, monkeypatch):
     (run / "done.json").unlink()
     cfg = {"pretrained": {"run": str(run), "config": None, "overrides": None},
            "data": dict(__import__("common.training.config", fromlist=["x"]).load_config(run / "config.yaml")["data"])}
-    build, load, _ = backbone_fns(cfg)
+    build, load = backbone_fns(cfg)
     with pytest.raises(CheckpointError, match=rf"^{re.escape(str(run))}: this run did not finish"):
         load(build())
 
