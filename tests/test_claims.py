@@ -369,3 +369,10 @@ def test_mpmv2_jetclass_claims_are_decided_at_100_per_class():
                           published)
         assert v.at == {"n_train": 1000.0} and v.verdict == "reproduced", cid
         assert "n_train=1000" in v.published
+
+
+def test_replicated_column_of_a_pretraining_claim_with_a_side_missing():
+    claim = {**CLAIM, "replicate": "pretraining"}
+    one = [{"mode": "finetune", "n_train": 1000, "pretrain_seed": 0, "accuracy": [0.50, 0.51, 0.52]}]
+    (v,) = C.evaluate(_results(one), [claim], PUB)
+    assert v.verdict == "not measured" and v.replicated == "1/0 pretraining × 3 probe seeds"

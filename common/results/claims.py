@@ -350,10 +350,10 @@ def _replicated(claim: dict, a: list, b: list, runs_a, runs_b) -> str:
     if not a and not b:
         return "–"
     if claim.get("replicate") == "pretraining":
-        if runs_b is None:  # side b has no pretraining behind it: its values are training seeds
+        if runs_b is None and b:  # side b has no pretraining behind it: its values are training seeds
             return (f"a: {len(a)} pretraining × {_span(runs_a or [])} seeds; "
                     f"b: {len(b)} seeds (no pretraining)")
-        return f"{_count(len(a), len(b))} pretraining × {_span((runs_a or []) + runs_b)} probe seeds"
+        return f"{_count(len(a), len(b))} pretraining × {_span((runs_a or []) + (runs_b or []))} probe seeds"
     return claim.get("replicated", "{n} seeds").replace("{n}", _count(len(a), len(b)))
 
 
