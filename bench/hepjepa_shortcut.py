@@ -60,13 +60,12 @@ def observables_floor(data: str, n: int, seed: int, max_eval: int) -> float:
 def kinematics_r2(data: str, ckpt: str, overrides=(), max_eval: int = 2000) -> dict:
     """R^2 of the standardised mean+max pooled embeddings of validation jets from a cubic polynomial in the jet's
     (log pT, |eta|): how much of the representation is the jet's kinematics. Pretrained (ckpt) and random init
-    (statistics set from 20 class-balanced batches of 256 training jets, hepjepa.probe.norm_stat_batches)."""
+    (statistics set from 20 class-balanced batches of 256 training jets, common.training.probe.norm_stat_batches)."""
     import torch
 
     from common.data.array_loader import ArrayLoader
-    from common.training.probe import pooled_embeddings, random_init
+    from common.training.probe import norm_stat_batches, pooled_embeddings, random_init
     from hepjepa.model import backbone_fns
-    from hepjepa.probe import norm_stat_batches
 
     cfg = load_config(CFG, [f"data.root={data}", f"sweep.pretrained={ckpt}", *overrides])
     held, train = load_arrays(cfg["data"], SPLIT, max_jets=max_eval), load_arrays(cfg["data"], "train", max_jets=5120)

@@ -9,9 +9,10 @@ mean + max over its patch tokens, a standardised logistic regression (common.tra
 probe.max_test_jets jets of probe.eval_split (test: the final evaluation of the tables hepjepa.linear_probe and
 hepjepa.ablation_shortcut; val: wherever the probe chooses a default, e.g. bench/hepjepa_shortcut.py). The random
 baseline is the same architecture built with the same seed, with its BatchNorm statistics (the physics-bias pair
-embedding) set from probe.norm_batches class-balanced training batches (common.data.subsets.balanced_batches, the
-draw of every random init of the kit) by forward passes (common.training.probe.random_init), as the pretrained encoder
-got them during pretraining. Writes probe.json and done.json.
+embedding) set by forward passes from probe.norm_batches class-balanced training batches
+(common.training.probe.norm_stat_batches: common.data.subsets.balanced_batches, the draw of every random init of the
+kit; common.training.probe.random_init), as the pretrained encoder got them during pretraining. Writes probe.json and
+done.json.
 """
 from __future__ import annotations
 
@@ -26,8 +27,8 @@ from common.cli import cli
 from common.training.config import add_config_args, config_from_args
 from common.data.datasets import load_arrays
 from common.data.array_loader import ArrayLoader
-from common.data.subsets import balanced_batches, per_class_subset
-from common.training.probe import linear_probe, pooled_embeddings, random_init
+from common.data.subsets import per_class_subset
+from common.training.probe import linear_probe, norm_stat_batches, pooled_embeddings, random_init
 from common.training.train_utils import mark_done, write_json
 
 from .model import backbone_fns
@@ -41,12 +42,6 @@ def _batches(arrays: dict, batch_size: int = 256, limit: int | None = None):
     return islice(ArrayLoader(arrays, batch_size, shuffle=False), limit)
 
 
-def norm_stat_batches(arrays: dict, n_batches: int, batch_size: int = 256, seed: int = 0) -> list:
-    """The batches that set a random-init encoder's statistics: class-balanced (common.data.subsets.balanced_batches),
-    not the first batches in file order (the files are per class and sorted: those are nearly all one class)."""
-    keep = {k: v for k, v in arrays.items() if v is not None}
-    return [next(iter(ArrayLoader({k: v[idx] for k, v in keep.items()}, len(idx), shuffle=False)))
-            for idx in balanced_batches(arrays["label"], n_batches, batch_size, seed)]
 
 
 def run_probe(cfg: dict) -> dict:

@@ -131,15 +131,17 @@ def test_balanced_batches_draw_every_class_alike_from_class_sorted_files():
 
 
 def test_every_random_init_of_the_kit_uses_the_one_balanced_draw():
-    """hepjepa/probe.py, bench/hepjepa_shortcut.py and common/results/compare.py draw the statistics batches of a
-    random init through common.data.subsets.balanced_batches (hepjepa.probe.norm_stat_batches for in-memory arrays)."""
+    """hepjepa/probe.py, hepjepa/figures.py, bench/hepjepa_shortcut.py and common/results/compare.py draw the statistics
+    batches of a random init through common.data.subsets.balanced_batches (common.training.probe.norm_stat_batches for
+    in-memory arrays)."""
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    assert "balanced_batches(" in (root / "hepjepa/probe.py").read_text()
+    assert "norm_stat_batches(train" in (root / "hepjepa/probe.py").read_text()
     assert "norm_stat_batches(train" in (root / "bench/hepjepa_shortcut.py").read_text()
+    assert "norm_stat_batches(load_arrays" in (root / "hepjepa/figures.py").read_text()
     assert "balanced_batches(" in (root / "common/results/compare.py").read_text()
-    from hepjepa.probe import norm_stat_batches
+    from common.training.probe import norm_stat_batches
 
     n = 60
     arrays = {"x": np.zeros((n, 3, 2), np.float32), "mask": np.ones((n, 3), bool), "p4": np.ones((n, 3, 4), np.float32),
