@@ -163,6 +163,11 @@ SIM_JETCLASS="${RUN_ALL_SIM_JETCLASS:-${SIM_JETCLASS:-0}}"; SIM_ATLAS="${RUN_ALL
 SIM_TOP="${RUN_ALL_SIM_TOP:-${SIM_TOP:-0}}"; SIM_QG="${RUN_ALL_SIM_QG:-${SIM_QG:-0}}"
 SIM_BTAG="${RUN_ALL_SIM_BTAG:-${SIM_BTAG:-0}}"
 SIM_SEED="${RUN_ALL_SIM_SEED:-1}"
+# mini simulates its test splits from a seed derivation no earlier run used (common.simulate --test-seed: file seeds
+# (seed, "test", ...)), so that no choice made on an earlier run's jets saw these test jets (docs/splits.md).
+# RUN_ALL_SIM_TEST_SEED overrides it; quark-gluon is one file set cut into splits by fraction and keeps one seed.
+TEST_SEED_OPT=()
+[[ "$PROFILE" == mini ]] && TEST_SEED_OPT=(--test-seed "${RUN_ALL_SIM_TEST_SEED:-$SIM_SEED}")
 # "Which pretraining?" (common/results/compare.py): the compare set, the data overrides of every method's embed step (all
 # classes of JetClass; paper: one file per class of each split, 1M training jets, of which the labelled subsets are
 # drawn), and the labelled jets per class at which every backbone is also fine-tuned (common/results/compare.yaml's one
@@ -348,16 +353,17 @@ if [[ "$PROFILE" == paper ]]; then
     --workers "$WORKERS" --seed $((SIM_SEED + 1))
 else
   [[ "$NEEDED_DATA" == *" jetclass "* ]] && step sim_jetclass --data -- python -m common.simulate jetclass \
-    --jets-per-class "$SIM_JETCLASS" $(classes_opt jetclass) --out "$JETCLASS" --workers "$WORKERS" --seed "$SIM_SEED"
+    --jets-per-class "$SIM_JETCLASS" $(classes_opt jetclass) --out "$JETCLASS" --workers "$WORKERS" --seed "$SIM_SEED" \
+    "${TEST_SEED_OPT[@]}"
   [[ "$NEEDED_DATA" == *" jetclass_atlas "* ]] && step sim_jetclass_atlas --data -- python -m common.simulate jetclass \
     --detector atlas --jets-per-class "$SIM_ATLAS" $(classes_opt jetclass_atlas) --out "$JETCLASS_ATLAS" \
-    --workers "$WORKERS" --seed $((SIM_SEED + 1))
+    --workers "$WORKERS" --seed $((SIM_SEED + 1)) "${TEST_SEED_OPT[@]}"
   [[ "$NEEDED_DATA" == *" toptagging "* ]] && step sim_toptagging --data -- python -m common.simulate toptagging \
-    --jets "$SIM_TOP" --out "$TOPTAGGING" --workers "$WORKERS" --seed $((SIM_SEED + 2))
+    --jets "$SIM_TOP" --out "$TOPTAGGING" --workers "$WORKERS" --seed $((SIM_SEED + 2)) "${TEST_SEED_OPT[@]}"
   [[ "$NEEDED_DATA" == *" qg "* ]] && step sim_qg --data -- python -m common.simulate qg \
     --jets "$SIM_QG" --out "$QG" --workers "$WORKERS" --seed $((SIM_SEED + 3))
   [[ "$NEEDED_DATA" == *" btag "* ]] && step sim_btag --data -- python -m common.simulate btag \
-    --jets-per-flavour "$SIM_BTAG" --out "$BTAG" --workers "$WORKERS" --seed $((SIM_SEED + 4))
+    --jets-per-flavour "$SIM_BTAG" --out "$BTAG" --workers "$WORKERS" --seed $((SIM_SEED + 4)) "${TEST_SEED_OPT[@]}"
 fi
 D_END=${#S_ID[@]}
 # Physics check of the simulated JetClass sample (mass peaks, substructure plots); runs after the methods so that a

@@ -1,8 +1,11 @@
 """The measurement behind HEP-JEPA's input / target-normalisation / position defaults (BENCHMARKS.md, "HEP-JEPA
 without the kinematics shortcut"): short mini pretrainings, one per setting, each probed with hepjepa.probe (frozen
-encoder vs random init with BatchNorm statistics set, 100 labelled jets per class, test jets of the simulation), the
+encoder vs random init with BatchNorm statistics set from class-balanced batches, 100 labelled jets per class), the
 last logged shortcut monitors, and a floor: the same logistic regression on five jet observables (log pT, |eta|,
 log E, mass, multiplicity).
+
+This bench chooses defaults, so it scores on the validation split (probe.eval_split=val), never on test: the test
+split is read only by the final evaluation of a table (docs/splits.md; tests/test_splits.py guards it).
 
     JETFM_THREADS=1 python -m bench.hepjepa_shortcut --data data/sim/jetclass --out /tmp/hj_shortcut --steps 300
     JETFM_THREADS=1 python -m bench.hepjepa_shortcut --data data/sim/jetclass --kinematics runs/.../checkpoint.pt \
@@ -27,6 +30,7 @@ from common.data.subsets import per_class_subset
 from common.training.probe import linear_probe
 
 CFG = "hepjepa/configs/mini/finetune_jetclass.yaml"
+SPLIT = "val"   # every score of this bench: a selection is made on validation jets (docs/splits.md)
 ARMS = {  # name -> overrides of the mini config
     "absolute_layer_mlp": ["data.features=hepjepa"],
     "relative_layer_mlp": ["data.features=hepjepa_rel", "model.target_norm=layer"],
@@ -38,8 +42,8 @@ ARMS = {  # name -> overrides of the mini config
 }
 
 
-def observables_floor(data: str, n: int, seed: int, max_test: int) -> float:
-    """Logistic regression on (log pT, |eta|, log E, mass, multiplicity) of the same labelled and test jets."""
+def observables_floor(data: str, n: int, seed: int, max_eval: int) -> float:
+    """Logistic regression on (log pT, |eta|, log E, mass, multiplicity) of the same labelled and validation jets."""
     cfg = load_config(CFG, [f"data.root={data}"])
 
     def obs(a):
@@ -48,34 +52,34 @@ def observables_floor(data: str, n: int, seed: int, max_test: int) -> float:
         return np.stack([np.log(col["pt"]), np.abs(col["eta"]), np.log(col["energy"]), col["mass"],
                          a["mask"].sum(1)], 1)
 
-    train, test = load_arrays(cfg["data"], "train"), load_arrays(cfg["data"], "test", max_jets=max_test)
+    train, held = load_arrays(cfg["data"], "train"), load_arrays(cfg["data"], SPLIT, max_jets=max_eval)
     idx = per_class_subset(train["label"], n, seed)
-    return linear_probe(obs(train)[idx], train["label"][idx], obs(test), test["label"], seed=seed)["accuracy"]
+    return linear_probe(obs(train)[idx], train["label"][idx], obs(held), held["label"], seed=seed)["accuracy"]
 
 
-def kinematics_r2(data: str, ckpt: str, overrides=(), max_test: int = 2000) -> dict:
-    """R^2 of the standardised mean+max pooled embeddings of test jets from a cubic polynomial in the jet's
+def kinematics_r2(data: str, ckpt: str, overrides=(), max_eval: int = 2000) -> dict:
+    """R^2 of the standardised mean+max pooled embeddings of validation jets from a cubic polynomial in the jet's
     (log pT, |eta|): how much of the representation is the jet's kinematics. Pretrained (ckpt) and random init
-    (statistics set)."""
+    (statistics set from 20 class-balanced batches of 256 training jets, common.training.probe.norm_stat_batches)."""
     import torch
 
     from common.data.array_loader import ArrayLoader
-    from common.training.probe import pooled_embeddings, random_init
+    from common.training.probe import norm_stat_batches, pooled_embeddings, random_init
     from hepjepa.model import backbone_fns
 
     cfg = load_config(CFG, [f"data.root={data}", f"sweep.pretrained={ckpt}", *overrides])
-    test, train = load_arrays(cfg["data"], "test", max_jets=max_test), load_arrays(cfg["data"], "train", max_jets=5120)
+    held, train = load_arrays(cfg["data"], SPLIT, max_jets=max_eval), load_arrays(cfg["data"], "train", max_jets=5120)
     build, load = backbone_fns(cfg)
     torch.manual_seed(0)
     net = build()
     load(net)
-    a, b = np.log(test["jet"][:, JET_FIELDS.index("pt")]), np.abs(test["jet"][:, JET_FIELDS.index("eta")])
+    a, b = np.log(held["jet"][:, JET_FIELDS.index("pt")]), np.abs(held["jet"][:, JET_FIELDS.index("eta")])
     a, b = (a - a.mean()) / a.std(), (b - b.mean()) / b.std()
     poly = np.stack([np.ones_like(a), a, b, a * a, a * b, b * b, a ** 3, a * a * b, a * b * b, b ** 3], 1)
     out = {}
-    random = random_init(build, 0, ArrayLoader(train, 256, shuffle=False))   # 5120 jets: 20 batches
+    random = random_init(build, 0, norm_stat_batches(train, 20, 256))
     for name, m in (("pretrained", net), ("random", random)):
-        z = pooled_embeddings(m, ArrayLoader(test, 256, shuffle=False))
+        z = pooled_embeddings(m, ArrayLoader(held, 256, shuffle=False))
         z = (z - z.mean(0)) / (z.std(0) + 1e-8)
         coef, *_ = np.linalg.lstsq(poly, z, rcond=None)
         out[name] = float(1 - ((z - poly @ coef) ** 2).sum() / (z ** 2).sum())
@@ -113,7 +117,7 @@ def main(argv=None) -> None:
                                 *common, *sched], check=True)
             if not (d / "probe" / "done.json").exists():
                 subprocess.run([sys.executable, "-m", "hepjepa.probe", "--config", CFG, "--out", str(d / "probe"),
-                                *common, f"probe.seeds=[{seed}]",
+                                *common, f"probe.seeds=[{seed}]", f"probe.eval_split={SPLIT}",
                                 f"sweep.pretrained={d / 'pretrain' / 'checkpoint.pt'}"], check=True)
             p = json.loads((d / "probe" / "probe.json").read_text())
             log = d / "pretrain" / "log.jsonl"
@@ -123,7 +127,7 @@ def main(argv=None) -> None:
             print(json.dumps(rows[-1]), flush=True)
     floor = observables_floor(args.data, 100, 0, 3000)
     (out / "summary.json").write_text(json.dumps({"rows": rows, "observables_floor": floor}, indent=1))
-    print(f"observables floor (5 jet observables, 100 jets/class): {floor:.3f}")
+    print(f"observables floor (5 jet observables, 100 jets/class, {SPLIT} jets): {floor:.3f}")
 
 
 if __name__ == "__main__":

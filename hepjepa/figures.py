@@ -27,13 +27,12 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from common.data.array_loader import ArrayLoader
 from common.data.batch import JetBatch
 from common.cli import cli
 from common.training.config import add_config_args, config_from_args
 from common.data.datasets import dataset_info, load_arrays
 from common.results.plots import save_figure
-from common.training.probe import random_init
+from common.training.probe import norm_stat_batches, random_init  # the kit's one class-balanced statistics draw
 from common.blocks.pooling import masked_mean
 from common.training.train_utils import mark_done, write_json
 
@@ -97,8 +96,7 @@ def figure3(cfg: dict, out_dir, max_jets: int = 2000, seed: int = 0) -> None:
     torch.manual_seed(seed)
     pretrained = build()
     load(pretrained)
-    random = random_init(build, seed, ArrayLoader(load_arrays(cfg["data"], "train", max_jets=20 * 256), 256,
-                                                  shuffle=False))
+    random = random_init(build, seed, norm_stat_batches(load_arrays(cfg["data"], "train", max_jets=20 * 256), 20, 256))
     panels = {"HEP-JEPA pretrained": pretrained, "random initialisation (stats set)": random}
     fig = Figure(figsize=(11, 5), layout="constrained")
     FigureCanvasAgg(fig)

@@ -12,7 +12,11 @@ Shared pieces: the tokenizer (mini-PointNet) and the positional MLP are trained 
 branches (Point-JEPA: only the transformer is EMA'd) [U]. The transformer is common.blocks.transformer.Encoder with 8 register
 tokens (Darcet et al. 2023, registers get zero bias) and the ParT physics bias: PairEmbed of the pairwise features of the
 patch four-vectors, restricted to the tokens an encoder actually sees (arXiv:2202.03772 Eq. 3). The predictor gets no
-physics bias: the four-vectors of the target patches would leak the content it has to predict.
+physics bias: the four-vectors of the target patches would leak the content it has to predict. `model.pair_scale`
+(jet_pt | jet_e | none) divides the patch four-vectors an encoder sees by the pT (or energy) of their vector sum before
+the pair features are formed (common.blocks.pairwise.scale_four_momenta) [U, ours]: with the relative particle inputs,
+the backbone is then invariant to scaling every four-momentum of a jet (none = the raw four-momenta of ParT). The sum
+is over the tokens the encoder sees, so the context encoder learns nothing of the target patches through it.
 The positional embedding of the patch centres is added before every encoder block, as in Point-JEPA
 (`encoder_add_pos_at_every_layer: true`, configs/Point-JEPA/pretraining/shapenet.yaml), or once at the input
 (`model.pos_every_layer: false`); the predictor adds it once (Point-JEPA's `predictor_add_pos_at_every_layer` is false).
@@ -32,7 +36,7 @@ from torch import nn
 from common.training.checkpoint import load_trained
 from common.data.features import get_feature_set
 from common.training.ema import ema_update, make_target
-from common.blocks.pairwise import pairwise_features
+from common.blocks.pairwise import PAIR_SCALES, pairwise_features, scale_four_momenta
 from common.training.probe import pool_mean_max
 from common.blocks.transformer import Encoder, PairEmbed
 
@@ -80,9 +84,10 @@ class PatchEncoder(nn.Module):
 
     def __init__(self, dim: int, depth: int, num_heads: int, mlp_ratio: float = 4.0, num_registers: int = 8,
                  physics_bias: bool = True, pair_hidden=(64, 64, 64), dropout: float = 0.0, style: str = "preln",
-                 pos_every_layer: bool = True):
+                 pos_every_layer: bool = True, pair_scale: str = "none"):
         super().__init__()
         self.dim, self.num_registers, self.pos_every_layer = dim, num_registers, pos_every_layer
+        self.pair_scale = pair_scale
         self.encoder = Encoder(dim, depth, num_heads, int(dim * mlp_ratio), style=style, num_registers=num_registers,
                                dropout=dropout)
         self.pair_embed = PairEmbed(num_heads, 4, tuple(pair_hidden)) if physics_bias else None
@@ -90,7 +95,7 @@ class PatchEncoder(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor, p4: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         bias = None
         if self.pair_embed is not None:  # ParT interaction bias between patch four-vectors (arXiv:2202.03772 Eq. 3)
-            bias = self.pair_embed(pairwise_features(p4, mask), mask)
+            bias = self.pair_embed(pairwise_features(scale_four_momenta(p4, mask, self.pair_scale), mask), mask)
         if self.pos_every_layer:
             h, _ = self.encoder(x, mask, bias, pos=pos)
         else:
@@ -137,6 +142,15 @@ def position_embedding(cfg: dict, dim: int) -> nn.Module:
     raise ValueError(f"model.pos_embed must be 'mlp' or 'sincos', got {kind!r}")
 
 
+def pair_scale(cfg: dict) -> str:
+    """model.pair_scale (default jet_pt, the HEP-JEPA configs' value): what an encoder divides the patch four-vectors it
+    sees by before the physics-bias pair features are formed (none: nothing, the former behaviour)."""
+    how = cfg.get("pair_scale", "jet_pt")
+    if how not in PAIR_SCALES:
+        raise ValueError(f"model.pair_scale must be one of {PAIR_SCALES}, got {how!r}")
+    return how
+
+
 def build_online_modules(cfg: dict, in_dim: int, angle_idx) -> tuple[JetTokenizer, PositionalMLP, PatchEncoder]:
     """The online (trained) stack shared by pretraining and downstream use: patch tokenizer, positional MLP of the patch
     centres, context encoder. cfg = the YAML `model:` section; built in this order (same initial weights)."""
@@ -150,7 +164,8 @@ def build_online_modules(cfg: dict, in_dim: int, angle_idx) -> tuple[JetTokenize
     pos = position_embedding(cfg, d)
     context_encoder = PatchEncoder(d, int(cfg["depth"]), int(cfg["num_heads"]), float(cfg["mlp_ratio"]),
                                    int(cfg["num_registers"]), bool(cfg["physics_bias"]), cfg["pair_hidden"],
-                                   float(cfg["dropout"]), pos_every_layer=bool(cfg["pos_every_layer"]))
+                                   float(cfg["dropout"]), pos_every_layer=bool(cfg["pos_every_layer"]),
+                                   pair_scale=pair_scale(cfg))
     return tokenizer, pos, context_encoder
 
 

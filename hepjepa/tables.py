@@ -69,6 +69,19 @@ def _pretrain_scale(runs: Path, name: str = "pretrain") -> str:
             f"({cfg['data']['root']}), d={cfg['model']['dim']}, depth {cfg['model']['depth']}")
 
 
+def with_pretraining_run(rows: list[dict], runs: Path, key: str = "mode") -> list[dict]:
+    """Rows of a run on the pretrained backbone (every `key` value but scratch) carry `pretrain_seed`, the seed of the
+    pretraining run behind them (runs/pretrain/config.yaml), so that a claim replicated over pretraining runs
+    (common/results/claims.py, `replicate: pretraining`) can take one value per run; scratch rows carry none."""
+    cfg_path = runs / "pretrain" / "config.yaml"
+    seed = (yaml.safe_load(cfg_path.read_text()) or {}).get("seed") if cfg_path.is_file() else None
+    if seed is not None:
+        for r in rows:
+            if r.get(key) != "scratch":
+                r["pretrain_seed"] = seed
+    return rows
+
+
 def _meta(summary: dict, profile: str, scale: str, notes: str = "", sources: list | None = None,
           extra_fields: list | None = None) -> dict:
     """sources: the summary.json files the rows come from (the report refuses the table when one changes);
@@ -187,23 +200,25 @@ def write_tables(runs, out, profile: str) -> list[str]:
         summary = _read(folder / "summary.json")
         if summary is None:
             continue
-        rows = to_rows(summary)
+        fewshot_table = table_id == "hepjepa.jetclass_fewshot"
+        rows = with_pretraining_run(to_rows(summary), runs, "mode" if fewshot_table else "model")
+        fields = {f for r in rows for f in r}
         meta = _meta(summary, profile, scale, notes, [folder / "summary.json"],
                      # the few-shot table prints accuracy; the other metrics and the class count stay in the rows
-                     sorted({f for r in rows for f in r} - {"mode", "label_percent", "accuracy"})
-                     if table_id == "hepjepa.jetclass_fewshot" else [])
+                     sorted(fields - {"mode", "label_percent", "accuracy"}) if fewshot_table
+                     else sorted(fields & {"pretrain_seed"}))
         write_result(out / f"{table_id}.json", table_id, rows, meta)
         md.append(render_table(table_id, rows, meta))
         written.append(table_id)
     fewshot = _read(runs / "ft_jetclass" / "summary.json")
-    conv = convergence_rows(runs / "ft_jetclass", FIGURE2_PERCENT) if fewshot else []
+    conv = with_pretraining_run(convergence_rows(runs / "ft_jetclass", FIGURE2_PERCENT), runs) if fewshot else []
     if conv:
         meta = _meta(fewshot, profile, scale,
                      f"Figure 2 at {FIGURE2_PERCENT:g} % labels, one row per seed: the first validated fine-tuning "
                      "step at which the val loss <= the same seed's scratch minimum (scratch: the step of that "
                      "minimum); inf = never reached in the run.",
                      sorted((runs / "ft_jetclass").glob(f"*/pct{FIGURE2_PERCENT}/n*/seed*/result.json")),
-                     ["label_percent", "scratch_min_val_loss"])
+                     ["label_percent", "scratch_min_val_loss", "pretrain_seed"])
         write_result(out / "hepjepa.convergence.json", "hepjepa.convergence", conv, meta)
         md.append(render_table("hepjepa.convergence", conv, meta))
         written.append("hepjepa.convergence")
@@ -212,7 +227,8 @@ def write_tables(runs, out, profile: str) -> list[str]:
         mon = last_monitors(runs / "pretrain" / "log.jsonl")
         mon_txt = ", ".join(f"{k} {v:.3g}" for k, v in mon.items()) or "none logged"
         meta = {"profile": profile, "dataset": "jetclass", "seeds": [r["seed"] for r in probe["rows"]],
-                "scale": f"{scale}; {probe['n_per_class']} labelled jets per class, {probe['n_test_jets']} test jets",
+                "scale": f"{scale}; {probe['n_per_class']} labelled jets per class, {probe['n_test_jets']} "
+                         f"{probe.get('eval_split', 'test')} jets",
                 "notes": f"Linear probe (standardised logistic regression) on mean+max pooled {probe['encoder']}-encoder "
                          f"outputs; the random encoder (same seed) has its BatchNorm statistics set from "
                          f"{probe['norm_batches']} training batches. Shortcut monitors at the end of pretraining: "

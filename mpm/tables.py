@@ -56,6 +56,17 @@ def _pretrain_cfg(run_dir: Path) -> dict | None:
     return _read(Path(run) / "config.yaml") if run else None
 
 
+def _with_pretraining_run(rows: list[dict], run_dir: Path, pretrained: bool) -> list[dict]:
+    """Rows of a fine-tuning run that loads a pretraining checkpoint carry `pretrain_seed` (the seed of that pretraining
+    run), so that a claim replicated over pretraining runs (common/results/claims.py) can take one value per run;
+    rows without pretraining (scratch, No Backbone) carry none."""
+    p = _pretrain_cfg(run_dir) if pretrained else None
+    if p is not None and p.get("seed") is not None:
+        for r in rows:
+            r["pretrain_seed"] = p.get("seed")
+    return rows
+
+
 def _n_classes(run_dir: Path) -> int | None:
     for res in sorted(run_dir.glob("n*/seed*/result.json")):
         r = _read(res)
@@ -150,7 +161,7 @@ def collect(runs: Path, profile: str) -> dict[str, tuple[list, dict]]:
                 keys = {**(extra_keys or {}), "mode": mode}
                 if suffix == "_nosched":
                     keys["lr_schedule"] = "off"
-                rows += sweep_rows(d, keys, metrics, n_key)
+                rows += _with_pretraining_run(sweep_rows(d, keys, metrics, n_key), d, mode != "scratch")
                 if (d / "config.yaml").exists():
                     dirs.append(d)
         if not rows:
@@ -159,7 +170,7 @@ def collect(runs: Path, profile: str) -> dict[str, tuple[list, dict]]:
             tables[table][0].extend(rows)
             tables[table][1]["sources"] += _meta(profile, dirs)["sources"]
         else:
-            tables[table] = (rows, _meta(profile, dirs))
+            tables[table] = (rows, _meta(profile, dirs, {"extra_fields": ["pretrain_seed"]}))
 
     by_mode("v1_jetclass", "mpm.v1_jetclass", {"accuracy": "accuracy"})
     by_mode("v1_new_classes", "mpm.v1_new_classes", {"accuracy": "accuracy"})
@@ -189,10 +200,11 @@ def collect(runs: Path, profile: str) -> dict[str, tuple[list, dict]]:
             mode = {"fixed": "frozen"}.get(mode, mode)
             if d.name in ("scratch", "nobackbone", "scratch_all"):  # scratch_all: the supervised ceiling
                 task, mode = d.name.removesuffix("_all"), ("frozen" if d.name == "nobackbone" else "finetune")
-            rows += sweep_rows(d, {"mode": mode, "task": task}, {metric: metric}, n_key)
+            rows += _with_pretraining_run(sweep_rows(d, {"mode": mode, "task": task}, {metric: metric}, n_key), d,
+                                          task not in ("scratch", "nobackbone"))
             dirs.append(d)
         if rows:
-            tables[table] = (rows, _meta(profile, dirs))
+            tables[table] = (rows, _meta(profile, dirs, {"extra_fields": ["pretrain_seed"]}))
     # MPMv2 Table B: only its final row is a configuration of ours (1M steps, decoder depth 4, D_f 40 %)
     rows, dirs = [], []
     for task in ("regression", "kmeans"):

@@ -127,6 +127,7 @@ def _run_config_dir(path: Path) -> Path:
 
 def classification_tables(runs: Path, profile: str) -> dict[str, tuple]:
     tables: dict[str, tuple[list, dict]] = {}
+    pretrain_seed = _config_value(runs / "pretrain", "seed")
     for path in sorted((runs / "finetune").glob("**/result.json")):
         result = read_json(path, "fine-tuning result")
         head = ((result.get("finetune") or {}).get("head") or {}).get("kind", MAIN_HEAD)
@@ -139,7 +140,9 @@ def classification_tables(runs: Path, profile: str) -> dict[str, tuple]:
                                                        "class_order": result.get("class_names"), "seeds": [],
                                                        "keys": ["mode", "n_per_class"],
                                                        "metrics": list(CLASS_METRICS), "_test": set(),
-                                                       "sources": []}))
+                                                       "sources": [], "extra_fields": ["pretrain_seed"]}))
+        if row["mode"] != "scratch" and pretrain_seed is not None:  # the pretraining run behind the row
+            row["pretrain_seed"] = pretrain_seed                      # (claims.py, replicate: pretraining)
         rows.append(row)
         meta["sources"].append(path)
         meta["_test"].add(result.get("n_test_jets"))

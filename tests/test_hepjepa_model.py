@@ -120,3 +120,65 @@ def test_backbone_loads_pretrained_and_ignores_padding():
     x2 = torch.where(mask[..., None], x, torch.randn_like(x))
     h2, _ = bb(JetBatch(x2, mask, p4, batch.jet, batch.label))
     assert torch.allclose(h, h2, atol=1e-6)
+
+
+def _scaled_batch(s, counts=(24, 18, 12, 9, 6, 30)):
+    from common.data.batch import JetBatch
+
+    x, mask, p4 = fake_jets(list(counts), N=32, seed=11)
+    b = len(counts)
+    return JetBatch(x, mask, p4 * s, torch.zeros(b, 6), torch.zeros(b, dtype=torch.long))
+
+
+def test_backbone_is_invariant_to_the_jets_scale_with_pair_scale_on():
+    """Scaling every four-momentum of a jet by s (its relative inputs x unchanged) moves ln kT by ln s and ln m^2 by
+    2 ln s of raw four-momenta; with model.pair_scale = jet_pt (the HEP-JEPA default) the backbone output does not
+    move, at random init and after a few pretraining steps; with pair_scale = none (the former behaviour) it does."""
+    base, scaled = _scaled_batch(1.0), _scaled_batch(2.0)   # a power of 2: every rounding scales exactly
+    # any other factor changes the rounding: on a jet of 6 particles two patches can hold the same members, summed in
+    # another order, so their Delta is 0 or ~1e-7 and ln Delta jumps (with or without the switch); large jets only
+    big, odd = _scaled_batch(1.0, (24, 18, 30, 28)), _scaled_batch(3.7, (24, 18, 30, 28))
+    for how, invariant in (("jet_pt", True), ("jet_e", True), ("none", False)):
+        torch.manual_seed(0)
+        net = HEPJEPABackbone({**TINY, "pair_scale": how}, 7, (5, 6)).eval()
+        with torch.no_grad():
+            h0, m0 = net(base)
+            h2, m2 = net(scaled)
+            h3, hb = net(odd)[0], net(big)[0]
+        assert torch.equal(m0, m2)
+        if invariant:
+            assert torch.allclose(h0, h2, atol=1e-6, rtol=0), (how, (h0 - h2).abs().max())
+            assert torch.allclose(hb, h3, atol=1e-4, rtol=1e-4), (how, (hb - h3).abs().max())
+        else:
+            assert (h0 - h2).abs().max() > 1e-3, how
+    # after a few pretraining steps (weights and the pair embedding's BatchNorm statistics moved), loaded downstream
+    for how, invariant in (("jet_pt", True), ("none", False)):
+        model = tiny_model(pair_scale=how)
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+        x, mask, p4 = fake_jets([24, 20, 16, 12, 9, 6] * 2, seed=5)
+        for step in range(5):
+            torch.manual_seed(step)
+            out = model(x, mask, p4 * (1.0 + step))  # jets at several scales
+            opt.zero_grad()
+            out["loss"].backward()
+            opt.step()
+            model.update_target(0.99)
+        net = HEPJEPABackbone({**TINY, "pair_scale": how}, 7, (5, 6))
+        net.load_pretrained(model.state_dict())
+        net.eval()
+        bn = net.context_encoder.pair_embed.input_bn
+        assert int(bn.num_batches_tracked) > 0 and bn.running_mean.abs().max() > 1e-3  # statistics moved
+        with torch.no_grad():
+            d = (net(base)[0] - net(scaled)[0]).abs().max()
+        assert (d < 1e-5) if invariant else (d > 1e-3), (how, d)
+
+
+def test_pair_scale_is_checked_and_the_configs_default_to_jet_pt():
+    import pytest
+
+    from common.training.config import load_config
+    with pytest.raises(ValueError, match="pair_scale"):
+        HEPJEPABackbone({**TINY, "pair_scale": "jet_mass"}, 7, (5, 6))
+    for profile in ("", "mini", "smoke"):
+        assert load_config(f"hepjepa/configs/{profile}/pretrain.yaml".replace("//", "/"))["model"]["pair_scale"] == \
+            "jet_pt"

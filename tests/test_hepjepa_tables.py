@@ -75,3 +75,18 @@ def test_linear_probe_and_shortcut_ablation_tables(tmp_path):
     assert lp["rows"] == [{"encoder": "pretrained", "accuracy": [0.4, 0.42]},
                           {"encoder": "random init (stats set)", "accuracy": [0.3, 0.31]}]
     assert "between_jet_share 0.2" in lp["meta"]["notes"]        # the last logged value
+
+
+def test_rows_on_the_pretrained_backbone_name_their_pretraining_run(tmp_path):
+    """pretrain_seed (the seed of runs/pretrain) on every row but scratch: the unit of a claim replicated over
+    pretraining runs (common/results/claims.py, replicate: pretraining)."""
+    import yaml as _yaml
+
+    from hepjepa.tables import with_pretraining_run
+    rows = [{"mode": m, "accuracy": 0.5} for m in ("frozen", "finetune", "scratch")]
+    assert all("pretrain_seed" not in r for r in with_pretraining_run([dict(r) for r in rows], tmp_path))
+    (tmp_path / "pretrain").mkdir()
+    (tmp_path / "pretrain" / "config.yaml").write_text(_yaml.safe_dump({"seed": 4}))
+    out = {r["mode"]: r for r in with_pretraining_run([dict(r) for r in rows], tmp_path)}
+    assert out["frozen"]["pretrain_seed"] == out["finetune"]["pretrain_seed"] == 4
+    assert "pretrain_seed" not in out["scratch"]

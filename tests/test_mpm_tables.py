@@ -104,7 +104,7 @@ def test_scratch_on_every_label_is_the_supervised_ceiling_row(tmp_path):
 
 def test_pretraining_rows_carry_their_pretraining_run_and_the_claims_take_one_value_per_run(tmp_path):
     """Extra pretraining runs of a configuration (probe/<row>_seed<S>) give rows with pretrain_seed; a claim that
-    compares pretraining configurations (unit: pretraining) is decided over pretraining runs, one value each (the mean
+    compares pretraining configurations (replicate: pretraining) is decided over pretraining runs, one value each (the mean
     over its probe seeds), not over the pooled probe seeds."""
     from common.results import claims as C
     pre = tmp_path / "pretrain"
@@ -123,7 +123,7 @@ def test_pretraining_rows_carry_their_pretraining_run_and_the_claims_take_one_va
     assert "pretrain_seed" in meta["extra_fields"]
     published = load_published()
     claim = next(c for c in C.load_claims(published=published) if c["id"] == "mpmv1_targets_vqvae_vs_kmeans")
-    assert claim["unit"] == "pretraining"
+    assert claim["replicate"] == "pretraining"
     pct = lambda xs: [100 * x for x in xs]
     (v,) = C.evaluate({"mpm.v1_pretraining": {"rows": rows, "metas": [meta], "files": ["x"]}}, [claim], published)
     assert v.a == pytest.approx(pct(accs["mpmv1"])) and v.b == pytest.approx(pct(accs["mpmv1_kmeans"]))
@@ -133,3 +133,25 @@ def test_pretraining_rows_carry_their_pretraining_run_and_the_claims_take_one_va
     (v,) = C.evaluate({"mpm.v1_pretraining": {"rows": one, "metas": [meta], "files": ["x"]}}, [claim], published)
     assert v.verdict == "inconclusive" and "pretraining runs" in v.why and v.a == pytest.approx([30.0])
     assert v.replicated == "1 pretraining × 3 probe seeds"
+
+
+def test_finetuning_rows_name_their_pretraining_run_and_scratch_rows_none(tmp_path):
+    """Rows of a run that loads a pretraining checkpoint carry pretrain_seed (the unit of a claim replicated over
+    pretraining runs, common/results/claims.py); scratch and No-Backbone rows carry none."""
+    pre = tmp_path / "pretrain"
+    for name, seed in (("mpmv1", 0), ("mpmv2_regression", 3)):
+        _write(pre / name / "config.yaml", {"method": name[:5], "seed": seed, "train": {"steps": 10, "batch_size": 4},
+                                            "model": {"inputs": "original", "target": "vqvae",
+                                                      "positional": "head_input"}})
+    per_n = {"100": {"accuracy": {"values": [0.6, 0.62, 0.61]}}}
+    for mode in ("finetune", "scratch"):
+        _sweep(tmp_path / "v1_jetclass" / mode, pre / "mpmv1", 10, per_n, mode=mode)
+    for run in ("regression_finetune", "scratch", "nobackbone"):
+        _sweep(tmp_path / "v2_jetclass" / run, pre / "mpmv2_regression", 10, per_n)
+    tables = collect(tmp_path, "mini")
+    v1 = {r["mode"]: r for r in tables["mpm.v1_jetclass"][0]}
+    assert v1["finetune"]["pretrain_seed"] == 0 and "pretrain_seed" not in v1["scratch"]
+    v2 = {r["task"]: r for r in tables["mpm.v2_jetclass"][0]}
+    assert v2["regression"]["pretrain_seed"] == 3
+    assert "pretrain_seed" not in v2["scratch"] and "pretrain_seed" not in v2["nobackbone"]
+    assert "pretrain_seed" in tables["mpm.v2_jetclass"][1]["extra_fields"]

@@ -107,3 +107,44 @@ def test_set_norm_stats_sets_mpmv1_input_normalisation_too():
     assert int(net.norm.n) == 3 * 8 * 5
     assert torch.allclose(net.norm.mean.float(), torch.cat(batches).reshape(-1, 3).mean(0), atol=1e-5)
     assert set_norm_stats(nn.Linear(3, 4), batches, lambda m, b: m(b)) == 0      # nothing to set: no pass
+
+
+def test_balanced_batches_draw_every_class_alike_from_class_sorted_files():
+    """Split files are per class and sorted: the first batches in file order hold one class. The kit's one statistics
+    draw (common.data.subsets.balanced_batches) holds every class alike in every batch, deterministically per seed."""
+    from common.data.subsets import balanced_batches
+
+    labels = np.repeat(np.arange(4), [300, 40, 500, 7])          # class-sorted, unequal classes
+    first = labels[:256]                                         # the old draw: the first batch in file order
+    assert np.bincount(first, minlength=4).tolist() == [256, 0, 0, 0]
+    batches = balanced_batches(labels, 5, 256, seed=0)
+    assert len(batches) == 5 and all(len(b) == 256 and np.all(np.diff(b) >= 0) for b in batches)
+    for b in batches:
+        counts = np.bincount(labels[b], minlength=4)
+        assert counts.max() - counts.min() <= 1 and counts.sum() == 256
+    big = np.concatenate(batches)[labels[np.concatenate(batches)] == 2]   # 320 of its 500 jets
+    assert len(np.unique(big)) == len(big)                       # no jet twice while its class has jets left
+    assert all(np.array_equal(x, y) for x, y in zip(batches, balanced_batches(labels, 5, 256, seed=0)))
+    assert not all(np.array_equal(x, y) for x, y in zip(batches, balanced_batches(labels, 5, 256, seed=1)))
+    with pytest.raises(ValueError, match=r"classes \[1\] have no jets"):
+        balanced_batches(np.array([0, 0, 2, 2]), 1, 4)
+
+
+def test_every_random_init_of_the_kit_uses_the_one_balanced_draw():
+    """hepjepa/probe.py, hepjepa/figures.py, bench/hepjepa_shortcut.py and common/results/compare.py draw the statistics
+    batches of a random init through common.data.subsets.balanced_batches (common.training.probe.norm_stat_batches for
+    in-memory arrays)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    assert "norm_stat_batches(train" in (root / "hepjepa/probe.py").read_text()
+    assert "norm_stat_batches(train" in (root / "bench/hepjepa_shortcut.py").read_text()
+    assert "norm_stat_batches(load_arrays" in (root / "hepjepa/figures.py").read_text()
+    assert "balanced_batches(" in (root / "common/results/compare.py").read_text()
+    from common.training.probe import norm_stat_batches
+
+    n = 60
+    arrays = {"x": np.zeros((n, 3, 2), np.float32), "mask": np.ones((n, 3), bool), "p4": np.ones((n, 3, 4), np.float32),
+              "jet": np.zeros((n, 6), np.float32), "label": np.repeat(np.arange(3), 20)}
+    for batch in norm_stat_batches(arrays, 3, 12):
+        assert np.bincount(batch.label.numpy(), minlength=3).tolist() == [4, 4, 4]

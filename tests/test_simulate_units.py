@@ -94,3 +94,29 @@ def test_split_counts():
     assert sum(split_counts(1003, (0.6, 0.2, 0.2))) == 1003
     with pytest.raises(ValueError):
         split_counts(10, (0.5, 0.5))
+
+
+def test_test_seed_gives_the_test_split_fresh_pythia_seeds_and_keeps_train_and_val(tmp_path):
+    """--test-seed (run_all.sh passes it in mini): the test split's files get seeds of a derivation no run without it
+    used, distinct per master seed; training and validation files keep theirs; the settings record it."""
+    import json
+
+    from common.simulate.run import check_settings, jetclass_tasks, split_seed
+
+    opts = dict(detector="cms", pt_spectrum="flat")
+    old = jetclass_tasks(str(tmp_path), 100, 1, ["QCD", "Hbb"], (0.8, 0.1, 0.1), 100_000, opts)
+    new = jetclass_tasks(str(tmp_path), 100, 1, ["QCD", "Hbb"], (0.8, 0.1, 0.1), 100_000, opts, test_seed=1)
+    split = lambda t: t.path.split("/")[-2]
+    for a, b in zip(old, new):
+        assert a.path == b.path and (a.seed == b.seed) == (split(a) != "test"), (a.path, a.seed, b.seed)
+    # fresh against every seed an earlier run could have used for any file of the sample (master seeds 0-99)
+    earlier = {t.seed for s in range(100) for t in jetclass_tasks(str(tmp_path), 100, s, ["QCD", "Hbb"],
+                                                                    (0.8, 0.1, 0.1), 100_000, opts)}
+    assert not {t.seed for t in new if split(t) == "test"} & earlier
+    # two samples simulated with one test seed (CMS seed 1, ATLAS seed 2) share no test events
+    assert split_seed(1, 1, "test", "jetclass", "QCD", 0) != split_seed(2, 1, "test", "jetclass", "QCD", 0)
+    assert split_seed(1, None, "test", "jetclass", "QCD", 0) == split_seed(1, None, "train", "jetclass", "QCD", 0)
+    check_settings(str(tmp_path / "s"), {"seed": 1, "test_seed": 1})
+    assert json.loads((tmp_path / "s" / "simulate.json").read_text())["test_seed"] == 1
+    with pytest.raises(ValueError, match="different settings"):   # a sample of another test seed is not resumed
+        check_settings(str(tmp_path / "s"), {"seed": 1})

@@ -6,6 +6,11 @@ For particles i, j with four-vectors (px, py, pz, E):
     z     = min(pT_i, pT_j) / (pT_i + pT_j)
     m^2   = (E_i + E_j)^2 - |p_i + p_j|^2
 Output channels [ln kT, ln z, ln Delta, ln m^2], each argument clamped at eps = 1e-8 before the log.
+
+`jet_scale` / `scale_four_momenta`: the four-momenta divided by a scale of their jet (the pT or the energy of the
+vector sum of its particles). ln kT and ln m^2 of raw four-momenta move by ln s and 2 ln s when every four-momentum
+of a jet is scaled by s; of scaled ones they do not move (ln z and ln Delta never do), so a model fed with them is
+invariant to the jet's overall scale by construction (HEP-JEPA's `model.pair_scale`, hepjepa/model.py).
 """
 from __future__ import annotations
 
@@ -43,3 +48,24 @@ def pairwise_features(p4: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     out = torch.stack([lnkt, lnz, lndelta, lnm2], 1)          # (B, 4, N, N)
     valid = (mask.unsqueeze(-1) & mask.unsqueeze(-2)).unsqueeze(1)
     return torch.where(valid, out, torch.zeros((), dtype=out.dtype, device=out.device))
+
+
+PAIR_SCALES = ("none", "jet_pt", "jet_e")
+
+
+def jet_scale(p4: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
+    """(B, 1, 1) scale of each jet from its real particles' p4 (B, N, 4) = (px, py, pz, E): 'jet_pt' = the pT of their
+    vector sum, 'jet_e' = their summed energy, 'none' = 1. A jet without particles gets 1."""
+    if how not in PAIR_SCALES:
+        raise ValueError(f"pair scale must be one of {PAIR_SCALES}, got {how!r}")
+    if how == "none":
+        return torch.ones(p4.shape[0], 1, 1, dtype=p4.dtype, device=p4.device)
+    tot = (p4 * mask.unsqueeze(-1).to(p4.dtype)).sum(1)                      # (B, 4)
+    s = torch.sqrt(tot[:, 0] ** 2 + tot[:, 1] ** 2) if how == "jet_pt" else tot[:, 3]
+    s = torch.where(s > 0, s, torch.ones_like(s))
+    return s[:, None, None]
+
+
+def scale_four_momenta(p4: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
+    """p4 / jet_scale(p4, mask, how): four-momenta in units of their jet's pT or energy ('none': unchanged)."""
+    return p4 if how == "none" else p4 / jet_scale(p4, mask, how)

@@ -13,14 +13,28 @@ for the selected row. The verdict comes from one rule, applied to every claim al
     A side holding an infinite value (a run that never reached its target) has no mean; then the claim is reproduced
     only if every seed of a is better than every seed of b, contradicted if every seed of b beats every seed of a.
 
-A claim marked `test: not_worse` (a criterion of ours, said in its text) asks only that a be no worse than b: it is
-contradicted if d < -Z * SE and reproduced otherwise (with enough seeds). `each: <key>` decides the claim for every
-value of that key both sides have (e.g. per observable): contradicted if one is, reproduced if all are.
+A claim marked `test: not_worse` (a criterion of ours, said in its text) asks only that a be no worse than b by more
+than a stated margin m (`margin:` in claims.yaml, in the claim's units, with its reason). With e = -d the excess of a
+over b in the worse direction (a non-inferiority test at Z standard errors):
+    fewer than MIN_SEEDS seeds on either side           -> inconclusive (too few seeds)
+    e + Z * SE <  m                                     -> reproduced    (within the margin, even at the upper bound)
+    e - Z * SE >  m                                     -> contradicted  (worse by more than the margin)
+    otherwise                                           -> inconclusive  (e.g. underpowered: Z * SE too wide for m)
+`each: <key>` decides the claim for every value of that key the result files hold or say they wrote (e.g. per
+observable): not measured if one value is, else contradicted if one is, reproduced if all are, else inconclusive.
 
-Unit of replication (the `replicated` column): a claim that compares pretraining configurations (`unit:
-pretraining`) is decided over pretraining runs: one value per run (row field `pretrain_seed`), the mean over that
-run's probe seeds, so that MIN_SEEDS pretraining runs are needed; any other claim states its unit in `replicated`
-(e.g. "1 pretraining run x {n} fine-tuning seeds", {n} = the seeds per side).
+Power (the `power` column): Z * SE is the smallest difference this run could have detected; it is printed beside the
+published difference |d_pub| (for a not_worse claim: beside the margin). An inconclusive verdict says which it is:
+underpowered (Z * SE >= |d_pub|: even the published effect would not have shown) or the effect at this scale is
+smaller than published (Z * SE < |d_pub|: the published effect would have shown, the observed one did not).
+
+Unit of replication (the `replicated` column): a claim about a pretrained method (`replicate: pretraining`) is
+decided over pretraining runs. A side with pretraining behind it takes one value per run (rows identify their run by
+the field `pretrain_seed`; the value is the mean over that run's fine-tuning or probe seeds; rows of side a without
+the field count as one run), a side without pretraining (side b rows without `pretrain_seed`, e.g. scratch) keeps one
+value per training seed. One pretraining run reads inconclusive ("one pretraining run: replicate over pretraining
+runs needs N>=2"); as everywhere, MIN_SEEDS values a side are needed for a verdict. Any other claim states its unit in
+`replicated` (e.g. "1 pretraining run x {n} fine-tuning seeds", {n} = the seeds per side).
 
 The published value of the same comparison is read from common/results/published.yaml (never typed here).
 
@@ -57,6 +71,9 @@ class Verdict:
     why: str
     published: str   # the published comparison, as text
     replicated: str = ""  # what the values of a side replicate (pretraining runs, fine-tuning seeds, ...)
+    published_d: float | None = None  # the published difference, signed as d (None: not published)
+    power: str = ""  # the smallest detectable difference (Z SE) beside |published d| (or the margin), and for an
+                     # inconclusive verdict whether it was underpowered
 
 
 def rule_text() -> str:
@@ -65,9 +82,15 @@ def rule_text() -> str:
             f"d < −{Z:g}·SE, otherwise **inconclusive**; a side with fewer than {MIN_SEEDS} seeds is inconclusive. "
             "Where a seed's value is infinite (e.g. a run that never reached its target) means do not exist: then "
             "reproduced only if every seed of a beats every seed of b, contradicted if the reverse. "
-            "A claim marked *no worse* (our criterion, said in its text) is contradicted if d < "
-            f"−{Z:g}·SE and otherwise reproduced. A claim that compares pretraining configurations takes one value "
-            "per pretraining run (the mean over its probe seeds), so it needs three pretraining runs per side. "
+            "A claim marked *no worse* (our criterion, said in its text) has a stated margin m (claims.yaml, with "
+            f"its reason): with e = −d the excess of a in the worse direction, reproduced if e + {Z:g}·SE < m, "
+            f"contradicted if e − {Z:g}·SE > m, otherwise inconclusive; a claim decided per value of a key is not "
+            "measured if one value is. A claim replicated over pretraining runs takes one value per pretraining "
+            "run (the mean over its fine-tuning or probe seeds) for each side with pretraining behind it, so one "
+            f"pretraining run is inconclusive and a verdict needs {MIN_SEEDS} runs per side. "
+            f"Power: {Z:g}·SE is the smallest difference this run could detect, shown beside the published "
+            f"difference (or the margin); an inconclusive verdict is *underpowered* where {Z:g}·SE ≥ |published d|, "
+            "otherwise the effect at this scale is smaller than published. "
             "The same rule for every claim; the seeds are fixed in the configs before the run.")
 
 
@@ -90,8 +113,8 @@ def load_claims(path=None, published: dict | None = None) -> list[dict]:
         missing = {"id", "claim", "source", "table", "metric", "better", "a", "b"} - set(c)
         if missing:
             raise ValueError(f"{where}: missing {sorted(missing)}")
-        unknown = set(c) - {"id", "claim", "source", "table", "metric", "better", "a", "b", "at", "note", "unit",
-                            "replicated", "test", "each"}
+        unknown = set(c) - {"id", "claim", "source", "table", "metric", "better", "a", "b", "at", "note", "replicate",
+                            "replicated", "test", "margin", "each"}
         if unknown:
             raise ValueError(f"{where}: unknown fields {sorted(unknown)}")
         for key in ("id", "claim", "source", "table", "metric"):
@@ -105,13 +128,20 @@ def load_claims(path=None, published: dict | None = None) -> list[dict]:
         seen.add(c["id"])
         if c["better"] not in ("higher", "lower"):
             raise ValueError(f"{where}: better must be 'higher' or 'lower', got {c['better']!r}")
-        if c.get("unit") not in (None, "pretraining"):
-            raise ValueError(f"{where}: unit must be 'pretraining' or absent, got {c['unit']!r}")
+        if c.get("replicate") not in (None, "pretraining"):
+            raise ValueError(f"{where}: replicate must be 'pretraining' or absent, got {c['replicate']!r}")
         if c.get("replicated") is not None and not isinstance(c["replicated"], str):
             raise ValueError(f"{where}: replicated: expected the text of what a side's values replicate (e.g. "
                              "'1 pretraining run × {n} fine-tuning seeds')")
         if c.get("test") not in (None, "not_worse"):
             raise ValueError(f"{where}: test must be 'not_worse' or absent, got {c['test']!r}")
+        if c.get("test") == "not_worse":
+            m = c.get("margin")
+            if isinstance(m, bool) or not isinstance(m, (int, float)) or not m > 0 or not math.isfinite(m):
+                raise ValueError(f"{where}: test not_worse needs `margin:` > 0 in the claim's units (with a comment "
+                                 f"saying why), got {m!r}")
+        elif "margin" in c:
+            raise ValueError(f"{where}: margin is only for test: not_worse")
         entry = published_table(c["table"], published)
         if entry is None:
             raise ValueError(f"{where}: table {c['table']!r} is not in common/results/published.yaml")
@@ -215,9 +245,12 @@ def _side_values(row, claim: dict, side: str) -> list[float]:
     return metric_values(row.get(claim[side].get("metric", claim["metric"])))  # NaN dropped, +-inf kept (see decide)
 
 
-def decide(a: list[float], b: list[float], better: str,
-           test: str | None = None) -> tuple[str, float | None, float | None, str]:
-    """The one rule: (verdict, d, SE, reason); test "not_worse": reproduced unless d < -Z SE."""
+def decide(a: list[float], b: list[float], better: str, test: str | None = None,
+           margin: float | None = None) -> tuple[str, float | None, float | None, str]:
+    """The one rule: (verdict, d, SE, reason). test "not_worse": non-inferiority with `margin` (see the module
+    docstring): reproduced if -d + Z SE < margin, contradicted if -d - Z SE > margin, else inconclusive."""
+    if test == "not_worse" and (margin is None or not margin > 0):
+        raise ValueError(f"decide: test not_worse needs a margin > 0, got {margin!r}")
     if not a or not b:
         return "not measured", None, None, "no result for " + ("either side" if not a and not b else
                                                               "side a" if not a else "side b")
@@ -229,8 +262,10 @@ def decide(a: list[float], b: list[float], better: str,
         sign = 1.0 if better == "higher" else -1.0
         if min(sign * x for x in a) > max(sign * x for x in b):
             return "reproduced", None, None, "infinite values: every seed of a better than every seed of b"
-        if test == "not_worse" and not max(sign * x for x in a) < min(sign * x for x in b):
-            return "reproduced", None, None, "infinite values: a not worse than b on every seed pair"
+        if test == "not_worse":  # no mean to hold against the margin, unless a is infinitely worse on every seed
+            if all(sign * x == -math.inf for x in a) and all(math.isfinite(x) for x in b):
+                return "contradicted", None, None, "infinite values: every seed of a infinitely worse than b"
+            return "inconclusive", None, None, "infinite values: no mean to compare with the margin"
         if max(sign * x for x in a) < min(sign * x for x in b):
             return "contradicted", None, None, "infinite values: every seed of b better than every seed of a"
         return "inconclusive", None, None, "infinite values and the two sides overlap"
@@ -240,16 +275,46 @@ def decide(a: list[float], b: list[float], better: str,
     se = math.sqrt(var(a, ma) / len(a) + var(b, mb) / len(b)) if min(len(a), len(b)) > 1 else None
     if min(len(a), len(b)) < MIN_SEEDS:
         return "inconclusive", d, se, f"fewer than {MIN_SEEDS} seeds (n_a={len(a)}, n_b={len(b)})"
+    if test == "not_worse":
+        e = -d  # the excess of a over b in the worse direction
+        if e + Z * se < margin:
+            return "reproduced", d, se, f"excess {e:+.3g} + {Z:g} SE = {e + Z * se:.3g} < margin {margin:g}"
+        if e - Z * se > margin:
+            return "contradicted", d, se, f"excess {e:+.3g} - {Z:g} SE = {e - Z * se:.3g} > margin {margin:g}"
+        return "inconclusive", d, se, (f"margin {margin:g} inside excess {e:+.3g} ± {Z:g} SE "
+                                       f"[{e - Z * se:.3g}, {e + Z * se:.3g}]")
     if d < -Z * se:
         return "contradicted", d, se, f"d < -{Z:g} SE"
-    if test == "not_worse":
-        return "reproduced", d, se, f"d >= -{Z:g} SE (no worse)"
     if d > Z * se:
         return "reproduced", d, se, f"d > {Z:g} SE"
     return "inconclusive", d, se, f"|d| <= {Z:g} SE"
 
 
-def _published_text(claim: dict, published: dict) -> str:
+def power_text(claim: dict, verdict: str, why: str, se: float | None, published_d: float | None) -> str:
+    """The power column: Z SE (the smallest difference this run could detect) beside |published d| (a not_worse claim:
+    beside its margin); for an inconclusive verdict, whether it was underpowered or the effect at this scale is
+    smaller than published."""
+    if se is None or not math.isfinite(se):
+        return "–" if verdict == "not measured" else "no SE (fewer than 2 values a side)"
+    det = Z * se
+    if claim.get("test") == "not_worse":
+        ref, name = float(claim["margin"]), "margin"
+    elif published_d is not None:
+        ref, name = abs(published_d), "|published d|"
+    else:
+        return f"{Z:g} SE = {det:.3g}; not published"
+    text = f"{Z:g} SE = {det:.3g} {'≥' if det >= ref else '<'} {name} {ref:.3g}"
+    if verdict == "inconclusive" and not why.startswith(("fewer than", "one pretraining run")):
+        if det >= ref:
+            text += ": underpowered"
+        else:
+            text += (": not underpowered, the excess itself is near the margin" if name == "margin" else
+                     ": effect at this scale smaller than published")
+    return text
+
+
+def _published(claim: dict, published: dict) -> tuple[str, float | None]:
+    """The published comparison as text, and its d (signed as ours; None where not published)."""
     entry = published_table(claim["table"], published)
     keys = entry["keys"]
     groups = [({k: r.get(k) for k in keys}, r) for r in entry.get("rows") or []]
@@ -257,81 +322,105 @@ def _published_text(claim: dict, published: dict) -> str:
     va = metric_values(a.get(claim["a"].get("metric", claim["metric"]))) if a else []
     vb = metric_values(b.get(claim["b"].get("metric", claim["metric"]))) if b else []
     if not va or not vb:
-        return "not published"
+        return "not published", None
     d = va[0] - vb[0] if claim["better"] == "higher" else vb[0] - va[0]
     where = ", ".join(f"{k}={_fmt_key(v)}" for k, v in at.items())
-    return f"{va[0]:g} vs {vb[0]:g} (d = {d:+.3g}{'; ' + where if where else ''})"
+    return f"{va[0]:g} vs {vb[0]:g} (d = {d:+.3g}{'; ' + where if where else ''})", d
+
+
+def _published_text(claim: dict, published: dict) -> str:
+    return _published(claim, published)[0]
 
 
 def _fmt_key(v):
     return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
 
 
-def per_pretraining_run(rows: list[dict], keys: list[str], metrics: list[str]) -> tuple[list[dict], dict]:
-    """Rows -> one row per (key values, pretrain_seed) whose metrics are the mean over that pretraining run's probe
-    seeds, with seed = pretrain_seed; and {key values: probe seeds per run} (a row without pretrain_seed is one
-    pretraining run)."""
-    groups: dict = {}
-    for row in rows:
-        k = tuple(canon_key(row.get(key)) for key in keys) + (canon_key(row.get("pretrain_seed")),)
-        g = groups.setdefault(k, {"row": {key: row.get(key) for key in keys}, **{m: [] for m in metrics}})
-        g["row"]["seed"] = row.get("pretrain_seed")
-        for m in metrics:
-            g[m].extend(metric_values(row.get(m)))
-    out, probes = [], {}
-    for k, g in groups.items():
-        r = dict(g["row"])
-        for m in metrics:
-            r[m] = sum(g[m]) / len(g[m]) if g[m] else None  # an infinite probe value makes the run's value infinite
-            probes.setdefault(k[:-1], []).append(len(g[m]))
-        out.append(r)
-    return out, probes
+ONE_RUN = "one pretraining run: replicate over pretraining runs needs N>=2"
+
+
+def pretraining_run_values(rows: list[dict], metric: str, scale: float = 1.0,
+                           pretrained: bool = True) -> tuple[list[float], list[int] | None]:
+    """The values of one side of a claim replicated over pretraining runs, from the raw rows of its cell: one value
+    per pretraining run (the mean over that run's seeds; rows group by their `pretrain_seed`), and the seeds per
+    run. Rows without `pretrain_seed`: one run when the side is `pretrained` (side a: a row that does not name its
+    run cannot stand for several), otherwise a side without pretraining that keeps one value per seed (runs: None).
+    An infinite seed value makes its run's value infinite."""
+    if not pretrained and not any("pretrain_seed" in r for r in rows):
+        return [x * scale for r in rows for x in metric_values(r.get(metric))], None
+    runs: dict = {}
+    for r in rows:
+        runs.setdefault(canon_key(r.get("pretrain_seed")), []).extend(metric_values(r.get(metric)))
+    vals = [v for v in runs.values() if v]
+    return [scale * sum(v) / len(v) for v in vals], [len(v) for v in vals]
 
 
 def _count(n_a: int, n_b: int) -> str:
     return str(n_a) if n_a == n_b else f"{n_a}/{n_b}"
 
 
-def _replicated(claim: dict, a: list, b: list, probes_a: list, probes_b: list) -> str:
+def _span(k: list[int]) -> str:
+    k = sorted(set(k))
+    return "–" if not k else str(k[0]) if len(k) == 1 else f"{k[0]}-{k[-1]}"
+
+
+def _replicated(claim: dict, a: list, b: list, runs_a, runs_b) -> str:
     """The `replicated` column: what one value of a side stands for, with the counts of this run."""
     if not a and not b:
         return "–"
-    if claim.get("unit") == "pretraining":
-        k = sorted(set(probes_a + probes_b))
-        probe = "–" if not k else str(k[0]) if len(k) == 1 else f"{k[0]}-{k[-1]}"
-        return f"{_count(len(a), len(b))} pretraining × {probe} probe seeds"
+    if claim.get("replicate") == "pretraining":
+        if runs_b is None and b:  # side b has no pretraining behind it: its values are training seeds
+            return (f"a: {len(a)} pretraining × {_span(runs_a or [])} seeds; "
+                    f"b: {len(b)} seeds (no pretraining)")
+        return f"{_count(len(a), len(b))} pretraining × {_span((runs_a or []) + (runs_b or []))} probe seeds"
     return claim.get("replicated", "{n} seeds").replace("{n}", _count(len(a), len(b)))
+
+
+def _cell_rows(rows: list[dict], keys: list[str], row) -> list[dict]:
+    """The raw result rows of one aggregated cell."""
+    if row is None:
+        return []
+    want = tuple(canon_key(row["_keys"].get(k)) for k in keys)
+    return [r for r in rows if tuple(canon_key(r.get(k)) for k in keys) == want]
 
 
 def _decide_one(claim: dict, res: dict | None, entry: dict, published: dict) -> Verdict:
     keys = entry["keys"]
     metrics = sorted({claim["metric"], claim["a"].get("metric", claim["metric"]),
                       claim["b"].get("metric", claim["metric"])})
-    groups, probes = [], {}
+    groups, rows = [], []
     if res:
         rows = res["rows"]
-        if claim.get("unit") == "pretraining":  # one value per pretraining run
-            rows, probes = per_pretraining_run(rows, keys, metrics)
         # rows the files record as written (meta.expected_rows) but no longer hold: present, empty
         written = [k for m in res.get("metas") or [] for k in m.get("expected_rows") or []]
         groups = [(g["_keys"], g) for g in aggregate_rows(rows + written, keys, metrics).values()]
     a_row, b_row, at = _pick(groups, claim)
     # ours in the published table's units (a metric listed under `percent:` is shown in percent, as published)
     pct = set(entry.get("percent") or [])
-    a, b = ([x * (100.0 if claim[s].get("metric", claim["metric"]) in pct else 1.0) for x in _side_values(row, claim, s)]
-            for s, row in (("a", a_row), ("b", b_row)))
-    verdict, d, se, why = decide(a, b, claim["better"], claim.get("test"))
-    if claim.get("unit") == "pretraining" and verdict == "inconclusive" and "fewer than" in why:
-        why = (f"fewer than {MIN_SEEDS} pretraining runs per side (n_a={len(a)}, n_b={len(b)}): this claim compares "
-               "pretraining configurations, probe seeds do not replicate them")
+    scale = lambda s: 100.0 if claim[s].get("metric", claim["metric"]) in pct else 1.0
+    runs = {"a": None, "b": None}
+    if claim.get("replicate") == "pretraining":  # one value per pretraining run
+        (a, runs["a"]), (b, runs["b"]) = (
+            pretraining_run_values(_cell_rows(rows, keys, row), claim[s].get("metric", claim["metric"]), scale(s),
+                                   pretrained=(s == "a")) for s, row in (("a", a_row), ("b", b_row)))
+    else:
+        a, b = ([x * scale(s) for x in _side_values(row, claim, s)] for s, row in (("a", a_row), ("b", b_row)))
+    verdict, d, se, why = decide(a, b, claim["better"], claim.get("test"), claim.get("margin"))
+    if claim.get("replicate") == "pretraining" and verdict == "inconclusive" and "fewer than" in why:
+        short = [s for s, v in (("a", a), ("b", b)) if len(v) < MIN_SEEDS]
+        if any(runs[s] is not None and len(v) < 2 for s, v in (("a", a), ("b", b))):
+            why = f"{ONE_RUN} (n_a={len(a)}, n_b={len(b)})"
+        elif all(runs[s] is not None for s in short):
+            why = (f"fewer than {MIN_SEEDS} pretraining runs per side (n_a={len(a)}, n_b={len(b)}): this claim is "
+                   "replicated over pretraining runs, fine-tuning or probe seeds do not replicate them")
     if not res:
         why = f"table {claim['table']} has no result in this run"
     elif not a or not b:
         why = "missing: " + "; ".join(_missing_cell(claim, s, at, row)
                                       for s, row, v in (("a", a_row, a), ("b", b_row, b)) if not v)
-    pk = lambda row: probes.get(tuple(canon_key(row["_keys"].get(k)) for k in keys), []) if row else []
-    return Verdict(claim, a, b, at, d, se, verdict, why, _published_text(claim, published),
-                   _replicated(claim, a, b, pk(a_row), pk(b_row)))
+    pub_text, pub_d = _published(claim, published)
+    return Verdict(claim, a, b, at, d, se, verdict, why, pub_text, _replicated(claim, a, b, runs["a"], runs["b"]),
+                   pub_d, power_text(claim, verdict, why, se, pub_d))
 
 
 def evaluate(results: dict, claims: list[dict], published: dict) -> list[Verdict]:
@@ -343,26 +432,31 @@ def evaluate(results: dict, claims: list[dict], published: dict) -> list[Verdict
         if not c.get("each"):
             out.append(_decide_one(c, res, entry, published))
             continue
-        # decided for every value of `each` that both sides have; the row shows the worst one
+        # decided for every value of `each` that the result files hold or say they wrote (meta.expected_rows); the
+        # row shows the worst one, and one value not measured makes the claim not measured
         key = c["each"]
         values = []
-        for r in (res or {}).get("rows", []):
+        written = [k for m in (res or {}).get("metas") or [] for k in m.get("expected_rows") or []]
+        for r in (res or {}).get("rows", []) + written:
             if r.get(key) is not None and r.get(key) not in values:
                 values.append(r.get(key))
         subs = [(v, _decide_one({**c, "a": {**c["a"], key: v}, "b": {**c["b"], key: v}}, res, entry, published))
                 for v in values]
-        subs = [(v, x) for v, x in subs if x.verdict != "not measured"]
         if not subs:
             out.append(_decide_one(c, res, entry, published))
             continue
-        rank = {"contradicted": 0, "inconclusive": 1, "reproduced": 2}
+        rank = {"not measured": -1, "contradicted": 0, "inconclusive": 1, "reproduced": 2}
         worst_v, worst = min(subs, key=lambda t: (rank[t[1].verdict], t[1].d if t[1].d is not None else 0.0))
         verdicts = {x.verdict for _, x in subs}
-        verdict = ("contradicted" if "contradicted" in verdicts else
+        verdict = ("not measured" if "not measured" in verdicts else
+                   "contradicted" if "contradicted" in verdicts else
                    "reproduced" if verdicts == {"reproduced"} else "inconclusive")
         why = f"per {key}: " + ", ".join(f"{v} {x.verdict}" for v, x in subs)
+        if verdict == "not measured":
+            why += "; " + "; ".join(f"{v}: {x.why}" for v, x in subs if x.verdict == "not measured")
         out.append(Verdict(c, worst.a, worst.b, {key: worst_v, **worst.at}, worst.d, worst.se, verdict, why,
-                           worst.published, worst.replicated + f", {len(subs)} {key}s"))
+                           worst.published, worst.replicated + f", {len(subs)} {key}s", worst.published_d,
+                           worst.power))
     return out
 
 
@@ -401,9 +495,9 @@ def render_claims(verdicts: list[Verdict]) -> list[str]:
              "beats; values are mean ± sample std over the side's replicates (n; the replicated column says what "
              "one value stands for). Rule: " + rule_text(), "",
              "Verdicts: " + ", ".join(f"{counts[v]} {v}" for v in VERDICTS) + ".", "",
-             "| claim | table, metric | a | b | at | ours a | ours b | d ± SE | replicated | published (a vs b) | "
-             "verdict |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             f"| claim | table, metric | a | b | at | ours a | ours b | d ± SE | replicated | published (a vs b) | "
+             f"power ({Z:g} SE: smallest detectable d) | verdict |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for v in verdicts:
         c = v.claim
         at = ", ".join(f"{k}={_fmt_key(x)}" for k, x in v.at.items()) or "–"
@@ -411,7 +505,7 @@ def render_claims(verdicts: list[Verdict]) -> list[str]:
         verdict = f"**{v.verdict}**" + (f" ({v.why})" if v.verdict != "reproduced" or c.get("each") else "")
         lines.append(f"| {c['claim']} ({c['source']}) | {c['table']}, {c['metric']} ({c['better']} is better) | "
                      f"{_side_label(c['a'])} | {_side_label(c['b'])} | {at} | {_mean_std(v.a)} | {_mean_std(v.b)} | "
-                     f"{d} | {v.replicated or '–'} | {v.published} | {verdict} |")
+                     f"{d} | {v.replicated or '–'} | {v.published} | {v.power or '–'} | {verdict} |")
     lines.append("")
     return lines
 

@@ -111,10 +111,11 @@ def embed_set(build, load, cfg: dict, out, *, name: str, random_init: bool, max_
 
     data = cfg["data"]
     torch.manual_seed(int(cfg.get("seed", 0)))
-    union, train, _ = jets or training_jets(data)
+    union, train, labels = jets or training_jets(data)
     test = build_dataset(data, "test", max_jets=max_test_jets, progress=False)
     if random_init:  # statistics from data, as a pretrained backbone got them in pretraining
-        backbone = random_baseline(build, int(cfg.get("seed", 0)), _stat_batches(train, batch_size, norm_batches))
+        backbone = random_baseline(build, int(cfg.get("seed", 0)),
+                                   _stat_batches(train, labels[union], batch_size, norm_batches))
     else:
         backbone = build()
         load(backbone)
@@ -152,11 +153,12 @@ def training_jets(data: dict):
                              features=full.features), labels
 
 
-def _stat_batches(train, batch_size: int, norm_batches: int) -> list:
-    """The batches a random-init backbone's data statistics are set from (the same in both modes)."""
-    rng = np.random.default_rng(0)
-    return [train[np.sort(rng.choice(len(train), min(batch_size, len(train)), replace=False))]
-            for _ in range(norm_batches)]
+def _stat_batches(train, labels: np.ndarray, batch_size: int, norm_batches: int) -> list:
+    """The batches a random-init backbone's data statistics are set from (the same in both modes): the kit's one
+    class-balanced draw (common.data.subsets.balanced_batches, seed 0); labels: those of the jets of `train`."""
+    from common.data.subsets import balanced_batches
+
+    return [train[idx] for idx in balanced_batches(labels, norm_batches, min(batch_size, len(train)), seed=0)]
 
 
 def finetune_set(build, load, cfg: dict, out, *, random_init: bool, grid, batch_size: int = 256,
@@ -175,7 +177,7 @@ def finetune_set(build, load, cfg: dict, out, *, random_init: bool, grid, batch_
     from common.data.datasets import dataset_info
 
     data = cfg["data"]
-    _, train, labels = jets or training_jets(data)
+    union, train, labels = jets or training_jets(data)
     ns = grid_for(labels, len(dataset_info(data)["class_names"]), tuple(int(n) for n in grid))
     if not ns:
         raise ValueError(f"compare set {data['root']}: no fine-tuned grid point of {list(grid)} fits the training "
@@ -183,7 +185,7 @@ def finetune_set(build, load, cfg: dict, out, *, random_init: bool, grid, batch_
     cfg_ft = copy.deepcopy(cfg)
     cfg_ft["finetune"] = {**finetune_recipe(), "n_per_class": ns, "seeds": list(COMPARE_SEEDS)}
     if random_init:
-        batches = _stat_batches(train, batch_size, norm_batches)
+        batches = _stat_batches(train, labels[union], batch_size, norm_batches)
 
         def load_fn(backbone):  # statistics from data, weights as built (random)
             set_norm_stats(backbone, batches, lambda m, b: m(b))

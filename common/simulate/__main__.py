@@ -30,13 +30,17 @@ def _positive(s: str) -> int:
     return v
 
 
-def _common(p: argparse.ArgumentParser, per_file: int = 100_000) -> None:
+def _common(p: argparse.ArgumentParser, per_file: int = 100_000, test_seed: bool = True) -> None:
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--workers", type=_positive, default=os.cpu_count() or 1,
                    help="parallel processes (default: all cores)")
     p.add_argument("--seed", type=int, default=0, help="master seed; file seeds derive from (seed, class, file index)")
     p.add_argument("--jets-per-file", type=_positive, default=per_file,
                    help="jets per output file (default %(default)s)")
+    if test_seed:
+        p.add_argument("--test-seed", type=int, default=None,
+                       help="the test split's file seeds derive from (TEST_SEED, 'test', ...), a derivation no run "
+                            "without it used: a fresh test sample, the same training and validation jets")
 
 
 def main(argv=None) -> int:
@@ -61,7 +65,7 @@ def main(argv=None) -> int:
 
     p = sub.add_parser("qg", help="quark-gluon npz (14 TeV, Z(nunu)+jet, anti-kT 0.4, 500 < pT < 550, |y| < 1.7)")
     p.add_argument("--jets", type=_positive, required=True, help="total jets, half quark half gluon")
-    _common(p)
+    _common(p, test_seed=False)  # one file set cut into splits by fraction: no per-split seed
     p.add_argument("--with-bc", action="store_true", help="allow c and b quark jets (the *_withbc variant)")
 
     p = sub.add_parser("btag", help="flavour-tagging jets with tracks (Zenodo 13350327 ROOT tree + jetssl HDF5): "
@@ -94,13 +98,13 @@ def main(argv=None) -> int:
         classes = a.classes.split(",") if a.classes else None
         res = run.simulate_jetclass(a.out, a.jets_per_class, seed=a.seed, workers=a.workers, classes=classes,
                                     splits=a.splits, per_file=a.jets_per_file, detector=a.detector,
-                                    pt_spectrum=a.pt_spectrum)
+                                    pt_spectrum=a.pt_spectrum, test_seed=a.test_seed)
     elif a.cmd == "toptagging":
         res = run.simulate_toptagging(a.out, a.jets, seed=a.seed, workers=a.workers, splits=a.splits,
-                                      per_file=a.jets_per_file, detector=a.detector)
+                                      per_file=a.jets_per_file, detector=a.detector, test_seed=a.test_seed)
     elif a.cmd == "btag":
         res = run.simulate_btag(a.out, a.jets_per_flavour, seed=a.seed, workers=a.workers, splits=a.splits,
-                                per_file=a.jets_per_file)
+                                per_file=a.jets_per_file, test_seed=a.test_seed)
     elif a.cmd == "qg":
         res = run.simulate_qg(a.out, a.jets, seed=a.seed, workers=a.workers, per_file=a.jets_per_file,
                               with_bc=a.with_bc)

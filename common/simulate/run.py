@@ -329,8 +329,23 @@ def clean(out: str) -> tuple[int, list[str]]:
     return n, kept
 
 
+def split_seed(seed: int, test_seed: int | None, split: str, *parts) -> int:
+    """A file's Pythia seed: derive_seed(seed, *parts); with test_seed, the test split's files derive theirs from
+    (test_seed, "test", seed, *parts) instead, a derivation no run without --test-seed used (and distinct per master
+    seed, so two samples simulated with one test_seed share no events), so that a test sample can be simulated fresh
+    while the training and validation samples stay the same jets."""
+    if test_seed is not None and split == "test":
+        return derive_seed(test_seed, "test", seed, *parts)
+    return derive_seed(seed, *parts)
+
+
+def _with_test_seed(settings: dict, test_seed: int | None) -> dict:
+    """simulate.json settings: test_seed recorded only when given (directories simulated without it stay valid)."""
+    return settings if test_seed is None else {**settings, "test_seed": test_seed}
+
+
 def jetclass_tasks(out: str, n_per_class: int, seed: int, classes: list[str], splits, per_file: int,
-                   options: dict) -> list[Task]:
+                   options: dict, test_seed: int | None = None) -> list[Task]:
     """DIR/{train,val,test}/<prefix>_NNN.root; file numbers run train, test, val as in JetClass (§A1)."""
     tasks = []
     n_split = dict(zip(SPLITS, split_counts(n_per_class, splits)))
@@ -339,21 +354,22 @@ def jetclass_tasks(out: str, n_per_class: int, seed: int, classes: list[str], sp
         for split in ("train", "test", "val"):
             for n in _chunks(n_split[split], per_file):
                 path = os.path.join(out, split, f"{JETCLASS_PREFIX[cls]}_{idx:03d}.root")
-                tasks.append(Task("jetclass", cls, n, derive_seed(seed, "jetclass", cls, idx), path, options))
+                tasks.append(Task("jetclass", cls, n, split_seed(seed, test_seed, split, "jetclass", cls, idx), path,
+                                  options))
                 idx += 1
     return tasks
 
 
 def simulate_jetclass(out, n_per_class, *, seed=0, workers=1, classes=None, splits=(0.8, 0.1, 0.1),
-                      per_file=100_000, detector="cms", pt_spectrum="flat") -> list[dict]:
+                      per_file=100_000, detector="cms", pt_spectrum="flat", test_seed=None) -> list[dict]:
     classes = list(classes or JETCLASS_CLASSES)
     for c in classes:
         if c not in JETCLASS_PREFIX:
             raise ValueError(f"unknown class {c!r} in --classes; expected names from {JETCLASS_CLASSES}")
     options = dict(detector=detector, pt_spectrum=pt_spectrum)
-    settings = dict(dataset="jetclass", jets_per_class=n_per_class, seed=seed, classes=classes,
-                    splits=list(splits), jets_per_file=per_file, **options)
-    tasks = jetclass_tasks(out, n_per_class, seed, classes, splits, per_file, options)
+    settings = _with_test_seed(dict(dataset="jetclass", jets_per_class=n_per_class, seed=seed, classes=classes,
+                                    splits=list(splits), jets_per_file=per_file, **options), test_seed)
+    tasks = jetclass_tasks(out, n_per_class, seed, classes, splits, per_file, options, test_seed)
     with simulation(out, settings, [t.path for t in tasks]):
         results = execute(tasks, workers, "jetclass")
     return results
@@ -368,11 +384,11 @@ def _merge(parts: list[str], out_path: str, seed: int, build) -> None:
 
 
 def simulate_toptagging(out, n_jets, *, seed=0, workers=1, splits=(0.8, 0.1, 0.1), per_file=100_000,
-                        detector="atlas") -> list[dict]:
+                        detector="atlas", test_seed=None) -> list[dict]:
     """DIR/{train,val,test}.h5, balanced top / QCD, pandas key "table" (§A2, §B6)."""
     options = dict(detector=detector)
-    settings = dict(dataset="toptagging", jets=n_jets, seed=seed, splits=list(splits), jets_per_file=per_file,
-                    **options)
+    settings = _with_test_seed(dict(dataset="toptagging", jets=n_jets, seed=seed, splits=list(splits),
+                                    jets_per_file=per_file, **options), test_seed)
     parts_dir = os.path.join(out, ".parts")
     tasks, by_split = [], {}
     for split, n in zip(SPLITS, split_counts(n_jets, splits)):
@@ -380,7 +396,8 @@ def simulate_toptagging(out, n_jets, *, seed=0, workers=1, splits=(0.8, 0.1, 0.1
         for cls, m in (("Top", (n + 1) // 2), ("QCD", n // 2)):
             for k, nk in enumerate(_chunks(m, per_file)):
                 path = os.path.join(parts_dir, f"{split}_{cls}_{k:03d}.npz")
-                tasks.append(Task("toptagging", cls, nk, derive_seed(seed, "toptagging", split, cls, k), path, options))
+                tasks.append(Task("toptagging", cls, nk, split_seed(seed, test_seed, split, "toptagging", split, cls, k),
+                                  path, options))
                 by_split[split].append(path)
     finals = [os.path.join(out, f"{s}.h5") for s in by_split if by_split[s]]
     with simulation(out, settings, finals + [t.path for t in tasks]):
@@ -453,20 +470,20 @@ def _qg_files(seed, workers, tasks, files, parts_dir):
     return results
 
 
-def simulate_btag(out, n_per_flavour, *, seed=0, workers=1, splits=(0.6, 0.2, 0.2), per_file=100_000
-                  ) -> list[dict]:
+def simulate_btag(out, n_per_flavour, *, seed=0, workers=1, splits=(0.6, 0.2, 0.2), per_file=100_000,
+                  test_seed=None) -> list[dict]:
     """DIR/{train,valid,test}_<k>.h5 (the layout jetssl reads) and DIR/root/<same name>.root (the Zenodo 13350327
     tree), n_per_flavour light, c and b jets each over the splits, at most `per_file` jets (a multiple of three, the
     flavours in equal numbers) in a file (common/simulate/btag.py). jetssl orders a split's files by the digits in
     their names, hence the _<k>."""
     if per_file < 3:
         raise ValueError(f"--jets-per-file must be at least 3 for btag (one jet per flavour), got {per_file}")
-    settings = dict(dataset="btag", jets_per_flavour=n_per_flavour, seed=seed, splits=list(splits),
-                    jets_per_file=per_file)
+    settings = _with_test_seed(dict(dataset="btag", jets_per_flavour=n_per_flavour, seed=seed, splits=list(splits),
+                                    jets_per_file=per_file), test_seed)
     tasks = []
     for split, n in zip(("train", "valid", "test"), split_counts(n_per_flavour, splits)):
         for k, nk in enumerate(_chunks(n, per_file // 3)):
-            tasks.append(Task("btag", "ttbar", 3 * nk, derive_seed(seed, "btag", split, k),
+            tasks.append(Task("btag", "ttbar", 3 * nk, split_seed(seed, test_seed, split, "btag", split, k),
                               os.path.join(out, f"{split}_{k}.h5")))
     roots = [os.path.join(out, "root", os.path.basename(t.path)[:-3] + ".root") for t in tasks]
     with simulation(out, settings, [t.path for t in tasks] + roots):

@@ -6,6 +6,9 @@
   by forward passes only, as a pretrained one got them during pretraining; without it the random baseline
   normalises with mean 0 / var 1 and looks worse than it is;
 - `random_init`, `pooled_embeddings`: the baseline built and calibrated so, and the pooled embeddings of a backbone;
+- `norm_stat_batches`: the batches a random init's statistics are set from, for in-memory jets: the kit's one
+  class-balanced draw (common.data.subsets.balanced_batches; common/results/compare.py draws the same for its
+  JetDataset), never the first batches in file order (the split files are per class and sorted);
 - `linear_probe`: standardised features, scikit-learn multinomial logistic regression, accuracy on a test set.
 """
 from __future__ import annotations
@@ -15,6 +18,9 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 from torch import nn
+
+from common.data.array_loader import ArrayLoader
+from common.data.subsets import balanced_batches
 
 
 def pool_mean_max(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -68,6 +74,14 @@ def random_init(build: Callable[[], nn.Module], seed: int, batches: Iterable,
     net = build()
     set_norm_stats(net, batches, forward)
     return net
+
+
+def norm_stat_batches(arrays: dict, n_batches: int, batch_size: int = 256, seed: int = 0) -> list:
+    """JetBatches of in-memory jets ({x, mask, p4, jet, label[, pid]}) that set a random-init backbone's statistics:
+    n_batches class-balanced batches of batch_size (common.data.subsets.balanced_batches with `seed`)."""
+    keep = {k: v for k, v in arrays.items() if v is not None}
+    return [next(iter(ArrayLoader({k: v[idx] for k, v in keep.items()}, len(idx), shuffle=False)))
+            for idx in balanced_batches(arrays["label"], n_batches, batch_size, seed)]
 
 
 @torch.no_grad()
