@@ -208,6 +208,9 @@ class FeatureSet:
     num_particles: int
     params: dict = field(default_factory=dict)
     needs_fit: bool = False     # mpmv2: a quantile transformer fitted on training data (see data.py)
+    # per_batch draws inputs that depend on the batch's composition (a frozen backbone's outputs of a jet then change
+    # from epoch to epoch: common/training/frozen_cache.py recomputes them)
+    random_per_batch = False
 
     def key(self) -> str:
         """Identifies the computation for the preprocessing cache (name + every parameter)."""
@@ -369,6 +372,8 @@ class MPMv2Features(FeatureSet):
     """MPMv2 (arXiv:2409.12589; jetssl preprocessing.py): 7 quantile-normalised continuous features + the 8-class PID
     in JetBatch.pid.
     `state` is the QuantileTransformer fitted on training data; `rng` draws the N(0, 1) noise for neutral IPs."""
+
+    random_per_batch = True
 
     def _compute(self, raw, n, state, rng):
         if state is None:
