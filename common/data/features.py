@@ -211,6 +211,9 @@ class FeatureSet:
     # per_batch draws inputs that depend on the batch's composition (a frozen backbone's outputs of a jet then change
     # from epoch to epoch: common/training/frozen_cache.py recomputes them)
     random_per_batch = False
+    # the set keeps the first particles of every jet, in order (their four-momenta are the cache's source entry's,
+    # common/data/cache.py); False for a set that drops particles before truncating (OmniJet-alpha's angular cut)
+    p4_prefix = True
 
     def key(self) -> str:
         """Identifies the computation for the preprocessing cache (name + every parameter)."""
@@ -282,6 +285,8 @@ class OmniJetFeatures(FeatureSet):
     """OmniJet-alpha (omnijet_alpha feature_dict): cut |eta_rel|, |phi_rel| < 0.8 -> drop -> (log pT - 1.8, 3 eta_rel,
     3 phi_rel)
     -> first 128 -> zero-pad. Relative to the sum of the constituent four-vectors (before the cut)."""
+
+    p4_prefix = False
 
     def _compute(self, raw, n, state, rng):
         pt, deta, dphi = _relative_to_sum(raw.p4, raw.mask)
