@@ -8,9 +8,10 @@ dtype and shape in meta.json) memory-mapped on read:
                 padding; jet (n, 6) float32; label (n,) in the smallest integer type of its values
   feature entry (slot `<file>-<feature set>-n<N>-<tag>`), once per feature set and particle count:
                 offsets (n+1, int64) into x (P, F) float32, the features of the particles the set keeps (at most N per
-                jet, real particles only); pid (P,) int8 where the set has a particle ID; p4 (P, 4) float32 only for
-                a set whose particles are not the first ones of the jet (OmniJet-alpha's angular cut): every other
-                set's particle i of a jet is the source's particle i, whose four-momentum the source entry holds.
+                jet, real particles only); pid (P,) int8 where the set has a particle ID; src_pos (P,) in the
+                smallest unsigned type, the particle's position in the source jet, only for a set whose particles
+                are not the first ones of the jet (OmniJet-alpha's angular cut): every other set's particle i of a
+                jet is the source's particle i. Either way its four-momentum is read from the source entry.
 
 Reading (CacheEntry.read) pads a batch back to N particles: x, mask, p4 and pid are the arrays FeatureSet.compute gave,
 bit for bit (real particles first; zero at padding), jet and label as computed, label as int64. Features stay float32:
@@ -92,12 +93,19 @@ class CacheEntry:
         self.meta = _read_meta(directory)
         self.n = int(self.meta["n"])
         self.num_particles = int(self.meta["num_particles"])
-        self._arrays = None
+        self._arrays = self._views = None
+
+    @property
+    def views(self) -> dict:
+        """`arrays` as plain ndarray views of the same maps (indexing a np.memmap costs a Python call per access)."""
+        if self._views is None:
+            self._views = {k: v.view(np.ndarray) for k, v in self.arrays.items()}
+        return self._views
 
     @property
     def arrays(self) -> dict:
-        """The stored arrays: the feature entry's (offsets, x, pid, p4 where own) and the source's (src_offsets, jet,
-        label, p4 unless the feature entry has its own)."""
+        """The stored arrays: the feature entry's (offsets, x, pid, src_pos where stored) and the source's
+        (src_offsets, src_p4, jet, label)."""
         if self._arrays is None:
             src = _open(self.source_directory, _read_meta(self.source_directory))
             mine = _open(self.directory, self.meta)
@@ -106,7 +114,7 @@ class CacheEntry:
         return self._arrays
 
     def __getstate__(self):
-        return {**self.__dict__, "_arrays": None}
+        return {**self.__dict__, "_arrays": None, "_views": None}
 
     def __len__(self) -> int:
         return self.n
@@ -118,9 +126,20 @@ class CacheEntry:
         return {"features": size(self.directory, self.meta),
                 "source": size(self.source_directory, _read_meta(self.source_directory))}
 
-    def read(self, rows: np.ndarray) -> dict:
-        """Jets `rows` (sorted, within the entry) padded to num_particles: x, mask, p4, jet, label (int64) [+ pid]."""
-        a = self.arrays
+    def empty(self, b: int) -> dict:
+        """Zeroed arrays of b jets as read() fills them."""
+        a, n = self.views, self.num_particles
+        out = {"x": np.zeros((b, n) + a["x"].shape[1:], np.float32), "mask": np.zeros((b, n), bool),
+               "p4": np.zeros((b, n, 4), np.float32), "jet": np.zeros((b,) + a["jet"].shape[1:], np.float32),
+               "label": np.zeros(b, np.int64)}
+        if "pid" in a:
+            out["pid"] = np.zeros((b, n), np.int64)
+        return out
+
+    def read(self, rows: np.ndarray, out: dict | None = None) -> dict:
+        """Jets `rows` (sorted, within the entry) padded to num_particles: x, mask, p4, jet, label (int64) [+ pid].
+        out: zeroed arrays of len(rows) jets to fill (e.g. slices of a batch's arrays, empty()), else new ones."""
+        a = self.views
         rows = np.asarray(rows, dtype=np.int64)
         b, n = len(rows), self.num_particles
         lo, hi = int(rows[0]), int(rows[-1]) + 1
@@ -134,43 +153,41 @@ class CacheEntry:
             starts = np.asarray(off[rows], dtype=np.int64)
             counts = np.asarray(off[rows + 1], dtype=np.int64) - starts
         total = int(counts.sum())
+        ramp = np.arange(total, dtype=np.int64)
         first = np.cumsum(counts) - counts                    # position of each jet's first particle in the batch
-        pos = np.arange(total, dtype=np.int64) - np.repeat(first, counts)   # particle index within its jet
-        jet_of = np.repeat(np.arange(b, dtype=np.int64), counts)
-        flat = jet_of * n + pos                               # row in the padded (b * n) layout
+        flat = np.repeat(np.arange(0, b * n, n, dtype=np.int64) - first, counts) + ramp   # row in the (b*n) layout
         if not contiguous:
-            take = np.repeat(starts - first, counts) + np.arange(total, dtype=np.int64)
-        mask = np.zeros(b * n, dtype=bool)
-        mask[flat] = True
+            take = np.repeat(starts - first, counts) + ramp
 
-        def pad(src, width, dtype):
-            out = np.zeros((b * n,) + width, dtype=dtype)
-            out[flat] = src[take]
-            return out.reshape((b, n) + width)
+        out = self.empty(b) if out is None else out
 
-        x = pad(a["x"], a["x"].shape[1:], np.float32)
-        if "p4" in a:                                          # the feature set's own particles
-            p4 = pad(a["p4"], (4,), np.float32)
-        else:                                                  # particle i of the jet = the source's particle i
-            so = np.asarray(a["src_offsets"][rows], dtype=np.int64)
-            p4 = np.zeros((b * n, 4), dtype=np.float32)
-            p4[flat] = a["src_p4"][np.repeat(so, counts) + pos]
-            p4 = p4.reshape(b, n, 4)
+        def pad(src, dest):
+            dest.reshape((b * n,) + dest.shape[2:])[flat] = src[take]
+
+        pad(a["x"], out["x"])
+        # four-momenta from the source entry: particle i of the jet is the source's particle i, or src_pos says which
+        so = np.asarray(a["src_offsets"][rows], dtype=np.int64)
+        if "src_pos" in a:
+            at = np.repeat(so, counts) + a["src_pos"][take]
+        else:
+            at = np.repeat(so - first, counts) + ramp
+        out["p4"].reshape(b * n, 4)[flat] = a["src_p4"][at]
+        np.less(np.arange(n)[None, :], counts[:, None], out=out["mask"])
         sel = slice(lo, hi) if contiguous else rows
-        out = {"x": x, "mask": mask.reshape(b, n), "p4": p4, "jet": np.array(a["jet"][sel], dtype=np.float32),
-               "label": np.array(a["label"][sel], dtype=np.int64)}
+        out["jet"][:] = a["jet"][sel]
+        out["label"][:] = a["label"][sel]
         if "pid" in a:
-            out["pid"] = pad(a["pid"], (), np.int64)
+            pad(a["pid"], out["pid"])
         return out
 
 
 def get_or_build(cache_dir: str, source: str, feature_name: str, feature_key: str, num_particles: int,
-                 n_rows: int, build: Callable[[], Iterable[tuple]], extra: dict | None = None,
-                 p4_prefix: bool = True) -> CacheEntry:
+                 n_rows: int, build: Callable[[], Iterable[tuple]], extra: dict | None = None) -> CacheEntry:
     """Return the cache entry for `source`, converting it with `build()` if it is missing or stale. build() yields
-    (raw, features) chunks whose lengths add up to `n_rows`: raw with p4 (B, M, 4), mask (B, M), jet, label (a
-    common.data.features.RawJets), features the padded dict of FeatureSet.compute. p4_prefix: the feature set keeps the
-    first particles of every jet (their four-momenta are the source entry's; checked while converting)."""
+    (raw, features, positions) chunks whose lengths add up to `n_rows`: raw with p4 (B, M, 4), mask (B, M), jet, label
+    (a common.data.features.RawJets), features the padded dict of FeatureSet.compute, positions
+    FeatureSet.source_positions (None: the set keeps the first particles of every jet). Either way every kept
+    particle's four-momentum must be the raw one at its position (checked while converting)."""
     os.makedirs(cache_dir, exist_ok=True)
     slot = slot_name(source, feature_name, num_particles, extra)
     key = cache_key(source, feature_key, num_particles, extra)
@@ -192,7 +209,7 @@ def get_or_build(cache_dir: str, source: str, feature_name: str, feature_key: st
                 stack.enter_context(file_lock(os.path.join(cache_dir, f"{src_slot}.lock")))
                 write_src = not os.path.exists(os.path.join(src_final, "meta.json"))
             _build(cache_dir, slot, final, src_slot, src_final if write_src else None, source, key, feature_key,
-                   num_particles, n_rows, build, extra, p4_prefix)
+                   num_particles, n_rows, build, extra)
     return CacheEntry(final, src_final)
 
 
@@ -272,7 +289,7 @@ def _counts(mask: np.ndarray, what: str, source: str) -> np.ndarray:
 
 
 def _build(cache_dir, slot, final, src_slot, src_final, source, key, feature_key, num_particles, n_rows, build,
-           extra, p4_prefix):
+           extra):
     _remove_stale(cache_dir, slot, final)
     shutil.rmtree(final, ignore_errors=True)          # finished, but its source entry was removed: rebuilt with it
     if src_final is not None:
@@ -280,8 +297,8 @@ def _build(cache_dir, slot, final, src_slot, src_final, source, key, feature_key
     feat = _Writer(cache_dir, final)
     src = _Writer(cache_dir, src_final) if src_final is not None else None
     try:
-        pos, counts, src_counts, jets, labels = 0, [], [], [], []
-        for raw, chunk in build():
+        pos, counts, src_counts, jets, labels, src_pos = 0, [], [], [], [], []
+        for raw, chunk, where in build():
             b = len(chunk["x"])
             if pos + b > n_rows:
                 raise RuntimeError(f"{source}: conversion produced more rows than the expected {n_rows}")
@@ -295,15 +312,16 @@ def _build(cache_dir, slot, final, src_slot, src_final, source, key, feature_key
                     raise RuntimeError(f"{source}: particle IDs outside {np.dtype(PID_DTYPE).name}")
                 feat.append("pid", pid.astype(PID_DTYPE))
             rc = _counts(raw.mask, "the reader's jets", source)
-            if p4_prefix:                   # the set's particle i is the source's particle i: checked, not stored
-                k = min(raw.p4.shape[1], chunk["p4"].shape[1])
-                same = (c <= rc).all() and np.array_equal(
-                    chunk["p4"][m], np.asarray(raw.p4[:, :k], np.float32)[m[:, :k]]) and not m[:, k:].any()
-                if not same:
-                    raise RuntimeError(f"{source}: the feature set's particles are not the first ones of each jet; "
-                                       "convert it with p4_prefix=False")
+            if where is None:               # the set's particle i is the source's particle i
+                where = np.broadcast_to(np.arange(m.shape[1]), m.shape)
             else:
-                feat.append("p4", chunk["p4"][m])
+                src_pos.append(np.asarray(where)[m])
+            jet_idx = np.nonzero(m)[0]
+            at = np.asarray(where)[m]
+            ok = (at < rc[jet_idx]).all() if len(at) else True
+            if not ok or not np.array_equal(chunk["p4"][m], np.asarray(raw.p4, np.float32)[jet_idx, at]):
+                raise RuntimeError(f"{source}: the feature set's four-momenta are not the raw ones at its particles' "
+                                   "positions (the first particles of each jet, or FeatureSet.source_positions)")
             if src is not None:
                 src.append("p4", np.asarray(raw.p4, np.float32)[raw.mask])
                 src_counts.append(rc)
@@ -322,9 +340,12 @@ def _build(cache_dir, slot, final, src_slot, src_final, source, key, feature_key
             src.finish({"n": n_rows, "kind": "source", "source": source_stat(source), "extra": _rows_extra(extra)})
             src = None
         feat.whole("offsets", np.concatenate([[0], np.cumsum(np.concatenate(counts))]).astype(np.int64))
+        if src_pos:
+            at = np.concatenate(src_pos)
+            feat.whole("src_pos", at.astype(np.uint8 if len(at) == 0 or at.max() < 256 else np.uint16))
         feat.finish({"n": n_rows, "kind": "features", "key": key, "source": source_stat(source),
                      "features": feature_key, "num_particles": num_particles, "extra": extra or {},
-                     "p4_prefix": bool(p4_prefix)})
+                     "source_positions": bool(src_pos)})
     except BaseException:
         feat.abort()
         if src is not None:

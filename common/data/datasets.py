@@ -257,15 +257,14 @@ def cached_entries(cfg: dict, split: str, progress: bool = True, rank: int = 0, 
             short = 0
             for raw in iter_raw(cfg["dataset"], path, s, e):
                 short += int((raw.mask.sum(1) < MIN_CONSTITUENTS).sum())
-                yield raw, fs.compute(raw, n, state, rng)
+                yield raw, fs.compute(raw, n, state, rng), fs.source_positions(raw, n)
                 if bar is not None:
                     bar.update(len(raw))
             if bar is not None:
                 bar.close()
             _check_short_jets(path, short, e - s)
 
-        entries[i] = get_or_build(_cache_dir(cfg), path, fs.name, fs.key(), n, e - s, build, extra,
-                                  p4_prefix=fs.p4_prefix)
+        entries[i] = get_or_build(_cache_dir(cfg), path, fs.name, fs.key(), n, e - s, build, extra)
     return [entries[i] for i in range(len(files))]
 
 
@@ -309,8 +308,12 @@ class JetDataset(torch.utils.data.Dataset):
         g = idx if self.index is None else self.index[idx]
         f = np.searchsorted(self.offsets, g, side="right") - 1
         r = g - self.offsets[f]
-        parts = [self.entries[k].read(r[f == k]) for k in np.unique(f)]   # ragged -> padded (common/data/cache.py)
-        out = {k: np.concatenate([p[k] for p in parts]) if len(parts) > 1 else parts[0][k] for k in parts[0]}
+        out = self.entries[f[0]].empty(len(g))          # ragged -> padded (common/data/cache.py), file by file
+        at = 0
+        for k in np.unique(f):
+            rows = r[f == k]
+            self.entries[k].read(rows, {name: v[at:at + len(rows)] for name, v in out.items()})
+            at += len(rows)
         out["label"] = self.label_map[out["label"]]
         return out
 

@@ -151,6 +151,17 @@ def train_step(net: nn.Module, ddp: nn.Module, opt, sched, batch, loss_fn, fc: d
     return loss
 
 
+def loss_function(net: nn.Module, task: Task, device, precision: str) -> Callable:
+    """The training loss of a (micro-)batch as train_step takes it: mb -> (task.loss, {})."""
+
+    def loss_fn(mb):
+        with autocast(device, precision, "finetune.precision"):
+            out = net(jets_of(mb))
+        return task.loss(out.float(), mb), {}
+
+    return loss_fn
+
+
 def run_finetune(cfg: dict, build_backbone: Callable[[], nn.Module],
                  load_pretrained: Callable[[nn.Module], None] | None, out_dir, dist: Dist, *,
                  task: Task | Callable[[dict], Task] | None = None, seed: int | None = None,
@@ -219,10 +230,7 @@ def run_finetune(cfg: dict, build_backbone: Callable[[], nn.Module],
               f"({count_parameters(model, trainable_only=True)} trainable), {steps_per_epoch} steps/epoch, "
               f"<= {steps} steps", flush=True)
 
-    def loss_fn(mb):
-        with autocast(device, fc["precision"], "finetune.precision"):
-            out = net(jets_of(mb))
-        return task.loss(out.float(), mb), {}
+    loss_fn = loss_function(net, task, device, fc["precision"])
 
     # a frozen backbone's outputs of the train and val jets, computed once (common/training/frozen_cache.py)
     frozen = build_frozen_cache(model, train, val, device, fc, lambda: autocast(device, fc["precision"],

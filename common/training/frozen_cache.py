@@ -36,6 +36,7 @@ from torch import nn
 
 from common.data.batch import JetBatch
 from common.data.sampler import ShardedBatchSampler
+from common.training.train_utils import autocast
 
 
 @dataclass
@@ -126,6 +127,12 @@ def _forward(backbone: nn.Module, batch, device, ctx):
     with torch.no_grad(), ctx():
         h, mask = backbone(_jets(batch).to(device))
     return h, mask
+
+
+def with_backbone_outputs(model, batch, device, precision: str):
+    """The batch with the frozen backbone's outputs of its jets (what the cache serves), under finetune.precision."""
+    h, mask = _forward(model.backbone, batch, device, lambda: autocast(device, precision, "finetune.precision"))
+    return with_outputs(batch, h, mask)
 
 
 def _bytes_per_jet(h: torch.Tensor, mask: torch.Tensor, batch, with_data: bool) -> float:
