@@ -264,7 +264,7 @@ FT_MODES = ("fixed_cached", "fixed", "finetune", "scratch")
 # method -> (pretraining config of the backbone, fine-tuning config of the head and settings)
 FT_METHODS = {"mpmv1": ("mpm/configs/mpmv1.yaml", "mpm/configs/finetune_v1.yaml"),
               "mpmv2": ("mpm/configs/mpmv2.yaml", "mpm/configs/finetune_v2.yaml"),
-              "hepjepa": ("hepjepa/configs/pretrain.yaml", "hepjepa/configs/pretrain.yaml")}
+              "hepjepa": ("hepjepa/configs/pretrain.yaml", "hepjepa/configs/finetune_jetclass.yaml")}
 FT_CONFIGS = {f"ft_{m}_{mode}": (m, mode) for m in FT_METHODS for mode in FT_MODES}
 
 

@@ -107,6 +107,6 @@ def test_finetune_rows_time_the_loops_step_and_the_cached_row_runs_no_backbone(m
         row = bench_config(f"ft_hepjepa_{mode}", steps=2, warmup=1, batch_size=4, device="cpu", profile="mini")
     finally:
         torch.set_num_threads(threads)
-    assert row["batch"] == 4 and row["file"] == "hepjepa/configs/mini/pretrain.yaml"
+    assert row["batch"] == 4 and row["file"] == "hepjepa/configs/mini/finetune_jetclass.yaml"
     assert during == ([0, 0, 0] if mode == "fixed_cached" else [1, 1, 1])     # backbone forwards inside each step
     assert set(FT_CONFIGS) >= {f"ft_{m}_{mode}" for m in ("mpmv1", "mpmv2", "hepjepa")}
