@@ -4,6 +4,11 @@
 
 Writes synthetic JetClass-format files (tests/data_factory.py; ~50 particles per jet on average, like JetClass) and
 prints a table of jets/s. Targets: ROOT >= 10k jets/s, cache >= 100k jets/s.
+
+Then the cache's size: bytes per jet of every JetClass feature set of the paper profile (the (features, num_particles)
+of every paper config, */configs/*.yaml), the padded version-1 layout against the ragged one (common/data/cache.py,
+measured on these files), and the projected cache of a paper run (JetClass, 125M jets) beside the published dataset
+(190 GB). The ragged sizes scale with the mean number of particles per jet, printed with them.
 """
 from __future__ import annotations
 
@@ -16,11 +21,64 @@ import torch
 import uproot
 
 from common.cli import cli
+from common.data.cache import padded_bytes_per_jet
 from common.data.datasets import cached_entries, make_loader
+from common.data.features import get_feature_set
 from common.data.jetclass import iter_jetclass
 from tests.data_factory import write_jetclass
 
 CLASSES = ["QCD", "Tbqq"]
+JETCLASS_JETS = 125_000_000       # train 100M + val 5M + test 20M
+JETCLASS_PUBLISHED_GB = 190
+
+
+def paper_feature_sets() -> list[tuple[str, int]]:
+    """(feature set, num_particles) of every JetClass paper config (the top-level */configs/*.yaml)."""
+    import glob
+
+    from common.training.config import load_config
+
+    sets = set()
+    for path in sorted(glob.glob("*/configs/*.yaml")):
+        data = load_config(path).get("data") or {}
+        if data.get("dataset") == "jetclass" and data.get("features"):
+            fs = get_feature_set(data["features"])
+            sets.add((fs.name, int(data.get("num_particles") or fs.num_particles)))
+    return sorted(sets)
+
+
+def cache_sizes(root: str, sets: list[tuple[str, int]]) -> list[dict]:
+    """Bytes per jet of each (feature set, N) converted from the files under root: padded v1 layout and ragged."""
+    out = []
+    for name, n in sets:
+        entries = cached_entries(dict(dataset="jetclass", root=root, train="train/*.root", features=name, classes=CLASSES,
+                                      num_particles=n), "train", progress=False)
+        jets = sum(len(e) for e in entries)
+        feat = sum(e.nbytes()["features"] for e in entries)
+        src = sum(e.nbytes()["source"] for e in entries)
+        kept = sum(int(e.arrays["offsets"][-1]) for e in entries)
+        fs = get_feature_set(name)
+        out.append(dict(name=name, n=n, v1=padded_bytes_per_jet(len(fs.names), n, pid=name == "mpmv2"),
+                        v2=feat / jets, src=src / jets, kept=kept / jets))
+    return out
+
+
+def print_sizes(sizes: list[dict]) -> None:
+    print(f"\n| {'feature set':<12} | {'N':>4} | {'particles kept/jet':>18} | {'v1 padded B/jet':>15} | "
+          f"{'v2 ragged B/jet':>15} | {'v1/v2':>6} |")
+    print(f"|{'-' * 14}|{'-' * 6}|{'-' * 20}|{'-' * 17}|{'-' * 17}|{'-' * 8}|")
+    for r in sizes:
+        print(f"| {r['name']:<12} | {r['n']:>4} | {r['kept']:>18.1f} | {r['v1']:>15,.0f} | {r['v2']:>15,.0f} | "
+              f"{r['v1'] / r['v2']:>6.1f} |")
+    src = sizes[0]["src"]
+    v1 = sum(r["v1"] for r in sizes)
+    v2 = sum(r["v2"] for r in sizes) + src
+    print(f"| {'source entry':<12} | {'':>4} | {'':>18} | {'(per set)':>15} | {src:>15,.0f} | {'':>6} |")
+    print(f"| {'all':<12} | {'':>4} | {'':>18} | {v1:>15,.0f} | {v2:>15,.0f} | {v1 / v2:>6.1f} |")
+    print(f"\npaper profile, JetClass {JETCLASS_JETS / 1e6:.0f}M jets, these {len(sizes)} feature sets: cache "
+          f"{v1 * JETCLASS_JETS / 1e12:.2f} TB (v1 padded) -> {v2 * JETCLASS_JETS / 1e9:,.0f} GB (v2 ragged), "
+          f"published dataset {JETCLASS_PUBLISHED_GB} GB. Ragged sizes scale with the particles per jet of these "
+          "files (printed above the first table).")
 
 
 def rate(n, seconds):
@@ -38,14 +96,15 @@ class Timer:
         self.wall, self.cpu = time.perf_counter() - self.w, time.process_time() - self.c
 
 
-def main():
+def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--jets", type=int, default=20_000, help="jets per class file")
     ap.add_argument("--dir", default="/tmp/bench_data")
     ap.add_argument("--features", nargs="+", default=["part_full", "mpmv1", "omnijet"])
     ap.add_argument("--batch-size", type=int, default=512)
     ap.add_argument("--rewrite", action="store_true", help="rewrite the synthetic ROOT files")
-    args = ap.parse_args()
+    ap.add_argument("--no-sizes", action="store_true", help="skip the cache-size table (converts 5 feature sets)")
+    args = ap.parse_args(argv)
     torch.set_num_threads(1)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -74,7 +133,7 @@ def main():
                 nconst += int(raw.mask.sum())
     rows.append(("JetClass ROOT -> padded arrays", "-", n, t))
     for fs in args.features:
-        cfg = dict(dataset="jetclass", root=root, train="train/*.root", features=fs)
+        cfg = dict(dataset="jetclass", root=root, train="train/*.root", features=fs, classes=CLASSES)
         with Timer() as t:
             cached_entries(cfg, "train", progress=False)     # converts every file into the cache
         rows.append(("ROOT -> features -> cache (once)", fs, n, t))
@@ -93,6 +152,8 @@ def main():
         print(f"| {stage:<36} | {fs:<9} | {m:>7} | {t.wall:>7.2f} | {rate(m, t.wall):>11} | {rate(m, t.cpu):>10} |")
     print("\ntargets (one core): ROOT >= 10,000 jets/s, cache >= 100,000 jets/s. 'CPU' = jets per CPU-second of this "
           "process (meaningful on a shared machine); 'wall' includes waiting for the core.")
+    if not args.no_sizes:
+        print_sizes(cache_sizes(root, paper_feature_sets()))
     return rows
 
 

@@ -1,4 +1,5 @@
-"""Pretraining throughput of every method's paper-size model: jets/s of full optimiser steps and peak memory.
+"""Pretraining and fine-tuning throughput of every method's paper-size model: jets/s of full optimiser steps and peak
+memory.
 
     python -m bench.bench_train [--only mpmv1,hepjepa] [--steps N] [--warmup W] [--batch-size B] [--device cpu|cuda]
 
@@ -20,6 +21,11 @@ process's CPU time (meaningful on a shared machine with one thread). Peak memory
 (bf16 autocast where the method's script uses it; the OmniJet tokeniser trains in fp32 on purpose); CPU the process's
 peak RSS (resource.getrusage, fp32) and its rise above the RSS after imports. Each config runs in a fresh
 subprocess so that peak RSS is its own (--in-process to switch this off).
+
+Fine-tuning rows ft_<method>_<mode> (mpmv1, mpmv2, hepjepa; OmniJet-alpha's backbone needs a trained tokeniser and is
+not built here) time common.training.finetune.train_step on the backbone of the method's pretraining config with the
+head and settings of its fine-tuning config, in the modes fixed_cached (the head on backbone outputs computed once,
+common/training/frozen_cache.py), fixed (the frozen backbone recomputed every step), finetune and scratch.
 
 Defaults: CUDA: the paper batch sizes, 200 timed steps after 10 warm-up steps. CPU: batch 16, 3 steps after 1 warm-up.
 The paper-size GPU measurement (bf16) is:
@@ -250,6 +256,77 @@ def hepjepa_runner(cfg_path: str, device, batch_size, gen) -> Runner:
     return Runner(model, tc["batch_size"], make_input, step, _precision(tc, device))
 
 
+# ---------------------------------------------------------------------------------------------------------------------
+# fine-tuning steps: the backbone of a method's pretraining config, the head and settings of its fine-tuning config,
+# one step of common.training.finetune.train_step (the loop's own step) per mode
+
+FT_MODES = ("fixed_cached", "fixed", "finetune", "scratch")
+# method -> (pretraining config of the backbone, fine-tuning config of the head and settings)
+FT_METHODS = {"mpmv1": ("mpm/configs/mpmv1.yaml", "mpm/configs/finetune_v1.yaml"),
+              "mpmv2": ("mpm/configs/mpmv2.yaml", "mpm/configs/finetune_v2.yaml"),
+              "hepjepa": ("hepjepa/configs/pretrain.yaml", "hepjepa/configs/finetune_jetclass.yaml")}
+FT_CONFIGS = {f"ft_{m}_{mode}": (m, mode) for m in FT_METHODS for mode in FT_MODES}
+
+
+def _profile_path(path: str, profile: str) -> Path:
+    p = Path(path)
+    return p if profile == "paper" else p.parent / profile / p.name
+
+
+def finetune_runner(method: str, mode: str, profile: str, device, batch_size, gen) -> Runner:
+    """One fine-tuning step as common.training.finetune.run_finetune takes it (its loss_fn, train_step): mode fixed
+    (the frozen backbone recomputed every step), fixed_cached (the head on the backbone outputs of the step's jets,
+    computed once before: common/training/frozen_cache.py; their computation is not timed), finetune (unfrozen from
+    step 0) or scratch. The backbone's weights are random (speed does not depend on them)."""
+    from common.data.datasets import dataset_info
+    from common.training.classifier import build_classifier, build_classifier_optimizer
+    from common.training.finetune import classification_task, loss_function, train_step
+    from common.training.finetune_config import finetune_settings
+    from common.training.frozen_cache import with_backbone_outputs
+    from common.training.schedules import build_finetune_scheduler
+
+    pre_path, ft_path = FT_METHODS[method]
+    pcfg = load_config(ROOT / _profile_path(pre_path, profile))
+    ft = load_config(ROOT / _profile_path(ft_path, profile))
+    ft["finetune"]["mode"] = "fixed" if mode == "fixed_cached" else mode
+    if mode == "finetune":
+        ft["finetune"]["unfreeze_step"] = 0
+    fc = finetune_settings(ft)
+    fc["grad_accum"] = min(int(fc["grad_accum"]), batch_size)
+    info = dataset_info(pcfg["data"])
+    if method == "hepjepa":
+        from hepjepa.model import HEPJEPABackbone, angle_columns
+
+        def build():
+            return HEPJEPABackbone(pcfg["model"], info["num_features"], angle_columns(info["feature_names"]))
+    else:
+        from mpm.build import build_backbone
+
+        def build():
+            return build_backbone(pcfg)
+    task = classification_task(info["class_names"])
+    model = build_classifier(fc, build, None if mode == "scratch" else (lambda bb: None), task.head).to(device)
+    model.train()
+    opt = build_classifier_optimizer(model, fc)
+    sched = build_finetune_scheduler(opt, fc, int(fc["steps"]))
+    prec = fc["precision"] if device.type == "cuda" else "fp32"
+    n_classes = len(info["class_names"])
+
+    def make_input():
+        batch = synthetic_batch(batch_size, info["num_particles"], info["feature_names"], gen,
+                                pcfg["data"]["features"] == "mpmv2")
+        batch.label = torch.randint(0, n_classes, (batch_size,), generator=gen)
+        batch = batch.to(device)
+        return with_backbone_outputs(model, batch, device, prec) if mode == "fixed_cached" else batch
+
+    loss_fn = loss_function(model, task, device, prec)  # run_finetune's
+
+    def step(batch):
+        return train_step(model, model, opt, sched, batch, loss_fn, fc)
+
+    return Runner(model, int(fc["batch_size"]), make_input, step, prec)
+
+
 # name -> (config file, builder(device, batch_size, generator[, tmp]))
 CONFIGS = {
     "mpm_tokenizer_v1": "mpm/configs/tokenizer_v1.yaml",
@@ -265,13 +342,19 @@ PROFILES = ("paper", "mini")
 
 
 def config_path(name: str, profile: str = "paper") -> str:
-    """The config a row builds: the paper YAML, or its twin in <method>/configs/mini/ (the model run_all.sh trains)."""
+    """The config a row builds: the paper YAML, or its twin in <method>/configs/mini/ (the model run_all.sh trains);
+    a fine-tuning row: its fine-tuning config."""
+    if name in FT_CONFIGS:
+        return str(_profile_path(FT_METHODS[FT_CONFIGS[name][0]][1], profile))
     p = Path(CONFIGS[name])
     return str(p if profile == "paper" else p.parent / profile / p.name)
 
 
 def _builder(name: str, tmp: str, profile: str = "paper"):
     path = config_path(name, profile)
+    if name in FT_CONFIGS:
+        method, mode = FT_CONFIGS[name]
+        return lambda device, batch_size, gen: finetune_runner(method, mode, profile, device, batch_size, gen)
     if name.startswith("mpm"):
         return mpm_runner(path, tmp)
     fn = {"omnijet_tokenizer": omnijet_tokenizer_runner, "omnijet_gpt": omnijet_gpt_runner,
@@ -296,15 +379,16 @@ def bench_config(name: str, *, steps: int, warmup: int = 1, batch_size: int | No
     """Build config `name` (of `profile`), run `warmup` untimed and `steps` timed optimiser steps; return one row.
 
     Default batch: the config's own for CUDA and for the mini profile; 16 for paper-size models on CPU."""
-    if name not in CONFIGS:
-        raise ValueError(f"unknown config {name!r}; choose from {sorted(CONFIGS)}")
+    if name not in CONFIGS and name not in FT_CONFIGS:
+        raise ValueError(f"unknown config {name!r}; choose from {sorted(CONFIGS) + sorted(FT_CONFIGS)}")
     device = torch.device(device)
     torch.manual_seed(seed)
     rss0 = _max_rss_mb()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     gen = torch.Generator().manual_seed(seed)
-    own = load_config(ROOT / config_path(name, profile))["train"]["batch_size"]
+    own_cfg = load_config(ROOT / config_path(name, profile))
+    own = own_cfg["finetune"]["batch_size"] if name in FT_CONFIGS else own_cfg["train"]["batch_size"]
     B = batch_size or (own if device.type == "cuda" or profile != "paper" else 16)
     with tempfile.TemporaryDirectory(prefix="bench_train_") as tmp:
         runner = _builder(name, tmp, profile)(device, B, gen)
@@ -354,7 +438,8 @@ def format_table(rows: list[dict]) -> str:
 def main(argv=None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", default=None, help=f"comma-separated subset of {','.join(CONFIGS)}")
+    ap.add_argument("--only", default=None, help=f"comma-separated subset of {','.join(CONFIGS)} and of the "
+                    f"fine-tuning rows ft_<{'|'.join(FT_METHODS)}>_<{'|'.join(FT_MODES)}>")
     ap.add_argument("--steps", type=int, default=None, help="timed steps (default: 200 on CUDA, 3 on CPU)")
     ap.add_argument("--warmup", type=int, default=None, help="untimed steps first (default: 10 on CUDA, 1 on CPU)")
     ap.add_argument("--batch-size", type=int, default=None, help="jets per step (default: paper on CUDA, 16 on CPU)")
@@ -373,8 +458,8 @@ def main(argv=None) -> list[dict]:
         ap.error("--device cuda but no CUDA device is available")
     steps = a.steps if a.steps is not None else (200 if dev.type == "cuda" else 3)
     warmup = a.warmup if a.warmup is not None else (10 if dev.type == "cuda" else 1)
-    names = list(CONFIGS) if not a.only else [s.strip() for s in a.only.split(",") if s.strip()]
-    bad = [n for n in names if n not in CONFIGS]
+    names = list(CONFIGS) + list(FT_CONFIGS) if not a.only else [s.strip() for s in a.only.split(",") if s.strip()]
+    bad = [n for n in names if n not in CONFIGS and n not in FT_CONFIGS]
     if bad:
         ap.error(f"--only: unknown config(s) {bad}; choose from {list(CONFIGS)}")
     kw = dict(steps=steps, warmup=warmup, batch_size=a.batch_size, device=a.device, seed=a.seed, profile=a.profile)
@@ -409,7 +494,7 @@ def main(argv=None) -> list[dict]:
             r = rows[-1]
             print(f"{name}: {r['jets_per_s']:,.1f} jets/s at batch {r['batch']}, {r['threads']} threads",
                   file=sys.stderr, flush=True)
-    print(f"\n{a.profile} pretraining steps on {a.device}, {warmup} warm-up + {steps} timed "
+    print(f"\n{a.profile} pretraining and fine-tuning (ft_*) steps on {a.device}, {warmup} warm-up + {steps} timed "
           f"steps per config, synthetic jets (mean {MEAN_PARTICLES} real particles)\n")
     print(format_table(rows))
     if a.json:

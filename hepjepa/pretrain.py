@@ -30,6 +30,53 @@ from .augment import augment
 from .model import HEPJEPA, build_model
 from .monitors import OnlineProbe
 
+# the sections a pretraining reads; the rest (finetune, probe, sweep) are downstream settings
+PRETRAINING_KEYS = ("seed", "device", "compile", "data", "model", "masking", "monitor", "augment", "train")
+
+
+def _pretraining_part(cfg: dict) -> dict:
+    return {k: ({kk: vv for kk, vv in cfg[k].items() if kk != "reuse"} if k == "train" else cfg[k])
+            for k in PRETRAINING_KEYS if k in cfg}
+
+
+def reusable(cfg: dict, run_dir) -> bool:
+    """run_dir holds a finished pretraining (done.json, checkpoint.pt, log.jsonl) whose config.yaml has the same
+    pretraining sections as cfg (train.reuse and the downstream sections aside): the run cfg asks for, already done."""
+    import yaml
+
+    run_dir = Path(run_dir)
+    need = [run_dir / n for n in ("done.json", "checkpoint.pt", "log.jsonl", "config.yaml")]
+    if not all(p.is_file() for p in need):
+        return False
+    return _pretraining_part(yaml.safe_load((run_dir / "config.yaml").read_text()) or {}) == _pretraining_part(cfg)
+
+
+def reuse_run(cfg: dict, out: Path, dist: Dist) -> dict | None:
+    """train.reuse: link the finished pretraining there into `out` (checkpoint.pt, log.jsonl) and mark `out` done,
+    when it is this very pretraining (reusable); else None (the caller trains). The HEP-JEPA shortcut ablation's
+    reference arm at seed 0 is the main pretraining in the paper profile (hepjepa/run_steps.sh)."""
+    import json
+    import os
+
+    src = cfg["train"].get("reuse")
+    if not src or not reusable(cfg, src):
+        if src and dist.is_main:
+            print(f"[hepjepa.pretrain] train.reuse={src}: not a finished run of this pretraining config; training",
+                  flush=True)
+        return None
+    src = Path(src).resolve()
+    summary = {**json.loads((src / "done.json").read_text()), "reused": str(src)}
+    if dist.is_main:
+        for name in ("checkpoint.pt", "log.jsonl"):
+            link = Path(out) / name
+            if link.is_symlink() or link.exists():
+                link.unlink()
+            os.symlink(src / name, link)
+        mark_done(out, summary)
+        print(f"[hepjepa.pretrain] the same pretraining as {src}: reused (linked), not rerun", flush=True)
+    barrier()
+    return summary
+
 
 @torch.no_grad()
 def validate(model: HEPJEPA, loader, device, n_batches: int, precision: str = "bf16", seed: int = 1234) -> dict:
@@ -75,7 +122,11 @@ def train_step(net, ddp, model, optimizer, scheduler, batch, step: int, cfg: dic
 
 
 def train(cfg: dict, out: Path, dist: Dist) -> dict:
-    """Run (or resume) pretraining into `out`. Returns the summary (also written to done.json)."""
+    """Run (or resume) pretraining into `out`, or reuse a finished identical one (train.reuse, reuse_run). Returns the
+    summary (also written to done.json)."""
+    reused = reuse_run(cfg, Path(out), dist)
+    if reused is not None:
+        return reused
     # config
     out, dev, tc = Path(out), dist.device, cfg["train"]
     micro = micro_batch_size(tc["batch_size"], dist.world_size, tc["grad_accum"])

@@ -39,12 +39,17 @@ hepjepa_steps() {
 
   # shortcut ablation (ours): reference arm + one switch each, three seeds; per seed a pretraining, the linear probe
   # and fine-tuning at the smallest label fraction, all with that seed
-  local arm s d
+  # paper: the reference arm's pretraining is the main one (shortcut_base.yaml changes only downstream keys), so its
+  # seed-0 run reuses $OUT/pretrain (train.reuse: hepjepa.pretrain links it after checking the configs, or trains);
+  # smoke and mini shorten the arms, which then never equal the main pretraining
+  local arm s d pre_after reuse
   for arm in base inputs target_norm position; do
     for s in 0 1 2; do
       d="$OUT/shortcut/$arm/seed$s"
-      step shortcut_${arm}_s${s}_pretrain --tables hepjepa.ablation_shortcut --after "" -- \
-        $PY -m hepjepa.pretrain --config $CFG/shortcut_$arm.yaml --out "$d/pretrain" "$J" seed=$s
+      pre_after="" reuse=""
+      if [[ "$PROFILE" == paper && $arm == base && $s == 0 ]]; then pre_after=pretrain reuse="train.reuse=$OUT/pretrain"; fi
+      step shortcut_${arm}_s${s}_pretrain --tables hepjepa.ablation_shortcut --after "$pre_after" -- \
+        $PY -m hepjepa.pretrain --config $CFG/shortcut_$arm.yaml --out "$d/pretrain" "$J" seed=$s ${reuse:+"$reuse"}
       step shortcut_${arm}_s${s}_probe --tables hepjepa.ablation_shortcut --after shortcut_${arm}_s${s}_pretrain -- \
         $PY1 -m hepjepa.probe --config $CFG/shortcut_$arm.yaml --out "$d/probe" "$J" seed=$s "probe.seeds=[$s]" \
         "sweep.pretrained=$d/pretrain/checkpoint.pt"

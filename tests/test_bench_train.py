@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.bench_train import CONFIGS, bench_config, format_table, synthetic_tokens
+from bench.bench_train import CONFIGS, FT_CONFIGS, bench_config, format_table, synthetic_tokens
 
 # config -> the module whose train_step the pretraining loop of that config runs
 LOOPS = {"mpm_tokenizer_v1": "mpm.loop", "mpmv1": "mpm.loop", "mpmv2": "mpm.loop",
@@ -81,3 +81,32 @@ def test_bench_writes_no_step_of_its_own():
     called = {getattr(n.func, "id", None) or getattr(n.func, "attr", None)
               for n in ast.walk(ast.parse(src)) if isinstance(n, ast.Call)}
     assert not called & {"accumulate", "clip_and_step", "backward", "update_target", "augment", "autocast"}
+
+
+@pytest.mark.parametrize("mode", ["fixed_cached", "fixed", "finetune", "scratch"])
+def test_finetune_rows_time_the_loops_step_and_the_cached_row_runs_no_backbone(mode, monkeypatch):
+    """A fine-tuning row times common.training.finetune.train_step; with the cache the timed steps never run the
+    backbone (its outputs come with the batch), without it every step does."""
+    import common.training.finetune as ft
+    from hepjepa.model import HEPJEPABackbone
+
+    real, during, forwards = ft.train_step, [], []
+
+    def counting(*a, **k):
+        before = len(forwards)
+        out = real(*a, **k)
+        during.append(len(forwards) - before)
+        return out
+
+    monkeypatch.setattr(ft, "train_step", counting)
+    orig = HEPJEPABackbone.forward
+    monkeypatch.setattr(HEPJEPABackbone, "forward", lambda self, b: forwards.append(1) or orig(self, b))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        row = bench_config(f"ft_hepjepa_{mode}", steps=2, warmup=1, batch_size=4, device="cpu", profile="mini")
+    finally:
+        torch.set_num_threads(threads)
+    assert row["batch"] == 4 and row["file"] == "hepjepa/configs/mini/finetune_jetclass.yaml"
+    assert during == ([0, 0, 0] if mode == "fixed_cached" else [1, 1, 1])     # backbone forwards inside each step
+    assert set(FT_CONFIGS) >= {f"ft_{m}_{mode}" for m in ("mpmv1", "mpmv2", "hepjepa")}

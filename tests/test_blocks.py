@@ -204,3 +204,48 @@ def test_attention_zeroes_padded_queries_without_nan():
     assert torch.isfinite(out).all() and (out[~mask] == 0).all() and (out[mask] != 0).any()
     keep = att(torch.randn(B, N, D), mask, zero_padded_queries=False)
     assert (keep[~mask] != 0).any()
+
+
+def _encoder_as_before(enc, x, mask, attn_bias=None, pos=None):
+    """Encoder.forward as it was before the redundant masking went: every block zeroes its input's padded rows and its
+    attention zeroes the padded keys and values."""
+    from common.blocks.transformer import zero_padded
+    x = zero_padded(x, mask)
+    if enc.num_registers:
+        R = enc.num_registers
+        x = torch.cat([enc.registers.expand(x.shape[0], -1, -1), x], dim=1)
+        mask = torch.cat([torch.ones(x.shape[0], R, dtype=torch.bool), mask], dim=1)
+        attn_bias = None if attn_bias is None else torch.nn.functional.pad(attn_bias, (R, 0, R, 0))
+        pos = None if pos is None else torch.nn.functional.pad(pos, (0, 0, R, 0))
+    for blk in enc.blocks:
+        if pos is not None:
+            x = x + pos
+        x = zero_padded(x, mask)
+        x = x + blk.drop(blk.ls1(blk.attn(blk.norm1(x), mask, attn_bias, finite_padding=False)))
+        x = x + blk.drop(blk.ls2(blk.mlp(blk.norm2(x))))
+        x = zero_padded(x, mask)
+    return zero_padded(enc.norm(x), mask), mask
+
+
+@pytest.mark.parametrize("style", STYLES)
+@pytest.mark.parametrize("registers", [0, 2])
+@pytest.mark.parametrize("extra", [None, "bias", "pos"])
+def test_encoder_outputs_and_gradients_are_bit_identical_to_the_masking_of_before(style, registers, extra):
+    """Each block no longer re-zeroes an input that is zero at padded rows, nor the padded keys and values of finite
+    rows (the attention mask gives them weight 0): outputs and every gradient are the same bits, garbage included."""
+    torch.manual_seed(3)
+    enc = _randomise(Encoder(D, 3, H, 32, style=style, num_registers=registers, dropout=0.1)).train()
+    mask = _mask()
+    x = _garbage_like(torch.randn(B, N, D), mask)
+    bias = _bias(mask) if extra == "bias" else None
+    pos = torch.randn(B, N, D) if extra == "pos" else None
+    results = []
+    for fn in (lambda: enc(x, mask, bias, pos=pos), lambda: _encoder_as_before(enc, x, mask, bias, pos)):
+        enc.zero_grad()
+        torch.manual_seed(5)                                     # the same dropout draws
+        h, m = fn()
+        (h * torch.linspace(-1, 1, h.numel()).reshape(h.shape)).sum().backward()
+        results.append((h.detach(), {k: p.grad.clone() for k, p in enc.named_parameters() if p.grad is not None}))
+    (h1, g1), (h2, g2) = results
+    assert torch.isfinite(h1).all() and torch.equal(h1, h2)
+    assert g1.keys() == g2.keys() and all(torch.equal(g1[k], g2[k]) for k in g1)

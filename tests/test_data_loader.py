@@ -32,8 +32,10 @@ def cfg_for(root, **kw):
     return cfg
 
 
-def entries(cache):
-    return [d for d in os.listdir(cache) if os.path.isdir(os.path.join(cache, d))]
+def entries(cache, kind="features"):
+    """The cache's finished or temporary entry directories of one kind: feature entries or source entries (-src-)."""
+    return [d for d in os.listdir(cache) if os.path.isdir(os.path.join(cache, d))
+            and ("-src-" in d) == (kind == "source")]
 
 
 def collect(loader):
@@ -80,6 +82,7 @@ def test_cache_invalidation(tmp_path):
     first = load_arrays(cfg, "train")
     cache = os.path.join(root, ".cache")
     n_entries = len(entries(cache))
+    assert len(entries(cache, "source")) == n_entries          # one source entry (four-momenta) per file
     # same config: same entries
     load_arrays(cfg, "train")
     assert len(entries(cache)) == n_entries
@@ -93,6 +96,7 @@ def test_cache_invalidation(tmp_path):
     load_arrays(cfg_for(root, features="omnijet", num_particles=32, classes=["QCD", "Hbb"]), "train")
     load_arrays(cfg_for(root, features="part_kin", classes=["QCD", "Hbb"]), "train")
     assert len(entries(cache)) == 3 * n_entries
+    assert len(entries(cache, "source")) == n_entries          # shared by every feature set and particle count
     assert not [d for d in os.listdir(cache) if d.endswith(".tmp")]
     # a conversion killed mid-way (SIGKILL: no cleanup) leaves a .tmp that the next conversion of that slot removes
     slot = [d for d in sorted(entries(cache)) if "-omnijet-n32-" in d][0].rsplit(".", 1)[0]

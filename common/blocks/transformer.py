@@ -100,14 +100,16 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, attn_bias: torch.Tensor | None = None,
                 causal: bool = False, kv_cache: LayerKV | None = None,
-                zero_padded_queries: bool = True) -> torch.Tensor:
+                zero_padded_queries: bool = True, finite_padding: bool = False) -> torch.Tensor:
         """x (B,N,D); mask (B,N) bool True = real token; attn_bias (B,H,N,N) added to the logits (ParT);
         causal: query i sees keys <= i; kv_cache: a LayerKV holding earlier tokens (x are then the new tokens,
         positions len(cache) ... len(cache)+N-1) which is extended in place. Outputs of padded query rows are zeroed
-        unless zero_padded_queries=False (the GPT keeps them, see GPT)."""
+        unless zero_padded_queries=False (the GPT keeps them, see GPT). finite_padding: the caller guarantees finite
+        padded rows of x (EncoderBlock: a LayerNorm of zeroed rows), so padded keys and values need no zeroing: the
+        mask gives them weight exactly 0 (bit-identical outputs and gradients, tests/test_blocks.py)."""
         B, N, D = x.shape
         q, k, v = self.qkv(x).view(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        if mask is not None:  # garbage (even inf/NaN) in padded rows must never reach a real query
+        if mask is not None and not finite_padding:  # garbage (inf/NaN) in padded rows must never reach a real query
             pad = ~mask[:, None, :, None]
             k, v = k.masked_fill(pad, 0.0), v.masked_fill(pad, 0.0)
         offset, q_mask = 0, mask
@@ -119,7 +121,8 @@ class Attention(nn.Module):
 
         attn_mask = None
         if mask is not None or attn_bias is not None or (causal and (offset or N != T)):
-            allowed = torch.ones(B, 1, N, T, dtype=torch.bool, device=x.device)
+            # without causality every query row allows the same keys: one (B, 1, 1, T) row, broadcast by the attention
+            allowed = torch.ones(B, 1, N if causal else 1, T, dtype=torch.bool, device=x.device)
             if mask is not None:
                 allowed = allowed & mask[:, None, None, :]
             if causal:
@@ -220,9 +223,12 @@ class EncoderBlock(nn.Module):
         self.ls2 = LayerScale(dim, layerscale_init) if layerscale_init else nn.Identity()
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, attn_bias: torch.Tensor | None = None):
-        x = zero_padded(x, mask)
-        x = x + self.drop(self.ls1(self.attn(self.norm1(x), mask, attn_bias)))
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, attn_bias: torch.Tensor | None = None,
+                zero_padded_input: bool = False):
+        """zero_padded_input: x is exactly zero at padded rows already (Encoder: its input and every block's output)."""
+        if not zero_padded_input:
+            x = zero_padded(x, mask)
+        x = x + self.drop(self.ls1(self.attn(self.norm1(x), mask, attn_bias, finite_padding=True)))
         x = x + self.drop(self.ls2(self.mlp(self.norm2(x))))
         return zero_padded(x, mask)
 
@@ -264,7 +270,7 @@ class Encoder(nn.Module):
         for block in self.blocks:
             if pos is not None:
                 x = x + pos.to(x.dtype)
-            x = block(x, mask, attn_bias)
+            x = block(x, mask, attn_bias, zero_padded_input=pos is None)  # zeroed above / by the previous block
         return zero_padded(self.norm(x), mask), mask
 
 

@@ -38,11 +38,15 @@ class ArrayLoader:
 
     def __iter__(self):
         for idx in self.sampler:
-            idx = np.sort(idx)
-            a = {k: v[idx] for k, v in self.arrays.items()}
-            if self.features is not None:
-                a = self.features.per_batch(a, idx)
-            t = {k: torch.from_numpy(v) for k, v in a.items()}
-            batch = JetBatch(t["x"].float(), t["mask"].bool(), t["p4"].float(), t["jet"].float(), t["label"].long(),
-                             t["pid"].long() if "pid" in t else None)
-            yield batch if self.target is None else (batch, t[self.target].long())
+            yield self.batch_at(idx)
+
+    def batch_at(self, idx):
+        """The batch of the jets idx (sorted first), as the iteration yields it."""
+        idx = np.sort(idx)
+        a = {k: v[idx] for k, v in self.arrays.items()}
+        if self.features is not None:
+            a = self.features.per_batch(a, idx)
+        t = {k: torch.from_numpy(v) for k, v in a.items()}
+        batch = JetBatch(t["x"].float(), t["mask"].bool(), t["p4"].float(), t["jet"].float(), t["label"].long(),
+                         t["pid"].long() if "pid" in t else None)
+        return batch if self.target is None else (batch, t[self.target].long())

@@ -306,7 +306,7 @@ def cached_entries(cfg: dict, split: str, progress: bool = True, rank: int = 0, 
             short = 0
             for raw in iter_raw(cfg["dataset"], path, s, e):
                 short += int((raw.mask.sum(1) < MIN_CONSTITUENTS).sum())
-                yield fs.compute(raw, n, state, rng)
+                yield raw, fs.compute(raw, n, state, rng), fs.source_positions(raw, n)
                 if bar is not None:
                     bar.update(len(raw))
             if bar is not None:
@@ -357,16 +357,12 @@ class JetDataset(torch.utils.data.Dataset):
         g = idx if self.index is None else self.index[idx]
         f = np.searchsorted(self.offsets, g, side="right") - 1
         r = g - self.offsets[f]
-        parts = []
+        out = self.entries[f[0]].empty(len(g))          # ragged -> padded (common/data/cache.py), file by file
+        at = 0
         for k in np.unique(f):
             rows = r[f == k]
-            arrays = self.entries[k].arrays
-            lo, hi = rows[0], rows[-1] + 1
-            if hi - lo == len(rows):                 # contiguous: one slice, no fancy indexing
-                parts.append({name: np.array(a[lo:hi]) for name, a in arrays.items()})   # copy out of the mmap
-            else:
-                parts.append({name: a[rows] for name, a in arrays.items()})
-        out = {k: np.concatenate([p[k] for p in parts]) if len(parts) > 1 else parts[0][k] for k in parts[0]}
+            self.entries[k].read(rows, {name: v[at:at + len(rows)] for name, v in out.items()})
+            at += len(rows)
         out["label"] = self.label_map[out["label"]]
         return out
 

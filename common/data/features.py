@@ -208,6 +208,9 @@ class FeatureSet:
     num_particles: int
     params: dict = field(default_factory=dict)
     needs_fit: bool = False     # mpmv2: a quantile transformer fitted on training data (see data.py)
+    # per_batch draws inputs that depend on the batch's composition (a frozen backbone's outputs of a jet then change
+    # from epoch to epoch: common/training/frozen_cache.py recomputes them)
+    random_per_batch = False
 
     def key(self) -> str:
         """Identifies the computation for the preprocessing cache (name + every parameter)."""
@@ -226,6 +229,12 @@ class FeatureSet:
         if out.get("pid") is not None:
             res["pid"] = np.where(mask, out["pid"], 0).astype(np.int64)
         return res
+
+    def source_positions(self, raw: RawJets, num_particles: int | None = None):
+        """(B, N) position in the raw jet of each particle compute() keeps (valid where its mask is true), or None when
+        they are the jet's first particles in order (the preprocessing cache reads their four-momenta from the raw
+        particles it stores once per source file: common/data/cache.py)."""
+        return None
 
     def per_batch(self, arrays: dict, idx: np.ndarray) -> dict:
         """Applied to every batch gathered from the cache (common.data.datasets.JetDataset); `idx` are the batch's jet
@@ -280,9 +289,16 @@ class OmniJetFeatures(FeatureSet):
     3 phi_rel)
     -> first 128 -> zero-pad. Relative to the sum of the constituent four-vectors (before the cut)."""
 
-    def _compute(self, raw, n, state, rng):
+    def _keep(self, raw):
         pt, deta, dphi = _relative_to_sum(raw.p4, raw.mask)
-        keep = raw.mask & (np.abs(deta) < OMNIJET_CUT) & (np.abs(dphi) < OMNIJET_CUT)
+        return pt, deta, dphi, raw.mask & (np.abs(deta) < OMNIJET_CUT) & (np.abs(dphi) < OMNIJET_CUT)
+
+    def source_positions(self, raw, num_particles=None):
+        keep = self._keep(raw)[3]
+        return _truncate(np.argsort(~keep, axis=1, kind="stable"), num_particles or self.num_particles)
+
+    def _compute(self, raw, n, state, rng):
+        pt, deta, dphi, keep = self._keep(raw)
         keep, (pt, deta, dphi, p4) = _compact(keep, pt, deta, dphi, raw.p4)
         with np.errstate(divide="ignore"):
             lpt = np.where(keep, np.log(np.where(keep, pt, 1.0)), 0.0)
@@ -384,6 +400,8 @@ class MPMv2Features(FeatureSet):
     """MPMv2 (arXiv:2409.12589; jetssl preprocessing.py): 7 quantile-normalised continuous features + the 8-class PID
     in JetBatch.pid.
     `state` is the QuantileTransformer fitted on training data; `rng` draws the N(0, 1) noise for neutral IPs."""
+
+    random_per_batch = True
 
     def _compute(self, raw, n, state, rng):
         if state is None:

@@ -36,6 +36,10 @@ class Classifier(nn.Module):
         return self
 
     def forward(self, batch) -> torch.Tensor:
+        if getattr(batch, "h", None) is not None:  # a FrozenBatch: the frozen backbone's outputs, computed once
+            if not self.backbone_frozen:
+                raise RuntimeError("a FrozenBatch (cached backbone outputs) given to a classifier whose backbone trains")
+            return self.head(batch.h, batch.hmask)
         if self.backbone_frozen:
             with torch.no_grad():
                 h, mask = self.backbone(batch)

@@ -45,6 +45,7 @@ from common.training.checkpoint import ResumableLoader, load_checkpoint, make_st
 from common.training.classifier import build_classifier, build_classifier_optimizer, pooled_head
 from common.training.distributed import Dist, all_gather_cat, all_reduce_sum, wrap_ddp
 from common.training.finetune_config import finetune_settings, run_steps
+from common.training.frozen_cache import build_frozen_cache
 from common.training.logger import MetricLogger
 from common.training.schedules import build_finetune_scheduler, run_schedule
 from common.training.train_utils import (accumulate, autocast, clip_and_step, count_parameters, is_done, mark_done,
@@ -102,7 +103,9 @@ def evaluate(net: nn.Module, loader, task: Task, device, precision: str = "bf16"
     net.eval()
     loss_sum = torch.zeros((), dtype=torch.float64)
     count, kept = 0, {}
-    for batch in loader:
+    with torch.random.fork_rng(devices=[]):  # a DataLoader draws its base seed here: not from the run's RNG
+        batches = iter(loader)
+    for batch in batches:
         batch = to_device(batch, device)
         with autocast(device, precision, "finetune.precision"):
             out = net(jets_of(batch))
@@ -146,6 +149,17 @@ def train_step(net: nn.Module, ddp: nn.Module, opt, sched, batch, loss_fn, fc: d
     loss, _ = accumulate(ddp, batch, int(fc["grad_accum"]), loss_fn)
     clip_and_step(net, opt, sched, max_norm=fc["grad_clip"])
     return loss
+
+
+def loss_function(net: nn.Module, task: Task, device, precision: str) -> Callable:
+    """The training loss of a (micro-)batch as train_step takes it: mb -> (task.loss, {})."""
+
+    def loss_fn(mb):
+        with autocast(device, precision, "finetune.precision"):
+            out = net(jets_of(mb))
+        return task.loss(out.float(), mb), {}
+
+    return loss_fn
 
 
 def run_finetune(cfg: dict, build_backbone: Callable[[], nn.Module],
@@ -216,14 +230,15 @@ def run_finetune(cfg: dict, build_backbone: Callable[[], nn.Module],
               f"({count_parameters(model, trainable_only=True)} trainable), {steps_per_epoch} steps/epoch, "
               f"<= {steps} steps", flush=True)
 
-    def loss_fn(mb):
-        with autocast(device, fc["precision"], "finetune.precision"):
-            out = net(jets_of(mb))
-        return task.loss(out.float(), mb), {}
+    loss_fn = loss_function(net, task, device, fc["precision"])
 
+    # a frozen backbone's outputs of the train and val jets, computed once (common/training/frozen_cache.py)
+    frozen = build_frozen_cache(model, train, val, device, fc, lambda: autocast(device, fc["precision"],
+                                "finetune.precision"), log=print if dist.is_main else (lambda *a, **k: None))
+    val_batches = val if frozen.val is None else frozen.val
     # resume (a killed run continues from its last validation)
     log = MetricLogger(out_dir, enabled=dist.is_main)
-    it = ResumableLoader(train)
+    it = ResumableLoader(train if frozen.train is None else frozen.train)
     best = {"loss": math.inf, "step": 0, "state": copy.deepcopy(model.state_dict())}
     val_curve, train_curve, bad, stopped_early, start, running = [], [], 0, False, 0, []
     ckpt_path = out_dir / "checkpoint.pt"
@@ -251,7 +266,7 @@ def run_finetune(cfg: dict, build_backbone: Callable[[], nn.Module],
             train_curve.append([step + 1, float(np.mean(running))])
             running = []
         if (step + 1) % val_every == 0 or step + 1 == steps:
-            res = evaluate(net, val, task, device, fc["precision"])
+            res = evaluate(net, val_batches, task, device, fc["precision"])
             model.train()
             val_curve.append([step + 1, res["loss"]])
             log.log(step + 1, val_loss=res["loss"])
@@ -288,6 +303,7 @@ def run_finetune(cfg: dict, build_backbone: Callable[[], nn.Module],
         "test_loss": res["loss"], "n_test_jets": res["n"], "test": metrics,
         "val_curve": val_curve, "train_curve": train_curve, "wall_s": round(time.time() - t0, 2),
         "world_size": world, "finetune": fc,
+        "frozen_cache": {"train": frozen.train is not None, "val": frozen.val is not None, "notes": frozen.notes},
     }
     if dist.is_main:
         log.log(steps_done, test_loss=res["loss"], **{f"test_{k}": v for k, v in flat_metrics(metrics).items()})

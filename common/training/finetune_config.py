@@ -54,6 +54,8 @@ FINETUNE_DEFAULTS = {
     "save_model": False,         # write the selected classifier weights to <out>/classifier.pt
     "checkpoint": True,          # <out>/checkpoint.pt at every validation; a rerun continues from it (removed at
                                  # the end)
+    "cache_frozen": True,        # fixed mode: backbone outputs of the train/val jets computed once (frozen_cache.py)
+    "cache_frozen_max_gb": 8.0,  # memory those outputs may take (estimated per split); above it: recompute, logged
     "per_n": [],                 # rules {min_n, max_n, modes, set: {key: value}} by labelled jets (apply_per_n)
 }
 SELECT = ("best_val", "last")
