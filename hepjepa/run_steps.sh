@@ -11,6 +11,17 @@ hepjepa_steps() {
   ABL_TABLES=$ABL_TABLES,hepjepa.ablation_registers,hepjepa.ablation_augmentations,hepjepa.ablation_patching
 
   step pretrain -- $PY -m hepjepa.pretrain --config $CFG/pretrain.yaml --out "$OUT/pretrain" "$J"
+  # mini and smoke: the fine-tuned-vs-scratch claims are replicated over pretraining runs (claims.yaml `replicate:
+  # pretraining`): seeds 1, 2 in pretrain_seed<S>, each fine-tuned (mode finetune) with the one fine-tuning seed S into
+  # ft_jetclass_seed<S> (hepjepa/tables.py); scratch stays in ft_jetclass. paper: one pretraining run
+  local s rseeds="1 2"
+  [[ "$PROFILE" == paper ]] && rseeds=""
+  for s in $rseeds; do
+    step pretrain_seed$s -- $PY -m hepjepa.pretrain --config $CFG/pretrain.yaml --out "$OUT/pretrain_seed$s" "$J" seed=$s
+    step ft_jetclass_seed$s --tables hepjepa.jetclass_fewshot --after pretrain_seed$s -- \
+      $PY -m hepjepa.finetune --config $CFG/finetune_jetclass.yaml --out "$OUT/ft_jetclass_seed$s" "$J" \
+      "sweep.pretrained=$OUT/pretrain_seed$s/checkpoint.pt" "sweep.modes=[finetune]" "finetune.seeds=[$s]"
+  done
   step probe --tables hepjepa.linear_probe --after pretrain -- \
     $PY1 -m hepjepa.probe --config $CFG/finetune_jetclass.yaml --out "$OUT/probe" "$J" "$P"
   step ft_jetclass --tables hepjepa.jetclass_fewshot --after pretrain -- \
@@ -39,7 +50,7 @@ hepjepa_steps() {
 
   # shortcut ablation (ours): reference arm + one switch each, three seeds; per seed a pretraining, the linear probe
   # and fine-tuning at the smallest label fraction, all with that seed
-  local arm s d
+  local arm d
   for arm in base inputs target_norm position; do
     for s in 0 1 2; do
       d="$OUT/shortcut/$arm/seed$s"
