@@ -11,6 +11,17 @@ hepjepa_steps() {
   ABL_TABLES=$ABL_TABLES,hepjepa.ablation_registers,hepjepa.ablation_augmentations,hepjepa.ablation_patching
 
   step pretrain -- $PY -m hepjepa.pretrain --config $CFG/pretrain.yaml --out "$OUT/pretrain" "$J"
+  # mini and smoke: the fine-tuned-vs-scratch claims are replicated over pretraining runs (claims.yaml `replicate:
+  # pretraining`): seeds 1, 2 in pretrain_seed<S>, each fine-tuned (mode finetune) with the one fine-tuning seed S into
+  # ft_jetclass_seed<S> (hepjepa/tables.py); scratch stays in ft_jetclass. paper: one pretraining run
+  local s rseeds="1 2"
+  [[ "$PROFILE" == paper ]] && rseeds=""
+  for s in $rseeds; do
+    step pretrain_seed$s -- $PY -m hepjepa.pretrain --config $CFG/pretrain.yaml --out "$OUT/pretrain_seed$s" "$J" seed=$s
+    step ft_jetclass_seed$s --tables hepjepa.jetclass_fewshot --after pretrain_seed$s -- \
+      $PY -m hepjepa.finetune --config $CFG/finetune_jetclass.yaml --out "$OUT/ft_jetclass_seed$s" "$J" \
+      "sweep.pretrained=$OUT/pretrain_seed$s/checkpoint.pt" "sweep.modes=[finetune]" "finetune.seeds=[$s]"
+  done
   step probe --tables hepjepa.linear_probe --after pretrain -- \
     $PY1 -m hepjepa.probe --config $CFG/finetune_jetclass.yaml --out "$OUT/probe" "$J" "$P"
   step ft_jetclass --tables hepjepa.jetclass_fewshot --after pretrain -- \
@@ -42,7 +53,7 @@ hepjepa_steps() {
   # paper: the reference arm's pretraining is the main one (shortcut_base.yaml changes only downstream keys), so its
   # seed-0 run reuses $OUT/pretrain (train.reuse: hepjepa.pretrain links it after checking the configs, or trains);
   # smoke and mini shorten the arms, which then never equal the main pretraining
-  local arm s d pre_after reuse
+  local arm d pre_after reuse
   for arm in base inputs target_norm position; do
     for s in 0 1 2; do
       d="$OUT/shortcut/$arm/seed$s"

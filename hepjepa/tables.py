@@ -4,6 +4,7 @@
 
 Reads the summary.json files that hepjepa.finetune wrote under --runs:
   ft_jetclass/              -> hepjepa.jetclass_fewshot   (mode x label %, accuracy; AUC kept as an extra column)
+  ft_jetclass_seed<S>/      -> the same table's fine-tuned rows on the extra pretraining run pretrain_seed<S> (one seed)
   ft_jetclass/<mode>/pct0.5 -> hepjepa.convergence    (per seed: fine-tuning steps until the val loss reaches the
                                scratch run's minimum, Figure 2; hepjepa/convergence.py)
   ft_top/, ft_qg/           -> hepjepa.top_tagging, hepjepa.quark_gluon (accuracy, AUC, 1/eps_B at 50 % and 30 %)
@@ -28,7 +29,7 @@ import yaml
 
 from common.atomic import write_text
 from common.cli import cli
-from common.results.tables import read_json, render_table, write_result
+from common.results.tables import merge_seed_runs, read_json, render_table, write_result
 
 from .convergence import FIGURE2_PERCENT, convergence_rows
 
@@ -69,11 +70,23 @@ def _pretrain_scale(runs: Path, name: str = "pretrain") -> str:
             f"({cfg['data']['root']}), d={cfg['model']['dim']}, depth {cfg['model']['depth']}")
 
 
-def with_pretraining_run(rows: list[dict], runs: Path, key: str = "mode") -> list[dict]:
+def _pretrain_dir(runs: Path, folder: Path | None) -> Path:
+    """The pretraining run behind a fine-tuning folder: the folder of its config's sweep.pretrained checkpoint
+    (ft_jetclass_seed<S> fine-tunes pretrain_seed<S>), else runs/pretrain."""
+    cfg_path = folder / "config.yaml" if folder is not None else None
+    if cfg_path is not None and cfg_path.is_file():
+        ckpt = ((yaml.safe_load(cfg_path.read_text()) or {}).get("sweep") or {}).get("pretrained")
+        if ckpt and (Path(ckpt).parent / "config.yaml").is_file():
+            return Path(ckpt).parent
+    return runs / "pretrain"
+
+
+def with_pretraining_run(rows: list[dict], runs: Path, key: str = "mode", folder: Path | None = None) -> list[dict]:
     """Rows of a run on the pretrained backbone (every `key` value but scratch) carry `pretrain_seed`, the seed of the
-    pretraining run behind them (runs/pretrain/config.yaml), so that a claim replicated over pretraining runs
-    (common/results/claims.py, `replicate: pretraining`) can take one value per run; scratch rows carry none."""
-    cfg_path = runs / "pretrain" / "config.yaml"
+    pretraining run behind them (the config.yaml of the run that folder's sweep.pretrained names, else
+    runs/pretrain/config.yaml), so that a claim replicated over pretraining runs (common/results/claims.py,
+    `replicate: pretraining`) can take one value per run; scratch rows carry none."""
+    cfg_path = _pretrain_dir(runs, folder) / "config.yaml"
     seed = (yaml.safe_load(cfg_path.read_text()) or {}).get("seed") if cfg_path.is_file() else None
     if seed is not None:
         for r in rows:
@@ -201,11 +214,16 @@ def write_tables(runs, out, profile: str) -> list[str]:
         if summary is None:
             continue
         fewshot_table = table_id == "hepjepa.jetclass_fewshot"
-        rows = with_pretraining_run(to_rows(summary), runs, "mode" if fewshot_table else "model")
+        # ft_jetclass_seed<S>: the fine-tuned mode on the extra pretraining run S, with one fine-tuning seed
+        folders = [folder] + (sorted(runs.glob("ft_jetclass_seed[0-9]*")) if fewshot_table else [])
+        parts = [(f, _read(f / "summary.json")) for f in folders]
+        parts = [(f, s) for f, s in parts if s is not None]
+        rows, seeds = merge_seed_runs([(with_pretraining_run(to_rows(s), runs, "mode" if fewshot_table else "model",
+                                                             f), s["seeds"]) for f, s in parts])
         fields = {f for r in rows for f in r}
-        meta = _meta(summary, profile, scale, notes, [folder / "summary.json"],
+        meta = _meta({**summary, "seeds": seeds}, profile, scale, notes, [f / "summary.json" for f, _ in parts],
                      # the few-shot table prints accuracy; the other metrics and the class count stay in the rows
-                     sorted(fields - {"mode", "label_percent", "accuracy"}) if fewshot_table
+                     sorted(fields - {"mode", "label_percent", "accuracy", "seed"}) if fewshot_table
                      else sorted(fields & {"pretrain_seed"}))
         write_result(out / f"{table_id}.json", table_id, rows, meta)
         md.append(render_table(table_id, rows, meta))

@@ -37,6 +37,12 @@ mpm_steps() {
   # inconclusive ("fewer than 3 pretraining runs per side"): four more runs would put the profile over its 2 h.
   local pseeds="" seeded="mpmv1 mpmv1_kmeans mpmv1_regression" s
   [[ "$PROFILE" == mini ]] && pseeds="1 2"
+  # mini and smoke: the pretrainings behind a claim of a pretrained backbone against scratch / No Backbone (mpmv1,
+  # mpmv1_6class, mpmv2_regression; claims.yaml `replicate: pretraining`) also run with seeds 1, 2 (<run>_seed<S>),
+  # each fine-tuned with the one fine-tuning seed S for those claims' studies. paper: one pretraining run each
+  local rseeds="1 2"
+  [[ "$PROFILE" == paper ]] && rseeds=""
+  [[ "$PROFILE" == smoke ]] && pseeds="1 2" && seeded="mpmv1"
   local after
   for row in $v1rows; do
     case "$row" in
@@ -53,8 +59,14 @@ mpm_steps() {
         --out "$OUT/pretrain/${row}_seed$s" "$J" "${tok[@]}" seed=$s
     done
   done
-  ((full)) && step pretrain_mpmv1_6class --after tokenizer_v1_6class -- $PY -m mpm.pretrain --config $CFG/mpmv1_6class.yaml \
-    --out "$OUT/pretrain/mpmv1_6class" "$J" "tokenizer.checkpoint=$OUT/tokenizer_v1_6class"
+  if ((full)); then
+    step pretrain_mpmv1_6class --after tokenizer_v1_6class -- $PY -m mpm.pretrain --config $CFG/mpmv1_6class.yaml \
+      --out "$OUT/pretrain/mpmv1_6class" "$J" "tokenizer.checkpoint=$OUT/tokenizer_v1_6class"
+    for s in $rseeds; do
+      step pretrain_mpmv1_6class_seed$s --after tokenizer_v1_6class -- $PY -m mpm.pretrain --config $CFG/mpmv1_6class.yaml \
+        --out "$OUT/pretrain/mpmv1_6class_seed$s" "$J" "tokenizer.checkpoint=$OUT/tokenizer_v1_6class" seed=$s
+    done
+  fi
 
   # --- MPMv2 pretraining: one run per reconstruction task (+ ID task) ---------------------------------------------
   v2tasks="regression ssfm"  # smoke: the ID + regression task the claims use, and set-to-set flow matching
@@ -70,6 +82,11 @@ mpm_steps() {
     esac
     step pretrain_mpmv2_$task --after "$after" -- $PY -m mpm.pretrain --config $CFG/mpmv2_$task.yaml --out "$OUT/pretrain/mpmv2_$task" \
       "$J" "${tok[@]}"
+    [[ $task == regression ]] || continue  # the task of the MPMv2 claims
+    for s in $rseeds; do
+      step pretrain_mpmv2_${task}_seed$s --after "$after" -- $PY -m mpm.pretrain --config $CFG/mpmv2_$task.yaml \
+        --out "$OUT/pretrain/mpmv2_${task}_seed$s" "$J" "${tok[@]}" seed=$s
+    done
   done
 
   # --- MPMv1 downstream ---------------------------------------------------------------------------------------------
@@ -87,6 +104,11 @@ mpm_steps() {
     step v1_jetclass_$mode --tables mpm.v1_jetclass --after pretrain_mpmv1 -- $PY -m mpm.finetune --config $CFG/finetune_v1.yaml \
       --out "$OUT/v1_jetclass/$mode" "$J" "pretrained.run=$OUT/pretrain/mpmv1" finetune.mode=$mode
   done
+  for s in $rseeds; do  # <study>/<mode>_seed<S>: the fine-tuned side of a claim on pretraining run S (mpm/tables.py)
+    step v1_jetclass_finetune_seed$s --tables mpm.v1_jetclass --after pretrain_mpmv1_seed$s -- $PY -m mpm.finetune \
+      --config $CFG/finetune_v1.yaml --out "$OUT/v1_jetclass/finetune_seed$s" "$J" "pretrained.run=$OUT/pretrain/mpmv1_seed$s" \
+      finetune.mode=finetune "finetune.seeds=[$s]"
+  done
   # the jet-observables floor of each few-shot table: the same labelled subsets and seeds (python -m common.results.floor)
   step floor_v1_jetclass --tables mpm.v1_jetclass --after "" -- $PY1 -m common.results.floor --table mpm.v1_jetclass \
     --config $CFG/finetune_v1.yaml --out "$OUT/floor/v1_jetclass" --profile $PROFILE "$J"
@@ -100,11 +122,21 @@ mpm_steps() {
         --config $CFG/finetune_v1_newclasses.yaml --out "$OUT/v1_new_classes/$mode" "$J" \
         "pretrained.run=$OUT/pretrain/mpmv1_6class" finetune.mode=$mode
     done
+    for s in $rseeds; do
+      step v1_new_classes_finetune_seed$s --tables mpm.v1_new_classes --after pretrain_mpmv1_6class_seed$s -- $PY -m mpm.finetune \
+        --config $CFG/finetune_v1_newclasses.yaml --out "$OUT/v1_new_classes/finetune_seed$s" "$J" \
+        "pretrained.run=$OUT/pretrain/mpmv1_6class_seed$s" finetune.mode=finetune "finetune.seeds=[$s]"
+    done
   fi
   for mode in $modes; do
     step v1_new_domain_$mode --tables mpm.v1_new_domain_auc,mpm.v1_new_domain_rejection --after pretrain_mpmv1 -- $PY -m mpm.finetune \
       --config $CFG/finetune_v1_newdomain.yaml --out "$OUT/v1_new_domain/$mode" "$A" \
       "pretrained.run=$OUT/pretrain/mpmv1" finetune.mode=$mode
+  done
+  for s in $rseeds; do
+    step v1_new_domain_finetune_seed$s --tables mpm.v1_new_domain_auc,mpm.v1_new_domain_rejection --after pretrain_mpmv1_seed$s -- \
+      $PY -m mpm.finetune --config $CFG/finetune_v1_newdomain.yaml --out "$OUT/v1_new_domain/finetune_seed$s" "$A" \
+      "pretrained.run=$OUT/pretrain/mpmv1_seed$s" finetune.mode=finetune "finetune.seeds=[$s]"
   done
   if ((full)); then  # the same binary task in the pretraining domain (the figure's second panel, [U])
     local seeds1=""  # mini: one seed for this panel, which no claim compares
@@ -124,12 +156,24 @@ mpm_steps() {
         finetune.schedule.warmup_steps=0
     fi
   done
+  if ((full)); then
+    for s in $rseeds; do
+      step v1_cwola_finetune_seed$s --tables mpm.v1_cwola --after pretrain_mpmv1_seed$s -- $PY -m mpm.cwola --config $CFG/cwola_v1.yaml \
+        --out "$OUT/v1_cwola/finetune_seed$s" "$J" "pretrained.run=$OUT/pretrain/mpmv1_seed$s" finetune.mode=finetune "finetune.seeds=[$s]"
+    done
+  fi
 
   # --- MPMv2 downstream: fine-tuned and frozen per task, from scratch, no backbone --------------------------------
   for task in $v2tasks; do
     for mode in $( ((full)) && echo "finetune fixed" || echo finetune ); do
       step v2_jetclass_${task}_$mode --tables mpm.v2_jetclass --after pretrain_mpmv2_$task -- $PY -m mpm.finetune --config $CFG/finetune_v2.yaml \
         --out "$OUT/v2_jetclass/${task}_$mode" "$J" "pretrained.run=$OUT/pretrain/mpmv2_$task" finetune.mode=$mode
+      [[ $task == regression ]] || continue
+      for s in $rseeds; do
+        step v2_jetclass_${task}_${mode}_seed$s --tables mpm.v2_jetclass --after pretrain_mpmv2_${task}_seed$s -- $PY -m mpm.finetune \
+          --config $CFG/finetune_v2.yaml --out "$OUT/v2_jetclass/${task}_${mode}_seed$s" "$J" \
+          "pretrained.run=$OUT/pretrain/mpmv2_${task}_seed$s" finetune.mode=$mode "finetune.seeds=[$s]"
+      done
     done
   done
   if ((full)); then
@@ -158,7 +202,7 @@ mpm_steps() {
   # --- MPMv2 out of domain on BTag (arXiv:2409.12589): flavour tagging, track origin, secondary-vertex finding ------
   # Each step writes its table's result file itself (mpm/btag/sweep.py). Scratch and No Backbone scale their inputs
   # with quantiles fitted on the JetClass data, as the pretrained encoders do (jetssl applies the JetClass transform).
-  local B="data.root=$BTAG" spec name script conf table btasks="$v2tasks" bmodes="finetune fixed"
+  local B="data.root=$BTAG" spec name script conf table btasks="$v2tasks" bmodes="finetune fixed" cmode
   [[ "$PROFILE" == smoke ]] && btasks="regression" && bmodes="finetune"
   for spec in "btag mpm.btag.flavour btag_v2 mpm.v2_btag" "track_origin mpm.btag.track_origin track_origin_v2 mpm.v2_track_origin" \
               "vertexing mpm.btag.vertexing vertexing_v2 mpm.v2_vertexing"; do
@@ -168,6 +212,14 @@ mpm_steps() {
         step v2_${name}_${task}_$mode --tables $table --after pretrain_mpmv2_$task -- $PY -m $script \
           --config $CFG/$conf.yaml --out "$OUT/v2_$name/${task}_$mode" "$B" "pretrained.run=$OUT/pretrain/mpmv2_$task" \
           finetune.mode=$mode
+        # the claim's mode (track origin: frozen against No Backbone; flavour, vertexing: fine-tuned) on runs S
+        [[ $name == track_origin ]] && cmode=fixed || cmode=finetune
+        [[ $task == regression && $mode == "$cmode" ]] || continue
+        for s in $rseeds; do
+          step v2_${name}_${task}_${mode}_seed$s --tables $table --after pretrain_mpmv2_${task}_seed$s -- $PY -m $script \
+            --config $CFG/$conf.yaml --out "$OUT/v2_$name/${task}_${mode}_seed$s" "$B" \
+            "pretrained.run=$OUT/pretrain/mpmv2_${task}_seed$s" finetune.mode=$mode "finetune.seeds=[$s]"
+        done
       done
     done
     step v2_${name}_scratch --tables $table --after "" -- $PY -m $script --config $CFG/$conf.yaml \

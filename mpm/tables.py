@@ -22,12 +22,13 @@ Each table is written as <out>/<table_id>.json (common.results.tables.write_resu
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 import yaml
 
 from common.cli import cli
-from common.results.tables import read_json, write_table
+from common.results.tables import merge_seed_runs, read_json, write_table
 
 # pretraining-table row labels (published.yaml keys) from a pretraining config
 APE = {"head_input": "head", "backbone_input": "backbone", "none": "none"}
@@ -65,6 +66,18 @@ def _with_pretraining_run(rows: list[dict], run_dir: Path, pretrained: bool) -> 
         for r in rows:
             r["pretrain_seed"] = p.get("seed")
     return rows
+
+
+def _seeds(run_dir: Path) -> list:
+    """The fine-tuning seeds of a run directory (its config.yaml; [] without one)."""
+    cfg = _read(run_dir / "config.yaml") or {}
+    return list((cfg.get("finetune") or {}).get("seeds") or [])
+
+
+def _merged(parts: list[tuple[list[dict], Path]]) -> tuple[list[dict], list]:
+    """Rows of several run directories of one table (an extra pretraining run is fine-tuned with one seed): one list,
+    and the union of their seeds (common.results.tables.merge_seed_runs)."""
+    return merge_seed_runs([(rows, _seeds(d)) for rows, d in parts if rows])
 
 
 def _n_classes(run_dir: Path) -> int | None:
@@ -131,46 +144,53 @@ def collect(runs: Path, profile: str) -> dict[str, tuple[list, dict]]:
     tables: dict[str, tuple[list, dict]] = {}
 
     # MPMv1 pretraining table: frozen-backbone probe of every pretraining configuration
-    rows, dirs = [], []
+    parts, dirs = [], []
     for d in sorted((runs / "probe").glob("*")):
         p = _pretrain_cfg(d)
         if not p or p.get("method") != "mpmv1":
             continue
         m = p["model"]
         keys = {"inputs": INPUTS[m["inputs"]], "targets": m["target"], "ape": APE[m["positional"]]}
-        for r in sweep_rows(d, keys, {"accuracy": "accuracy"}):
+        rows = sweep_rows(d, keys, {"accuracy": "accuracy"})
+        for r in rows:
             r.pop("n_train", None)
             r["pretrain_seed"] = p.get("seed")  # one row per pretraining run; its values: the probe seeds
-            rows.append(r)
+        parts.append((rows, d))
         dirs.append(d)
+    rows, seeds = _merged(parts)
     if rows:
         runs_per_row = {}
         for r in rows:
             runs_per_row.setdefault((r["inputs"], r["targets"], r["ape"]), set()).add(r["pretrain_seed"])
         tables["mpm.v1_pretraining"] = (rows, _meta(profile, dirs, {
-            "extra_fields": ["pretrain_seed"],
+            "extra_fields": ["pretrain_seed"], "seeds": seeds,
             "notes": "linear probe = fixed backbone + weighted-mean head; a row's values pool the probe seeds of "
                      f"every pretraining run of that configuration ({max(len(v) for v in runs_per_row.values())} "
                      "at most; the claims comparing these rows take one value per pretraining run)"}))
 
     def by_mode(sub, table, metrics, extra_keys=None, n_key="n_train", suffixes=("",)):
-        rows, dirs = [], []
+        parts, dirs = [], []
         for mode in V1_MODES:
-            for suffix in suffixes:
-                d = runs / sub / f"{mode}{suffix}"
+            # <mode>_seed<S>: the same study on the extra pretraining run S (its rows: pretrain_seed S)
+            extra = sorted(runs.joinpath(sub).glob(f"{mode}_seed[0-9]*")) if mode != "scratch" else []
+            for d in [runs / sub / f"{mode}{suffix}" for suffix in suffixes] + extra:
                 keys = {**(extra_keys or {}), "mode": mode}
-                if suffix == "_nosched":
+                if d.name.endswith("_nosched"):
                     keys["lr_schedule"] = "off"
-                rows += _with_pretraining_run(sweep_rows(d, keys, metrics, n_key), d, mode != "scratch")
+                parts.append((_with_pretraining_run(sweep_rows(d, keys, metrics, n_key), d, mode != "scratch"), d))
                 if (d / "config.yaml").exists():
                     dirs.append(d)
+        if table in tables:  # a second panel of the same table
+            parts.insert(0, (tables[table][0], None))
+        rows, seeds = merge_seed_runs([(r, tables[table][1]["seeds"] if d is None else _seeds(d))
+                                       for r, d in parts if r])
         if not rows:
             return
-        if table in tables:  # a second panel of the same table
-            tables[table][0].extend(rows)
+        if table in tables:
             tables[table][1]["sources"] += _meta(profile, dirs)["sources"]
+            tables[table] = (rows, {**tables[table][1], "seeds": seeds})
         else:
-            tables[table] = (rows, _meta(profile, dirs, {"extra_fields": ["pretrain_seed"]}))
+            tables[table] = (rows, _meta(profile, dirs, {"extra_fields": ["pretrain_seed"], "seeds": seeds}))
 
     by_mode("v1_jetclass", "mpm.v1_jetclass", {"accuracy": "accuracy"})
     by_mode("v1_new_classes", "mpm.v1_new_classes", {"accuracy": "accuracy"})
@@ -191,20 +211,23 @@ def collect(runs: Path, profile: str) -> dict[str, tuple[list, dict]]:
 
     for sub, table, metric, n_key in (("v2_jetclass", "mpm.v2_jetclass", "accuracy", "n_train"),
                                       ("v2_cwola", "mpm.v2_cwola", "sic", "n_signal")):
-        rows, dirs = [], []
+        parts, dirs = [], []
         for d in sorted((runs / sub).glob("*")):
             cfg = _read(d / "config.yaml")
             if not cfg:
                 continue
-            task, _, mode = d.name.rpartition("_")
+            # <task>_<mode>_seed<S>: the same run on the extra pretraining run S (its rows: pretrain_seed S)
+            name = re.sub(r"_seed[0-9]+$", "", d.name)
+            task, _, mode = name.rpartition("_")
             mode = {"fixed": "frozen"}.get(mode, mode)
             if d.name in ("scratch", "nobackbone", "scratch_all"):  # scratch_all: the supervised ceiling
                 task, mode = d.name.removesuffix("_all"), ("frozen" if d.name == "nobackbone" else "finetune")
-            rows += _with_pretraining_run(sweep_rows(d, {"mode": mode, "task": task}, {metric: metric}, n_key), d,
-                                          task not in ("scratch", "nobackbone"))
+            parts.append((_with_pretraining_run(sweep_rows(d, {"mode": mode, "task": task}, {metric: metric}, n_key),
+                                                d, task not in ("scratch", "nobackbone")), d))
             dirs.append(d)
+        rows, seeds = _merged(parts)
         if rows:
-            tables[table] = (rows, _meta(profile, dirs, {"extra_fields": ["pretrain_seed"]}))
+            tables[table] = (rows, _meta(profile, dirs, {"extra_fields": ["pretrain_seed"], "seeds": seeds}))
     # MPMv2 Table B: only its final row is a configuration of ours (1M steps, decoder depth 4, D_f 40 %)
     rows, dirs = [], []
     for task in ("regression", "kmeans"):

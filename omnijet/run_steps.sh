@@ -32,6 +32,16 @@ omnijet_steps() {
   step pretrain --after tokenize -- \
     $PY -m omnijet.pretrain --config "$CFG/pretrain.yaml" --out "$OUT/pretrain" "$d" \
     "tokenizer_dir=$OUT/tokenizer" "tokens_dir=$OUT/tokens"
+  # mini and smoke: the transfer claim (fine-tuned vs scratch) is replicated over GPT pretraining runs (claims.yaml
+  # `replicate: pretraining`): seeds 1, 2 in pretrain_seed<S> on the same tokeniser and token sequences, each
+  # fine-tuned (mode finetune) with the one fine-tuning seed S into finetune/finetune_seed<S>. paper: one GPT
+  local rseeds="1 2"
+  [[ "$PROFILE" == paper ]] && rseeds=""
+  for s in $rseeds; do
+    step "pretrain_seed$s" --after tokenize -- \
+      $PY -m omnijet.pretrain --config "$CFG/pretrain.yaml" --out "$OUT/pretrain_seed$s" "$d" \
+      "tokenizer_dir=$OUT/tokenizer" "tokens_dir=$OUT/tokens" "seed=$s"
+  done
   step generate --after tokenizer,pretrain -- \
     $PY1 -m omnijet.generate --config "$CFG/generate.yaml" --out "$OUT/generate" "$d" \
     "pretrain_dir=$OUT/pretrain" "tokenizer_dir=$OUT/tokenizer"
@@ -44,6 +54,11 @@ omnijet_steps() {
       $PY -m omnijet.finetune --config "$CFG/finetune.yaml" --out "$OUT/finetune/$mode" "$d" \
       "finetune.mode=$mode" "pretrain_dir=$OUT/pretrain" "tokenizer_dir=$OUT/tokenizer" \
       $( [[ "$PROFILE" == mini && "$mode" == fixed ]] && echo "finetune.seeds=[0]" )
+  done
+  for s in $rseeds; do
+    step "finetune_finetune_seed$s" --tables omnijet.classification --after "tokenizer,pretrain_seed$s" -- \
+      $PY -m omnijet.finetune --config "$CFG/finetune.yaml" --out "$OUT/finetune/finetune_seed$s" "$d" \
+      "finetune.mode=finetune" "pretrain_dir=$OUT/pretrain_seed$s" "tokenizer_dir=$OUT/tokenizer" "finetune.seeds=[$s]"
   done
   # the jet-observables floor: the fine-tuning runs' labelled subsets and seeds (python -m common.results.floor)
   step floor_classification --tables omnijet.classification --after "" -- $PY1 -m common.results.floor \

@@ -141,8 +141,12 @@ def classification_tables(runs: Path, profile: str) -> dict[str, tuple]:
                                                        "keys": ["mode", "n_per_class"],
                                                        "metrics": list(CLASS_METRICS), "_test": set(),
                                                        "sources": [], "extra_fields": ["pretrain_seed"]}))
-        if row["mode"] != "scratch" and pretrain_seed is not None:  # the pretraining run behind the row
-            row["pretrain_seed"] = pretrain_seed                      # (claims.py, replicate: pretraining)
+        # the pretraining run behind the row (claims.py, replicate: pretraining): the GPT its step fine-tuned
+        # (pretrain_dir; finetune/finetune_seed<S> fine-tunes pretrain_seed<S>), else runs/pretrain
+        pdir = _config_value(step_dir, "pretrain_dir")
+        seed = _config_value(Path(pdir), "seed") if pdir and (Path(pdir) / "config.yaml").is_file() else pretrain_seed
+        if row["mode"] != "scratch" and seed is not None:
+            row["pretrain_seed"] = seed
         rows.append(row)
         meta["sources"].append(path)
         meta["_test"].add(result.get("n_test_jets"))

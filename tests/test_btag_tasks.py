@@ -363,8 +363,9 @@ def test_btag_claims_compare_the_published_cells():
         (v,) = C.evaluate({}, [by_id[cid]], published)
         assert v.published == text, cid
     # ours: the vertexing claim compares the smallest and largest n_sv cells of the same run (here 1 and 6)
-    rows = [{"mode": "finetune", "task": "regression", "n_sv": k, "ari": [0.6 - 0.02 * k + 0.001 * s for s in range(3)]}
-            for k in range(1, 7)]
+    # three pretraining runs (pretrain_seed), one fine-tuning seed each: one value per run on both sides
+    rows = [{"mode": "finetune", "task": "regression", "n_sv": k, "ari": [0.6 - 0.02 * k + 0.001 * s], "seed": s,
+             "pretrain_seed": s} for k in range(1, 7) for s in range(3)]
     rows.append({"mode": "finetune", "task": "scratch", "n_sv": 7, "ari": [0.9, 0.9, 0.9]})  # other task: not read
     (v,) = C.evaluate({"mpm.v2_vertexing": {"rows": rows, "metas": [{}], "files": ["x"]}},
                       [by_id["mpmv2_vertexing_ari_falls_with_vertices"]], published)

@@ -208,9 +208,11 @@ def test_every_shipped_claim_states_its_unit_of_replication():
     for cid in ("mpmv1_targets_vqvae_vs_kmeans", "mpmv1_targets_kmeans_vs_regression", "mpmv1_ape_head_vs_none",
                 "mpmv1_ape_none_vs_backbone"):
         assert claims[cid]["replicate"] == "pretraining"
-    # pretrained vs scratch: fine-tuning seeds, one pretraining run behind them
-    for cid in ("mpmv1_finetune_vs_scratch", "mpmv2_finetune_vs_scratch", "omnijet_transfer_vs_scratch"):
-        assert claims[cid]["replicated"].startswith("1 pretraining run ×")
+    # pretrained vs scratch: over pretraining runs too (mini and smoke pretrain three times; one value per run)
+    for cid in ("mpmv1_finetune_vs_scratch", "mpmv2_finetune_vs_scratch", "omnijet_transfer_vs_scratch",
+                "hepjepa_finetune_vs_scratch_smallest", "mpmv2_btag_finetune_vs_scratch"):
+        assert claims[cid]["replicate"] == "pretraining"
+        assert claims[cid]["replicated"].startswith("{n} pretraining runs × {k} ")
 
 
 def test_mpmv1_cwola_is_decided_at_the_largest_signal_count():
@@ -220,7 +222,9 @@ def test_mpmv1_cwola_is_decided_at_the_largest_signal_count():
     published = R.load_published()
     claim = next(c for c in C.load_claims(published=published) if c["id"] == "mpmv1_cwola")
     grids = {"finetune": ((50, 1.0), (300, 3.0), (1000, 9.0)), "scratch": ((50, 1.1), (300, 1.5), (1000, 2.0))}
-    rows = [{"mode": m, "lr_schedule": "on", "n_signal": n, "sic": v + 0.01 * s, "seed": s}
+    # the fine-tuned side: three pretraining runs with one CWoLa seed each (pretrain_seed); scratch: three seeds
+    rows = [{"mode": m, "lr_schedule": "on", "n_signal": n, "sic": v + 0.01 * s, "seed": s,
+             **({"pretrain_seed": s} if m == "finetune" else {})}
             for m, grid in grids.items() for n, v in grid for s in range(3)]
     res = lambda rows: {"mpm.v1_cwola": {"rows": rows, "metas": [{}], "files": ["x"]}}
     (v,) = C.evaluate(res(rows), [claim], published)
@@ -362,7 +366,8 @@ def test_mpmv2_jetclass_claims_are_decided_at_100_per_class():
     sides = {"mpmv2_frozen_vs_nobackbone": (("frozen", "regression"), ("frozen", "nobackbone")),
              "mpmv2_finetune_vs_scratch": (("finetune", "regression"), ("finetune", "scratch"))}
     for cid, ((ma, ta), (mb, tb)) in sides.items():
-        rows = [{"mode": m, "task": t, "n_train": n, "accuracy": acc + 0.001 * s, "seed": s}
+        rows = [{"mode": m, "task": t, "n_train": n, "accuracy": acc + 0.001 * s, "seed": s,
+                 **({"pretrain_seed": s} if t == "regression" else {})}  # three pretraining runs, one seed each
                 for m, t, grid in ((ma, ta, ((100, 0.12), (1000, 0.30))), (mb, tb, ((100, 0.17), (1000, 0.23))))
                 for n, acc in grid for s in range(3)]
         (v,) = C.evaluate({"mpm.v2_jetclass": {"rows": rows, "metas": [{}], "files": ["x"]}}, [claims[cid]],

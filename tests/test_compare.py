@@ -210,3 +210,40 @@ def test_finetuned_mode_is_one_recipe_on_the_frozen_modes_subsets(data_root, tmp
     res.write_text(json.dumps(r))
     with pytest.raises(ValueError, match=r"another recipe.*\['lr'\]"):
         compare.compare(tmp_path)
+
+
+def test_the_frozen_random_init_is_one_backbone_per_seed(data_root, tmp_path, monkeypatch):
+    """Frozen mode: a random init is a replicate like the subset draw. The random-init embedding step builds one
+    backbone per seed of COMPARE_SEEDS (under that seed, as the fine-tuned mode does), and the probe of seed S reads
+    the embeddings of the backbone built under S; the pretrained backbone is one set of embeddings for every seed."""
+    monkeypatch.setattr(compare, "COMPARE_GRID", (5,))
+    cfg = _cfg(data_root)
+    d_in = build_dataset(cfg["data"], "test", progress=False)[np.arange(2)].x.shape[-1]
+    built = []
+
+    def build():
+        built.append(torch.initial_seed())
+        return Toy(d_in)
+
+    rnd, pre = tmp_path / "m" / "embed" / "toy_random", tmp_path / "m" / "embed" / "toy_pretrained"
+    compare.embed_set(build, None, cfg, rnd, name="toy", random_init=True, max_test_jets=30)
+    assert sorted(built) == list(compare.COMPARE_SEEDS)
+    compare.embed_set(lambda: Toy(d_in), lambda m: None, cfg, pre, name="toy", random_init=False, max_test_jets=30)
+    e = compare.read_embeddings(rnd / compare.EMBED_FILE)
+    firsts = [e["x_train"]] + [e[f"x_train_seed{s}"] for s in compare.COMPARE_SEEDS[1:]]
+    assert not np.allclose(firsts[0], firsts[1]) and not np.allclose(firsts[1], firsts[2])  # three different inits
+    assert "x_train_seed1" not in compare.read_embeddings(pre / compare.EMBED_FILE)
+    seen = {}
+    real_probe = compare.linear_probe
+
+    def spy(x_train, y_train, x_test, y_test, *, seed=0, **kw):
+        seen.setdefault(seed, []).append(x_test)
+        return real_probe(x_train, y_train, x_test, y_test, seed=seed, **kw)
+
+    monkeypatch.setattr(compare, "linear_probe", spy)
+    compare.compare(tmp_path)
+    for s in compare.COMPARE_SEEDS:  # per seed: the pretrained embedding (same every seed), the random init of seed s
+        want = e["x_test"] if s == compare.COMPARE_SEEDS[0] else e[f"x_test_seed{s}"]
+        assert any(np.array_equal(x, want) for x in seen[s])
+        others = [e["x_test"]] + [e[f"x_test_seed{t}"] for t in compare.COMPARE_SEEDS[1:]]
+        assert sum(any(np.array_equal(x, o) for x in seen[s]) for o in others) == 1

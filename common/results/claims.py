@@ -33,8 +33,10 @@ decided over pretraining runs. A side with pretraining behind it takes one value
 the field `pretrain_seed`; the value is the mean over that run's fine-tuning or probe seeds; rows of side a without
 the field count as one run), a side without pretraining (side b rows without `pretrain_seed`, e.g. scratch) keeps one
 value per training seed. One pretraining run reads inconclusive ("one pretraining run: replicate over pretraining
-runs needs N>=2"); as everywhere, MIN_SEEDS values a side are needed for a verdict. Any other claim states its unit in
-`replicated` (e.g. "1 pretraining run x {n} fine-tuning seeds", {n} = the seeds per side).
+runs needs N>=2"); as everywhere, MIN_SEEDS values a side are needed for a verdict. Its `replicated` text, when given,
+says what a run's seeds are ({n} = the pretraining runs, {k} = the seeds per run, e.g. "1-3"; a side without
+pretraining is added as "b: <n> seeds (no pretraining)"). Any other claim states its unit in `replicated` (e.g.
+"1 pretraining run x {n} fine-tuning seeds", {n} = the seeds per side).
 
 The published value of the same comparison is read from common/results/published.yaml (never typed here).
 
@@ -369,9 +371,13 @@ def _replicated(claim: dict, a: list, b: list, runs_a, runs_b) -> str:
     if not a and not b:
         return "–"
     if claim.get("replicate") == "pretraining":
+        text = claim.get("replicated")  # {n}: pretraining runs (side a), {k}: training seeds per run (e.g. "1-3")
         if runs_b is None and b:  # side b has no pretraining behind it: its values are training seeds
-            return (f"a: {len(a)} pretraining × {_span(runs_a or [])} seeds; "
-                    f"b: {len(b)} seeds (no pretraining)")
+            a_text = (text.replace("{n}", str(len(a))).replace("{k}", _span(runs_a or [])) if text else
+                      f"{len(a)} pretraining × {_span(runs_a or [])} seeds")
+            return f"a: {a_text}; b: {len(b)} seeds (no pretraining)"
+        if text:
+            return text.replace("{n}", _count(len(a), len(b))).replace("{k}", _span((runs_a or []) + (runs_b or [])))
         return f"{_count(len(a), len(b))} pretraining × {_span((runs_a or []) + (runs_b or []))} probe seeds"
     return claim.get("replicated", "{n} seeds").replace("{n}", _count(len(a), len(b)))
 

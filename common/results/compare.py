@@ -6,7 +6,8 @@ Two halves, so that common/ never imports a method:
   pooled frozen embeddings (common.training.probe.pool_mean_max over the backbone's outputs) of the compare set's training
   jets (the union of the labelled subsets of every grid point and seed) and test jets, into <out>/embeddings.npz;
   a random-init backbone gets its data statistics (BatchNorm, MPMv1 input normalisation) from the same training
-  jets (common.training.probe.set_norm_stats);
+  jets (common.training.probe.set_norm_stats), one random init per seed of COMPARE_SEEDS (built under that seed, as
+  the fine-tuned mode builds it), so that the random-init rows replicate the initialisation too;
 - `python -m common.results.compare --runs <out-dir> --out <dir>` reads every */embed/*/embeddings.npz of the run, checks
   that they hold the same jets, fits the same probe (common.training.probe.linear_probe: standardised multinomial logistic
   regression) on the same labelled subsets (common.data.subsets.per_class_subset, the fine-tuning harness's draw) for every
@@ -113,9 +114,16 @@ def embed_set(build, load, cfg: dict, out, *, name: str, random_init: bool, max_
     torch.manual_seed(int(cfg.get("seed", 0)))
     union, train, labels = jets or training_jets(data)
     test = build_dataset(data, "test", max_jets=max_test_jets, progress=False)
+    per_seed = {}
     if random_init:  # statistics from data, as a pretrained backbone got them in pretraining
-        backbone = random_baseline(build, int(cfg.get("seed", 0)),
-                                   _stat_batches(train, labels[union], batch_size, norm_batches))
+        # one random init per labelled-subset seed S, built under torch seed S as the fine-tuned mode builds it
+        # (common.training.finetune seeds every run): a random init is a replicate like the subset draw
+        stats = _stat_batches(train, labels[union], batch_size, norm_batches)
+        for seed in COMPARE_SEEDS[1:]:
+            b = random_baseline(build, int(seed), stats)
+            per_seed[f"x_train_seed{seed}"] = pooled_embeddings(b, _batches(train, batch_size))
+            per_seed[f"x_test_seed{seed}"] = pooled_embeddings(b, _batches(test, batch_size))
+        backbone = random_baseline(build, int(COMPARE_SEEDS[0]), stats)
     else:
         backbone = build()
         load(backbone)
@@ -135,7 +143,8 @@ def embed_set(build, load, cfg: dict, out, *, name: str, random_init: bool, max_
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, train_index=union, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test,
-                     info=np.array(json.dumps(info, default=str)))
+                     info=np.array(json.dumps({**info, "init_seeds": (list(COMPARE_SEEDS) if random_init else None)},
+                                              default=str)), **per_seed)
     return path
 
 
@@ -288,7 +297,10 @@ def compare(runs_dir, classifiers=("bdt", "logistic")) -> tuple[list[dict], dict
     for (n, seed), sub in sorted(subsets.items()):
         pos = np.searchsorted(index, sub)
         for p, e in embs:
-            res = linear_probe(e["x_train"][pos], e["y_train"][pos], e["x_test"], e["y_test"], seed=seed)
+            # a random init: the one built under this seed (x_*_seed<S>; x_train / x_test hold the first seed's)
+            xs = (e[f"x_train_seed{seed}"], e[f"x_test_seed{seed}"]) if f"x_train_seed{seed}" in e else \
+                (e["x_train"], e["x_test"])
+            res = linear_probe(xs[0][pos], e["y_train"][pos], xs[1], e["y_test"], seed=seed)
             rows.append({"model": e["info"]["name"], "init": e["info"]["init"], "mode": MODES["frozen"],
                          "n_per_class": n, "seed": seed, "accuracy": res["accuracy"]})
         for kind in classifiers:
@@ -309,8 +321,8 @@ def compare(runs_dir, classifiers=("bdt", "logistic")) -> tuple[list[dict], dict
             "sources": [str(p) for p, _ in embs],
             "notes": ("Frozen mode: masked mean+max pooled embeddings, standardised multinomial logistic regression "
                       "(common.training.probe.linear_probe), the same labelled subsets (common.data.subsets.per_class_subset) for "
-                      "every row; random init = same architecture, data statistics (BatchNorm, MPMv1 input "
-                      "normalisation) set from the same jets. "
+                      "every row; random init = same architecture, one per seed (built under that seed), data "
+                      "statistics (BatchNorm, MPMv1 input normalisation) set from the same jets. "
                       + (_recipe_note(recipe) if recipe else "Fine-tuned mode not run. ") +
                       "Cost (parameters; forward FLOPs per jet, measured on 64 test jets with "
                       "torch.utils.flop_counter; pretraining jets seen and seconds, from the pretraining run's "

@@ -376,6 +376,30 @@ def _check_replicates(path, table_id, rows, meta, keys, metrics, extra) -> None:
             seen[(ident, s)] = i
 
 
+def merge_seed_runs(parts: list[tuple[list[dict], list]]) -> tuple[list[dict], list]:
+    """Rows of several runs of one table whose seed lists differ (e.g. a pretraining run fine-tuned with seeds 0-2 and
+    an extra pretraining run fine-tuned with one seed), as one file's (rows, meta.seeds): the seeds are the union, in
+    order; a run whose seeds are not that union has each of its rows split into one row per seed (`seed` set; every
+    list field of the row's length, a metric's values over the seeds, gives that seed's value), so that every value
+    still matches its seed one to one (validate_result)."""
+    union: list = []
+    for _, seeds in parts:
+        union += [s for s in seeds if s not in union]
+    out: list[dict] = []
+    for rows, seeds in parts:
+        if list(seeds) == union:
+            out += rows
+            continue
+        for r in rows:
+            if "seed" in r:
+                out.append(r)
+                continue
+            per_seed = {k for k, v in r.items() if isinstance(v, list) and len(v) == len(seeds)}
+            for i, s in enumerate(seeds):
+                out.append({**{k: ([v[i]] if k in per_seed else v) for k, v in r.items()}, "seed": s})
+    return out, union
+
+
 def write_result(path, table_id: str, rows: list[dict], meta: dict, published: dict | None = None) -> None:
     """Write one result file atomically, after checking it against its table's schema (validate_result).
 
@@ -604,10 +628,11 @@ def _seen_twice(data: dict, path: str, seen: dict, published) -> str | None:
     """The error when a (table, row, seed) of this file was already read from another file (e.g. a backup copy of a
     tables folder would count its seeds twice); records this file's cells in `seen` otherwise."""
     table_id, meta = data["table_id"], data.get("meta") or {}
-    keys = table_schema(table_id, meta, published)[0]
+    keys, _, extra = table_schema(table_id, meta, published)
+    ids = [f for f in extra if f.endswith("seed")]  # pretrain_seed: rows of two pretraining runs are two cells
     cells = []
     for row in data["rows"]:
-        k = tuple(canon_key(row.get(key)) for key in keys)
+        k = tuple(canon_key(row.get(key)) for key in keys) + tuple(canon_key(row.get(f)) for f in ids)
         for seed in ([row["seed"]] if "seed" in row else list(meta.get("seeds") or [None])):
             cells.append(((table_id, k, canon_key(seed)), row, seed))
     for cell, row, seed in cells:

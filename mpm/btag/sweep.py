@@ -89,14 +89,19 @@ def run_track_task(cfg: dict, task, out: Path, dist, *, target: str, table_id: s
 
 def write_btag_result(out, table_id: str, rows: list[dict], summary: dict, cfg: dict, pcfg: dict,
                       sources: list) -> Path:
-    """<out>/summary.json and <out>/<table_id>.json with the run's meta (profile, data, pretraining scale, seeds)."""
+    """<out>/summary.json and <out>/<table_id>.json with the run's meta (profile, data, pretraining scale, seeds).
+    Rows of a run that loads a pretraining checkpoint (pretrained.run, not scratch) carry `pretrain_seed`, the seed of
+    that pretraining run: a claim replicated over pretraining runs (common/results/claims.py) takes one value per run,
+    and the files of two pretraining runs' steps hold different cells (common.results.tables.collect_results)."""
     out = Path(out)
+    if finetune_settings(cfg)["mode"] != "scratch" and cfg["pretrained"].get("run") and pcfg.get("seed") is not None:
+        rows = [{**r, "pretrain_seed": pcfg["seed"]} for r in rows]
     write_json(out / "summary.json", summary)
     path = out / f"{table_id}.json"
     t = pcfg.get("train") or {}
     meta = {"profile": cfg["btag"]["profile"], "dataset": f"{cfg['data']['dataset']} at {cfg['data']['root']}",
             "seeds": cfg["finetune"]["seeds"], "class_order": "light, c, b",
             "sources": list(sources) + [out / "summary.json"],
-            "scale": f"pretraining {t.get('steps')} steps x batch {t.get('batch_size')}"}
+            "scale": f"pretraining {t.get('steps')} steps x batch {t.get('batch_size')}", "extra_fields": ["pretrain_seed"]}
     write_result(path, table_id, rows, meta)
     return path
