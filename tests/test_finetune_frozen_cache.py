@@ -40,11 +40,13 @@ def _mpmv1(info):
                          dropout=0.1, num_particles=info["num_particles"])
 
 
-def _hepjepa(info):
+def _hepjepa(info, fps_random_start=False):
     from common.training.config import load_config
     from hepjepa.model import HEPJEPABackbone, angle_columns
     model = load_config("hepjepa/configs/smoke/pretrain.yaml")["model"]
-    assert model["fps_random_start"]          # the random start is a training-mode step: eval mode is deterministic
+    # the random FPS start is an input augmentation of every arm that trains, the frozen one too (hepjepa/model.py
+    # augment_inputs): with it the frozen outputs change from step to step, so only the deterministic start caches
+    model = {**model, "fps_random_start": fps_random_start}
     return HEPJEPABackbone(model, info["num_features"], angle_columns(info["feature_names"]))
 
 
@@ -75,6 +77,22 @@ def test_cached_fixed_run_is_bit_identical_to_recomputing(tmp_path, top_root, me
     for key in ("test", "test_loss", "val_curve", "train_curve", "best_step", "best_val_loss", "steps"):
         assert got[key] == want[key], key
     assert got_w.keys() == want_w.keys()
+    for k in got_w:
+        assert torch.equal(got_w[k], want_w[k]), k
+
+
+def test_hepjepa_random_fps_start_is_never_cached(tmp_path, top_root):
+    """HEP-JEPA's default fps_random_start draws a new FPS start at every training step of the frozen arm too: the
+    cache must see it and recompute (the run's numbers are then those of the recomputing path)."""
+    BACKBONES["hepjepa_random_start"] = (lambda info: _hepjepa(info, True), "hepjepa")
+    try:
+        got, got_w = _run(tmp_path, top_root, "hepjepa_random_start", True)
+        want, want_w = _run(tmp_path, top_root, "hepjepa_random_start", False)
+    finally:
+        del BACKBONES["hepjepa_random_start"]
+    assert not got["frozen_cache"]["train"] and not got["frozen_cache"]["val"]
+    assert any("differ" in n for n in got["frozen_cache"]["notes"]), got["frozen_cache"]
+    assert got["test"] == want["test"] and got["val_curve"] == want["val_curve"]
     for k in got_w:
         assert torch.equal(got_w[k], want_w[k]), k
 

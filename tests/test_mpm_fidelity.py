@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pytest
+import numpy as np
 import torch
 
 from mpm.heads import CFMTask
@@ -168,11 +169,21 @@ def test_mpmv2_decoder_has_no_final_norm():
 
 
 class _Entry:
+    """An in-memory stand-in of a cache entry (common.data.cache.CacheEntry): empty() and read() of padded jets."""
+
     def __init__(self, arrays):
         self.arrays, self.n = arrays, len(arrays["label"])
 
     def __len__(self):
         return self.n
+
+    def empty(self, b):
+        return {k: np.zeros((b,) + v.shape[1:], v.dtype) for k, v in self.arrays.items()}
+
+    def read(self, rows, out):
+        for k, v in out.items():
+            v[...] = self.arrays[k][rows]
+        return out
 
 
 def test_mpmv2_neutral_ip_noise_is_redrawn_per_batch():

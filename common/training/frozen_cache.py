@@ -4,9 +4,9 @@ once per split and served to the head, instead of a no_grad backbone forward at 
 A frozen backbone (eval mode, no autograd, not in the optimiser) gives every jet the same outputs at every step, as
 long as its inputs do not change: the cache is used only when
   - the backbone stays frozen for the whole run (finetune.unfreeze_step null: mode fixed),
-  - no module of the backbone is in training mode (a training-mode random step, e.g. HEP-JEPA's tokeniser
-    farthest-point sampling with `fps_random_start`, draws only there) and two forward passes of the first batch are
-    bit-identical (any other randomness of the forward),
+  - no module of the backbone is in training mode, and two forward passes of the first batch are bit-identical (no
+    random step in the forward: HEP-JEPA's tokeniser with `model.fps_random_start` draws its farthest-point-sampling
+    start at every step of every arm that trains, the frozen one too, so that arm recomputes),
   - the loader's batches are made by common.data.sampler.ShardedBatchSampler and, for the per-jet training cache, the
     feature set draws nothing per batch (FeatureSet.random_per_batch: MPMv2's neutral-IP noise is redrawn for every new
     batch composition, so its training jets are recomputed; the validation batches are the same at every validation
@@ -173,7 +173,8 @@ def build_frozen_cache(model, train, val, device, fc: dict, ctx, log=print) -> F
         h1, m1 = _forward(backbone, first, device, ctx)
         h2, m2 = _forward(backbone, first, device, ctx)
         if not (torch.equal(h1, h2) and torch.equal(m1, m2)):
-            return refuse("two forward passes of the same batch differ (randomness in the eval-mode backbone)")
+            return refuse("two forward passes of the same batch differ (a random step in the frozen backbone, e.g. "
+                          "HEP-JEPA's model.fps_random_start)")
         # the training split: every jet once, in jet order
         ts, feats = _sampler(train), _features(train)
         n = len(train.dataset) if getattr(train, "dataset", None) is not None else 0
