@@ -25,6 +25,7 @@ from common.data.cache import padded_bytes_per_jet
 from common.data.datasets import cached_entries, make_loader
 from common.data.features import get_feature_set
 from common.data.jetclass import iter_jetclass
+
 from tests.data_factory import write_jetclass
 
 CLASSES = ["QCD", "Tbqq"]
@@ -115,7 +116,8 @@ def main(argv=None):
                                else []) if f.endswith(".root"))
     if len(files) != len(CLASSES) or args.rewrite:
         try:                                   # LZ4 level 4, like the published files (needs lz4 + xxhash)
-            import lz4, xxhash  # noqa: F401
+            import lz4  # noqa: F401
+            import xxhash
             codec = uproot.LZ4(4)
         except ImportError:
             codec = None

@@ -18,6 +18,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from common.cli import cli  # noqa: E402
+
 from omnijet.model import OmniJetGPT  # noqa: E402
 from omnijet.sampling import sample  # noqa: E402
 

@@ -52,13 +52,13 @@ if str(ROOT) not in sys.path:
 
 import torch  # noqa: E402
 
-from common.data.batch import JET_FIELDS, JetBatch  # noqa: E402
-from common.training.checkpoint import save_checkpoint  # noqa: E402
-from common.cli import cli  # noqa: E402
-from common.training.config import load_config  # noqa: E402
-from common.data.features import get_feature_set  # noqa: E402
-from common.training.schedules import build_scheduler  # noqa: E402
 from common.atomic import write_json  # noqa: E402
+from common.cli import cli  # noqa: E402
+from common.data.batch import JET_FIELDS, JetBatch  # noqa: E402
+from common.data.features import get_feature_set  # noqa: E402
+from common.training.checkpoint import save_checkpoint  # noqa: E402
+from common.training.config import load_config  # noqa: E402
+from common.training.schedules import build_scheduler  # noqa: E402
 from common.training.train_utils import build_optimizer, count_parameters  # noqa: E402
 
 MEAN_PARTICLES = 50  # JetClass averages ~30-60 constituents per jet depending on the class
@@ -232,6 +232,7 @@ def omnijet_gpt_runner(cfg_path: str, device, batch_size, gen) -> Runner:
 def hepjepa_runner(cfg_path: str, device, batch_size, gen) -> Runner:
     from common.data.datasets import dataset_info
     from common.training.ema import momentum_schedule
+
     from hepjepa.model import build_model
     from hepjepa.pretrain import train_step
 

@@ -50,8 +50,8 @@ import numpy as np
 
 from common.cli import cli
 from common.data.jetclass import CLASS_NAMES, FILE_PREFIX
-from common.training.metrics import accuracy, auc
 from common.results.tables import write_result
+from common.training.metrics import accuracy, auc
 
 HERE = Path(__file__).resolve().parent
 DATA_CONFIG = HERE / "weaver" / "jetclass_full.yaml"

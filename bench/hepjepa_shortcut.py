@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from common.data.batch import JET_FIELDS
-from common.training.config import load_config
 from common.data.datasets import load_arrays
 from common.data.subsets import per_class_subset
+from common.training.config import load_config
 from common.training.probe import linear_probe
 
 CFG = "hepjepa/configs/mini/finetune_jetclass.yaml"
@@ -65,6 +65,7 @@ def kinematics_r2(data: str, ckpt: str, overrides=(), max_eval: int = 2000) -> d
 
     from common.data.array_loader import ArrayLoader
     from common.training.probe import norm_stat_batches, pooled_embeddings, random_init
+
     from hepjepa.model import backbone_fns
 
     cfg = load_config(CFG, [f"data.root={data}", f"sweep.pretrained={ckpt}", *overrides])

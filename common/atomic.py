@@ -15,6 +15,7 @@ import json
 import os
 import uuid
 from contextlib import contextmanager
+
 import numpy as np
 import torch
 

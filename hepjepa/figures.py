@@ -27,13 +27,13 @@ import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from common.data.batch import JetBatch
+from common.blocks.pooling import masked_mean
 from common.cli import cli
-from common.training.config import add_config_args, config_from_args
+from common.data.batch import JetBatch
 from common.data.datasets import dataset_info, load_arrays
 from common.results.plots import save_figure
+from common.training.config import add_config_args, config_from_args
 from common.training.probe import norm_stat_batches, random_init  # the kit's one class-balanced statistics draw
-from common.blocks.pooling import masked_mean
 from common.training.train_utils import mark_done, write_json
 
 from .convergence import FIGURE2_PERCENT, steps_to_reach

@@ -21,8 +21,8 @@ import torch
 
 from common.cli import cli
 from common.data.datasets import build_dataset, dataset_info, make_loader
-from common.training.distributed import cleanup, init_distributed
 from common.data.subsets import label_count
+from common.training.distributed import cleanup, init_distributed
 from common.training.sweep import run_sweep
 from common.training.train_utils import mark_done, start_run, write_json
 

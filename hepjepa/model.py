@@ -33,12 +33,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.training.checkpoint import load_trained
-from common.data.features import get_feature_set
-from common.training.ema import ema_update, make_target
 from common.blocks.pairwise import PAIR_SCALES, pairwise_features, scale_four_momenta
-from common.training.probe import pool_mean_max
 from common.blocks.transformer import Encoder, PairEmbed
+from common.data.features import get_feature_set
+from common.training.checkpoint import load_trained
+from common.training.ema import ema_update, make_target
+from common.training.probe import pool_mean_max
 
 from .masking import sample_masks
 from .monitors import between_jet_share, effective_rank, position_r2

@@ -15,16 +15,17 @@ from pathlib import Path
 
 import torch
 
-from common.training.checkpoint import ResumableLoader, load_checkpoint, make_state, restore_state, save_checkpoint
-from common.training.pretrained import bundle
 from common.cli import cli
 from common.data.datasets import dataset_info, make_loader
+from common.training.checkpoint import ResumableLoader, load_checkpoint, make_state, restore_state, save_checkpoint
 from common.training.distributed import Dist, all_reduce_mean, barrier, cleanup, init_distributed, wrap_ddp
 from common.training.ema import momentum_schedule
 from common.training.logger import MetricLogger
+from common.training.pretrained import bundle
 from common.training.schedules import build_scheduler
-from common.training.train_utils import (accumulate, autocast, build_optimizer, clip_and_step, count_parameters, mark_done,
-                                maybe_compile, micro_batch_size, progress, seed_everything, start_run)
+from common.training.train_utils import (accumulate, autocast, build_optimizer, clip_and_step, count_parameters,
+                                         mark_done, maybe_compile, micro_batch_size, progress, seed_everything,
+                                         start_run)
 
 from .augment import augment
 from .model import HEPJEPA, build_model

@@ -24,15 +24,14 @@ import numpy as np
 import torch
 
 from common.cli import cli
-from common.training.config import add_config_args, config_from_args
-from common.data.datasets import load_arrays
 from common.data.array_loader import ArrayLoader
+from common.data.datasets import load_arrays
 from common.data.subsets import per_class_subset
+from common.training.config import add_config_args, config_from_args
 from common.training.probe import linear_probe, norm_stat_batches, pooled_embeddings, random_init
 from common.training.train_utils import mark_done, write_json
 
 from .model import backbone_fns
-
 
 EVAL_SPLITS = ("test", "val")
 

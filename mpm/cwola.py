@@ -20,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from common.data.array_loader import ArrayLoader
 from common.cli import cli
+from common.data.array_loader import ArrayLoader
 from common.data.datasets import build_dataset, load_arrays
-from common.training.distributed import cleanup, init_distributed
 from common.data.features import DataError, get_feature_set
+from common.training.distributed import cleanup, init_distributed
 from common.training.finetune import classification_task, evaluate_metrics, run_finetune
 from common.training.finetune_config import finetune_settings
 from common.training.metrics import sic_at_fpr

@@ -18,12 +18,12 @@ task(h, hmask, x, pid, dropped) (mpm/mpmv2.py).
 """
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from common.data.features import MPMV2_IP
+
 from mpm.flow import ConditionalSplineFlow
 from mpm.masking import random_uniform_masking
 from mpm.ssfm import SSFMDecoder, cosine_encoding

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import torch
 
-from common.training.checkpoint import ResumableLoader, load_checkpoint, make_state, restore_state, save_checkpoint
 from common.data.datasets import make_loader
+from common.training.checkpoint import ResumableLoader, load_checkpoint, make_state, restore_state, save_checkpoint
 from common.training.distributed import Dist, all_reduce_mean, wrap_ddp
 from common.training.logger import MetricLogger
 from common.training.schedules import build_scheduler
-from common.training.train_utils import (accumulate, autocast, build_optimizer, clip_and_step, count_parameters, mark_done,
-                                maybe_compile, micro_batch_size, progress, seed_everything)
+from common.training.train_utils import (accumulate, autocast, build_optimizer, clip_and_step, count_parameters,
+                                         mark_done, maybe_compile, micro_batch_size, progress, seed_everything)
 
 
 def train_step(net: torch.nn.Module, model: torch.nn.Module, optimizer, scheduler, batch, t: dict, device):

@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.data.batch import JetBatch
 from common.blocks.transformer import Encoder
+from common.data.batch import JetBatch
 
 from mpm.masking import masked_jet_mean, random_masking
 from mpm.normalise import IterativeNorm

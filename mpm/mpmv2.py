@@ -21,8 +21,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from common.data.batch import JetBatch
 from common.blocks.transformer import Encoder
+from common.data.batch import JetBatch
 
 from mpm.heads import IDTask, build_task
 from mpm.masking import order_among_chosen, random_masking

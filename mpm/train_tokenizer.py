@@ -13,11 +13,11 @@ from pathlib import Path
 
 import torch
 
-from common.training.checkpoint import save_checkpoint
+from common.blocks.kmeans import KMeans
 from common.cli import cli
 from common.data.datasets import make_loader
+from common.training.checkpoint import save_checkpoint
 from common.training.distributed import cleanup, init_distributed
-from common.blocks.kmeans import KMeans
 from common.training.train_utils import mark_done, seed_everything, start_run
 
 from mpm.loop import train

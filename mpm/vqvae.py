@@ -26,11 +26,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common.training.checkpoint import load_trained
-from common.data.features import get_feature_set
 from common.blocks.kmeans import nearest
 from common.blocks.transformer import Encoder
 from common.blocks.vq import VectorQuantizer
+from common.data.features import get_feature_set
+from common.training.checkpoint import load_trained
 
 from mpm.masking import masked_jet_mean
 from mpm.normalise import IterativeNorm

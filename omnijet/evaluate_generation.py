@@ -29,9 +29,10 @@ import torch
 
 from common.cli import cli
 from common.data.datasets import load_arrays
-from common.training.metrics import kl_quantile_binned, wasserstein1
 from common.results.plots import data_label, hist_ratio
+from common.training.metrics import kl_quantile_binned, wasserstein1
 from common.training.train_utils import mark_done, start_run, write_json
+
 from omnijet.jets import JET_OBSERVABLES, observables, particle_values
 from omnijet.vqvae import load_tokenizer
 

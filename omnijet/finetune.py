@@ -23,6 +23,7 @@ from common.cli import cli
 from common.training.distributed import cleanup, init_distributed
 from common.training.sweep import run_sweep
 from common.training.train_utils import mark_done, start_run
+
 from omnijet.model import backbone_fns
 
 

@@ -23,6 +23,7 @@ import torch
 from common.atomic import atomic_path
 from common.cli import cli
 from common.training.train_utils import mark_done, progress, seed_everything, start_run
+
 from omnijet.model import load_gpt
 from omnijet.sampling import sample
 from omnijet.tokens import save_npy, sequences_to_codes, stop_token

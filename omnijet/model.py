@@ -20,10 +20,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.blocks.transformer import GPT
 from common.training.checkpoint import load_trained
 from common.training.config import load_config
 from common.training.train_utils import autocast
-from common.blocks.transformer import GPT
+
 from omnijet.tokens import START, stop_token
 from omnijet.vqvae import load_tokenizer
 

@@ -20,15 +20,16 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from common.training.checkpoint import ResumableLoader, load_checkpoint, make_state, restore_state, save_checkpoint
-from common.training.pretrained import bundle
 from common.cli import cli
+from common.data.sampler import ShardedBatchSampler
+from common.training.checkpoint import ResumableLoader, load_checkpoint, make_state, restore_state, save_checkpoint
 from common.training.distributed import Dist, all_reduce_mean, cleanup, init_distributed, wrap_ddp
 from common.training.logger import MetricLogger
-from common.data.sampler import ShardedBatchSampler
+from common.training.pretrained import bundle
 from common.training.schedules import build_scheduler
 from common.training.train_utils import (accumulate, autocast, build_optimizer, clip_and_step, mark_done, maybe_compile,
-                                micro_batch_size, progress, seed_everything, start_run)
+                                         micro_batch_size, progress, seed_everything, start_run)
+
 from omnijet.model import build_gpt, next_token_loss, shift_tokens
 from omnijet.pretrained import tokenizer_bundle
 from omnijet.tokens import START, load_split, num_codes_of

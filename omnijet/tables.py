@@ -18,7 +18,7 @@ from pathlib import Path
 
 from common.cli import cli
 from common.results.tables import (CLASSIFIER_DISABLED, NO_BACKGROUND_PASSES, NO_CODEBOOK, NO_FINITE_DIFFERENCE,
-                            TOO_FEW_TOP_QCD, json_metric, non_finite_note, read_json, write_table)
+                                   TOO_FEW_TOP_QCD, json_metric, non_finite_note, read_json, write_table)
 
 TOKEN_METRICS = ("particle_pt_resolution", "etaphi_resolution", "eta_resolution", "phi_resolution",
                  "jet_mass_resolution", "jet_pt_resolution", "tau21_resolution", "tau32_resolution",

@@ -25,10 +25,11 @@ import numpy as np
 import torch
 
 from common.cli import cli
-from common.training.config import load_config
 from common.data.datasets import load_arrays
 from common.results.plots import save_figure
+from common.training.config import load_config
 from common.training.train_utils import mark_done, start_run, write_json
+
 from omnijet.deepsets import train_and_score
 from omnijet.jets import observables, particles
 from omnijet.vqvae import load_tokenizer

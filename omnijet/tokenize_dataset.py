@@ -12,6 +12,7 @@ import torch
 from common.cli import cli
 from common.data.datasets import make_loader
 from common.training.train_utils import mark_done, progress, start_run
+
 from omnijet.tokens import codes_to_sequences, save_npy
 from omnijet.vqvae import load_tokenizer
 

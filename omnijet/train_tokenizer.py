@@ -15,14 +15,15 @@ from pathlib import Path
 
 import torch
 
-from common.training.checkpoint import ResumableLoader, load_checkpoint, make_state, restore_state, save_checkpoint
 from common.cli import cli
 from common.data.datasets import make_loader
+from common.training.checkpoint import ResumableLoader, load_checkpoint, make_state, restore_state, save_checkpoint
 from common.training.distributed import Dist, all_reduce_mean, cleanup, init_distributed, unwrap_model, wrap_ddp
 from common.training.logger import MetricLogger
 from common.training.schedules import build_scheduler
 from common.training.train_utils import (accumulate, autocast, build_optimizer, clip_and_step, mark_done, maybe_compile,
-                                micro_batch_size, progress, seed_everything, start_run)
+                                         micro_batch_size, progress, seed_everything, start_run)
+
 from omnijet.validation import validation_loader
 from omnijet.vqvae import build_tokenizer
 

@@ -25,10 +25,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from common.training.checkpoint import load_trained
-from common.training.config import load_config
 from common.blocks.transformer import Attention, EncoderBlock, zero_padded
 from common.blocks.vq import VectorQuantizer
+from common.training.checkpoint import load_trained
+from common.training.config import load_config
 
 
 def _vq_from_cfg(latent_dim: int, vq_cfg: dict) -> VectorQuantizer:

@@ -5,9 +5,10 @@ import pytest
 
 pytest.importorskip("pythia8mc")
 
-from bench.bench_simulate import STAGE_COLUMNS, Twins, _same_event, bench_class  # noqa: E402
 from common.simulate.generate import JetGenerator  # noqa: E402
 from common.simulate.run import gen_config  # noqa: E402
+
+from bench.bench_simulate import STAGE_COLUMNS, Twins, _same_event, bench_class  # noqa: E402
 
 pytestmark = [pytest.mark.sim, pytest.mark.slow]
 

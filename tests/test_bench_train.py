@@ -88,6 +88,7 @@ def test_finetune_rows_time_the_loops_step_and_the_cached_row_runs_no_backbone(m
     """A fine-tuning row times common.training.finetune.train_step; with the cache the timed steps never run the
     backbone (its outputs come with the batch), without it every step does."""
     import common.training.finetune as ft
+
     from hepjepa.model import HEPJEPABackbone
 
     real, during, forwards = ft.train_step, [], []

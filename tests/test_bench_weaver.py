@@ -10,9 +10,10 @@ import pytest
 import uproot
 import yaml
 
-from bench.bench_weaver_part import DATA_CONFIG, TABLE_ID, evaluate_predictions, main, parse_log
 from common.data.jetclass import CLASS_NAMES
 from common.simulate.writers import JETCLASS_BRANCHES
+
+from bench.bench_weaver_part import DATA_CONFIG, TABLE_ID, evaluate_predictions, main, parse_log
 from tests.data_factory import write_jetclass
 
 # numpy / awkward names the data config's expressions may use besides branch names

@@ -2,7 +2,6 @@
 (balanced accuracy per number of tracks), secondary-vertex finding (focal loss, one-sided ARI per number of SVs)."""
 from __future__ import annotations
 
-from common.training.train_utils import mark_done
 import math
 from types import SimpleNamespace
 
@@ -11,10 +10,11 @@ import pytest
 import torch
 
 from common.data.btag import MAX_TRACKS, finalise, write_h5
+from common.results.tables import read_result
 from common.training.checkpoint import save_checkpoint
 from common.training.config import load_config, save_config
 from common.training.metrics import adjusted_rand_index_onesided, balanced_accuracy, bell_numbers
-from common.results.tables import read_result
+from common.training.train_utils import mark_done
 
 from mpm.build import build_model
 
@@ -124,8 +124,9 @@ def test_balanced_accuracy_by_hand():
 
 def test_inputs_use_the_pretraining_quantiles_in_the_mpmv2_column_order(pretrained_v2, btag_dir):
     from common.data.btag import read_btag
-    from common.training.config import load_config as load
     from common.data.datasets import mpmv2_quantiles
+    from common.training.config import load_config as load
+
     from mpm.btag.data import load_btag_split
 
     pcfg = load(pretrained_v2 / "config.yaml")
@@ -308,13 +309,14 @@ def test_per_track_paper_settings_and_twins(name):
 
 @pytest.mark.parametrize("name", ["track_origin_v2", "vertexing_v2"])
 def test_per_track_paper_config_builds_and_steps(name, tmp_path):
-    from common.training.classifier import build_classifier
-    from mpm.build import backbone_fns
     from common.data.array_loader import ArrayLoader
     from common.data.features import get_feature_set
+    from common.training.classifier import build_classifier
+
     from mpm.btag.data import mpmv2_inputs
     from mpm.btag.track_origin import origin_task
     from mpm.btag.vertexing import vertex_task
+    from mpm.build import backbone_fns
 
     cfg = load_config(f"mpm/configs/{name}.yaml", [f"pretrained.overrides={SHRINK}", "finetune.mode=scratch"])
     fc = _fc(f"mpm/configs/{name}.yaml", None, "scratch", [f"pretrained.overrides={SHRINK}"])

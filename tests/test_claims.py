@@ -10,6 +10,7 @@ import yaml
 from common.results import claims as C
 from common.results import report
 from common.results import tables as R
+
 PUB = {
     "mpm": {
         "toy": {

@@ -7,8 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from common.results import compare
 from common.data.datasets import build_dataset
+from common.results import compare
+
 from tests.data_factory import write_jetclass
 
 CLASSES = ["QCD", "Tbqq", "Wqq"]

@@ -142,6 +142,7 @@ def test_renamed_key_names_its_new_name(tmp_path, old, new):
 
 def test_every_shipped_config_uses_the_loop_vocabulary():
     import glob
+
     from common.training.config import RENAMED, check_renamed
     files = [f for m in ("mpm", "omnijet", "hepjepa") for f in glob.glob(f"{m}/configs/**/*.yaml", recursive=True)]
     assert len(files) > 50

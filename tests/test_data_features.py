@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from common.data.features import (FEATURE_SETS, PART_FULL, PART_KIN, PART_KINPID, DataError, RawJets, fit_mpmv2_quantiles,
-                             jet_from_constituents, mpmv2_continuous, mpmv2_pid)
 from common.blocks.pairwise import pairwise_features
+from common.data.features import (FEATURE_SETS, PART_FULL, PART_KIN, PART_KINPID, DataError, RawJets,
+                                  fit_mpmv2_quantiles, jet_from_constituents, mpmv2_continuous, mpmv2_pid)
 
 
 def raw_from(p4, mask=None, jet=None, **part):

@@ -12,6 +12,7 @@ from common.data.batch import JetBatch
 from common.data.datasets import dataset_info, load_arrays, make_loader, set_epoch
 from common.data.features import FEATURE_SETS, DataError
 from common.data.jetclass import CLASS_NAMES, read_jetclass
+
 from tests.data_factory import write_jetclass, write_qg, write_toptagging
 
 N_PER_FILE = 40

@@ -7,10 +7,10 @@ import pytest
 import uproot
 
 from common.data.features import DataError
-from common.data.jetclass import (BRANCHES, CLASS_NAMES, LABEL_DTYPES, class_of_file,
-                             read_jetclass)
+from common.data.jetclass import BRANCHES, CLASS_NAMES, LABEL_DTYPES, class_of_file, read_jetclass
 from common.data.quarkgluon import read_qg
 from common.data.toptagging import read_toptagging
+
 from tests.data_factory import (jetclass_arrays, toptagging_frame, write_jetclass, write_jetclass_arrays, write_qg,
                                 write_toptagging)
 

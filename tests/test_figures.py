@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from common.results import figures, report, tables as results
+from common.results import figures, report
+from common.results import tables as results
 from common.results.plots import data_label, hist_ratio
 
 PUB = {"mpm": {"v2_jetclass": {

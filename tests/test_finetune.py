@@ -5,16 +5,16 @@ import json
 import numpy as np
 import pytest
 import torch
+from test_train_utils import FakeJetLoader
 from torch import nn
 
 from common.data.batch import JetBatch
-from common.training.distributed import Dist
 from common.training.classifier import Classifier, build_classifier, build_classifier_optimizer
+from common.training.distributed import Dist
 from common.training.finetune import evaluate_metrics, run_finetune
 from common.training.finetune_config import finetune_settings
 from common.training.schedules import build_finetune_scheduler, catchup_lr
 from common.training.sweep import run_sweep
-from test_train_utils import FakeJetLoader
 
 CLASSES = ["QCD", "Top"]
 
@@ -337,6 +337,7 @@ def _ddp_cfg():
 
 def _ddp_worker(rank, store, out):
     import torch.distributed as tdist
+
     from common.training.distributed import cleanup, init_distributed
     tdist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
     try:

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_finetune import CLASSES, TinyBackbone, _cfg, _run, make_loader_fn
 
 from common.training.checkpoint import load_checkpoint
 from common.training.config import load_config
 from common.training.distributed import Dist
 from common.training.finetune_config import MODES, apply_per_n, finetune_settings
 from common.training.sweep import run_sweep
-from test_finetune import CLASSES, TinyBackbone, _cfg, _run, make_loader_fn
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 

@@ -4,12 +4,12 @@ MPMv1's and HEP-JEPA's backbones; and the cache refuses what it cannot serve exa
 eval-time randomness, per-batch input noise, outputs beyond the memory limit), saying so."""
 import copy
 
+import data_factory
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-import data_factory
 from common.data.array_loader import ArrayLoader
 from common.data.datasets import dataset_info, make_loader
 from common.data.features import get_feature_set
@@ -42,6 +42,7 @@ def _mpmv1(info):
 
 def _hepjepa(info, fps_random_start=False):
     from common.training.config import load_config
+
     from hepjepa.model import HEPJEPABackbone, angle_columns
     model = load_config("hepjepa/configs/smoke/pretrain.yaml")["model"]
     # the random FPS start is an input augmentation of every arm that trains, the frozen one too (hepjepa/model.py

@@ -11,10 +11,10 @@ import math
 
 import numpy as np
 import pytest
+from test_btag_tasks import _args, btag_dir, pretrained_v2  # noqa: F401  (module fixtures)
+
 from common.training.config import load_config
 from common.training.distributed import Dist
-
-from test_btag_tasks import _args, btag_dir, pretrained_v2  # noqa: F401  (module fixtures)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
@@ -181,10 +181,10 @@ def test_a_new_downstream_task_is_a_small_task_object(tmp_path):
     """A per-jet regression of the label through the same loop: its head, loss, kept outputs and metrics, and a
     'better' that never accepts (so best_val selection tests the initial weights, step 0)."""
     import torch
+    from test_finetune import TinyBackbone, _cfg, load_pretrained, make_loader_fn
     from torch import nn
 
     from common.training.finetune import Task, run_finetune
-    from test_finetune import TinyBackbone, _cfg, load_pretrained, make_loader_fn
 
     class MeanHead(nn.Module):
         def __init__(self, dim):

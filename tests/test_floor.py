@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.results import floor
 from common.data.btag import MAX_TRACKS, finalise, write_h5
 from common.data.datasets import build_dataset
+from common.results import floor
 from common.results.tables import read_result, render_table, write_result
+
 from tests.data_factory import write_jetclass
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -134,6 +135,7 @@ def test_hepjepa_label_percents_follow_its_label_count():
 def test_btag_subset_is_the_btag_finetuning_draw():
     """One draw (common.data.btag.subset_index) for the floor and the BTag fine-tuning runs (mpm.btag.data.subset)."""
     from common.data.btag import subset_index
+
     from mpm.btag.data import subset
 
     arrays = {"label": np.arange(50), "x": np.arange(50) * 2}

@@ -5,6 +5,7 @@ import torch
 
 from common.data.batch import JetBatch
 from common.data.features import FEATURE_SETS
+
 from hepjepa.augment import augment
 from tests.test_hepjepa_tokenizer import fake_jets
 

@@ -10,6 +10,7 @@ import torch
 from common.training.checkpoint import load_checkpoint
 from common.training.config import load_config
 from common.training.distributed import Dist
+
 from hepjepa import figures, finetune, pretrain, tables
 from tests.data_factory import write_jetclass, write_qg, write_toptagging
 

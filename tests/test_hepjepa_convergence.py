@@ -5,6 +5,7 @@ import math
 
 from common.results import claims as C
 from common.results import tables as R
+
 from hepjepa import convergence, tables
 
 

@@ -4,8 +4,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from common.training.config import load_config
 from common.blocks.pairwise import pairwise_features
+from common.training.config import load_config
+
 from hepjepa.masking import sample_masks
 from hepjepa.model import PatchEncoder
 from hepjepa.overlap import target_in_context_fraction
@@ -130,6 +131,7 @@ def test_augmented_four_vectors_follow_the_angles(aug):
     equal those of massless particles built by hand at the augmented angles."""
     from common.data.batch import JET_FIELDS, JetBatch
     from common.data.features import FEATURE_SETS
+
     from hepjepa.augment import augment
 
     names = list(FEATURE_SETS["hepjepa"].names)

@@ -2,6 +2,7 @@
 import torch
 
 from common.training.ema import momentum_schedule
+
 from hepjepa.model import HEPJEPA, HEPJEPABackbone
 from tests.test_hepjepa_tokenizer import fake_jets
 

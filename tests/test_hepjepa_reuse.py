@@ -9,6 +9,7 @@ import yaml
 
 from common.training.config import load_config
 from common.training.distributed import Dist
+
 from hepjepa.pretrain import reusable, reuse_run
 
 

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from common.training.config import load_config
 from common.data.features import FEATURE_SETS, RawJets, deta_dphi_partstyle, jet_from_constituents
+from common.training.config import load_config
 from common.training.finetune_config import finetune_settings
+
 from hepjepa.model import HEPJEPA, HEPJEPABackbone
 from hepjepa.monitors import OnlineProbe, between_jet_share, effective_rank, position_basis, position_r2
 from hepjepa.tokenizer import SinCosPosition

@@ -4,6 +4,7 @@ import json
 import yaml
 
 from common.training.config import load_config
+
 from hepjepa import tables
 
 

@@ -1,16 +1,16 @@
 """What a hostile (or unlucky) user tries: shared files that would run code, folders the kit did not make, two
 writers, stray result files, degenerate data and config values. Each case ends in one clear error, never in damage."""
-import os
 import json
+import os
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
-from pathlib import Path
 import torch
 
 from common.training.checkpoint import (UnsafeCheckpointError, load_checkpoint, make_state, restore_state, rng_state,
-                               save_checkpoint, set_rng_state)
+                                        save_checkpoint, set_rng_state)
 
 
 class _WritesAFile:
@@ -68,6 +68,7 @@ def test_rng_state_is_plain():
 
 def test_quantile_cache_is_not_a_pickle(tmp_path):
     from common.data import datasets as data_mod
+
     from tests.data_factory import write_jetclass
     root = tmp_path / "jc"
     write_jetclass(str(root / "train"), 20, seed=1)
@@ -136,6 +137,7 @@ def test_restart_deletes_only_what_the_run_wrote(tmp_path, monkeypatch):
 def test_second_writer_of_one_run_is_refused_naming_the_holder(tmp_path, monkeypatch):
     import subprocess
     import sys
+
     from common.training.config import ConfigError
     from common.training.train_utils import start_run
     monkeypatch.delenv("RANK", raising=False)
@@ -157,6 +159,7 @@ def test_second_writer_of_one_run_is_refused_naming_the_holder(tmp_path, monkeyp
 # ------------------------------------------------------------------------------------------- 5. claims and results
 def _toy_run(tmp_path, seeds=(0, 1)):
     from common.results import tables as R
+
     from tests.test_claims import PUB
     runs = tmp_path / "runs"
     rows = [{"mode": m, "n_train": n, "accuracy": acc + 0.01 * s, "seed": s}
@@ -169,9 +172,11 @@ def _toy_run(tmp_path, seeds=(0, 1)):
 
 def test_a_backup_copy_of_a_tables_folder_is_refused_not_read_as_more_seeds(tmp_path):
     import shutil
+
     from common.results import claims as C
     from common.results import report
     from common.results import tables as R
+
     from tests.test_claims import CLAIM
     runs, path, pub = _toy_run(tmp_path)
     shutil.copytree(path.parent, path.parent.with_name("tables.bak"))
@@ -189,8 +194,10 @@ def test_a_run_reads_each_table_only_from_the_folders_of_the_steps_that_write_it
     """With run_all's status.tsv, a result file outside the output folder of every step declaring its table (a backup
     copy, a file dropped elsewhere) is not read at all: the run's own file alone decides, seeds are not doubled."""
     import shutil
+
     from common.results import claims as C
     from common.results import tables as R
+
     from tests.test_claims import CLAIM
     runs, path, pub = _toy_run(tmp_path, seeds=(0, 1, 2))
     (runs / "status.tsv").write_text(f"mpm/tables\tdone\t1\tlog\tmpm.toy\talways\t{path.parent}\n"
@@ -209,8 +216,10 @@ def test_a_run_reads_each_table_only_from_the_folders_of_the_steps_that_write_it
 
 def test_a_deleted_row_makes_the_claim_missing_never_moves_it(tmp_path):
     import json
+
     from common.results import claims as C
     from common.results import tables as R
+
     from tests.test_claims import CLAIM
     runs, path, pub = _toy_run(tmp_path, seeds=(0, 1, 2))
     (v,) = C.evaluate(R.collect_results(runs, pub), [CLAIM], pub)
@@ -226,7 +235,9 @@ def test_a_deleted_row_makes_the_claim_missing_never_moves_it(tmp_path):
 @pytest.mark.parametrize("bad", [None, float("nan")])
 def test_a_hole_in_a_seed_list_is_refused_naming_file_and_row(tmp_path, bad):
     import json
+
     from common.results import tables as R
+
     from tests.test_results_validation import PUB, ROWS
     with pytest.raises(ValueError, match=r"mpm\.toy\.json: row 0: auc = \[0\.7, .*seed value 1 is (null|NaN)"):
         R.write_result(tmp_path / "mpm.toy.json", "mpm.toy", [{**ROWS[0], "auc": [0.7, bad, 0.8]}], {}, published=PUB)
@@ -240,6 +251,7 @@ def test_a_hole_in_a_seed_list_is_refused_naming_file_and_row(tmp_path, bad):
 
 def test_no_json_file_of_the_kit_holds_a_bare_nan(tmp_path):
     import json
+
     from common.atomic import write_json
     write_json(tmp_path / "result.json", {"test": {"auc": float("nan"), "acc": np.float32("nan"),
                                                   "curve": [1.0, float("nan")], "t": torch.tensor(float("nan"))}})
@@ -306,6 +318,7 @@ def _qg_cfg(root, **kw):
 def test_batch_larger_than_the_data_or_max_jets_below_a_batch(tmp_path):
     from common.data.datasets import make_loader
     from common.data.features import DataError
+
     from tests.data_factory import write_qg
     write_qg(str(tmp_path / "QG_jets.npz"), 50)
     with pytest.raises(DataError, match="the train split gives 40 jets, fewer than one batch of 64"):
@@ -330,6 +343,7 @@ def test_labels_of_one_class_are_refused_at_load_naming_the_file(tmp_path):
 def test_jetclass_with_classes_missing_is_refused(tmp_path):
     from common.data.datasets import load_arrays
     from common.data.features import DataError
+
     from tests.data_factory import write_jetclass
     write_jetclass(str(tmp_path / "train"), 10, classes=["QCD", "Hbb"])     # e.g. a simulation stopped early
     cfg = dict(dataset="jetclass", root=str(tmp_path), train="train/*.root", features="part_kin",
@@ -374,6 +388,7 @@ def test_an_unfinished_simulation_is_refused_by_the_readers(tmp_path):
     from common.data.datasets import load_arrays
     from common.data.features import DataError
     from common.simulate.run import check_settings, mark_finished
+
     from tests.data_factory import write_qg
     write_qg(str(tmp_path / "QG_jets.npz"), 40)
     check_settings(str(tmp_path), {"dataset": "qg", "jets": 40})         # the simulation started ...
@@ -398,6 +413,7 @@ def test_report_refuses_an_unknown_profile(tmp_path, capsys):
 def test_jets_with_fewer_than_two_constituents_are_refused(tmp_path):
     from common.data.datasets import load_arrays
     from common.data.features import DataError
+
     from tests.data_factory import write_qg
     path = tmp_path / "QG_jets.npz"
     write_qg(str(path), 40)
@@ -411,6 +427,7 @@ def test_jets_with_fewer_than_two_constituents_are_refused(tmp_path):
 def test_a_negative_energy_in_a_top_file_is_named_as_non_physical(tmp_path):
     from common.data.features import DataError
     from common.data.toptagging import read_toptagging
+
     from tests.data_factory import toptagging_frame
     df = toptagging_frame(10, 0)
     df.loc[3, "E_1"] = -abs(df.loc[3, "E_1"])
@@ -421,10 +438,10 @@ def test_a_negative_energy_in_a_top_file_is_named_as_non_physical(tmp_path):
 
 
 def test_an_unfinished_btag_simulation_is_refused(tmp_path):
-    from common.data.features import DataError
-    from common.simulate.run import check_settings
     from common.data.btag import split_files
+    from common.data.features import DataError
     from common.results.floor import run_floor
+    from common.simulate.run import check_settings
     (tmp_path / "train_0.h5").write_bytes(b"")
     check_settings(str(tmp_path), {"dataset": "btag"})
     data = {"dataset": "btag", "root": str(tmp_path), "train": "train*.h5", "test": "train*.h5"}
@@ -439,6 +456,7 @@ def test_a_nan_written_as_null_comes_back_as_a_noted_non_finite_value_not_a_miss
     top/QCD jets for a KL), while an absent metric stays missing."""
     import json
     import math
+
     from common.atomic import write_json
     from common.results.tables import TOO_FEW_TOP_QCD, json_metric, non_finite_note
     write_json(tmp_path / "m.json", {"kl": {"jet_eta": float("nan"), "jet_pt": 1.5}})

@@ -18,6 +18,7 @@ import yaml
 from common.results import claims as C
 from common.results import report
 from common.results import tables as R
+
 from tests.test_claims import CLAIM, PUB
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -259,6 +260,7 @@ def test_claims_cli_refuses_a_file_or_a_folder_without_results(tmp_path, capsys)
 # ------------------------------------------------------------------------------------- 4. unfinished pretraining
 def _unfinished_tokenizer_run(tmp_path):
     from common.training.checkpoint import save_checkpoint
+
     from tests.test_omnijet_loops import _tokenizer_run
     run = tmp_path / "tokenizer"
     _tokenizer_run(run, "binned")
@@ -270,6 +272,7 @@ def _unfinished_tokenizer_run(tmp_path):
 
 def test_weights_of_an_unfinished_run_are_refused_naming_the_folder(tmp_path, monkeypatch):
     from common.training.checkpoint import CheckpointError
+
     from omnijet.vqvae import load_tokenizer
     monkeypatch.delenv("JETFM_ALLOW_UNFINISHED", raising=False)
     run = _unfinished_tokenizer_run(tmp_path)
@@ -293,6 +296,7 @@ def test_an_explicit_checkpoint_outside_a_run_folder_is_the_users_choice(tmp_pat
 
 def test_mpm_finetune_refuses_an_unfinished_pretraining(tmp_path, monkeypatch):
     from common.training.checkpoint import CheckpointError
+
     from mpm.build import backbone_fns
     from tests.test_mpm_finetune import pretrained_run
     monkeypatch.delenv("JETFM_ALLOW_UNFINISHED", raising=False)

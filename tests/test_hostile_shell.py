@@ -50,6 +50,7 @@ class _RunsCommand:
 # ------------------------------------------------------------------------------------------- 1. no pickle in readers
 def test_validate_reads_a_toptagging_file_without_unpickling_its_object_column(tmp_path):
     from common.simulate.validate import load_observables
+
     from tests.data_factory import toptagging_frame
     marker = tmp_path / "pwned"
     df = toptagging_frame(8, 0)
@@ -392,8 +393,9 @@ def test_changing_workers_does_not_mark_the_simulation_to_be_redone(dkit):
 
 
 def test_the_workers_never_reach_a_files_seed():
-    from common.simulate.run import jetclass_tasks
     import inspect
+
+    from common.simulate.run import jetclass_tasks
     assert "workers" not in inspect.signature(jetclass_tasks).parameters
     a = jetclass_tasks("/x", 10, 3, ["QCD", "Hbb"], (0.8, 0.1, 0.1), 4, {})
     assert len({t.seed for t in a}) == len(a)
@@ -446,6 +448,7 @@ def _read_only(monkeypatch, root):
 
 def test_a_read_only_data_root_caches_under_xdg_and_says_so(tmp_path, monkeypatch, capsys):
     from common.data.datasets import load_arrays
+
     from tests.data_factory import write_qg
     root = tmp_path / "ro"
     root.mkdir()
@@ -463,6 +466,7 @@ def test_a_read_only_data_root_caches_under_xdg_and_says_so(tmp_path, monkeypatc
 def test_when_no_cache_folder_can_be_written_the_error_names_data_cache_dir(tmp_path, monkeypatch):
     from common.data.datasets import load_arrays
     from common.data.features import DataError
+
     from tests.data_factory import write_qg
     root = tmp_path / "ro2"
     root.mkdir()

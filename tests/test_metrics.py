@@ -6,6 +6,8 @@ from sklearn.metrics import roc_auc_score
 from sklearn.metrics import roc_curve as sk_roc_curve
 
 from common.training import metrics as M
+
+
 def _binary(n=2000, seed=0, ties=False):
     rng = np.random.default_rng(seed)
     y = rng.integers(0, 2, n)

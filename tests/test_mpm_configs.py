@@ -9,15 +9,14 @@ import torch
 
 from common.data.batch import JetBatch
 from common.training.checkpoint import save_checkpoint
+from common.training.classifier import build_classifier
 from common.training.config import load_config
 from common.training.distributed import Dist
-from common.training.classifier import build_classifier
 from common.training.finetune_config import finetune_settings
+
 from mpm.build import build_model
 from mpm.loop import train as fit
-from mpm.vqvae import VQVAETraining, build_vqvae
-from mpm.vqvae import KMeansTokenizer
-
+from mpm.vqvae import KMeansTokenizer, VQVAETraining, build_vqvae
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 

@@ -1,8 +1,8 @@
 """MPMv1 / MPMv2 model details checked against the official code (rodem-hep/mpm, mattcleigh/jetssl)."""
 from __future__ import annotations
 
-import pytest
 import numpy as np
+import pytest
 import torch
 
 from mpm.heads import CFMTask
@@ -35,8 +35,8 @@ class _CountTokenizer(torch.nn.Module):
 
 
 def _v2_token_targets(targets_from):
-    from tests.test_mpm_models import fake_batch
     from mpm.mpmv2 import MPMv2, MPMv2Encoder
+    from tests.test_mpm_models import fake_batch
 
     torch.manual_seed(0)
     enc = MPMv2Encoder(7, 8, dim=16, depth=1, num_heads=2, ff_hidden=32, num_registers=2)
@@ -102,6 +102,7 @@ def test_normformer_block_separates_attention_dropout():
 
 def test_mpmv1_paper_configs_use_attention_dropout_only():
     from common.training.config import load_config
+
     from mpm.build import build_backbone
     from mpm.vqvae import build_vqvae
 
@@ -145,6 +146,7 @@ def test_mpmv1_backbone_pe_is_a_raw_input_table_before_the_normalisation():
 def test_tokenizer_v2_uses_the_cosine_ema_quantiser():
     """jetssl configs/model/vqvae.yaml: use_cosine_sim, kmeans_init, kmeans_iters 50, threshold_ema_dead_code 2."""
     from common.training.config import load_config
+
     from mpm.vqvae import build_vqvae
 
     for profile in ("", "mini/", "smoke/"):
@@ -159,6 +161,7 @@ def test_tokenizer_v2_uses_the_cosine_ema_quantiser():
 def test_mpmv2_decoder_has_no_final_norm():
     """jetssl configs/model/decoder_config/small.yaml: do_final_norm: False."""
     from common.training.config import load_config
+
     from mpm.build import build_model
 
     for profile in ("", "mini/", "smoke/"):
@@ -272,9 +275,10 @@ def test_cwola_redraws_the_neutral_ip_noise_per_batch(monkeypatch, tmp_path):
     run the feature set's per-batch step as common.data.datasets.JetDataset does (they were fed the cached noise once)."""
     import numpy as np
 
-    import mpm.cwola as cwola
     from common.training.config import load_config
     from common.training.distributed import Dist
+
+    import mpm.cwola as cwola
 
     n, n_part, rng = 40, 4, np.random.default_rng(0)
     pid = np.tile(np.array([0, 1, 2, 3]), (n, 1))                  # photon, h-, h0, h+

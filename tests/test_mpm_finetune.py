@@ -1,19 +1,19 @@
 """MPM downstream: a fixed backbone stays bit-identical, fine-tuning moves it, CWoLa sets are built as specified."""
 from __future__ import annotations
 
-from common.training.train_utils import mark_done
 import numpy as np
 import pytest
 import torch
 
+from common.data.array_loader import ArrayLoader
 from common.training.checkpoint import save_checkpoint
 from common.training.config import load_config, save_config
 from common.training.distributed import Dist
 from common.training.finetune import run_finetune
-from common.data.array_loader import ArrayLoader
-from mpm.cwola import cwola_split, sic_cut
-from mpm.build import backbone_fns, build_model
+from common.training.train_utils import mark_done
 
+from mpm.build import backbone_fns, build_model
+from mpm.cwola import cwola_split, sic_cut
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from common.data.batch import JetBatch
+
 from mpm.flow import ConditionalSplineFlow, rq_spline
 from mpm.heads import CNFTask, build_task
 from mpm.mpmv2 import MPMv2, MPMv2Encoder
-
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 

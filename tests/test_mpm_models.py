@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from common.data.batch import JetBatch
+
 from mpm.masking import masked_jet_mean, order_among_chosen, random_masking
 from mpm.mpmv1 import MPMv1, MPMv1Backbone
 from mpm.mpmv2 import MPMv2, MPMv2Encoder
-
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 

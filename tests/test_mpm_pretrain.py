@@ -9,9 +9,9 @@ import torch
 from common.data.batch import JetBatch
 from common.training.config import load_config
 from common.training.distributed import Dist
+
 from mpm.build import build_model
 from mpm.loop import train as fit
-
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 

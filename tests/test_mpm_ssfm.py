@@ -12,6 +12,7 @@ import torch
 
 from common.training.config import load_config, save_config
 from common.training.distributed import Dist
+
 from mpm.build import backbone_fns, build_model, pretrain_config
 from mpm.heads import SSFMTask, build_task
 from mpm.loop import train as fit

@@ -7,8 +7,8 @@ import pytest
 import yaml
 
 from common.results.tables import load_published
-from mpm.tables import collect
 
+from mpm.tables import collect
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 

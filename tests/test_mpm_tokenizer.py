@@ -6,9 +6,8 @@ import torch
 
 from common.data.batch import JetBatch
 from common.training.checkpoint import save_checkpoint
-from mpm.vqvae import VQVAETraining, load_tokenizer
-from mpm.vqvae import VQVAE, KMeansTokenizer
 
+from mpm.vqvae import VQVAE, KMeansTokenizer, VQVAETraining, load_tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
@@ -88,6 +87,7 @@ def test_kmeans_tokenizer_is_nearest_centroid_and_roundtrips(tmp_path):
 
 def test_vqvae_tokenizer_file_roundtrip(tmp_path):
     from common.training.config import load_config
+
     from mpm.vqvae import build_vqvae
 
     cfg = load_config("mpm/configs/smoke/tokenizer_v1.yaml", ["vqvae.dim=16", "vqvae.num_heads=2", "vqvae.ff_hidden=16",

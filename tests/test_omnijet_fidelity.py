@@ -17,8 +17,9 @@ def fake_root(tmp_path_factory):
 def test_finetune_backbone_sees_the_pretraining_tokens_under_bf16_autocast(fake_root):
     """The harness runs the backbone under bf16 autocast; the tokens it builds must still be the fp32 tokens that
     omnijet.tokenize_dataset wrote for pretraining (the frozen tokeniser runs with autocast off)."""
-    from common.data.datasets import make_loader
     from common.blocks.transformer import GPT
+    from common.data.datasets import make_loader
+
     from omnijet.model import OmniJetBackbone
     from omnijet.tokenize_dataset import tokenize_split
     from omnijet.vqvae import build_tokenizer
@@ -70,6 +71,7 @@ def test_tokenizer_validation_sees_both_classes_equally_at_every_validation(fake
     """Old behaviour: the first val_batches x batch_size jets of the split in file order (one class only)."""
     from common.training.config import load_config
     from common.training.distributed import init_distributed
+
     from omnijet import train_tokenizer
 
     cfg = load_config(f"{REPO}/omnijet/configs/smoke/tokenizer.yaml")
@@ -88,6 +90,7 @@ def test_gpt_validation_sees_top_and_qcd_equally(tmp_path, monkeypatch):
     """Old behaviour: the first val_batches x batch sequences of the val split, stored class after class."""
     from common.training.config import load_config
     from common.training.distributed import init_distributed
+
     from omnijet import pretrain
     from omnijet.tokens import codes_to_sequences, save_npy
 
@@ -114,6 +117,7 @@ def test_vqvae_block_is_the_official_normformer_block():
     """x = LN2(MHA(LN1 x)) + x; x = MLP(x) + x with MLP = LN -> Linear -> SiLU -> Dropout -> Linear (gabbro
     NormformerBlock), compared with a hand-built copy on torch's nn.MultiheadAttention."""
     from common.training.config import load_config
+
     from omnijet.vqvae import NormformerBlockOJ, build_tokenizer
 
     torch.manual_seed(0)
@@ -153,8 +157,9 @@ def test_vqvae_block_is_the_official_normformer_block():
 @pytest.mark.parametrize("profile", ["", "mini/", "smoke/"])
 def test_class_attention_head_of_the_finetune_configs_is_ojs(profile):
     """head=class_attention builds OJ's ClassifierNormformer head (was the MPMv2 class-attention head)."""
-    from common.training.config import load_config
     from common.blocks.pooling import OmniJetClassAttentionHead, build_head
+    from common.training.config import load_config
+
     from omnijet.finetune import harness_config
 
     cfg = load_config(f"{REPO}/omnijet/configs/{profile}finetune.yaml")
@@ -179,9 +184,10 @@ def test_tokenizer_schedule_has_ojs_corners():
 def test_gpt_runs_in_fp32_by_default_even_inside_autocast():
     """OJ trains the GPT in fp32; the fine-tuning harness wraps the backbone in autocast, the backbone switches it off
     for precision fp32 (and the pretraining loop uses the same context)."""
+    from common.blocks.transformer import GPT
     from common.training.config import load_config
     from common.training.train_utils import autocast
-    from common.blocks.transformer import GPT
+
     from omnijet.model import OmniJetBackbone
     from omnijet.vqvae import build_tokenizer
 
@@ -207,6 +213,7 @@ def test_mlp_baseline_encodes_padding_as_oj():
     """OJ's VQVAEMLP ignores the mask: a padded zero row is decoded from the code of encoder(0), and its error
     against 0 is part of the mean-squared reconstruction loss (the kit zeroed padded latents and outputs)."""
     from common.training.config import load_config
+
     from omnijet.vqvae import build_tokenizer
 
     cfg = load_config(f"{REPO}/omnijet/configs/tokenizer_mlp.yaml")["model"]
@@ -231,8 +238,9 @@ def test_finetune_head_defaults_to_the_paper_era_class_attention_head():
     """uhh-pd-ml/omnijet_alpha b7f2fc4 (May 2024) example_experiment_classification.yaml: class_head_type
     "class_attention" (summation only from a36ccaa, 2025-07): the default head is OJ's ClassifierNormformer, sum is a
     switch (was: head sum by default)."""
-    from common.training.config import load_config
     from common.blocks.pooling import OmniJetClassAttentionHead, SumHead, build_head
+    from common.training.config import load_config
+
     from omnijet.finetune import harness_config
 
     for profile in ("", "mini/", "smoke/"):
@@ -274,6 +282,7 @@ def test_gpt_loss_defaults_to_ojs_cross_entropy_over_padded_positions():
     0; the paper's numbers come from it. The kit's default (was: real positions only) and config follow it; the
     real-positions loss stays a switch."""
     from common.training.config import load_config
+
     from omnijet.model import next_token_loss, shift_tokens
 
     for profile in ("", "mini/", "smoke/"):

@@ -6,13 +6,14 @@ import json
 
 import numpy as np
 import pytest
+from sim_fixtures import sim_jetclass  # noqa: F401
 
 from common.results import claims as C
 from common.results.tables import load_published
+
 from omnijet import tables
 from omnijet.evaluate_generation import compare, kl_top_vs_qcd, sample_values, top_qcd_subsets
 from omnijet.generate import sampling_seeds
-from sim_fixtures import sim_jetclass  # noqa: F401
 
 CLASSES = ["QCD", "Tbqq"]
 

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from omnijet.sampling import sample
 from omnijet.model import OmniJetGPT, next_token_loss, shift_tokens
+from omnijet.sampling import sample
 from omnijet.tokens import (codes_to_sequences, load_split, save_npy, sequences_to_codes, stop_token, token_dtype,
                             vocab_size)
 
@@ -124,6 +124,7 @@ def test_paper_configs_give_the_paper_parameter_counts():
     import os
 
     from common.training.config import load_config
+
     from omnijet.model import build_gpt
     from omnijet.vqvae import build_tokenizer
 
@@ -139,11 +140,13 @@ def test_paper_configs_give_the_paper_parameter_counts():
 
 
 def test_generated_sequences_decode_to_finite_particles():
+    import os
+
     from common.training.config import load_config
+
     from omnijet.generate import decode_sequences
     from omnijet.jets import observables
     from omnijet.vqvae import build_tokenizer
-    import os
 
     cfg = load_config(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                    "omnijet/configs/tokenizer.yaml"))["model"]

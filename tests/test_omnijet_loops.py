@@ -1,17 +1,18 @@
 """The two OmniJet-alpha training loops (omnijet.pretrain, omnijet.train_tokenizer) in the kit's one loop shape:
 train(cfg, out, dist) -> the done.json summary, the loop vocabulary (train.steps, ckpt_every, grad_accum,
 precision), the kit's one sampler for the GPT batches with a bit-exact resume, and the loaders beside their models."""
-from common.training.train_utils import mark_done
 import json
 
 import numpy as np
 import pytest
 import torch
 
-from common.training.config import ConfigError, load_config, save_config
-from common.training.distributed import init_distributed
 from common.data.sampler import ShardedBatchSampler
 from common.training.checkpoint import load_checkpoint, make_state, save_checkpoint
+from common.training.config import ConfigError, load_config, save_config
+from common.training.distributed import init_distributed
+from common.training.train_utils import mark_done
+
 from tests.test_omnijet_pipeline import REPO, _data_cfg, _tiny_model_cfg, write_fake_jetclass
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

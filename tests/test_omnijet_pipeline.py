@@ -15,8 +15,9 @@ import pytest
 import torch
 import uproot
 
-from common.training.config import load_config, save_config
 from common.data.jetclass import AUX_BRANCHES, FILE_PREFIX, JET_BRANCHES, LABELS, PARTICLE_FLOAT, PARTICLE_INT
+from common.training.config import load_config, save_config
+
 from omnijet.evaluate_generation import compare, sample_values
 from omnijet.vqvae import BinnedTokenizer, build_tokenizer
 

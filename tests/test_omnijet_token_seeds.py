@@ -9,8 +9,9 @@ import subprocess
 import pytest
 
 from common.results import claims as C
-from common.training.config import load_config
 from common.results.tables import load_published
+from common.training.config import load_config
+
 from omnijet import tables
 
 

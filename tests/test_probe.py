@@ -5,7 +5,6 @@ import torch
 from torch import nn
 
 from common.data.subsets import per_class_subset
-
 from common.training.probe import linear_probe, pool_mean_max, set_norm_stats
 
 

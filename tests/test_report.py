@@ -55,7 +55,8 @@ def make_run(runs: Path, write_result) -> None:
 
 
 def test_results_md_is_byte_identical_to_the_builder_before_the_split(tmp_path):
-    from common.results import report, tables as results
+    from common.results import report
+    from common.results import tables as results
     runs = tmp_path / "runs"
     make_run(runs, functools.partial(results.write_result, published=PUB))
     path, n_missing = report.build_results_md(runs, "mini", tmp_path / "res", published=PUB, claims_path=False)

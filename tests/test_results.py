@@ -9,6 +9,7 @@ import yaml
 
 from common.results import report
 from common.results import tables as R
+
 PUB = {
     "mpm": {
         "toy": {

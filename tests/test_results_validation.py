@@ -10,6 +10,7 @@ import pytest
 
 from common.results import report
 from common.results import tables as R
+
 PUB = {"mpm": {"toy": {"title": "toy", "source": "Someone, arXiv:0000.00000, Table 9", "keys": ["mode", "n_train"],
                        "metrics": ["accuracy", "auc", "rejection_50"],
                        "rows": [{"mode": "fixed", "n_train": 1000, "accuracy": 44.6},

@@ -176,6 +176,7 @@ def test_building_a_model_needs_neither_readers_nor_results():
 
 def _jepa_backbone(fps_random_start: bool):
     from common.training.config import load_config
+
     from hepjepa.model import HEPJEPABackbone, angle_columns, feature_info
 
     cfg = load_config("hepjepa/configs/smoke/pretrain.yaml", [f"model.fps_random_start={fps_random_start}"])
@@ -276,6 +277,7 @@ def test_mpmv1_running_means_travel_with_the_weights(tmp_path):
     from common.training.checkpoint import save_checkpoint
     from common.training.config import load_config
     from common.training.pretrained import example_jets, load
+
     from mpm.build import build_model
 
     over = ["model.dim=16", "model.depth=1", "model.num_heads=2", "model.ff_hidden=16", "model.embed_hidden=16",

@@ -2,11 +2,10 @@
 
 Each test builds a configuration whose physical answer is known without reference to the code under test."""
 import numpy as np
+from sim_fixtures import sim_qg  # noqa: F401  (session fixture, shared with test_simulate)
 
 from common.data.features import RawJets, jet_from_constituents, mpmv2_continuous
 from common.simulate.detector import impact_parameters
-
-from sim_fixtures import sim_qg  # noqa: F401  (session fixture, shared with test_simulate)
 
 
 def _displaced_tracks(jet_eta: float, jet_phi: float, seed: int = 0):

@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from common.data import download as D
+
 pytestmark = pytest.mark.network
 
 

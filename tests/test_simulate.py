@@ -11,8 +11,8 @@ import time
 
 import numpy as np
 import pytest
-
-from sim_fixtures import JETCLASS_JETS_PER_CLASS, QG_JETS, TOPTAGGING_JETS, sim_jetclass, sim_qg, sim_toptagging  # noqa: F401
+from sim_fixtures import (JETCLASS_JETS_PER_CLASS, QG_JETS, TOPTAGGING_JETS, sim_jetclass, sim_qg,  # noqa: F401
+                          sim_toptagging)
 
 pytest.importorskip("pythia8mc")
 uproot = pytest.importorskip("uproot")

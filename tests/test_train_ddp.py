@@ -5,14 +5,14 @@ import os
 import pytest
 import torch
 import torch.distributed as tdist
+from spawn import spawn_on_free_port
+from test_train_utils import FakeJetLoader, TinyNet, loss_fn
 
 from common.training.checkpoint import ResumableLoader
 from common.training.distributed import (all_gather_cat, all_reduce_mean, all_reduce_sum, cleanup, init_distributed,
-                                unwrap_model, wrap_ddp)
+                                         unwrap_model, wrap_ddp)
 from common.training.schedules import build_scheduler
 from common.training.train_utils import accumulate, build_optimizer, clip_and_step, no_sync
-from spawn import spawn_on_free_port
-from test_train_utils import FakeJetLoader, TinyNet, loss_fn
 
 GLOBAL_BATCH, STEPS = 12, 6  # 48 jets = 4 global batches per epoch, so the run crosses an epoch boundary
 

@@ -5,11 +5,11 @@ import random
 import numpy as np
 import pytest
 import torch
+from test_train_utils import FakeJetLoader, TinyNet, loss_fn
 
 from common.training.checkpoint import ResumableLoader, load_checkpoint, make_state, restore_state, save_checkpoint
 from common.training.schedules import build_scheduler
 from common.training.train_utils import build_optimizer, clip_and_step, seed_everything
-from test_train_utils import FakeJetLoader, TinyNet, loss_fn
 
 SCHED = {"kind": "warmup_cosine", "warmup_steps": 3, "total_steps": 20, "start_factor": 0.1, "min_factor": 0.01}
 

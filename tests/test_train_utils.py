@@ -9,10 +9,11 @@ import torch
 from torch import nn
 
 from common.data.batch import JetBatch
-from common.training.logger import MetricLogger, read_log
 from common.training.config import ConfigError, load_config
-from common.training.train_utils import (accumulate, autocast, build_optimizer, clip_and_step, count_parameters, is_done,
-                                mark_done, micro_batches, param_groups, progress, seed_everything, start_run)
+from common.training.logger import MetricLogger, read_log
+from common.training.train_utils import (accumulate, autocast, build_optimizer, clip_and_step, count_parameters,
+                                         is_done, mark_done, micro_batches, param_groups, progress, seed_everything,
+                                         start_run)
 
 
 class FakeJetLoader:

@@ -17,7 +17,6 @@ Contents
 """
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 from torch import nn

@@ -38,7 +38,6 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
-
 CACHE_VERSION = 2
 PID_DTYPE = np.int8        # particle-ID classes (MPMv2: 0..7)
 

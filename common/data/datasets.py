@@ -25,15 +25,15 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from common.data import jetclass, quarkgluon, toptagging
 from common.atomic import atomic_path, write_json
+from common.cli import cli
+from common.data import jetclass, quarkgluon, toptagging
 from common.data.batch import JetBatch
 from common.data.cache import file_lock, get_or_build, source_stat
-from common.cli import cli
 from common.data.features import (DataError, FeatureSet, RawJets, fit_mpmv2_quantiles, get_feature_set,
                                   quantile_transformer)
-from common.data.subsets import per_class_subset
 from common.data.sampler import ShardedBatchSampler
+from common.data.subsets import per_class_subset
 
 DATASETS = ("jetclass", "toptagging", "qg")
 CLASS_NAMES = {"jetclass": jetclass.CLASS_NAMES, "toptagging": toptagging.CLASS_NAMES, "qg": quarkgluon.CLASS_NAMES}

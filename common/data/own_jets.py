@@ -17,8 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.data.features import (IP_FIELDS, PID_FIELDS, DataError, RawJets, deta_dphi_partstyle,
-                                  jet_from_constituents)
+from common.data.features import IP_FIELDS, PID_FIELDS, DataError, RawJets, deta_dphi_partstyle, jet_from_constituents
 
 P4_FIELDS = ("px", "py", "pz", "energy")
 OPTIONAL = PID_FIELDS + IP_FIELDS + ("deta", "dphi")

@@ -49,10 +49,9 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-
 from common.cli import cli
 from common.results.tables import (MIN_SEEDS, aggregate_rows, canon_key, collect_results, load_published, metric_values,
-                            published_table, strict_yaml)
+                                   published_table, strict_yaml)
 
 CLAIMS_PATH = Path(__file__).with_name("claims.yaml")
 Z = 2.0        # the difference must exceed Z standard errors

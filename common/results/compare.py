@@ -179,11 +179,10 @@ def finetune_set(build, load, cfg: dict, out, *, random_init: bool, grid, batch_
     training; pretrained, load(backbone) loads the weights. Returns run_sweep's summary."""
     import copy
 
+    from common.data.datasets import dataset_info
     from common.training.distributed import init_distributed
     from common.training.probe import set_norm_stats
     from common.training.sweep import run_sweep
-
-    from common.data.datasets import dataset_info
 
     data = cfg["data"]
     union, train, labels = jets or training_jets(data)
@@ -268,8 +267,8 @@ def read_embeddings(path) -> dict:
 
 def compare(runs_dir, classifiers=("bdt", "logistic")) -> tuple[list[dict], dict]:
     """Rows of compare.which_pretraining from every embeddings.npz under runs_dir, and the meta of the table."""
-    from common.results import floor
     from common.data.datasets import JetDataset, build_dataset
+    from common.results import floor
 
     paths = sorted(Path(runs_dir).glob("*/embed/*/" + EMBED_FILE))
     if not paths:

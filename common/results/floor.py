@@ -34,10 +34,10 @@ from pathlib import Path
 import numpy as np
 
 from common.atomic import write_json
-from common.training.config import load_config
+from common.cli import cli
 from common.data.subsets import label_count
 from common.results.tables import write_result
-from common.cli import cli
+from common.training.config import load_config
 from common.training.train_utils import set_torch_threads
 
 OBSERVABLES = ("log_pt", "abs_eta", "log_energy", "mass", "nparticles", "sd_mass", "tau21", "tau32", "tau43")
@@ -155,8 +155,8 @@ def _btag_split(data: dict, split: str, max_jets: int | None = None) -> tuple[np
 
 def run_floor(cfg: dict, table_id: str, classifiers=tuple(CLASSIFIERS)) -> tuple[list[dict], dict]:
     """Rows (one per classifier, label-grid point and seed) and run information of the floor of one table."""
-    from common.training.finetune import evaluate_metrics
     from common.results.tables import published_table
+    from common.training.finetune import evaluate_metrics
 
     if table_id not in TABLE_KEYS:
         raise ValueError(f"--table {table_id}: no floor defined; expected one of {', '.join(TABLE_KEYS)}")

@@ -23,8 +23,8 @@ from pathlib import Path
 from common.atomic import write_text
 from common.cli import cli
 from common.results.figures import is_floor_row, table_figure
-from common.results.tables import (read_status, all_table_ids, changed_sources, collect_results, load_published, merge_meta,
-                            render_table_counted)
+from common.results.tables import (all_table_ids, changed_sources, collect_results, load_published, merge_meta,
+                                   read_status, render_table_counted)
 
 FAILED = ("failed", "skipped-after-failure", "started", "interrupted")  # step states that produced no valid output
 STALE = "stale: built from runs that changed or failed"

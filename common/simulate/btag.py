@@ -41,7 +41,7 @@ import numpy as np
 
 from common.atomic import atomic_path
 from common.data.btag import (MAX_TRACKS, N_VERTICES_MAX, READ_BRANCHES, is_b_hadron, is_c_hadron, root_to_arrays,
-                         write_h5)
+                              write_h5)
 
 from .detector import ATLAS, impact_parameters
 from .generate import _quiet_fjcore, derive_seed, make_pythia

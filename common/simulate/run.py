@@ -121,7 +121,11 @@ def execute(tasks: list[Task], workers: int, desc: str) -> list[dict]:
         for t in todo:
             results.append(_run_inline(t, bar))
     else:
-        import awkward, fastjet, pythia8mc, uproot, vector  # noqa: F401,E401  (imported once, before forking)
+        import awkward  # noqa: F401,E401  (imported once, before forking)
+        import fastjet
+        import pythia8mc
+        import uproot
+        import vector
 
         ctx = mp.get_context("fork") if hasattr(os, "fork") else mp.get_context()
         q = ctx.Queue()

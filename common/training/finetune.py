@@ -49,7 +49,7 @@ from common.training.frozen_cache import build_frozen_cache
 from common.training.logger import MetricLogger
 from common.training.schedules import build_finetune_scheduler, run_schedule
 from common.training.train_utils import (accumulate, autocast, clip_and_step, count_parameters, is_done, mark_done,
-                                maybe_compile, progress, seed_everything, write_json)
+                                         maybe_compile, progress, seed_everything, write_json)
 
 
 @dataclass

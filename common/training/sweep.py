@@ -9,9 +9,9 @@ from typing import Callable
 import numpy as np
 from torch import nn
 
+from common.training.config import repeated
 from common.training.distributed import Dist
 from common.training.finetune import flat_metrics, run_finetune
-from common.training.config import repeated
 from common.training.finetune_config import finetune_settings
 from common.training.train_utils import write_json
 

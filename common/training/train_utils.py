@@ -20,7 +20,6 @@ from common.atomic import MANIFEST, RUN_MARKER, forget_run, read_manifest, write
 from common.training.config import ConfigError, add_config_args, config_diff, load_config, save_config
 from common.training.distributed import get_rank
 
-
 # ---------------------------------------------------------------------------------------------------------------------
 # precision
 

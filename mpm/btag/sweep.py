@@ -7,9 +7,9 @@ from pathlib import Path
 
 from common.data.array_loader import ArrayLoader
 from common.data.features import get_feature_set
+from common.results.tables import write_result
 from common.training.finetune import run_finetune
 from common.training.finetune_config import finetune_settings
-from common.results.tables import write_result
 from common.training.sweep import mean_std
 from common.training.train_utils import write_json
 

@@ -18,8 +18,8 @@ from functools import partial
 import numpy as np
 import torch.nn.functional as F
 
-from common.data.btag import ORIGIN_NAMES
 from common.cli import cli
+from common.data.btag import ORIGIN_NAMES
 from common.training.distributed import cleanup, init_distributed
 from common.training.finetune import Task
 from common.training.finetune_config import finetune_settings
