@@ -46,8 +46,22 @@ def _curve(run_dir: Path, mode: str, pct) -> list | None:
     return json.loads(found[0].read_text())["val_curve"] if found else None
 
 
-def figure2(finetune_dir, out_dir, pct=FIGURE2_PERCENT) -> dict:
-    """Val loss vs step for fine-tuned and scratch at `pct` % labels; returns the numbers written to figure2.json."""
+def data_note(data_cfg: dict) -> str:
+    """The line under a figure's title that names its jets: the kit's simulation (a data root the simulator made, with
+    its simulate.json) or the folder read."""
+    root = Path(str(data_cfg.get("root", "")))
+    if (root / "simulate.json").is_file():
+        return f"data: the kit's simulated sample at {root} (not the papers' data)"
+    return f"data: {data_cfg.get('dataset', 'jets')} at {root}"
+
+
+def _title(fig, title: str, note: str) -> None:
+    fig.suptitle(title + (f"\n{note}" if note else ""), fontsize=10)
+
+
+def figure2(finetune_dir, out_dir, pct=FIGURE2_PERCENT, note: str = "") -> dict:
+    """Val loss vs step for fine-tuned and scratch at `pct` % labels; returns the numbers written to figure2.json.
+    note: the data line under the title (data_note)."""
     ft, sc = _curve(Path(finetune_dir), "finetune", pct), _curve(Path(finetune_dir), "scratch", pct)
     if not ft or not sc:
         raise FileNotFoundError(f"{finetune_dir}: no finetune/scratch runs at pct{pct} (run hepjepa.finetune first)")
@@ -64,7 +78,8 @@ def figure2(finetune_dir, out_dir, pct=FIGURE2_PERCENT) -> dict:
         ax.axvline(reach, color="C1", ls="--", lw=1, label=f"fine-tuned reaches it at step {reach}")
     else:
         ax.plot([], [], " ", label="fine-tuned never reaches it in this run")
-    ax.set(xlabel="fine-tuning step", ylabel="validation loss", title=f"JetClass, {pct}% labels")
+    ax.set(xlabel="fine-tuning step", ylabel="validation loss")
+    _title(fig, f"HEP-JEPA Figure 2: validation loss, fine-tuned vs from scratch (JetClass, {pct}% labels)", note)
     ax.legend(fontsize=8)
     save_figure(fig, Path(out_dir) / "figure2_loss_vs_step.png")
     info = {"label_percent": float(pct), "best_scratch_val_loss": best_scratch,
@@ -87,7 +102,8 @@ def pooled_embeddings(backbone, arrays: dict, batch_size: int = 256) -> np.ndarr
 
 
 def figure3(cfg: dict, out_dir, max_jets: int = 2000, seed: int = 0) -> None:
-    """t-SNE of pooled test-jet embeddings: pretrained (sweep.pretrained) vs random initialisation."""
+    """t-SNE of pooled test-jet embeddings: pretrained (sweep.pretrained) vs random initialisation (a figure: it
+    chooses nothing, so it may read the test split)."""
     from sklearn.manifold import TSNE
 
     info = dataset_info(cfg["data"])
@@ -112,6 +128,7 @@ def figure3(cfg: dict, out_dir, max_jets: int = 2000, seed: int = 0) -> None:
                 ax.scatter(emb[sel, 0], emb[sel, 1], s=4, alpha=0.6, label=name)
         ax.set(title=f"{title} ({len(z)} test jets)", xticks=[], yticks=[])
     axes[1].legend(markerscale=3, fontsize=7, loc="best")
+    _title(fig, "HEP-JEPA Figure 3: t-SNE of the pooled jet embeddings, coloured by class", data_note(cfg["data"]))
     save_figure(fig, Path(out_dir) / "figure3_tsne.png")
 
 
@@ -120,7 +137,7 @@ MONITOR_PANELS = (("JEPA loss", ("loss", "val_loss")), ("spread", ("pred_std", "
                   ("online probe", ("online_probe_acc",)))
 
 
-def figure_monitors(log_path, out_dir) -> bool:
+def figure_monitors(log_path, out_dir, note: str = "") -> bool:
     """The pretraining monitors against step from a log.jsonl; False when the log is missing."""
     log_path = Path(log_path)
     if not log_path.is_file():
@@ -135,6 +152,7 @@ def figure_monitors(log_path, out_dir) -> bool:
                 ax.plot(*zip(*pts), "-", lw=1.2, label=k)
         ax.set(title=title, xlabel="pretraining step")
         ax.legend(fontsize=7)
+    _title(fig, "HEP-JEPA pretraining monitors (ours)", note)
     save_figure(fig, Path(out_dir) / "pretrain_monitors.png")
     return True
 
@@ -146,9 +164,10 @@ def main(argv=None) -> None:
     parser.add_argument("--tsne-jets", type=int, default=2000, help="test jets in the t-SNE")
     args = parser.parse_args(argv)
     cfg = config_from_args(args)
-    f2 = figure2(args.finetune_dir, args.out, args.label_percent)
+    note = data_note(cfg["data"])
+    f2 = figure2(args.finetune_dir, args.out, args.label_percent, note)
     figure3(cfg, args.out, args.tsne_jets, cfg["seed"])
-    figure_monitors(Path(cfg["sweep"]["pretrained"]).parent / "log.jsonl", args.out)
+    figure_monitors(Path(cfg["sweep"]["pretrained"]).parent / "log.jsonl", args.out, note)
     mark_done(args.out, {"finetune_reaches_scratch_best_at_step": f2["finetune_reaches_scratch_best_at_step"]})
 
 

@@ -90,8 +90,12 @@ def test_frozen_finetuning_leaves_the_encoder_bit_identical(data, tmp_path):
                and v.is_floating_point()), "fine-tuned mode did not train the backbone: the test cannot fail"
 
 
-def test_sweep_figures_and_tables(data, tmp_path):
+def test_sweep_figures_and_tables(data, tmp_path, monkeypatch):
     runs = tmp_path / "hepjepa"
+    drawn = {}
+    save = figures.save_figure
+    monkeypatch.setattr(figures, "save_figure", lambda fig, path: (drawn.__setitem__(Path(path).name, fig),
+                                                                    save(fig, path))[1])
     cfg = shrunk(Path("hepjepa/configs/smoke/finetune_jetclass.yaml"), data)
     pretrain.train(cfg, runs / "pretrain", Dist())
     cfg["sweep"].update(pretrained=str(runs / "pretrain" / "checkpoint.pt"), label_percents=[0.5, 100])
@@ -99,9 +103,15 @@ def test_sweep_figures_and_tables(data, tmp_path):
     assert {(r["mode"], r["label_percent"]) for r in res["rows"]} == {
         (m, p) for m in ("fixed", "finetune", "scratch") for p in (0.5, 100)}
     assert res["rows"][0]["n_per_class"] == 1  # 0.5 % of a tiny pool: at least one jet per class
-    info = figures.figure2(runs / "ft_jetclass", runs / "figures", 0.5)
+    info = figures.figure2(runs / "ft_jetclass", runs / "figures", 0.5, figures.data_note(cfg["data"]))
     assert info["finetune_curve"] and info["scratch_curve"]
     figures.figure3(cfg, runs / "figures", max_jets=40)
+    for name, words in (("figure2_loss_vs_step.png", "Figure 2: validation loss"), ("figure3_tsne.png", "t-SNE")):
+        title = drawn[name]._suptitle.get_text()    # a title in words, and the jets named under it
+        assert words in title and f"data: jetclass at {cfg['data']['root']}" in title, title
+    (tmp_path / "sim").mkdir()
+    (tmp_path / "sim" / "simulate.json").write_text("{}")     # a folder the kit's simulator made
+    assert figures.data_note({"root": str(tmp_path / "sim")}).startswith("data: the kit's simulated sample at ")
     assert (runs / "figures" / "figure2_loss_vs_step.png").stat().st_size > 1000
     assert (runs / "figures" / "figure3_tsne.png").stat().st_size > 1000
     written = tables.write_tables(runs, runs / "tables", "smoke")
