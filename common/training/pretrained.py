@@ -235,7 +235,6 @@ def finetune(model: Pretrained, jets, labels, out, *, class_names: list[str] | N
     from common.data.array_loader import ArrayLoader
     from common.training.distributed import Dist
     from common.training.finetune import run_finetune
-
     from common.training.finetune_config import finetune_settings
 
     a = model.arrays(jets)
