@@ -182,7 +182,8 @@ def _read_root(path: str) -> dict:
     try:
         f = uproot.open(path)
     except Exception as e:
-        raise DataError(f"{path}: cannot open as a ROOT file (corrupt, truncated or empty?): {e}") from e
+        raise DataError(f"{path}: cannot open as a ROOT file (corrupt, truncated or empty?): "
+                        f"{' '.join(str(e).split())}") from e
     with f:
         if TREE not in f:
             raise DataError(f"{path}: no TTree {TREE!r} (found keys {list(f.keys())})")

@@ -91,7 +91,9 @@ def _cache_dir(cfg) -> str:
     if _writable(default):
         _CACHE_CHOICE[root] = default
         return default
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    if not os.path.isabs(base):   # unset, empty or relative: ignored, as the XDG Base Directory spec says
+        base = os.path.join(os.path.expanduser("~"), ".cache")
     tag = hashlib.sha256(root.encode()).hexdigest()[:16]
     fallback = os.path.join(base, "jetfm", f"{os.path.basename(root) or 'root'}-{tag}")
     if not _writable(fallback):

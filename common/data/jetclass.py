@@ -56,7 +56,8 @@ def _open_tree(path: str):
     try:
         f = uproot.open(path)
     except Exception as e:  # uproot raises many kinds (ValueError, OSError, DeserializationError) on bad files
-        raise DataError(f"{path}: cannot open as a ROOT file (corrupt, truncated or empty?): {e}") from e
+        raise DataError(f"{path}: cannot open as a ROOT file (corrupt, truncated or empty?): "
+                        f"{' '.join(str(e).split())}") from e
     if TREE not in f:
         raise DataError(f"{path}: no TTree {TREE!r} (found keys {list(f.keys())})")
     tree = f[TREE]

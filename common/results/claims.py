@@ -304,6 +304,8 @@ def power_text(claim: dict, verdict: str, why: str, se: float | None, published_
         ref, name = abs(published_d), "|published d|"
     else:
         return f"{Z:g} SE = {det:.3g}; not published"
+    if ref == 0:   # nothing published to detect: "underpowered" would say nothing
+        return f"{Z:g} SE = {det:.3g}; {name} = 0"
     text = f"{Z:g} SE = {det:.3g} {'≥' if det >= ref else '<'} {name} {ref:.3g}"
     if verdict == "inconclusive" and not why.startswith(("fewer than", "one pretraining run")):
         if det >= ref:
@@ -341,12 +343,18 @@ ONE_RUN = "one pretraining run: replicate over pretraining runs needs N>=2"
 
 
 def pretraining_run_values(rows: list[dict], metric: str, scale: float = 1.0,
-                           pretrained: bool = True) -> tuple[list[float], list[int] | None]:
+                           pretrained: bool = True, where: str = "claim") -> tuple[list[float], list[int] | None]:
     """The values of one side of a claim replicated over pretraining runs, from the raw rows of its cell: one value
     per pretraining run (the mean over that run's seeds; rows group by their `pretrain_seed`), and the seeds per
     run. Rows without `pretrain_seed`: one run when the side is `pretrained` (side a: a row that does not name its
     run cannot stand for several), otherwise a side without pretraining that keeps one value per seed (runs: None).
-    An infinite seed value makes its run's value infinite."""
+    An infinite seed value makes its run's value infinite. A cell mixing rows with and without `pretrain_seed` (e.g.
+    a result file of an older kit beside the replicated ones) is refused: the unnamed rows are no run of their own."""
+    named = sum("pretrain_seed" in r for r in rows)
+    if 0 < named < len(rows):
+        raise ValueError(f"{where}: replicate: pretraining, but {len(rows) - named} of the {len(rows)} rows of its cell "
+                         "have no pretrain_seed (a result file of an older kit or another run?); rerun those steps or "
+                         "move the stray result files away")
     if not pretrained and not any("pretrain_seed" in r for r in rows):
         return [x * scale for r in rows for x in metric_values(r.get(metric))], None
     runs: dict = {}
@@ -407,7 +415,8 @@ def _decide_one(claim: dict, res: dict | None, entry: dict, published: dict) -> 
     if claim.get("replicate") == "pretraining":  # one value per pretraining run
         (a, runs["a"]), (b, runs["b"]) = (
             pretraining_run_values(_cell_rows(rows, keys, row), claim[s].get("metric", claim["metric"]), scale(s),
-                                   pretrained=(s == "a")) for s, row in (("a", a_row), ("b", b_row)))
+                                   pretrained=(s == "a"), where=f"claim {claim['id']} (table {claim['table']}, side "
+                                   f"{s})") for s, row in (("a", a_row), ("b", b_row)))
     else:
         a, b = ([x * scale(s) for x in _side_values(row, claim, s)] for s, row in (("a", a_row), ("b", b_row)))
     verdict, d, se, why = decide(a, b, claim["better"], claim.get("test"), claim.get("margin"))

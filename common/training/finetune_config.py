@@ -14,6 +14,7 @@ Modes (MPMv1 / OmniJet-alpha / HEP-JEPA all compare the three):
 from __future__ import annotations
 
 import copy
+import math
 
 from common.training.config import RENAMED, renamed_error, repeated
 from common.training.schedules import check_schedule_cfg, run_schedule
@@ -133,6 +134,12 @@ def finetune_settings(cfg: dict, n_total: int | None = None) -> dict:
                              f"({', '.join(map(repr, repeated(list(fc[key]))))} repeated: the same run again is not "
                              "another replicate)")
     fc = apply_per_n(fc, n_total)
+    if not isinstance(fc["cache_frozen"], bool):
+        raise ValueError(f"config: finetune.cache_frozen = {fc['cache_frozen']!r}; expected true or false")
+    gb = fc["cache_frozen_max_gb"]
+    if isinstance(gb, bool) or not isinstance(gb, (int, float)) or not math.isfinite(gb) or gb <= 0:
+        raise ValueError(f"config: finetune.cache_frozen_max_gb = {gb!r}; expected a number of GB > 0 (the memory "
+                         "the frozen outputs may take; finetune.cache_frozen: false turns the cache off)")
     if int(fc["steps"]) < 1:
         raise ValueError(f"config: finetune.steps must be >= 1 (got {fc['steps']})")
     if fc["precision"] not in PRECISIONS:

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from common.atomic import atomic_path
 from common.data.batch import JetBatch
 from common.data.features import DataError, get_feature_set, quantile_transformer
 from common.data.own_jets import raw_jets, read_file
@@ -53,9 +54,56 @@ def bundle(method: str, cfg: dict, data_cfg: dict | None = None, **extra) -> dic
 
 def _method_fns(b: dict, state: dict | None, where):
     method = b.get("method")
-    if method not in METHODS:
+    if not isinstance(method, str) or method not in METHODS:
         raise ValueError(f"{where}: method {method!r} is not one of {sorted(METHODS)}")
     return importlib.import_module(METHODS[method]).fns(b, state)
+
+
+def _check_reuse(info: dict, ckpt: dict, file) -> None:
+    """The `reuse` entry (and a classifier's class names) of a checkpoint read from disk: plain values of the types
+    `bundle` writes, else one line naming the file and the key (never a TypeError deep in a model builder)."""
+    def bad(key, expected, got):
+        raise ValueError(f"{file}: reuse.{key} = {_short(got)}: expected {expected}; the checkpoint is damaged or not "
+                         "written by this kit (rerun the pretraining)")
+    if not isinstance(info.get("method"), str) or info["method"] not in METHODS:
+        raise ValueError(f"{file}: method {info.get('method')!r} is not one of {sorted(METHODS)}")
+    if not isinstance(info.get("config"), dict):
+        bad("config", "the run's resolved config (a mapping)", info.get("config"))
+    p = info.get("preprocessing")
+    if not isinstance(p, dict):
+        bad("preprocessing", "a mapping (features, feature_params, num_particles, class_names, fitted)", p)
+    n = p.get("num_particles")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        bad("preprocessing.num_particles", "an integer >= 1", n)
+    if not isinstance(p.get("features"), str):
+        bad("preprocessing.features", "a feature set name", p.get("features"))
+    if not isinstance(p.get("feature_params"), dict):
+        bad("preprocessing.feature_params", "a mapping", p.get("feature_params"))
+    for key in ("class_names", "feature_names"):
+        v = p.get(key)
+        if (key == "class_names" or v is not None) and not (isinstance(v, list) and v and
+                                                            all(isinstance(c, str) for c in v)):
+            bad(f"preprocessing.{key}", "a non-empty list of strings", v)
+    fit = p.get("fitted")
+    if fit is not None:
+        if not isinstance(fit, dict) or not all(isinstance(fit.get(k), torch.Tensor) and fit[k].is_floating_point()
+                                                for k in ("quantiles", "references")):
+            bad("preprocessing.fitted", "{quantiles, references} float tensors (the fitted quantile transformer)", fit)
+        q, r = fit["quantiles"], fit["references"]
+        if not (torch.isfinite(q).all() and torch.isfinite(r).all()) or not (q.diff(dim=0) >= 0).all():
+            bad("preprocessing.fitted", "finite quantiles, non-decreasing along each feature", fit)
+    if "head" in ckpt:
+        names = ckpt.get("class_names")
+        if not (isinstance(names, list) and len(names) >= 2 and all(isinstance(c, str) for c in names)):
+            raise ValueError(f"{file}: class_names = {_short(names)}: expected a list of at least two strings")
+
+
+def _short(v) -> str:
+    if isinstance(v, dict):
+        text = "{" + ", ".join(f"{k!r}: {_short(x)}" for k, x in v.items()) + "}"
+    else:
+        text = " ".join((repr(v) if not isinstance(v, torch.Tensor) else f"tensor{tuple(v.shape)}").split())
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 class Pretrained(nn.Module):
@@ -82,6 +130,9 @@ class Pretrained(nn.Module):
     def arrays(self, jets, max_jets: int | None = None) -> dict:
         """Raw jets (a mapping of per-particle arrays, see common/data/own_jets.py, or a file path) -> the feature
         arrays of the backbone's input (x, mask, p4, jet, label[, pid]), as the preprocessing cache computes them."""
+        if max_jets is not None and (isinstance(max_jets, bool) or not isinstance(max_jets, (int, np.integer))
+                                     or max_jets < 1):
+            raise ValueError(f"max_jets = {max_jets!r}: expected an integer >= 1 (or None: all jets)")
         raw = read_file(jets, max_jets) if isinstance(jets, (str, Path)) else raw_jets(jets)
         if max_jets is not None:
             raw = raw.select(slice(0, max_jets))
@@ -98,6 +149,7 @@ class Pretrained(nn.Module):
         """{"jet": (B, 2D) masked mean+max of the tokens (common.training.probe.pool_mean_max), "tokens": (B, T, D),
         "mask": (B, T)} as float32 / bool NumPy arrays, in eval mode (deterministic)."""
         self.eval()
+        _check_batch_size(batch_size)
         a = self.arrays(jets, max_jets)
         out = {"jet": [], "tokens": [], "mask": []}
         for s in range(0, len(a["x"]), batch_size):
@@ -118,9 +170,15 @@ class Pretrained(nn.Module):
     def predict(self, jets, batch_size: int = 256) -> np.ndarray:
         """Class probabilities (B, C) of a fine-tuned model, in eval mode."""
         self.eval()
+        _check_batch_size(batch_size)
         a = self.arrays(jets)
         return np.concatenate([self(self.batch(a, slice(s, s + batch_size))).float().softmax(-1).numpy()
                                for s in range(0, len(a["x"]), batch_size)])
+
+
+def _check_batch_size(batch_size) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size = {batch_size!r}: expected an integer >= 1")
 
 
 def _checkpoint_file(path) -> Path:
@@ -142,6 +200,18 @@ def load(path, device="cpu") -> Pretrained:
     if not isinstance(info, dict) or info.get("format") != FORMAT:
         raise ValueError(f"{file}: no self-contained `reuse` entry (format {FORMAT}): written by an older kit or not "
                          "a pretraining / fine-tuned checkpoint; rerun the pretraining to embed your own jets with it")
+    _check_reuse(info, ckpt, file)
+    try:
+        return _build(ckpt, info, file, device)
+    except DataError as e:   # the feature set named in the checkpoint
+        raise DataError(f"{file}: {e}") from None
+    except (KeyError, TypeError, AttributeError, IndexError, RuntimeError) as e:   # a config or weights that do not fit
+        raise ValueError(f"{file}: the checkpoint's reuse entry and weights do not build a {info['method']} backbone "
+                         f"({type(e).__name__}: {' '.join(str(e).split())[:160]}); the checkpoint is damaged or "
+                         "not written by this kit") from None
+
+
+def _build(ckpt: dict, info: dict, file, device) -> Pretrained:
     if "head" in ckpt:       # a classifier: the whole model's weights
         build, _ = _method_fns(info, None, file)
         backbone = build()
@@ -165,24 +235,43 @@ def finetune(model: Pretrained, jets, labels, out, *, class_names: list[str] | N
     from common.data.array_loader import ArrayLoader
     from common.training.distributed import Dist
     from common.training.finetune import run_finetune
+    from common.training.finetune_config import finetune_settings
 
     a = model.arrays(jets)
-    a["label"] = np.asarray(labels, dtype=np.int64).reshape(-1)
-    if len(a["label"]) != len(a["x"]):
-        raise DataError(f"finetune: {len(a['label'])} labels for {len(a['x'])} jets")
+    a["label"] = _labels(labels, len(a["x"]), "labels")
+    n_classes = int(a["label"].max()) + 1
     if val is None:
         perm = np.random.default_rng([seed, 2]).permutation(len(a["x"]))
         n_val = max(1, len(perm) // 5)
         train, val_a = ({k: v[np.sort(perm[n_val:])] for k, v in a.items()},
                         {k: v[np.sort(perm[:n_val])] for k, v in a.items()})
     else:
+        if not (isinstance(val, (tuple, list)) and len(val) == 2):
+            raise DataError(f"finetune: val = {type(val).__name__}: expected (jets, labels)")
         train, val_a = a, model.arrays(val[0])
-        val_a["label"] = np.asarray(val[1], dtype=np.int64).reshape(-1)
-    names = list(class_names or [str(c) for c in range(int(a["label"].max()) + 1)])
+        val_a["label"] = _labels(val[1], len(val_a["x"]), "val labels")
+        if int(val_a["label"].max()) >= n_classes:
+            raise DataError(f"finetune: val labels reach class {int(val_a['label'].max())}; the training labels have "
+                            f"classes 0-{n_classes - 1}")
+    missing = sorted(set(range(n_classes)) - set(np.unique(train["label"]).tolist()))
+    if n_classes < 2 or missing:
+        raise DataError(f"finetune: the training jets have labels {sorted(np.unique(train['label']).tolist())}; "
+                        f"expected every class 0..C-1 (C >= 2) to have jets" +
+                        (f" (no jets of class {missing})" if missing and n_classes >= 2 else ""))
+    if class_names is not None and not (isinstance(class_names, (list, tuple)) and
+                                        all(isinstance(c, str) and c for c in class_names) and
+                                        len(set(class_names)) == len(class_names)):
+        raise DataError(f"finetune: class_names = {_short(class_names)}: expected a list of distinct non-empty strings")
+    if class_names is not None and len(class_names) != n_classes:
+        raise DataError(f"finetune: {len(class_names)} class_names {list(class_names)} for labels 0-{n_classes - 1} "
+                        f"({n_classes} classes); expected one name per class, in label order")
+    names = list(class_names or [str(c) for c in range(n_classes)])
     head = head or {"kind": "linear_mean"}
     fc = {"mode": mode, "head": head, "seeds": [seed], "save_model": True, "checkpoint": False,
           "precision": "fp32", **settings}
+    finetune_settings({"finetune": fc})     # a bad setting is named before the folder is touched
     build, _ = _method_fns(model.info, None, out)
+    out = _finetune_folder(out, _fingerprint(model, train, val_a, names, fc))
     splits = {"train": train, "val": val_a, "test": val_a}
 
     def loader_fn(data_cfg, split, batch_size, *, shuffle, seed=0, rank=0, world_size=1, **kw):
@@ -194,12 +283,73 @@ def finetune(model: Pretrained, jets, labels, out, *, class_names: list[str] | N
         if hasattr(backbone, "norm") and hasattr(backbone.norm, "freeze"):
             backbone.norm.freeze()  # MPMv1 input normalisation keeps the pretraining statistics
 
-    out = Path(out)
     run_finetune({"finetune": fc, "data": {}}, build, None if mode == "scratch" else load_backbone, out, Dist(),
                  seed=seed, n_per_class=None, loader_fn=loader_fn, class_names=names)
     state = load_checkpoint(out / "classifier.pt")["model"]
     save_checkpoint(out / "classifier.pt", {"reuse": model.info, "head": head, "class_names": names, "model": state})
     return load(out)
+
+
+def _labels(labels, n: int, what: str) -> np.ndarray:
+    """Integer class numbers 0, 1, ..., one per jet, else one line naming what is wrong."""
+    y = np.asarray(labels)
+    if y.ndim != 1 or len(y) != n:
+        raise DataError(f"finetune: {what} have shape {y.shape}; expected ({n},), one label per jet")
+    if y.dtype.kind not in "biuf" or (y.dtype.kind == "f" and not (np.isfinite(y).all() and (y == np.round(y)).all())) \
+            or (y < 0).any():
+        raise DataError(f"finetune: {what} must be integer class numbers 0, 1, ...; got dtype {y.dtype}"
+                        + (f", values {np.unique(y)[:5].tolist()}" if y.dtype.kind in "biuf" else ""))
+    return y.astype(np.int64)
+
+
+FINETUNE_INPUTS = "finetune_inputs.json"   # what `finetune` trained in a folder (a hash): a rerun reads it back
+
+
+def _fingerprint(model: Pretrained, train: dict, val: dict, names: list, fc: dict) -> str:
+    """sha256 of everything a fine-tuning's result depends on: backbone weights, preprocessing, jets, labels, settings."""
+    import hashlib
+
+    h = hashlib.sha256(json.dumps([model.info["method"], model.info["preprocessing"]["features"], names, fc],
+                                  sort_keys=True, default=str).encode())
+    for k, v in sorted(model.backbone.state_dict().items()):
+        h.update(k.encode() + v.detach().cpu().contiguous().numpy().tobytes())
+    for split in (train, val):
+        for k in sorted(split):
+            h.update(k.encode() + str(split[k].shape).encode() + np.ascontiguousarray(split[k]).tobytes())
+    return h.hexdigest()
+
+
+def _finetune_folder(out, fingerprint: str) -> Path:
+    """The fine-tuning's folder: new, empty, or one `finetune` wrote for the same inputs (read back or resumed). A
+    folder of other files (the user's, or another run of the kit) or of another fine-tuning is refused, untouched."""
+    from common.atomic import RUN_MARKER, write_json
+    from common.training.train_utils import RUN_LOCK, _write_marker, lock_dir
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"finetune: out {out} is a file; expected a folder for the fine-tuned classifier")
+    record = out / FINETUNE_INPUTS
+    if record.is_file():
+        try:
+            then = json.loads(record.read_text()).get("sha256")
+        except (ValueError, AttributeError):
+            then = None
+        if then != fingerprint:
+            raise DataError(f"finetune: {out} holds a fine-tuning of other jets, labels, settings or backbone "
+                            f"({FINETUNE_INPUTS}); use another folder, or delete this one to redo it")
+    elif out.is_dir() and any(p.name not in (RUN_LOCK, RUN_MARKER) for p in out.iterdir()):
+        raise DataError(f"finetune: {out} is not empty and not a fine-tuning folder of `finetune` (no "
+                        f"{FINETUNE_INPUTS}); nothing was written there: use a new or empty folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataError(f"finetune: cannot create {out} ({e.strerror})") from None
+    lock_dir(out, "fine-tuning")
+    if not (out / RUN_MARKER).is_file():
+        _write_marker(out, torch.get_num_threads())
+    if not record.is_file():
+        write_json(record, {"sha256": fingerprint})
+    return out
 
 
 # ------------------------------------------------------------------------------------------------- ONNX export
@@ -222,16 +372,36 @@ def export(model, path, jets=None, opset: int = 18, atol: float = 1e-4) -> Path:
     The jet axis is dynamic; the particle axis too where the model allows it (checked: ONNX Runtime on half the
     particles must agree with PyTorch, else it stays at the checkpoint's num_particles; HEP-JEPA's kNN size is fixed
     at export). The export is checked against PyTorch on `jets` (default: example_jets) to `atol`."""
-    import onnxruntime as ort
-
     model = load(model) if isinstance(model, (str, Path)) else model
     if model.head is None:
         raise ValueError("export: the model has no classification head; fine-tune it first (finetune)")
     model.eval()
     a = model.arrays(jets if jets is not None else example_jets(8))
     names = ["x", "mask", "p4"] + (["pid"] if "pid" in a else [])
+    path = _onnx_path(path)
+    with atomic_path(path) as tmp:   # the checked graph appears at `path` whole, or nothing does
+        _export_checked(model, a, names, tmp, opset, atol, path)
+    return path
+
+
+def _onnx_path(path) -> Path:
+    """The export's target: a file ending in .onnx (never a checkpoint or any other file by mistake) in a folder that
+    is made if missing; an existing .onnx file is replaced."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() != ".onnx":
+        raise ValueError(f"export: {path}: expected a file name ending in .onnx")
+    if path.is_dir():
+        raise ValueError(f"export: {path} is a folder; expected a file name ending in .onnx")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"export: cannot create the folder {path.parent} ({e.strerror})") from None
+    return path
+
+
+def _export_checked(model: Pretrained, a: dict, names: list, path: str, opset: int, atol: float,
+                    shown: Path) -> None:
+    import onnxruntime as ort
 
     def agrees(arrays) -> bool:
         quiet = ort.SessionOptions()
@@ -256,8 +426,7 @@ def export(model, path, jets=None, opset: int = 18, atol: float = 1e-4) -> Path:
         except Exception:   # noqa: BLE001 - ONNX Runtime refuses the shape: the particle axis stays fixed
             pass
     if not agrees(a):
-        raise RuntimeError(f"{path}: ONNX Runtime and PyTorch disagree by more than {atol} on the example jets")
-    return path
+        raise RuntimeError(f"{shown}: ONNX Runtime and PyTorch disagree by more than {atol} on the example jets")
 
 
 def example_jets(n: int, seed: int = 0, particles: int = 30) -> dict:
