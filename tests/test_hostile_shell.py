@@ -221,6 +221,17 @@ def test_clean_refuses_with_one_line_and_deletes_nothing(tmp_path, capsys, recor
     assert (tmp_path / "victim.txt").exists() and (out / "data.npz").exists()
 
 
+def test_clean_of_a_file_is_refused_and_the_file_kept(tmp_path, capsys):
+    from common.cli import cli
+    from common.simulate.__main__ import main
+    f = tmp_path / "jets.h5"
+    f.write_text("the user's file")
+    with pytest.raises(SystemExit) as e:
+        cli(main, ["clean", str(f)])
+    assert e.value.code == 2 and "not a folder" in capsys.readouterr().err
+    assert f.read_text() == "the user's file"
+
+
 # ------------------------------------------------------------------------------------------- 5. never stamp
 def test_simulating_into_a_folder_of_the_users_files_is_refused_never_stamped(tmp_path, capsys):
     from common.cli import cli

@@ -291,6 +291,8 @@ def clean(out: str) -> tuple[int, list[str]]:
     A folder without the simulator's simulate.json (its marker and file list) is refused, nothing deleted."""
     out = str(out)
     path = os.path.join(out, "simulate.json")
+    if os.path.lexists(out) and not os.path.isdir(out):
+        raise ValueError(f"{out}: not a folder; clean takes the folder a simulation wrote into")
     if not os.path.isdir(out):
         return 0, []
     if not os.path.isfile(path):
