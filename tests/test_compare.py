@@ -343,3 +343,31 @@ def test_the_frozen_random_init_is_one_backbone_per_seed(data_root, tmp_path, mo
         assert any(np.array_equal(x, want) for x in seen[s])
         others = [e["x_test"]] + [e[f"x_test_seed{t}"] for t in compare.COMPARE_SEEDS[1:]]
         assert sum(any(np.array_equal(x, o) for x in seen[s]) for o in others) == 1
+
+
+def test_embed_main_of_an_extra_pretraining_run(data_root, tmp_path, monkeypatch):
+    """`embed_main ... --subset-seeds 1` (run_steps.sh: the extra pretraining run 1): both modes with subset seed 1
+    only, the rows' pretrain_seed read from the pretraining run's config.yaml; refused with --random-init."""
+    import yaml
+
+    monkeypatch.setattr(compare, "COMPARE_GRID", (5,))
+    recipe = {**compare.finetune_recipe(), "steps": 4, "val_every": 2, "batch_size": 5, "max_test_jets": 3000}
+    monkeypatch.setattr(compare, "finetune_recipe", lambda: recipe)
+    cfg_path, pre = tmp_path / "ft.yaml", tmp_path / "pretrain_seed1"
+    cfg_path.write_text(yaml.safe_dump(_cfg(data_root)))
+    pre.mkdir()
+    (pre / "config.yaml").write_text(yaml.safe_dump({"seed": 1, "train": {"batch_size": 4}}))
+    d_in = build_dataset(_cfg(data_root)["data"], "test", progress=False)[np.arange(2)].x.shape[-1]
+
+    def fns(cfg):
+        return (lambda: Toy(d_in)), (lambda m: None)
+
+    out = tmp_path / "m" / "embed" / "toy_pretrained_seed1"
+    compare.embed_main("test", ["--config", str(cfg_path), "--out", str(out), "--name", "toy", "--finetune-grid", "5",
+                                "--subset-seeds", "1"], fns, lambda cfg: pre)
+    e = compare.read_embeddings(out / compare.EMBED_FILE)
+    assert e["info"]["subset_seeds"] == [1] and e["info"]["pretrain_seed"] == 1
+    assert [p.parent.name for p in out.glob("finetune/n5/seed*/result.json")] == ["seed1"]
+    with pytest.raises(SystemExit, match="random init"):
+        compare.embed_main("test", ["--config", str(cfg_path), "--out", str(tmp_path / "r"), "--name", "toy",
+                                    "--random-init", "--subset-seeds", "1"], fns, lambda cfg: pre)
