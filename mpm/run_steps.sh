@@ -261,7 +261,7 @@ mpm_steps() {
   for row in mpmv1 $(for task in $v2tasks; do echo mpmv2_$task; done); do
     [[ $row == mpmv1 ]] && conf=finetune_v1 || conf=finetune_v2
     case "$row" in mpmv1) name="MPMv1 (VQ-VAE tokens)" ;; mpmv2_*) name="MPMv2 (${row#mpmv2_})" ;; esac
-    case "$row" in mpmv1) eseeds="$pseeds" ;; mpmv2_regression) eseeds="$rseeds" ;; *) eseeds="" ;; esac
+    case "$row" in mpmv1) [[ " $seeded " == *" mpmv1 "* ]] && eseeds="$pseeds" || eseeds="" ;; mpmv2_regression) eseeds="$rseeds" ;; *) eseeds="" ;; esac
     for init in pretrained random $(for s in $eseeds; do echo pretrained_seed$s; done); do
       run=$row; [[ $init == *_seed* ]] && run=${row}_seed${init#*_seed}
       step embed_${row}_$init --tables compare.which_pretraining --after pretrain_$run -- $PY1 -m mpm.embed \
