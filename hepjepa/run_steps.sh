@@ -47,6 +47,12 @@ hepjepa_steps() {
       --config $CFG/finetune_jetclass.yaml --out "$OUT/embed/jepa_$init" --name HEP-JEPA --finetune-grid "$COMPARE_FINETUNE_GRID" \
       $( [[ $init == random ]] && echo --random-init ) "$J" "$P" "${COMPARE_DATA[@]}"
   done
+  for s in $rseeds; do  # the extra pretraining runs S, subset seed S: rows of the same backbone (pretrain_seed)
+    step embed_pretrained_seed$s --tables compare.which_pretraining --after pretrain_seed$s -- $PY1 -m hepjepa.embed \
+      --config $CFG/finetune_jetclass.yaml --out "$OUT/embed/jepa_pretrained_seed$s" --name HEP-JEPA \
+      --finetune-grid "$COMPARE_FINETUNE_GRID" --subset-seeds $s "$J" "sweep.pretrained=$OUT/pretrain_seed$s/checkpoint.pt" \
+      "${COMPARE_DATA[@]}"
+  done
 
   # shortcut ablation (ours): reference arm + one switch each, three seeds; per seed a pretraining, the linear probe
   # and fine-tuning at the smallest label fraction, all with that seed

@@ -256,14 +256,18 @@ mpm_steps() {
 
   # --- "Which pretraining?" (common/results/compare.py): pooled frozen embeddings and fine-tuned runs on one shared set of
   # JetClass jets (run_all.sh COMPARE_DATA: the same overrides in every method's embed step), pretrained and random init
-  local init name
+  # smoke, mini: the extra pretraining runs S of a backbone (pretrained only) with subset seed S, rows as one backbone
+  local init name eseeds run
   for row in mpmv1 $(for task in $v2tasks; do echo mpmv2_$task; done); do
     [[ $row == mpmv1 ]] && conf=finetune_v1 || conf=finetune_v2
     case "$row" in mpmv1) name="MPMv1 (VQ-VAE tokens)" ;; mpmv2_*) name="MPMv2 (${row#mpmv2_})" ;; esac
-    for init in pretrained random; do
-      step embed_${row}_$init --tables compare.which_pretraining --after pretrain_$row -- $PY1 -m mpm.embed \
+    case "$row" in mpmv1) [[ " $seeded " == *" mpmv1 "* ]] && eseeds="$pseeds" || eseeds="" ;; mpmv2_regression) eseeds="$rseeds" ;; *) eseeds="" ;; esac
+    for init in pretrained random $(for s in $eseeds; do echo pretrained_seed$s; done); do
+      run=$row; [[ $init == *_seed* ]] && run=${row}_seed${init#*_seed}
+      step embed_${row}_$init --tables compare.which_pretraining --after pretrain_$run -- $PY1 -m mpm.embed \
         --config $CFG/$conf.yaml --out "$OUT/embed/${row}_$init" --name "$name" --finetune-grid "$COMPARE_FINETUNE_GRID" \
-        $( [[ $init == random ]] && echo --random-init ) "pretrained.run=$OUT/pretrain/$row" "$J" "${COMPARE_DATA[@]}"
+        $( [[ $init == random ]] && echo --random-init ) $( [[ $init == *_seed* ]] && echo --subset-seeds ${init#*_seed} ) \
+        "pretrained.run=$OUT/pretrain/$run" "$J" "${COMPARE_DATA[@]}"
     done
   done
 

@@ -78,6 +78,12 @@ omnijet_steps() {
       $( [[ $init == random ]] && echo --random-init ) "pretrain_dir=$OUT/pretrain" "tokenizer_dir=$OUT/tokenizer" \
       "$d" "${COMPARE_DATA[@]}"
   done
+  for s in $rseeds; do  # the extra GPT runs S, subset seed S: rows of the same backbone (pretrain_seed)
+    step "embed_gpt_pretrained_seed$s" --tables compare.which_pretraining --after "tokenizer,pretrain_seed$s" -- \
+      $PY1 -m omnijet.embed --config "$CFG/finetune.yaml" --out "$OUT/embed/gpt_pretrained_seed$s" \
+      --name "OmniJet-alpha (GPT)" --finetune-grid "$COMPARE_FINETUNE_GRID" --subset-seeds "$s" \
+      "pretrain_dir=$OUT/pretrain_seed$s" "tokenizer_dir=$OUT/tokenizer" "$d" "${COMPARE_DATA[@]}"
+  done
   step tables --always --tables omnijet.token_quality,omnijet.generation,omnijet.classification,omnijet.classification_sum -- \
     $PY1 -m omnijet.tables --runs "$OUT" --out "$OUT/tables" --profile "$PROFILE"
 }

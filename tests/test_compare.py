@@ -128,17 +128,112 @@ def test_pairwise_verdicts_follow_the_claims_rule():
     from common.results.compare import pairwise_verdicts
 
     rows = []
-    for s in range(3):
+    for s in range(3):  # pretrained: 3 pretraining runs (pretrain_seed) x 1 subset seed; the others: 3 seeds
         for model, init, acc in (("A", "pretrained", 0.60), ("A", "random", 0.40), ("B", "pretrained", 0.50),
                                  ("B", "random", 0.495), ("floor (BDT)", "none", 0.502)):
-            rows.append({"model": model, "init": init, "n_per_class": 10, "seed": s, "accuracy": acc + 0.01 * s})
+            rows.append({"model": model, "init": init, "n_per_class": 10, "seed": s, "accuracy": acc + 0.01 * s,
+                         **({"pretrain_seed": s} if init == "pretrained" else {})})
     (line,) = pairwise_verdicts(rows)
     assert line.startswith("frozen probe, 10 per class: ")
-    assert "A pretrained > random init reproduced" in line
+    assert "A pretrained > random init reproduced (3 pretraining runs vs 3 seeds)" in line
     assert "B pretrained > random init inconclusive" in line       # d = 0.005 < 2 SE
-    assert "A > floor (BDT) reproduced" in line                   # ranked: A, floor, B
-    assert "floor (BDT) > B" in line
+    assert "A > floor (BDT) reproduced (3 pretraining runs vs 3 seeds)" in line   # ranked: A, floor, B
+    assert "floor (BDT) > B inconclusive (3 seeds vs 3 pretraining runs)" in line
     assert line.index("A > floor (BDT)") < line.index("floor (BDT) > B")
+    # one pretraining run with three subset seeds is one replicate, whatever its seeds say
+    (line,) = pairwise_verdicts([{**r, "pretrain_seed": 0} if r["init"] == "pretrained" else r for r in rows])
+    assert "A pretrained > random init inconclusive (1 pretraining run vs 3 seeds)" in line
+
+
+def test_three_pretraining_runs_are_three_values_never_merged(data_root, tmp_path, monkeypatch):
+    """A backbone with three pretraining runs (the first probed with every subset seed, an extra run S with subset
+    seed S in both modes) is one row name of the table, its rows name their run (pretrain_seed), and its verdicts take
+    one value per run (the mean over its subset seeds): 3 values, two runs never merged into one; the random init
+    keeps one value per seed. The check that every embedding holds the same jets passes with the extra embeddings."""
+    import shutil
+
+    from common.results import claims
+    from common.results.tables import collect_results, write_table
+
+    monkeypatch.setattr(compare, "COMPARE_GRID", (5,))
+    recipe = {**compare.finetune_recipe(), "steps": 4, "val_every": 2, "batch_size": 5, "max_test_jets": 30}
+    monkeypatch.setattr(compare, "finetune_recipe", lambda: recipe)
+    cfg = _cfg(data_root)
+    d_in = build_dataset(cfg["data"], "test", progress=False)[np.arange(2)].x.shape[-1]
+    weights = {}
+    for s in range(3):
+        torch.manual_seed(10 + s)
+        weights[s] = Toy(d_in).state_dict()
+    emb = tmp_path / "m" / "embed"
+    for s, seeds in ((0, None), (1, [1]), (2, [2])):
+        out = emb / ("toy_pretrained" + (f"_seed{s}" if s else ""))
+        kw = dict(random_init=False, subset_seeds=seeds)
+        compare.embed_set(lambda: Toy(d_in), lambda m, s=s: m.load_state_dict(weights[s]), cfg, out, name="toy",
+                          max_test_jets=30, extra={"pretrain_seed": s}, **kw)
+        if s < 2:  # the fine-tuned mode of runs 0 and 1: subset seeds 0-2 and 1
+            compare.finetune_set(lambda: Toy(d_in), lambda m, s=s: m.load_state_dict(weights[s]), cfg, out,
+                                 grid=[5], **kw)
+    compare.embed_set(lambda: Toy(d_in), None, cfg, emb / "toy_random", name="toy", random_init=True,
+                      max_test_jets=30)
+    assert sorted(p.parent.name for p in emb.glob("toy_pretrained_seed1/finetune/n5/seed*/result.json")) == ["seed1"]
+    decided = []
+    real_decide = claims.decide
+    monkeypatch.setattr(claims, "decide", lambda a, b, *x, **k: decided.append((list(a), list(b)))
+                        or real_decide(a, b, *x, **k))
+    rows, meta = compare.compare(tmp_path)
+    pre = {md: sorted((r["pretrain_seed"], r["seed"]) for r in rows if r["init"] == "pretrained" and r["mode"] == md)
+           for md in compare.MODES.values()}
+    assert pre == {"frozen probe": [(0, 0), (0, 1), (0, 2), (1, 1), (2, 2)],
+                   "fine-tuned": [(0, 0), (0, 1), (0, 2), (1, 1)]}
+    assert {r["model"] for r in rows if r["init"] != "none"} == {"toy"}
+    rnd = [r for r in rows if r["init"] == "random" and r["mode"] == "frozen probe"]
+    assert sorted(r["seed"] for r in rnd) == [0, 1, 2] and not any("pretrain_seed" in r for r in rnd)
+    # frozen: toy pretrained against its random init from one value per pretraining run, against 3 seeds
+    frozen = [r for r in rows if r["mode"] == "frozen probe" and r["init"] == "pretrained"]
+    per_run = [np.mean([r["accuracy"] for r in frozen if r["pretrain_seed"] == s]) for s in range(3)]
+    assert (per_run, [r["accuracy"] for r in sorted(rnd, key=lambda r: r["seed"])]) in decided
+    assert "frozen probe, 5 per class: toy pretrained > random init" in meta["notes"]
+    assert "(3 pretraining runs vs 3 seeds)" in meta["notes"] and "(2 pretraining runs vs" in meta["notes"]
+    assert "n pretraining runs" in meta["notes"] and "one of its 3 pretraining runs" in meta["notes"]
+    # the table file validates and keeps the runs apart: seed 1 of run 0 and of run 1 are two replicates
+    write_table(tmp_path / "tables", compare.TABLE_ID, rows, meta)
+    res = collect_results(tmp_path / "tables")[compare.TABLE_ID]["rows"]
+    assert sorted((r["mode"], r["pretrain_seed"]) for r in res if r["init"] == "pretrained" and r["seed"] == 1) == [
+        ("fine-tuned", 0), ("fine-tuned", 1), ("frozen probe", 0), ("frozen probe", 1)]
+    # refused: the same pretraining run embedded twice; a run that does not name itself beside another
+    _copy_embedding(emb / "toy_pretrained_seed1", emb / "toy_pretrained_again", {})
+    with pytest.raises(ValueError, match="embedded once"):
+        compare.compare(tmp_path)
+    _copy_embedding(emb / "toy_pretrained_seed1", emb / "toy_pretrained_again", {"pretrain_seed": None})
+    with pytest.raises(ValueError, match="merged with another run"):
+        compare.compare(tmp_path)
+    shutil.rmtree(emb / "toy_pretrained_again")
+    # a fine-tuned run of a subset seed its embed step was not given is refused
+    shutil.copytree(emb / "toy_pretrained" / "finetune" / "n5" / "seed0",
+                    emb / "toy_pretrained_seed1" / "finetune" / "n5" / "seed0")
+    with pytest.raises(ValueError, match="not one of its embed step's subset seeds"):
+        compare.compare(tmp_path)
+
+
+def _copy_embedding(src, dst, info_update: dict):
+    """A copy of src's embeddings.npz in dst with its info updated."""
+    import json
+
+    e = compare.read_embeddings(src / compare.EMBED_FILE)
+    e["info"] = np.array(json.dumps({**e["info"], **info_update}))
+    dst.mkdir(parents=True, exist_ok=True)
+    with open(dst / compare.EMBED_FILE, "wb") as f:
+        np.savez(f, **e)
+
+
+def test_subset_seeds_of_an_embed_step():
+    assert compare.check_subset_seeds(None) == list(compare.COMPARE_SEEDS)
+    assert compare.check_subset_seeds([2]) == [2]
+    for bad in ([5], [1, 1], []):
+        with pytest.raises(ValueError, match="COMPARE_SEEDS"):
+            compare.check_subset_seeds(bad)
+    with pytest.raises(ValueError, match="random init"):  # a random init is built once per subset seed
+        compare.check_subset_seeds([1], random_init=True)
 
 
 def test_forward_flops_per_jet_counts_the_backbones_matrix_products():
@@ -248,3 +343,31 @@ def test_the_frozen_random_init_is_one_backbone_per_seed(data_root, tmp_path, mo
         assert any(np.array_equal(x, want) for x in seen[s])
         others = [e["x_test"]] + [e[f"x_test_seed{t}"] for t in compare.COMPARE_SEEDS[1:]]
         assert sum(any(np.array_equal(x, o) for x in seen[s]) for o in others) == 1
+
+
+def test_embed_main_of_an_extra_pretraining_run(data_root, tmp_path, monkeypatch):
+    """`embed_main ... --subset-seeds 1` (run_steps.sh: the extra pretraining run 1): both modes with subset seed 1
+    only, the rows' pretrain_seed read from the pretraining run's config.yaml; refused with --random-init."""
+    import yaml
+
+    monkeypatch.setattr(compare, "COMPARE_GRID", (5,))
+    recipe = {**compare.finetune_recipe(), "steps": 4, "val_every": 2, "batch_size": 5, "max_test_jets": 3000}
+    monkeypatch.setattr(compare, "finetune_recipe", lambda: recipe)
+    cfg_path, pre = tmp_path / "ft.yaml", tmp_path / "pretrain_seed1"
+    cfg_path.write_text(yaml.safe_dump(_cfg(data_root)))
+    pre.mkdir()
+    (pre / "config.yaml").write_text(yaml.safe_dump({"seed": 1, "train": {"batch_size": 4}}))
+    d_in = build_dataset(_cfg(data_root)["data"], "test", progress=False)[np.arange(2)].x.shape[-1]
+
+    def fns(cfg):
+        return (lambda: Toy(d_in)), (lambda m: None)
+
+    out = tmp_path / "m" / "embed" / "toy_pretrained_seed1"
+    compare.embed_main("test", ["--config", str(cfg_path), "--out", str(out), "--name", "toy", "--finetune-grid", "5",
+                                "--subset-seeds", "1"], fns, lambda cfg: pre)
+    e = compare.read_embeddings(out / compare.EMBED_FILE)
+    assert e["info"]["subset_seeds"] == [1] and e["info"]["pretrain_seed"] == 1
+    assert [p.parent.name for p in out.glob("finetune/n5/seed*/result.json")] == ["seed1"]
+    with pytest.raises(SystemExit, match="random init"):
+        compare.embed_main("test", ["--config", str(cfg_path), "--out", str(tmp_path / "r"), "--name", "toy",
+                                    "--random-init", "--subset-seeds", "1"], fns, lambda cfg: pre)

@@ -161,3 +161,61 @@ def test_two_pretraining_runs_in_two_files_are_two_cells(tmp_path):
     write("c", 1, [0.6])
     problems = []
     assert "mpm.v2_btag" not in collect_results(tmp_path, PUB, problems) and "also in" in problems[0][2]
+
+
+# "Which pretraining?" (common/results/compare.py): smoke runs MPMv2's set-to-set flow matching once (no claim, no
+# extra pretraining runs; its verdicts read "1 pretraining run")
+EMBED_SHORT = {"mini": set(), "smoke": {"mpm/MPMv2 (ssfm)"}}
+
+
+def embed_backbones(steps: dict) -> dict[str, dict]:
+    """{method/row name: {"pretrained": {pretraining seed: subset seeds (None: all)}, "random": n steps}} of the
+    embed steps (tables compare.which_pretraining) of a `run_all.sh --list`; a pretraining folder's seed is its
+    writer step's seed=S (None, the config's: 0)."""
+    import shlex
+
+    outs = {}
+    for s in steps.values():
+        m = re.search(r"--out (\S+)", s["cmd"])
+        if m:
+            outs[m.group(1).strip("'\"")] = s["cmd"]
+    found: dict[str, dict] = {}
+    for name, s in steps.items():
+        if "compare.which_pretraining" not in s["tables"] or "/embed" not in name:
+            continue
+        words = shlex.split(s["cmd"])
+        row = f"{name.split('/')[0]}/{words[words.index('--name') + 1]}"
+        b = found.setdefault(row, {"pretrained": {}, "random": 0})
+        if "--random-init" in words:
+            assert "--subset-seeds" not in words, f"{name}: a random init is built once per subset seed"
+            b["random"] += 1
+            continue
+        m = PRETRAINED.search(s["cmd"])
+        assert m, f"{name}: no pretraining run in its command"
+        folder = m.group(1).strip("'\"")
+        assert folder in outs, f"{name} reads {folder}, which no scheduled step writes"
+        seed = re.search(r"(?:^|\s)seed=([0-9]+)", outs[folder])
+        pseed = int(seed.group(1)) if seed else 0
+        assert pseed not in b["pretrained"], f"{name}: pretraining run {folder} embedded twice"
+        sub = words[words.index("--subset-seeds") + 1] if "--subset-seeds" in words else None
+        b["pretrained"][pseed] = [int(x) for x in sub.split(",")] if sub else None
+    return found
+
+
+@pytest.mark.parametrize("profile", ["mini", "smoke"])
+def test_every_pretrained_embed_backbone_has_three_pretraining_runs(profile, tmp_path):
+    """Each pretrained row of "Which pretraining?" is replicated over pretraining runs: embed steps for the runs of
+    seeds 0, 1, 2 under one row name, the extra run S with subset seed S only, one random init (every subset seed)."""
+    found = embed_backbones(listed_steps(profile, tmp_path))
+    assert len(found) == (4 if profile == "mini" else 5), found  # MPMv1, MPMv2, OmniJet-α GPT, HEP-JEPA (+ SSFM)
+    for name, b in found.items():
+        assert b["random"] == 1, (profile, name, b)
+        if name in EMBED_SHORT[profile]:
+            assert b["pretrained"] == {0: None}, (profile, name, b)
+            continue
+        assert b["pretrained"] == {0: None, 1: [1], 2: [2]}, (profile, name, b)
+
+
+def test_paper_embeds_one_pretraining_run_per_backbone(tmp_path):
+    found = embed_backbones(listed_steps("paper", tmp_path))
+    assert found and all(b["pretrained"] == {0: None} and b["random"] == 1 for b in found.values()), found

@@ -24,6 +24,11 @@ Two modes:
 The compare set: the method config's data section with the overrides that run_all.sh passes to every embed step
 alike (simulated JetClass, all 10 classes, the train, validation and test splits), grid COMPARE_GRID labelled jets
 per class (capped at what the split holds) and seeds COMPARE_SEEDS.
+
+Replicates: a random init is one per subset seed; a pretrained backbone's is its pretraining run. smoke and mini
+embed every pretraining run of a backbone that has several (run_steps.sh: the first with every subset seed, an extra
+run S with subset seed S only, `--subset-seeds S`, in both modes); its rows carry pretrain_seed (the run's config
+seed) under the same row name, and the pairwise verdicts take one value per pretraining run.
 """
 from __future__ import annotations
 
@@ -103,13 +108,31 @@ def _batches(ds, batch_size: int):
         yield ds[np.arange(start, min(start + batch_size, len(ds)))]
 
 
+def check_subset_seeds(seeds, random_init: bool = False) -> list[int]:
+    """The labelled-subset seeds of one embed step (default COMPARE_SEEDS): a subset of COMPARE_SEEDS. An extra
+    pretraining run S is probed and fine-tuned with seed S only; a random init always with every seed."""
+    if seeds is None:
+        return list(COMPARE_SEEDS)
+    seeds = [int(s) for s in seeds]
+    if not seeds or len(set(seeds)) != len(seeds) or not set(seeds) <= set(COMPARE_SEEDS):
+        raise ValueError(f"subset seeds {seeds}: expected distinct seeds of COMPARE_SEEDS {list(COMPARE_SEEDS)}")
+    if random_init and seeds != list(COMPARE_SEEDS):
+        raise ValueError(f"subset seeds {seeds}: a random init is built once per seed of {list(COMPARE_SEEDS)}")
+    return seeds
+
+
 def embed_set(build, load, cfg: dict, out, *, name: str, random_init: bool, max_test_jets: int = 3000,
-              batch_size: int = 256, norm_batches: int = 20, extra: dict | None = None, jets=None) -> Path:
+              batch_size: int = 256, norm_batches: int = 20, extra: dict | None = None, jets=None,
+              subset_seeds=None) -> Path:
     """Pooled frozen embeddings of the compare set into <out>/embeddings.npz (see the module docstring).
     build() -> backbone with backbone(JetBatch) -> (h (B, T, D), mask (B, T)); load(backbone) loads the pretrained
-    weights (not called for random_init). jets: training_jets(cfg["data"]) when the caller has it already."""
+    weights (not called for random_init). jets: training_jets(cfg["data"]) when the caller has it already.
+    subset_seeds: the labelled-subset seeds `compare` probes these embeddings with (default COMPARE_SEEDS; an extra
+    pretraining run S: [S]); the embedded jets are the whole compare set's whatever they are.
+    extra: recorded in the info (the pretraining cost; pretrain_seed, the seed of the pretraining run)."""
     from common.data.datasets import build_dataset
 
+    subset_seeds = check_subset_seeds(subset_seeds, random_init)
     data = cfg["data"]
     torch.manual_seed(int(cfg.get("seed", 0)))
     union, train, labels = jets or training_jets(data)
@@ -131,7 +154,7 @@ def embed_set(build, load, cfg: dict, out, *, name: str, random_init: bool, max_
     x_train = pooled_embeddings(backbone, _batches(train, batch_size))
     x_test = pooled_embeddings(backbone, _batches(test, batch_size))
     info = {"name": name, "init": "random" if random_init else "pretrained", "data": data,
-            "max_test_jets": max_test_jets,
+            "max_test_jets": max_test_jets, "subset_seeds": subset_seeds,
             "n_params": int(sum(p.numel() for p in backbone.parameters())), "embed_s": round(time.time() - t0, 2),
             "forward_flops_per_jet": forward_flops_per_jet(backbone, test[np.arange(min(64, len(test)))]),
             **(extra or {})}
@@ -171,10 +194,11 @@ def _stat_batches(train, labels: np.ndarray, batch_size: int, norm_batches: int)
 
 
 def finetune_set(build, load, cfg: dict, out, *, random_init: bool, grid, batch_size: int = 256,
-                 norm_batches: int = 20, dist=None, jets=None) -> dict:
+                 norm_batches: int = 20, dist=None, jets=None, subset_seeds=None) -> dict:
     """The fine-tuned mode: common.training.sweep.run_sweep of the backbone with the recipe of common/results/compare.yaml (one head,
-    one recipe for every method) at the grid points `grid` (capped at what the split holds) and COMPARE_SEEDS, on the
-    compare set's labelled subsets, into <out>/finetune/n<N>/seed<S>/. At random init the backbone is built under the
+    one recipe for every method) at the grid points `grid` (capped at what the split holds) and the subset seeds
+    (default COMPARE_SEEDS; an extra pretraining run S: [S]), on the compare set's labelled subsets, into
+    <out>/finetune/n<N>/seed<S>/. At random init the backbone is built under the
     run's seed and its data statistics are set from the frozen mode's batches (common.training.probe.set_norm_stats) before
     training; pretrained, load(backbone) loads the weights. Returns run_sweep's summary."""
     import copy
@@ -191,7 +215,8 @@ def finetune_set(build, load, cfg: dict, out, *, random_init: bool, grid, batch_
         raise ValueError(f"compare set {data['root']}: no fine-tuned grid point of {list(grid)} fits the training "
                          "split")
     cfg_ft = copy.deepcopy(cfg)
-    cfg_ft["finetune"] = {**finetune_recipe(), "n_per_class": ns, "seeds": list(COMPARE_SEEDS)}
+    cfg_ft["finetune"] = {**finetune_recipe(), "n_per_class": ns,
+                          "seeds": check_subset_seeds(subset_seeds, random_init)}
     if random_init:
         batches = _stat_batches(train, labels[union], batch_size, norm_batches)
 
@@ -225,6 +250,18 @@ def pretraining_cost(run_dir) -> dict:
     return out
 
 
+def pretraining_seed(run_dir) -> int | None:
+    """The seed of a pretraining run (its resolved config.yaml `seed`): the identity of the run in the table's rows
+    (pretrain_seed, as the methods' tables write it); None where unknown."""
+    import yaml
+
+    try:
+        seed = (yaml.safe_load((Path(run_dir) / "config.yaml").read_text()) or {}).get("seed")
+    except (OSError, ValueError):
+        return None
+    return int(seed) if isinstance(seed, int) and not isinstance(seed, bool) else None
+
+
 def embed_main(description: str, argv, backbone_fns, pretrain_dir=None) -> None:
     """The command line of every <method>/embed.py:
 
@@ -239,23 +276,34 @@ def embed_main(description: str, argv, backbone_fns, pretrain_dir=None) -> None:
     ap.add_argument("--random-init", action="store_true", help="same architecture at random init, nothing loaded")
     ap.add_argument("--finetune-grid", default="", metavar="N,...",
                     help="also the fine-tuned mode at these labelled jets per class (common/results/compare.yaml's recipe)")
+    ap.add_argument("--subset-seeds", default="", metavar="S,...",
+                    help="labelled-subset seeds of both modes (default: all of COMPARE_SEEDS); an extra pretraining "
+                         "run S takes seed S")
     args, rest = ap.parse_known_args(argv)
     try:
         grid = [int(n) for n in args.finetune_grid.split(",") if n.strip()]
     except ValueError:
         raise SystemExit(f"--finetune-grid {args.finetune_grid!r}: expected labelled jets per class, e.g. 10,100")
+    try:
+        seeds = check_subset_seeds([int(s) for s in args.subset_seeds.split(",") if s.strip()]
+                                   if args.subset_seeds.strip() else None, args.random_init)
+    except ValueError as e:
+        raise SystemExit(f"--subset-seeds {args.subset_seeds!r}: {e}")
     run = start_run(description, rest)
     if run is None:
         return
     cfg, out = run[0], Path(run[1])
     build, load = backbone_fns(cfg)
-    cost = pretraining_cost(pretrain_dir(cfg)) if pretrain_dir is not None and not args.random_init else {}
+    extra = {}
+    if pretrain_dir is not None and not args.random_init:
+        extra = {**pretraining_cost(pretrain_dir(cfg)), "pretrain_seed": pretraining_seed(pretrain_dir(cfg))}
     jets = training_jets(cfg["data"])
-    path = embed_set(build, load, cfg, out, name=args.name, random_init=args.random_init, extra=cost, jets=jets)
+    path = embed_set(build, load, cfg, out, name=args.name, random_init=args.random_init, extra=extra, jets=jets,
+                     subset_seeds=seeds)
     if grid:
-        finetune_set(build, load, cfg, out, random_init=args.random_init, grid=grid, jets=jets)
+        finetune_set(build, load, cfg, out, random_init=args.random_init, grid=grid, jets=jets, subset_seeds=seeds)
     mark_done(out, {"name": args.name, "random_init": args.random_init, "embeddings": str(path),
-                    "finetune_grid": grid})
+                    "finetune_grid": grid, "subset_seeds": seeds})
 
 
 def read_embeddings(path) -> dict:
@@ -263,6 +311,44 @@ def read_embeddings(path) -> dict:
         d = {k: z[k] for k in z.files}
     d["info"] = json.loads(str(d["info"]))
     return d
+
+
+def _subset_seeds(info: dict) -> list[int]:
+    """The labelled-subset seeds an embedding is probed and fine-tuned with (embeddings without the field: all)."""
+    return list(info.get("subset_seeds") or COMPARE_SEEDS)
+
+
+def _run_fields(info: dict) -> dict:
+    """{"pretrain_seed": S} for the rows of a pretrained embedding whose pretraining run is known, else {}: rows of
+    two pretraining runs of one backbone are two replicates, never one (claims.pretraining_run_values)."""
+    if info["init"] == "pretrained" and info.get("pretrain_seed") is not None:
+        return {"pretrain_seed": int(info["pretrain_seed"])}
+    return {}
+
+
+def _check_runs(embs: list) -> dict[str, int]:
+    """{backbone name: its pretraining runs}. Refused: two embeddings of one backbone, init and pretraining run (one
+    run counted twice), and a backbone with several pretrained embeddings of which one does not name its run."""
+    seen: dict[tuple, Path] = {}
+    runs: dict[str, list] = {}
+    for p, e in embs:
+        info = e["info"]
+        pseed = info.get("pretrain_seed") if info["init"] == "pretrained" else None
+        ident = (info["name"], info["init"], pseed)
+        if ident in seen:
+            raise ValueError(f"{p}: the same backbone ({info['name']}, {info['init']}"
+                             + (f", pretraining seed {pseed}" if pseed is not None else "") + f") as {seen[ident]}; "
+                             "one pretraining run (or random init) is embedded once: remove one of them")
+        seen[ident] = p
+        if info["init"] == "pretrained":
+            runs.setdefault(info["name"], []).append((pseed, p))
+    for name, rs in runs.items():
+        if len(rs) > 1 and any(s is None for s, _ in rs):
+            unnamed = next(p for s, p in rs if s is None)
+            raise ValueError(f"{unnamed}: {name} has {len(rs)} pretrained embeddings and this one does not name its "
+                             "pretraining run (info pretrain_seed: its config.yaml has no seed); its rows would be "
+                             "merged with another run's")
+    return {name: len(rs) for name, rs in runs.items()}
 
 
 def compare(runs_dir, classifiers=("bdt", "logistic")) -> tuple[list[dict], dict]:
@@ -280,6 +366,7 @@ def compare(runs_dir, classifiers=("bdt", "logistic")) -> tuple[list[dict], dict
                 and np.array_equal(e["y_train"], ref["y_train"])):
             raise ValueError(f"{p}: holds other jets than {ref_path}; every embed step must read the same compare set "
                              "(same data.root, train, test and classes)")
+    n_runs = _check_runs(embs)
     data = ref["info"]["data"]
     subsets, _ = compare_subsets(data)
     index = ref["train_index"]
@@ -296,12 +383,14 @@ def compare(runs_dir, classifiers=("bdt", "logistic")) -> tuple[list[dict], dict
     for (n, seed), sub in sorted(subsets.items()):
         pos = np.searchsorted(index, sub)
         for p, e in embs:
+            if seed not in _subset_seeds(e["info"]):  # an extra pretraining run S: subset seed S only
+                continue
             # a random init: the one built under this seed (x_*_seed<S>; x_train / x_test hold the first seed's)
             xs = (e[f"x_train_seed{seed}"], e[f"x_test_seed{seed}"]) if f"x_train_seed{seed}" in e else \
                 (e["x_train"], e["x_test"])
             res = linear_probe(xs[0][pos], e["y_train"][pos], xs[1], e["y_test"], seed=seed)
             rows.append({"model": e["info"]["name"], "init": e["info"]["init"], "mode": MODES["frozen"],
-                         "n_per_class": n, "seed": seed, "accuracy": res["accuracy"]})
+                         "n_per_class": n, "seed": seed, "accuracy": res["accuracy"], **_run_fields(e["info"])})
         for kind in classifiers:
             probs = floor.fit_predict(kind, fx_train[pos], ref["y_train"][pos], fx_test, seed, n_classes)
             rows.append({"model": floor.CLASSIFIERS[kind], "init": "none", "mode": "none", "n_per_class": n,
@@ -309,12 +398,14 @@ def compare(runs_dir, classifiers=("bdt", "logistic")) -> tuple[list[dict], dict
     ft_rows, recipe = finetuned_rows(embs, subsets, len(ref["y_test"]))
     rows += ft_rows
     models: dict[str, dict] = {}
-    for _, e in embs:  # the pretrained embedding's info carries the pretraining cost
-        if e["info"]["name"] not in models or e["info"]["init"] == "pretrained":
-            models[e["info"]["name"]] = e["info"]
+    for _, e in embs:  # the (first) pretrained embedding's info carries the pretraining cost
+        name = e["info"]["name"]
+        if name not in models or (e["info"]["init"] == "pretrained" and models[name]["init"] != "pretrained"):
+            models[name] = e["info"]
     meta = {"title": "Which pretraining? Every backbone of the run on the same jets: one frozen probe, one "
                      "fine-tuning recipe",
             "keys": ["model", "init", "mode", "n_per_class"], "metrics": ["accuracy"], "seeds": list(COMPARE_SEEDS),
+            "extra_fields": ["pretrain_seed"],
             "dataset": f"{data.get('dataset')} at {data.get('root')}, train/validation/test splits, all classes",
             "scale": f"{len(index)} training jets embedded, {len(ref['y_test'])} test jets",
             "sources": [str(p) for p, _ in embs],
@@ -326,9 +417,13 @@ def compare(runs_dir, classifiers=("bdt", "logistic")) -> tuple[list[dict], dict
                       "Cost (parameters; forward FLOPs per jet, measured on 64 test jets with "
                       "torch.utils.flop_counter; pretraining jets seen and seconds, from the pretraining run's "
                       "done.json): "
-                      + "; ".join(_cost(k, v) for k, v in sorted(models.items())) + ". "
-                      "Pairwise verdicts (the claims' rule over the 3 labelled-subset seeds; one pretraining run "
-                      "per backbone stands behind them): " + " | ".join(pairwise_verdicts(rows)) + ".")}
+                      + "; ".join(_cost(k, v, n_runs.get(k, 1)) for k, v in sorted(models.items())) + ". "
+                      "A pretrained backbone's cell holds every pretraining run (pretrain_seed: the run's seed; "
+                      "the first run with the 3 labelled-subset seeds, an extra run S with subset seed S). "
+                      "Pairwise verdicts (the claims' rule, per mode and grid point): a replicate of a pretrained "
+                      "backbone is one pretraining run (its value: the mean over its subset seeds; \"n pretraining "
+                      "runs\", so one run reads inconclusive), of a random init or the floor one labelled-subset seed "
+                      "(\"n seeds\"): " + " | ".join(pairwise_verdicts(rows)) + ".")}
     return rows, meta
 
 
@@ -349,8 +444,12 @@ def finetuned_rows(embs: list, subsets: dict, n_test: int) -> tuple[list[dict], 
             if (n, seed) not in subsets or r["n_train_jets"] != len(subsets[(n, seed)]) or r["n_test_jets"] != n_test:
                 raise ValueError(f"{res_path}: not the compare set's labelled subset (n={n}, seed={seed}) and "
                                  f"{n_test} test jets")
+            if seed not in _subset_seeds(e["info"]):
+                raise ValueError(f"{res_path}: subset seed {seed} is not one of its embed step's subset seeds "
+                                 f"{_subset_seeds(e['info'])}")
             rows.append({"model": e["info"]["name"], "init": e["info"]["init"], "mode": MODES["finetune"],
-                         "n_per_class": n, "seed": seed, "accuracy": float(r["test"]["accuracy"])})
+                         "n_per_class": n, "seed": seed, "accuracy": float(r["test"]["accuracy"]),
+                         **_run_fields(e["info"])})
     return rows, (recipes[min(recipes)][0] if recipes else None)
 
 
@@ -364,33 +463,50 @@ def _recipe_note(fc: dict) -> str:
             + "); random init with the same data statistics set before training. ")
 
 
+def _replicates(rows: list[dict], init: str) -> tuple[list[float], str]:
+    """The values of one cell for a verdict and what they are: a pretrained backbone one per pretraining run (the
+    mean over its subset seeds; rows group by pretrain_seed, rows without it are one run), a random init or the
+    floor one per labelled-subset seed."""
+    from common.results.claims import pretraining_run_values
+
+    vals, runs = pretraining_run_values(rows, "accuracy", pretrained=(init == "pretrained"))
+    unit = "seed" if runs is None else "pretraining run"
+    return vals, f"{len(vals)} {unit}{'' if len(vals) == 1 else 's'}"
+
+
+def _verdict(decide, a: tuple, b: tuple) -> str:
+    """"<verdict> (<a's count> vs <b's count>)" of a > b; a, b: _replicates of the two cells."""
+    return f"{decide(a[0], b[0], 'higher')[0]} ({a[1]} vs {b[1]})"
+
+
 def pairwise_verdicts(rows: list[dict]) -> list[str]:
     """Under the claims' one rule (common.results.claims.decide: d > 2 SE reproduced, d < -2 SE contradicted, else
-    inconclusive; fewer than 3 seeds inconclusive), per mode and grid point: each pretrained backbone against its own
-    random init, and adjacent entries of the ranking of pretrained backbones and the floor by mean accuracy
-    ("A > B")."""
+    inconclusive; fewer than 3 values a side inconclusive), per mode and grid point: each pretrained backbone against
+    its own random init, and adjacent entries of the ranking of pretrained backbones and the floor by mean
+    ("A > B"). A pretrained backbone's replicate is its pretraining run (_replicates), the others' a subset seed;
+    each verdict says its counts, e.g. "(3 pretraining runs vs 3 seeds)"."""
     from common.results.claims import decide
 
-    acc: dict[tuple, list[float]] = {}
+    cells: dict[tuple, list[dict]] = {}
     for r in rows:
-        acc.setdefault((r["model"], r["init"], r.get("mode", MODES["frozen"]), r["n_per_class"]), []).append(
-            r["accuracy"])
+        cells.setdefault((r["model"], r["init"], r.get("mode", MODES["frozen"]), r["n_per_class"]), []).append(r)
     out = []
-    for mode in [m for m in MODES.values() if any(k[2] == m for k in acc)]:
-        for n in sorted({k[3] for k in acc if k[2] == mode}):
-            here = {(m, i): v for (m, i, md, nn), v in acc.items() if nn == n and md in (mode, "none")}
+    for mode in [m for m in MODES.values() if any(k[2] == m for k in cells)]:
+        for n in sorted({k[3] for k in cells if k[2] == mode}):
+            here = {(m, i): _replicates(v, i) for (m, i, md, nn), v in cells.items()
+                    if nn == n and md in (mode, "none")}
             said = []
-            for (m, i), v in sorted(here.items()):
+            for (m, i) in sorted(here):
                 if i == "pretrained" and (m, "random") in here:
-                    said.append(f"{m} pretrained > random init {decide(v, here[(m, 'random')], 'higher')[0]}")
-            ranked = sorted(((m, i) for m, i in here if i != "random"), key=lambda k: -float(np.mean(here[k])))
+                    said.append(f"{m} pretrained > random init {_verdict(decide, here[(m, i)], here[(m, 'random')])}")
+            ranked = sorted(((m, i) for m, i in here if i != "random"), key=lambda k: -float(np.mean(here[k][0])))
             for hi, lo in zip(ranked, ranked[1:]):
-                said.append(f"{hi[0]} > {lo[0]} {decide(here[hi], here[lo], 'higher')[0]}")
+                said.append(f"{hi[0]} > {lo[0]} {_verdict(decide, here[hi], here[lo])}")
             out.append(f"{mode}, {n} per class: " + "; ".join(said))
     return out
 
 
-def _cost(name: str, info: dict) -> str:
+def _cost(name: str, info: dict, runs: int = 1) -> str:
     parts = [f"{info['n_params']:,} parameters"]
     if info.get("forward_flops_per_jet") is not None:
         parts.append(f"{info['forward_flops_per_jet'] / 1e6:.3g} MFLOP forward per jet")
@@ -398,7 +514,7 @@ def _cost(name: str, info: dict) -> str:
         parts.append(f"{info['pretraining_jets']:,} pretraining jets")
     if info.get("pretraining_s") is not None:
         parts.append(f"{info['pretraining_s']:g} s")
-    return f"{name} " + ", ".join(parts)
+    return f"{name} " + ", ".join(parts) + (f" (one of its {runs} pretraining runs)" if runs > 1 else "")
 
 
 def main(argv=None) -> None:
