@@ -46,10 +46,12 @@ def test_mini_trains_the_claims_tokenisers_with_three_seeds_and_token_quality_re
     assert load_config(repo_root / "omnijet/configs/mini/tokenizer_mlp.yaml")["model"]["vq"]["num_codes"] == \
         load_config(repo_root / "omnijet/configs/mini/tokenizer.yaml")["model"]["vq"]["num_codes"] == 512
     assert "tokenizer_dir=/nonexistent/runs/omnijet/tokenizer" in steps["pretrain"].replace("\\", "")
-    # smoke: one seed each tokeniser (its GPT: three pretraining runs on that one tokeniser, for the transfer claim)
+    # smoke: one seed each tokeniser (its GPT: three pretraining runs on that one tokeniser, for the transfer claim and
+    # the GPT's row of "Which pretraining?")
     smoke = _listed_steps(repo_root, "smoke")
     assert not any(s.startswith("tokenizer") and "_seed" in s for s in smoke)
-    assert sorted(s for s in smoke if "_seed" in s) == ["finetune_finetune_seed1", "finetune_finetune_seed2",
+    assert sorted(s for s in smoke if "_seed" in s) == ["embed_gpt_pretrained_seed1", "embed_gpt_pretrained_seed2",
+                                                        "finetune_finetune_seed1", "finetune_finetune_seed2",
                                                         "pretrain_seed1", "pretrain_seed2"]
 
 
