@@ -284,7 +284,7 @@ def write_tables(runs, out, profile: str) -> list[str]:
             write_result(out / f"{table_id}.json", table_id, rows, meta)
             md.append(render_table(table_id, rows, meta))
             written.append(table_id)
-    write_text(out / "hepjepa.md", "\n\n".join(md) + "\n")   # atomic, and in the run's manifest
+    write_text(out / f"{__package__}.md", "\n\n".join(md) + "\n")   # all tables; atomic, in the manifest
     return written
 
 

@@ -29,22 +29,10 @@ def _one_line(e) -> str:
 
 def _checkpoint(d: Path, **change) -> Path:
     """A tiny MPMv1 pretraining checkpoint with a `reuse` entry (keys p_<name> change its preprocessing)."""
-    from common.data.features import get_feature_set
     from common.training.checkpoint import save_checkpoint
-    from common.training.config import load_config
 
-    from mpm.build import build_model
-
-    over = ["model.dim=16", "model.depth=1", "model.num_heads=2", "model.ff_hidden=16", "model.embed_hidden=16",
-            "model.head_hidden=16", "data.num_particles=12"]
-    cfg = load_config("mpm/configs/smoke/mpmv1_regression.yaml", over)
-    torch.manual_seed(0)
-    model = build_model(cfg)
-    fs = get_feature_set("mpmv1")
-    info = {"format": 1, "method": "mpmv1", "config": cfg,
-            "preprocessing": {"dataset": "jetclass", "class_names": ["QCD", "Tbqq"], "features": "mpmv1",
-                              "feature_params": dict(fs.params), "feature_names": list(fs.names),
-                              "num_particles": 12, "fitted": None}}
+    from tests.test_reuse import tiny_mpmv1
+    model, info, _ = tiny_mpmv1()
     for k, v in change.items():
         (info["preprocessing"] if k.startswith("p_") else info)[k.removeprefix("p_")] = v
     d.mkdir(parents=True, exist_ok=True)

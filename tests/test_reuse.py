@@ -270,13 +270,10 @@ def test_a_checkpoint_without_its_preprocessing_is_refused_in_one_line(tmp_path)
         load(tmp_path / "checkpoint.pt")
 
 
-def test_mpmv1_running_means_travel_with_the_weights(tmp_path):
-    """MPMv1's input normalisation (running means and variances, buffers) is part of the checkpoint: the loaded
-    backbone has the pretraining statistics, frozen, and embeds deterministically."""
+def tiny_mpmv1():
+    """(model, reuse entry, feature set) of a tiny MPMv1 pretraining model on 12 particles, weights seeded."""
     from common.data.features import get_feature_set
-    from common.training.checkpoint import save_checkpoint
     from common.training.config import load_config
-    from common.training.pretrained import example_jets, load
 
     from mpm.build import build_model
 
@@ -290,6 +287,16 @@ def test_mpmv1_running_means_travel_with_the_weights(tmp_path):
             "preprocessing": {"dataset": "jetclass", "class_names": ["QCD", "Tbqq"], "features": "mpmv1",
                               "feature_params": dict(fs.params), "feature_names": list(fs.names),
                               "num_particles": 12, "fitted": None}}
+    return model, info, fs
+
+
+def test_mpmv1_running_means_travel_with_the_weights(tmp_path):
+    """MPMv1's input normalisation (running means and variances, buffers) is part of the checkpoint: the loaded
+    backbone has the pretraining statistics, frozen, and embeds deterministically."""
+    from common.training.checkpoint import save_checkpoint
+    from common.training.pretrained import example_jets, load
+
+    model, info, fs = tiny_mpmv1()
     from common.data.own_jets import raw_jets
     a = fs.compute(raw_jets(example_jets(32, seed=4)), 12)
     model.backbone.norm.update(torch.as_tensor(a["x"]), torch.as_tensor(a["mask"]))
