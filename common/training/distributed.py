@@ -6,6 +6,7 @@ script divides it; every rank reads its own shard of the data (make_loader(..., 
 """
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 
@@ -148,9 +149,17 @@ def barrier() -> None:
 
 
 def cleanup() -> None:
-    """Destroy the process group (call at the end of a torchrun script)."""
+    """Destroy the process group (call at the end of a torchrun script).
+
+    DDP wrappers left in reference cycles hold the group's gloo threads; freed only at interpreter shutdown, they abort
+    the process ("terminate called without an active exception", SIGABRT, after the script's last line). So collect
+    them first, and let every rank reach the barrier before any rank tears its end down."""
     if tdist.is_available() and tdist.is_initialized():
+        gc.collect()
+        if tdist.get_world_size() > 1:
+            tdist.barrier()
         tdist.destroy_process_group()
+        gc.collect()
 
 
 def wrap_ddp(model: torch.nn.Module, dist: Dist, **kw) -> torch.nn.Module:
