@@ -58,9 +58,12 @@ hepjepa_steps() {
   # and fine-tuning at the smallest label fraction, all with that seed
   # paper: the reference arm's pretraining is the main one (shortcut_base.yaml changes only downstream keys), so its
   # seed-0 run reuses $OUT/pretrain (train.reuse: hepjepa.pretrain links it after checking the configs, or trains);
-  # smoke and mini shorten the arms, which then never equal the main pretraining
-  local arm d pre_after reuse
-  for arm in base inputs target_norm position; do
+  # smoke and mini shorten the arms, which then never equal the main pretraining. Mini runs it only when asked
+  # (--table hepjepa.ablation_shortcut): it decides no claim and its 76 step-minutes would put the default run over
+  # 2 hours (BENCHMARKS.md "Cost that fits the work"); at half the steps the arms no longer separate
+  local arm d pre_after reuse arms="base inputs target_norm position"
+  [[ "$PROFILE" == mini && "$TABLE" != hepjepa.ablation_shortcut ]] && arms=""
+  for arm in $arms; do
     for s in 0 1 2; do
       d="$OUT/shortcut/$arm/seed$s"
       pre_after="" reuse=""
