@@ -35,16 +35,23 @@ def seed_curves(finetune_dir, mode: str, pct=FIGURE2_PERCENT) -> dict[int, list]
     return out
 
 
-def convergence_rows(finetune_dir, pct=FIGURE2_PERCENT) -> list[dict]:
+def convergence_rows(finetune_dir, pct=FIGURE2_PERCENT, scratch_dir=None) -> list[dict]:
     """One row per (mode, seed) for the seeds that have both a scratch and a fine-tuned run:
-    {mode: scratch | finetune, seed, label_percent, scratch_min_val_loss, steps_to_scratch_min}."""
-    scratch, tuned = seed_curves(finetune_dir, "scratch", pct), seed_curves(finetune_dir, "finetune", pct)
+    {mode: scratch | finetune, seed, label_percent, scratch_min_val_loss, steps_to_scratch_min}.
+
+    scratch_dir: for a sweep that fine-tunes another pretraining run and trains no scratch model of its own
+    (run_all's ft_jetclass_seed<S>): its fine-tuned runs are held against the scratch run of the same seed (the same
+    labelled subset) in scratch_dir, and only its fine-tuned rows are returned (the scratch rows belong to
+    scratch_dir's own table), so that each pretraining run gets its own paired value."""
+    scratch = seed_curves(scratch_dir or finetune_dir, "scratch", pct)
+    tuned = seed_curves(finetune_dir, "finetune", pct)
     rows = []
     for seed in sorted(set(scratch) & set(tuned)):
         if not scratch[seed]:
             continue
         best = min(loss for _, loss in scratch[seed])
-        for mode, curve in (("finetune", tuned[seed]), ("scratch", scratch[seed])):
+        pairs = (("finetune", tuned[seed]),) if scratch_dir else (("finetune", tuned[seed]), ("scratch", scratch[seed]))
+        for mode, curve in pairs:
             rows.append({"mode": mode, "seed": seed, "label_percent": float(pct), "scratch_min_val_loss": best,
                          "steps_to_scratch_min": steps_to_reach(curve, best)})
     return rows

@@ -6,7 +6,8 @@ Reads the summary.json files that hepjepa.finetune wrote under --runs:
   ft_jetclass/              -> hepjepa.jetclass_fewshot   (mode x label %, accuracy; AUC kept as an extra column)
   ft_jetclass_seed<S>/      -> the same table's fine-tuned rows on the extra pretraining run pretrain_seed<S> (one seed)
   ft_jetclass/<mode>/pct0.5 -> hepjepa.convergence    (per seed: fine-tuning steps until the val loss reaches the
-                               scratch run's minimum, Figure 2; hepjepa/convergence.py)
+                               scratch run's minimum, Figure 2; hepjepa/convergence.py); ft_jetclass_seed<S>'s
+                               fine-tuned runs against the scratch run of the same seed, one value per pretraining run
   ft_top/, ft_qg/           -> hepjepa.top_tagging, hepjepa.quark_gluon (accuracy, AUC, 1/eps_B at 50 % and 30 %)
   probe/probe.json          -> hepjepa.linear_probe (frozen pretrained encoder vs random init with BatchNorm
                                statistics set, linear probe per seed; the notes carry the last logged shortcut
@@ -229,14 +230,20 @@ def write_tables(runs, out, profile: str) -> list[str]:
         md.append(render_table(table_id, rows, meta))
         written.append(table_id)
     fewshot = _read(runs / "ft_jetclass" / "summary.json")
-    conv = with_pretraining_run(convergence_rows(runs / "ft_jetclass", FIGURE2_PERCENT), runs) if fewshot else []
+    conv, conv_sources = [], []
+    if fewshot:  # the main sweep (every mode), then each extra pretraining run against the same seed's scratch run
+        conv = with_pretraining_run(convergence_rows(runs / "ft_jetclass", FIGURE2_PERCENT), runs)
+        conv_sources = sorted((runs / "ft_jetclass").glob(f"*/pct{FIGURE2_PERCENT}/n*/seed*/result.json"))
+        for extra in sorted(runs.glob("ft_jetclass_seed[0-9]*")):
+            conv += with_pretraining_run(convergence_rows(extra, FIGURE2_PERCENT, scratch_dir=runs / "ft_jetclass"),
+                                         runs, folder=extra)
+            conv_sources += sorted(extra.glob(f"finetune/pct{FIGURE2_PERCENT}/n*/seed*/result.json"))
     if conv:
         meta = _meta(fewshot, profile, scale,
                      f"Figure 2 at {FIGURE2_PERCENT:g} % labels, one row per seed: the first validated fine-tuning "
                      "step at which the val loss <= the same seed's scratch minimum (scratch: the step of that "
                      "minimum); inf = never reached in the run.",
-                     sorted((runs / "ft_jetclass").glob(f"*/pct{FIGURE2_PERCENT}/n*/seed*/result.json")),
-                     ["label_percent", "scratch_min_val_loss", "pretrain_seed"])
+                     conv_sources, ["label_percent", "scratch_min_val_loss", "pretrain_seed"])
         write_result(out / "hepjepa.convergence.json", "hepjepa.convergence", conv, meta)
         md.append(render_table("hepjepa.convergence", conv, meta))
         written.append("hepjepa.convergence")

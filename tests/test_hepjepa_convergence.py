@@ -3,6 +3,8 @@ from-scratch minimum (hepjepa/convergence.py), written by the table step and dec
 import json
 import math
 
+import yaml
+
 from common.results import claims as C
 from common.results import tables as R
 
@@ -42,31 +44,75 @@ def test_rows_per_seed_use_that_seeds_scratch_minimum(tmp_path):
     assert {r["scratch_min_val_loss"] for r in rows if r["seed"] == 1} == {1.1}
 
 
-def _three_seeds(ft, finetune_never_on_seed=None):
+def _pretraining(runs, name, seed):
+    (runs / name).mkdir(parents=True, exist_ok=True)
+    (runs / name / "config.yaml").write_text(yaml.safe_dump({
+        "seed": seed, "train": {"steps": 10, "batch_size": 4}, "data": {"dataset": "jetclass", "root": "/d"},
+        "model": {"dim": 8, "depth": 1}}))
+
+
+def _three_pretraining_runs(runs, finetune_never_on_seed=None, extra_runs=(1, 2)):
+    """run_all's layout: ft_jetclass fine-tunes pretrain (seed 0) with seeds 0-2 and trains scratch with seeds 0-2;
+    ft_jetclass_seed<S> fine-tunes pretrain_seed<S> with seed S only. Seed s's scratch minimum is 1.2 - 0.01 s at
+    step 30; every fine-tuned run of seed s reaches it at step 20 (pretraining run 0) or 10 (the extra runs)."""
+    ft = runs / "ft_jetclass"
+    _pretraining(runs, "pretrain", 0)
     for s in range(3):
         _run(ft, "scratch", s, [[10, 2.0], [20, 1.5], [30, 1.2 - 0.01 * s], [40, 1.3]])
         reach = [[10, 1.25], [20, 1.2 - 0.02 * s]] if s != finetune_never_on_seed else [[10, 1.25], [20, 1.3]]
         _run(ft, "finetune", s, reach)
     _summary(ft)
+    for s in extra_runs:
+        _pretraining(runs, f"pretrain_seed{s}", s)
+        extra = runs / f"ft_jetclass_seed{s}"
+        _run(extra, "finetune", s, [[10, 1.0]])
+        _summary(extra)
+        (extra / "config.yaml").write_text(yaml.safe_dump({"sweep": {"pretrained": str(runs / f"pretrain_seed{s}"
+                                                                                         / "checkpoint.pt")}}))
 
 
 def _claim():
     return next(c for c in C.load_claims() if c["id"] == "hepjepa_convergence")
 
 
-def test_table_step_writes_convergence_and_the_claim_decides_it(tmp_path):
+def test_extra_pretraining_runs_are_held_against_the_scratch_run_of_their_seed(tmp_path):
+    """ft_jetclass_seed<S> trains no scratch model: its fine-tuned run is paired with scratch seed S of the main
+    sweep (the same labelled subset), and only its fine-tuned row is added, tagged with its pretraining run."""
     runs = tmp_path / "hepjepa"
-    _three_seeds(runs / "ft_jetclass")
-    assert "hepjepa.convergence" in tables.write_tables(runs, runs / "tables", "mini")
+    _three_pretraining_runs(runs)
+    rows = convergence.convergence_rows(runs / "ft_jetclass_seed1", scratch_dir=runs / "ft_jetclass")
+    assert rows == [{"mode": "finetune", "seed": 1, "label_percent": 0.5, "scratch_min_val_loss": 1.19,
+                     "steps_to_scratch_min": 10.0}]
+    tables.write_tables(runs, runs / "tables", "mini")
+    conv = json.loads((runs / "tables" / "hepjepa.convergence.json").read_text())["rows"]
+    tuned = sorted((r["pretrain_seed"], r["seed"], r["steps_to_scratch_min"]) for r in conv if r["mode"] == "finetune")
+    assert tuned == [(0, 0, 20.0), (0, 1, 20.0), (0, 2, 20.0), (1, 1, 10.0), (2, 2, 10.0)]
+    assert sorted(r["seed"] for r in conv if r["mode"] == "scratch") == [0, 1, 2]  # not counted twice
+
+
+def test_the_claim_is_decided_over_pretraining_runs(tmp_path):
+    runs = tmp_path / "hepjepa"
+    _three_pretraining_runs(runs)
+    tables.write_tables(runs, runs / "tables", "mini")
     (v,) = C.evaluate(R.collect_results(runs), [_claim()], R.load_published())
-    assert sorted(v.a) == [20.0, 20.0, 20.0] and v.b == [30.0, 30.0, 30.0]
-    assert v.d == 10.0 and v.verdict == "reproduced"
+    # one value per pretraining run (run 0: the mean of its three seeds), scratch one value per seed
+    assert sorted(v.a) == [10.0, 10.0, 20.0] and v.b == [30.0, 30.0, 30.0]
+    assert v.verdict == "reproduced" and v.replicated.startswith("a: 3 pretraining runs")
+
+
+def test_one_pretraining_run_is_inconclusive_however_many_fine_tuning_seeds(tmp_path):
+    """The behaviour this replaces: three fine-tuning seeds of one pretraining run read reproduced (d = 10 steps)."""
+    runs = tmp_path / "hepjepa"
+    _three_pretraining_runs(runs, extra_runs=())
+    tables.write_tables(runs, runs / "tables", "mini")
+    (v,) = C.evaluate(R.collect_results(runs), [_claim()], R.load_published())
+    assert v.a == [20.0] and v.verdict == "inconclusive" and "one pretraining run" in v.why
 
 
 def test_never_reached_seed_is_kept_and_blocks_a_pass(tmp_path):
     runs = tmp_path / "hepjepa"
-    _three_seeds(runs / "ft_jetclass", finetune_never_on_seed=1)
+    _three_pretraining_runs(runs, finetune_never_on_seed=1)
     tables.write_tables(runs, runs / "tables", "mini")
     (v,) = C.evaluate(R.collect_results(runs), [_claim()], R.load_published())
-    # the seed that never reached the scratch minimum counts as the worst value: the sides overlap
-    assert sorted(v.a) == [20.0, 20.0, float("inf")] and v.verdict == "inconclusive"
+    # the seed that never reached the scratch minimum makes its pretraining run's value infinite: the sides overlap
+    assert sorted(v.a) == [10.0, 10.0, float("inf")] and v.verdict == "inconclusive"

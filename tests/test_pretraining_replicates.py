@@ -36,6 +36,7 @@ SIDE_STEPS = {
     "mpmv2_vertexing_ari_falls_with_vertices": [r"mpm/v2_vertexing_regression_finetune"],
     "hepjepa_finetune_vs_scratch_smallest": [r"hepjepa/ft_jetclass"],
     "hepjepa_finetune_vs_scratch_second_smallest": [r"hepjepa/ft_jetclass"],
+    "hepjepa_convergence": [r"hepjepa/ft_jetclass"],  # each extra run against the scratch run of its seed
     "omnijet_transfer_vs_scratch": [r"omnijet/finetune_finetune"],
 }
 # mini keeps one pretraining run of the positional-encoding rows (four more pretrainings would put the profile over
@@ -94,7 +95,7 @@ def test_every_pretraining_claim_has_three_pretraining_runs_scheduled(profile, t
             # seed 0 (the config's) in the run folder, seeds 1 and 2 in <folder>_seed<S>
             assert sorted(v or 0 for v in runs.values()) == [0, 1, 2], (profile, c["id"], p, runs)
         checked += 1
-    assert checked == (14 if profile == "mini" else 8)  # smoke: no CWoLa fine-tuning, 6-class, frozen MPMv2 study
+    assert checked == (15 if profile == "mini" else 9)  # smoke: no CWoLa fine-tuning, 6-class, frozen MPMv2 study
 
 
 def test_paper_keeps_one_pretraining_run_per_claim(tmp_path):
