@@ -26,6 +26,9 @@
 #                                paper profile: training steps are launched with torchrun over G GPUs per node;
 #                                with several nodes (shared file system) only node 0 runs the single-process steps,
 #                                the others wait for their done.json
+#   --pretrain-runs N            pretraining runs behind each claim about a pretrained method (seeds 0..N-1; default
+#                                3 for smoke and mini, 1 for paper, whose verdicts then read inconclusive: "one
+#                                pretraining run"); runs 1..N-1 are fine-tuned with one seed each
 #   --stop-on-error              stop at the first failed step (default: skip the rest of that method, go on)
 #   --list                       print the steps, their status and commands, run nothing
 #
@@ -78,13 +81,13 @@ STEPS_ROOT="${RUN_ALL_STEPS_ROOT:-$ROOT}"
 ALL_METHODS="${RUN_ALL_METHODS:-mpm omnijet hepjepa}"
 
 PROFILE=mini; ONLY=""; TABLE=""; DATA_DIR=""; OUT_DIR=""; RESULTS_DIR=""; WORKERS=""; THREADS=""; JOBS=""
-FORCE=0; FORCE_DATA=0; GPUS=1; NNODES=1; NODE_RANK=0; RDZV_ENDPOINT=""; RDZV_ID="jetfm"; STOP_ON_ERROR=0; LIST_ONLY=0
+PRETRAIN_RUNS=""; FORCE=0; FORCE_DATA=0; GPUS=1; NNODES=1; NODE_RANK=0; RDZV_ENDPOINT=""; RDZV_ID="jetfm"; STOP_ON_ERROR=0; LIST_ONLY=0
 
 die() { echo "run_all.sh: $*" >&2; exit 2; }
 while [[ $# -gt 0 ]]; do
   case "$1" in  # an option that takes a value must get one (not the end of the line, not the next --option)
     --profile|--only|--table|--data-dir|--out-dir|--results-dir|--workers|--threads|--jobs|--gpus|--nnodes|\
-    --rdzv-endpoint|--rdzv-id|--node-rank)
+    --rdzv-endpoint|--rdzv-id|--node-rank|--pretrain-runs)
       [[ $# -ge 2 && -n "$2" && "$2" != --* ]] || die "$1 needs a value (see bash run_all.sh --help)" ;;
   esac
   case "$1" in
@@ -104,6 +107,7 @@ while [[ $# -gt 0 ]]; do
     --rdzv-endpoint) RDZV_ENDPOINT="$2"; shift 2 ;;
     --rdzv-id) RDZV_ID="$2"; shift 2 ;;
     --node-rank) NODE_RANK="$2"; shift 2 ;;
+    --pretrain-runs) PRETRAIN_RUNS="$2"; shift 2 ;;
     --stop-on-error) STOP_ON_ERROR=1; shift ;;
     --list) LIST_ONLY=1; shift ;;
     -h|--help) sed -n '2,/^set -uo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
@@ -124,6 +128,9 @@ whole --gpus "$GPUS" 1; whole --nnodes "$NNODES" 1; whole --node-rank "$NODE_RAN
 [[ -z "$WORKERS" ]] || whole --workers "$WORKERS" 1
 [[ -z "$THREADS" ]] || whole --threads "$THREADS" 1
 [[ -z "$JOBS" ]] || whole --jobs "$JOBS" 1
+[[ -z "$PRETRAIN_RUNS" ]] || whole --pretrain-runs "$PRETRAIN_RUNS" 1 100
+[[ -n "$PRETRAIN_RUNS" ]] || { [[ "$PROFILE" == paper ]] && PRETRAIN_RUNS=1 || PRETRAIN_RUNS=3; }
+RSEEDS=$(seq -s ' ' 1 $((PRETRAIN_RUNS - 1)))  # the extra pretraining seeds each method's run_steps.sh schedules
 for v in RUN_ALL_SIM_JETCLASS RUN_ALL_SIM_ATLAS RUN_ALL_SIM_TOP RUN_ALL_SIM_QG RUN_ALL_SIM_BTAG; do
   [[ -z "${!v:-}" ]] || whole "$v" "${!v}" 1
 done

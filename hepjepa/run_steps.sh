@@ -14,8 +14,7 @@ hepjepa_steps() {
   # mini and smoke: the fine-tuned-vs-scratch claims are replicated over pretraining runs (claims.yaml `replicate:
   # pretraining`): seeds 1, 2 in pretrain_seed<S>, each fine-tuned (mode finetune) with the one fine-tuning seed S into
   # ft_jetclass_seed<S> (hepjepa/tables.py); scratch stays in ft_jetclass. paper: one pretraining run
-  local s rseeds="1 2"
-  [[ "$PROFILE" == paper ]] && rseeds=""
+  local s rseeds="$RSEEDS"  # run_all.sh --pretrain-runs
   for s in $rseeds; do
     step pretrain_seed$s -- $PY -m hepjepa.pretrain --config $CFG/pretrain.yaml --out "$OUT/pretrain_seed$s" "$J" seed=$s
     step ft_jetclass_seed$s --tables hepjepa.jetclass_fewshot --after pretrain_seed$s -- \

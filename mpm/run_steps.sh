@@ -35,14 +35,11 @@ mpm_steps() {
   # each probed with one probe seed (the rows' values: one per pretraining run, the mean over its probe seeds;
   # common/results/claims.py unit: pretraining). The positional-encoding rows keep one run, so their two claims read
   # inconclusive ("fewer than 3 pretraining runs per side"): four more runs would put the profile over its 2 h.
-  local pseeds="" seeded="mpmv1 mpmv1_kmeans mpmv1_regression" s
-  [[ "$PROFILE" == mini ]] && pseeds="1 2"
-  # mini and smoke: the pretrainings behind a claim of a pretrained backbone against scratch / No Backbone (mpmv1,
-  # mpmv1_6class, mpmv2_regression; claims.yaml `replicate: pretraining`) also run with seeds 1, 2 (<run>_seed<S>),
-  # each fine-tuned with the one fine-tuning seed S for those claims' studies. paper: one pretraining run each
-  local rseeds="1 2"
-  [[ "$PROFILE" == paper ]] && rseeds=""
-  [[ "$PROFILE" == smoke ]] && pseeds="1 2" && seeded="mpmv1"
+  # the pretrainings behind a claim of a pretrained backbone against scratch / No Backbone (mpmv1, mpmv1_6class,
+  # mpmv2_regression; claims.yaml `replicate: pretraining`) also run with the seeds S of run_all.sh --pretrain-runs
+  # (<run>_seed<S>; smoke and mini 1, 2, paper none by default), each fine-tuned with the one fine-tuning seed S
+  local rseeds="$RSEEDS" pseeds="$RSEEDS" seeded="mpmv1 mpmv1_kmeans mpmv1_regression" s
+  [[ "$PROFILE" == smoke ]] && seeded="mpmv1"
   local after
   for row in $v1rows; do
     case "$row" in

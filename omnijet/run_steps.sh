@@ -35,8 +35,7 @@ omnijet_steps() {
   # mini and smoke: the transfer claim (fine-tuned vs scratch) is replicated over GPT pretraining runs (claims.yaml
   # `replicate: pretraining`): seeds 1, 2 in pretrain_seed<S> on the same tokeniser and token sequences, each
   # fine-tuned (mode finetune) with the one fine-tuning seed S into finetune/finetune_seed<S>. paper: one GPT
-  local rseeds="1 2"
-  [[ "$PROFILE" == paper ]] && rseeds=""
+  local rseeds="$RSEEDS"  # run_all.sh --pretrain-runs
   for s in $rseeds; do
     step "pretrain_seed$s" --after tokenize -- \
       $PY -m omnijet.pretrain --config "$CFG/pretrain.yaml" --out "$OUT/pretrain_seed$s" "$d" \

@@ -94,7 +94,8 @@ def test_a_quote_and_command_in_the_paper_data_dir_run_nothing(dkit, tmp_path):
 INJECT = "PATH[$(touch {m})]"
 
 
-@pytest.mark.parametrize("opt", ["--gpus", "--nnodes", "--node-rank", "--workers", "--threads", "--jobs"])
+@pytest.mark.parametrize("opt", ["--gpus", "--nnodes", "--node-rank", "--workers", "--threads", "--jobs",
+                                 "--pretrain-runs"])
 @pytest.mark.parametrize("value", [INJECT, "abc", "08", "-1", "1.5", "99999999999", " 2"])
 def test_every_numeric_option_is_checked_before_any_arithmetic(dkit, tmp_path, opt, value):
     marker = tmp_path / "MARK"

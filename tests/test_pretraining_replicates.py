@@ -45,11 +45,11 @@ SHORT = {"mini": {"mpmv1_ape_head_vs_none", "mpmv1_ape_none_vs_backbone"}, "smok
 PRETRAINED = re.compile(r"(?:pretrained\.run|sweep\.pretrained|pretrain_dir)=(\S+?)(?:/checkpoint\.pt)?(?:\s|$)")
 
 
-def listed_steps(profile: str, tmp_path) -> dict[str, dict]:
-    """{method/step: {tables, cmd}} of `run_all.sh --profile <profile> --list`."""
+def listed_steps(profile: str, tmp_path, *extra: str) -> dict[str, dict]:
+    """{method/step: {tables, cmd}} of `run_all.sh --profile <profile> --list [extra options]`."""
     out = subprocess.run(["bash", str(ROOT / "run_all.sh"), "--profile", profile, "--list", "--data-dir",
                           str(tmp_path / "data"), "--out-dir", str(tmp_path / "runs"), "--results-dir",
-                          str(tmp_path / "results")], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+                          str(tmp_path / "results"), *extra], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     steps, lines = {}, out.splitlines()
     for head, cmd in zip(lines[1::2], lines[2::2]):
         _, _, name, tables = head.split()[:4]
@@ -102,6 +102,20 @@ def test_paper_keeps_one_pretraining_run_per_claim(tmp_path):
     steps = listed_steps("paper", tmp_path)
     assert not [n for n in steps if re.search(r"_seed[0-9]+$", n) and not n.startswith("omnijet/tokenizer")]
     assert len(pretraining_runs(steps, r"mpm/v1_jetclass_finetune")) == 1
+
+
+@pytest.mark.parametrize("profile,runs", [("paper", 3), ("mini", 1), ("mini", 4)])
+def test_pretrain_runs_option_sets_the_pretraining_runs_behind_every_claim(profile, runs, tmp_path):
+    """--pretrain-runs N: seeds 0..N-1 behind every claim replicated over pretraining runs (the paper profile can
+    decide them when a user pays for the runs; mini can be cut to one)."""
+    steps = listed_steps(profile, tmp_path, "--pretrain-runs", str(runs))
+    for c in C.load_claims(published=PUB):
+        if c.get("replicate") != "pretraining" or c["id"] in SHORT["mini"]:
+            continue
+        for p in SIDE_STEPS[c["id"]]:
+            found = pretraining_runs(steps, p)
+            if found:
+                assert sorted(v or 0 for v in found.values()) == list(range(runs)), (c["id"], p, found)
 
 
 def _write(path, obj):
