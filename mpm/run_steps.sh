@@ -31,14 +31,14 @@ mpm_steps() {
   ((full)) && v1rows="mpmv1 mpmv1_kmeans mpmv1_vqvae_nope mpmv1_vqvae_backbonepe mpmv1_quantised_vqvae
                       mpmv1_quantised_kmeans mpmv1_regression mpmv1_regression_backbonepe"
   [[ "$PROFILE" == mini ]] && v1rows="mpmv1 mpmv1_kmeans mpmv1_vqvae_nope mpmv1_vqvae_backbonepe mpmv1_regression"
-  # mini: the rows of the targets claims (VQ-VAE vs k-means vs regression) get two more pretraining runs (seeds 1, 2),
-  # each probed with one probe seed (the rows' values: one per pretraining run, the mean over its probe seeds;
-  # common/results/claims.py unit: pretraining). The positional-encoding rows keep one run, so their two claims read
-  # inconclusive ("fewer than 3 pretraining runs per side"): four more runs would put the profile over its 2 h.
+  # mini: the rows of the targets claims (VQ-VAE vs k-means vs regression) and of the positional-encoding claims (no
+  # PE, backbone PE) get two more pretraining runs (seeds 1, 2), each probed with one probe seed (the rows' values:
+  # one per pretraining run, the mean over its probe seeds; common/results/claims.py unit: pretraining)
   # the pretrainings behind a claim of a pretrained backbone against scratch / No Backbone (mpmv1, mpmv1_6class,
   # mpmv2_regression; claims.yaml `replicate: pretraining`) also run with the seeds S of run_all.sh --pretrain-runs
   # (<run>_seed<S>; smoke and mini 1, 2, paper none by default), each fine-tuned with the one fine-tuning seed S
-  local rseeds="$RSEEDS" pseeds="$RSEEDS" seeded="mpmv1 mpmv1_kmeans mpmv1_regression" s
+  local rseeds="$RSEEDS" pseeds="$RSEEDS" s
+  local seeded="mpmv1 mpmv1_kmeans mpmv1_regression mpmv1_vqvae_nope mpmv1_vqvae_backbonepe"
   [[ "$PROFILE" == smoke ]] && seeded="mpmv1"
   local after
   for row in $v1rows; do
