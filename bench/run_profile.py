@@ -1,12 +1,14 @@
 """Where a run_all.sh run spent its time, from its <out>/status.tsv (one line per step: name, status, wall seconds,
-...): step-minutes and steps per part (the method, or data), and the longest steps. Prints Markdown tables for
-BENCHMARKS.md.
+...): step-minutes and steps per part (the method, or data), per kind of step (pretraining, fine-tuning by mode,
+floor, embed, ablation, ...; the extra pretraining runs' steps `*_seed<S>` in a column of their own, the price of
+replicating over pretraining runs), and the longest steps. Prints Markdown tables for BENCHMARKS.md.
 
     python -m bench.run_profile runs/mini [--top 15]
 """
 from __future__ import annotations
 
 import argparse
+import re
 from collections import defaultdict
 
 from common.results.tables import status_records
@@ -43,6 +45,33 @@ def profile(out_dir) -> tuple[dict, list]:
     return parts, sorted(steps, reverse=True)
 
 
+# (kind, pattern on the step name without its method) in order: the first match names the kind
+KINDS = [("data", r"^(sim_|validate_)"), ("ablation", r"^(shortcut_|ablation_)"), ("tokeniser", r"^tokeni[sz]"),
+         ("pretraining", r"^pretrain"), ("floor (jet observables)", r"^floor_"),
+         ("embed (Which pretraining?)", r"^embed_"), ("generation", r"^(generate|eval_generation|token_quality)"),
+         ("fine-tuning: frozen / probe", r"(fixed|^probe|_probe_|sum$)"),
+         ("fine-tuning: scratch / no backbone", r"(scratch|nobackbone)"),
+         ("fine-tuning: fine-tuned (HEP-JEPA ft_*: every mode)", r"(finetune|^ft_)"), ("tables, figures, comparison", r"")]
+
+
+def kind_of(step: str) -> tuple[str, bool]:
+    """(kind, extra pretraining run?) of a step name such as mpm/v1_jetclass_finetune_seed1."""
+    name = step.split("/", 1)[-1]
+    extra = re.search(r"_seed[0-9]+$", name) is not None and not name.startswith("tokeni")
+    base = re.sub(r"_seed[0-9]+$", "", name)
+    return next(k for k, pat in KINDS if re.search(pat, base)), extra
+
+
+def by_kind(steps: list) -> dict[str, list[float]]:
+    """{kind: [seconds of the main steps, seconds of the extra pretraining runs' steps, step count]}."""
+    out: dict[str, list[float]] = {k: [0.0, 0.0, 0] for k, _ in KINDS}
+    for secs, name, _status in steps:
+        kind, extra = kind_of(name)
+        out[kind][1 if extra else 0] += secs
+        out[kind][2] += 1
+    return {k: v for k, v in out.items() if v[2]}
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out_dir", help="run_all.sh --out-dir")
@@ -60,6 +89,11 @@ def main(argv=None) -> None:
     other = ", ".join(f"{k} {int(v)}" for k, v in sorted(total.items()) if k not in ("done", "seconds")) or "-"
     print(f"| all | {int(total.get('done', 0))} | {other} | {total['seconds']:,.0f} s "
           f"({total['seconds'] / 60:.1f} min) |\n")
+    print("| kind of step | steps | main runs (step-min) | extra pretraining runs (step-min) | all (step-min) |\n"
+          "|---|---|---|---|---|")
+    for kind, (main_s, extra_s, n) in by_kind(steps).items():
+        print(f"| {kind} | {n} | {main_s / 60:.1f} | {extra_s / 60:.1f} | {(main_s + extra_s) / 60:.1f} |")
+    print()
     print("| longest steps | status | wall s |\n|---|---|---|")
     for secs, name, status in steps[:args.top]:
         print(f"| {name} | {status} | {secs:,.0f} |")

@@ -29,3 +29,29 @@ def test_a_resumed_run_counts_the_time_of_the_run_that_did_the_step(tmp_path):
 def test_a_folder_without_status_is_refused(tmp_path):
     with pytest.raises(FileNotFoundError, match="status.tsv"):
         profile(tmp_path)
+
+
+@pytest.mark.parametrize("step,kind,extra", [
+    ("mpm/pretrain_mpmv1_kmeans_seed2", "pretraining", True), ("mpm/pretrain_mpmv2_regression", "pretraining", False),
+    ("omnijet/tokenizer_128_seed1", "tokeniser", False),  # a tokeniser replicate is not a pretraining run
+    ("mpm/v1_jetclass_fixed", "fine-tuning: frozen / probe", False),
+    ("mpm/probe_mpmv1_seed1", "fine-tuning: frozen / probe", True),
+    ("mpm/v2_btag_nobackbone", "fine-tuning: scratch / no backbone", False),
+    ("hepjepa/ft_jetclass_seed1", "fine-tuning: fine-tuned (HEP-JEPA ft_*: every mode)", True),
+    ("hepjepa/shortcut_base_s1_pretrain", "ablation", False),
+    ("mpm/floor_v1_jetclass", "floor (jet observables)", False),
+    ("omnijet/embed_gpt_pretrained_seed2", "embed (Which pretraining?)", True),
+    ("data_check/validate_btag", "data", False), ("compare/which_pretraining", "tables, figures, comparison", False)])
+def test_every_step_has_one_kind_and_the_extra_pretraining_runs_are_counted_apart(step, kind, extra):
+    from bench.run_profile import kind_of
+    assert kind_of(step) == (kind, extra)
+
+
+def test_time_per_kind_splits_main_and_extra_runs(tmp_path, capsys):
+    lines = ["mpm/pretrain_a\tdone\t120\tl\t\tstep\to", "mpm/pretrain_a_seed1\tdone\t60\tl\t\tstep\to",
+             "mpm/v1_jetclass_finetune_seed1\tdone\t30\tl\t\tstep\to"]
+    (tmp_path / "status.tsv").write_text("\n".join(lines) + "\n")
+    main([str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "| pretraining | 2 | 2.0 | 1.0 | 3.0 |" in out
+    assert "| fine-tuning: fine-tuned (HEP-JEPA ft_*: every mode) | 1 | 0.0 | 0.5 | 0.5 |" in out
