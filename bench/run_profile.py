@@ -51,7 +51,8 @@ KINDS = [("data", r"^(sim_|validate_)"), ("ablation", r"^(shortcut_|ablation_)")
          ("embed (Which pretraining?)", r"^embed_"), ("generation", r"^(generate|eval_generation|token_quality)"),
          ("fine-tuning: frozen / probe", r"(fixed|^probe|_probe_|sum$)"),
          ("fine-tuning: scratch / no backbone", r"(scratch|nobackbone)"),
-         ("fine-tuning: fine-tuned (HEP-JEPA ft_*: every mode)", r"(finetune|^ft_)"), ("tables, figures, comparison", r"")]
+         ("fine-tuning: fine-tuned (HEP-JEPA ft_*: every mode)", r"(finetune|^ft_)"),
+         ("tables, figures, comparison", r"")]
 
 
 def kind_of(step: str) -> tuple[str, bool]:
