@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # run_all.sh: one command reproduces every table of the three papers (MPM, OmniJet-alpha, HEP-JEPA).
 #
-#   bash run_all.sh                      # profile mini: offline simulated data, every table at reduced scale (~2 h 15, 2 cores)
+#   bash run_all.sh                      # profile mini: offline simulated data, every table at reduced scale (~3 h, 2 cores)
 #   bash run_all.sh --profile smoke      # minutes; what CI runs
 #   bash run_all.sh --profile paper --gpus 4             # real data (python -m common.data.download ...), paper configs
 #   bash run_all.sh --profile paper --gpus 8 --nnodes 2 --node-rank R --rdzv-endpoint node0:29500   # on every node
