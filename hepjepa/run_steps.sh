@@ -16,7 +16,9 @@ hepjepa_steps() {
   # ft_jetclass_seed<S> (hepjepa/tables.py); scratch stays in ft_jetclass. paper: one pretraining run
   local s rseeds="$RSEEDS"  # run_all.sh --pretrain-runs
   for s in $rseeds; do
-    step pretrain_seed$s -- $PY -m hepjepa.pretrain --config $CFG/pretrain.yaml --out "$OUT/pretrain_seed$s" "$J" seed=$s
+    # --after "": beside the seed-0 pretraining, not behind it (the default would chain the three runs, one core idle)
+    step pretrain_seed$s --after "" -- $PY -m hepjepa.pretrain --config $CFG/pretrain.yaml --out "$OUT/pretrain_seed$s" \
+      "$J" seed=$s
     step ft_jetclass_seed$s --tables hepjepa.jetclass_fewshot --after pretrain_seed$s -- \
       $PY -m hepjepa.finetune --config $CFG/finetune_jetclass.yaml --out "$OUT/ft_jetclass_seed$s" "$J" \
       "sweep.pretrained=$OUT/pretrain_seed$s/checkpoint.pt" "sweep.modes=[finetune]" "finetune.seeds=[$s]"

@@ -402,3 +402,10 @@ def test_omp_num_threads_does_not_shrink_the_core_count(repo_root, tmp_path):
                          timeout=120, env={**env, "OMP_NUM_THREADS": "1"})
     assert res.returncode == 0, res.stderr[-2000:]
     assert f"--workers {cores} " in res.stdout
+
+
+def test_hepjepa_extra_pretraining_runs_do_not_wait_for_the_first(repo_root):
+    """run_all's default --after chains a method's steps without --tables: the three HEP-JEPA pretrainings ran one
+    after another with a core idle (about 25 wall-minutes of the 2026-12-07 default run). Each extra run starts at once."""
+    text = (repo_root / "hepjepa" / "run_steps.sh").read_text()
+    assert 'step pretrain_seed$s --after "" --' in text
