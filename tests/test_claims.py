@@ -66,6 +66,7 @@ def test_at_min_takes_the_smallest_n_either_side_has_and_published_side_from_pub
     # the smallest N of either side: finetune's cell there is missing, and the claim does not move to N=1000
     assert v.at == {"n_train": 10.0} and v.a == [] and v.verdict == "not measured"
     assert "side a (mode=finetune, n_train=10): no such row in the results" in v.why
+    assert f"`bash run_all.sh --table {v.claim['table']}` runs every row" in v.why  # how to schedule it
     both = [r for r in rows if r["n_train"] == 1000]
     (v,) = C.evaluate(_results(both), [CLAIM], PUB)
     assert v.at == {"n_train": 1000.0} and v.verdict == "reproduced"

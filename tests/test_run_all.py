@@ -268,11 +268,11 @@ def test_jobs_two_runs_independent_steps_side_by_side_and_keeps_dependencies(kit
     assert kit.run("--jobs", "x").returncode == 2
 
 
-def _mpm_steps(repo_root, profile):
+def _mpm_steps(repo_root, profile, *extra):
     import re
 
     res = subprocess.run(["bash", "run_all.sh", "--list", "--only", "mpm", "--profile", profile, "--data-dir",
-                          "/nonexistent", "--out-dir", "/nonexistent/runs"], cwd=repo_root, capture_output=True,
+                          "/nonexistent", "--out-dir", "/nonexistent/runs", *extra], cwd=repo_root, capture_output=True,
                          text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
     lines = res.stdout.splitlines()
@@ -281,11 +281,18 @@ def _mpm_steps(repo_root, profile):
 
 
 def test_mini_pretrains_the_targets_rows_three_times_and_drops_ssfm(repo_root):
-    """The claims comparing pretraining targets are decided over pretraining runs: mini pretrains their three rows
-    with seeds 0 (config), 1 and 2 and probes every extra run with one probe seed, and so the positional-encoding
-    rows; the SSFM pretraining, which no claim uses, runs in smoke and paper only."""
+    """The claims comparing pretraining targets are decided over pretraining runs: mini (with --table
+    mpm.v1_pretraining; its default run has the mpmv1 row only) pretrains their three rows with seeds 0 (config), 1
+    and 2 and probes every extra run with one probe seed, and so the positional-encoding rows; the SSFM pretraining,
+    which no claim uses, runs in smoke and paper only."""
     import shlex
-    steps = _mpm_steps(repo_root, "mini")
+    default = _mpm_steps(repo_root, "mini")
+    assert {s for s in default if s.startswith(("pretrain_mpmv1", "probe_mpmv1", "tokenizer_v1"))} == {
+        "tokenizer_v1", "tokenizer_v1_6class", "pretrain_mpmv1", "pretrain_mpmv1_seed1", "pretrain_mpmv1_seed2",
+        "probe_mpmv1", "probe_mpmv1_seed1", "probe_mpmv1_seed2", "pretrain_mpmv1_6class", "pretrain_mpmv1_6class_seed1",
+        "pretrain_mpmv1_6class_seed2"}
+    steps = _mpm_steps(repo_root, "mini", "--table", "mpm.v1_pretraining")
+    assert "tokenizer_v1_kmeans" in steps and "v1_jetclass_finetune" not in steps
     for row in ("mpmv1", "mpmv1_kmeans", "mpmv1_regression", "mpmv1_vqvae_nope", "mpmv1_vqvae_backbonepe"):
         assert "seed=" not in steps[f"pretrain_{row}"]
         for s in (1, 2):
@@ -303,6 +310,47 @@ def test_mini_pretrains_the_targets_rows_three_times_and_drops_ssfm(repo_root):
         f"pretrain_{r}_seed{s}" for r in ("mpmv1", "mpmv2_regression") for s in (1, 2)]
     assert not any(s.startswith("probe_") and "_seed" in s and not s.startswith("probe_mpmv1_seed") for s in smoke)
     assert not any("_seed" in s for s in _mpm_steps(repo_root, "paper"))
+
+
+def test_jobs_two_starts_a_ready_pretraining_before_earlier_ready_steps(kit, tmp_path):
+    """A free slot takes a ready pretraining step first, whatever its place in the list: the long steps start early
+    and short ones fill the end (list order left HEP-JEPA's pretrainings, the last in the list, for the end)."""
+    steps = tmp_path / "methods" / "fakem" / "run_steps.sh"
+    steps.write_text(
+        "fakem_steps() {\n"
+        "  step short1 --after '' -- $PY1 -m fakem.work --out $OUT/short1 --steps 4 --sleep 0.2\n"
+        "  step short2 --after '' -- $PY1 -m fakem.work --out $OUT/short2 --steps 4 --sleep 0.2\n"
+        "  step pretrain_last --after '' -- $PY -m fakem.work --out $OUT/pretrain_last --steps 4 --sleep 0.2\n"
+        "  step probe --tables mpm.v1_pretraining --after pretrain_last -- $PY1 -m fakem.work --out $OUT/probe "
+        "--table mpm.v1_pretraining\n}\n")
+    res = kit.run("--jobs", "2")
+    assert res.returncode == 0, res.stdout + res.stderr
+    lines = [l for l in res.stdout.splitlines() if "fakem/" in l]
+    at = lambda text: next(i for i, l in enumerate(lines) if text in l)
+    # the two slots: short1 (first in the list) and pretrain_last (a pretraining); short2 waits for a slot
+    assert at("fakem/pretrain_last: running") < at("fakem/short2: running")
+    assert at("fakem/short1: running") < at("fakem/short2: running")
+    assert at("fakem/pretrain_last: done") < at("fakem/probe: running")
+    assert all((kit.out / "fakem" / d / "done.json").exists() for d in ("short1", "short2", "pretrain_last", "probe"))
+
+
+def test_mini_compares_frozen_only_unless_a_finetune_grid_is_asked(repo_root):
+    """Which pretraining? decides no claim: mini's default embed steps run the frozen probe only (no fine-tuned column,
+    the 2-hour budget); RUN_ALL_COMPARE_FINETUNE_GRID=100 adds the fine-tuned runs; smoke keeps its grid of 10."""
+    import shlex
+
+    def embeds(profile, **env):
+        res = subprocess.run(["bash", "run_all.sh", "--list", "--profile", profile, "--data-dir", "/nonexistent",
+                              "--out-dir", "/nonexistent/runs"], cwd=repo_root, capture_output=True, text=True,
+                             timeout=120, env={**os.environ, **env})
+        assert res.returncode == 0, res.stderr[-2000:]
+        lines = res.stdout.splitlines()
+        cmds = [shlex.split(lines[i + 1]) for i, l in enumerate(lines) if "/embed_" in l]
+        assert len(cmds) >= 8
+        return [c[c.index("--finetune-grid") + 1] for c in cmds]
+    assert set(embeds("mini")) == {""}
+    assert set(embeds("mini", RUN_ALL_COMPARE_FINETUNE_GRID="100")) == {"100"}
+    assert set(embeds("smoke")) == {"10"}
 
 
 def test_mini_runs_the_shortcut_ablation_only_when_asked_and_never_the_paper_ablations(repo_root):

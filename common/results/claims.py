@@ -478,7 +478,9 @@ def _missing_cell(claim: dict, side: str, at: dict, row) -> str:
     """Why one side of a claim has no values: its row is absent from the results, or holds no value."""
     cell = {k: v for k, v in {**claim[side], **at}.items() if k != "metric" and v not in SELECT}
     shown = ", ".join(f"{k}={_fmt_key(canon_key(v) if isinstance(canon_key(v), float) else v)}" for k, v in cell.items())
-    return f"side {side} ({shown}): " + ("no such row in the results" if row is None else "the row holds no value")
+    return f"side {side} ({shown}): " + (f"no such row in the results (a row this run did not schedule: `bash run_all.sh "
+                                         f"--table {claim['table']}` runs every row the profile has)"
+                                         if row is None else "the row holds no value")
 
 
 # ---------------------------------------------------------------------------------------------------------------
