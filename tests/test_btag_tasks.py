@@ -302,8 +302,9 @@ def test_per_track_paper_settings_and_twins(name):
     for profile in ("mini", "smoke"):
         twin = load_config(f"mpm/configs/{profile}/{name}.yaml")
         assert twin["finetune"]["head"]["kind"] == paper["finetune"]["head"]["kind"], profile
-        assert {k: v for k, v in twin["btag"].items() if k != "profile"} == \
-            {k: v for k, v in paper["btag"].items() if k != "profile"}, profile
+        own = ("profile", "min_jets_per_n_sv")  # smoke scores every n_sv cell of its few hundred jets
+        assert {k: v for k, v in twin["btag"].items() if k not in own} == \
+            {k: v for k, v in paper["btag"].items() if k not in own}, profile
         assert twin["btag"]["profile"] == profile
 
 
@@ -348,6 +349,29 @@ def test_vertexing_score_averages_the_ari_per_number_of_secondary_vertices():
     pred = truth.copy()
     pred[1] = False  # jet 1: all apart -> ARI 2/7 (test_ari_is_one_sided...); jet 2 perfect; jet 3: one track
     assert task.metrics({"mask": mask, "target": vtx, "pred": pred}) == {"1": pytest.approx((1 + 2 / 7 + 1) / 3)}
+
+
+def test_vertexing_scores_an_n_sv_cell_only_over_min_jets_per_n_sv():
+    """btag.min_jets_per_n_sv: a cell with fewer test jets (with a pair of tracks) is left out, so the claim's
+    largest n_sv is one the sample can measure; the paper config scores a cell from 50 jets, smoke from one; a
+    value that is not a whole number >= 1 is one config error."""
+    from mpm.btag.vertexing import vertex_task
+
+    rng = np.random.default_rng(0)
+    vtx = np.zeros((60, 4), int)
+    vtx[:52, 2:] = 1          # 52 jets with one secondary vertex
+    vtx[52:, 1], vtx[52:, 2:] = 1, 2  # 8 with two
+    mask = np.ones_like(vtx, bool)
+    pred = rng.random((60, 4, 4)) < 0.5
+    test = {"mask": mask, "target": vtx, "pred": pred}
+    every = _task(vertex_task, "mpm/configs/smoke/vertexing_v2.yaml").metrics(test)
+    assert set(every) == {"1", "2"}
+    paper = _task(vertex_task, "mpm/configs/vertexing_v2.yaml").metrics(test)
+    assert paper == {"1": every["1"]}  # the 8 two-vertex jets are too few; the one-vertex cell is unchanged
+    assert load_config("mpm/configs/mini/vertexing_v2.yaml")["btag"]["min_jets_per_n_sv"] == 50
+    for bad in (0, 2.5, True, "50"):
+        with pytest.raises(ValueError, match="btag.min_jets_per_n_sv"):
+            vertex_task({**load_config("mpm/configs/vertexing_v2.yaml")["btag"], "min_jets_per_n_sv": bad}, {})
 
 
 # ------------------------------------------------------------------------------------------------------ claims

@@ -9,8 +9,8 @@ An edge head (mpm/btag/track_heads.py EdgeHead) gives a "same vertex" logit for 
 focal loss (mpm/btag/focal_loss.py; btag.gamma, btag.pos_weight) over the upper triangle of real track pairs, the target
 being vtx_id_i == vtx_id_j. A pair is predicted in the same vertex when its logit is > 0 (no clustering). Scored on
 the test split by the one-sided adjusted Rand index per jet (common.training.metrics.adjusted_rand_index_onesided), averaged
-over the jets with n_sv = max(vtx_id) secondary vertices, for every n_sv in btag.n_sv (jets with one track have no
-pair and are left out). Writes <out>/seed<S>/, <out>/summary.json and <out>/mpm.v2_vertexing.json.
+over the jets with n_sv = max(vtx_id) secondary vertices, for every n_sv in btag.n_sv that at least
+btag.min_jets_per_n_sv test jets have (jets with one track have no pair and are left out). Writes <out>/seed<S>/, <out>/summary.json and <out>/mpm.v2_vertexing.json.
 """
 from __future__ import annotations
 
@@ -42,6 +42,10 @@ def vertex_task(b: dict, fc: dict) -> Task:
     gamma, pos_weight = float(b["gamma"]), float(b["pos_weight"])
     if gamma < 0 or pos_weight <= 0:
         raise ValueError(f"config: btag.gamma must be >= 0 and btag.pos_weight > 0 (got {gamma}, {pos_weight})")
+    min_jets = b.get("min_jets_per_n_sv", 1)
+    if isinstance(min_jets, bool) or not isinstance(min_jets, int) or min_jets < 1:
+        raise ValueError(f"config: btag.min_jets_per_n_sv = {min_jets!r}; expected a whole number >= 1 (test jets an "
+                         "n_sv cell needs to be scored)")
 
     def loss(out, batch):
         jets, vtx_id = batch
@@ -49,12 +53,12 @@ def vertex_task(b: dict, fc: dict) -> Task:
         same = vtx_id.unsqueeze(1) == vtx_id.unsqueeze(2)
         return focal_loss(out[pairs], same[pairs].float(), gamma=gamma, pos_weight=pos_weight)
 
-    def metrics(test):  # the mean one-sided ARI of the jets with k secondary vertices
+    def metrics(test):  # the mean one-sided ARI of the jets with k secondary vertices, over >= min_jets of them
         mask, vtx_id = test["mask"], test["target"]
         ari = adjusted_rand_index_onesided(mask, vtx_id, test["pred"])
         n_sv = np.where(mask, vtx_id, 0).max(1)
         return {str(k): float(np.mean(ari[sel])) for k in b["n_sv"]
-                if (sel := (n_sv == k) & np.isfinite(ari)).any()}
+                if (sel := (n_sv == k) & np.isfinite(ari)).sum() >= min_jets}
 
     return Task(name="vertexing", head=per_track_head("vertexing", "edge_mlp", EdgeHead), loss=loss,
                 metrics=metrics,
