@@ -180,7 +180,7 @@ TEST_SEED_OPT=()
 # drawn), and the labelled jets per class at which every backbone is also fine-tuned (common/results/compare.yaml's one
 # recipe, 3 seeds, pretrained and random init); the frozen probe runs at every grid point (10 / 100 / 1000 per class).
 # Mini's default run has the frozen probe only: its fine-tuned column (8 backbones x 3 seeds at 100 per class, 1-1.5
-# step-minutes each on one core, ~35 step-minutes with the extra pretraining runs) decides no claim and does not fit the
+# step-minutes each on one core, ~25 step-minutes with the extra pretraining runs) decides no claim and does not fit the
 # 2-hour default run (BENCHMARKS.md, "The default run within 2 hours"); RUN_ALL_COMPARE_FINETUNE_GRID=100 adds it.
 COMPARE_DATA=(data.classes=null "data.train=train/*.root" "data.val=val/*.root" "data.test=test/*.root")
 case "$PROFILE" in

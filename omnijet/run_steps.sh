@@ -63,7 +63,9 @@ omnijet_steps() {
   step floor_classification --tables omnijet.classification --after "" -- $PY1 -m common.results.floor \
     --table omnijet.classification --config "$CFG/finetune.yaml" --out "$OUT/floor/classification" \
     --profile "$PROFILE" "$d"
-  if [[ "$PROFILE" != smoke ]]; then  # the other head of the OJ configs: summation (the 2025 example config)
+  # the other head of the OJ configs: summation (the 2025 example config); no claim: paper, and mini with --table
+  # omnijet.classification_sum only (the default run's 2-hour budget)
+  if [[ "$PROFILE" == paper || ( "$PROFILE" == mini && "$TABLE" == omnijet.classification_sum ) ]]; then
     step finetune_sum --tables omnijet.classification_sum --after tokenizer,pretrain -- \
       $PY -m omnijet.finetune --config "$CFG/finetune.yaml" --out "$OUT/finetune/finetune_sum" "$d" \
       "finetune.mode=finetune" "head=sum" "pretrain_dir=$OUT/pretrain" "tokenizer_dir=$OUT/tokenizer" \

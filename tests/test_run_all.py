@@ -287,12 +287,17 @@ def test_mini_pretrains_the_targets_rows_three_times_and_drops_ssfm(repo_root):
     which no claim uses, runs in smoke and paper only."""
     import shlex
     default = _mpm_steps(repo_root, "mini")
-    assert {s for s in default if s.startswith(("pretrain_mpmv1", "probe_mpmv1", "tokenizer_v1"))} == {
-        "tokenizer_v1", "tokenizer_v1_6class", "pretrain_mpmv1", "pretrain_mpmv1_seed1", "pretrain_mpmv1_seed2",
-        "probe_mpmv1", "probe_mpmv1_seed1", "probe_mpmv1_seed2", "pretrain_mpmv1_6class", "pretrain_mpmv1_6class_seed1",
-        "pretrain_mpmv1_6class_seed2"}
+    assert {s for s in default if s.startswith(("pretrain_mpmv1", "probe_mpmv1", "tokenizer_v1", "v1_new_classes"))} \
+        == {"tokenizer_v1", "pretrain_mpmv1", "pretrain_mpmv1_seed1", "pretrain_mpmv1_seed2", "probe_mpmv1",
+            "probe_mpmv1_seed1", "probe_mpmv1_seed2"}
+    assert "v2_jetclass_scratch_all" not in default and "v2_jetclass_scratch" in default
     steps = _mpm_steps(repo_root, "mini", "--table", "mpm.v1_pretraining")
     assert "tokenizer_v1_kmeans" in steps and "v1_jetclass_finetune" not in steps
+    # the new-classes study (an underpowered claim at mini scale) and MPMv2's supervised ceiling: when asked for
+    classes = _mpm_steps(repo_root, "mini", "--table", "mpm.v1_new_classes")
+    assert {"tokenizer_v1_6class", "pretrain_mpmv1_6class", "pretrain_mpmv1_6class_seed2", "v1_new_classes_scratch",
+            "v1_new_classes_finetune_seed1"} <= set(classes) and "probe_mpmv1" not in classes
+    assert "v2_jetclass_scratch_all" in _mpm_steps(repo_root, "mini", "--table", "mpm.v2_jetclass")
     for row in ("mpmv1", "mpmv1_kmeans", "mpmv1_regression", "mpmv1_vqvae_nope", "mpmv1_vqvae_backbonepe"):
         assert "seed=" not in steps[f"pretrain_{row}"]
         for s in (1, 2):
