@@ -669,9 +669,11 @@ else
   # that the rest waits for, so started first they leave short steps, not a lone pretraining, for the end of the run
   # (list order ran HEP-JEPA's three pretrainings, the kit's last, with one core idle; BENCHMARKS.md, "The default run
   # within 2 hours"). Which steps run, with which inputs, is unchanged; only when they start.
+  # (the data steps still first: every later step waits for them, and a rerun settles the finished ones here)
   PRIO=()
-  for k in "${!RUN[@]}"; do [[ "${S_ID[${RUN[$k]}]#*/}" == pretrain* ]] && PRIO+=("$k"); done
-  for k in "${!RUN[@]}"; do [[ "${S_ID[${RUN[$k]}]#*/}" == pretrain* ]] || PRIO+=("$k"); done
+  for k in "${!RUN[@]}"; do [[ "${S_DATA[${RUN[$k]}]}" == 1 ]] && PRIO+=("$k"); done
+  for k in "${!RUN[@]}"; do [[ "${S_DATA[${RUN[$k]}]}" != 1 && "${S_ID[${RUN[$k]}]#*/}" == pretrain* ]] && PRIO+=("$k"); done
+  for k in "${!RUN[@]}"; do [[ "${S_DATA[${RUN[$k]}]}" != 1 && "${S_ID[${RUN[$k]}]#*/}" != pretrain* ]] && PRIO+=("$k"); done
   for k in "${!RUN[@]}"; do ST[$k]=pending; done
   while :; do
     left=0
