@@ -76,6 +76,27 @@ def test_cache_round_trip_and_no_reread(jc_root, monkeypatch):
     assert isinstance(entry.arrays["x"], np.memmap)                     # memory-mapped random access
 
 
+def test_cache_keeps_another_fitted_state_of_the_same_source_and_drops_an_older_source(tmp_path, monkeypatch):
+    """Two steps side by side may use one feature set with two fitted states (two feature keys, one slot): neither
+    conversion removes the other's entry (it did, and the step reading it failed with a missing x.bin); an entry
+    made from an older state of the source file is still removed."""
+    import dataclasses
+    root = str(tmp_path)
+    write_jetclass(os.path.join(root, "train"), 20, classes=["QCD"], seed=1)
+    cfg = cfg_for(root, features="omnijet", classes=["QCD"])
+    cache = os.path.join(root, ".cache")
+    first = load_arrays(cfg, "train")
+    (a,) = entries(cache)
+    other = dataclasses.replace(FEATURE_SETS["omnijet"], params={**FEATURE_SETS["omnijet"].params, "test_state": 1})
+    monkeypatch.setitem(FEATURE_SETS, "omnijet", other)
+    load_arrays(cfg, "train")
+    assert len(entries(cache)) == 2 and a in entries(cache)        # both states' entries, one slot
+    np.testing.assert_array_equal(load_arrays(cfg, "train")["x"], first["x"])
+    write_jetclass(os.path.join(root, "train"), 25, classes=["QCD"], seed=9)  # the source changes
+    load_arrays(cfg, "train")
+    assert a not in entries(cache) and len(entries(cache)) == 1     # the older source's entries are gone
+
+
 def test_cache_invalidation(tmp_path):
     root = str(tmp_path)
     write_jetclass(os.path.join(root, "train"), 20, classes=["QCD", "Hbb"], seed=1)

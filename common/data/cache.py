@@ -20,7 +20,8 @@ models' tokenisers and regression targets tolerate that.
 
 A key hashes everything an entry depends on: the cache version, the source's absolute path, size and mtime, the row
 range, and for a feature entry the feature set's name and parameters, num_particles and any fitted state. A changed
-source or feature set gives a new key; stale entries of the same slot are removed. Entries are written to a temporary
+source or feature set gives a new key; entries of the same slot for an older state of the source (or an older cache
+version) are removed, entries for another fitted state of the same source are kept (a concurrent step may read them). Entries are written to a temporary
 directory and renamed into place, so an interrupted conversion leaves nothing that looks finished; a lock per slot
 makes concurrent converters (DDP ranks, workers) wait for one conversion. Version 1 (padded .npy, p4 per feature set)
 entries get other keys and are rebuilt.
@@ -271,11 +272,25 @@ def smallest_int(values: np.ndarray) -> np.dtype:
     raise ValueError(f"values in [{lo}, {hi}] fit no integer type")
 
 
-def _remove_stale(cache_dir: str, slot: str, keep: str) -> None:
-    """Other keys of this slot are stale, and (under the slot's lock) any .tmp is left by a killed conversion."""
+def _remove_stale(cache_dir: str, slot: str, keep: str, source: str) -> None:
+    """Remove the slot's stale entries: (under the slot's lock) any .tmp, left by a killed conversion, and the entries
+    of another version or of another state of the source file (its size or mtime changed). An entry of the same
+    source with another feature key (another fitted state of the set, e.g. quantiles fitted for another run) is kept:
+    a step running beside this one may be reading it (two mini steps replaced each other's entry and one failed)."""
+    now = source_stat(source)
     for old in os.listdir(cache_dir):
-        if old.startswith(slot + ".") and not old.endswith(".lock") and old != os.path.basename(keep):
-            shutil.rmtree(os.path.join(cache_dir, old), ignore_errors=True)
+        if not old.startswith(slot + ".") or old.endswith(".lock") or old == os.path.basename(keep):
+            continue
+        path = os.path.join(cache_dir, old)
+        if not old.endswith(".tmp"):
+            try:
+                with open(os.path.join(path, "meta.json")) as f:
+                    meta = json.load(f)
+                if meta.get("version") == CACHE_VERSION and meta.get("source") == now:
+                    continue
+            except (OSError, ValueError):
+                pass
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _counts(mask: np.ndarray, what: str, source: str) -> np.ndarray:
@@ -289,10 +304,10 @@ def _counts(mask: np.ndarray, what: str, source: str) -> np.ndarray:
 
 def _build(cache_dir, slot, final, src_slot, src_final, source, key, feature_key, num_particles, n_rows, build,
            extra):
-    _remove_stale(cache_dir, slot, final)
+    _remove_stale(cache_dir, slot, final, source)
     shutil.rmtree(final, ignore_errors=True)          # finished, but its source entry was removed: rebuilt with it
     if src_final is not None:
-        _remove_stale(cache_dir, src_slot, src_final)
+        _remove_stale(cache_dir, src_slot, src_final, source)
     feat = _Writer(cache_dir, final)
     src = _Writer(cache_dir, src_final) if src_final is not None else None
     try:
