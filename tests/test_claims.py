@@ -67,6 +67,9 @@ def test_at_min_takes_the_smallest_n_either_side_has_and_published_side_from_pub
     assert v.at == {"n_train": 10.0} and v.a == [] and v.verdict == "not measured"
     assert "side a (mode=finetune, n_train=10): no such row in the results" in v.why
     assert f"`bash run_all.sh --table {v.claim['table']}` runs every row" in v.why  # how to schedule it
+    (v,) = C.evaluate({}, [CLAIM], PUB)  # no result file of the table at all
+    assert v.verdict == "not measured" and v.why == (f"table {CLAIM['table']} has no result in this run (`bash "
+                                                     f"run_all.sh --table {CLAIM['table']}` runs what produces it)")
     both = [r for r in rows if r["n_train"] == 1000]
     (v,) = C.evaluate(_results(both), [CLAIM], PUB)
     assert v.at == {"n_train": 1000.0} and v.verdict == "reproduced"

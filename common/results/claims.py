@@ -428,7 +428,8 @@ def _decide_one(claim: dict, res: dict | None, entry: dict, published: dict) -> 
             why = (f"fewer than {MIN_SEEDS} pretraining runs per side (n_a={len(a)}, n_b={len(b)}): this claim is "
                    "replicated over pretraining runs, fine-tuning or probe seeds do not replicate them")
     if not res:
-        why = f"table {claim['table']} has no result in this run"
+        why = (f"table {claim['table']} has no result in this run (`bash run_all.sh --table {claim['table']}` runs "
+               "what produces it)")
     elif not a or not b:
         why = "missing: " + "; ".join(_missing_cell(claim, s, at, row)
                                       for s, row, v in (("a", a_row, a), ("b", b_row, b)) if not v)
