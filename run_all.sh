@@ -408,6 +408,9 @@ if [[ -n "$TABLE" ]]; then
   while [[ $changed == 1 ]]; do
     changed=0
     for i in "${!KEEP[@]}"; do
+      # a table writer (--always) runs after its method's other steps anyway: its --after only orders it, and
+      # following it would pull in every untagged step (HEP-JEPA's three pretrainings for the shortcut ablation)
+      [[ "${S_ALWAYS[$i]}" == 1 ]] && continue
       IFS=',' read -ra deps <<< "${S_AFTER[$i]}"
       for d in "${deps[@]}"; do
         [[ -z "$d" ]] && continue
