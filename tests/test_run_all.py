@@ -237,6 +237,14 @@ def test_editing_run_all_during_a_run_does_not_corrupt_it(kit, tmp_path, repo_ro
     assert "CORRUPTED" not in out and "finished in" in out
 
 
+def _run_jobs_two(kit):
+    """run_all --jobs 2 on the fake method: (result, at), at(text) = index of the first fakem/ line holding text."""
+    res = kit.run("--jobs", "2")
+    assert res.returncode == 0, res.stdout + res.stderr
+    lines = [l for l in res.stdout.splitlines() if "fakem/" in l]
+    return res, lambda text: next(i for i, l in enumerate(lines) if text in l)
+
+
 def test_jobs_two_runs_independent_steps_side_by_side_and_keeps_dependencies(kit, tmp_path):
     steps = tmp_path / "methods" / "fakem" / "run_steps.sh"
     steps.write_text(
@@ -248,10 +256,7 @@ def test_jobs_two_runs_independent_steps_side_by_side_and_keeps_dependencies(kit
         "--table mpm.v1_pretraining\n"
         "  step late --tables mpm.v1_pretraining --after pretrain -- $PY1 -m fakem.work --out $OUT/late\n"
         "  step tables --always -- $PY1 -m fakem.work --out $OUT/tables_tmp_$RANDOM\n}\n")
-    res = kit.run("--jobs", "2")
-    assert res.returncode == 0, res.stdout + res.stderr
-    lines = [l for l in res.stdout.splitlines() if "fakem/" in l]
-    at = lambda text: next(i for i, l in enumerate(lines) if text in l)
+    res, at = _run_jobs_two(kit)
     # pretrain first; finetune and probe both start before either finishes; tables only after every other step
     assert at("fakem/pretrain: done") < at("fakem/finetune: running") < at("fakem/probe: running")
     assert at("fakem/probe: running") < at("fakem/finetune: done")
@@ -328,10 +333,7 @@ def test_jobs_two_starts_a_ready_pretraining_before_earlier_ready_steps(kit, tmp
         "  step pretrain_last --after '' -- $PY -m fakem.work --out $OUT/pretrain_last --steps 4 --sleep 0.2\n"
         "  step probe --tables mpm.v1_pretraining --after pretrain_last -- $PY1 -m fakem.work --out $OUT/probe "
         "--table mpm.v1_pretraining\n}\n")
-    res = kit.run("--jobs", "2")
-    assert res.returncode == 0, res.stdout + res.stderr
-    lines = [l for l in res.stdout.splitlines() if "fakem/" in l]
-    at = lambda text: next(i for i, l in enumerate(lines) if text in l)
+    res, at = _run_jobs_two(kit)
     # the two slots: short1 (first in the list) and pretrain_last (a pretraining); short2 waits for a slot
     assert at("fakem/pretrain_last: running") < at("fakem/short2: running")
     assert at("fakem/short1: running") < at("fakem/short2: running")
