@@ -6,9 +6,11 @@ Writes synthetic JetClass-format files (tests/data_factory.py; ~50 particles per
 prints a table of jets/s. Targets: ROOT >= 10k jets/s, cache >= 100k jets/s.
 
 Then the cache's size: bytes per jet of every JetClass feature set of the paper profile (the (features, num_particles)
-of every paper config, */configs/*.yaml), the padded version-1 layout against the ragged one (common/data/cache.py,
-measured on these files), and the projected cache of a paper run (JetClass, 125M jets) beside the published dataset
-(190 GB). The ragged sizes scale with the mean number of particles per jet, printed with them.
+of every paper config, */configs/*.yaml) in three layouts: version 1 (every jet padded to N, four-momenta per feature
+set), version 2 (ragged, every feature set stored; its bytes follow from the particles each set keeps) and version 3
+(common/data/cache.py, measured on these files: the sets that are cheap functions of the source entry's particles are
+computed on read and store nothing), and the projected cache of a paper run (JetClass, 125M jets) beside the published
+dataset (190 GB). The ragged sizes scale with the mean number of particles per jet, printed with them.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import os
 import shutil
 import time
 
+import numpy as np
 import torch
 import uproot
 
@@ -48,38 +51,58 @@ def paper_feature_sets() -> list[tuple[str, int]]:
     return sorted(sets)
 
 
+def ragged_v2_bytes_per_jet(num_features: int, kept: float, pid: bool, positions: bool) -> float:
+    """Bytes per jet of a version-2 feature entry (every set stored): offsets (int64), x float32 per kept particle,
+    pid int8 where the set has one, src_pos uint8 for a set that is not a prefix of the jet (OmniJet-alpha)."""
+    return 8 + kept * (4 * num_features + (1 if pid else 0) + (1 if positions else 0))
+
+
+def ragged_v2_source_bytes_per_jet(particles: float) -> float:
+    """Bytes per jet of a version-2 source entry: offsets, p4 float32 per particle, jet (6 float32), label int8."""
+    return 8 + particles * 16 + 6 * 4 + 1
+
+
 def cache_sizes(root: str, sets: list[tuple[str, int]]) -> list[dict]:
-    """Bytes per jet of each (feature set, N) converted from the files under root: padded v1 layout and ragged."""
+    """Bytes per jet of each (feature set, N) converted from the files under root: the v1 and v2 layouts from their
+    formulas, v3 measured."""
     out = []
     for name, n in sets:
-        entries = cached_entries(dict(dataset="jetclass", root=root, train="train/*.root", features=name, classes=CLASSES,
-                                      num_particles=n), "train", progress=False)
+        cfg = dict(dataset="jetclass", root=root, train="train/*.root", features=name, classes=CLASSES, num_particles=n)
+        entries = cached_entries(cfg, "train", progress=False)
         jets = sum(len(e) for e in entries)
         feat = sum(e.nbytes()["features"] for e in entries)
         src = sum(e.nbytes()["source"] for e in entries)
-        kept = sum(int(e.arrays["offsets"][-1]) for e in entries)
+        kept = sum(int(e.read(np.arange(len(e)))["mask"].sum()) for e in entries) / jets
+        particles = sum(int(e.arrays["src_offsets"][-1]) for e in entries) / jets
         fs = get_feature_set(name)
         out.append(dict(name=name, n=n, v1=padded_bytes_per_jet(len(fs.names), n, pid=name == "mpmv2"),
-                        v2=feat / jets, src=src / jets, kept=kept / jets))
+                        v2=ragged_v2_bytes_per_jet(len(fs.names), kept, pid=name == "mpmv2",
+                                                   positions=name == "omnijet"),
+                        v3=feat / jets, src=src / jets, src_v2=ragged_v2_source_bytes_per_jet(particles), kept=kept,
+                        particles=particles, on_read=fs.on_read))
     return out
 
 
 def print_sizes(sizes: list[dict]) -> None:
     print(f"\n| {'feature set':<12} | {'N':>4} | {'particles kept/jet':>18} | {'v1 padded B/jet':>15} | "
-          f"{'v2 ragged B/jet':>15} | {'v1/v2':>6} |")
-    print(f"|{'-' * 14}|{'-' * 6}|{'-' * 20}|{'-' * 17}|{'-' * 17}|{'-' * 8}|")
+          f"{'v2 ragged B/jet':>15} | {'v3 B/jet':>8} | {'v3':<12} |")
+    print(f"|{'-' * 14}|{'-' * 6}|{'-' * 20}|{'-' * 17}|{'-' * 17}|{'-' * 10}|{'-' * 14}|")
     for r in sizes:
+        how = "on read" if r["on_read"] else "stored"
         print(f"| {r['name']:<12} | {r['n']:>4} | {r['kept']:>18.1f} | {r['v1']:>15,.0f} | {r['v2']:>15,.0f} | "
-              f"{r['v1'] / r['v2']:>6.1f} |")
-    src = sizes[0]["src"]
+              f"{r['v3']:>8,.0f} | {how:<12} |")
+    src, src_v2 = sizes[0]["src"], sizes[0]["src_v2"]
     v1 = sum(r["v1"] for r in sizes)
-    v2 = sum(r["v2"] for r in sizes) + src
-    print(f"| {'source entry':<12} | {'':>4} | {'':>18} | {'(per set)':>15} | {src:>15,.0f} | {'':>6} |")
-    print(f"| {'all':<12} | {'':>4} | {'':>18} | {v1:>15,.0f} | {v2:>15,.0f} | {v1 / v2:>6.1f} |")
+    v2 = sum(r["v2"] for r in sizes) + src_v2
+    v3 = sum(r["v3"] for r in sizes) + src
+    print(f"| {'source entry':<12} | {'':>4} | {'':>18} | {'(per set)':>15} | {src_v2:>15,.0f} | {src:>8,.0f} | "
+          f"{'':<12} |")
+    print(f"| {'all':<12} | {'':>4} | {'':>18} | {v1:>15,.0f} | {v2:>15,.0f} | {v3:>8,.0f} | {'':<12} |")
+    gb = {k: v * JETCLASS_JETS / 1e9 for k, v in (("v1", v1), ("v2", v2), ("v3", v3))}
     print(f"\npaper profile, JetClass {JETCLASS_JETS / 1e6:.0f}M jets, these {len(sizes)} feature sets: cache "
-          f"{v1 * JETCLASS_JETS / 1e12:.2f} TB (v1 padded) -> {v2 * JETCLASS_JETS / 1e9:,.0f} GB (v2 ragged), "
-          f"published dataset {JETCLASS_PUBLISHED_GB} GB. Ragged sizes scale with the particles per jet of these "
-          "files (printed above the first table).")
+          f"{gb['v1']:,.0f} GB (v1 padded) -> {gb['v2']:,.0f} GB (v2 ragged) -> {gb['v3']:,.0f} GB (v3, computed on "
+          f"read) = {gb['v3'] / JETCLASS_PUBLISHED_GB:.2f} x the published dataset ({JETCLASS_PUBLISHED_GB} GB). "
+          "Ragged sizes scale with the particles per jet of these files (printed above the first table).")
 
 
 def rate(n, seconds):
@@ -101,7 +124,9 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--jets", type=int, default=20_000, help="jets per class file")
     ap.add_argument("--dir", default="/tmp/bench_data")
-    ap.add_argument("--features", nargs="+", default=["part_full", "mpmv1", "omnijet"])
+    ap.add_argument("--features", nargs="+", default=["part_full", "mpmv2", "hepjepa", "mpmv1", "omnijet"],
+                    help="feature sets whose conversion and reading are timed (part_full, mpmv2: stored; hepjepa, "
+                         "mpmv1, omnijet: computed on read)")
     ap.add_argument("--batch-size", type=int, default=512)
     ap.add_argument("--rewrite", action="store_true", help="rewrite the synthetic ROOT files")
     ap.add_argument("--no-sizes", action="store_true", help="skip the cache-size table (converts 5 feature sets)")

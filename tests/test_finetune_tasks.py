@@ -173,7 +173,21 @@ def test_vertexing_gives_the_same_result_as_before(pretrained_v2, btag_dir, tmp_
     _same(per_track(tmp_path, pretrained_v2, btag_dir, "vertexing_v2", "fixed"), PINNED["vertexing"])
 
 
+def _per_batch_as_pinned(self, arrays, idx):
+    """MPMv2's neutral-IP noise as drawn when the CWoLa numbers were pinned: a full (B, N, 4) float64 draw seeded by
+    the batch's jet numbers as a SeedSequence, kept at the neutrals. The kit now draws only the neutrals' values,
+    seeded by a digest of the jet numbers (5x faster reading), which changes the noise and nothing else."""
+    x = arrays["x"]
+    neutral = np.isin(arrays["pid"], (0, 2)) & arrays["mask"]
+    noise = np.random.default_rng(np.asarray(idx, dtype=np.int64)).standard_normal(x[..., 3:7].shape)
+    x[..., 3:7] = np.where(neutral[..., None], noise.astype(x.dtype), x[..., 3:7])
+    return arrays
+
+
 def test_cwola_gives_the_same_result_as_before(tmp_path, monkeypatch):
+    from common.data.features import MPMv2Features
+
+    monkeypatch.setattr(MPMv2Features, "per_batch", _per_batch_as_pinned)
     _same(cwola(tmp_path, monkeypatch), PINNED["cwola"])
 
 

@@ -212,6 +212,14 @@ def test_mpmv2_neutral_ip_noise_is_redrawn_per_batch():
     assert torch.equal(a, again)                                    # same batch: same noise (exact resume)
     assert torch.equal(a[1], cached[1]) and torch.equal(a[3], cached[3])    # charged and padding untouched
     assert torch.equal(a[:, :3], cached[:, :3])                     # kinematics untouched
+    # N(0, 1): 200,000 impact-parameter values of 50,000 neutrals (standard errors 0.0022 on the mean, 0.0016 on
+    # the std)
+    n = 25_000
+    big = {"x": np.zeros((n, 2, 7), np.float32), "mask": np.ones((n, 2), bool), "pid": np.tile([0, 2], (n, 1)),
+           "p4": np.zeros((n, 2, 4), np.float32), "jet": np.zeros((n, 6), np.float32), "label": np.zeros(n, np.int64)}
+    ip = FEATURE_SETS["mpmv2"].per_batch(big, np.arange(n))["x"][..., 3:7]
+    assert abs(ip.mean()) < 0.008 and abs(ip.std() - 1) < 0.006
+    assert abs(np.corrcoef(ip.reshape(-1, 4).T)[np.triu_indices(4, 1)]).max() < 0.02     # independent columns
 
 
 def test_mpmv1_regression_loss_sums_the_squared_error_over_features():

@@ -315,7 +315,8 @@ def cached_entries(cfg: dict, split: str, progress: bool = True, rank: int = 0, 
                 bar.close()
             _check_short_jets(path, short, e - s)
 
-        entries[i] = get_or_build(_cache_dir(cfg), path, fs.name, fs.key(), n, e - s, build, extra)
+        entries[i] = get_or_build(_cache_dir(cfg), path, fs.name, fs.key(), n, e - s, build, extra,
+                                  computed=fs if fs.on_read else None)
     return [entries[i] for i in range(len(files))]
 
 

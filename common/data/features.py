@@ -7,6 +7,7 @@ rodem-hep/mpm and mattcleigh/jetssl data loading; omnijet_alpha gabbro/data/load
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 
@@ -73,6 +74,66 @@ class RawJets:
                        chunks[0].source)
 
 
+@dataclass
+class Particles:
+    """The real particles of B jets, flat (P = counts.sum()) in jet order: the form the preprocessing cache stores once
+    per source file (common/data/cache.py), from which a `ParticleFeatureSet` computes its features.
+
+    p4     (P, 4) float32 (px, py, pz, E)
+    part   name -> (P,) float32: the RawJets.part fields a feature set reads
+    jet    (B, 6) float32 in JET_FIELDS order
+    axis   (B, 2) float32 (eta, phi) of the summed constituent four-vector (jet_from_constituents of all the jet's
+           particles: the MPMv1 / OmniJet-alpha reference axis)
+    counts (B,)   int64 real particles per jet
+    """
+
+    p4: np.ndarray
+    part: dict
+    jet: np.ndarray
+    axis: np.ndarray
+    counts: np.ndarray
+
+    @staticmethod
+    def of(raw: RawJets, fields=()) -> "Particles":
+        """The real particles of `raw` (its mask must put them first, as every reader does)."""
+        m = raw.mask
+        counts = m.sum(1).astype(np.int64)
+        if not np.array_equal(m, np.arange(m.shape[1])[None, :] < counts[:, None]):
+            raise DataError(f"{raw.source}: padding before a real particle; readers put real particles first")
+        return Particles(raw.p4[m], {f: raw.part[f][m] for f in fields}, raw.jet,
+                         jet_from_constituents(raw.p4, m)[:, 1:3], counts)
+
+    @property
+    def jet_of(self) -> np.ndarray:
+        """(P,) the jet of each particle."""
+        return np.repeat(np.arange(len(self.counts)), self.counts)
+
+    def first(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """(indices of the first n particles of every jet, their counts per jet)."""
+        kept = np.minimum(self.counts, n)
+        start = np.cumsum(self.counts) - self.counts
+        return np.repeat(start - (np.cumsum(kept) - kept), kept) + np.arange(int(kept.sum())), kept
+
+    def pad(self, x: np.ndarray, take: np.ndarray, kept: np.ndarray, n: int, out: dict | None = None) -> dict:
+        """Scatter the kept particles' features x (K, F) and four-momenta p4[take] into zero-padded (B, n) arrays
+        (x, mask, p4), or into `out`'s (zeroed) arrays."""
+        b = len(kept)
+        if out is None:
+            out = {"x": np.zeros((b, n, x.shape[1]), np.float32), "mask": np.zeros((b, n), bool),
+                   "p4": np.zeros((b, n, 4), np.float32)}
+        slot = padded_slots(kept, n)
+        out["x"].reshape(b * n, -1)[slot] = x
+        out["p4"].reshape(b * n, 4)[slot] = self.p4[take]
+        np.less(np.arange(n)[None, :], kept[:, None], out=out["mask"])
+        return out
+
+
+def padded_slots(kept: np.ndarray, n: int) -> np.ndarray:
+    """The row in the (B * n) padded layout of each of the kept.sum() particles, kept[j] of them in jet j, in order."""
+    first = np.cumsum(kept) - kept
+    return np.repeat(np.arange(0, len(kept) * n, n, dtype=np.int64) - first, kept) + np.arange(int(kept.sum()))
+
+
 # ----------------------------------------------------------------------------------------------- kinematics helpers
 def wrap_phi(dphi):
     """Map an angle difference to [-pi, pi)."""
@@ -106,13 +167,11 @@ def deta_dphi_partstyle(p4, mask, jet):
     return deta, dphi
 
 
-def _relative_to_sum(p4, mask):
-    """(pt, deta, dphi) relative to the summed constituent four-vector, no sign flip (OmniJet / MPMv1 convention)."""
-    axis = jet_from_constituents(p4, mask)
+def _relative_to_axis(p4, axis):
+    """(pt, deta, dphi) of particles p4 (P, 4) relative to their jet's summed-constituent axis (P, 2) (eta, phi), in
+    float64, no sign flip (OmniJet / MPMv1 convention)."""
     pt, eta, phi = _pt_eta_phi(p4.astype(np.float64))
-    deta = (eta - axis[:, 1:2].astype(np.float64)) * mask
-    dphi = wrap_phi(phi - axis[:, 2:3].astype(np.float64)) * mask
-    return pt * mask, deta, dphi
+    return pt, eta - axis[:, 0].astype(np.float64), wrap_phi(phi - axis[:, 1].astype(np.float64))
 
 
 def _truncate(a, n):
@@ -122,13 +181,6 @@ def _truncate(a, n):
     w = [(0, 0)] * a.ndim
     w[1] = (0, n - a.shape[1])
     return np.pad(a, w)
-
-
-def _compact(keep, *arrays):
-    """Move the kept particles to the front of each jet, preserving their order (vectorised, stable)."""
-    order = np.argsort(~keep, axis=1, kind="stable")
-    out = [np.take_along_axis(a, order if a.ndim == 2 else order[..., None], axis=1) for a in arrays]
-    return np.take_along_axis(keep, order, axis=1), out
 
 
 def _require(raw: RawJets, fields, set_name):
@@ -163,29 +215,27 @@ PART_REL = PART_FULL[2:5] + ("part_deta", "part_dphi")              # 5
 PART_RELFULL = PART_FULL[2:]                                         # 15: PART_REL + particle ID + impact params
 
 
-def part_variables(raw: RawJets) -> dict:
-    """The untransformed ParT variables of particle_transformer data/JetClass/JetClass_full.yaml (only those the
-    dataset can provide)."""
-    px, py = raw.p4[..., 0], raw.p4[..., 1]
-    e = raw.p4[..., 3]
-    m = raw.mask
+def part_variables(p4: np.ndarray, part: dict, jet: np.ndarray) -> dict:
+    """The untransformed ParT variables of particle_transformer data/JetClass/JetClass_full.yaml (only those `part`
+    provides) of particles p4 (P, 4), part fields (P,), each with its jet's values jet (P, 6)."""
+    px, py, e = p4[:, 0], p4[:, 1], p4[:, 3]
     pt = np.hypot(px, py)
     with np.errstate(divide="ignore", invalid="ignore"):
         v = {
             "part_pt_log": np.log(pt),
             "part_e_log": np.log(e),
-            "part_logptrel": np.log(pt / raw.jet[:, 0:1]),
-            "part_logerel": np.log(e / raw.jet[:, 3:4]),
-            "part_deltaR": np.hypot(raw.part["deta"], raw.part["dphi"]),
-            "part_deta": raw.part["deta"], "part_dphi": raw.part["dphi"],
+            "part_logptrel": np.log(pt / jet[:, 0]),
+            "part_logerel": np.log(e / jet[:, 3]),
+            "part_deltaR": np.hypot(part["deta"], part["dphi"]),
+            "part_deta": part["deta"], "part_dphi": part["dphi"],
         }
     for f in PID_FIELDS:
-        if f in raw.part:
-            v["part_" + f] = raw.part[f]
-    if "d0val" in raw.part:
-        v.update(part_d0=np.tanh(raw.part["d0val"]), part_d0err=raw.part["d0err"],
-                 part_dz=np.tanh(raw.part["dzval"]), part_dzerr=raw.part["dzerr"])
-    return {k: np.where(m, a, 0.0) for k, a in v.items()}
+        if f in part:
+            v["part_" + f] = part[f]
+    if "d0val" in part:
+        v.update(part_d0=np.tanh(part["d0val"]), part_d0err=part["d0err"],
+                 part_dz=np.tanh(part["dzval"]), part_dzerr=part["dzerr"])
+    return v
 
 
 def part_transform(name: str, x: np.ndarray) -> np.ndarray:
@@ -211,6 +261,8 @@ class FeatureSet:
     # per_batch draws inputs that depend on the batch's composition (a frozen backbone's outputs of a jet then change
     # from epoch to epoch: common/training/frozen_cache.py recomputes them)
     random_per_batch = False
+    # computed from the preprocessing cache's source entry when read, never stored (ParticleFeatureSet)
+    on_read = False
 
     def key(self) -> str:
         """Identifies the computation for the preprocessing cache (name + every parameter)."""
@@ -248,31 +300,62 @@ class FeatureSet:
         raise NotImplementedError
 
 
-class PartFeatures(FeatureSet):
+# Per-particle fields of RawJets.part the preprocessing cache stores in its source entry (common/data/cache.py): a
+# ParticleFeatureSet that reads no others is computed from the source entry when read, and the cache stores none of
+# its features.
+SOURCE_FIELDS = ("deta", "dphi")
+
+
+class ParticleFeatureSet(FeatureSet):
+    """A feature set whose features are a function of each kept particle, its jet and its jet's axis (`Particles`):
+    computed on the real particles only, and, when it reads only SOURCE_FIELDS and has no fitted state, computed from
+    the cache's source entry when read instead of being stored (`on_read`)."""
+
+    source_fields: tuple = ()
+
+    @property
+    def on_read(self) -> bool:
+        return set(self.source_fields) <= set(SOURCE_FIELDS) and not self.needs_fit
+
+    def from_particles(self, parts: Particles, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(x (K, F) of the kept particles in jet order, their indices (K,) into parts, kept particles per jet (B,));
+        at most n per jet."""
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def _compute(self, raw, n, state, rng):
+        _require(raw, self.source_fields, self.name)
+        parts = Particles.of(raw, self.source_fields)
+        return parts.pad(*self.from_particles(parts, n), n)
+
+
+class PartFeatures(ParticleFeatureSet):
     """ParT kin / kinpid / full (particle_transformer data/JetClass/*.yaml), truncated to the hardest n particles,
     zero-padded."""
 
-    def _compute(self, raw, n, state, rng):
+    @property
+    def source_fields(self) -> tuple:
+        fields = ["deta", "dphi"]
         if any(k[5:] in PID_FIELDS for k in self.names):
-            _require(raw, PID_FIELDS, self.name)
+            fields += PID_FIELDS
         if "part_d0" in self.names:
-            _require(raw, IP_FIELDS, self.name)
-        k = min(raw.p4.shape[1], n)                      # per-particle features: compute on the kept ones only
-        var = part_variables(raw.first(k))
-        x = np.zeros((len(raw), n, len(self.names)), dtype=np.float32)
-        for i, name in enumerate(self.names):
-            x[:, :k, i] = part_transform(name, var[name])
-        return dict(x=x, mask=_truncate(raw.mask, n), p4=_truncate(raw.p4, n))
+            fields += IP_FIELDS
+        return tuple(fields)
+
+    def from_particles(self, parts, n):
+        take, kept = parts.first(n)
+        jet = parts.jet[parts.jet_of[take]]
+        var = part_variables(parts.p4[take], {f: v[take] for f, v in parts.part.items()}, jet)
+        return np.stack([part_transform(name, var[name]) for name in self.names], -1), take, kept
 
 
-class MPMv1Features(FeatureSet):
+class MPMv1Features(ParticleFeatureSet):
     """MPMv1 (rodem-hep/mpm src/datamodules/loading.py): (deta, dphi, log(1 + pT)) w.r.t. the summed-constituent axis;
     first 64 particles."""
 
-    def _compute(self, raw, n, state, rng):
-        pt, deta, dphi = _relative_to_sum(raw.p4, raw.mask)
-        x = np.stack([deta, dphi, np.log1p(pt)], -1)  # log_squash_pt = sign(x) log(|x| + 1), pT >= 0
-        return dict(x=_truncate(x, n), mask=_truncate(raw.mask, n), p4=_truncate(raw.p4, n))
+    def from_particles(self, parts, n):
+        take, kept = parts.first(n)
+        pt, deta, dphi = _relative_to_axis(parts.p4[take], parts.axis[parts.jet_of[take]])
+        return np.stack([deta, dphi, np.log1p(pt)], -1), take, kept  # log_squash_pt = sign(x) log(|x| + 1), pT >= 0
 
     def inverse(self, x, mask):
         m = _float_mask(mask, x)
@@ -284,26 +367,29 @@ OMNIJET_PT_SHIFT = 1.8
 OMNIJET_ANGLE_SCALE = 3.0
 
 
-class OmniJetFeatures(FeatureSet):
+class OmniJetFeatures(ParticleFeatureSet):
     """OmniJet-alpha (omnijet_alpha feature_dict): cut |eta_rel|, |phi_rel| < 0.8 -> drop -> (log pT - 1.8, 3 eta_rel,
     3 phi_rel)
     -> first 128 -> zero-pad. Relative to the sum of the constituent four-vectors (before the cut)."""
 
-    def _keep(self, raw):
-        pt, deta, dphi = _relative_to_sum(raw.p4, raw.mask)
-        return pt, deta, dphi, raw.mask & (np.abs(deta) < OMNIJET_CUT) & (np.abs(dphi) < OMNIJET_CUT)
+    def from_particles(self, parts, n):
+        jet_of = parts.jet_of
+        pt, deta, dphi = _relative_to_axis(parts.p4, parts.axis[jet_of])
+        cut = np.nonzero((np.abs(deta) < OMNIJET_CUT) & (np.abs(dphi) < OMNIJET_CUT))[0]    # strict, in pT order
+        passed = np.bincount(jet_of[cut], minlength=len(parts.counts))
+        rank = np.arange(len(cut)) - np.repeat(np.cumsum(passed) - passed, passed)
+        take = cut[rank < n]
+        x = np.stack([np.log(pt[take]) - OMNIJET_PT_SHIFT, OMNIJET_ANGLE_SCALE * deta[take],
+                      OMNIJET_ANGLE_SCALE * dphi[take]], -1)
+        return x, take, np.minimum(passed, n)
 
     def source_positions(self, raw, num_particles=None):
-        keep = self._keep(raw)[3]
-        return _truncate(np.argsort(~keep, axis=1, kind="stable"), num_particles or self.num_particles)
-
-    def _compute(self, raw, n, state, rng):
-        pt, deta, dphi, keep = self._keep(raw)
-        keep, (pt, deta, dphi, p4) = _compact(keep, pt, deta, dphi, raw.p4)
-        with np.errstate(divide="ignore"):
-            lpt = np.where(keep, np.log(np.where(keep, pt, 1.0)), 0.0)
-        x = np.stack([lpt - OMNIJET_PT_SHIFT, OMNIJET_ANGLE_SCALE * deta, OMNIJET_ANGLE_SCALE * dphi], -1)
-        return dict(x=_truncate(x, n), mask=_truncate(keep, n), p4=_truncate(p4, n))
+        n = num_particles or self.num_particles
+        parts = Particles.of(raw)
+        _, take, kept = self.from_particles(parts, n)
+        at = np.zeros((len(raw), n), np.int64)
+        at.reshape(-1)[padded_slots(kept, n)] = take - np.repeat(np.cumsum(parts.counts) - parts.counts, kept)
+        return at
 
     def inverse(self, x, mask):
         m = _float_mask(mask, x)
@@ -427,10 +513,11 @@ class MPMv2Features(FeatureSet):
         resumed run and a fixed evaluation batch see the same noise, while reshuffled batches see new noise."""
         if "pid" not in arrays:
             return arrays
-        x = arrays["x"]
-        neutral = np.isin(arrays["pid"], MPMV2_NEUTRAL) & arrays["mask"]
-        noise = np.random.default_rng(np.asarray(idx, dtype=np.int64)).standard_normal(x[..., MPMV2_IP].shape)
-        x[..., MPMV2_IP] = np.where(neutral[..., None], noise.astype(x.dtype), x[..., MPMV2_IP])
+        x, pid = arrays["x"], arrays["pid"]
+        neutral = ((pid == MPMV2_NEUTRAL[0]) | (pid == MPMV2_NEUTRAL[1])) & arrays["mask"]
+        digest = hashlib.blake2b(np.asarray(idx, dtype=np.int64).tobytes(), digest_size=16).digest()
+        rng = np.random.default_rng(int.from_bytes(digest, "little"))   # a function of the batch's jet numbers
+        x[neutral, MPMV2_IP] = rng.standard_normal((int(neutral.sum()), 4), dtype=np.float32)   # neutrals only
         return arrays
 
 
@@ -461,6 +548,7 @@ def get_feature_set(name: str) -> FeatureSet:
     return FEATURE_SETS[name]
 
 
-__all__ = ["DataError", "RawJets", "FeatureSet", "FEATURE_SETS", "get_feature_set", "JET_FIELDS", "PART_FULL",
-           "PART_KIN", "PART_KINPID", "PART_REL", "PART_RELFULL", "PART_TRANSFORMS", "MPMV2_PID_NAMES", "jet_from_constituents",
-           "deta_dphi_partstyle", "fit_mpmv2_quantiles", "quantile_transformer", "mpmv2_pid", "wrap_phi"]
+__all__ = ["DataError", "RawJets", "Particles", "FeatureSet", "ParticleFeatureSet", "FEATURE_SETS", "SOURCE_FIELDS",
+           "get_feature_set", "JET_FIELDS", "PART_FULL", "PART_KIN", "PART_KINPID", "PART_REL", "PART_RELFULL",
+           "PART_TRANSFORMS", "MPMV2_PID_NAMES", "jet_from_constituents", "deta_dphi_partstyle", "fit_mpmv2_quantiles",
+           "quantile_transformer", "mpmv2_pid", "wrap_phi"]
