@@ -108,9 +108,12 @@ class Particles:
         """(P,) the jet of each particle."""
         return np.repeat(np.arange(len(self.counts)), self.counts)
 
-    def first(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """(indices of the first n particles of every jet, their counts per jet)."""
+    def first(self, n: int) -> tuple[np.ndarray | slice, np.ndarray]:
+        """(the first n particles of every jet: their indices, or a slice of all when no jet has more; their counts
+        per jet)."""
         kept = np.minimum(self.counts, n)
+        if (kept == self.counts).all():
+            return slice(0, len(self.p4)), kept
         start = np.cumsum(self.counts) - self.counts
         return np.repeat(start - (np.cumsum(kept) - kept), kept) + np.arange(int(kept.sum())), kept
 
@@ -122,7 +125,7 @@ class Particles:
             out = {"x": np.zeros((b, n, x.shape[1]), np.float32), "mask": np.zeros((b, n), bool),
                    "p4": np.zeros((b, n, 4), np.float32)}
         slot = padded_slots(kept, n)
-        out["x"].reshape(b * n, -1)[slot] = x
+        out["x"].reshape(b * n, -1)[slot] = x.astype(np.float32, copy=False)    # cast first: a faster scatter
         out["p4"].reshape(b * n, 4)[slot] = self.p4[take]
         np.less(np.arange(n)[None, :], kept[:, None], out=out["mask"])
         return out
@@ -318,8 +321,8 @@ class ParticleFeatureSet(FeatureSet):
         return set(self.source_fields) <= set(SOURCE_FIELDS) and not self.needs_fit
 
     def from_particles(self, parts: Particles, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(x (K, F) of the kept particles in jet order, their indices (K,) into parts, kept particles per jet (B,));
-        at most n per jet."""
+        """(x (K, F) of the kept particles in jet order, their indices (K,) into parts (or a slice), kept particles
+        per jet (B,)); at most n per jet."""
         raise NotImplementedError  # pragma: no cover - abstract
 
     def _compute(self, raw, n, state, rng):
@@ -343,7 +346,7 @@ class PartFeatures(ParticleFeatureSet):
 
     def from_particles(self, parts, n):
         take, kept = parts.first(n)
-        jet = parts.jet[parts.jet_of[take]]
+        jet = np.repeat(parts.jet, kept, axis=0)                # each kept particle's jet
         var = part_variables(parts.p4[take], {f: v[take] for f, v in parts.part.items()}, jet)
         return np.stack([part_transform(name, var[name]) for name in self.names], -1), take, kept
 
@@ -354,7 +357,7 @@ class MPMv1Features(ParticleFeatureSet):
 
     def from_particles(self, parts, n):
         take, kept = parts.first(n)
-        pt, deta, dphi = _relative_to_axis(parts.p4[take], parts.axis[parts.jet_of[take]])
+        pt, deta, dphi = _relative_to_axis(parts.p4[take], np.repeat(parts.axis, kept, axis=0))
         return np.stack([deta, dphi, np.log1p(pt)], -1), take, kept  # log_squash_pt = sign(x) log(|x| + 1), pT >= 0
 
     def inverse(self, x, mask):
@@ -374,7 +377,7 @@ class OmniJetFeatures(ParticleFeatureSet):
 
     def from_particles(self, parts, n):
         jet_of = parts.jet_of
-        pt, deta, dphi = _relative_to_axis(parts.p4, parts.axis[jet_of])
+        pt, deta, dphi = _relative_to_axis(parts.p4, np.repeat(parts.axis, parts.counts, axis=0))
         cut = np.nonzero((np.abs(deta) < OMNIJET_CUT) & (np.abs(dphi) < OMNIJET_CUT))[0]    # strict, in pT order
         passed = np.bincount(jet_of[cut], minlength=len(parts.counts))
         rank = np.arange(len(cut)) - np.repeat(np.cumsum(passed) - passed, passed)
