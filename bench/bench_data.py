@@ -1,9 +1,10 @@
 """Data-path throughput on one core: reading JetClass ROOT, converting it into the cache, and reading from the cache.
 
-    python -m bench.bench_data [--jets 20000] [--dir /tmp/bench_data] [--features part_full mpmv1 omnijet]
+    python -m bench.bench_data [--jets 20000] [--dir /tmp/bench_data] [--features part_full mpmv2 hepjepa mpmv1 omnijet]
 
 Writes synthetic JetClass-format files (tests/data_factory.py; ~50 particles per jet on average, like JetClass) and
-prints a table of jets/s. Targets: ROOT >= 10k jets/s, cache >= 100k jets/s.
+prints a table of jets/s (reading the cache: the fastest of three passes). Targets: ROOT >= 10k jets/s, cache >= 100k
+jets/s.
 
 Then the cache's size: bytes per jet of every JetClass feature set of the paper profile (the (features, num_particles)
 of every paper config, */configs/*.yaml) in three layouts: version 1 (every jet padded to N, four-momenta per feature
@@ -166,9 +167,13 @@ def main(argv=None):
         rows.append(("ROOT -> features -> cache (once)", fs, n, t))
         for shuffle in (True, False):
             loader = make_loader(cfg, "train", args.batch_size, shuffle=shuffle, seed=0)
-            with Timer() as t:
-                m = sum(len(b) for b in loader)
-            rows.append((f"cache -> JetBatch ({'shuffled' if shuffle else 'sequential'})", fs, m, t))
+            passes = []
+            for _ in range(3):                               # the fastest of three passes (a shared machine)
+                with Timer() as t:
+                    m = sum(len(b) for b in loader)
+                passes.append(t)
+            rows.append((f"cache -> JetBatch ({'shuffled' if shuffle else 'sequential'})", fs, m,
+                         min(passes, key=lambda t: t.cpu)))
 
     codec = uproot.open(paths[0]).file.compression
     print(f"\n{n} jets, {nconst / n:.1f} particles per jet on average, {codec}, batch {args.batch_size}, 1 thread\n")
