@@ -1,4 +1,5 @@
-"""Preprocessing cache: each source file is converted once per feature set into memory-mapped arrays, stored ragged.
+"""Preprocessing cache: each source file's real particles stored once, ragged and memory-mapped; a feature set is
+computed from them when read, or converted once and stored beside them.
 
 Two kinds of entry, each a directory `<cache_dir>/<slot>.<key>/` of headerless little-endian arrays (`<name>.bin`,
 dtype and shape in meta.json) memory-mapped on read:
