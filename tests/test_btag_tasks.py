@@ -69,12 +69,12 @@ def pretrained_v2(tmp_path_factory):
     return d
 
 
-def _task(builder, path, over=()):
+def _task(builder, path, over=(), **kw):
     """A per-track task (common.training.finetune.Task) from a config: its btag section and finetune settings."""
     from common.training.finetune_config import finetune_settings
 
     cfg = load_config(path, list(over))
-    return builder(cfg["btag"], finetune_settings(cfg))
+    return builder(cfg["btag"], finetune_settings(cfg), **kw)
 
 
 def _args(config, out, run, btag_dir, *extra):
@@ -342,7 +342,7 @@ def test_per_track_paper_config_builds_and_steps(name, tmp_path):
 def test_vertexing_score_averages_the_ari_per_number_of_secondary_vertices():
     from mpm.btag.vertexing import vertex_task
 
-    task = _task(vertex_task, "mpm/configs/smoke/vertexing_v2.yaml")
+    task = _task(vertex_task, "mpm/configs/smoke/vertexing_v2.yaml", val_shares={1: 1.0})
     mask = np.array([[1, 1, 1, 1], [1, 1, 1, 0], [1, 1, 1, 0], [1, 0, 0, 0]], bool)
     vtx = np.array([[0, 0, 1, 1], [0, 0, 1, 0], [0, 1, 1, 0], [2, 0, 0, 0]])
     truth = vtx[:, :, None] == vtx[:, None, :]
@@ -351,10 +351,12 @@ def test_vertexing_score_averages_the_ari_per_number_of_secondary_vertices():
     assert task.metrics({"mask": mask, "target": vtx, "pred": pred}) == {"1": pytest.approx((1 + 2 / 7 + 1) / 3)}
 
 
-def test_vertexing_scores_an_n_sv_cell_only_over_min_jets_per_n_sv():
-    """btag.min_jets_per_n_sv: a cell with fewer test jets (with a pair of tracks) is left out, so the claim's
-    largest n_sv is one the sample can measure; the paper config scores a cell from 50 jets, smoke from one; a
-    value that is not a whole number >= 1 is one config error."""
+def test_vertexing_scores_the_n_sv_cells_the_validation_split_chooses():
+    """The scored cells are decided on the validation jets, never on the test labels: a cell is scored when its
+    validation share times the scored test jets reaches btag.min_jets_per_n_sv (paper 50, smoke 1). Here the test
+    split holds 52 one-vertex and 8 two-vertex jets: which of the two cells is scored follows the validation shares
+    alone. A value that is not a whole number >= 1 is one config error, and test metrics without validation shares
+    are refused."""
     from mpm.btag.vertexing import vertex_task
 
     rng = np.random.default_rng(0)
@@ -364,14 +366,40 @@ def test_vertexing_scores_an_n_sv_cell_only_over_min_jets_per_n_sv():
     mask = np.ones_like(vtx, bool)
     pred = rng.random((60, 4, 4)) < 0.5
     test = {"mask": mask, "target": vtx, "pred": pred}
-    every = _task(vertex_task, "mpm/configs/smoke/vertexing_v2.yaml").metrics(test)
+    smoke, paper = "mpm/configs/smoke/vertexing_v2.yaml", "mpm/configs/vertexing_v2.yaml"
+    every = _task(vertex_task, smoke, val_shares={1: 0.5, 2: 0.5}).metrics(test)
     assert set(every) == {"1", "2"}
-    paper = _task(vertex_task, "mpm/configs/vertexing_v2.yaml").metrics(test)
-    assert paper == {"1": every["1"]}  # the 8 two-vertex jets are too few; the one-vertex cell is unchanged
+    # validation like the test split (2 at 8/60: 8 predicted jets < 50): the one-vertex cell only
+    assert _task(vertex_task, paper, val_shares={1: 52 / 60, 2: 8 / 60}).metrics(test) == {"1": every["1"]}
+    # validation says two vertices are common: that cell is scored over its 8 test jets, the other is not (its
+    # 52 test jets do not enter the decision)
+    assert _task(vertex_task, paper, val_shares={1: 0.1, 2: 0.9}).metrics(test) == {"2": every["2"]}
+    # a cell validation never saw is not scored, whatever the test split holds
+    assert _task(vertex_task, smoke, val_shares={1: 1.0}).metrics(test) == {"1": every["1"]}
     assert load_config("mpm/configs/mini/vertexing_v2.yaml")["btag"]["min_jets_per_n_sv"] == 50
+    with pytest.raises(ValueError, match="validation split"):
+        _task(vertex_task, paper).metrics(test)
     for bad in (0, 2.5, True, "50"):
         with pytest.raises(ValueError, match="btag.min_jets_per_n_sv"):
             vertex_task({**load_config("mpm/configs/vertexing_v2.yaml")["btag"], "min_jets_per_n_sv": bad}, {})
+
+
+def test_validation_shares_count_the_validation_jets_with_a_pair_of_tracks(btag_dir):  # noqa: F811
+    """validation_shares reads the validation split (its first finetune.max_val_jets jets) and no other: the shares
+    of n_sv among the jets with two tracks or more."""
+    from common.data.btag import read_split
+
+    from mpm.btag.vertexing import n_sv_of, validation_shares
+
+    data = load_config("mpm/configs/smoke/vertexing_v2.yaml")["data"] | {"root": str(btag_dir)}
+    val = read_split(data, "val", 40, keys=("mask", "vtx_id"))
+    n_sv = n_sv_of(val["mask"], val["vtx_id"])
+    shares = validation_shares(data, 40)
+    assert sum(shares.values()) == pytest.approx(1.0)
+    assert shares == {int(k): float(np.mean(n_sv[n_sv >= 0] == k)) for k in np.unique(n_sv[n_sv >= 0])}
+    assert (n_sv == -1).sum() == (val["mask"].sum(1) < 2).sum()
+    test = read_split(data, "test", 40, keys=("mask", "vtx_id"))
+    assert not np.array_equal(test["vtx_id"], val["vtx_id"])      # another split: validation alone decides
 
 
 # ------------------------------------------------------------------------------------------------------ claims

@@ -9,8 +9,11 @@ An edge head (mpm/btag/track_heads.py EdgeHead) gives a "same vertex" logit for 
 focal loss (mpm/btag/focal_loss.py; btag.gamma, btag.pos_weight) over the upper triangle of real track pairs, the target
 being vtx_id_i == vtx_id_j. A pair is predicted in the same vertex when its logit is > 0 (no clustering). Scored on
 the test split by the one-sided adjusted Rand index per jet (common.training.metrics.adjusted_rand_index_onesided), averaged
-over the jets with n_sv = max(vtx_id) secondary vertices, for every n_sv in btag.n_sv that at least
-btag.min_jets_per_n_sv test jets have (jets with one track have no pair and are left out). Writes <out>/seed<S>/, <out>/summary.json and <out>/mpm.v2_vertexing.json.
+over the jets with n_sv = max(vtx_id) secondary vertices (jets with one track have no pair and are left out). Which
+n_sv cells of btag.n_sv are scored is decided on the validation jets: a cell whose share of the validation split,
+times the number of scored test jets, reaches btag.min_jets_per_n_sv (the test split is read only by the final
+evaluation; its size, not its labels, enters). Writes <out>/seed<S>/, <out>/summary.json and
+<out>/mpm.v2_vertexing.json.
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ import numpy as np
 import torch
 
 from common.cli import cli
+from common.data.btag import read_split
 from common.training.distributed import cleanup, init_distributed
 from common.training.finetune import Task
 from common.training.finetune_config import finetune_settings
@@ -37,15 +41,34 @@ def real_pairs(mask: torch.Tensor) -> torch.Tensor:
     return torch.triu(mask.unsqueeze(1) & mask.unsqueeze(2), diagonal=1)
 
 
-def vertex_task(b: dict, fc: dict) -> Task:
-    """The task of the loop from the btag section; batches are (JetBatch, vtx_id)."""
+def n_sv_of(mask: np.ndarray, vtx_id: np.ndarray) -> np.ndarray:
+    """(B,) secondary vertices per jet, max(vtx_id) over its real tracks (jetssl plotting/vtx_perf.py); -1 for a jet
+    with fewer than two tracks (no pair: not scored)."""
+    return np.where(mask.sum(1) >= 2, np.where(mask, vtx_id, 0).max(1), -1)
+
+
+def validation_shares(data_cfg: dict, max_val_jets: int | None) -> dict[int, float]:
+    """{n_sv: share} of the validation jets with a pair of tracks (the jets the runs validate on: the split's first
+    finetune.max_val_jets)."""
+    val = read_split(data_cfg, "val", max_val_jets, keys=("mask", "vtx_id"))
+    n_sv = n_sv_of(val["mask"], val["vtx_id"])
+    scored = n_sv[n_sv >= 0]
+    if len(scored) == 0:
+        raise ValueError(f"data.val: no validation jet with two tracks in {data_cfg['root']!r}; the scored n_sv "
+                         "cells are decided on them")
+    return {int(k): float(np.mean(scored == k)) for k in np.unique(scored)}
+
+
+def vertex_task(b: dict, fc: dict, val_shares: dict[int, float] | None = None) -> Task:
+    """The task of the loop from the btag section; batches are (JetBatch, vtx_id). val_shares: validation_shares of
+    the run, which decide the scored cells (needed by the test metrics only)."""
     gamma, pos_weight = float(b["gamma"]), float(b["pos_weight"])
     if gamma < 0 or pos_weight <= 0:
         raise ValueError(f"config: btag.gamma must be >= 0 and btag.pos_weight > 0 (got {gamma}, {pos_weight})")
     min_jets = b.get("min_jets_per_n_sv", 1)
     if isinstance(min_jets, bool) or not isinstance(min_jets, int) or min_jets < 1:
-        raise ValueError(f"config: btag.min_jets_per_n_sv = {min_jets!r}; expected a whole number >= 1 (test jets an "
-                         "n_sv cell needs to be scored)")
+        raise ValueError(f"config: btag.min_jets_per_n_sv = {min_jets!r}; expected a whole number >= 1 (the test jets "
+                         "an n_sv cell needs, predicted from its validation share, to be scored)")
 
     def loss(out, batch):
         jets, vtx_id = batch
@@ -53,12 +76,16 @@ def vertex_task(b: dict, fc: dict) -> Task:
         same = vtx_id.unsqueeze(1) == vtx_id.unsqueeze(2)
         return focal_loss(out[pairs], same[pairs].float(), gamma=gamma, pos_weight=pos_weight)
 
-    def metrics(test):  # the mean one-sided ARI of the jets with k secondary vertices, over >= min_jets of them
+    def metrics(test):  # the mean one-sided ARI of the jets with k secondary vertices, in the cells validation chose
+        if val_shares is None:
+            raise ValueError("vertexing: the scored n_sv cells are decided on the validation split "
+                             "(vertex_task(..., val_shares=validation_shares(...)))")
         mask, vtx_id = test["mask"], test["target"]
         ari = adjusted_rand_index_onesided(mask, vtx_id, test["pred"])
-        n_sv = np.where(mask, vtx_id, 0).max(1)
-        return {str(k): float(np.mean(ari[sel])) for k in b["n_sv"]
-                if (sel := (n_sv == k) & np.isfinite(ari)).sum() >= min_jets}
+        n_sv = np.where(np.isfinite(ari), n_sv_of(mask, vtx_id), -1)
+        scored = int((n_sv >= 0).sum())
+        return {str(k): float(np.mean(ari[n_sv == k])) for k in b["n_sv"]
+                if val_shares.get(k, 0.0) * scored >= min_jets and (n_sv == k).any()}
 
     return Task(name="vertexing", head=per_track_head("vertexing", "edge_mlp", EdgeHead), loss=loss,
                 metrics=metrics,
@@ -72,8 +99,8 @@ def main(argv=None):
     cfg, out, config_path = run
     fc = finetune_settings(cfg)
     require_pretrained_run(cfg, fc["mode"], config_path)
-    task = partial(vertex_task, cfg["btag"])
-    task(fc)  # the btag section checked before any data is read
+    partial(vertex_task, cfg["btag"])(fc)  # the btag section checked before any data is read
+    task = partial(vertex_task, cfg["btag"], val_shares=validation_shares(cfg["data"], fc["max_val_jets"]))
     dist = init_distributed(cfg["device"])
     try:
         summary = run_track_task(cfg, task, out, dist, target="vtx_id", table_id="mpm.v2_vertexing", key="n_sv",
