@@ -342,13 +342,22 @@ def test_per_track_paper_config_builds_and_steps(name, tmp_path):
 def test_vertexing_score_averages_the_ari_per_number_of_secondary_vertices():
     from mpm.btag.vertexing import vertex_task
 
-    task = _task(vertex_task, "mpm/configs/smoke/vertexing_v2.yaml", val_shares={1: 1.0})
+    task = _task(vertex_task, "mpm/configs/smoke/vertexing_v2.yaml", val=_val({1: 5}))
     mask = np.array([[1, 1, 1, 1], [1, 1, 1, 0], [1, 1, 1, 0], [1, 0, 0, 0]], bool)
     vtx = np.array([[0, 0, 1, 1], [0, 0, 1, 0], [0, 1, 1, 0], [2, 0, 0, 0]])
     truth = vtx[:, :, None] == vtx[:, None, :]
     pred = truth.copy()
     pred[1] = False  # jet 1: all apart -> ARI 2/7 (test_ari_is_one_sided...); jet 2 perfect; jet 3: one track
     assert task.metrics({"mask": mask, "target": vtx, "pred": pred}) == {"1": pytest.approx((1 + 2 / 7 + 1) / 3)}
+
+
+def _val(jets_per_n_sv: dict[int, int]) -> dict:
+    """Validation arrays (mask, vtx_id) holding that many jets of 4 tracks with each number of secondary vertices,
+    plus 3 one-track jets (no pair: not counted)."""
+    vtx = [[0, k, k, k] for k, c in jets_per_n_sv.items() for _ in range(c)] + [[0, 0, 0, 0]] * 3
+    mask = np.ones((len(vtx), 4), bool)
+    mask[-3:, 1:] = False
+    return {"mask": mask, "vtx_id": np.array(vtx)}
 
 
 def test_vertexing_scores_the_n_sv_cells_the_validation_split_chooses():
@@ -367,15 +376,15 @@ def test_vertexing_scores_the_n_sv_cells_the_validation_split_chooses():
     pred = rng.random((60, 4, 4)) < 0.5
     test = {"mask": mask, "target": vtx, "pred": pred}
     smoke, paper = "mpm/configs/smoke/vertexing_v2.yaml", "mpm/configs/vertexing_v2.yaml"
-    every = _task(vertex_task, smoke, val_shares={1: 0.5, 2: 0.5}).metrics(test)
+    every = _task(vertex_task, smoke, val=_val({1: 5, 2: 5})).metrics(test)
     assert set(every) == {"1", "2"}
     # validation like the test split (2 at 8/60: 8 predicted jets < 50): the one-vertex cell only
-    assert _task(vertex_task, paper, val_shares={1: 52 / 60, 2: 8 / 60}).metrics(test) == {"1": every["1"]}
+    assert _task(vertex_task, paper, val=_val({1: 52, 2: 8})).metrics(test) == {"1": every["1"]}
     # validation says two vertices are common: that cell is scored over its 8 test jets, the other is not (its
     # 52 test jets do not enter the decision)
-    assert _task(vertex_task, paper, val_shares={1: 0.1, 2: 0.9}).metrics(test) == {"2": every["2"]}
+    assert _task(vertex_task, paper, val=_val({1: 1, 2: 9})).metrics(test) == {"2": every["2"]}
     # a cell validation never saw is not scored, whatever the test split holds
-    assert _task(vertex_task, smoke, val_shares={1: 1.0}).metrics(test) == {"1": every["1"]}
+    assert _task(vertex_task, smoke, val=_val({1: 5})).metrics(test) == {"1": every["1"]}
     assert load_config("mpm/configs/mini/vertexing_v2.yaml")["btag"]["min_jets_per_n_sv"] == 50
     with pytest.raises(ValueError, match="validation split"):
         _task(vertex_task, paper).metrics(test)
@@ -384,22 +393,13 @@ def test_vertexing_scores_the_n_sv_cells_the_validation_split_chooses():
             vertex_task({**load_config("mpm/configs/vertexing_v2.yaml")["btag"], "min_jets_per_n_sv": bad}, {})
 
 
-def test_validation_shares_count_the_validation_jets_with_a_pair_of_tracks(btag_dir):  # noqa: F811
-    """validation_shares reads the validation split (its first finetune.max_val_jets jets) and no other: the shares
-    of n_sv among the jets with two tracks or more."""
-    from common.data.btag import read_split
+def test_validation_shares_count_the_validation_jets_with_a_pair_of_tracks():
+    """The shares of n_sv among the validation jets with two tracks or more; a split without one is refused."""
+    from mpm.btag.vertexing import validation_shares
 
-    from mpm.btag.vertexing import n_sv_of, validation_shares
-
-    data = load_config("mpm/configs/smoke/vertexing_v2.yaml")["data"] | {"root": str(btag_dir)}
-    val = read_split(data, "val", 40, keys=("mask", "vtx_id"))
-    n_sv = n_sv_of(val["mask"], val["vtx_id"])
-    shares = validation_shares(data, 40)
-    assert sum(shares.values()) == pytest.approx(1.0)
-    assert shares == {int(k): float(np.mean(n_sv[n_sv >= 0] == k)) for k in np.unique(n_sv[n_sv >= 0])}
-    assert (n_sv == -1).sum() == (val["mask"].sum(1) < 2).sum()
-    test = read_split(data, "test", 40, keys=("mask", "vtx_id"))
-    assert not np.array_equal(test["vtx_id"], val["vtx_id"])      # another split: validation alone decides
+    assert validation_shares(_val({0: 2, 1: 5, 3: 3})) == {0: 0.2, 1: 0.5, 3: 0.3}    # the 3 one-track jets left out
+    with pytest.raises(ValueError, match="no validation jet with two tracks"):
+        validation_shares(_val({}))
 
 
 # ------------------------------------------------------------------------------------------------------ claims

@@ -87,9 +87,9 @@ def test_which_sets_are_computed_on_read():
     assert on_read == ["hepjepa", "hepjepa_rel", "mpmv1", "omnijet", "part_kin"]
 
 
-def test_a_real_jet_sample_reads_back_exactly_on_read(tmp_path):
-    """Many jets with a wide spread of multiplicities (up to 150 particles, more than N), read in shuffled batches
-    and across two conversion chunks of different widths: the on-read entry equals compute() bit for bit."""
+def test_a_wide_spread_of_multiplicities_reads_back_exactly_on_read(tmp_path):
+    """300 jets with 1 to 150 particles (more than N), converted in three chunks of different widths and read in
+    shuffled and contiguous batches: the on-read entry equals compute() bit for bit."""
     rng = np.random.default_rng(5)
     raw = constructed_jets(np.clip(rng.poisson(40, 300), 1, 150), seed=3, m=150)
     for name in ("hepjepa", "mpmv1", "omnijet"):

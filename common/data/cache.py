@@ -166,9 +166,9 @@ class CacheEntry:
         out = self.empty(b) if out is None else out
         out["jet"][:] = a["jet"][sel]
         out["label"][:] = a["label"][sel]
-        so, src_counts, src_take = _particles_of(a["src_offsets"], sel)
         if self.computed is not None:      # computed on read: the same function as at conversion, same inputs
             fs = self.computed
+            _, src_counts, src_take = _particles_of(a["src_offsets"], sel)
             parts = Particles(a["src_p4"][src_take], {f: a["src_" + f][src_take] for f in fs.source_fields},
                               out["jet"], a["axis"][sel], src_counts)
             parts.pad(*fs.from_particles(parts, n), n, out)
@@ -182,6 +182,7 @@ class CacheEntry:
 
         pad(a["x"], out["x"])
         # four-momenta from the source entry: particle i of the jet is the source's particle i, or src_pos says which
+        so = np.asarray(a["src_offsets"][sel], dtype=np.int64)
         if "src_pos" in a:
             at = np.repeat(so, counts) + a["src_pos"][take]
         else:
@@ -344,8 +345,8 @@ def _build(cache_dir, slot, final, src_slot, src_final, source, key, feature_key
             c = _counts(chunk["mask"], "a feature set's output", source)
             m = chunk["mask"]
             counts.append(c)
-            if not on_read:                 # a set computed on read stores nothing but its meta.json
-                feat.append("x", chunk["x"][m])
+            if not on_read:                 # a set computed on read stores nothing but its meta.json (its features
+                feat.append("x", chunk["x"][m])   # were still computed: compute() refuses non-finite ones here, once)
             if "pid" in chunk and chunk["pid"] is not None and not on_read:
                 pid = chunk["pid"][m]
                 if len(pid) and (pid.min() < np.iinfo(PID_DTYPE).min or pid.max() > np.iinfo(PID_DTYPE).max):

@@ -3,6 +3,7 @@ result file (common/results/published.yaml: mpm.v2_btag, mpm.v2_vertexing, mpm.v
 out-of-domain figures): the mode and task keys of a run, <out>/summary.json and <out>/<table_id>.json."""
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 from common.data.array_loader import ArrayLoader
@@ -32,13 +33,16 @@ def table_keys(cfg: dict, fc: dict, pcfg: dict) -> dict:
     return {"mode": mode, "task": task}
 
 
-def run_btag_task(cfg: dict, task, out: Path, dist, n_values: list, target: str | None = None) -> dict:
+def run_btag_task(cfg: dict, task, out: Path, dist, n_values: list, target: str | None = None,
+                  task_reads_val: bool = False) -> dict:
     """The BTag splits on the scale of the pretraining run (mpm.btag.data), then for every N of n_values (labelled
     training jets drawn per seed; None = every training jet, as jetssl full_pipeline.smk runs the per-track tasks)
     and every seed of finetune.seeds one run_finetune of `task` into <out>/n<N>/seed<S>/ (<out>/seed<S>/ for None).
     The validation split holds min(finetune.max_val_jets, N) jets (jetssl configs/experiment/train_classifier.yaml:
     val n_jets = min(1M, n_jets)); finetune.per_n rules compare with N. target: the per-track array the loader
-    serves with every batch (mpm.btag.data.TARGETS), None for the flavour label.
+    serves with every batch (mpm.btag.data.TARGETS), None for the flavour label. task_reads_val: the task factory is
+    called as task(fc, val=<the validation arrays>), for a task that decides something on the validation jets
+    (vertexing's scored cells).
     Returns {"runs": {N: [result per seed]}, "sources": result files, "keys": table_keys, "pcfg"}."""
     if target not in (None, *TARGETS):
         raise ValueError(f"BTag target {target!r}; expected one of {TARGETS}")
@@ -52,6 +56,8 @@ def run_btag_task(cfg: dict, task, out: Path, dist, n_values: list, target: str 
     arrays = {"train": load_btag_split(data, "train", quantiles),
               "val": load_btag_split(data, "val", quantiles, max_jets=fc["max_val_jets"]),
               "test": load_btag_split(data, "test", quantiles, max_jets=fc["max_test_jets"])}
+    if task_reads_val:
+        task = partial(task, val=arrays["val"])
     runs, sources = {}, []
     for n in n_values:
         for seed in fc["seeds"]:
@@ -72,11 +78,12 @@ def run_btag_task(cfg: dict, task, out: Path, dist, n_values: list, target: str 
     return {"runs": runs, "sources": sources, "keys": table_keys(cfg, fc, pcfg), "pcfg": pcfg}
 
 
-def run_track_task(cfg: dict, task, out: Path, dist, *, target: str, table_id: str, key: str, metric: str) -> dict:
+def run_track_task(cfg: dict, task, out: Path, dist, *, target: str, table_id: str, key: str, metric: str,
+                   task_reads_val: bool = False) -> dict:
     """A per-track task on every training jet, every seed; its test metrics ({cell: value}, e.g. per number of
     tracks) as result rows {mode, task, <key>: cell, <metric>: [per seed]}. Cells without a scored test jet are left
     out."""
-    run = run_btag_task(cfg, task, out, dist, [None], target)
+    run = run_btag_task(cfg, task, out, dist, [None], target, task_reads_val)
     scores, keys = [r["test"] for r in run["runs"][None]], run["keys"]
     cells = sorted({int(k) for s in scores for k in s})
     rows = [{**keys, key: c, metric: [s[str(c)] for s in scores]} for c in cells]

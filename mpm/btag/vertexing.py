@@ -23,7 +23,6 @@ import numpy as np
 import torch
 
 from common.cli import cli
-from common.data.btag import read_split
 from common.training.distributed import cleanup, init_distributed
 from common.training.finetune import Task
 from common.training.finetune_config import finetune_settings
@@ -47,21 +46,19 @@ def n_sv_of(mask: np.ndarray, vtx_id: np.ndarray) -> np.ndarray:
     return np.where(mask.sum(1) >= 2, np.where(mask, vtx_id, 0).max(1), -1)
 
 
-def validation_shares(data_cfg: dict, max_val_jets: int | None) -> dict[int, float]:
-    """{n_sv: share} of the validation jets with a pair of tracks (the jets the runs validate on: the split's first
-    finetune.max_val_jets)."""
-    val = read_split(data_cfg, "val", max_val_jets, keys=("mask", "vtx_id"))
+def validation_shares(val: dict) -> dict[int, float]:
+    """{n_sv: share} of the validation jets (arrays with mask and vtx_id: the split the runs validate on) that have
+    a pair of tracks."""
     n_sv = n_sv_of(val["mask"], val["vtx_id"])
     scored = n_sv[n_sv >= 0]
     if len(scored) == 0:
-        raise ValueError(f"data.val: no validation jet with two tracks in {data_cfg['root']!r}; the scored n_sv "
-                         "cells are decided on them")
+        raise ValueError("data.val: no validation jet with two tracks; the scored n_sv cells are decided on them")
     return {int(k): float(np.mean(scored == k)) for k in np.unique(scored)}
 
 
-def vertex_task(b: dict, fc: dict, val_shares: dict[int, float] | None = None) -> Task:
-    """The task of the loop from the btag section; batches are (JetBatch, vtx_id). val_shares: validation_shares of
-    the run, which decide the scored cells (needed by the test metrics only)."""
+def vertex_task(b: dict, fc: dict, val: dict | None = None) -> Task:
+    """The task of the loop from the btag section; batches are (JetBatch, vtx_id). val: the validation arrays
+    (mpm.btag.sweep.run_btag_task passes them), whose n_sv shares decide the scored cells (test metrics only)."""
     gamma, pos_weight = float(b["gamma"]), float(b["pos_weight"])
     if gamma < 0 or pos_weight <= 0:
         raise ValueError(f"config: btag.gamma must be >= 0 and btag.pos_weight > 0 (got {gamma}, {pos_weight})")
@@ -76,10 +73,12 @@ def vertex_task(b: dict, fc: dict, val_shares: dict[int, float] | None = None) -
         same = vtx_id.unsqueeze(1) == vtx_id.unsqueeze(2)
         return focal_loss(out[pairs], same[pairs].float(), gamma=gamma, pos_weight=pos_weight)
 
+    val_shares = validation_shares(val) if val is not None else None
+
     def metrics(test):  # the mean one-sided ARI of the jets with k secondary vertices, in the cells validation chose
         if val_shares is None:
             raise ValueError("vertexing: the scored n_sv cells are decided on the validation split "
-                             "(vertex_task(..., val_shares=validation_shares(...)))")
+                             "(vertex_task(..., val=<validation arrays>))")
         mask, vtx_id = test["mask"], test["target"]
         ari = adjusted_rand_index_onesided(mask, vtx_id, test["pred"])
         n_sv = np.where(np.isfinite(ari), n_sv_of(mask, vtx_id), -1)
@@ -99,12 +98,12 @@ def main(argv=None):
     cfg, out, config_path = run
     fc = finetune_settings(cfg)
     require_pretrained_run(cfg, fc["mode"], config_path)
-    partial(vertex_task, cfg["btag"])(fc)  # the btag section checked before any data is read
-    task = partial(vertex_task, cfg["btag"], val_shares=validation_shares(cfg["data"], fc["max_val_jets"]))
+    task = partial(vertex_task, cfg["btag"])
+    task(fc)  # the btag section checked before any data is read
     dist = init_distributed(cfg["device"])
     try:
         summary = run_track_task(cfg, task, out, dist, target="vtx_id", table_id="mpm.v2_vertexing", key="n_sv",
-                                 metric="ari")
+                                 metric="ari", task_reads_val=True)
         if dist.is_main:
             mark_done(out, {"mode": fc["mode"], "task": summary["task"]})
     finally:
